@@ -1,0 +1,94 @@
+# abilitysync - build, test and run.
+#
+#   make            build build/release/abilitysync (gcc, -O2)
+#   make run        install what is missing, start Postgres + the service locally
+#   make test       install what is missing, build both variants, run every suite
+#   make asan       the ASan + UBSan build (clang) in build/asan/
+#   make clean
+#
+# One set of rules builds every variant: BUILD=release or BUILD=asan picks the
+# compiler, flags and output directory build/$(BUILD)/.
+
+BUILD ?= release
+B := build/$(BUILD)
+PREFIX ?= /usr/local
+
+ifeq ($(BUILD),asan)
+  CC := clang
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+else ifeq ($(BUILD),release)
+  OPT := -O2 -g
+else
+  $(error BUILD must be release or asan)
+endif
+
+PKGS := libpq jansson libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wpointer-arith -Wformat=2 -Wundef -Wcast-qual -Wvla
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(OPT) $(EXTRA_LDFLAGS)
+LIBS := $(PKG_LIBS) -lm
+
+# Everything but the programs' main files goes into one static library that the
+# programs and the unit tests link.
+MAINS := src/main.c
+LIB_SRCS := $(filter-out $(MAINS),$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all asan tests test run deps clean lint install
+
+all: $(B)/abilitysync
+
+asan:
+	$(MAKE) BUILD=asan all tests
+
+tests: $(UNIT_BINS)
+
+$(B)/obj/%.o: src/%.c | $(B)/obj
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/libabilitysync.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(B)/abilitysync: $(B)/obj/main.o $(B)/libabilitysync.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/tests/%: tests/unit/%.c $(B)/libabilitysync.a | $(B)/tests
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -MMD -MP -o $@ $< $(B)/libabilitysync.a $(LIBS) -lcriterion
+
+$(B)/obj $(B)/tests:
+	mkdir -p $@
+
+-include $(wildcard $(B)/obj/*.d $(B)/tests/*.d)
+
+# ---- the two commands a newcomer needs -----------------------------------
+
+deps:
+	@tools/deps.sh
+
+test: deps
+	$(MAKE) BUILD=release all tests
+	$(MAKE) BUILD=asan all tests
+	tests/run.sh
+
+run: deps all
+	tools/run.sh
+
+lint:
+	shellcheck -x docker-entrypoint.sh tools/*.sh tests/*.sh tests/lib/*.sh tests/integration/*.sh .ci/run
+	yamllint -s docker-compose.yml
+
+install: all
+	install -D -m 0755 $(B)/abilitysync $(DESTDIR)$(PREFIX)/bin/abilitysync
+	install -d $(DESTDIR)$(PREFIX)/share/abilitysync/drizzle/meta
+	install -m 0644 drizzle-compat/drizzle/*.sql $(DESTDIR)$(PREFIX)/share/abilitysync/drizzle/
+	install -m 0644 drizzle-compat/drizzle/meta/_journal.json $(DESTDIR)$(PREFIX)/share/abilitysync/drizzle/meta/
+
+clean:
+	rm -rf build

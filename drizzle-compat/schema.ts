@@ -1,0 +1,148 @@
+// The database abilitysync shares with the original application.
+//
+// `abilities` is the original app's table, column for column (reference:
+// infraxa-api.md §3.1-3.3). Never add columns to it: the original app regenerates
+// its migrations from its own copy of this table and would drop them.
+//
+// Everything abilitysync needs for itself lives in its own Postgres schema,
+// `abilitysync`, described in ../schema/README.md.
+import { sql } from "drizzle-orm";
+import {
+  bigint,
+  bigserial,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgSchema,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+} from "drizzle-orm/pg-core";
+
+export const abilities = pgTable(
+  "abilities",
+  {
+    ability_id: text("ability_id").primaryKey(),
+    vector_id: integer("vector_id").notNull(),
+    ability_name: text("ability_name").notNull(),
+    service_name: text("service_name").notNull(),
+    description: text("description").notNull(),
+    embedding: jsonb("embedding").$type<number[]>().notNull(),
+    dynamic_header_keys: jsonb("dynamic_header_keys").$type<string[]>().default([]),
+    dynamic_headers_required: boolean("dynamic_headers_required").default(false),
+    metadata: jsonb("metadata").$type<Record<string, unknown>>().default({}),
+    created_at: timestamp("created_at").defaultNow(),
+    updated_at: timestamp("updated_at").defaultNow(),
+  },
+  (t) => [
+    index("idx_abilities_service_name").on(t.service_name),
+    index("idx_abilities_dynamic_headers").on(t.dynamic_headers_required),
+  ],
+);
+
+export const abilitysync = pgSchema("abilitysync");
+
+const tstz = (name: string) => timestamp(name, { withTimezone: true });
+
+// One row per ability ever registered: where its vector lives, the content hash of
+// what the vector DB should hold, and where the push stands. `generation` grows
+// on every content change so a push that raced with a newer write cannot mark it
+// synced.
+export const syncState = abilitysync.table(
+  "sync_state",
+  {
+    ability_id: text("ability_id").primaryKey(),
+    blob_id: text("blob_id").notNull(),
+    vector_id: integer("vector_id").notNull(),
+    content_hash: text("content_hash").notNull(),
+    state: text("state").notNull().default("pending"),
+    generation: bigint("generation", { mode: "number" }).notNull().default(1),
+    attempts: integer("attempts").notNull().default(0),
+    next_attempt_at: tstz("next_attempt_at").notNull().defaultNow(),
+    last_error: text("last_error"),
+    synced_at: tstz("synced_at"),
+    updated_at: tstz("updated_at").notNull().defaultNow(),
+  },
+  (t) => [
+    check(
+      "sync_state_state_check",
+      sql`${t.state} IN ('pending', 'synced', 'pending_delete', 'deleted', 'failed')`,
+    ),
+    index("sync_state_due_idx")
+      .on(t.next_attempt_at)
+      .where(sql`${t.state} IN ('pending', 'pending_delete')`),
+    index("sync_state_state_idx").on(t.state),
+  ],
+);
+
+// Every (blob, vector id) abilitysync ever wrote or was about to write. The vector
+// DB cannot be listed, so this is the only inventory of what it may hold: reconcile
+// finds orphans here. The primary key turns a vector_id collision between two
+// abilities into an error instead of two abilities sharing one vector.
+export const vectorLedger = abilitysync.table(
+  "vector_ledger",
+  {
+    blob_id: text("blob_id").notNull(),
+    vector_id: integer("vector_id").notNull(),
+    ability_id: text("ability_id").notNull(),
+    first_written_at: tstz("first_written_at").notNull().defaultNow(),
+    last_written_at: tstz("last_written_at").notNull().defaultNow(),
+    deleted_at: tstz("deleted_at"),
+  },
+  (t) => [
+    primaryKey({ name: "vector_ledger_pkey", columns: [t.blob_id, t.vector_id] }),
+    index("vector_ledger_ability_idx").on(t.ability_id),
+  ],
+);
+
+// One row per reconcile run (dry or real), with the report it produced.
+export const reconcileRuns = abilitysync.table(
+  "reconcile_runs",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    started_at: tstz("started_at").notNull().defaultNow(),
+    finished_at: tstz("finished_at"),
+    status: text("status").notNull().default("running"),
+    dry_run: boolean("dry_run").notNull(),
+    deep: boolean("deep").notNull().default(false),
+    service_name: text("service_name"),
+    report: jsonb("report"),
+    repairs: integer("repairs").notNull().default(0),
+    error: text("error"),
+    host: text("host"),
+  },
+  (t) => [
+    check("reconcile_runs_status_check", sql`${t.status} IN ('running', 'ok', 'failed')`),
+  ],
+);
+
+// One row per restore of the vector DB from Postgres. `cursor` is the last
+// ability_id (in key order) whose vector the vector DB confirmed; --resume starts
+// after it.
+export const restoreJobs = abilitysync.table(
+  "restore_jobs",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    status: text("status").notNull().default("running"),
+    service_name: text("service_name"),
+    dry_run: boolean("dry_run").notNull().default(false),
+    total: bigint("total", { mode: "number" }).notNull().default(0),
+    done: bigint("done", { mode: "number" }).notNull().default(0),
+    failed: bigint("failed", { mode: "number" }).notNull().default(0),
+    cursor: text("cursor"),
+    error: text("error"),
+    host: text("host"),
+    started_at: tstz("started_at").notNull().defaultNow(),
+    updated_at: tstz("updated_at").notNull().defaultNow(),
+    finished_at: tstz("finished_at"),
+  },
+  (t) => [
+    check(
+      "restore_jobs_status_check",
+      sql`${t.status} IN ('running', 'done', 'failed', 'interrupted')`,
+    ),
+  ],
+);

@@ -1,0 +1,40 @@
+/*
+ * common.h - what every module shares: attributes, exit codes, error messages.
+ */
+#ifndef ABILITYSYNC_COMMON_H
+#define ABILITYSYNC_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MUSTCHECK __attribute__((warn_unused_result))
+#define PRINTF_LIKE(fmt, first) __attribute__((format(printf, fmt, first)))
+#define NORETURN __attribute__((noreturn))
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#ifndef ABILITYSYNC_VERSION
+#define ABILITYSYNC_VERSION "0.1.0"
+#endif
+
+/* Exit codes of every subcommand; the README and --help list them. */
+enum exit_code {
+	EXIT_OK = 0,      /* done, or nothing to do */
+	EXIT_FAIL = 1,    /* the operation failed; the log says why */
+	EXIT_USAGE = 2,   /* a bad flag, argument or configuration value */
+	EXIT_PENDING = 3, /* migrate status/plan: there is work to apply */
+	EXIT_REFUSED = 4, /* migrate: the ledger and the folder disagree */
+};
+
+/*
+ * An error for the caller to report. Modules that judge user input (files,
+ * flags, environment, request bodies) fill one in, naming the field or file,
+ * and leave the decision to log, print or answer to the caller.
+ */
+struct errbuf {
+	char msg[1024];
+};
+
+void err_set(struct errbuf *e, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+#endif

@@ -1,0 +1,15 @@
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+void err_set(struct errbuf *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!e)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+}

@@ -1,0 +1,424 @@
+#include "config.h"
+
+#include "buf.h"
+#include "mem.h"
+#include "pgconn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL, CFG_ENUM };
+
+enum {
+	CFG_SECRET = 1 << 0,   /* never printed: shown as "(set)" */
+	CFG_CONNINFO = 1 << 1, /* printed with the password redacted */
+};
+
+typedef bool (*cfg_check_fn)(const char *value, struct errbuf *err);
+
+struct cfg_def {
+	const char *name; /* the environment variable */
+	enum cfg_type type;
+	size_t offset;    /* into struct config */
+	const char *def;  /* default as text; NULL = unset */
+	long long min, max;
+	const char *const *choices;
+	cfg_check_fn check;
+	unsigned flags;
+	unsigned scope;
+	const char *accepts; /* for help and errors when the type alone does not say */
+	const char *help;
+};
+
+static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+static bool check_conninfo(const char *v, struct errbuf *err)
+{
+	return pg_conninfo_valid(v, err);
+}
+
+static bool check_ident(const char *v, struct errbuf *err)
+{
+	if (!*v || strlen(v) > 63) {
+		err_set(err, "must be 1 to 63 bytes (a Postgres identifier)");
+		return false;
+	}
+	return true;
+}
+
+static bool check_nonempty(const char *v, struct errbuf *err)
+{
+	if (!*v) {
+		err_set(err, "must not be empty");
+		return false;
+	}
+	return true;
+}
+
+#define OFF(field) offsetof(struct config, field)
+
+static const struct cfg_def defs[] = {
+	{"DATABASE_URL", CFG_STR, OFF(database_url), NULL, 0, 0, NULL, check_conninfo,
+	 CFG_CONNINFO, SCOPE_ALL, "postgres://user:pass@host:port/db or key=value",
+	 "Postgres holding the abilities mirror and the sync state. Unset: vector-DB-only mode "
+	 "(migrate, reconcile and restore need it)."},
+	{"DB_HOST", CFG_STR, OFF(db_host), NULL, 0, 0, NULL, NULL,
+	 0, SCOPE_MIGRATE, "a host name or address",
+	 "Host to wait for before migrating, instead of the one in DATABASE_URL "
+	 "(as the original entrypoint's DB_HOST)."},
+	{"DB_WAIT", CFG_INT, OFF(db_wait), "0", 0, 86400, NULL, NULL,
+	 0, SCOPE_MIGRATE, NULL,
+	 "Seconds `migrate` waits for Postgres to accept connections (--wait); "
+	 "0 tries once. The container entrypoint uses 60."},
+	{"MIGRATIONS_DIR", CFG_STR, OFF(migrations_dir), "drizzle-compat/drizzle", 0, 0, NULL, check_nonempty,
+	 0, SCOPE_MIGRATE, "a directory",
+	 "drizzle-kit migrations folder (meta/_journal.json and <tag>.sql) (--dir)."},
+	{"MIGRATIONS_SCHEMA", CFG_STR, OFF(migrations_schema), "drizzle", 0, 0, NULL, check_ident,
+	 0, SCOPE_MIGRATE, NULL,
+	 "Schema of the migration ledger; drizzle's default (--schema)."},
+	{"MIGRATIONS_TABLE", CFG_STR, OFF(migrations_table), "__drizzle_migrations", 0, 0, NULL, check_ident,
+	 0, SCOPE_MIGRATE, NULL,
+	 "Table of the migration ledger; drizzle's default (--table)."},
+	{"MIGRATE_LOCK_TIMEOUT", CFG_INT, OFF(migrate_lock_timeout), "120", 1, 86400, NULL, NULL,
+	 0, SCOPE_MIGRATE, NULL,
+	 "Seconds a migrator waits for another one to finish before giving up (--lock-timeout)."},
+	{"MIGRATE_ALLOW_OUT_OF_ORDER", CFG_BOOL, OFF(migrate_allow_out_of_order), "false", 0, 0, NULL, NULL,
+	 0, SCOPE_MIGRATE, NULL,
+	 "Apply a pending migration older than one already applied (drizzle-kit would skip it "
+	 "forever) instead of refusing (--allow-out-of-order)."},
+	{"MIGRATE_ALLOW_CHANGED", CFG_BOOL, OFF(migrate_allow_changed), "false", 0, 0, NULL, NULL,
+	 0, SCOPE_MIGRATE, NULL,
+	 "Accept an applied migration whose file changed since (warn instead of refusing) "
+	 "(--allow-changed)."},
+	{"LOG_FORMAT", CFG_ENUM, OFF(log_format), "text", 0, 0, log_formats, NULL,
+	 0, SCOPE_ALL, NULL,
+	 "text: one readable line per event; json: one JSON object per line."},
+	{"LOG_LEVEL", CFG_ENUM, OFF(log_level), "info", 0, 0, log_levels, NULL,
+	 0, SCOPE_ALL, NULL,
+	 "Least severe level logged."},
+};
+
+#define FIELD(c, d, type) ((type *)((char *)(c) + (d)->offset))
+#define CFIELD(c, d, type) ((type const *)((const char *)(c) + (d)->offset))
+
+static const struct cfg_def *find_def(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(defs); i++)
+		if (strcmp(defs[i].name, name) == 0)
+			return &defs[i];
+	return NULL;
+}
+
+bool config_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = {"1", "true", "yes", "on"};
+	static const char *const no[] = {"0", "false", "no", "off"};
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(yes); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void describe_accepted(const struct cfg_def *d, struct buf *b)
+{
+	const char *const *ch;
+
+	switch (d->type) {
+	case CFG_INT:
+		buf_printf(b, "an integer from %lld to %lld", d->min, d->max);
+		break;
+	case CFG_BOOL:
+		buf_puts(b, "true or false");
+		break;
+	case CFG_ENUM:
+		for (ch = d->choices; *ch; ch++)
+			buf_printf(b, "%s%s", ch == d->choices ? "" : " | ", *ch);
+		break;
+	case CFG_STR:
+		buf_puts(b, d->accepts ? d->accepts : "a string");
+		break;
+	}
+}
+
+/* Parses `value` for `d` into the config; on failure says what is accepted. */
+static bool apply_value(struct config *c, const struct cfg_def *d, const char *value, struct errbuf *err)
+{
+	struct errbuf why = {{0}};
+	struct buf accepted = BUF_INIT;
+	const char *const *ch;
+	char *end;
+	long long n;
+	bool ok = false;
+
+	switch (d->type) {
+	case CFG_STR:
+		if (d->check && !d->check(value, &why))
+			break;
+		free(*FIELD(c, d, char *));
+		*FIELD(c, d, char *) = xstrdup(value);
+		ok = true;
+		break;
+	case CFG_INT:
+		errno = 0;
+		n = strtoll(value, &end, 10);
+		if (errno || end == value || *end) {
+			err_set(&why, "not an integer");
+			break;
+		}
+		if (n < d->min || n > d->max) {
+			err_set(&why, "out of range");
+			break;
+		}
+		*FIELD(c, d, long long) = n;
+		ok = true;
+		break;
+	case CFG_BOOL:
+		ok = config_parse_bool(value, FIELD(c, d, bool));
+		if (!ok)
+			err_set(&why, "not a boolean");
+		break;
+	case CFG_ENUM:
+		for (ch = d->choices; *ch; ch++) {
+			if (strcasecmp(value, *ch) == 0) {
+				*FIELD(c, d, int) = (int)(ch - d->choices);
+				ok = true;
+				break;
+			}
+		}
+		if (!ok)
+			err_set(&why, "unknown value");
+		break;
+	}
+	if (ok)
+		return true;
+
+	describe_accepted(d, &accepted);
+	if (d->flags & (CFG_SECRET | CFG_CONNINFO))
+		err_set(err, "%s: %s (accepted: %s)", d->name, why.msg, buf_cstr(&accepted));
+	else
+		err_set(err, "%s=\"%.200s\": %s (accepted: %s)", d->name, value, why.msg, buf_cstr(&accepted));
+	buf_free(&accepted);
+	return false;
+}
+
+bool config_load(struct config *c, config_lookup_fn lookup, void *ctx, struct errbuf *err)
+{
+	struct buf errors = BUF_INIT;
+	struct errbuf one;
+	size_t i;
+	bool ok;
+
+	memset(c, 0, sizeof(*c));
+	for (i = 0; i < ARRAY_LEN(defs); i++) {
+		const struct cfg_def *d = &defs[i];
+		const char *v = lookup ? lookup(d->name, ctx) : NULL;
+
+		if (d->def && !apply_value(c, d, d->def, &one))
+			abort(); /* a default that fails its own check is a bug in the table */
+		if (!v)
+			continue;
+		/* An empty optional string means unset, as shells make it easy to export "". */
+		if (!*v && d->type == CFG_STR && !d->def)
+			continue;
+		if (!apply_value(c, d, v, &one))
+			buf_printf(&errors, "%s%s", errors.len ? "; " : "", one.msg);
+	}
+	ok = errors.len == 0;
+	if (!ok)
+		err_set(err, "%s", errors.data);
+	buf_free(&errors);
+	return ok;
+}
+
+bool config_set(struct config *c, const char *name, const char *value, struct errbuf *err)
+{
+	const struct cfg_def *d = find_def(name);
+
+	if (!d) {
+		err_set(err, "%s: no such setting", name);
+		return false;
+	}
+	return apply_value(c, d, value, err);
+}
+
+void config_free(struct config *c)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(defs); i++) {
+		if (defs[i].type == CFG_STR) {
+			free(*FIELD(c, &defs[i], char *));
+			*FIELD(c, &defs[i], char *) = NULL;
+		}
+	}
+}
+
+static void describe_value(const struct config *c, const struct cfg_def *d, struct buf *b)
+{
+	const char *s;
+	char *red;
+
+	switch (d->type) {
+	case CFG_STR:
+		s = *CFIELD(c, d, char *);
+		if (!s) {
+			buf_puts(b, "(unset)");
+		} else if (d->flags & CFG_SECRET) {
+			buf_puts(b, "(set)");
+		} else if (d->flags & CFG_CONNINFO) {
+			red = pg_redact_conninfo(s);
+			buf_puts(b, red);
+			free(red);
+		} else {
+			buf_puts(b, s);
+		}
+		break;
+	case CFG_INT:
+		buf_printf(b, "%lld", *CFIELD(c, d, long long));
+		break;
+	case CFG_BOOL:
+		buf_puts(b, *CFIELD(c, d, bool) ? "true" : "false");
+		break;
+	case CFG_ENUM:
+		buf_puts(b, d->choices[*CFIELD(c, d, int)]);
+		break;
+	}
+}
+
+char *config_describe(const struct config *c)
+{
+	struct buf b = BUF_INIT;
+	struct buf v = BUF_INIT;
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(defs); i++) {
+		buf_reset(&v);
+		describe_value(c, &defs[i], &v);
+		buf_printf(&b, "%s%s=", i ? " " : "", defs[i].name);
+		if (strpbrk(buf_cstr(&v), " \t\"") || v.len == 0)
+			buf_json_str(&b, buf_cstr(&v), v.len);
+		else
+			buf_append(&b, v.data, v.len);
+	}
+	buf_free(&v);
+	return buf_steal(&b);
+}
+
+static void default_text(const struct cfg_def *d, struct buf *b)
+{
+	if (!d->def)
+		buf_puts(b, "unset");
+	else
+		buf_puts(b, d->def);
+}
+
+static void wrap(FILE *f, const char *text, int indent, int width)
+{
+	const char *p = text;
+	int col = indent;
+
+	while (*p) {
+		const char *w = p;
+		int len;
+
+		while (*w && *w != ' ')
+			w++;
+		len = (int)(w - p);
+		if (col > indent && col + 1 + len > width) {
+			fprintf(f, "\n%*s", indent, "");
+			col = indent;
+		} else if (col > indent) {
+			fputc(' ', f);
+			col++;
+		}
+		fprintf(f, "%.*s", len, p);
+		col += len;
+		p = *w ? w + 1 : w;
+	}
+	fputc('\n', f);
+}
+
+void config_print_help(FILE *f, unsigned scope)
+{
+	struct buf line = BUF_INIT;
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(defs); i++) {
+		const struct cfg_def *d = &defs[i];
+
+		if (!(d->scope & scope))
+			continue;
+		buf_reset(&line);
+		buf_printf(&line, "%s [default: ", d->help);
+		default_text(d, &line);
+		buf_puts(&line, "; accepts: ");
+		describe_accepted(d, &line);
+		buf_puts(&line, d->flags & CFG_SECRET ? "; secret]" : "]");
+		fprintf(f, "  %s\n      ", d->name);
+		wrap(f, line.data, 6, 78);
+	}
+	buf_free(&line);
+}
+
+static void md_cell(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '|')
+			fputs("\\|", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+void config_print_markdown(FILE *f)
+{
+	static const char *const scopes[] = {"serve", "migrate", "reconcile", "restore", "probe"};
+	struct buf cell = BUF_INIT;
+	size_t i, s;
+
+	fputs("| Variable | Default | Accepts | Read by | Meaning |\n", f);
+	fputs("|---|---|---|---|---|\n", f);
+	for (i = 0; i < ARRAY_LEN(defs); i++) {
+		const struct cfg_def *d = &defs[i];
+
+		fprintf(f, "| `%s` | ", d->name);
+		buf_reset(&cell);
+		default_text(d, &cell);
+		fprintf(f, d->def ? "`%s`" : "%s", buf_cstr(&cell));
+		fputs(" | ", f);
+		buf_reset(&cell);
+		describe_accepted(d, &cell);
+		md_cell(f, buf_cstr(&cell));
+		fputs(" | ", f);
+		if (d->scope == SCOPE_ALL) {
+			fputs("all", f);
+		} else {
+			bool first = true;
+
+			for (s = 0; s < ARRAY_LEN(scopes); s++) {
+				if (d->scope & (1u << s)) {
+					fprintf(f, "%s%s", first ? "" : ", ", scopes[s]);
+					first = false;
+				}
+			}
+		}
+		fputs(" | ", f);
+		md_cell(f, d->help);
+		fputs(d->flags & CFG_SECRET ? " Secret: never logged. |\n" : " |\n", f);
+	}
+	buf_free(&cell);
+}

@@ -1,0 +1,33 @@
+#include "hash.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+
+void sha256(const void *data, size_t len, uint8_t out[SHA256_LEN])
+{
+	unsigned int n = 0;
+
+	/* EVP_Digest cannot fail for SHA-256 short of a broken OpenSSL. */
+	if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) || n != SHA256_LEN)
+		abort();
+}
+
+void hex_encode(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1])
+{
+	uint8_t d[SHA256_LEN];
+
+	sha256(data, len, d);
+	hex_encode(d, sizeof(d), out);
+}

@@ -1,0 +1,177 @@
+#include "ledger.h"
+
+#include "buf.h"
+#include "mem.h"
+#include "pgconn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *mig_state_name(enum mig_state s)
+{
+	switch (s) {
+	case MIG_APPLIED: return "applied";
+	case MIG_PENDING: return "pending";
+	case MIG_OUT_OF_ORDER: return "out-of-order";
+	case MIG_CHANGED: return "changed";
+	}
+	return "?";
+}
+
+static void quote_ident(struct buf *b, const char *ident)
+{
+	buf_putc(b, '"');
+	for (; *ident; ident++) {
+		if (*ident == '"')
+			buf_putc(b, '"');
+		buf_putc(b, *ident);
+	}
+	buf_putc(b, '"');
+}
+
+static bool read_rows(PGconn *conn, struct ledger *l, struct errbuf *err)
+{
+	struct buf sql = BUF_INIT;
+	PGresult *res;
+	char msg[768];
+	int i;
+	bool ok = false;
+
+	buf_printf(&sql, "SELECT id, hash, created_at FROM %s ORDER BY id", l->qualified);
+	res = PQexec(conn, sql.data);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pg_result_error(res, msg, sizeof(msg));
+		err_set(err, "reading the ledger %s: %s", l->qualified, msg);
+		goto out;
+	}
+	l->n = (size_t)PQntuples(res);
+	l->rows = xcalloc(l->n, sizeof(*l->rows));
+	for (i = 0; i < PQntuples(res); i++) {
+		struct ledger_row *r = &l->rows[i];
+
+		r->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+		r->hash = xstrdup(PQgetvalue(res, i, 1));
+		r->created_at_null = PQgetisnull(res, i, 2);
+		r->created_at = r->created_at_null ? 0 : strtoll(PQgetvalue(res, i, 2), NULL, 10);
+	}
+	ok = true;
+out:
+	PQclear(res);
+	buf_free(&sql);
+	return ok;
+}
+
+bool ledger_read(PGconn *conn, const char *schema, const char *table, struct ledger *l, struct errbuf *err)
+{
+	struct buf q = BUF_INIT;
+	const char *params[1];
+	PGresult *res;
+	char msg[768];
+	bool ok = false;
+
+	memset(l, 0, sizeof(*l));
+	quote_ident(&q, schema);
+	l->qschema = xstrdup(q.data);
+	buf_putc(&q, '.');
+	quote_ident(&q, table);
+	l->qualified = buf_steal(&q);
+
+	params[0] = l->qualified;
+	res = PQexecParams(conn,
+			   "SELECT to_regclass($1) IS NOT NULL, "
+			   "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) "
+			   "AND attname = 'name' AND NOT attisdropped)",
+			   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pg_result_error(res, msg, sizeof(msg));
+		err_set(err, "looking for the ledger %s: %s", l->qualified, msg);
+		goto out;
+	}
+	l->exists = PQgetvalue(res, 0, 0)[0] == 't';
+	l->has_name = PQgetvalue(res, 0, 1)[0] == 't';
+	ok = !l->exists || read_rows(conn, l, err);
+out:
+	PQclear(res);
+	return ok;
+}
+
+void ledger_free(struct ledger *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->rows[i].hash);
+	free(l->rows);
+	free(l->qschema);
+	free(l->qualified);
+	memset(l, 0, sizeof(*l));
+}
+
+void plan_compute(const struct journal *j, const struct ledger *l, struct plan *p)
+{
+	bool *matched = xcalloc(l->n, sizeof(bool));
+	bool have_high = false;
+	int64_t high = 0;
+	size_t i, r;
+
+	memset(p, 0, sizeof(*p));
+	p->state = xcalloc(j->n, sizeof(*p->state));
+	p->row = xcalloc(j->n, sizeof(*p->row));
+	for (r = 0; r < l->n; r++) {
+		if (l->rows[r].created_at_null) {
+			p->null_created++;
+			continue;
+		}
+		if (!have_high || l->rows[r].created_at > high)
+			high = l->rows[r].created_at;
+		have_high = true;
+	}
+	for (i = 0; i < j->n; i++) {
+		const struct migration *m = &j->m[i];
+
+		for (r = 0; r < l->n; r++) {
+			if (!l->rows[r].created_at_null && l->rows[r].created_at == m->when && !matched[r]) {
+				matched[r] = true;
+				p->row[i] = &l->rows[r];
+				break;
+			}
+		}
+		if (p->row[i])
+			p->state[i] = strcmp(p->row[i]->hash, m->hash) == 0 ? MIG_APPLIED : MIG_CHANGED;
+		else
+			p->state[i] = have_high && m->when <= high ? MIG_OUT_OF_ORDER : MIG_PENDING;
+		switch (p->state[i]) {
+		case MIG_APPLIED: p->applied++; break;
+		case MIG_PENDING: p->pending++; break;
+		case MIG_OUT_OF_ORDER: p->out_of_order++; break;
+		case MIG_CHANGED: p->changed++; break;
+		}
+	}
+	p->unknown = xcalloc(l->n, sizeof(*p->unknown));
+	for (r = 0; r < l->n; r++)
+		if (!matched[r] && !l->rows[r].created_at_null)
+			p->unknown[p->nunknown++] = r;
+	free(matched);
+}
+
+void plan_free(struct plan *p)
+{
+	free(p->state);
+	free(p->row);
+	free(p->unknown);
+	memset(p, 0, sizeof(*p));
+}
+
+void ledger_v1_name(const char *tag, int64_t when, char *out, size_t outlen)
+{
+	time_t secs = (time_t)(when / 1000);
+	const char *us = strchr(tag, '_');
+	struct tm tm;
+	char stamp[16];
+
+	gmtime_r(&secs, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%d%H%M%S", &tm);
+	snprintf(out, outlen, "%s_%s", stamp, us ? us + 1 : tag);
+}

@@ -1,0 +1,297 @@
+/*
+ * main.c - abilitysync's entry point: subcommands, flags, configuration.
+ *
+ * Flags are another way to set rows of the config table, so `--dir X` and
+ * MIGRATIONS_DIR=X are validated by the same code; each subcommand then gets the
+ * finished configuration and returns its exit code.
+ */
+#include "common.h"
+#include "config.h"
+#include "log.h"
+#include "mem.h"
+#include "migrate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct flag {
+	const char *name;    /* --name */
+	const char *metavar; /* NULL: a switch */
+	const char *setting; /* the config variable it sets; switches set "true" */
+	bool *local;         /* or a switch of this command only */
+	const char *help;
+};
+
+struct command {
+	const char *name;
+	const char *args;    /* synopsis after the name */
+	const char *summary;
+	unsigned scope;      /* which config rows --help lists */
+	const struct flag *flags;
+	const char *details; /* extra help text, or NULL */
+	int (*run)(struct config *cfg, int argc, char **argv);
+};
+
+static const char *lookup_env(const char *name, void *ctx)
+{
+	(void)ctx;
+	return getenv(name);
+}
+
+static void print_flags(FILE *f, const struct flag *flags)
+{
+	const struct flag *fl;
+
+	for (fl = flags; fl && fl->name; fl++) {
+		char left[64];
+
+		snprintf(left, sizeof(left), "--%s%s%s", fl->name, fl->metavar ? " " : "",
+			 fl->metavar ? fl->metavar : "");
+		fprintf(f, "  %-26s %s", left, fl->help);
+		if (fl->setting)
+			fprintf(f, " (%s)", fl->setting);
+		fputc('\n', f);
+	}
+	fprintf(f, "  %-26s %s\n", "-h, --help", "this help");
+}
+
+static void command_help(FILE *f, const struct command *c)
+{
+	fprintf(f, "usage: abilitysync %s %s\n\n%s\n", c->name, c->args, c->summary);
+	if (c->details)
+		fprintf(f, "\n%s", c->details);
+	fputs("\noptions:\n", f);
+	print_flags(f, c->flags);
+	if (c->scope) {
+		fputs("\nenvironment (flags override it):\n", f);
+		config_print_help(f, c->scope);
+	}
+}
+
+/*
+ * Parses argv[1..] against the command's flags, setting config rows; the
+ * remaining arguments are moved to the front of argv. Returns the number of
+ * positional arguments, or -1 after printing a usage error (or help: -2).
+ */
+static int parse_flags(const struct command *c, struct config *cfg, int argc, char **argv)
+{
+	int i, npos = 0;
+
+	for (i = 1; i < argc; i++) {
+		const struct flag *fl;
+		const char *arg = argv[i], *eq, *value = NULL;
+		struct errbuf err;
+		size_t nlen;
+
+		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+			command_help(stdout, c);
+			return -2;
+		}
+		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+			argv[npos++] = argv[i];
+			continue;
+		}
+		eq = strchr(arg, '=');
+		nlen = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+		for (fl = c->flags; fl && fl->name; fl++)
+			if (strlen(fl->name) == nlen && strncmp(fl->name, arg + 2, nlen) == 0)
+				break;
+		if (!fl || !fl->name) {
+			fprintf(stderr, "abilitysync %s: unknown option %s (see abilitysync %s --help)\n", c->name,
+				arg, c->name);
+			return -1;
+		}
+		if (fl->metavar) {
+			value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+			if (!value) {
+				fprintf(stderr, "abilitysync %s: --%s needs a value (%s)\n", c->name, fl->name,
+					fl->metavar);
+				return -1;
+			}
+		} else if (eq) {
+			fprintf(stderr, "abilitysync %s: --%s takes no value\n", c->name, fl->name);
+			return -1;
+		}
+		if (fl->local) {
+			*fl->local = true;
+		} else if (!config_set(cfg, fl->setting, value ? value : "true", &err)) {
+			fprintf(stderr, "abilitysync %s: --%s: %s\n", c->name, fl->name, err.msg);
+			return -1;
+		}
+	}
+	return npos;
+}
+
+/* ---- migrate ---------------------------------------------------------- */
+
+static bool migrate_json;
+
+static const struct flag migrate_flags[] = {
+	{"wait", "SECONDS", "DB_WAIT", NULL, "wait this long for Postgres to come up"},
+	{"dir", "DIR", "MIGRATIONS_DIR", NULL, "the drizzle-kit migrations folder"},
+	{"schema", "NAME", "MIGRATIONS_SCHEMA", NULL, "schema of the ledger"},
+	{"table", "NAME", "MIGRATIONS_TABLE", NULL, "table of the ledger"},
+	{"lock-timeout", "SECONDS", "MIGRATE_LOCK_TIMEOUT", NULL, "wait this long for another migrator"},
+	{"allow-out-of-order", NULL, "MIGRATE_ALLOW_OUT_OF_ORDER", NULL,
+	 "apply a migration older than the newest applied one"},
+	{"allow-changed", NULL, "MIGRATE_ALLOW_CHANGED", NULL, "accept applied files that changed since"},
+	{"json", NULL, NULL, &migrate_json, "status: print one JSON object"},
+	{NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char migrate_details[] =
+	"  up      apply what is pending (the default), in one transaction, holding a\n"
+	"          session advisory lock so that concurrent starts take turns\n"
+	"  status  list every migration: applied, pending, out-of-order (older than an\n"
+	"          applied one; drizzle-kit would skip it) or changed (edited after apply)\n"
+	"  plan    print the SQL `up` would run, in order; changes nothing\n"
+	"\n"
+	"exit status: 0 nothing to do or done; 1 failed; 2 usage; 3 (status, plan)\n"
+	"something is pending; 4 refused: the ledger and the folder disagree\n";
+
+static int cmd_migrate(struct config *cfg, int argc, char **argv)
+{
+	struct migrate_opts o = {
+		.conninfo = cfg->database_url,
+		.db_host = cfg->db_host,
+		.dir = cfg->migrations_dir,
+		.schema = cfg->migrations_schema,
+		.table = cfg->migrations_table,
+		.wait_s = (int)cfg->db_wait,
+		.lock_timeout_s = (int)cfg->migrate_lock_timeout,
+		.allow_out_of_order = cfg->migrate_allow_out_of_order,
+		.allow_changed = cfg->migrate_allow_changed,
+		.json = migrate_json,
+	};
+	const char *verb = argc > 0 ? argv[0] : "up";
+
+	if (argc > 1) {
+		fprintf(stderr, "abilitysync migrate: unexpected argument %s\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	if (strcmp(verb, "up") == 0)
+		return migrate_up(&o);
+	if (strcmp(verb, "status") == 0)
+		return migrate_status(&o);
+	if (strcmp(verb, "plan") == 0)
+		return migrate_plan(&o);
+	fprintf(stderr, "abilitysync migrate: unknown action %s (up, status or plan)\n", verb);
+	return EXIT_USAGE;
+}
+
+/* ---- config, version, help ------------------------------------------- */
+
+static bool config_markdown;
+
+static const struct flag config_flags[] = {
+	{"markdown", NULL, NULL, &config_markdown, "print the README's configuration table"},
+	{NULL, NULL, NULL, NULL, NULL},
+};
+
+static int cmd_config(struct config *cfg, int argc, char **argv)
+{
+	char *line, *p, *tok;
+
+	(void)argv;
+	if (argc > 0) {
+		fprintf(stderr, "abilitysync config: unexpected argument %s\n", argv[0]);
+		return EXIT_USAGE;
+	}
+	if (config_markdown) {
+		config_print_markdown(stdout);
+		return EXIT_OK;
+	}
+	/* The effective configuration, one NAME=value per line, secrets redacted. */
+	line = config_describe(cfg);
+	for (p = line; (tok = strsep(&p, " ")) != NULL;)
+		puts(tok);
+	free(line);
+	return EXIT_OK;
+}
+
+static int cmd_version(struct config *cfg, int argc, char **argv)
+{
+	(void)cfg, (void)argc, (void)argv;
+	printf("abilitysync %s\n", ABILITYSYNC_VERSION);
+	return EXIT_OK;
+}
+
+static const struct flag no_flags[] = {{NULL, NULL, NULL, NULL, NULL}};
+
+static const struct command commands[] = {
+	{"migrate", "[up|status|plan] [options]", "Apply the drizzle-kit migrations, drizzle-compatibly.",
+	 SCOPE_MIGRATE, migrate_flags, migrate_details, cmd_migrate},
+	{"config", "[--markdown]", "Print the effective configuration (secrets redacted).", 0, config_flags,
+	 NULL, cmd_config},
+	{"version", "", "Print the version.", 0, no_flags, NULL, cmd_version},
+};
+
+static const struct command *find_command(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(commands); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fputs("usage: abilitysync <command> [options]\n\n"
+	      "Keeps the abilities of a Postgres mirror and a vector DB in step.\n\ncommands:\n", f);
+	for (i = 0; i < ARRAY_LEN(commands); i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fputs("\n`abilitysync <command> --help` describes a command and its options.\n\n"
+	      "environment (every command reads the same variables):\n", f);
+	config_print_help(f, SCOPE_ALL);
+}
+
+int main(int argc, char **argv)
+{
+	const struct command *c;
+	struct config cfg;
+	struct errbuf err;
+	char **args = argv + 1; /* the command's own argv: args[0] is its name */
+	int npos, rc;
+
+	if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? EXIT_USAGE : EXIT_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0)
+		return cmd_version(NULL, 0, NULL);
+	c = find_command(argv[1]);
+	if (!c) {
+		fprintf(stderr, "abilitysync: unknown command %s (see abilitysync --help)\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	if (!config_load(&cfg, lookup_env, NULL, &err)) {
+		log_setup((enum log_format)cfg.log_format, LL_INFO);
+		log_error("config", "%s", err.msg);
+		config_free(&cfg);
+		return EXIT_USAGE;
+	}
+	npos = parse_flags(c, &cfg, argc - 1, args); /* leaves the positional arguments in args[0..npos) */
+	if (npos < 0) {
+		config_free(&cfg);
+		return npos == -2 ? EXIT_OK : EXIT_USAGE;
+	}
+	log_setup((enum log_format)cfg.log_format, (enum log_level)cfg.log_level);
+	if (c->scope) {
+		/* Read-only looks (migrate status/plan) keep their stderr quiet. */
+		bool looking = c->run == cmd_migrate && npos > 0 && strcmp(args[0], "up") != 0;
+		char *line = config_describe(&cfg);
+
+		log_msg(looking ? LL_DEBUG : LL_INFO, "config", "abilitysync %s %s: %s", ABILITYSYNC_VERSION,
+			c->name, line);
+		free(line);
+	}
+	rc = c->run(&cfg, npos, args);
+	config_free(&cfg);
+	return rc;
+}

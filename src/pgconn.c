@@ -1,0 +1,299 @@
+#include "pgconn.h"
+
+#include "buf.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool pg_conninfo_valid(const char *conninfo, struct errbuf *err)
+{
+	char *perr = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+
+	if (!opts) {
+		/* libpq's message can quote the string, password included: not echoed. */
+		err_set(err, "libpq cannot parse it as postgres://user:pass@host:port/db or key=value pairs");
+		PQfreemem(perr);
+		return false;
+	}
+	PQconninfoFree(opts);
+	return true;
+}
+
+static bool is_url(const char *s)
+{
+	return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0;
+}
+
+/* Copies a URL, replacing user:PASSWORD@ and ?password=VALUE with ***. */
+static void redact_url(const char *s, struct buf *out)
+{
+	const char *auth = strstr(s, "://") + 3;
+	const char *at = strrchr(auth, '@');
+	const char *p = auth;
+	const char *colon;
+
+	buf_append(out, s, (size_t)(auth - s));
+	if (at) {
+		colon = memchr(auth, ':', (size_t)(at - auth));
+		if (colon) {
+			buf_append(out, auth, (size_t)(colon - auth) + 1);
+			buf_puts(out, "***");
+			p = at;
+		}
+	}
+	/* The query string may carry ?password=... too. */
+	while (*p) {
+		const char *q = strstr(p, "password=");
+
+		if (!q) {
+			buf_puts(out, p);
+			break;
+		}
+		buf_append(out, p, (size_t)(q - p) + 9);
+		p = q + 9;
+		if (q[-1] == '?' || q[-1] == '&') {
+			buf_puts(out, "***");
+			while (*p && *p != '&')
+				p++;
+		}
+	}
+}
+
+/* Copies key=value pairs, replacing the value of password with ***. */
+static void redact_kv(const char *s, struct buf *out)
+{
+	const char *p = s;
+
+	while (*p) {
+		const char *key, *val;
+		size_t klen;
+
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			buf_putc(out, *p++);
+		key = p;
+		while (*p && *p != '=' && *p != ' ' && *p != '\t')
+			p++;
+		klen = (size_t)(p - key);
+		buf_append(out, key, klen);
+		while (*p == ' ' || *p == '\t')
+			buf_putc(out, *p++);
+		if (*p != '=')
+			continue;
+		buf_putc(out, *p++);
+		while (*p == ' ' || *p == '\t')
+			buf_putc(out, *p++);
+		val = p;
+		if (*p == '\'') {
+			for (p++; *p && *p != '\''; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (*p)
+				p++;
+		} else {
+			while (*p && *p != ' ' && *p != '\t' && *p != '\n')
+				p++;
+		}
+		if (klen == 8 && strncmp(key, "password", 8) == 0)
+			buf_puts(out, "***");
+		else
+			buf_append(out, val, (size_t)(p - val));
+	}
+}
+
+char *pg_redact_conninfo(const char *conninfo)
+{
+	struct buf out = BUF_INIT;
+
+	if (is_url(conninfo))
+		redact_url(conninfo, &out);
+	else
+		redact_kv(conninfo, &out);
+	return buf_steal(&out);
+}
+
+static const char *opt_value(const PQconninfoOption *opts, const char *key)
+{
+	for (; opts && opts->keyword; opts++)
+		if (strcmp(opts->keyword, key) == 0)
+			return opts->val;
+	return NULL;
+}
+
+char *pg_target(const char *conninfo, const char *host_override)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	struct buf b = BUF_INIT;
+	const char *host, *port, *db, *user;
+
+	if (!opts)
+		return xstrdup("(unparsable DATABASE_URL)");
+	host = host_override && *host_override ? host_override : opt_value(opts, "host");
+	port = opt_value(opts, "port");
+	db = opt_value(opts, "dbname");
+	user = opt_value(opts, "user");
+	buf_printf(&b, "%s:%s/%s", host && *host ? host : "localhost", port && *port ? port : "5432",
+		   db && *db ? db : (user && *user ? user : "(default)"));
+	PQconninfoFree(opts);
+	return buf_steal(&b);
+}
+
+void pg_one_line(const char *msg, char *out, size_t outlen)
+{
+	size_t n = 0;
+	bool space = false;
+
+	if (!outlen)
+		return;
+	for (; msg && *msg && n + 1 < outlen; msg++) {
+		if (*msg == '\n' || *msg == '\r' || *msg == '\t' || *msg == ' ') {
+			space = n > 0;
+			continue;
+		}
+		if (space && n + 2 < outlen)
+			out[n++] = ' ';
+		space = false;
+		out[n++] = *msg;
+	}
+	out[n] = '\0';
+}
+
+void pg_result_error(const PGresult *res, char *out, size_t outlen)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
+	struct buf b = BUF_INIT;
+
+	if (!primary) {
+		pg_one_line(PQresultErrorMessage(res), out, outlen);
+		return;
+	}
+	buf_printf(&b, "%s: %s (SQLSTATE %s", sev ? sev : "ERROR", primary, state ? state : "?????");
+	if (pos)
+		buf_printf(&b, ", at character %s", pos);
+	buf_putc(&b, ')');
+	if (detail)
+		buf_printf(&b, "; detail: %s", detail);
+	if (hint)
+		buf_printf(&b, "; hint: %s", hint);
+	pg_one_line(b.data, out, outlen);
+	buf_free(&b);
+}
+
+bool pg_exec_ok(PGconn *conn, const char *sql, const char *what, struct errbuf *err)
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	char msg[768];
+
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
+		PQclear(res);
+		return true;
+	}
+	pg_result_error(res, msg, sizeof(msg));
+	err_set(err, "%s: %s", what, msg);
+	PQclear(res);
+	return false;
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	log_debug("postgres", "%s", message);
+}
+
+/* Builds the parameters for one attempt: conninfo expanded first, overrides after. */
+static PGconn *connect_once(const struct pg_wait_opts *o, int timeout_s)
+{
+	const char *keys[5], *vals[5];
+	char timeout[16];
+	int n = 0;
+
+	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
+	keys[n] = "dbname", vals[n++] = o->conninfo;
+	if (o->host_override && *o->host_override)
+		keys[n] = "host", vals[n++] = o->host_override;
+	keys[n] = "connect_timeout", vals[n++] = timeout;
+	keys[n] = "fallback_application_name", vals[n++] = o->application_name ? o->application_name : "abilitysync";
+	keys[n] = NULL, vals[n] = NULL;
+	return PQconnectdbParams(keys, vals, 1);
+}
+
+static PGPing ping_once(const struct pg_wait_opts *o, int timeout_s)
+{
+	const char *keys[4], *vals[4];
+	char timeout[16];
+	int n = 0;
+
+	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
+	keys[n] = "dbname", vals[n++] = o->conninfo;
+	if (o->host_override && *o->host_override)
+		keys[n] = "host", vals[n++] = o->host_override;
+	keys[n] = "connect_timeout", vals[n++] = timeout;
+	keys[n] = NULL, vals[n] = NULL;
+	return PQpingParams(keys, vals, 1);
+}
+
+PGconn *pg_connect_wait(const struct pg_wait_opts *o, struct errbuf *err)
+{
+	const char *comp = o->component ? o->component : "postgres";
+	int64_t start = clock_mono_ms();
+	int64_t deadline = start + (int64_t)o->wait_s * 1000;
+	int64_t backoff = 100;
+	char *target = pg_target(o->conninfo, o->host_override);
+	char why[512];
+	int attempt;
+
+	for (attempt = 1;; attempt++) {
+		int64_t now = clock_mono_ms();
+		int64_t left_ms = deadline - now;
+		int timeout_s = left_ms > 10000 ? 10 : (left_ms > 2000 ? (int)(left_ms / 1000) : 2);
+		PGconn *conn = connect_once(o, timeout_s);
+		PGPing ping;
+		int64_t sleep_ms;
+
+		if (PQstatus(conn) == CONNECTION_OK) {
+			PQsetNoticeProcessor(conn, ignore_notice, NULL);
+			if (attempt > 1)
+				log_info(comp, "postgres at %s is up after %.1f s (%d attempts)", target,
+					 (double)(clock_mono_ms() - start) / 1000.0, attempt);
+			free(target);
+			return conn;
+		}
+		pg_one_line(PQerrorMessage(conn), why, sizeof(why));
+		PQfinish(conn);
+
+		/* Up but refusing us (password, database, permissions): waiting will not help. */
+		ping = ping_once(o, timeout_s);
+		if (ping == PQPING_OK || ping == PQPING_NO_ATTEMPT) {
+			err_set(err, "cannot connect to postgres at %s: %s", target, why);
+			break;
+		}
+		now = clock_mono_ms();
+		if (now >= deadline) {
+			if (o->wait_s > 0)
+				err_set(err, "gave up waiting for postgres at %s after %.1f s (%d attempts): %s",
+					target, (double)(now - start) / 1000.0, attempt, why);
+			else
+				err_set(err, "cannot connect to postgres at %s: %s (use --wait SECONDS to wait for it)",
+					target, why);
+			break;
+		}
+		sleep_ms = backoff / 2 + (int64_t)clock_jitter_ms((uint32_t)(backoff / 2));
+		if (sleep_ms > deadline - now)
+			sleep_ms = deadline - now;
+		log_info(comp, "waiting for postgres at %s (attempt %d, %.1f s of %d s): %s; next try in %.1f s",
+			 target, attempt, (double)(now - start) / 1000.0, o->wait_s, why, (double)sleep_ms / 1000.0);
+		clock_sleep_ms(sleep_ms);
+		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+	}
+	free(target);
+	return NULL;
+}
