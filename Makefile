@@ -60,7 +60,7 @@ $(B)/abilitysync: $(B)/obj/main.o $(B)/libabilitysync.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/tests/%: tests/unit/%.c $(B)/libabilitysync.a | $(B)/tests
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -MMD -MP -o $@ $< $(B)/libabilitysync.a $(LIBS) -lcriterion
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libabilitysync.a $(LIBS) -lcriterion
 
 $(B)/obj $(B)/tests:
 	mkdir -p $@

@@ -454,6 +454,7 @@ out:
 static json_t *status_json(const struct run *r)
 {
 	json_t *root = json_object(), *migs = json_array(), *unknown = json_array();
+	char key[24];
 	size_t i;
 
 	for (i = 0; i < r->j.n; i++) {
@@ -482,6 +483,9 @@ static json_t *status_json(const struct run *r)
 	json_object_set_new(root, "database", json_string(r->target));
 	json_object_set_new(root, "ledger", json_string(r->l.qualified));
 	json_object_set_new(root, "ledger_exists", json_boolean(r->l.exists));
+	/* A string: a 64-bit key is not exact as a JSON number in jq or JavaScript. */
+	snprintf(key, sizeof(key), "%lld", (long long)migrate_lock_key(PQdb(r->conn), r->o->schema, r->o->table));
+	json_object_set_new(root, "lock_key", json_string(key));
 	json_object_set_new(root, "dir", json_string(r->j.dir));
 	json_object_set_new(root, "migrations", migs);
 	json_object_set_new(root, "unknown_ledger_rows", unknown);

@@ -209,24 +209,21 @@ static void ignore_notice(void *arg, const char *message)
 	log_debug("postgres", "%s", message);
 }
 
-/* Builds the parameters for one attempt: conninfo expanded first, overrides after. */
+/* One attempt: the conninfo expanded first, our settings after it. */
 static PGconn *connect_once(const struct pg_wait_opts *o, int timeout_s)
 {
-	const char *keys[5], *vals[5];
+	const char *keys[4], *vals[4];
 	char timeout[16];
-	int n = 0;
 
 	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
-	keys[n] = "dbname", vals[n++] = o->conninfo;
-	if (o->host_override && *o->host_override)
-		keys[n] = "host", vals[n++] = o->host_override;
-	keys[n] = "connect_timeout", vals[n++] = timeout;
-	keys[n] = "fallback_application_name", vals[n++] = o->application_name ? o->application_name : "abilitysync";
-	keys[n] = NULL, vals[n] = NULL;
+	keys[0] = "dbname", vals[0] = o->conninfo;
+	keys[1] = "connect_timeout", vals[1] = timeout;
+	keys[2] = "fallback_application_name", vals[2] = o->application_name ? o->application_name : "abilitysync";
+	keys[3] = NULL, vals[3] = NULL;
 	return PQconnectdbParams(keys, vals, 1);
 }
 
-static PGPing ping_once(const struct pg_wait_opts *o, int timeout_s)
+static PGPing ping_once(const struct pg_wait_opts *o, const char *host, int timeout_s)
 {
 	const char *keys[4], *vals[4];
 	char timeout[16];
@@ -234,66 +231,134 @@ static PGPing ping_once(const struct pg_wait_opts *o, int timeout_s)
 
 	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
 	keys[n] = "dbname", vals[n++] = o->conninfo;
-	if (o->host_override && *o->host_override)
-		keys[n] = "host", vals[n++] = o->host_override;
+	if (host)
+		keys[n] = "host", vals[n++] = host;
 	keys[n] = "connect_timeout", vals[n++] = timeout;
 	keys[n] = NULL, vals[n] = NULL;
 	return PQpingParams(keys, vals, 1);
 }
 
+static const char *ping_text(PGPing p)
+{
+	switch (p) {
+	case PQPING_OK: return "accepting connections";
+	case PQPING_REJECT: return "refusing connections (starting up or shutting down)";
+	case PQPING_NO_RESPONSE: return "no response (nothing accepting connections there yet)";
+	case PQPING_NO_ATTEMPT: return "bad connection parameters";
+	}
+	return "?";
+}
+
+/* The pacing of waits: backoff doubling from 100 ms to 2 s, with jitter. */
+struct waiter {
+	const struct pg_wait_opts *o;
+	const char *comp;
+	int64_t start, deadline, backoff;
+	int attempt;
+};
+
+static int attempt_timeout_s(const struct waiter *w)
+{
+	int64_t left_ms = w->deadline - clock_mono_ms();
+
+	return left_ms > 10000 ? 10 : left_ms > 2000 ? (int)(left_ms / 1000) : 2;
+}
+
+/* Sleeps before the next attempt; false when the deadline has passed. */
+static bool wait_more(struct waiter *w, const char *target, const char *why)
+{
+	int64_t now = clock_mono_ms();
+	int64_t sleep_ms;
+
+	if (now >= w->deadline)
+		return false;
+	sleep_ms = w->backoff / 2 + (int64_t)clock_jitter_ms((uint32_t)(w->backoff / 2));
+	if (sleep_ms > w->deadline - now)
+		sleep_ms = w->deadline - now;
+	log_info(w->comp, "waiting for postgres at %s (attempt %d, %.1f s of %d s): %s; next try in %.1f s",
+		 target, w->attempt, (double)(now - w->start) / 1000.0, w->o->wait_s, why, (double)sleep_ms / 1000.0);
+	clock_sleep_ms(sleep_ms);
+	w->backoff = w->backoff * 2 > 2000 ? 2000 : w->backoff * 2;
+	return true;
+}
+
+static void gave_up(const struct waiter *w, const char *target, const char *why, struct errbuf *err)
+{
+	double secs = (double)(clock_mono_ms() - w->start) / 1000.0;
+
+	if (w->o->wait_s > 0)
+		err_set(err, "gave up waiting for postgres at %s after %.1f s (%d attempts): %s", target, secs,
+			w->attempt, why);
+	else
+		err_set(err, "cannot connect to postgres at %s: %s (use --wait SECONDS to wait for it)", target, why);
+}
+
+/* DB_HOST: wait until that host accepts connections, as the original entrypoint did. */
+static bool wait_for_host(struct waiter *w, struct errbuf *err)
+{
+	char *host = pg_target(w->o->conninfo, w->o->host_override);
+	char *target = xmalloc(strlen(host) + 16);
+	bool ok = false;
+
+	sprintf(target, "%s (DB_HOST)", host);
+	free(host);
+
+	for (w->attempt = 1;; w->attempt++) {
+		PGPing p = ping_once(w->o, w->o->host_override, attempt_timeout_s(w));
+
+		if (p == PQPING_OK) {
+			ok = true;
+			break;
+		}
+		if (p == PQPING_NO_ATTEMPT) {
+			err_set(err, "cannot reach postgres at %s: %s", target, ping_text(p));
+			break;
+		}
+		if (!wait_more(w, target, ping_text(p))) {
+			gave_up(w, target, ping_text(p), err);
+			break;
+		}
+	}
+	free(target);
+	return ok;
+}
+
 PGconn *pg_connect_wait(const struct pg_wait_opts *o, struct errbuf *err)
 {
-	const char *comp = o->component ? o->component : "postgres";
-	int64_t start = clock_mono_ms();
-	int64_t deadline = start + (int64_t)o->wait_s * 1000;
-	int64_t backoff = 100;
-	char *target = pg_target(o->conninfo, o->host_override);
+	struct waiter w = {o, o->component ? o->component : "postgres", 0, 0, 100, 0};
+	char *target = pg_target(o->conninfo, NULL);
+	PGconn *conn = NULL;
 	char why[512];
-	int attempt;
+	PGPing ping;
 
-	for (attempt = 1;; attempt++) {
-		int64_t now = clock_mono_ms();
-		int64_t left_ms = deadline - now;
-		int timeout_s = left_ms > 10000 ? 10 : (left_ms > 2000 ? (int)(left_ms / 1000) : 2);
-		PGconn *conn = connect_once(o, timeout_s);
-		PGPing ping;
-		int64_t sleep_ms;
-
+	w.start = clock_mono_ms();
+	w.deadline = w.start + (int64_t)o->wait_s * 1000;
+	if (o->host_override && *o->host_override && !wait_for_host(&w, err))
+		goto out;
+	for (w.attempt++;; w.attempt++) {
+		conn = connect_once(o, attempt_timeout_s(&w));
 		if (PQstatus(conn) == CONNECTION_OK) {
 			PQsetNoticeProcessor(conn, ignore_notice, NULL);
-			if (attempt > 1)
-				log_info(comp, "postgres at %s is up after %.1f s (%d attempts)", target,
-					 (double)(clock_mono_ms() - start) / 1000.0, attempt);
-			free(target);
-			return conn;
+			if (w.attempt > 1)
+				log_info(w.comp, "postgres at %s is up after %.1f s (%d attempts)", target,
+					 (double)(clock_mono_ms() - w.start) / 1000.0, w.attempt);
+			goto out;
 		}
 		pg_one_line(PQerrorMessage(conn), why, sizeof(why));
 		PQfinish(conn);
-
+		conn = NULL;
 		/* Up but refusing us (password, database, permissions): waiting will not help. */
-		ping = ping_once(o, timeout_s);
+		ping = ping_once(o, NULL, attempt_timeout_s(&w));
 		if (ping == PQPING_OK || ping == PQPING_NO_ATTEMPT) {
 			err_set(err, "cannot connect to postgres at %s: %s", target, why);
-			break;
+			goto out;
 		}
-		now = clock_mono_ms();
-		if (now >= deadline) {
-			if (o->wait_s > 0)
-				err_set(err, "gave up waiting for postgres at %s after %.1f s (%d attempts): %s",
-					target, (double)(now - start) / 1000.0, attempt, why);
-			else
-				err_set(err, "cannot connect to postgres at %s: %s (use --wait SECONDS to wait for it)",
-					target, why);
-			break;
+		if (!wait_more(&w, target, why)) {
+			gave_up(&w, target, why, err);
+			goto out;
 		}
-		sleep_ms = backoff / 2 + (int64_t)clock_jitter_ms((uint32_t)(backoff / 2));
-		if (sleep_ms > deadline - now)
-			sleep_ms = deadline - now;
-		log_info(comp, "waiting for postgres at %s (attempt %d, %.1f s of %d s): %s; next try in %.1f s",
-			 target, attempt, (double)(now - start) / 1000.0, o->wait_s, why, (double)sleep_ms / 1000.0);
-		clock_sleep_ms(sleep_ms);
-		backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
 	}
+out:
 	free(target);
-	return NULL;
+	return conn;
 }

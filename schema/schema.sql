@@ -1,0 +1,308 @@
+--
+-- PostgreSQL database dump
+--
+
+
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: abilitysync; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA abilitysync;
+
+
+--
+-- Name: drizzle; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA drizzle;
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: reconcile_runs; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.reconcile_runs (
+    id bigint NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    status text DEFAULT 'running'::text NOT NULL,
+    dry_run boolean NOT NULL,
+    deep boolean DEFAULT false NOT NULL,
+    service_name text,
+    report jsonb,
+    repairs integer DEFAULT 0 NOT NULL,
+    error text,
+    host text,
+    CONSTRAINT reconcile_runs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'ok'::text, 'failed'::text])))
+);
+
+
+--
+-- Name: reconcile_runs_id_seq; Type: SEQUENCE; Schema: abilitysync; Owner: -
+--
+
+CREATE SEQUENCE abilitysync.reconcile_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: reconcile_runs_id_seq; Type: SEQUENCE OWNED BY; Schema: abilitysync; Owner: -
+--
+
+ALTER SEQUENCE abilitysync.reconcile_runs_id_seq OWNED BY abilitysync.reconcile_runs.id;
+
+
+--
+-- Name: restore_jobs; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.restore_jobs (
+    id bigint NOT NULL,
+    status text DEFAULT 'running'::text NOT NULL,
+    service_name text,
+    dry_run boolean DEFAULT false NOT NULL,
+    total bigint DEFAULT 0 NOT NULL,
+    done bigint DEFAULT 0 NOT NULL,
+    failed bigint DEFAULT 0 NOT NULL,
+    cursor text,
+    error text,
+    host text,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT restore_jobs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text, 'interrupted'::text])))
+);
+
+
+--
+-- Name: restore_jobs_id_seq; Type: SEQUENCE; Schema: abilitysync; Owner: -
+--
+
+CREATE SEQUENCE abilitysync.restore_jobs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: restore_jobs_id_seq; Type: SEQUENCE OWNED BY; Schema: abilitysync; Owner: -
+--
+
+ALTER SEQUENCE abilitysync.restore_jobs_id_seq OWNED BY abilitysync.restore_jobs.id;
+
+
+--
+-- Name: sync_state; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.sync_state (
+    ability_id text NOT NULL,
+    blob_id text NOT NULL,
+    vector_id integer NOT NULL,
+    content_hash text NOT NULL,
+    state text DEFAULT 'pending'::text NOT NULL,
+    generation bigint DEFAULT 1 NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_error text,
+    synced_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sync_state_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'synced'::text, 'pending_delete'::text, 'deleted'::text, 'failed'::text])))
+);
+
+
+--
+-- Name: vector_ledger; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.vector_ledger (
+    blob_id text NOT NULL,
+    vector_id integer NOT NULL,
+    ability_id text NOT NULL,
+    first_written_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_written_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone
+);
+
+
+--
+-- Name: __drizzle_migrations; Type: TABLE; Schema: drizzle; Owner: -
+--
+
+CREATE TABLE drizzle.__drizzle_migrations (
+    id integer NOT NULL,
+    hash text NOT NULL,
+    created_at bigint
+);
+
+
+--
+-- Name: __drizzle_migrations_id_seq; Type: SEQUENCE; Schema: drizzle; Owner: -
+--
+
+CREATE SEQUENCE drizzle.__drizzle_migrations_id_seq
+    AS integer
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: __drizzle_migrations_id_seq; Type: SEQUENCE OWNED BY; Schema: drizzle; Owner: -
+--
+
+ALTER SEQUENCE drizzle.__drizzle_migrations_id_seq OWNED BY drizzle.__drizzle_migrations.id;
+
+
+--
+-- Name: abilities; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.abilities (
+    ability_id text NOT NULL,
+    vector_id integer NOT NULL,
+    ability_name text NOT NULL,
+    service_name text NOT NULL,
+    description text NOT NULL,
+    embedding jsonb NOT NULL,
+    dynamic_header_keys jsonb DEFAULT '[]'::jsonb,
+    dynamic_headers_required boolean DEFAULT false,
+    metadata jsonb DEFAULT '{}'::jsonb,
+    created_at timestamp without time zone DEFAULT now(),
+    updated_at timestamp without time zone DEFAULT now()
+);
+
+
+--
+-- Name: reconcile_runs id; Type: DEFAULT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.reconcile_runs ALTER COLUMN id SET DEFAULT nextval('abilitysync.reconcile_runs_id_seq'::regclass);
+
+
+--
+-- Name: restore_jobs id; Type: DEFAULT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.restore_jobs ALTER COLUMN id SET DEFAULT nextval('abilitysync.restore_jobs_id_seq'::regclass);
+
+
+--
+-- Name: __drizzle_migrations id; Type: DEFAULT; Schema: drizzle; Owner: -
+--
+
+ALTER TABLE ONLY drizzle.__drizzle_migrations ALTER COLUMN id SET DEFAULT nextval('drizzle.__drizzle_migrations_id_seq'::regclass);
+
+
+--
+-- Name: reconcile_runs reconcile_runs_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.reconcile_runs
+    ADD CONSTRAINT reconcile_runs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: restore_jobs restore_jobs_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.restore_jobs
+    ADD CONSTRAINT restore_jobs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: sync_state sync_state_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.sync_state
+    ADD CONSTRAINT sync_state_pkey PRIMARY KEY (ability_id);
+
+
+--
+-- Name: vector_ledger vector_ledger_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.vector_ledger
+    ADD CONSTRAINT vector_ledger_pkey PRIMARY KEY (blob_id, vector_id);
+
+
+--
+-- Name: __drizzle_migrations __drizzle_migrations_pkey; Type: CONSTRAINT; Schema: drizzle; Owner: -
+--
+
+ALTER TABLE ONLY drizzle.__drizzle_migrations
+    ADD CONSTRAINT __drizzle_migrations_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: abilities abilities_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.abilities
+    ADD CONSTRAINT abilities_pkey PRIMARY KEY (ability_id);
+
+
+--
+-- Name: sync_state_due_idx; Type: INDEX; Schema: abilitysync; Owner: -
+--
+
+CREATE INDEX sync_state_due_idx ON abilitysync.sync_state USING btree (next_attempt_at) WHERE (state = ANY (ARRAY['pending'::text, 'pending_delete'::text]));
+
+
+--
+-- Name: sync_state_state_idx; Type: INDEX; Schema: abilitysync; Owner: -
+--
+
+CREATE INDEX sync_state_state_idx ON abilitysync.sync_state USING btree (state);
+
+
+--
+-- Name: vector_ledger_ability_idx; Type: INDEX; Schema: abilitysync; Owner: -
+--
+
+CREATE INDEX vector_ledger_ability_idx ON abilitysync.vector_ledger USING btree (ability_id);
+
+
+--
+-- Name: idx_abilities_dynamic_headers; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX idx_abilities_dynamic_headers ON public.abilities USING btree (dynamic_headers_required);
+
+
+--
+-- Name: idx_abilities_service_name; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX idx_abilities_service_name ON public.abilities USING btree (service_name);
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+

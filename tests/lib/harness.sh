@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# harness.sh - sourced by every integration suite (tests/integration/*.sh).
+#
+# A suite defines functions named test_* and ends with `run_suite`. Each test
+# runs in its own subshell with `set -euo pipefail`, its output captured; an
+# assertion that fails prints why and ends that test only. The last line a
+# suite prints is "# summary: P passed, F failed", which tests/run.sh adds up.
+#
+# Environment (tests/run.sh sets it; a suite can also be run alone):
+#   ABILITYSYNC      the binary under test (default: the ASan + UBSan build)
+#   TEST_PG_URL      a Postgres server where we may CREATE DATABASE, any dbname
+#   TEST_TMP         scratch directory
+# shellcheck disable=SC2317  # test functions are called indirectly
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export ROOT
+ABILITYSYNC=${ABILITYSYNC:-$ROOT/build/asan/abilitysync}
+export ABILITYSYNC
+# Sanitizer reports get exit codes no test expects, so they can never pass as a
+# "clean failure".
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=86:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}
+TEST_TMP=${TEST_TMP:-$(mktemp -d /tmp/abilitysync-suite.XXXXXX)}
+SUITE=$(basename "$0" .sh)
+SUITE_TMP="$TEST_TMP/$SUITE"
+mkdir -p "$SUITE_TMP"
+
+# ---- assertions (each ends the current test when it fails) --------------
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+assert_eq() { # got want what
+  [ "$1" = "$2" ] || fail "${3:-value}: expected [$2], got [$1]"
+}
+
+assert_ne() { # got unwanted what
+  [ "$1" != "$2" ] || fail "${3:-value}: did not expect [$2]"
+}
+
+assert_contains() { # haystack needle what
+  case "$1" in
+    *"$2"*) ;;
+    *) fail "${3:-output} lacks [$2]; it was:
+$1" ;;
+  esac
+}
+
+assert_not_contains() { # haystack needle what
+  case "$1" in
+    *"$2"*) fail "${3:-output} contains [$2]; it was:
+$1" ;;
+    *) ;;
+  esac
+}
+
+# Runs a command, saving stdout+stderr in $OUT and the exit status in $RC.
+run() {
+  set +e
+  OUT=$("$@" 2>&1)
+  RC=$?
+  set -e
+}
+
+assert_rc() { # want [what]
+  [ "$RC" = "$1" ] || fail "${2:-exit status}: expected $1, got $RC; output:
+$OUT"
+}
+
+# ---- Postgres -------------------------------------------------------------
+
+psql_q() { # url sql...: one value per line, no decoration
+  local url=$1
+  shift
+  psql -X -q -A -t -v ON_ERROR_STOP=1 "$url" "$@"
+}
+
+# Prints the URL of a new, empty database on TEST_PG_URL's server.
+new_db() {
+  local name="t_${SUITE}_${1:-db}_$RANDOM$RANDOM"
+  name=$(echo "$name" | tr -c 'a-zA-Z0-9_\n' '_' | cut -c1-63)
+  [ -n "${TEST_PG_URL:-}" ] || fail "TEST_PG_URL is not set (run through tests/run.sh)"
+  psql_q "$TEST_PG_URL" -c "CREATE DATABASE \"$name\"" >/dev/null
+  echo "$name" >>"$TEST_TMP/databases"
+  db_url "$name"
+}
+
+db_url() { # dbname: TEST_PG_URL with its database replaced
+  echo "$TEST_PG_URL" | sed -E "s#^([a-z]+://[^/]*)(/[^?]*)?#\1/$1#"
+}
+
+# The schema of a database as pg_dump prints it, without the lines that vary
+# between runs and client versions.
+schema_dump() {
+  pg_dump --schema-only --no-owner --no-privileges "$1" |
+    grep -v -E '^(-- Dumped (from|by)|\\(un)?restrict )'
+}
+
+# ---- running a suite ------------------------------------------------------
+
+PASSED=0
+FAILED=0
+
+run_suite() {
+  local fn name start ms rc log
+  for fn in $(declare -F | awk '{print $3}' | grep '^test_'); do
+    if [ -n "${ONLY:-}" ] && [[ "$fn" != *"$ONLY"* ]]; then continue; fi
+    name=${fn#test_}
+    log="$SUITE_TMP/$name.log"
+    start=$(date +%s%N)
+    (
+      set -Eeuo pipefail
+      trap 'echo "FAIL: unexpected exit status $? at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND" >&2' ERR
+      cd "$ROOT"
+      "$fn"
+    ) >"$log" 2>&1
+    rc=$?
+    ms=$((($(date +%s%N) - start) / 1000000))
+    if [ "$rc" = 0 ]; then
+      PASSED=$((PASSED + 1))
+      printf 'ok     %-58s %4d.%01ds\n' "$SUITE/$name" $((ms / 1000)) $((ms % 1000 / 100))
+    else
+      FAILED=$((FAILED + 1))
+      printf 'FAILED %-58s %4d.%01ds (log: %s)\n' "$SUITE/$name" $((ms / 1000)) $((ms % 1000 / 100)) "$log"
+      tail -n 30 "$log" | sed 's/^/    | /'
+    fi
+  done
+  echo "# summary: $PASSED passed, $FAILED failed"
+  [ "$FAILED" = 0 ]
+}
