@@ -40,7 +40,7 @@ LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all asan tests test run deps clean lint install
+.PHONY: all asan tests test run deps clean lint install golden
 
 all: $(B)/abilitysync
 
@@ -83,6 +83,10 @@ run: deps all
 lint:
 	shellcheck -x docker-entrypoint.sh tools/*.sh tests/*.sh tests/lib/*.sh tests/integration/*.sh .ci/run
 	yamllint -s docker-compose.yml
+
+# After adding a migration: regenerate the golden schema dump, review, commit.
+golden: all
+	tools/golden-schema.sh
 
 install: all
 	install -D -m 0755 $(B)/abilitysync $(DESTDIR)$(PREFIX)/bin/abilitysync

@@ -10,7 +10,7 @@
 # directory, and removed afterwards. Set TEST_DATABASE_URL to use an existing
 # server instead (its user needs CREATEDB).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 
 TEST_TMP=$(mktemp -d /tmp/abilitysync-test.XXXXXX)
@@ -54,8 +54,8 @@ run_unit() {
   local variant bin out line p f
   for variant in release asan; do
     p=0 f=0
-    for bin in build/$variant/tests/test_*; do
-      [ -x "$bin" ] && [ "${bin%.d}" = "$bin" ] || continue
+    for bin in "build/$variant/tests/"test_*; do
+      if [ ! -x "$bin" ] || [ "${bin%.d}" != "$bin" ]; then continue; fi
       out=$("$bin" --short-filename 2>&1)
       line=$(grep 'Synthesis:' <<<"$out" | tail -n 1)
       if [ -z "$line" ]; then

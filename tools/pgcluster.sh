@@ -16,7 +16,9 @@ die() { echo "pgcluster: $*" >&2; exit 1; }
 bindir() {
   local d
   d=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$d" ] && [ -x "$d/pg_ctl" ] || die "PostgreSQL server binaries not found (apt-get install postgresql)"
+  if [ -z "$d" ] || [ ! -x "$d/pg_ctl" ]; then
+    die "PostgreSQL server binaries not found (apt-get install postgresql)"
+  fi
   echo "$d"
 }
 

@@ -2,7 +2,7 @@
 # Interop with the real drizzle-kit (npm, pinned in drizzle-compat/package.json):
 # either tool takes over a database the other migrated, one migration each way,
 # and the ledgers and schemas come out identical.
-# shellcheck disable=SC2317  # test functions are called indirectly
+# shellcheck disable=SC2317,SC2119  # test functions are called indirectly; new_db takes an optional name
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `abilitysync migrate` against a real PostgreSQL: the drizzle ledger, the lock,
 # refusals, failures that leave nothing behind, waiting, and bad input.
-# shellcheck disable=SC2317  # test functions are called indirectly
+# shellcheck disable=SC2317,SC2119  # test functions are called indirectly; new_db takes an optional name
 # shellcheck source=tests/lib/harness.sh
 . "$(dirname "$0")/../lib/harness.sh"
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Static checks that keep the deliverables honest: shell scripts, the compose
+# file, the Dockerfile, and the README's generated configuration table.
+# shellcheck disable=SC2317,SC2119  # test functions are called indirectly; new_db takes an optional name
+# shellcheck source=tests/lib/harness.sh
+. "$(dirname "$0")/../lib/harness.sh"
+
+test_shell_scripts_are_shellcheck_clean() {
+  shellcheck -s sh docker-entrypoint.sh
+  shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh .ci/run
+}
+
+test_compose_file_is_yamllint_clean() {
+  yamllint -s docker-compose.yml
+}
+
+test_dockerfile_lints_clean() {
+  [ -x tools/lint/node_modules/.bin/dockerfile-utils ] || fail "dockerfile-utils is not installed: run make deps"
+  tools/lint/node_modules/.bin/dockerfile-utils lint Dockerfile
+}
+
+# The properties the container promises, read off the Dockerfile itself.
+test_dockerfile_is_multistage_nonroot_with_healthcheck_and_entrypoint() {
+  local runtime
+  [ "$(grep -c '^FROM ' Dockerfile)" -ge 2 ] || fail "not multi-stage"
+  grep -q '^FROM debian:bookworm' Dockerfile || fail "not Debian bookworm"
+  runtime=$(awk '/^FROM /{stage++} stage >= 2' Dockerfile)
+  assert_contains "$runtime" "USER abilitysync" "runtime stage"
+  assert_contains "$runtime" "HEALTHCHECK" "runtime stage"
+  assert_contains "$runtime" 'ENTRYPOINT ["docker-entrypoint.sh"]' "runtime stage"
+  assert_not_contains "$runtime" "-dev " "runtime stage packages"
+  assert_not_contains "$runtime" " gcc" "runtime stage packages"
+}
+
+test_readme_configuration_table_is_the_generated_one() {
+  local want got
+  want=$("$ABILITYSYNC" config --markdown)
+  got=$(sed -n '/<!-- config-table:begin -->/,/<!-- config-table:end -->/p' README.md | sed '1d;$d')
+  [ "$got" = "$want" ] || {
+    diff <(echo "$want") <(echo "$got") || true
+    fail "README.md's configuration table is stale: regenerate it with 'abilitysync config --markdown'"
+  }
+}
+
+test_ci_runs_exactly_the_readme_test_command() {
+  grep -q '^make test$' .ci/run || fail ".ci/run does not run 'make test'"
+  grep -q 'make test' README.md || fail "README.md does not show 'make test'"
+  grep -q 'apt-get' .ci/run || fail ".ci/run installs nothing with apt-get"
+}
+
+run_suite
