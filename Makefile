@@ -22,7 +22,7 @@ else
   $(error BUILD must be release or asan)
 endif
 
-PKGS := libpq jansson libcrypto
+PKGS := libpq jansson libcrypto libssl libevent libevent_openssl libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -32,17 +32,20 @@ CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(PKG_CFLAGS) $(EXTRA_
 LDFLAGS := $(OPT) $(EXTRA_LDFLAGS)
 LIBS := $(PKG_LIBS) -lm
 
-# Everything but the programs' main files goes into one static library that the
-# programs and the unit tests link.
-MAINS := src/main.c
-LIB_SRCS := $(filter-out $(MAINS),$(wildcard src/*.c))
+# Everything but the programs' own files goes into one static library that the
+# programs and the unit tests link; the emulator's modules (src/emu_*.c) into
+# a second one.
+MAINS := src/main.c src/emu_main.c
+EMU_SRCS := $(filter-out $(MAINS),$(wildcard src/emu_*.c))
+LIB_SRCS := $(filter-out $(MAINS) $(EMU_SRCS),$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+EMU_OBJS := $(EMU_SRCS:src/%.c=$(B)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all asan tests test run deps clean lint install golden
 
-all: $(B)/abilitysync
+all: $(B)/abilitysync $(B)/vdb-emulator
 
 asan:
 	$(MAKE) BUILD=asan all tests
@@ -56,11 +59,18 @@ $(B)/libabilitysync.a: $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
+$(B)/libemu.a: $(EMU_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
 $(B)/abilitysync: $(B)/obj/main.o $(B)/libabilitysync.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/tests/%: tests/unit/%.c $(B)/libabilitysync.a | $(B)/tests
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libabilitysync.a $(LIBS) -lcriterion
+$(B)/vdb-emulator: $(B)/obj/emu_main.o $(B)/libemu.a $(B)/libabilitysync.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/tests/%: tests/unit/%.c $(B)/libemu.a $(B)/libabilitysync.a | $(B)/tests
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libemu.a $(B)/libabilitysync.a $(LIBS) -lcriterion
 
 $(B)/obj $(B)/tests:
 	mkdir -p $@
@@ -90,6 +100,7 @@ golden: all
 
 install: all
 	install -D -m 0755 $(B)/abilitysync $(DESTDIR)$(PREFIX)/bin/abilitysync
+	install -D -m 0755 $(B)/vdb-emulator $(DESTDIR)$(PREFIX)/bin/vdb-emulator
 	install -d $(DESTDIR)$(PREFIX)/share/abilitysync/drizzle/meta
 	install -m 0644 drizzle-compat/drizzle/*.sql $(DESTDIR)$(PREFIX)/share/abilitysync/drizzle/
 	install -m 0644 drizzle-compat/drizzle/meta/_journal.json $(DESTDIR)$(PREFIX)/share/abilitysync/drizzle/meta/

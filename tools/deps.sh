@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 PKGS=(
   make gcc pkg-config libc6-dev      # the release build
   clang libclang-rt-14-dev           # the ASan + UBSan build (clang's runtimes)
-  libpq-dev libjansson-dev libssl-dev # Postgres, JSON, SHA-256
+  libpq-dev libjansson-dev libssl-dev # Postgres, JSON, SHA-256 and TLS
+  libevent-dev libcurl4-openssl-dev  # the event loop and HTTP server; the vector DB client
   libcriterion-dev                   # unit tests
   postgresql postgresql-client       # a real server for tests and `make run`
   jq curl                            # integration tests read JSON and speak HTTP

@@ -15,7 +15,8 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export ROOT
 ABILITYSYNC=${ABILITYSYNC:-$ROOT/build/asan/abilitysync}
-export ABILITYSYNC
+EMULATOR=${EMULATOR:-$ROOT/build/asan/vdb-emulator}
+export ABILITYSYNC EMULATOR
 # Sanitizer reports get exit codes no test expects, so they can never pass as a
 # "clean failure".
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=86:abort_on_error=0}
@@ -96,6 +97,57 @@ db_url() { # dbname: TEST_PG_URL with its database replaced
 schema_dump() {
   pg_dump --schema-only --no-owner --no-privileges "$1" |
     grep -v -E '^(-- Dumped (from|by)|\\(un)?restrict )'
+}
+
+# ---- the vector DB emulator ---------------------------------------------
+
+# Starts an emulator on a free port with the given flags; sets EMU_URL and EMU_PID.
+# Its log is $SUITE_TMP/emulator.<pid>.log. Stopped by stop_emulator (or at exit).
+start_emulator() {
+  local portfile
+  portfile=$(mktemp "$SUITE_TMP/emu-port.XXXXXX")
+  rm -f "$portfile"
+  "$EMULATOR" --listen 127.0.0.1:0 --port-file "$portfile" "$@" >"$SUITE_TMP/emulator.log" 2>&1 &
+  EMU_PID=$!
+  for _ in $(seq 1 100); do
+    if [ -s "$portfile" ]; then
+      EMU_URL="http://127.0.0.1:$(cat "$portfile")"
+      mv "$SUITE_TMP/emulator.log" "$SUITE_TMP/emulator.$EMU_PID.log"
+      export EMU_URL EMU_PID
+      trap stop_emulator EXIT
+      return
+    fi
+    kill -0 "$EMU_PID" 2>/dev/null || { cat "$SUITE_TMP/emulator.log" >&2; fail "the emulator did not start"; }
+    sleep 0.05
+  done
+  fail "the emulator did not write its port"
+}
+
+# Stops the emulator with SIGTERM and fails the test when it does not exit 0
+# (a sanitizer report or a leak at exit makes it exit 86/87).
+stop_emulator() {
+  local rc=0
+  [ -n "${EMU_PID:-}" ] || return 0
+  kill -TERM "$EMU_PID" 2>/dev/null || true
+  wait "$EMU_PID" || rc=$?
+  EMU_PID=
+  [ "$rc" = 0 ] || fail "the emulator exited with status $rc"
+}
+
+# curl against the emulator: emu METHOD PATH [JSON]. Sets BODY and CODE (the
+# HTTP status; 000 when the connection failed). Call it directly, not in $(...).
+emu() {
+  local method=$1 path=$2 data=${3:-} out
+  out=$(mktemp "$SUITE_TMP/emu-out.XXXXXX")
+  if [ -n "$data" ]; then
+    CODE=$(curl -s -o "$out" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
+      --data-binary "$data" "$EMU_URL$path" || true)
+  else
+    CODE=$(curl -s -o "$out" -w '%{http_code}' -X "$method" "$EMU_URL$path" || true)
+  fi
+  BODY=$(cat "$out")
+  rm -f "$out"
+  export BODY CODE
 }
 
 # ---- running a suite ------------------------------------------------------

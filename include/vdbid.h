@@ -1,0 +1,33 @@
+/*
+ * vdbid.h - the ids and names the original application gives its vectors.
+ *
+ * Both must stay byte-compatible with the original (reference/infraxa-api.md
+ * §2.2-2.3): the same ability must land on the same vector in the same blob,
+ * whichever program wrote it.
+ */
+#ifndef ABILITYSYNC_VDBID_H
+#define ABILITYSYNC_VDBID_H
+
+#include "common.h"
+
+#define VDB_BLOB_PREFIX "abilities_"
+
+/*
+ * vector_id = |int32_be(sha256(ability_id)[0..4])|, computed in 64 bits as
+ * JavaScript's Math.abs does. Fails for the one id that gives 2147483648,
+ * which the mirror's integer column cannot hold (the original fails there too,
+ * after it wrote the vector).
+ */
+bool vdb_vector_id(const char *ability_id, size_t len, int64_t *out, struct errbuf *err) MUSTCHECK;
+
+/* The id from the first four bytes of the digest, before the range check. */
+int64_t vdb_vector_id_from_digest(const uint8_t first4[4]);
+
+/*
+ * The blob of a service: "abilities_" + service_name with every byte outside
+ * [A-Za-z0-9_] replaced by '_' (api.github.com -> abilities_api_github_com).
+ * Returns the length written; out must hold strlen(service) + 11 bytes.
+ */
+size_t vdb_blob_name(const char *service, size_t len, char *out);
+
+#endif

@@ -1,0 +1,377 @@
+#include "jsonscan.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set_err(struct js_error *err, const char *base, const char *at, const char *what)
+{
+	if (err) {
+		err->offset = (size_t)(at - base);
+		err->what = what;
+	}
+}
+
+const char *js_skip_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+		p++;
+	return p;
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+const char *js_number_end(const char *p, const char *end)
+{
+	if (p < end && *p == '-')
+		p++;
+	if (p >= end || !is_digit(*p))
+		return NULL;
+	if (*p == '0') {
+		p++;
+	} else {
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	if (p < end && *p == '.') {
+		p++;
+		if (p >= end || !is_digit(*p))
+			return NULL;
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p >= end || !is_digit(*p))
+			return NULL;
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	return p;
+}
+
+bool js_number_fits_float32(const char *tok, size_t len)
+{
+	const char *p = tok, *end = tok + len;
+	long e10 = 0, exp = 0;
+	bool seen_nonzero = false, exp_neg = false;
+	char copy[64];
+	float f;
+
+	if (p < end && *p == '-')
+		p++;
+	/* The decimal exponent of the first significant digit. */
+	for (; p < end && is_digit(*p); p++) {
+		if (seen_nonzero)
+			e10++;
+		else if (*p != '0')
+			seen_nonzero = true;
+	}
+	if (p < end && *p == '.') {
+		for (p++; p < end && is_digit(*p); p++) {
+			if (seen_nonzero)
+				continue;
+			e10--;
+			if (*p != '0')
+				seen_nonzero = true;
+		}
+	}
+	if (!seen_nonzero)
+		return true; /* zero, however written */
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			exp_neg = *p++ == '-';
+		for (; p < end && is_digit(*p); p++)
+			if (exp < 100000)
+				exp = exp * 10 + (*p - '0');
+	}
+	e10 += exp_neg ? -exp : exp;
+	if (e10 < 38)
+		return true;
+	if (e10 > 38 || len >= sizeof(copy))
+		return false;
+	/* 1e38 .. 9.99e38: FLT_MAX is 3.4028235e38, so ask strtof. */
+	memcpy(copy, tok, len);
+	copy[len] = '\0';
+	errno = 0;
+	f = strtof(copy, NULL);
+	return errno != ERANGE && isfinite(f);
+}
+
+static const char *skip_string(const char *base, const char *p, const char *end, struct js_error *err)
+{
+	for (p++; p < end; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '"')
+			return p + 1;
+		if (c < 0x20) {
+			set_err(err, base, p, "control character in a string");
+			return NULL;
+		}
+		if (c != '\\')
+			continue;
+		if (++p >= end)
+			break;
+		if (*p == 'u') {
+			int i;
+
+			for (i = 1; i <= 4; i++) {
+				if (p + i >= end || !strchr("0123456789abcdefABCDEF", p[i]) || !p[i]) {
+					set_err(err, base, p, "bad \\u escape in a string");
+					return NULL;
+				}
+			}
+			p += 4;
+		} else if (!strchr("\"\\/bfnrt", *p) || !*p) {
+			set_err(err, base, p, "bad escape in a string");
+			return NULL;
+		}
+	}
+	set_err(err, base, end, "unterminated string");
+	return NULL;
+}
+
+static const char *skip_literal(const char *base, const char *p, const char *end, const char *lit,
+				struct js_error *err)
+{
+	size_t n = strlen(lit);
+
+	if ((size_t)(end - p) < n || memcmp(p, lit, n) != 0) {
+		set_err(err, base, p, "unexpected character");
+		return NULL;
+	}
+	return p + n;
+}
+
+static const char *skip_value_at(const char *base, const char *p, const char *end, int depth,
+				 struct js_error *err);
+
+/* Objects and arrays: `close` is '}' or ']'; objects want "key": before each value. */
+static const char *skip_container(const char *base, const char *p, const char *end, int depth,
+				  struct js_error *err)
+{
+	char close = *p == '{' ? '}' : ']';
+	bool first = true;
+
+	if (depth >= JS_MAX_DEPTH) {
+		set_err(err, base, p, "nested too deeply");
+		return NULL;
+	}
+	p = js_skip_ws(p + 1, end);
+	if (p < end && *p == close)
+		return p + 1;
+	for (;;) {
+		if (!first) {
+			p = js_skip_ws(p, end);
+			if (p < end && *p == close)
+				return p + 1;
+			if (p >= end || *p != ',') {
+				set_err(err, base, p, close == '}' ? "expected , or }" : "expected , or ]");
+				return NULL;
+			}
+			p++;
+		}
+		first = false;
+		p = js_skip_ws(p, end);
+		if (close == '}') {
+			if (p >= end || *p != '"') {
+				set_err(err, base, p, "expected a member name");
+				return NULL;
+			}
+			if (!(p = skip_string(base, p, end, err)))
+				return NULL;
+			p = js_skip_ws(p, end);
+			if (p >= end || *p != ':') {
+				set_err(err, base, p, "expected :");
+				return NULL;
+			}
+			p++;
+		}
+		if (!(p = skip_value_at(base, p, end, depth + 1, err)))
+			return NULL;
+	}
+}
+
+static const char *skip_value_at(const char *base, const char *p, const char *end, int depth,
+				 struct js_error *err)
+{
+	const char *q;
+
+	p = js_skip_ws(p, end);
+	if (p >= end) {
+		set_err(err, base, p, "unexpected end of text");
+		return NULL;
+	}
+	switch (*p) {
+	case '{':
+	case '[':
+		return skip_container(base, p, end, depth, err);
+	case '"':
+		return skip_string(base, p, end, err);
+	case 't':
+		return skip_literal(base, p, end, "true", err);
+	case 'f':
+		return skip_literal(base, p, end, "false", err);
+	case 'n':
+		return skip_literal(base, p, end, "null", err);
+	default:
+		q = js_number_end(p, end);
+		if (!q)
+			set_err(err, base, p, "unexpected character");
+		return q;
+	}
+}
+
+const char *js_skip_value(const char *p, const char *end, struct js_error *err)
+{
+	return skip_value_at(p, p, end, 0, err);
+}
+
+static bool key_equals(const char *quoted_start, const char *quoted_end, const char *key)
+{
+	size_t klen = strlen(key);
+
+	/* Member names with escapes never match our ASCII keys; compare the raw bytes. */
+	return (size_t)(quoted_end - quoted_start) == klen + 2 && memcmp(quoted_start + 1, key, klen) == 0;
+}
+
+bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup)
+{
+	const char *p = js_skip_ws(obj.p, obj.p + obj.len), *end = obj.p + obj.len;
+	bool found = false;
+
+	*dup = false;
+	if (p >= end || *p != '{')
+		return false;
+	p = js_skip_ws(p + 1, end);
+	while (p < end && *p == '"') {
+		const char *kstart = p, *kend = skip_string(obj.p, p, end, NULL), *vstart, *vend;
+
+		if (!kend)
+			return false;
+		p = js_skip_ws(kend, end);
+		if (p >= end || *p != ':')
+			return false;
+		vstart = js_skip_ws(p + 1, end);
+		vend = js_skip_value(vstart, end, NULL);
+		if (!vend)
+			return false;
+		if (key_equals(kstart, kend, key)) {
+			if (found)
+				*dup = true;
+			found = true;
+			val->p = vstart;
+			val->len = (size_t)(vend - vstart);
+		}
+		p = js_skip_ws(vend, end);
+		if (p < end && *p == ',')
+			p = js_skip_ws(p + 1, end);
+	}
+	return found;
+}
+
+bool js_array_each(struct jspan arr, bool (*fn)(struct jspan elem, size_t i, void *ctx), void *ctx,
+		   struct js_error *err)
+{
+	const char *base = arr.p, *end = arr.p + arr.len;
+	const char *p = js_skip_ws(base, end);
+	size_t i = 0;
+
+	if (p >= end || *p != '[') {
+		set_err(err, base, p, "expected an array");
+		return false;
+	}
+	p = js_skip_ws(p + 1, end);
+	if (p < end && *p == ']')
+		return true;
+	for (;; i++) {
+		const char *vend = skip_value_at(base, p, end, 1, err);
+		struct jspan elem;
+
+		if (!vend) {
+			if (err)
+				err->index = i;
+			return false;
+		}
+		elem.p = js_skip_ws(p, end);
+		elem.len = (size_t)(vend - elem.p);
+		if (!fn(elem, i, ctx))
+			return true;
+		p = js_skip_ws(vend, end);
+		if (p < end && *p == ']')
+			return true;
+		if (p >= end || *p != ',') {
+			set_err(err, base, p, "expected , or ]");
+			if (err)
+				err->index = i;
+			return false;
+		}
+		p = js_skip_ws(p + 1, end);
+	}
+}
+
+bool js_number_array(struct jspan arr, size_t *count, struct js_error *err)
+{
+	const char *base = arr.p, *end = arr.p + arr.len;
+	const char *p = js_skip_ws(base, end);
+	size_t n = 0;
+
+	*count = 0;
+	if (p >= end || *p != '[') {
+		set_err(err, base, p, "expected an array of numbers");
+		return false;
+	}
+	p = js_skip_ws(p + 1, end);
+	if (p < end && *p == ']') {
+		p++;
+		goto done;
+	}
+	for (;;) {
+		const char *q = js_number_end(p, end);
+
+		if (!q) {
+			set_err(err, base, p,
+				p < end && (*p == '[' || *p == '{') ? "expected a number, found a nested value"
+				: p < end && *p == '"' ? "expected a number, found a string"
+				: p < end && (*p == 'N' || *p == 'I' || *p == 'n' || *p == 'i' || *p == '+')
+					? "expected a number (NaN and Infinity are not JSON)"
+				: p < end && (*p == 't' || *p == 'f') ? "expected a number, found a boolean"
+				: "expected a number");
+			goto fail;
+		}
+		if (!js_number_fits_float32(p, (size_t)(q - p))) {
+			set_err(err, base, p, "number out of float32 range (not finite as stored)");
+			goto fail;
+		}
+		n++;
+		p = js_skip_ws(q, end);
+		if (p < end && *p == ']') {
+			p++;
+			break;
+		}
+		if (p >= end || *p != ',') {
+			set_err(err, base, p, p >= end ? "unterminated array" : "expected , or ]");
+			goto fail;
+		}
+		p = js_skip_ws(p + 1, end);
+	}
+done:
+	if (js_skip_ws(p, end) != end) {
+		set_err(err, base, p, "unexpected text after the array");
+		goto fail;
+	}
+	*count = n;
+	return true;
+fail:
+	if (err)
+		err->index = n;
+	return false;
+}

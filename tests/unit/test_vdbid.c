@@ -1,0 +1,54 @@
+/* The original application's vector ids and blob names, byte for byte. */
+#include "vdbid.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <string.h>
+
+static int64_t vid(const char *ability_id)
+{
+	struct errbuf err;
+	int64_t id = -1;
+
+	cr_assert(vdb_vector_id(ability_id, strlen(ability_id), &id, &err), "%s", err.msg);
+	return id;
+}
+
+Test(vector_id, the_five_reference_vectors)
+{
+	/* reference/infraxa-api.md §2.3, checked there against Node's crypto. */
+	cr_assert(eq(i64, vid("github-create-repo-v1"), 1774816622));
+	cr_assert(eq(i64, vid("github-get-user"), 1008771826));
+	cr_assert(eq(i64, vid("get-users-octocat"), 2095992906));
+	cr_assert(eq(i64, vid("test-dual-storage-1234567890"), 15003310));
+	cr_assert(eq(i64, vid(""), 474954686));
+}
+
+Test(vector_id, the_2147483648_edge_is_refused)
+{
+	static const uint8_t edge[4] = {0x80, 0, 0, 0};
+	static const uint8_t below[4] = {0x80, 0, 0, 1};
+	static const uint8_t top[4] = {0x7f, 0xff, 0xff, 0xff};
+
+	/* Math.abs(-2147483648) = 2147483648: computed in 64 bits, never wrapped. */
+	cr_assert(eq(i64, vdb_vector_id_from_digest(edge), 2147483648LL));
+	cr_assert(eq(i64, vdb_vector_id_from_digest(below), 2147483647LL));
+	cr_assert(eq(i64, vdb_vector_id_from_digest(top), 2147483647LL));
+}
+
+static void blob(const char *service, const char *want)
+{
+	char out[256];
+
+	vdb_blob_name(service, strlen(service), out);
+	cr_assert(eq(str, out, (char *)want));
+}
+
+Test(blob_name, sanitised_like_the_original)
+{
+	blob("api.github.com", "abilities_api_github_com");
+	blob("API-v2.Example", "abilities_API_v2_Example");
+	blob("already_ok_123", "abilities_already_ok_123");
+	blob("caf\xc3\xa9", "abilities_caf__");
+	blob("", "abilities_");
+}
