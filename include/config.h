@@ -38,6 +38,21 @@ struct config {
 	long long migrate_lock_timeout;
 	bool migrate_allow_out_of_order;
 	bool migrate_allow_changed;
+	char *vector_db_api;
+	char *vector_db_tenant;
+	char *vector_db_api_key;
+	int vector_db_auth_header; /* enum vdb_auth */
+	char *vector_db_ca_file;
+	bool vector_db_tls_verify;
+	long long embedding_dim;
+	long long vdb_timeout_ms;
+	long long vdb_max_inflight;
+	long long vdb_batch_bytes;
+	long long vdb_batch_max;
+	long long vdb_max_attempts;
+	long long vdb_backoff_ms;
+	long long vdb_backoff_max_ms;
+	int vdb_write_mode;        /* enum vdb_write_mode */
 	int log_format; /* enum log_format */
 	int log_level;  /* enum log_level */
 };

@@ -26,6 +26,7 @@ struct js_error {
 	size_t offset;     /* from the start of the text given */
 	size_t index;      /* array element, for number arrays */
 	const char *what;  /* e.g. "expected a number" */
+	char path[96];     /* js_skip_value: where, e.g. "abilities[2].embedding[17]" */
 };
 
 const char *js_skip_ws(const char *p, const char *end);

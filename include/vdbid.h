@@ -24,9 +24,11 @@ bool vdb_vector_id(const char *ability_id, size_t len, int64_t *out, struct errb
 int64_t vdb_vector_id_from_digest(const uint8_t first4[4]);
 
 /*
- * The blob of a service: "abilities_" + service_name with every byte outside
- * [A-Za-z0-9_] replaced by '_' (api.github.com -> abilities_api_github_com).
- * Returns the length written; out must hold strlen(service) + 11 bytes.
+ * The blob of a service: "abilities_" + service_name with every character
+ * outside [A-Za-z0-9_] replaced by '_' exactly as the original's JavaScript
+ * does it (per UTF-16 code unit: api.github.com -> abilities_api_github_com,
+ * café -> abilities_caf_). Returns the length written; out must hold
+ * strlen(service) + 11 bytes.
  */
 size_t vdb_blob_name(const char *service, size_t len, char *out);
 

@@ -33,6 +33,8 @@ struct cfg_def {
 };
 
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const auth_headers[] = {"authorization", "x-api-key", NULL};
+static const char *const write_modes[] = {"delete-then-add", "add", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 static bool check_conninfo(const char *v, struct errbuf *err)
@@ -58,7 +60,30 @@ static bool check_nonempty(const char *v, struct errbuf *err)
 	return true;
 }
 
+static bool check_http_url(const char *v, struct errbuf *err)
+{
+	if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) || strpbrk(v, "?# \t") ||
+	    strlen(strstr(v, "://") + 3) == 0) {
+		err_set(err, "must be an http:// or https:// URL without query or fragment");
+		return false;
+	}
+	return true;
+}
+
+/* Tenant ids go into URL paths unescaped: keep them to a safe alphabet. */
+static bool check_tenant(const char *v, struct errbuf *err)
+{
+	size_t n = strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+
+	if (!*v || v[n] || n > 128) {
+		err_set(err, "must be 1 to 128 of A-Z a-z 0-9 _ . -");
+		return false;
+	}
+	return true;
+}
+
 #define OFF(field) offsetof(struct config, field)
+#define VDB_SCOPE (SCOPE_SERVE | SCOPE_RECONCILE | SCOPE_RESTORE | SCOPE_PROBE)
 
 static const struct cfg_def defs[] = {
 	{"DATABASE_URL", CFG_STR, OFF(database_url), NULL, 0, 0, NULL, check_conninfo,
@@ -93,6 +118,52 @@ static const struct cfg_def defs[] = {
 	 0, SCOPE_MIGRATE, NULL,
 	 "Accept an applied migration whose file changed since (warn instead of refusing) "
 	 "(--allow-changed)."},
+	{"VECTOR_DB_API", CFG_STR, OFF(vector_db_api), "https://dev-beta.infraxa.ai", 0, 0, NULL, check_http_url,
+	 0, VDB_SCOPE, "an http(s) URL",
+	 "Base URL of the Infraxa vector DB API (the emulator for `make run` and the tests)."},
+	{"VECTOR_DB_TENANT", CFG_STR, OFF(vector_db_tenant), "reverse_engineer", 0, 0, NULL, check_tenant,
+	 0, VDB_SCOPE, "1-128 of A-Z a-z 0-9 _ . -",
+	 "Tenant holding one blob per service (abilities_<service>), as the original app."},
+	{"VECTOR_DB_API_KEY", CFG_STR, OFF(vector_db_api_key), NULL, 0, 0, NULL, NULL,
+	 CFG_SECRET, VDB_SCOPE, "a string",
+	 "Key sent to the vector DB when set (see VECTOR_DB_AUTH_HEADER)."},
+	{"VECTOR_DB_AUTH_HEADER", CFG_ENUM, OFF(vector_db_auth_header), "authorization", 0, 0, auth_headers, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "How the key is sent: `Authorization: Bearer <key>` or `X-API-Key: <key>` (`abilitysync probe` tells which works)."},
+	{"VECTOR_DB_CA_FILE", CFG_STR, OFF(vector_db_ca_file), NULL, 0, 0, NULL, NULL,
+	 0, VDB_SCOPE, "a PEM file",
+	 "CA certificates to verify the vector DB's TLS certificate with, instead of the system's."},
+	{"VECTOR_DB_TLS_VERIFY", CFG_BOOL, OFF(vector_db_tls_verify), "true", 0, 0, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Verify the vector DB's TLS certificate and host name. Turn off only for testing."},
+	{"EMBEDDING_DIM", CFG_INT, OFF(embedding_dim), "3072", 1, 65536, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Length of every embedding; blobs are created with it."},
+	{"VDB_TIMEOUT_MS", CFG_INT, OFF(vdb_timeout_ms), "10000", 100, 600000, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Time limit of one vector DB request attempt (the original app's was 10 s)."},
+	{"VDB_MAX_INFLIGHT", CFG_INT, OFF(vdb_max_inflight), "8", 1, 256, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Vector DB requests on the wire at once; the rest queue."},
+	{"VDB_BATCH_BYTES", CFG_INT, OFF(vdb_batch_bytes), "8388608", 4096, 1073741824, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Upper bound of one add request's body (a 3072-d vector is about 40 KB of JSON)."},
+	{"VDB_BATCH_MAX", CFG_INT, OFF(vdb_batch_max), "256", 1, 10000, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Vectors in one add request at most."},
+	{"VDB_MAX_ATTEMPTS", CFG_INT, OFF(vdb_max_attempts), "5", 1, 100, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Attempts per request on transport errors, time-outs, 429 and 5xx (never other 4xx)."},
+	{"VDB_BACKOFF_MS", CFG_INT, OFF(vdb_backoff_ms), "200", 1, 600000, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Bound of the first retry delay; it doubles per attempt, with full jitter."},
+	{"VDB_BACKOFF_MAX_MS", CFG_INT, OFF(vdb_backoff_max_ms), "10000", 1, 3600000, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Bound of any retry delay."},
+	{"VDB_WRITE_MODE", CFG_ENUM, OFF(vdb_write_mode), "delete-then-add", 0, 0, write_modes, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "Re-writing an existing vector id: delete it first (safe whatever the server does), or "
+	 "just add (for a server that overwrites; `abilitysync probe` tells)."},
 	{"LOG_FORMAT", CFG_ENUM, OFF(log_format), "text", 0, 0, log_formats, NULL,
 	 0, SCOPE_ALL, NULL,
 	 "text: one readable line per event; json: one JSON object per line."},

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 static void set_err(struct js_error *err, const char *base, const char *at, const char *what)
@@ -10,7 +11,45 @@ static void set_err(struct js_error *err, const char *base, const char *at, cons
 	if (err) {
 		err->offset = (size_t)(at - base);
 		err->what = what;
+		err->path[0] = '\0';
 	}
+}
+
+/* While unwinding from a failure, puts the segment of this level in front of the path. */
+static void path_prepend(struct js_error *err, const char *seg, size_t seglen)
+{
+	size_t have;
+
+	if (!err)
+		return;
+	have = strlen(err->path);
+	if (seglen + have + 1 > sizeof(err->path))
+		return; /* too deep to name: keep the inner part */
+	memmove(err->path + seglen, err->path, have + 1);
+	memcpy(err->path, seg, seglen);
+}
+
+static void path_member(struct js_error *err, const char *quoted, size_t qlen)
+{
+	char seg[64];
+	int n;
+
+	if (!err)
+		return;
+	n = snprintf(seg, sizeof(seg), "%.*s%s", (int)(qlen > 2 ? (qlen - 2 < 40 ? qlen - 2 : 40) : 0),
+		     quoted + 1, err->path[0] && err->path[0] != '[' ? "." : "");
+	path_prepend(err, seg, (size_t)n);
+}
+
+static void path_index(struct js_error *err, size_t i)
+{
+	char seg[32];
+	int n;
+
+	if (!err)
+		return;
+	n = snprintf(seg, sizeof(seg), "[%zu]%s", i, err->path[0] && err->path[0] != '[' ? "." : "");
+	path_prepend(err, seg, (size_t)n);
 }
 
 const char *js_skip_ws(const char *p, const char *end)
@@ -160,6 +199,8 @@ static const char *skip_container(const char *base, const char *p, const char *e
 {
 	char close = *p == '{' ? '}' : ']';
 	bool first = true;
+	const char *key = NULL;
+	size_t keylen = 0, index = 0;
 
 	if (depth >= JS_MAX_DEPTH) {
 		set_err(err, base, p, "nested too deeply");
@@ -179,6 +220,8 @@ static const char *skip_container(const char *base, const char *p, const char *e
 			}
 			p++;
 		}
+		if (!first)
+			index++;
 		first = false;
 		p = js_skip_ws(p, end);
 		if (close == '}') {
@@ -186,17 +229,25 @@ static const char *skip_container(const char *base, const char *p, const char *e
 				set_err(err, base, p, "expected a member name");
 				return NULL;
 			}
+			key = p;
 			if (!(p = skip_string(base, p, end, err)))
 				return NULL;
+			keylen = (size_t)(p - key);
 			p = js_skip_ws(p, end);
 			if (p >= end || *p != ':') {
 				set_err(err, base, p, "expected :");
+				path_member(err, key, keylen);
 				return NULL;
 			}
 			p++;
 		}
-		if (!(p = skip_value_at(base, p, end, depth + 1, err)))
+		if (!(p = skip_value_at(base, p, end, depth + 1, err))) {
+			if (close == '}')
+				path_member(err, key, keylen);
+			else
+				path_index(err, index);
 			return NULL;
+		}
 	}
 }
 
@@ -225,7 +276,8 @@ static const char *skip_value_at(const char *base, const char *p, const char *en
 	default:
 		q = js_number_end(p, end);
 		if (!q)
-			set_err(err, base, p, "unexpected character");
+			set_err(err, base, p, *p == 'N' || *p == 'I' || *p == '+' || (*p == '-' && p + 1 < end && p[1] == 'I')
+				? "NaN and Infinity are not JSON numbers" : "unexpected character");
 		return q;
 	}
 }

@@ -10,6 +10,8 @@
 #include "log.h"
 #include "mem.h"
 #include "migrate.h"
+#include "probe.h"
+#include "vdb.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@ struct flag {
 	const char *metavar; /* NULL: a switch */
 	const char *setting; /* the config variable it sets; switches set "true" */
 	bool *local;         /* or a switch of this command only */
+	const char **value;  /* or a value of this command only */
 	const char *help;
 };
 
@@ -115,6 +118,8 @@ static int parse_flags(const struct command *c, struct config *cfg, int argc, ch
 		}
 		if (fl->local) {
 			*fl->local = true;
+		} else if (fl->value) {
+			*fl->value = value;
 		} else if (!config_set(cfg, fl->setting, value ? value : "true", &err)) {
 			fprintf(stderr, "abilitysync %s: --%s: %s\n", c->name, fl->name, err.msg);
 			return -1;
@@ -128,16 +133,16 @@ static int parse_flags(const struct command *c, struct config *cfg, int argc, ch
 static bool migrate_json;
 
 static const struct flag migrate_flags[] = {
-	{"wait", "SECONDS", "DB_WAIT", NULL, "wait this long for Postgres to come up"},
-	{"dir", "DIR", "MIGRATIONS_DIR", NULL, "the drizzle-kit migrations folder"},
-	{"schema", "NAME", "MIGRATIONS_SCHEMA", NULL, "schema of the ledger"},
-	{"table", "NAME", "MIGRATIONS_TABLE", NULL, "table of the ledger"},
-	{"lock-timeout", "SECONDS", "MIGRATE_LOCK_TIMEOUT", NULL, "wait this long for another migrator"},
-	{"allow-out-of-order", NULL, "MIGRATE_ALLOW_OUT_OF_ORDER", NULL,
+	{"wait", "SECONDS", "DB_WAIT", NULL, NULL, "wait this long for Postgres to come up"},
+	{"dir", "DIR", "MIGRATIONS_DIR", NULL, NULL, "the drizzle-kit migrations folder"},
+	{"schema", "NAME", "MIGRATIONS_SCHEMA", NULL, NULL, "schema of the ledger"},
+	{"table", "NAME", "MIGRATIONS_TABLE", NULL, NULL, "table of the ledger"},
+	{"lock-timeout", "SECONDS", "MIGRATE_LOCK_TIMEOUT", NULL, NULL, "wait this long for another migrator"},
+	{"allow-out-of-order", NULL, "MIGRATE_ALLOW_OUT_OF_ORDER", NULL, NULL,
 	 "apply a migration older than the newest applied one"},
-	{"allow-changed", NULL, "MIGRATE_ALLOW_CHANGED", NULL, "accept applied files that changed since"},
-	{"json", NULL, NULL, &migrate_json, "status: print one JSON object"},
-	{NULL, NULL, NULL, NULL, NULL},
+	{"allow-changed", NULL, "MIGRATE_ALLOW_CHANGED", NULL, NULL, "accept applied files that changed since"},
+	{"json", NULL, NULL, &migrate_json, NULL, "status: print one JSON object"},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
 static const char migrate_details[] =
@@ -180,13 +185,81 @@ static int cmd_migrate(struct config *cfg, int argc, char **argv)
 	return EXIT_USAGE;
 }
 
+/* ---- the vector DB ---------------------------------------------------- */
+
+/* The client's options, as configured; strings stay owned by the config. */
+static void vdb_opts_from(const struct config *cfg, struct vdb_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->base_url = cfg->vector_db_api;
+	o->tenant = cfg->vector_db_tenant;
+	o->api_key = cfg->vector_db_api_key;
+	o->auth = cfg->vector_db_auth_header == 1 ? VDB_AUTH_X_API_KEY : VDB_AUTH_BEARER;
+	o->ca_file = cfg->vector_db_ca_file;
+	o->tls_verify = cfg->vector_db_tls_verify;
+	o->timeout_ms = (long)cfg->vdb_timeout_ms;
+	o->max_inflight = (int)cfg->vdb_max_inflight;
+	o->batch_bytes = (size_t)cfg->vdb_batch_bytes;
+	o->batch_max = (size_t)cfg->vdb_batch_max;
+	o->max_attempts = (int)cfg->vdb_max_attempts;
+	o->backoff_ms = (long)cfg->vdb_backoff_ms;
+	o->backoff_max_ms = (long)cfg->vdb_backoff_max_ms;
+	o->write_mode = cfg->vdb_write_mode == 1 ? VDB_ADD : VDB_DELETE_THEN_ADD;
+	o->dimension = (int)cfg->embedding_dim;
+	o->max_reply = 256u << 20;
+}
+
+static bool probe_json;
+static const char *probe_max_batch;
+
+static const struct flag probe_flags[] = {
+	{"url", "URL", "VECTOR_DB_API", NULL, NULL, "the server to study"},
+	{"max-batch", "N", NULL, NULL, &probe_max_batch, "largest batch to try, in vectors (default 1024)"},
+	{"json", NULL, NULL, &probe_json, NULL, "print one JSON object"},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char probe_details[] =
+	"On a scratch tenant it creates and deletes, the probe finds out: whether the\n"
+	"API key is needed and which header carries it, what \"already exists\"\n"
+	"answers, what re-adding an existing id does (overwrite, reject, duplicate),\n"
+	"whether GET returns the vector, and the largest batch accepted (doubling up\n"
+	"to --max-batch). It prints the configuration it recommends and never the key.\n"
+	"Exit status 0 when the server was studied and left clean.\n";
+
+static int cmd_probe(struct config *cfg, int argc, char **argv)
+{
+	struct vdb_opts vo;
+	struct probe_opts po;
+	char *end;
+
+	if (argc > 0) {
+		fprintf(stderr, "abilitysync probe: unexpected argument %s\n", argv[0]);
+		return EXIT_USAGE;
+	}
+	vdb_opts_from(cfg, &vo);
+	memset(&po, 0, sizeof(po));
+	po.vdb = &vo;
+	po.json = probe_json;
+	po.max_batch = 1024;
+	if (probe_max_batch) {
+		po.max_batch = strtoul(probe_max_batch, &end, 10);
+		if (*end || po.max_batch < 1 || po.max_batch > 100000) {
+			fprintf(stderr, "abilitysync probe: --max-batch: \"%s\" is not a number from 1 to 100000\n",
+				probe_max_batch);
+			return EXIT_USAGE;
+		}
+	}
+	return probe_run(&po);
+}
+
 /* ---- config, version, help ------------------------------------------- */
 
 static bool config_markdown;
 
 static const struct flag config_flags[] = {
-	{"markdown", NULL, NULL, &config_markdown, "print the README's configuration table"},
-	{NULL, NULL, NULL, NULL, NULL},
+	{"markdown", NULL, NULL, &config_markdown, NULL, "print the README's configuration table"},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
 static int cmd_config(struct config *cfg, int argc, char **argv)
@@ -217,11 +290,13 @@ static int cmd_version(struct config *cfg, int argc, char **argv)
 	return EXIT_OK;
 }
 
-static const struct flag no_flags[] = {{NULL, NULL, NULL, NULL, NULL}};
+static const struct flag no_flags[] = {{NULL, NULL, NULL, NULL, NULL, NULL}};
 
 static const struct command commands[] = {
 	{"migrate", "[up|status|plan] [options]", "Apply the drizzle-kit migrations, drizzle-compatibly.",
 	 SCOPE_MIGRATE, migrate_flags, migrate_details, cmd_migrate},
+	{"probe", "[--url URL] [--max-batch N] [--json]", "Find out how a vector DB server behaves.", SCOPE_PROBE,
+	 probe_flags, probe_details, cmd_probe},
 	{"config", "[--markdown]", "Print the effective configuration (secrets redacted).", 0, config_flags,
 	 NULL, cmd_config},
 	{"version", "", "Print the version.", 0, no_flags, NULL, cmd_version},

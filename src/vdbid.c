@@ -28,16 +28,35 @@ bool vdb_vector_id(const char *ability_id, size_t len, int64_t *out, struct errb
 	return true;
 }
 
+/* The length of the UTF-8 sequence starting with c (1 for a stray or invalid byte). */
+static size_t utf8_seq_len(unsigned char c)
+{
+	return c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 1;
+}
+
 size_t vdb_blob_name(const char *service, size_t len, char *out)
 {
-	size_t n = sizeof(VDB_BLOB_PREFIX) - 1, i;
+	size_t n = sizeof(VDB_BLOB_PREFIX) - 1, i = 0;
 
 	memcpy(out, VDB_BLOB_PREFIX, n);
-	for (i = 0; i < len; i++) {
+	while (i < len) {
 		unsigned char c = (unsigned char)service[i];
-		bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+		size_t seq = utf8_seq_len(c);
 
-		out[n++] = keep ? (char)c : '_';
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_') {
+			out[n++] = (char)c;
+			i++;
+			continue;
+		}
+		/*
+		 * JavaScript's replace(/[^a-zA-Z0-9_]/g, '_') works on UTF-16 code
+		 * units: one '_' per character, two for a character outside the BMP
+		 * (a 4-byte UTF-8 sequence, a surrogate pair in JavaScript).
+		 */
+		out[n++] = '_';
+		if (seq == 4)
+			out[n++] = '_';
+		i += seq <= len - i ? seq : len - i;
 	}
 	out[n] = '\0';
 	return n;

@@ -65,9 +65,23 @@ run() {
   set -e
 }
 
+# Like run, but stdout alone in $OUT (JSON, tables) and stderr in $ERR (logs).
+run_split() {
+  local errfile
+  errfile=$(mktemp "$SUITE_TMP/stderr.XXXXXX")
+  set +e
+  OUT=$("$@" 2>"$errfile")
+  RC=$?
+  set -e
+  ERR=$(cat "$errfile")
+  rm -f "$errfile"
+}
+
 assert_rc() { # want [what]
   [ "$RC" = "$1" ] || fail "${2:-exit status}: expected $1, got $RC; output:
-$OUT"
+$OUT${ERR:+
+stderr:
+$ERR}"
 }
 
 # ---- Postgres -------------------------------------------------------------

@@ -62,7 +62,7 @@ Test(jsonscan, rejects_what_json_does_not_allow)
 
 Test(jsonscan, depth_is_bounded)
 {
-	char deep[200];
+	char deep[201] = {0};
 
 	memset(deep, '[', 100);
 	memset(deep + 100, ']', 100);
@@ -93,7 +93,7 @@ static size_t count_of(const char *s, struct js_error *e)
 
 static void bad_array(const char *s, size_t index, const char *what)
 {
-	struct js_error e = {0, 0, NULL};
+	struct js_error e = {.what = NULL};
 	size_t n;
 
 	cr_assert(not(js_number_array(S(s), &n, &e)), "accepted: %s", s);

@@ -49,6 +49,9 @@ Test(blob_name, sanitised_like_the_original)
 	blob("api.github.com", "abilities_api_github_com");
 	blob("API-v2.Example", "abilities_API_v2_Example");
 	blob("already_ok_123", "abilities_already_ok_123");
-	blob("caf\xc3\xa9", "abilities_caf__");
+	/* One '_' per UTF-16 code unit, as JavaScript's replace() counts them. */
+	blob("caf\xc3\xa9", "abilities_caf_");                /* U+00E9: one unit */
+	blob("\xe2\x82\xac-x", "abilities___x");             /* U+20AC: one unit, then '-' */
+	blob("a\xf0\x9f\x98\x80" "b", "abilities_a__b");        /* U+1F600: a surrogate pair */
 	blob("", "abilities_");
 }

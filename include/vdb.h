@@ -1,0 +1,135 @@
+/*
+ * vdb.h - the vector DB client: the Infraxa HTTP API, asynchronously.
+ *
+ * Requests run on the caller's libevent loop through libcurl's multi interface
+ * (curl_multi_socket_action): nothing here blocks, at most `max_inflight`
+ * requests are on the wire, connections are kept alive and reused, and the rest
+ * wait in a queue. Transport errors, time-outs, 429 and 5xx are retried with
+ * exponential backoff and full jitter, up to `max_attempts`; other 4xx are not.
+ * Every request has an id that appears in its log lines; non-2xx bodies are
+ * logged verbatim (truncated); the API key never is.
+ *
+ * The API leaves things undocumented (reference/infraxa-api.md §1.6), so:
+ *   - "already exists" on a tenant or blob is success whatever status the
+ *     server uses: the client looks the object up instead of reading the code;
+ *   - re-adding an existing id has unknown effects: `delete-then-add` (the
+ *     default) deletes it first, `add` relies on a server that overwrites
+ *     (`abilitysync probe` tells which);
+ *   - a delete of a missing vector (404) is success;
+ *   - replies are parsed defensively: wrong types, missing fields, truncated or
+ *     oversized bodies give a clear error, never a crash.
+ *
+ * Every operation ends in exactly one call of its callback, also when the
+ * client is freed with the request still pending (status VDB_CANCELLED).
+ */
+#ifndef ABILITYSYNC_VDB_H
+#define ABILITYSYNC_VDB_H
+
+#include "common.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+
+enum vdb_write_mode { VDB_DELETE_THEN_ADD, VDB_ADD };
+enum vdb_auth { VDB_AUTH_BEARER, VDB_AUTH_X_API_KEY };
+
+struct vdb_opts {
+	const char *base_url;  /* VECTOR_DB_API */
+	const char *tenant;    /* VECTOR_DB_TENANT */
+	const char *api_key;   /* NULL or "": no key sent */
+	enum vdb_auth auth;
+	const char *ca_file;   /* NULL: the system's CA store */
+	bool tls_verify;
+	long timeout_ms;       /* per attempt */
+	int max_inflight;
+	size_t batch_bytes;    /* request body bound for adds */
+	size_t batch_max;      /* vectors per add request */
+	int max_attempts;      /* 1: no retries */
+	long backoff_ms;       /* first retry delay bound; doubles per attempt */
+	long backoff_max_ms;
+	enum vdb_write_mode write_mode;
+	int dimension;         /* of the blobs this client creates */
+	size_t max_reply;      /* larger replies are an error */
+};
+
+enum vdb_status {
+	VDB_OK,
+	VDB_NOT_FOUND,   /* get: no such vector */
+	VDB_REJECTED,    /* a 4xx the client does not retry: the request itself is wrong */
+	VDB_UNAVAILABLE, /* transport error, time-out, 429 or 5xx, after the last attempt */
+	VDB_BAD_REPLY,   /* a 2xx whose body is not what the API returns */
+	VDB_CANCELLED,   /* the client was freed first */
+};
+
+struct vdb_result {
+	enum vdb_status status;
+	long http;          /* the last HTTP status; 0 when there was none */
+	int attempts;       /* of the last request the operation made */
+	uint64_t req;       /* its id, as in the logs */
+	char error[512];    /* what went wrong, for logs and for clients */
+	json_t *reply;      /* get, query, list: the parsed reply; valid during the callback */
+	const bool *ok;     /* add: per vector, in the order given */
+	size_t n;
+};
+
+typedef void (*vdb_done_fn)(const struct vdb_result *r, void *arg);
+
+/* One vector to add. The texts are copied before vdb_add returns. */
+struct vdb_vector {
+	int64_t id;
+	const char *embedding;  /* a JSON array of numbers, sent as is */
+	size_t embedding_len;
+	const char *attributes; /* a JSON object */
+	size_t attributes_len;
+	bool may_exist;         /* delete-then-add deletes first only when it may exist */
+};
+
+struct vdb_stats {
+	uint64_t requests, retries, failures;
+	uint64_t by_class[6];   /* replies: 1xx..5xx, and [0] for no reply */
+	uint64_t vectors_added;
+	int inflight, queued;
+};
+
+struct vdb;
+
+struct vdb *vdb_new(struct event_base *base, const struct vdb_opts *o, struct errbuf *err) MUSTCHECK;
+void vdb_free(struct vdb *v);
+
+/* Creates the tenant (once per client; concurrent callers share one request). */
+void vdb_ensure_tenant(struct vdb *v, vdb_done_fn done, void *arg);
+/* Creates the tenant and the blob, dense, of the configured dimension (cached). */
+void vdb_ensure_blob(struct vdb *v, const char *blob, vdb_done_fn done, void *arg);
+/* Forgets what ensure learnt, e.g. after the server lost its state. */
+void vdb_forget_blobs(struct vdb *v);
+
+/* Adds vectors to a blob (ensured first), in batches bounded by bytes and count. */
+void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, size_t n, vdb_done_fn done,
+	     void *arg);
+void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
+void vdb_delete(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
+void vdb_put_attributes(struct vdb *v, const char *blob, int64_t id, const char *attrs, size_t len,
+			vdb_done_fn done, void *arg);
+/* reply: {"ids": [...], "distances": [...], "attributes": [...] or absent}, checked. */
+void vdb_query(struct vdb *v, const char *blob, const char *vector, size_t len, int k, vdb_done_fn done,
+	       void *arg);
+void vdb_health(struct vdb *v, vdb_done_fn done, void *arg);
+
+/*
+ * One request exactly as given, sent once, whatever the answer: for `probe`,
+ * which studies the server. r->http and r->reply (when JSON) tell what came back.
+ */
+enum vdb_raw_auth { VDB_RAW_CONFIGURED, VDB_RAW_NO_AUTH, VDB_RAW_BEARER, VDB_RAW_X_API_KEY };
+void vdb_raw(struct vdb *v, const char *method, const char *path, const char *body, size_t len,
+	     unsigned auth, vdb_done_fn done, void *arg);
+
+void vdb_get_stats(const struct vdb *v, struct vdb_stats *out);
+const char *vdb_status_name(enum vdb_status s);
+
+/*
+ * Runs the loop until *flag becomes true: for the command-line tools, which do
+ * one thing at a time. Never call it from a callback.
+ */
+void vdb_run_until(struct vdb *v, const bool *flag);
+
+#endif

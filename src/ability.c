@@ -1,0 +1,604 @@
+#include "ability.h"
+
+#include "buf.h"
+#include "mem.h"
+#include "text.h"
+#include "vdbid.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const known_fields[] = {
+	"ability_id", "ability_name", "service_name", "description", "embedding", "metadata",
+};
+
+/* The four fields every vector carries, as the original writes them. */
+static const char *const core_fields[] = {"ability_id", "ability_name", "service_name", "description"};
+
+static bool refuse(struct ability_error *err, int status, const char *code, const char *prefix, const char *field,
+		   const char *fmt, ...) PRINTF_LIKE(6, 7);
+
+static bool refuse(struct ability_error *err, int status, const char *code, const char *prefix, const char *field,
+		   const char *fmt, ...)
+{
+	va_list ap;
+
+	err->status = status;
+	err->code = code;
+	snprintf(err->field, sizeof(err->field), "%s%s", prefix, field);
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+void ability_free(struct ability *a)
+{
+	free(a->ability_id);
+	free(a->ability_name);
+	free(a->service_name);
+	free(a->description);
+	free(a->embedding);
+	json_decref(a->metadata);
+	free(a->metadata_text);
+	free(a->dynamic_header_keys);
+	free(a->attributes);
+	memset(a, 0, sizeof(*a));
+}
+
+/* The array's tokens joined by commas: whitespace differences hash the same. */
+static char *compact_numbers(struct jspan arr, size_t *len)
+{
+	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len;
+	struct buf b = BUF_INIT;
+
+	buf_reserve(&b, arr.len);
+	buf_putc(&b, '[');
+	p = js_skip_ws(p + 1, end);
+	while (p < end && *p != ']') {
+		const char *q = js_number_end(p, end);
+
+		if (b.len > 1)
+			buf_putc(&b, ',');
+		buf_append(&b, p, (size_t)(q - p));
+		p = js_skip_ws(q, end);
+		if (p < end && *p == ',')
+			p = js_skip_ws(p + 1, end);
+	}
+	buf_putc(&b, ']');
+	*len = b.len;
+	return buf_steal(&b);
+}
+
+static bool check_embedding(struct jspan emb, size_t dim, const char *prefix, struct ability *a,
+			    struct ability_error *err)
+{
+	struct js_error je = {.what = NULL};
+	size_t count;
+	char field[48];
+
+	if (!js_number_array(emb, &count, &je)) {
+		snprintf(field, sizeof(field), "embedding[%zu]", je.index);
+		return refuse(err, 422, "invalid_embedding", prefix, field, "%s%s: %s", prefix, field, je.what);
+	}
+	if (count != dim)
+		return refuse(err, 422, "wrong_dimension", prefix, "embedding",
+			      "%sembedding has %zu numbers; EMBEDDING_DIM is %zu", prefix, count, dim);
+	a->embedding = compact_numbers(emb, &a->embedding_len);
+	return true;
+}
+
+static bool ability_id_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("._:@-", c);
+}
+
+/* A required, non-empty string of at most `max` bytes. */
+static bool take_string(json_t *obj, const char *name, size_t max, const char *prefix, char **out,
+			struct ability_error *err)
+{
+	json_t *v = json_object_get(obj, name);
+
+	if (!v || json_is_null(v))
+		return refuse(err, 422, "missing_field", prefix, name, "%s%s is required", prefix, name);
+	if (!json_is_string(v))
+		return refuse(err, 422, "wrong_type", prefix, name, "%s%s must be a string", prefix, name);
+	if (json_string_length(v) == 0)
+		return refuse(err, 422, "empty_field", prefix, name, "%s%s must not be empty", prefix, name);
+	if (json_string_length(v) > max)
+		return refuse(err, 422, "too_long", prefix, name, "%s%s is %zu bytes; at most %zu", prefix, name,
+			      json_string_length(v), max);
+	if (strlen(json_string_value(v)) != json_string_length(v))
+		return refuse(err, 422, "invalid_string", prefix, name, "%s%s contains a NUL character", prefix, name);
+	*out = xstrdup(json_string_value(v));
+	return true;
+}
+
+static bool check_ability_id(const char *id, const char *prefix, struct ability_error *err)
+{
+	const char *p;
+
+	for (p = id; *p; p++)
+		if (!ability_id_char((unsigned char)*p))
+			return refuse(err, 422, "invalid_ability_id", prefix, "ability_id",
+				      "%sability_id may hold only A-Z a-z 0-9 . _ : @ - (found '%c' at %zu)", prefix,
+				      *p >= 0x20 && *p < 0x7f ? *p : '?', (size_t)(p - id));
+	return true;
+}
+
+static bool take_metadata(json_t *obj, const char *prefix, struct ability *a, struct ability_error *err)
+{
+	json_t *m = json_object_get(obj, "metadata");
+	json_t *keys, *k;
+	size_t i;
+
+	if (!m || json_is_null(m))
+		m = json_object();
+	else if (!json_is_object(m))
+		return refuse(err, 422, "wrong_type", prefix, "metadata", "%smetadata must be an object", prefix);
+	else
+		json_incref(m);
+	a->metadata = m;
+	keys = json_object_get(m, "dynamic_header_keys");
+	if (keys && !json_is_null(keys)) {
+		if (!json_is_array(keys))
+			return refuse(err, 422, "wrong_type", prefix, "metadata.dynamic_header_keys",
+				      "%smetadata.dynamic_header_keys must be an array of strings", prefix);
+		json_array_foreach(keys, i, k) {
+			char field[64];
+
+			snprintf(field, sizeof(field), "metadata.dynamic_header_keys[%zu]", i);
+			if (!json_is_string(k))
+				return refuse(err, 422, "wrong_type", prefix, field, "%s%s must be a string", prefix, field);
+		}
+		a->dynamic_header_keys = json_dumps(keys, JSON_COMPACT);
+		a->dynamic_headers_required = json_array_size(keys) > 0;
+	} else {
+		a->dynamic_header_keys = xstrdup("[]");
+	}
+	a->metadata_text = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!a->metadata_text || !a->dynamic_header_keys)
+		abort();
+	if (strlen(a->metadata_text) > ABILITY_METADATA_MAX)
+		return refuse(err, 422, "too_long", prefix, "metadata", "%smetadata is %zu bytes of JSON; at most %d",
+			      prefix, strlen(a->metadata_text), ABILITY_METADATA_MAX);
+	return true;
+}
+
+/*
+ * A number as PostgreSQL's numeric prints it: jsonb stores embedding numbers as
+ * numeric, so this is what the mirror holds for the token. No exponent, the
+ * scale max(0, fraction digits - exponent), no leading zeros, no negative zero
+ * ("1.50e1" -> "15.0", "1e-5" -> "0.00001", "-0.0" -> "0.0"). Fails when
+ * numeric cannot hold it: more than 16383 digits after the point (1e-16384).
+ */
+bool ability_canon_number(const char *tok, size_t len, struct buf *out)
+{
+	const char *p = tok, *end = tok + len, *int_start, *frac_start = NULL;
+	size_t int_len, frac_len = 0, ndigits, i, start;
+	long exp = 0, k;
+	bool neg = false, exp_neg = false, zero = true;
+	struct buf digits = BUF_INIT;
+
+	if (p < end && *p == '-')
+		neg = true, p++;
+	for (int_start = p; p < end && *p >= '0' && *p <= '9'; p++)
+		;
+	int_len = (size_t)(p - int_start);
+	if (p < end && *p == '.') {
+		for (frac_start = ++p; p < end && *p >= '0' && *p <= '9'; p++)
+			;
+		frac_len = (size_t)(p - frac_start);
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			exp_neg = *p++ == '-';
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+			if (exp < 1000000)
+				exp = exp * 10 + (*p - '0');
+		if (exp_neg)
+			exp = -exp;
+	}
+	if ((long)frac_len - exp > 16383)
+		return false; /* PostgreSQL: "value overflows numeric format" */
+	buf_append(&digits, int_start, int_len);
+	if (frac_len)
+		buf_append(&digits, frac_start, frac_len);
+	ndigits = digits.len;
+	for (i = 0; i < ndigits; i++)
+		zero = zero && digits.data[i] == '0';
+	if (neg && !zero)
+		buf_putc(out, '-');
+	/* value = digits * 10^-k, printed with max(0, k) decimals */
+	k = (long)frac_len - exp;
+	if (k <= 0) {
+		for (start = 0; start + 1 < ndigits && digits.data[start] == '0'; start++)
+			;
+		if (zero)
+			buf_putc(out, '0');
+		else
+			buf_append(out, digits.data + start, ndigits - start);
+		for (i = 0; !zero && i < (size_t)-k; i++)
+			buf_putc(out, '0');
+	} else if (ndigits > (size_t)k) {
+		for (start = 0; start + 1 < ndigits - (size_t)k && digits.data[start] == '0'; start++)
+			;
+		buf_append(out, digits.data + start, ndigits - (size_t)k - start);
+		buf_putc(out, '.');
+		buf_append(out, digits.data + ndigits - (size_t)k, (size_t)k);
+	} else {
+		buf_puts(out, "0.");
+		for (i = 0; i < (size_t)k - ndigits; i++)
+			buf_putc(out, '0');
+		buf_append(out, digits.data, ndigits);
+	}
+	buf_free(&digits);
+	return true;
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * JSON for hashing: sorted keys, no spaces, and a number that is integral
+ * written as an integer, so that what jsonb gives back (1e2 -> 100, 2.0 ->
+ * 2.0) hashes like what the client sent.
+ */
+static void canon_json(json_t *j, struct buf *out)
+{
+	const char **keys;
+	const char *key;
+	json_t *v;
+	size_t i, n;
+	double d;
+
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+		n = json_object_size(j);
+		keys = xcalloc(n, sizeof(*keys));
+		i = 0;
+		json_object_foreach(j, key, v)
+			keys[i++] = key;
+		qsort(keys, n, sizeof(*keys), cmp_keys);
+		buf_putc(out, '{');
+		for (i = 0; i < n; i++) {
+			if (i)
+				buf_putc(out, ',');
+			buf_json_str(out, keys[i], strlen(keys[i]));
+			buf_putc(out, ':');
+			canon_json(json_object_get(j, keys[i]), out);
+		}
+		buf_putc(out, '}');
+		free(keys);
+		break;
+	case JSON_ARRAY:
+		buf_putc(out, '[');
+		json_array_foreach(j, i, v) {
+			if (i)
+				buf_putc(out, ',');
+			canon_json(v, out);
+		}
+		buf_putc(out, ']');
+		break;
+	case JSON_STRING:
+		buf_json_str(out, json_string_value(j), json_string_length(j));
+		break;
+	case JSON_INTEGER:
+		buf_printf(out, "%lld", (long long)json_integer_value(j));
+		break;
+	case JSON_REAL:
+		d = json_real_value(j);
+		if (d == (double)(long long)d && d > -9.2e18 && d < 9.2e18)
+			buf_printf(out, "%lld", (long long)d);
+		else
+			buf_printf(out, "%.17g", d);
+		break;
+	case JSON_TRUE:
+		buf_puts(out, "true");
+		break;
+	case JSON_FALSE:
+		buf_puts(out, "false");
+		break;
+	case JSON_NULL:
+		buf_puts(out, "null");
+		break;
+	}
+}
+
+/* The embedding's numbers as the mirror holds them, comma-separated. */
+static bool canon_embedding(const char *compact, size_t len, struct buf *out)
+{
+	const char *p = compact + 1, *end = compact + len - 1;
+
+	while (p < end) {
+		const char *q = js_number_end(p, end);
+
+		if (p != compact + 1)
+			buf_putc(out, ',');
+		if (!q || !ability_canon_number(p, (size_t)(q - p), out))
+			return false;
+		p = q + 1;
+	}
+	return true;
+}
+
+/*
+ * The attributes: every metadata key, then the four core fields over them,
+ * then content_hash: sha256 of their canonical JSON (without content_hash),
+ * "\n", and the embedding's numbers as the mirror holds them.
+ */
+static bool build_attributes(struct ability *a, const char *prefix, struct ability_error *err)
+{
+	json_t *attrs = json_deep_copy(a->metadata);
+	const char *values[4] = {a->ability_id, a->ability_name, a->service_name, a->description};
+	struct buf canon = BUF_INIT;
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(core_fields); i++)
+		json_object_set_new(attrs, core_fields[i], json_string(values[i]));
+	json_object_del(attrs, "content_hash");
+	canon_json(attrs, &canon);
+	buf_putc(&canon, '\n');
+	if (!canon_embedding(a->embedding, a->embedding_len, &canon)) {
+		buf_free(&canon);
+		json_decref(attrs);
+		return refuse(err, 422, "invalid_embedding", prefix, "embedding",
+			      "%sembedding holds a number with more than 16383 decimals, which Postgres "
+			      "numeric cannot store", prefix);
+	}
+	sha256_hex(canon.data, canon.len, a->content_hash);
+	buf_free(&canon);
+	json_object_set_new(attrs, "content_hash", json_string(a->content_hash));
+	a->attributes = json_dumps(attrs, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!a->attributes)
+		abort();
+	a->attributes_len = strlen(a->attributes);
+	json_decref(attrs);
+	return true;
+}
+
+/* Everything but the embedding: fields, types, lengths, ids. */
+static bool take_fields(json_t *obj, const char *prefix, struct ability *a, struct ability_error *err)
+{
+	struct errbuf verr;
+	const char *key;
+	json_t *v;
+	size_t i;
+
+	json_object_foreach(obj, key, v) {
+		bool known = false;
+
+		for (i = 0; i < ARRAY_LEN(known_fields); i++)
+			known = known || strcmp(key, known_fields[i]) == 0;
+		if (!known)
+			return refuse(err, 422, "unknown_field", prefix, key,
+				      "%s%s is not a field of an ability (ability_id, ability_name, service_name, "
+				      "description, embedding, metadata)", prefix, key);
+	}
+	if (!take_string(obj, "ability_id", ABILITY_ID_MAX, prefix, &a->ability_id, err) ||
+	    !check_ability_id(a->ability_id, prefix, err) ||
+	    !take_string(obj, "ability_name", ABILITY_TEXT_MAX, prefix, &a->ability_name, err) ||
+	    !take_string(obj, "service_name", ABILITY_TEXT_MAX, prefix, &a->service_name, err) ||
+	    !take_string(obj, "description", ABILITY_DESCRIPTION_MAX, prefix, &a->description, err) ||
+	    !take_metadata(obj, prefix, a, err))
+		return false;
+	if (!vdb_vector_id(a->ability_id, strlen(a->ability_id), &a->vector_id, &verr))
+		return refuse(err, 422, "vector_id_out_of_range", prefix, "ability_id", "%s%s", prefix, verr.msg);
+	vdb_blob_name(a->service_name, strlen(a->service_name), a->blob_id);
+	return true;
+}
+
+bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct ability *a, struct ability_error *err)
+{
+	struct jspan emb;
+	struct buf rest = BUF_INIT;
+	json_error_t jerr;
+	json_t *o = NULL;
+	bool dup, ok = false;
+
+	memset(a, 0, sizeof(*a));
+	if (obj.len == 0 || *js_skip_ws(obj.p, obj.p + obj.len) != '{')
+		return refuse(err, 422, "wrong_type", prefix, "", "%s must be an object", *prefix ? prefix : "the body");
+	if (!js_member(obj, "embedding", &emb, &dup)) {
+		refuse(err, 422, "missing_field", prefix, "embedding", "%sembedding is required", prefix);
+		goto out;
+	}
+	if (dup) {
+		refuse(err, 422, "duplicate_field", prefix, "embedding", "%sembedding appears twice", prefix);
+		goto out;
+	}
+	if (!check_embedding(emb, dim, prefix, a, err))
+		goto out;
+	/* The rest goes to jansson with the embedding's thousands of numbers replaced by one. */
+	buf_append(&rest, obj.p, (size_t)(emb.p - obj.p));
+	buf_putc(&rest, '0');
+	buf_append(&rest, emb.p + emb.len, (size_t)(obj.p + obj.len - (emb.p + emb.len)));
+	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o) {
+		refuse(err, 400, "malformed_json", prefix, "", "%s%s", prefix, jerr.text);
+		goto out;
+	}
+	if (!take_fields(o, prefix, a, err) || !build_attributes(a, prefix, err))
+		goto out;
+	ok = true;
+out:
+	json_decref(o);
+	buf_free(&rest);
+	if (!ok)
+		ability_free(a);
+	return ok;
+}
+
+bool ability_from_row(const char *ability_id, const char *ability_name, const char *service_name,
+		      const char *description, const char *embedding, const char *metadata, size_t dim,
+		      struct ability *a, struct ability_error *err)
+{
+	struct jspan emb = {embedding, strlen(embedding)};
+	json_error_t jerr;
+	json_t *o;
+	bool ok;
+
+	memset(a, 0, sizeof(*a));
+	if (!check_embedding(emb, dim, "", a, err))
+		return false;
+	o = json_pack("{s:s, s:s, s:s, s:s}", "ability_id", ability_id, "ability_name", ability_name, "service_name",
+		      service_name, "description", description);
+	if (metadata && *metadata) {
+		json_t *m = json_loads(metadata, JSON_DECODE_ANY, &jerr);
+
+		json_object_set_new(o, "metadata", m ? m : json_string("(not JSON)"));
+	}
+	ok = o && take_fields(o, "", a, err) && build_attributes(a, "", err);
+	json_decref(o);
+	if (!ok)
+		ability_free(a);
+	return ok;
+}
+
+/* ---- a request body: one ability or a batch ---------------------------------- */
+
+struct batch_walk {
+	size_t dim, max, n;
+	struct ability *items;
+	struct ability_error *err;
+	bool failed;
+};
+
+static bool parse_item(struct jspan elem, size_t i, void *arg)
+{
+	struct batch_walk *w = arg;
+	char prefix[40];
+
+	if (i >= w->max) {
+		w->failed = !refuse(w->err, 422, "batch_too_large", "", "abilities",
+				    "abilities holds more than %zu abilities (BATCH_MAX)", w->max);
+		return false;
+	}
+	snprintf(prefix, sizeof(prefix), "abilities[%zu].", i);
+	if (!ability_parse(elem, w->dim, prefix, &w->items[i], w->err)) {
+		w->failed = true;
+		return false;
+	}
+	w->n++;
+	return true;
+}
+
+static void free_all(struct ability *items, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		ability_free(&items[i]);
+	free(items);
+}
+
+static bool check_unique_ids(struct ability *items, size_t n, struct ability_error *err)
+{
+	size_t i, k;
+	char field[48];
+
+	/* Batches are bounded by BATCH_MAX (hundreds): quadratic is fine. */
+	for (i = 1; i < n; i++) {
+		for (k = 0; k < i; k++) {
+			snprintf(field, sizeof(field), "abilities[%zu].ability_id", i);
+			if (strcmp(items[i].ability_id, items[k].ability_id) == 0)
+				return refuse(err, 422, "duplicate_ability", "", field,
+					      "%s repeats abilities[%zu] (%s)", field, k, items[k].ability_id);
+			if (items[i].vector_id == items[k].vector_id && strcmp(items[i].blob_id, items[k].blob_id) == 0)
+				return refuse(err, 409, "vector_id_collision", "", field,
+					      "%s (%s) and abilities[%zu] (%s) map to the same vector_id %lld in %s",
+					      field, items[i].ability_id, k, items[k].ability_id,
+					      (long long)items[i].vector_id, items[i].blob_id);
+		}
+	}
+	return true;
+}
+
+/* Anything beside "abilities" at the top of a batch is a mistake worth naming. */
+static bool check_envelope(const char *body, size_t len, struct jspan list, struct ability_error *err)
+{
+	struct buf rest = BUF_INIT;
+	json_error_t jerr;
+	const char *key;
+	json_t *o, *v;
+	bool ok = true;
+
+	buf_append(&rest, body, (size_t)(list.p - body));
+	buf_putc(&rest, '0');
+	buf_append(&rest, list.p + list.len, (size_t)(body + len - (list.p + list.len)));
+	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
+	buf_free(&rest);
+	if (!o)
+		return refuse(err, 400, "malformed_json", "", "", "%s", jerr.text);
+	json_object_foreach(o, key, v) {
+		if (strcmp(key, "abilities") != 0) {
+			ok = refuse(err, 422, "unknown_field", "", key, "%s is not expected next to abilities", key);
+			break;
+		}
+	}
+	json_decref(o);
+	return ok;
+}
+
+bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_batch, struct ability **out,
+			size_t *n, bool *batch, struct ability_error *err)
+{
+	struct jspan whole = {body, len}, list;
+	struct js_error je = {.what = NULL};
+	const char *end = js_skip_value(body, body + len, &je);
+	struct batch_walk w;
+	size_t bad;
+	bool dup;
+
+	*out = NULL;
+	*n = 0;
+	*batch = false;
+	if (!utf8_valid(body, len, &bad))
+		return refuse(err, 400, "invalid_utf8", "", "", "the body is not valid UTF-8 (byte %zu)", bad);
+	if (!end)
+		return refuse(err, 400, "malformed_json", "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",
+			      je.what, je.path, je.path[0] ? ", " : "", je.offset);
+	if (js_skip_ws(end, body + len) != body + len)
+		return refuse(err, 400, "malformed_json", "", "", "the body is not valid JSON: unexpected text after "
+			      "the value at byte %zu", (size_t)(end - body));
+	if (*js_skip_ws(body, body + len) != '{')
+		return refuse(err, 422, "wrong_type", "", "", "the body must be an ability object or {\"abilities\": [...]}");
+	if (!js_member(whole, "abilities", &list, &dup)) {
+		*out = xcalloc(1, sizeof(**out));
+		if (!ability_parse(whole, dim, "", *out, err)) {
+			free(*out);
+			*out = NULL;
+			return false;
+		}
+		*n = 1;
+		return true;
+	}
+	*batch = true;
+	if (*js_skip_ws(list.p, list.p + list.len) != '[')
+		return refuse(err, 422, "wrong_type", "", "abilities", "abilities must be an array of ability objects");
+	memset(&w, 0, sizeof(w));
+	w.dim = dim;
+	w.max = max_batch;
+	w.err = err;
+	w.items = xcalloc(max_batch, sizeof(*w.items));
+	if (!js_array_each(list, parse_item, &w, &je) || w.failed || !check_unique_ids(w.items, w.n, err)) {
+		free_all(w.items, w.n);
+		return false;
+	}
+	if (w.n == 0) {
+		free_all(w.items, 0);
+		return refuse(err, 422, "empty_batch", "", "abilities", "abilities is empty");
+	}
+	if (!check_envelope(body, len, list, err)) {
+		free_all(w.items, w.n);
+		return false;
+	}
+	*out = w.items;
+	*n = w.n;
+	return true;
+}

@@ -1,0 +1,516 @@
+#include "pgpool.h"
+
+#include "buf.h"
+#include "log.h"
+#include "mem.h"
+#include "pgconn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#define COMP "postgres"
+#define CONNECT_TIMEOUT_MS 10000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct pg_job {
+	TAILQ_ENTRY(pg_job) link;
+	struct pgpool *pool;
+	char *sql;
+	int nparams;
+	char **params;
+	pg_done_fn done;
+	void *arg;
+	struct event *defer; /* a failure delivered on the next loop turn */
+	char why[256];
+};
+
+enum conn_state { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
+
+struct pg_conn {
+	struct pgpool *pool;
+	int index;
+	PGconn *conn;
+	enum conn_state state;
+	struct event *io;       /* the socket, armed for what libpq waits for */
+	struct event *timer;    /* connect or statement deadline, or the reconnect delay */
+	long backoff_ms;
+	struct pg_job *job;     /* while C_BUSY */
+	PGresult *result;       /* the statement's error, or its last result */
+};
+
+TAILQ_HEAD(job_list, pg_job);
+
+struct pgpool {
+	struct event_base *base;
+	struct pgpool_opts o;
+	char *conninfo;
+	char *options;          /* the conninfo's options plus our statement_timeout */
+	struct pg_conn *conns;
+	struct job_list queue;
+	struct job_list deferred;
+	struct pgpool_stats stats;
+	bool freeing;
+	bool outage_logged;
+};
+
+static void dispatch(struct pgpool *p);
+static void conn_start(struct pg_conn *c);
+static void on_io(evutil_socket_t fd, short what, void *arg);
+
+static void job_free(struct pg_job *j)
+{
+	int i;
+
+	for (i = 0; i < j->nparams; i++)
+		free(j->params[i]);
+	free(j->params);
+	free(j->sql);
+	if (j->defer)
+		event_free(j->defer);
+	free(j);
+}
+
+static void job_fail(struct pg_job *j, bool unavailable, const char *why)
+{
+	struct pg_outcome o;
+
+	memset(&o, 0, sizeof(o));
+	o.unavailable = unavailable;
+	snprintf(o.error, sizeof(o.error), "%s", why);
+	j->pool->stats.failures++;
+	j->done(&o, j->arg);
+	job_free(j);
+}
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_job *j = arg;
+
+	(void)fd, (void)what;
+	TAILQ_REMOVE(&j->pool->deferred, j, link);
+	job_fail(j, true, j->why);
+}
+
+/* Fails a job on the next loop turn: callbacks never run inside pgpool_query. */
+static void fail_later(struct pgpool *p, struct pg_job *j, const char *why)
+{
+	struct timeval now = {0, 0};
+
+	snprintf(j->why, sizeof(j->why), "%s", why);
+	j->defer = evtimer_new(p->base, on_deferred, j);
+	TAILQ_INSERT_TAIL(&p->deferred, j, link);
+	evtimer_add(j->defer, &now);
+}
+
+static int up_count(const struct pgpool *p)
+{
+	int i, n = 0;
+
+	for (i = 0; i < p->o.size; i++)
+		n += p->conns[i].state == C_IDLE || p->conns[i].state == C_BUSY;
+	return n;
+}
+
+static void arm_io(struct pg_conn *c, short what)
+{
+	event_del(c->io);
+	event_assign(c->io, c->pool->base, PQsocket(c->conn), what, on_io, c);
+	event_add(c->io, NULL);
+}
+
+static void arm_timer(struct pg_conn *c, long ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	evtimer_add(c->timer, &tv);
+}
+
+/* ---- connection life ---------------------------------------------------- */
+
+static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg);
+
+/* The connection is gone (or never came): fail its statement, try again later. */
+static void conn_lost(struct pg_conn *c, const char *why)
+{
+	struct pgpool *p = c->pool;
+	char line[384];
+	struct pg_job *j;
+
+	pg_one_line(why, line, sizeof(line));
+	event_del(c->io);
+	evtimer_del(c->timer);
+	if (c->result) {
+		PQclear(c->result);
+		c->result = NULL;
+	}
+	if (c->conn) {
+		PQfinish(c->conn);
+		c->conn = NULL;
+	}
+	c->state = C_DOWN;
+	if ((j = c->job) != NULL) {
+		c->job = NULL;
+		job_fail(j, true, line);
+	}
+	if (p->freeing)
+		return;
+	if (up_count(p) == 0) {
+		if (!p->outage_logged)
+			log_error(COMP, "postgres is unavailable: %s; retrying in the background", line);
+		p->outage_logged = true;
+		/* Nobody left to run what waits: answer it now. */
+		while ((j = TAILQ_FIRST(&p->queue)) != NULL) {
+			TAILQ_REMOVE(&p->queue, j, link);
+			p->stats.queued--;
+			job_fail(j, true, line);
+		}
+	} else {
+		log_warn(COMP, "connection %d lost: %s; %d of %d still up", c->index, line, up_count(p), p->o.size);
+	}
+	evtimer_assign(c->timer, p->base, on_reconnect_timer, c);
+	arm_timer(c, c->backoff_ms);
+	c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	conn_start(arg);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_conn *c = arg;
+
+	(void)fd, (void)what;
+	conn_lost(c, c->state == C_CONNECTING ? "no answer while connecting" : "no answer to a statement in time");
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	log_debug(COMP, "%s", message);
+}
+
+static void conn_ready(struct pg_conn *c)
+{
+	struct pgpool *p = c->pool;
+
+	evtimer_del(c->timer);
+	if (PQsetnonblocking(c->conn, 1) != 0) {
+		conn_lost(c, PQerrorMessage(c->conn));
+		return;
+	}
+	PQsetNoticeProcessor(c->conn, ignore_notice, NULL);
+	c->state = C_IDLE;
+	c->backoff_ms = BACKOFF_MIN_MS;
+	if (p->outage_logged) {
+		log_info(COMP, "postgres is back (connection %d)", c->index);
+		p->outage_logged = false;
+	}
+	/* Idle connections are watched too: a server that goes away is noticed at once. */
+	arm_io(c, EV_READ);
+	dispatch(p);
+}
+
+static void connect_step(struct pg_conn *c)
+{
+	switch (PQconnectPoll(c->conn)) {
+	case PGRES_POLLING_READING:
+		arm_io(c, EV_READ);
+		break;
+	case PGRES_POLLING_WRITING:
+		arm_io(c, EV_WRITE);
+		break;
+	case PGRES_POLLING_OK:
+		conn_ready(c);
+		break;
+	default:
+		conn_lost(c, PQerrorMessage(c->conn));
+		break;
+	}
+}
+
+static void conn_start(struct pg_conn *c)
+{
+	struct pgpool *p = c->pool;
+	const char *keys[] = {"dbname", "fallback_application_name", "options", "keepalives", "keepalives_idle",
+			      "keepalives_interval", "keepalives_count", NULL};
+	const char *vals[] = {p->conninfo, p->o.application_name, p->options, "1", "30", "10", "3", NULL};
+
+	p->stats.reconnects += c->state == C_DOWN && c->conn == NULL;
+	c->conn = PQconnectStartParams(keys, vals, 1);
+	if (!c->conn)
+		abort(); /* only on out of memory */
+	c->state = C_CONNECTING;
+	if (PQstatus(c->conn) == CONNECTION_BAD) {
+		conn_lost(c, PQerrorMessage(c->conn));
+		return;
+	}
+	evtimer_assign(c->timer, p->base, on_deadline, c);
+	arm_timer(c, CONNECT_TIMEOUT_MS);
+	arm_io(c, EV_WRITE); /* PQconnectPoll starts as if it had asked for writing */
+}
+
+/* ---- statements ------------------------------------------------------------ */
+
+static void statement_done(struct pg_conn *c)
+{
+	struct pg_job *j = c->job;
+	struct pg_outcome o;
+	ExecStatusType st = c->result ? PQresultStatus(c->result) : PGRES_FATAL_ERROR;
+
+	evtimer_del(c->timer);
+	c->job = NULL;
+	c->state = C_IDLE;
+	memset(&o, 0, sizeof(o));
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+		o.res = c->result;
+	} else if (c->result) {
+		const char *state = PQresultErrorField(c->result, PG_DIAG_SQLSTATE);
+
+		pg_result_error(c->result, o.error, sizeof(o.error));
+		snprintf(o.sqlstate, sizeof(o.sqlstate), "%s", state ? state : "");
+		c->pool->stats.failures++;
+	} else {
+		snprintf(o.error, sizeof(o.error), "the statement returned no result");
+	}
+	j->done(&o, j->arg);
+	if (c->result)
+		PQclear(c->result);
+	c->result = NULL;
+	job_free(j);
+	if (c->state == C_IDLE && c->conn)
+		arm_io(c, EV_READ);
+	dispatch(c->pool);
+}
+
+/* Reads what has arrived; finishes the statement when libpq has all of it. */
+static void read_results(struct pg_conn *c)
+{
+	if (!PQconsumeInput(c->conn)) {
+		conn_lost(c, PQerrorMessage(c->conn));
+		return;
+	}
+	while (!PQisBusy(c->conn)) {
+		PGresult *r = PQgetResult(c->conn);
+
+		if (!r) {
+			statement_done(c);
+			return;
+		}
+		/* Keep the first error, else the last result. */
+		if (c->result && PQresultStatus(c->result) == PGRES_FATAL_ERROR) {
+			PQclear(r);
+		} else {
+			PQclear(c->result);
+			c->result = r;
+		}
+	}
+	arm_io(c, EV_READ);
+}
+
+static void flush_then_read(struct pg_conn *c)
+{
+	int r = PQflush(c->conn);
+
+	if (r < 0)
+		conn_lost(c, PQerrorMessage(c->conn));
+	else
+		arm_io(c, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static void on_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_conn *c = arg;
+
+	(void)fd;
+	switch (c->state) {
+	case C_CONNECTING:
+		connect_step(c);
+		break;
+	case C_IDLE:
+		/* Nothing was asked: this is the server going away (or a notice). */
+		if (!PQconsumeInput(c->conn) || PQstatus(c->conn) == CONNECTION_BAD)
+			conn_lost(c, PQerrorMessage(c->conn));
+		else
+			arm_io(c, EV_READ);
+		break;
+	case C_BUSY:
+		if (what & EV_WRITE) {
+			flush_then_read(c);
+			if (c->state != C_BUSY || !(what & EV_READ))
+				break;
+		}
+		read_results(c);
+		break;
+	case C_DOWN:
+		break;
+	}
+}
+
+static void send_job(struct pg_conn *c, struct pg_job *j)
+{
+	struct pgpool *p = c->pool;
+
+	c->job = j;
+	c->state = C_BUSY;
+	p->stats.statements++;
+	if (!PQsendQueryParams(c->conn, j->sql, j->nparams, NULL, (const char *const *)j->params, NULL, NULL, 0)) {
+		conn_lost(c, PQerrorMessage(c->conn));
+		return;
+	}
+	evtimer_assign(c->timer, p->base, on_deadline, c);
+	arm_timer(c, p->o.statement_timeout_ms + 5000);
+	flush_then_read(c);
+}
+
+static void dispatch(struct pgpool *p)
+{
+	int i;
+
+	for (i = 0; i < p->o.size && !TAILQ_EMPTY(&p->queue); i++) {
+		struct pg_conn *c = &p->conns[i];
+		struct pg_job *j;
+
+		if (c->state != C_IDLE)
+			continue;
+		j = TAILQ_FIRST(&p->queue);
+		TAILQ_REMOVE(&p->queue, j, link);
+		p->stats.queued--;
+		send_job(c, j);
+	}
+}
+
+void pgpool_query(struct pgpool *p, const char *sql, int nparams, const char *const *params, pg_done_fn done,
+		  void *arg)
+{
+	struct pg_job *j = xcalloc(1, sizeof(*j));
+	int i;
+
+	j->pool = p;
+	j->sql = xstrdup(sql);
+	j->nparams = nparams;
+	j->params = xcalloc((size_t)(nparams ? nparams : 1), sizeof(char *));
+	for (i = 0; i < nparams; i++)
+		j->params[i] = params[i] ? xstrdup(params[i]) : NULL;
+	j->done = done;
+	j->arg = arg;
+	if (p->freeing) {
+		job_fail(j, true, "shutting down");
+		return;
+	}
+	if (up_count(p) == 0) {
+		fail_later(p, j, "postgres is unavailable (no connection up)");
+		return;
+	}
+	if (p->stats.queued >= p->o.queue_max) {
+		fail_later(p, j, "too many statements waiting for postgres");
+		return;
+	}
+	TAILQ_INSERT_TAIL(&p->queue, j, link);
+	p->stats.queued++;
+	dispatch(p);
+}
+
+/* ---- the pool ----------------------------------------------------------------- */
+
+/* The conninfo's own `options`, with our statement_timeout after them. */
+static char *merge_options(const char *conninfo, long timeout_ms)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
+	struct buf b = BUF_INIT;
+
+	for (o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
+			buf_printf(&b, "%s ", o->val);
+	buf_printf(&b, "-c statement_timeout=%ld", timeout_ms);
+	PQconninfoFree(opts);
+	return buf_steal(&b);
+}
+
+struct pgpool *pgpool_new(struct event_base *base, const struct pgpool_opts *o, struct errbuf *err)
+{
+	struct pgpool *p;
+	int i;
+
+	if (!pg_conninfo_valid(o->conninfo, err))
+		return NULL;
+	p = xcalloc(1, sizeof(*p));
+	p->base = base;
+	p->o = *o;
+	p->conninfo = xstrdup(o->conninfo);
+	p->o.conninfo = p->conninfo;
+	p->o.application_name = o->application_name ? o->application_name : "abilitysync";
+	p->options = merge_options(o->conninfo, o->statement_timeout_ms);
+	TAILQ_INIT(&p->queue);
+	TAILQ_INIT(&p->deferred);
+	p->conns = xcalloc((size_t)o->size, sizeof(*p->conns));
+	p->stats.size = o->size;
+	for (i = 0; i < o->size; i++) {
+		struct pg_conn *c = &p->conns[i];
+
+		c->pool = p;
+		c->index = i;
+		c->backoff_ms = BACKOFF_MIN_MS;
+		c->io = event_new(base, -1, 0, on_io, c);
+		c->timer = evtimer_new(base, on_deadline, c);
+		conn_start(c);
+	}
+	return p;
+}
+
+void pgpool_free(struct pgpool *p)
+{
+	struct pg_job *j;
+	int i;
+
+	if (!p)
+		return;
+	p->freeing = true;
+	while ((j = TAILQ_FIRST(&p->deferred)) != NULL) {
+		TAILQ_REMOVE(&p->deferred, j, link);
+		job_fail(j, true, j->why);
+	}
+	while ((j = TAILQ_FIRST(&p->queue)) != NULL) {
+		TAILQ_REMOVE(&p->queue, j, link);
+		job_fail(j, true, "shutting down");
+	}
+	for (i = 0; i < p->o.size; i++) {
+		struct pg_conn *c = &p->conns[i];
+
+		if (c->conn)
+			conn_lost(c, "shutting down");
+		event_free(c->io);
+		event_free(c->timer);
+	}
+	free(p->conns);
+	free(p->options);
+	free(p->conninfo);
+	free(p);
+}
+
+bool pgpool_ready(const struct pgpool *p)
+{
+	return up_count(p) > 0;
+}
+
+void pgpool_get_stats(const struct pgpool *p, struct pgpool_stats *out)
+{
+	int i;
+
+	*out = p->stats;
+	out->up = up_count(p);
+	out->busy = 0;
+	for (i = 0; i < p->o.size; i++)
+		out->busy += p->conns[i].state == C_BUSY;
+}
+
+void pgpool_run_until(struct pgpool *p, const bool *flag)
+{
+	while (!*flag)
+		event_base_loop(p->base, EVLOOP_ONCE);
+}

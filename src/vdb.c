@@ -1,0 +1,1463 @@
+#include "vdb.h"
+
+#include "buf.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#define COMP "vdb"
+#define LOGGED_BODY_MAX 300
+
+/* ---- requests -------------------------------------------------------------
+ *
+ * A request is one HTTP exchange, retried on transient failures. When it is
+ * over (success, final error, retries exhausted or cancelled) its `finish`
+ * handler turns it into the operation's next step or into a vdb_result.
+ */
+
+enum {
+	REQ_NO_RETRY = 1 << 0,   /* probe experiments: one attempt, any answer */
+	REQ_NO_AUTH = 1 << 1,    /* send no key, whatever is configured */
+	REQ_AUTH_BEARER = 1 << 2,
+	REQ_AUTH_API_KEY = 1 << 3,
+	REQ_QUIET_404 = 1 << 4,  /* a 404 is an expected answer: no warning */
+};
+
+struct vdb_req;
+typedef void (*req_finish_fn)(struct vdb_req *rq);
+
+struct vdb_req {
+	struct vdb *v;
+	TAILQ_ENTRY(vdb_req) link;
+	uint64_t id;
+	const char *method;
+	char *path;            /* after the base URL, for logs too */
+	struct buf body;
+	struct buf reply;
+	bool reply_too_big;
+	bool cancelled;
+	bool exhausted;        /* retryable failure, but no attempts left */
+	long http;
+	CURLcode cc;
+	char curl_err[CURL_ERROR_SIZE];
+	int attempt;
+	unsigned flags;
+	CURL *easy;
+	struct curl_slist *headers; /* while on the wire */
+	struct event *retry_ev;
+	int64_t started_us;
+	req_finish_fn finish;
+	void *ctx;
+};
+
+TAILQ_HEAD(req_list, vdb_req);
+
+/* Someone waiting for an ensure to finish. */
+struct waiter {
+	struct waiter *next;
+	vdb_done_fn done;
+	void *arg;
+};
+
+/* What the client knows about the tenant or one blob. */
+struct known {
+	struct known *next;
+	struct vdb *v;
+	char *blob;            /* NULL for the tenant */
+	enum { K_UNKNOWN, K_ENSURING, K_READY } state;
+	struct waiter *waiters;
+	char error[512];       /* why the last ensure failed */
+	enum vdb_status status;
+};
+
+/* A result to deliver on the next loop turn (callbacks never run inside the call). */
+struct deferred {
+	struct deferred *next;
+	struct vdb *v;
+	struct event *ev;
+	vdb_done_fn done;
+	void *arg;
+	enum vdb_status status;
+	char error[512];
+};
+
+struct vdb {
+	struct event_base *base;
+	struct vdb_opts o;
+	char *base_url, *tenant, *api_key, *ca_file;
+	CURLM *multi;
+	struct event *timer;
+	struct req_list queued; /* waiting for a slot */
+	struct req_list active; /* on the wire, or waiting to be retried */
+	uint64_t next_id;
+	struct known tenant_state;
+	struct known *blobs;
+	struct deferred *deferred;
+	struct vdb_stats stats;
+	bool freeing;
+};
+
+const char *vdb_status_name(enum vdb_status s)
+{
+	switch (s) {
+	case VDB_OK: return "ok";
+	case VDB_NOT_FOUND: return "not found";
+	case VDB_REJECTED: return "rejected";
+	case VDB_UNAVAILABLE: return "unavailable";
+	case VDB_BAD_REPLY: return "bad reply";
+	case VDB_CANCELLED: return "cancelled";
+	}
+	return "?";
+}
+
+static size_t on_reply_data(char *p, size_t size, size_t n, void *arg)
+{
+	struct vdb_req *rq = arg;
+	size_t len = size * n;
+
+	if (rq->reply.len + len > rq->v->o.max_reply) {
+		rq->reply_too_big = true;
+		return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+	}
+	buf_append(&rq->reply, p, len);
+	return len;
+}
+
+/* The headers of one request: JSON, its id, and the key as configured or as the flags ask. */
+static struct curl_slist *request_headers(const struct vdb *v, uint64_t id, unsigned flags)
+{
+	struct curl_slist *h = NULL;
+	struct buf line = BUF_INIT;
+	bool bearer = flags & REQ_AUTH_BEARER || (!(flags & REQ_AUTH_API_KEY) && v->o.auth == VDB_AUTH_BEARER);
+	char reqid[48];
+
+	snprintf(reqid, sizeof(reqid), "X-Request-Id: abilitysync-%d-%llu", (int)getpid(), (unsigned long long)id);
+	h = curl_slist_append(h, reqid);
+	h = curl_slist_append(h, "Content-Type: application/json");
+	h = curl_slist_append(h, "Accept: application/json");
+	/* No "Expect: 100-continue" round trip before large bodies. */
+	h = curl_slist_append(h, "Expect:");
+	if (v->api_key && !(flags & REQ_NO_AUTH)) {
+		buf_printf(&line, bearer ? "Authorization: Bearer %s" : "X-API-Key: %s", v->api_key);
+		h = curl_slist_append(h, line.data);
+		/* The key must not linger in freed memory longer than needed. */
+		memset(line.data, 0, line.len);
+		buf_free(&line);
+	}
+	if (!h)
+		abort();
+	return h;
+}
+
+static CURL *make_easy(struct vdb_req *rq)
+{
+	struct vdb *v = rq->v;
+	CURL *e = curl_easy_init();
+	struct buf url = BUF_INIT;
+
+	if (!e)
+		abort();
+	buf_printf(&url, "%s%s", v->base_url, rq->path);
+	curl_easy_setopt(e, CURLOPT_URL, url.data);
+	buf_free(&url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, rq);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_reply_data);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, rq);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, rq->curl_err);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, v->o.timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, v->o.timeout_ms);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, v->o.tls_verify ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, v->o.tls_verify ? 2L : 0L);
+	if (v->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, v->ca_file);
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, rq->method);
+	if (rq->body.len) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, rq->body.data);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body.len);
+	} else if (strcmp(rq->method, "GET") != 0) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+	}
+	rq->headers = request_headers(v, rq->id, rq->flags);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, rq->headers);
+	return e;
+}
+
+static void start_next(struct vdb *v);
+
+static void start(struct vdb_req *rq)
+{
+	struct vdb *v = rq->v;
+
+	rq->attempt++;
+	rq->http = 0;
+	rq->cc = CURLE_OK;
+	rq->curl_err[0] = '\0';
+	rq->reply_too_big = false;
+	buf_reset(&rq->reply);
+	rq->started_us = clock_mono_us();
+	rq->easy = make_easy(rq);
+	TAILQ_INSERT_TAIL(&v->active, rq, link);
+	v->stats.inflight++;
+	v->stats.requests++;
+	if (curl_multi_add_handle(v->multi, rq->easy) != CURLM_OK)
+		abort(); /* only fails on misuse */
+}
+
+static void req_free(struct vdb_req *rq)
+{
+	if (rq->retry_ev)
+		event_free(rq->retry_ev);
+	if (rq->headers)
+		curl_slist_free_all(rq->headers);
+	buf_free(&rq->body);
+	buf_free(&rq->reply);
+	free(rq->path);
+	free(rq);
+}
+
+/* Queues a request; it starts when a slot is free. */
+static void submit(struct vdb_req *rq)
+{
+	struct vdb *v = rq->v;
+
+	if (v->freeing) {
+		rq->cancelled = true;
+		rq->finish(rq);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&v->queued, rq, link);
+	v->stats.queued++;
+	start_next(v);
+}
+
+static void start_next(struct vdb *v)
+{
+	while (v->stats.inflight < v->o.max_inflight && !TAILQ_EMPTY(&v->queued)) {
+		struct vdb_req *rq = TAILQ_FIRST(&v->queued);
+
+		TAILQ_REMOVE(&v->queued, rq, link);
+		v->stats.queued--;
+		start(rq);
+	}
+}
+
+static struct vdb_req *req_new(struct vdb *v, const char *method, req_finish_fn finish, void *ctx,
+			       const char *fmt, ...) PRINTF_LIKE(5, 6);
+
+static struct vdb_req *req_new(struct vdb *v, const char *method, req_finish_fn finish, void *ctx,
+			       const char *fmt, ...)
+{
+	struct vdb_req *rq = xcalloc(1, sizeof(*rq));
+	struct buf path = BUF_INIT;
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&path, fmt, ap);
+	va_end(ap);
+	rq->v = v;
+	rq->id = ++v->next_id;
+	rq->method = method;
+	rq->path = buf_steal(&path);
+	rq->finish = finish;
+	rq->ctx = ctx;
+	return rq;
+}
+
+static bool transient_curl_error(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CIPHER:
+	case CURLE_LOGIN_DENIED:
+	case CURLE_WRITE_ERROR: /* our own limit on reply size */
+		return false;
+	default:
+		return true;
+	}
+}
+
+static bool retryable(const struct vdb_req *rq)
+{
+	if (rq->cc != CURLE_OK)
+		return transient_curl_error(rq->cc);
+	return rq->http == 429 || rq->http >= 500;
+}
+
+/* One line describing how the attempt ended, body included (truncated). */
+static void describe_attempt(const struct vdb_req *rq, char *out, size_t outlen)
+{
+	struct buf b = BUF_INIT;
+	size_t i, n;
+
+	if (rq->reply_too_big) {
+		buf_printf(&b, "reply larger than %zu bytes", rq->v->o.max_reply);
+	} else if (rq->cc != CURLE_OK) {
+		buf_printf(&b, "%s", rq->curl_err[0] ? rq->curl_err : curl_easy_strerror(rq->cc));
+	} else {
+		buf_printf(&b, "HTTP %ld", rq->http);
+		if (rq->reply.len) {
+			buf_puts(&b, ": ");
+			n = rq->reply.len < LOGGED_BODY_MAX ? rq->reply.len : LOGGED_BODY_MAX;
+			for (i = 0; i < n; i++) {
+				char c = rq->reply.data[i];
+
+				buf_putc(&b, c == '\n' || c == '\r' || c == '\t' ? ' ' : c);
+			}
+			if (rq->reply.len > n)
+				buf_printf(&b, "... (%zu bytes)", rq->reply.len);
+		}
+	}
+	snprintf(out, outlen, "%s", b.data);
+	buf_free(&b);
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct vdb_req *rq = arg;
+
+	(void)fd, (void)what;
+	TAILQ_REMOVE(&rq->v->active, rq, link);
+	submit(rq);
+}
+
+/* Full jitter: anywhere between 0 and min(max, base * 2^(attempt-1)); at least Retry-After. */
+static long backoff_ms(const struct vdb_req *rq, curl_off_t retry_after_s)
+{
+	const struct vdb_opts *o = &rq->v->o;
+	long cap = o->backoff_ms;
+	int i;
+
+	for (i = 1; i < rq->attempt && cap < o->backoff_max_ms; i++)
+		cap *= 2;
+	if (cap > o->backoff_max_ms)
+		cap = o->backoff_max_ms;
+	cap = (long)clock_jitter_ms((uint32_t)cap);
+	if (retry_after_s > 0 && retry_after_s * 1000 > cap)
+		cap = retry_after_s * 1000 > o->backoff_max_ms ? o->backoff_max_ms : (long)retry_after_s * 1000;
+	return cap;
+}
+
+/* An attempt is over: retry it, or hand it to its operation. */
+static void attempt_done(struct vdb_req *rq, curl_off_t retry_after_s)
+{
+	struct vdb *v = rq->v;
+	long ms = (long)((clock_mono_us() - rq->started_us) / 1000);
+	char what[LOGGED_BODY_MAX + 160];
+	bool ok = rq->cc == CURLE_OK && rq->http >= 200 && rq->http < 300;
+
+	v->stats.by_class[rq->cc == CURLE_OK && rq->http >= 100 && rq->http < 600 ? rq->http / 100 : 0]++;
+	if (ok || (rq->http == 404 && rq->flags & REQ_QUIET_404)) {
+		log_debug(COMP, "req=%llu %s %s: HTTP %ld in %ld ms", (unsigned long long)rq->id, rq->method,
+			  rq->path, rq->http, ms);
+		rq->finish(rq);
+		return;
+	}
+	describe_attempt(rq, what, sizeof(what));
+	if (retryable(rq) && !(rq->flags & REQ_NO_RETRY) && rq->attempt < v->o.max_attempts && !v->freeing) {
+		struct timeval tv;
+		long delay = backoff_ms(rq, retry_after_s);
+
+		log_warn(COMP, "req=%llu %s %s: %s, after %ld ms (attempt %d of %d); retrying in %.1f s",
+			 (unsigned long long)rq->id, rq->method, rq->path, what, ms, rq->attempt, v->o.max_attempts,
+			 (double)delay / 1000.0);
+		v->stats.retries++;
+		tv.tv_sec = delay / 1000;
+		tv.tv_usec = (delay % 1000) * 1000;
+		if (!rq->retry_ev)
+			rq->retry_ev = evtimer_new(v->base, on_retry_timer, rq);
+		TAILQ_INSERT_TAIL(&v->active, rq, link);
+		evtimer_add(rq->retry_ev, &tv);
+		return;
+	}
+	rq->exhausted = retryable(rq) && !(rq->flags & REQ_NO_RETRY);
+	if (!(rq->flags & REQ_NO_RETRY))
+		log_warn(COMP, "req=%llu %s %s: %s, after %ld ms (attempt %d of %d)%s", (unsigned long long)rq->id,
+			 rq->method, rq->path, what, ms, rq->attempt, v->o.max_attempts,
+			 rq->exhausted ? "; giving up" : "");
+	v->stats.failures++;
+	rq->finish(rq);
+}
+
+/* Collects the transfers curl has finished. */
+static void reap(struct vdb *v)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(v->multi, &left)) != NULL) {
+		struct vdb_req *rq = NULL;
+		curl_off_t retry_after = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&rq);
+		rq->cc = msg->data.result;
+		curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->http);
+		curl_easy_getinfo(rq->easy, CURLINFO_RETRY_AFTER, &retry_after);
+		curl_multi_remove_handle(v->multi, rq->easy);
+		curl_easy_cleanup(rq->easy);
+		rq->easy = NULL;
+		if (rq->headers) {
+			curl_slist_free_all(rq->headers);
+			rq->headers = NULL;
+		}
+		TAILQ_REMOVE(&v->active, rq, link);
+		v->stats.inflight--;
+		attempt_done(rq, retry_after);
+	}
+	start_next(v);
+}
+
+/* ---- libcurl multi on libevent ---------------------------------------- */
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct vdb *v = arg;
+	int running;
+	int action = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+
+	curl_multi_socket_action(v->multi, fd, action, &running);
+	reap(v);
+}
+
+static int on_socket_change(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct vdb *v = userp;
+	struct event *ev = socketp;
+	short kind;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (ev)
+			event_free(ev);
+		return 0;
+	}
+	kind = (short)(EV_PERSIST | (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0));
+	if (ev) {
+		event_del(ev);
+		event_assign(ev, v->base, s, kind, on_socket_event, v);
+	} else {
+		ev = event_new(v->base, s, kind, on_socket_event, v);
+		curl_multi_assign(v->multi, s, ev);
+	}
+	event_add(ev, NULL);
+	return 0;
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct vdb *v = arg;
+	int running;
+
+	(void)fd, (void)what;
+	curl_multi_socket_action(v->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	reap(v);
+}
+
+static int on_timer_change(CURLM *multi, long ms, void *userp)
+{
+	struct vdb *v = userp;
+	struct timeval tv;
+
+	(void)multi;
+	if (ms < 0) {
+		evtimer_del(v->timer);
+		return 0;
+	}
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(v->timer, &tv);
+	return 0;
+}
+
+/* ---- results -------------------------------------------------------------- */
+
+static void result_init(struct vdb_result *r, const struct vdb_req *rq)
+{
+	memset(r, 0, sizeof(*r));
+	if (rq) {
+		r->http = rq->http;
+		r->attempts = rq->attempt;
+		r->req = rq->id;
+	}
+}
+
+/* The status and message of a request that did not succeed. */
+static void result_failure(struct vdb_result *r, const struct vdb_req *rq, const char *op)
+{
+	char what[LOGGED_BODY_MAX + 160];
+
+	result_init(r, rq);
+	if (rq->cancelled) {
+		r->status = VDB_CANCELLED;
+		snprintf(r->error, sizeof(r->error), "%s: cancelled (client shutting down)", op);
+		return;
+	}
+	describe_attempt(rq, what, sizeof(what));
+	if (rq->reply_too_big)
+		r->status = VDB_BAD_REPLY;
+	else if (rq->exhausted || retryable(rq))
+		r->status = VDB_UNAVAILABLE;
+	else
+		r->status = rq->cc == CURLE_OK && rq->http == 404 ? VDB_NOT_FOUND : VDB_REJECTED;
+	snprintf(r->error, sizeof(r->error), "%s %s %s: %s%s", op, rq->method, rq->path, what,
+		 rq->exhausted ? " (after retries)" : "");
+}
+
+static bool req_ok(const struct vdb_req *rq)
+{
+	return !rq->cancelled && rq->cc == CURLE_OK && rq->http >= 200 && rq->http < 300;
+}
+
+/* Parses a reply body; an empty body parses as null. */
+static json_t *parse_reply(const struct vdb_req *rq, struct vdb_result *r, const char *op)
+{
+	json_error_t jerr;
+	json_t *j;
+
+	if (rq->reply.len == 0)
+		return json_null();
+	j = json_loadb(rq->reply.data, rq->reply.len, JSON_DECODE_ANY, &jerr);
+	if (!j) {
+		r->status = VDB_BAD_REPLY;
+		snprintf(r->error, sizeof(r->error), "%s %s: reply is not JSON (%s at byte %d)", op, rq->path,
+			 jerr.text, jerr.position);
+	}
+	return j;
+}
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct deferred *d = arg, **pp;
+	struct vdb_result r;
+
+	(void)fd, (void)what;
+	for (pp = &d->v->deferred; *pp != d; pp = &(*pp)->next)
+		;
+	*pp = d->next;
+	memset(&r, 0, sizeof(r));
+	r.status = d->status;
+	snprintf(r.error, sizeof(r.error), "%s", d->error);
+	event_free(d->ev);
+	d->done(&r, d->arg);
+	free(d);
+}
+
+/* Delivers a result without a request behind it on the next loop turn. */
+static void defer(struct vdb *v, vdb_done_fn done, void *arg, enum vdb_status st, const char *error)
+{
+	struct deferred *d = xcalloc(1, sizeof(*d));
+	struct timeval now = {0, 0};
+
+	d->v = v;
+	d->done = done;
+	d->arg = arg;
+	d->status = v->freeing ? VDB_CANCELLED : st;
+	snprintf(d->error, sizeof(d->error), "%s", error ? error : "");
+	d->next = v->deferred;
+	v->deferred = d;
+	d->ev = evtimer_new(v->base, on_deferred, d);
+	evtimer_add(d->ev, &now);
+}
+
+/* ---- tenant and blobs ------------------------------------------------------ */
+
+static struct known *known_blob(struct vdb *v, const char *blob)
+{
+	struct known *k;
+
+	for (k = v->blobs; k; k = k->next)
+		if (strcmp(k->blob, blob) == 0)
+			return k;
+	k = xcalloc(1, sizeof(*k));
+	k->v = v;
+	k->blob = xstrdup(blob);
+	k->next = v->blobs;
+	v->blobs = k;
+	return k;
+}
+
+static void known_settle(struct known *k, enum vdb_status st, long http, const char *error)
+{
+	struct waiter *w = k->waiters, *next;
+	struct vdb_result r;
+
+	k->state = st == VDB_OK ? K_READY : K_UNKNOWN;
+	k->status = st;
+	snprintf(k->error, sizeof(k->error), "%s", error ? error : "");
+	k->waiters = NULL;
+	memset(&r, 0, sizeof(r));
+	r.status = st;
+	r.http = http;
+	snprintf(r.error, sizeof(r.error), "%s", k->error);
+	for (; w; w = next) {
+		next = w->next;
+		w->done(&r, w->arg);
+		free(w);
+	}
+}
+
+/* Adds a waiter; true when the caller must start the ensure. */
+static bool known_wait(struct vdb *v, struct known *k, vdb_done_fn done, void *arg)
+{
+	struct waiter *w, **tail;
+
+	if (k->state == K_READY) {
+		defer(v, done, arg, VDB_OK, NULL);
+		return false;
+	}
+	w = xcalloc(1, sizeof(*w));
+	w->done = done;
+	w->arg = arg;
+	for (tail = &k->waiters; *tail; tail = &(*tail)->next)
+		;
+	*tail = w;
+	if (k->state == K_ENSURING)
+		return false;
+	k->state = K_ENSURING;
+	return true;
+}
+
+/* Does the list at reply[list_key] hold an object whose id_key is `name`? */
+static json_t *find_listed(json_t *reply, const char *list_key, const char *id_key, const char *name)
+{
+	json_t *list = json_is_array(reply) ? reply : json_object_get(reply, list_key);
+	json_t *item;
+	size_t i;
+
+	json_array_foreach(list, i, item) {
+		json_t *id = json_is_string(item) ? item : json_object_get(item, id_key);
+
+		if (json_is_string(id) && strcmp(json_string_value(id), name) == 0)
+			return item;
+	}
+	return NULL;
+}
+
+/* A create answered non-2xx: does the object exist anyway? Look it up. */
+struct ensure_ctx {
+	struct known *k;
+	long create_http;       /* how the server answered the create */
+	char create_error[512]; /* what it said, for when the lookup finds nothing */
+};
+
+static void on_lookup_done(struct vdb_req *rq)
+{
+	struct ensure_ctx *c = rq->ctx;
+	struct vdb_result r;
+	json_t *reply, *item;
+	const char *name = c->k->blob ? c->k->blob : rq->v->tenant;
+
+	if (!req_ok(rq)) {
+		result_failure(&r, rq, "looking it up");
+		known_settle(c->k, r.status == VDB_NOT_FOUND ? VDB_REJECTED : r.status, c->create_http, c->create_error);
+		goto out;
+	}
+	result_init(&r, rq);
+	reply = parse_reply(rq, &r, "listing");
+	if (!reply) {
+		known_settle(c->k, VDB_BAD_REPLY, rq->http, r.error);
+		goto out;
+	}
+	item = c->k->blob ? find_listed(reply, "blobs", "blob_id", name) : find_listed(reply, "tenants", "tenant_id", name);
+	if (!item) {
+		known_settle(c->k, VDB_REJECTED, c->create_http, c->create_error);
+	} else if (c->k->blob && json_is_integer(json_object_get(item, "dimension")) &&
+		   json_integer_value(json_object_get(item, "dimension")) != rq->v->o.dimension) {
+		snprintf(r.error, sizeof(r.error), "blob %s exists with dimension %lld, but EMBEDDING_DIM is %d",
+			 name, (long long)json_integer_value(json_object_get(item, "dimension")), rq->v->o.dimension);
+		known_settle(c->k, VDB_REJECTED, rq->http, r.error);
+	} else {
+		log_info(COMP, "%s %s already exists (the create was answered HTTP %ld)", c->k->blob ? "blob" : "tenant",
+			 name, c->create_http);
+		known_settle(c->k, VDB_OK, rq->http, NULL);
+	}
+	json_decref(reply);
+out:
+	free(c);
+	req_free(rq);
+}
+
+static void on_create_done(struct vdb_req *rq)
+{
+	struct ensure_ctx *c = rq->ctx;
+	struct vdb *v = rq->v;
+	struct vdb_result r;
+	struct vdb_req *look;
+
+	if (req_ok(rq)) {
+		log_info(COMP, "created %s %s", c->k->blob ? "blob" : "tenant", c->k->blob ? c->k->blob : v->tenant);
+		known_settle(c->k, VDB_OK, rq->http, NULL);
+		free(c);
+		req_free(rq);
+		return;
+	}
+	result_failure(&r, rq, c->k->blob ? "creating the blob" : "creating the tenant");
+	if (r.status != VDB_REJECTED && r.status != VDB_NOT_FOUND) {
+		known_settle(c->k, r.status, r.http, r.error);
+		free(c);
+		req_free(rq);
+		return;
+	}
+	/* "Already exists" comes as 400, 409 or 422 depending on the server: look instead. */
+	c->create_http = rq->http;
+	snprintf(c->create_error, sizeof(c->create_error), "%s", r.error);
+	if (c->k->blob)
+		look = req_new(v, "GET", on_lookup_done, c, "/tenants/%s/blobs", v->tenant);
+	else
+		look = req_new(v, "GET", on_lookup_done, c, "/tenants");
+	req_free(rq);
+	submit(look);
+}
+
+static void start_tenant_create(struct vdb *v)
+{
+	struct ensure_ctx *c = xcalloc(1, sizeof(*c));
+	struct vdb_req *rq;
+
+	c->k = &v->tenant_state;
+	rq = req_new(v, "POST", on_create_done, c, "/tenants");
+	buf_puts(&rq->body, "{\"tenant_id\":");
+	buf_json_str(&rq->body, v->tenant, strlen(v->tenant));
+	buf_putc(&rq->body, '}');
+	submit(rq);
+}
+
+void vdb_ensure_tenant(struct vdb *v, vdb_done_fn done, void *arg)
+{
+	if (known_wait(v, &v->tenant_state, done, arg))
+		start_tenant_create(v);
+}
+
+static void on_tenant_for_blob(const struct vdb_result *r, void *arg)
+{
+	struct known *k = arg;
+	struct ensure_ctx *c;
+	struct vdb_req *rq;
+	struct vdb *v;
+
+	if (r->status != VDB_OK) {
+		known_settle(k, r->status, r->http, r->error);
+		return;
+	}
+	v = k->v;
+	c = xcalloc(1, sizeof(*c));
+	c->k = k;
+	rq = req_new(v, "POST", on_create_done, c, "/tenants/%s/blobs", v->tenant);
+	buf_puts(&rq->body, "{\"blob_id\":");
+	buf_json_str(&rq->body, k->blob, strlen(k->blob));
+	buf_printf(&rq->body, ",\"blob_type\":\"dense\",\"dimension\":%d}", v->o.dimension);
+	submit(rq);
+}
+
+void vdb_ensure_blob(struct vdb *v, const char *blob, vdb_done_fn done, void *arg)
+{
+	struct known *k = known_blob(v, blob);
+
+	if (known_wait(v, k, done, arg))
+		vdb_ensure_tenant(v, on_tenant_for_blob, k);
+}
+
+void vdb_forget_blobs(struct vdb *v)
+{
+	struct known *k;
+
+	if (v->tenant_state.state == K_READY)
+		v->tenant_state.state = K_UNKNOWN;
+	for (k = v->blobs; k; k = k->next)
+		if (k->state == K_READY)
+			k->state = K_UNKNOWN;
+}
+
+/* ---- adding vectors -----------------------------------------------------
+ *
+ * An add is three phases: ensure the blob; in delete-then-add mode delete the
+ * vectors that may exist (404 is fine); post batches of the vectors whose
+ * delete went through. Each phase waits for all its requests; the callback
+ * says per vector what was written.
+ */
+
+struct add_op;
+
+struct add_batch {
+	struct add_op *op;
+	size_t *items;         /* indexes into the operation's vectors */
+	size_t count;
+	struct buf body;
+	bool blob_recreated;   /* after a 404 the blob was created again, once */
+};
+
+struct add_item {
+	int64_t id;
+	char *text;            /* embedding, then attributes, one allocation */
+	size_t emb_len, attr_len;
+	bool may_exist;
+	bool postable;         /* not deleted, or deleted without error */
+};
+
+struct add_op {
+	struct vdb *v;
+	char *blob;
+	struct add_item *items;
+	bool *ok;
+	size_t n;
+	struct add_batch *batches;
+	size_t nbatches;
+	size_t pending;        /* requests of the current phase still running */
+	struct vdb_result fail;/* the first failure: it explains the others */
+	long http;             /* of the last post, for a result without failure */
+	int attempts;          /* the most any post needed */
+	uint64_t req;
+	vdb_done_fn done;
+	void *arg;
+};
+
+static void add_note_failure(struct add_op *op, const struct vdb_result *r)
+{
+	if (op->fail.status == VDB_OK)
+		op->fail = *r;
+}
+
+static void free_item_texts(struct add_op *op)
+{
+	size_t i;
+
+	for (i = 0; i < op->n; i++) {
+		free(op->items[i].text);
+		op->items[i].text = NULL;
+	}
+}
+
+static void add_finish(struct add_op *op)
+{
+	struct vdb_result r = op->fail;
+	size_t i, written = 0;
+
+	for (i = 0; i < op->n; i++)
+		written += op->ok[i];
+	op->v->stats.vectors_added += written;
+	if (written == op->n) {
+		r.status = VDB_OK;
+		r.http = op->http;
+		r.attempts = op->attempts;
+		r.req = op->req;
+	} else if (r.status == VDB_OK) {
+		r.status = VDB_UNAVAILABLE;
+	}
+	r.reply = NULL;
+	r.ok = op->ok;
+	r.n = op->n;
+	op->done(&r, op->arg);
+	for (i = 0; i < op->nbatches; i++) {
+		buf_free(&op->batches[i].body);
+		free(op->batches[i].items);
+	}
+	free(op->batches);
+	free_item_texts(op);
+	free(op->items);
+	free(op->ok);
+	free(op->blob);
+	free(op);
+}
+
+static void post_batch(struct add_batch *b);
+
+static void batch_done(struct add_op *op)
+{
+	if (--op->pending == 0)
+		add_finish(op);
+}
+
+static void on_blob_recreated(const struct vdb_result *r, void *arg)
+{
+	struct add_batch *b = arg;
+
+	if (r->status != VDB_OK) {
+		add_note_failure(b->op, r);
+		batch_done(b->op);
+		return;
+	}
+	post_batch(b);
+}
+
+static void on_post_done(struct vdb_req *rq)
+{
+	struct add_batch *b = rq->ctx;
+	struct add_op *op = b->op;
+	struct vdb_result r;
+	size_t i;
+
+	op->http = rq->http;
+	op->req = rq->id;
+	if (rq->attempt > op->attempts)
+		op->attempts = rq->attempt;
+	if (req_ok(rq)) {
+		for (i = 0; i < b->count; i++)
+			op->ok[b->items[i]] = true;
+	} else if (rq->http == 404 && !rq->cancelled && !b->blob_recreated) {
+		/* The server lost the blob (or the tenant): create it again, once. */
+		log_warn(COMP, "req=%llu: blob %s is gone from the server; creating it again",
+			 (unsigned long long)rq->id, op->blob);
+		b->blob_recreated = true;
+		vdb_forget_blobs(op->v);
+		req_free(rq);
+		vdb_ensure_blob(op->v, op->blob, on_blob_recreated, b);
+		return;
+	} else {
+		result_failure(&r, rq, "adding vectors");
+		add_note_failure(op, &r);
+	}
+	req_free(rq);
+	batch_done(op);
+}
+
+static void post_batch(struct add_batch *b)
+{
+	struct add_op *op = b->op;
+	struct vdb_req *rq = req_new(op->v, "POST", on_post_done, b, "/tenants/%s/blobs/%s/vectors", op->v->tenant,
+				     op->blob);
+
+	/* Kept in the batch: a re-created blob means posting it again. */
+	buf_append(&rq->body, b->body.data, b->body.len);
+	submit(rq);
+}
+
+/* Closes a batch body: {"vectors":[...],"ids":[...],"attributes":[...]}. */
+static void finish_body(struct add_batch *b, const struct add_op *op)
+{
+	size_t i;
+
+	buf_puts(&b->body, "],\"ids\":[");
+	for (i = 0; i < b->count; i++)
+		buf_printf(&b->body, "%s%lld", i ? "," : "", (long long)op->items[b->items[i]].id);
+	buf_puts(&b->body, "],\"attributes\":[");
+	for (i = 0; i < b->count; i++) {
+		const struct add_item *it = &op->items[b->items[i]];
+
+		if (i)
+			buf_putc(&b->body, ',');
+		if (it->attr_len)
+			buf_append(&b->body, it->text + it->emb_len, it->attr_len);
+		else
+			buf_puts(&b->body, "{}");
+	}
+	buf_puts(&b->body, "]}");
+}
+
+/* Groups the postable vectors into bodies bounded by bytes and count. */
+static void build_batches(struct add_op *op)
+{
+	const struct vdb_opts *o = &op->v->o;
+	struct add_batch *b = NULL;
+	size_t cap = 0, i, bytes = 0;
+
+	for (i = 0; i < op->n; i++) {
+		const struct add_item *it = &op->items[i];
+		size_t need = it->emb_len + it->attr_len + 32;
+
+		if (!it->postable)
+			continue;
+		if (b && (b->count == o->batch_max || bytes + need > o->batch_bytes)) {
+			finish_body(b, op);
+			b = NULL;
+		}
+		if (!b) {
+			op->batches = xgrow(op->batches, &cap, op->nbatches + 1, sizeof(*op->batches));
+			b = &op->batches[op->nbatches++];
+			memset(b, 0, sizeof(*b));
+			b->op = op;
+			b->items = xcalloc(o->batch_max, sizeof(*b->items));
+			bytes = 0;
+			buf_puts(&b->body, "{\"vectors\":[");
+		}
+		if (b->count)
+			buf_putc(&b->body, ',');
+		buf_append(&b->body, it->text, it->emb_len);
+		b->items[b->count++] = i;
+		bytes += need;
+	}
+	if (b)
+		finish_body(b, op);
+	free_item_texts(op); /* the bodies hold everything now */
+}
+
+static void post_all(struct add_op *op)
+{
+	size_t i;
+
+	build_batches(op);
+	op->pending = op->nbatches;
+	if (op->pending == 0) {
+		add_finish(op);
+		return;
+	}
+	for (i = 0; i < op->nbatches; i++)
+		post_batch(&op->batches[i]);
+}
+
+struct add_delete {
+	struct add_op *op;
+	size_t item;
+};
+
+static void on_delete_for_add(struct vdb_req *rq)
+{
+	struct add_delete *d = rq->ctx;
+	struct add_op *op = d->op;
+	struct vdb_result r;
+
+	if (!req_ok(rq) && !(rq->http == 404 && !rq->cancelled)) {
+		result_failure(&r, rq, "deleting before re-adding");
+		add_note_failure(op, &r);
+		op->items[d->item].postable = false;
+	}
+	free(d);
+	req_free(rq);
+	if (--op->pending == 0)
+		post_all(op);
+}
+
+static void on_blob_for_add(const struct vdb_result *r, void *arg)
+{
+	struct add_op *op = arg;
+	size_t i;
+
+	if (r->status != VDB_OK) {
+		add_note_failure(op, r);
+		add_finish(op);
+		return;
+	}
+	if (op->v->o.write_mode == VDB_ADD) {
+		post_all(op);
+		return;
+	}
+	op->pending = 1; /* held while the deletes are submitted */
+	for (i = 0; i < op->n; i++) {
+		struct add_delete *d;
+		struct vdb_req *rq;
+
+		if (!op->items[i].may_exist)
+			continue;
+		d = xcalloc(1, sizeof(*d));
+		d->op = op;
+		d->item = i;
+		rq = req_new(op->v, "DELETE", on_delete_for_add, d, "/tenants/%s/blobs/%s/vectors/%lld", op->v->tenant,
+			     op->blob, (long long)op->items[i].id);
+		rq->flags |= REQ_QUIET_404;
+		op->pending++;
+		submit(rq);
+	}
+	if (--op->pending == 0)
+		post_all(op);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void on_add_refused(const struct vdb_result *r, void *arg)
+{
+	(void)r;
+	add_finish(arg); /* op->fail already says why; nothing was sent */
+}
+
+/* Two vectors with one id in one add would overwrite each other. */
+static bool find_duplicate_id(const struct vdb_vector *vecs, size_t n, int64_t *dup)
+{
+	int64_t *sorted = xmalloc(n * sizeof(*sorted));
+	size_t i;
+	bool found = false;
+
+	for (i = 0; i < n; i++)
+		sorted[i] = vecs[i].id;
+	qsort(sorted, n, sizeof(*sorted), cmp_i64);
+	for (i = 1; i < n && !found; i++) {
+		if (sorted[i] == sorted[i - 1]) {
+			*dup = sorted[i];
+			found = true;
+		}
+	}
+	free(sorted);
+	return found;
+}
+
+void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, size_t n, vdb_done_fn done, void *arg)
+{
+	struct add_op *op = xcalloc(1, sizeof(*op));
+	size_t i;
+	int64_t dup;
+
+	op->v = v;
+	op->blob = xstrdup(blob);
+	op->n = n;
+	op->done = done;
+	op->arg = arg;
+	op->items = xcalloc(n, sizeof(*op->items));
+	op->ok = xcalloc(n, sizeof(bool));
+	if (find_duplicate_id(vecs, n, &dup)) {
+		op->fail.status = VDB_REJECTED;
+		snprintf(op->fail.error, sizeof(op->fail.error),
+			 "adding vectors: id %lld appears twice in one add; the second would overwrite the first",
+			 (long long)dup);
+		defer(v, on_add_refused, op, VDB_REJECTED, NULL);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		struct add_item *it = &op->items[i];
+
+		it->id = vecs[i].id;
+		it->may_exist = vecs[i].may_exist;
+		it->postable = true;
+		it->emb_len = vecs[i].embedding_len;
+		it->attr_len = vecs[i].attributes_len;
+		it->text = xmalloc(it->emb_len + it->attr_len + 1);
+		memcpy(it->text, vecs[i].embedding, it->emb_len);
+		if (it->attr_len)
+			memcpy(it->text + it->emb_len, vecs[i].attributes, it->attr_len);
+	}
+	vdb_ensure_blob(v, blob, on_blob_for_add, op);
+}
+
+/* ---- single requests ------------------------------------------------------- */
+
+/* A request that ends an operation directly: its callback and what to check. */
+struct simple_op {
+	vdb_done_fn done;
+	void *arg;
+	const char *what;  /* for messages */
+	enum { REPLY_IGNORED, REPLY_CHECKED, REPLY_IF_JSON } reply;
+	bool (*check)(json_t *reply, int64_t id, char *why, size_t whylen);
+	int64_t id;
+	bool missing_ok;   /* 404 counts as success (delete) */
+};
+
+/* The body as JSON when it is JSON, else NULL: for callers that only look. */
+static json_t *reply_if_json(const struct vdb_req *rq)
+{
+	json_error_t jerr;
+
+	return rq->reply.len ? json_loadb(rq->reply.data, rq->reply.len, JSON_DECODE_ANY, &jerr) : NULL;
+}
+
+static void on_simple_done(struct vdb_req *rq)
+{
+	struct simple_op *op = rq->ctx;
+	struct vdb_result r;
+	char why[256];
+	json_t *reply = NULL;
+
+	if (req_ok(rq)) {
+		result_init(&r, rq);
+		r.status = VDB_OK;
+		if (op->reply == REPLY_CHECKED) {
+			reply = parse_reply(rq, &r, op->what);
+			if (reply && !op->check(reply, op->id, why, sizeof(why))) {
+				r.status = VDB_BAD_REPLY;
+				snprintf(r.error, sizeof(r.error), "%s %s: unexpected reply: %s", op->what, rq->path, why);
+			}
+		} else if (op->reply == REPLY_IF_JSON) {
+			reply = reply_if_json(rq);
+		}
+	} else if (op->missing_ok && !rq->cancelled && rq->cc == CURLE_OK && rq->http == 404) {
+		result_init(&r, rq);
+		r.status = VDB_OK;
+	} else {
+		result_failure(&r, rq, op->what);
+		if (op->reply == REPLY_IF_JSON && !rq->cancelled)
+			reply = reply_if_json(rq);
+	}
+	r.reply = reply;
+	op->done(&r, op->arg);
+	json_decref(reply);
+	free(op);
+	req_free(rq);
+}
+
+static struct vdb_req *simple(struct vdb *v, const char *method, const char *what, vdb_done_fn done, void *arg,
+			      struct simple_op **opp)
+{
+	struct simple_op *op = xcalloc(1, sizeof(*op));
+	struct vdb_req *rq = req_new(v, method, on_simple_done, op, "%s", "");
+
+	op->done = done;
+	op->arg = arg;
+	op->what = what;
+	*opp = op;
+	return rq;
+}
+
+static void set_path(struct vdb_req *rq, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+static void set_path(struct vdb_req *rq, const char *fmt, ...)
+{
+	struct buf p = BUF_INIT;
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&p, fmt, ap);
+	va_end(ap);
+	free(rq->path);
+	rq->path = buf_steal(&p);
+}
+
+static bool check_get(json_t *reply, int64_t id, char *why, size_t whylen)
+{
+	json_t *rid = json_object_get(reply, "id");
+	json_t *attrs = json_object_get(reply, "attributes");
+	json_t *vec = json_object_get(reply, "vector");
+
+	if (!json_is_object(reply))
+		snprintf(why, whylen, "not a JSON object");
+	else if (rid && (!json_is_integer(rid) || json_integer_value(rid) != id))
+		snprintf(why, whylen, "\"id\" is not %lld", (long long)id);
+	else if (attrs && !json_is_object(attrs) && !json_is_null(attrs))
+		snprintf(why, whylen, "\"attributes\" is not an object");
+	else if (vec && !json_is_array(vec))
+		snprintf(why, whylen, "\"vector\" is not an array");
+	else
+		return true;
+	return false;
+}
+
+static bool check_query(json_t *reply, int64_t unused, char *why, size_t whylen)
+{
+	json_t *ids = json_object_get(reply, "ids");
+	json_t *dist = json_object_get(reply, "distances");
+	json_t *attrs = json_object_get(reply, "attributes");
+	json_t *x;
+	size_t i;
+
+	(void)unused;
+	if (!json_is_object(reply) || !json_is_array(ids) || !json_is_array(dist)) {
+		snprintf(why, whylen, "expected an object with arrays \"ids\" and \"distances\"");
+		return false;
+	}
+	if (json_array_size(ids) != json_array_size(dist) ||
+	    (attrs && !json_is_null(attrs) && (!json_is_array(attrs) || json_array_size(attrs) != json_array_size(ids)))) {
+		snprintf(why, whylen, "\"ids\" has %zu entries, \"distances\" %zu, \"attributes\" %zu", json_array_size(ids),
+			 json_array_size(dist), json_array_size(attrs));
+		return false;
+	}
+	json_array_foreach(ids, i, x) {
+		if (!json_is_integer(x) || json_integer_value(x) < 0) {
+			snprintf(why, whylen, "ids[%zu] is not a non-negative integer", i);
+			return false;
+		}
+		if (!json_is_number(json_array_get(dist, i))) {
+			snprintf(why, whylen, "distances[%zu] is not a number", i);
+			return false;
+		}
+	}
+	return true;
+}
+
+void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
+{
+	struct simple_op *op;
+	struct vdb_req *rq = simple(v, "GET", "getting a vector", done, arg, &op);
+
+	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
+	op->reply = REPLY_CHECKED;
+	op->check = check_get;
+	op->id = id;
+	rq->flags |= REQ_QUIET_404;
+	submit(rq);
+}
+
+void vdb_delete(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
+{
+	struct simple_op *op;
+	struct vdb_req *rq = simple(v, "DELETE", "deleting a vector", done, arg, &op);
+
+	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
+	op->missing_ok = true;
+	rq->flags |= REQ_QUIET_404;
+	submit(rq);
+}
+
+void vdb_put_attributes(struct vdb *v, const char *blob, int64_t id, const char *attrs, size_t len,
+			vdb_done_fn done, void *arg)
+{
+	struct simple_op *op;
+	struct vdb_req *rq = simple(v, "PUT", "updating attributes", done, arg, &op);
+
+	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld/attributes", v->tenant, blob, (long long)id);
+	buf_puts(&rq->body, "{\"attributes\":");
+	buf_append(&rq->body, attrs, len);
+	buf_putc(&rq->body, '}');
+	submit(rq);
+}
+
+void vdb_query(struct vdb *v, const char *blob, const char *vector, size_t len, int k, vdb_done_fn done, void *arg)
+{
+	struct simple_op *op;
+	struct vdb_req *rq = simple(v, "POST", "querying", done, arg, &op);
+
+	set_path(rq, "/tenants/%s/blobs/%s/query", v->tenant, blob);
+	op->reply = REPLY_CHECKED;
+	op->check = check_query;
+	buf_puts(&rq->body, "{\"query\":");
+	buf_append(&rq->body, vector, len);
+	buf_printf(&rq->body, ",\"k\":%d}", k);
+	submit(rq);
+}
+
+void vdb_health(struct vdb *v, vdb_done_fn done, void *arg)
+{
+	struct simple_op *op;
+	struct vdb_req *rq = simple(v, "GET", "checking health", done, arg, &op);
+
+	set_path(rq, "/health");
+	rq->flags |= REQ_NO_RETRY;
+	submit(rq);
+}
+
+void vdb_raw(struct vdb *v, const char *method, const char *path, const char *body, size_t len, unsigned auth,
+	     vdb_done_fn done, void *arg)
+{
+	struct simple_op *op;
+	struct vdb_req *rq = simple(v, method, "probing", done, arg, &op);
+
+	set_path(rq, "%s", path);
+	op->reply = REPLY_IF_JSON;
+	rq->flags |= REQ_NO_RETRY | REQ_QUIET_404;
+	if (auth == VDB_RAW_NO_AUTH)
+		rq->flags |= REQ_NO_AUTH;
+	else if (auth == VDB_RAW_BEARER)
+		rq->flags |= REQ_AUTH_BEARER;
+	else if (auth == VDB_RAW_X_API_KEY)
+		rq->flags |= REQ_AUTH_API_KEY;
+	if (len)
+		buf_append(&rq->body, body, len);
+	submit(rq);
+}
+
+/* ---- the client ------------------------------------------------------------ */
+
+static char *copy_opt(const char *s)
+{
+	return s && *s ? xstrdup(s) : NULL;
+}
+
+struct vdb *vdb_new(struct event_base *base, const struct vdb_opts *o, struct errbuf *err)
+{
+	struct vdb *v;
+	size_t len;
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		err_set(err, "libcurl failed to initialise");
+		return NULL;
+	}
+	v = xcalloc(1, sizeof(*v));
+	v->base = base;
+	v->o = *o;
+	v->base_url = xstrdup(o->base_url);
+	len = strlen(v->base_url);
+	while (len > 0 && v->base_url[len - 1] == '/')
+		v->base_url[--len] = '\0';
+	v->tenant = xstrdup(o->tenant);
+	v->api_key = copy_opt(o->api_key);
+	v->ca_file = copy_opt(o->ca_file);
+	v->o.base_url = v->base_url;
+	v->o.tenant = v->tenant;
+	v->o.api_key = v->api_key;
+	v->o.ca_file = v->ca_file;
+	v->tenant_state.v = v;
+	TAILQ_INIT(&v->queued);
+	TAILQ_INIT(&v->active);
+	v->timer = evtimer_new(base, on_timeout, v);
+	v->multi = curl_multi_init();
+	if (!v->multi || !v->timer)
+		abort();
+	curl_multi_setopt(v->multi, CURLMOPT_SOCKETFUNCTION, on_socket_change);
+	curl_multi_setopt(v->multi, CURLMOPT_SOCKETDATA, v);
+	curl_multi_setopt(v->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
+	curl_multi_setopt(v->multi, CURLMOPT_TIMERDATA, v);
+	curl_multi_setopt(v->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)o->max_inflight);
+	curl_multi_setopt(v->multi, CURLMOPT_MAXCONNECTS, (long)o->max_inflight);
+	return v;
+}
+
+/* Ends a request that never finished, calling its operation with VDB_CANCELLED. */
+static void cancel(struct vdb_req *rq)
+{
+	if (rq->easy) {
+		curl_multi_remove_handle(rq->v->multi, rq->easy);
+		curl_easy_cleanup(rq->easy);
+		rq->easy = NULL;
+	}
+	if (rq->retry_ev)
+		evtimer_del(rq->retry_ev);
+	rq->cancelled = true;
+	rq->finish(rq);
+}
+
+void vdb_free(struct vdb *v)
+{
+	struct known *k, *next;
+
+	if (!v)
+		return;
+	v->freeing = true;
+	/* Cancelling can make operations submit their next step: submit() cancels those at once. */
+	while (!TAILQ_EMPTY(&v->queued) || !TAILQ_EMPTY(&v->active) || v->deferred) {
+		struct vdb_req *rq;
+
+		if ((rq = TAILQ_FIRST(&v->queued)) != NULL) {
+			TAILQ_REMOVE(&v->queued, rq, link);
+			cancel(rq);
+		} else if ((rq = TAILQ_FIRST(&v->active)) != NULL) {
+			TAILQ_REMOVE(&v->active, rq, link);
+			cancel(rq);
+		} else {
+			struct deferred *d = v->deferred;
+
+			d->status = VDB_CANCELLED;
+			event_del(d->ev);
+			on_deferred(-1, 0, d);
+		}
+	}
+	for (k = v->blobs; k; k = next) {
+		next = k->next;
+		free(k->blob);
+		free(k);
+	}
+	curl_multi_cleanup(v->multi);
+	event_free(v->timer);
+	if (v->api_key)
+		memset(v->api_key, 0, strlen(v->api_key));
+	free(v->api_key);
+	free(v->ca_file);
+	free(v->tenant);
+	free(v->base_url);
+	free(v);
+	curl_global_cleanup();
+}
+
+void vdb_get_stats(const struct vdb *v, struct vdb_stats *out)
+{
+	*out = v->stats;
+}
+
+void vdb_run_until(struct vdb *v, const bool *flag)
+{
+	while (!*flag)
+		event_base_loop(v->base, EVLOOP_ONCE);
+}

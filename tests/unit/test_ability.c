@@ -1,0 +1,229 @@
+/* Parsing and checking abilities; attributes and the content hash. */
+#include "ability.h"
+
+#include "buf.h"
+#include "mem.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIM 4
+
+static const char *const good =
+	"{\"ability_id\": \"github-get-user\", \"ability_name\": \"get_user\", \"service_name\": \"api.github.com\","
+	" \"description\": \"Fetch a user\", \"embedding\": [ 0.10, -1e-5 ,3, 1.50e1 ],"
+	" \"metadata\": {\"dynamic_header_keys\": [\"api.github.com::cookie\"], \"request_method\": \"GET\", \"n\": 1e2}}";
+
+static bool parse(const char *body, struct ability **a, size_t *n, bool *batch, struct ability_error *err)
+{
+	return ability_parse_body(body, strlen(body), DIM, 3, a, n, batch, err);
+}
+
+static void free_items(struct ability *a, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		ability_free(&a[i]);
+	free(a);
+}
+
+Test(ability, a_valid_ability_and_what_is_derived_from_it)
+{
+	struct ability_error err;
+	struct ability *a;
+	size_t n;
+	bool batch;
+	json_error_t jerr;
+	json_t *attrs;
+
+	cr_assert(parse(good, &a, &n, &batch, &err), "%s: %s", err.field, err.message);
+	cr_assert(eq(sz, n, 1));
+	cr_assert(not(batch));
+	cr_assert(eq(str, a->ability_id, "github-get-user"));
+	cr_assert(eq(i64, a->vector_id, 1008771826), "the original's vector_id");
+	cr_assert(eq(str, a->blob_id, "abilities_api_github_com"));
+	/* The client's tokens, unchanged, only the whitespace gone. */
+	cr_assert(eq(str, a->embedding, "[0.10,-1e-5,3,1.50e1]"));
+	cr_assert(eq(str, a->dynamic_header_keys, "[\"api.github.com::cookie\"]"));
+	cr_assert(a->dynamic_headers_required);
+	attrs = json_loads(a->attributes, 0, &jerr);
+	cr_assert(not(eq(ptr, attrs, NULL)));
+	cr_assert(eq(str, (char *)json_string_value(json_object_get(attrs, "request_method")), "GET"), "metadata keys");
+	cr_assert(eq(str, (char *)json_string_value(json_object_get(attrs, "description")), "Fetch a user"));
+	cr_assert(eq(str, (char *)json_string_value(json_object_get(attrs, "content_hash")), a->content_hash));
+	cr_assert(eq(sz, strlen(a->content_hash), 64));
+	json_decref(attrs);
+	free_items(a, n);
+}
+
+static void hash_of(const char *body, char out[65])
+{
+	struct ability_error err;
+	struct ability *a;
+	size_t n;
+	bool batch;
+
+	cr_assert(parse(body, &a, &n, &batch, &err), "%s", err.message);
+	strcpy(out, a->content_hash);
+	free_items(a, n);
+}
+
+Test(ability, the_hash_ignores_layout_and_sees_content)
+{
+	char h1[65], h2[65], h3[65], h4[65];
+
+	hash_of(good, h1);
+	/* Same content, other whitespace, key order and number spellings jsonb would normalise. */
+	hash_of("{\"metadata\":{\"n\":100,\"request_method\":\"GET\",\"dynamic_header_keys\":[\"api.github.com::cookie\"]},"
+		"\"embedding\":[0.10,-0.00001,3,15.0],\"description\":\"Fetch a user\",\"service_name\":\"api.github.com\","
+		"\"ability_name\":\"get_user\",\"ability_id\":\"github-get-user\"}", h2);
+	cr_assert(eq(str, h1, h2));
+	/* A changed number or a changed field is a change. */
+	hash_of("{\"ability_id\": \"github-get-user\", \"ability_name\": \"get_user\", \"service_name\": \"api.github.com\","
+		" \"description\": \"Fetch a user\", \"embedding\": [0.1, -1e-5, 3, 1.50e1],"
+		" \"metadata\": {\"dynamic_header_keys\": [\"api.github.com::cookie\"], \"request_method\": \"GET\", \"n\": 1e2}}", h3);
+	cr_assert(not(eq(str, h1, h3)), "0.10 and 0.1 are different numerics in the mirror (scale)");
+	hash_of("{\"ability_id\": \"github-get-user\", \"ability_name\": \"get_user\", \"service_name\": \"api.github.com\","
+		" \"description\": \"Fetch a user!\", \"embedding\": [0.10, -1e-5, 3, 1.50e1],"
+		" \"metadata\": {\"dynamic_header_keys\": [\"api.github.com::cookie\"], \"request_method\": \"GET\", \"n\": 1e2}}", h4);
+	cr_assert(not(eq(str, h1, h4)));
+}
+
+Test(ability, a_row_from_the_mirror_hashes_like_the_request_that_wrote_it)
+{
+	struct ability_error err;
+	struct ability row;
+	char h[65];
+
+	hash_of(good, h);
+	/* What Postgres returns for that row: jsonb's rendering of the embedding and metadata. */
+	cr_assert(ability_from_row("github-get-user", "get_user", "api.github.com", "Fetch a user",
+				   "[0.10, -0.00001, 3, 15.0]",
+				   "{\"n\": 100, \"request_method\": \"GET\", \"dynamic_header_keys\": [\"api.github.com::cookie\"]}",
+				   DIM, &row, &err), "%s", err.message);
+	cr_assert(eq(str, row.content_hash, h));
+	ability_free(&row);
+}
+
+static void canon(const char *tok, const char *want)
+{
+	struct buf b = BUF_INIT;
+
+	cr_assert(ability_canon_number(tok, strlen(tok), &b), "refused %s", tok);
+	cr_assert(eq(str, b.data, (char *)want), "for %s", tok);
+	buf_free(&b);
+}
+
+Test(ability, numbers_as_postgres_numeric_prints_them)
+{
+	/* Each expectation is what PostgreSQL 15 printed for '<token>'::jsonb. */
+	canon("1.50e1", "15.0");
+	canon("1e-5", "0.00001");
+	canon("0.10", "0.10");
+	canon("-0.0", "0.0");
+	canon("1.5E+3", "1500");
+	canon("100", "100");
+	canon("-12.345e-2", "-0.12345");
+	canon("0", "0");
+	canon("-0", "0");
+	canon("123456789012345678901234567890.5", "123456789012345678901234567890.5");
+	canon("7e2", "700");
+	canon("2.5e-1", "0.25");
+	canon("0.000e3", "0");
+	canon("-1E-1", "-0.1");
+	canon("0e200000", "0");
+}
+
+Test(ability, numbers_postgres_cannot_hold_are_refused)
+{
+	struct buf b = BUF_INIT;
+
+	cr_assert(not(ability_canon_number("1e-16384", 8, &b)));
+	cr_assert(not(ability_canon_number("0.0e-16383", 10, &b)));
+	cr_assert(ability_canon_number("0.5e-16382", 10, &b));
+	buf_free(&b);
+}
+
+static void refused(const char *body, int status, const char *code, const char *field, const char *msg)
+{
+	struct ability_error err;
+	struct ability *a = (struct ability *)1;
+	size_t n = 7;
+	bool batch;
+
+	memset(&err, 0, sizeof(err));
+	cr_assert(not(parse(body, &a, &n, &batch, &err)), "accepted: %s", body);
+	cr_assert(eq(ptr, a, NULL));
+	cr_assert(eq(sz, n, 0));
+	cr_assert(eq(int, err.status, status), "%s -> %s", body, err.message);
+	cr_assert(eq(str, (char *)err.code, (char *)code), "%s -> %s", body, err.message);
+	cr_assert(eq(str, err.field, (char *)field), "%s -> %s", body, err.message);
+	cr_assert(not(eq(ptr, strstr(err.message, msg), NULL)), "\"%s\" lacks \"%s\"", err.message, msg);
+}
+
+#define BASE "\"ability_id\":\"a\",\"ability_name\":\"n\",\"service_name\":\"s\",\"description\":\"d\""
+
+Test(ability, bad_abilities_are_refused_naming_the_field)
+{
+	refused("{" BASE ",\"embedding\":[1,2,3]}", 422, "wrong_dimension", "embedding", "has 3 numbers; EMBEDDING_DIM is 4");
+	refused("{" BASE ",\"embedding\":[1,2,3,\"4\"]}", 422, "invalid_embedding", "embedding[3]", "found a string");
+	refused("{" BASE ",\"embedding\":[1,2,[3],4]}", 422, "invalid_embedding", "embedding[2]", "nested");
+	refused("{" BASE ",\"embedding\":[1,NaN,3,4]}", 400, "malformed_json", "embedding[1]", "NaN and Infinity");
+	refused("{\"abilities\":[{" BASE ",\"embedding\":[1,2,3,4]},{" BASE ",\"embedding\":[1,2,-Infinity,4]}]}", 400,
+		"malformed_json", "abilities[1].embedding[2]", "at abilities[1].embedding[2], byte");
+	refused("{" BASE ",\"embedding\":[1,1e999,3,4]}", 422, "invalid_embedding", "embedding[1]", "float32");
+	refused("{" BASE ",\"embedding\":[1,2,3,1e-16384]}", 422, "invalid_embedding", "embedding", "16383 decimals");
+	refused("{" BASE ",\"embedding\":{}}", 422, "invalid_embedding", "embedding[0]", "expected an array");
+	refused("{" BASE "}", 422, "missing_field", "embedding", "embedding is required");
+	refused("{\"ability_name\":\"n\",\"service_name\":\"s\",\"description\":\"d\",\"embedding\":[1,2,3,4]}",
+		422, "missing_field", "ability_id", "ability_id is required");
+	refused("{\"ability_id\":7,\"ability_name\":\"n\",\"service_name\":\"s\",\"description\":\"d\",\"embedding\":[1,2,3,4]}",
+		422, "wrong_type", "ability_id", "must be a string");
+	refused("{\"ability_id\":\"a b\",\"ability_name\":\"n\",\"service_name\":\"s\",\"description\":\"d\",\"embedding\":[1,2,3,4]}",
+		422, "invalid_ability_id", "ability_id", "found ' ' at 1");
+	refused("{\"ability_id\":\"a\",\"ability_name\":\"\",\"service_name\":\"s\",\"description\":\"d\",\"embedding\":[1,2,3,4]}",
+		422, "empty_field", "ability_name", "must not be empty");
+	refused("{" BASE ",\"embedding\":[1,2,3,4],\"metadata\":[]}", 422, "wrong_type", "metadata", "must be an object");
+	refused("{" BASE ",\"embedding\":[1,2,3,4],\"metadata\":{\"dynamic_header_keys\":[1]}}", 422, "wrong_type",
+		"metadata.dynamic_header_keys[0]", "must be a string");
+	refused("{" BASE ",\"embedding\":[1,2,3,4],\"embeding\":[1]}", 422, "unknown_field", "embeding", "is not a field");
+	refused("{" BASE ",\"embedding\":[1,2,3,4],\"embedding\":[1,2,3,4]}", 422, "duplicate_field", "embedding", "twice");
+	refused("{" BASE ",\"ability_id\":\"b\",\"embedding\":[1,2,3,4]}", 400, "malformed_json", "", "duplicate");
+	refused("{" BASE ",\"embedding\":[1,2,3,4]", 400, "malformed_json", "", "not valid JSON");
+	refused("{" BASE ",\"embedding\":[1,2,3,4]} x", 400, "malformed_json", "", "after the value");
+	refused("[1]", 422, "wrong_type", "", "must be an ability object");
+	refused("{\"ability_id\":\"a\",\"ability_name\":\"n\xff\",\"service_name\":\"s\",\"description\":\"d\",\"embedding\":[1,2,3,4]}",
+		400, "invalid_utf8", "", "not valid UTF-8 (byte 35)");
+}
+
+Test(ability, batches)
+{
+	struct ability_error err;
+	struct ability *a;
+	size_t n;
+	bool batch;
+
+	cr_assert(parse("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}, {\"ability_id\":\"b\",\"ability_name\":\"n\","
+			"\"service_name\":\"s\",\"description\":\"d\",\"embedding\":[1,2,3,4]}]}", &a, &n, &batch, &err),
+		  "%s", err.message);
+	cr_assert(eq(sz, n, 2));
+	cr_assert(batch);
+	cr_assert(eq(str, a[1].ability_id, "b"));
+	free_items(a, n);
+
+	refused("{\"abilities\": []}", 422, "empty_batch", "abilities", "empty");
+	refused("{\"abilities\": {}}", 422, "wrong_type", "abilities", "must be an array");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}, {" BASE ",\"embedding\":[1,2,3]}]}", 422,
+		"wrong_dimension", "abilities[1].embedding", "abilities[1].embedding has 3 numbers");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}, {" BASE ",\"embedding\":[1,2,3,4]}]}", 422,
+		"duplicate_ability", "abilities[1].ability_id", "repeats abilities[0]");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]},{" BASE ",\"embedding\":[1,2,3,4]},{" BASE
+		",\"embedding\":[1,2,3,4]},{" BASE ",\"embedding\":[1,2,3,4]}]}", 422, "batch_too_large", "abilities",
+		"more than 3");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}], \"extra\": 1}", 422, "unknown_field", "extra",
+		"not expected next to abilities");
+}
