@@ -53,6 +53,24 @@ struct config {
 	long long vdb_backoff_ms;
 	long long vdb_backoff_max_ms;
 	int vdb_write_mode;        /* enum vdb_write_mode */
+	char *listen;
+	char *api_keys;
+	bool allow_unauthenticated;
+	char *tls_cert_file;
+	char *tls_key_file;
+	long long max_body_bytes;
+	long long batch_max;
+	long long sync_wait_ms;
+	long long shutdown_timeout;
+	long long pg_pool_size;
+	long long pg_statement_timeout_ms;
+	long long write_group_max;
+	long long sync_interval_ms;
+	long long sync_claim_max;
+	long long sync_max_attempts;
+	long long sync_backoff_ms;
+	long long sync_backoff_max_ms;
+	long long sync_lease;
 	int log_format; /* enum log_format */
 	int log_level;  /* enum log_level */
 };

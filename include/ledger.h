@@ -35,6 +35,9 @@ struct ledger {
 	size_t n;
 };
 
+/* "schema"."table", quoted for SQL. The caller frees it. */
+char *ledger_qualified_name(const char *schema, const char *table);
+
 /* Reads the whole ledger (it holds one row per migration: tens of rows). */
 bool ledger_read(PGconn *conn, const char *schema, const char *table, struct ledger *l,
 		 struct errbuf *err) MUSTCHECK;

@@ -26,6 +26,7 @@
 #define ABILITYSYNC_VDB_H
 
 #include "common.h"
+#include "metrics.h"
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -89,6 +90,7 @@ struct vdb_stats {
 	uint64_t by_class[6];   /* replies: 1xx..5xx, and [0] for no reply */
 	uint64_t vectors_added;
 	int inflight, queued;
+	struct histogram latency; /* seconds per attempt */
 };
 
 struct vdb;

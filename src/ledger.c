@@ -31,6 +31,16 @@ static void quote_ident(struct buf *b, const char *ident)
 	buf_putc(b, '"');
 }
 
+char *ledger_qualified_name(const char *schema, const char *table)
+{
+	struct buf q = BUF_INIT;
+
+	quote_ident(&q, schema);
+	buf_putc(&q, '.');
+	quote_ident(&q, table);
+	return buf_steal(&q);
+}
+
 static bool read_rows(PGconn *conn, struct ledger *l, struct errbuf *err)
 {
 	struct buf sql = BUF_INIT;

@@ -5,13 +5,21 @@
  * MIGRATIONS_DIR=X are validated by the same code; each subcommand then gets the
  * finished configuration and returns its exit code.
  */
+#include "clock.h"
 #include "common.h"
 #include "config.h"
 #include "log.h"
 #include "mem.h"
 #include "migrate.h"
+#include "options.h"
+#include "pgconn.h"
+#include "pgpool.h"
 #include "probe.h"
+#include "service.h"
+#include "store.h"
 #include "vdb.h"
+
+#include <curl/curl.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,28 +195,6 @@ static int cmd_migrate(struct config *cfg, int argc, char **argv)
 
 /* ---- the vector DB ---------------------------------------------------- */
 
-/* The client's options, as configured; strings stay owned by the config. */
-static void vdb_opts_from(const struct config *cfg, struct vdb_opts *o)
-{
-	memset(o, 0, sizeof(*o));
-	o->base_url = cfg->vector_db_api;
-	o->tenant = cfg->vector_db_tenant;
-	o->api_key = cfg->vector_db_api_key;
-	o->auth = cfg->vector_db_auth_header == 1 ? VDB_AUTH_X_API_KEY : VDB_AUTH_BEARER;
-	o->ca_file = cfg->vector_db_ca_file;
-	o->tls_verify = cfg->vector_db_tls_verify;
-	o->timeout_ms = (long)cfg->vdb_timeout_ms;
-	o->max_inflight = (int)cfg->vdb_max_inflight;
-	o->batch_bytes = (size_t)cfg->vdb_batch_bytes;
-	o->batch_max = (size_t)cfg->vdb_batch_max;
-	o->max_attempts = (int)cfg->vdb_max_attempts;
-	o->backoff_ms = (long)cfg->vdb_backoff_ms;
-	o->backoff_max_ms = (long)cfg->vdb_backoff_max_ms;
-	o->write_mode = cfg->vdb_write_mode == 1 ? VDB_ADD : VDB_DELETE_THEN_ADD;
-	o->dimension = (int)cfg->embedding_dim;
-	o->max_reply = 256u << 20;
-}
-
 static bool probe_json;
 static const char *probe_max_batch;
 
@@ -237,7 +223,7 @@ static int cmd_probe(struct config *cfg, int argc, char **argv)
 		fprintf(stderr, "abilitysync probe: unexpected argument %s\n", argv[0]);
 		return EXIT_USAGE;
 	}
-	vdb_opts_from(cfg, &vo);
+	options_vdb(cfg, &vo);
 	memset(&po, 0, sizeof(po));
 	po.vdb = &vo;
 	po.json = probe_json;
@@ -251,6 +237,137 @@ static int cmd_probe(struct config *cfg, int argc, char **argv)
 		}
 	}
 	return probe_run(&po);
+}
+
+/* ---- serve, sync, healthcheck --------------------------------------------- */
+
+static const struct flag no_flags[] = {{NULL, NULL, NULL, NULL, NULL, NULL}};
+
+static const struct flag serve_flags[] = {
+	{"listen", "HOST:PORT", "LISTEN", NULL, NULL, "where to listen"},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char serve_details[] =
+	"Registers abilities over HTTP (POST /v1/abilities), writes them to Postgres\n"
+	"with their sync state in one transaction, pushes them to the vector DB, and\n"
+	"retries what did not get there. Without DATABASE_URL it writes to the vector\n"
+	"DB alone. SIGTERM/SIGINT stop it cleanly. The README lists the routes.\n";
+
+static int cmd_serve(struct config *cfg, int argc, char **argv)
+{
+	if (argc > 0) {
+		fprintf(stderr, "abilitysync serve: unexpected argument %s\n", argv[0]);
+		return EXIT_USAGE;
+	}
+	return serve_run(cfg);
+}
+
+struct wait_result {
+	bool done;
+	bool ok;
+	char text[600];
+};
+
+static void on_retry_failed(const struct pg_outcome *o, void *arg)
+{
+	struct wait_result *w = arg;
+
+	w->ok = o->res != NULL;
+	snprintf(w->text, sizeof(w->text), "%s", o->res ? PQgetvalue(o->res, 0, 0) : o->error);
+	w->done = true;
+}
+
+static const char sync_details[] =
+	"  retry-failed  make every `failed` row pending again (attempts reset), so the\n"
+	"                service pushes it at once: after fixing what made them fail\n";
+
+static int cmd_sync(struct config *cfg, int argc, char **argv)
+{
+	struct event_base *base;
+	struct pgpool_opts po;
+	struct store_opts so;
+	struct pgpool *pool;
+	struct store *st;
+	struct errbuf err;
+	struct wait_result w = {false, false, ""};
+	struct pg_wait_opts wo = {cfg->database_url, NULL, (int)cfg->db_wait, "sync", "abilitysync sync"};
+	PGconn *probe;
+
+	if (argc != 1 || strcmp(argv[0], "retry-failed") != 0) {
+		fprintf(stderr, "abilitysync sync: expected retry-failed\n");
+		return EXIT_USAGE;
+	}
+	if (!cfg->database_url) {
+		log_error("sync", "DATABASE_URL is not set: the outbox lives in Postgres");
+		return EXIT_USAGE;
+	}
+	/* Connect once in the foreground, for a clear error; then the pool does the work. */
+	if (!(probe = pg_connect_wait(&wo, &err))) {
+		log_error("sync", "%s", err.msg);
+		return EXIT_FAIL;
+	}
+	PQfinish(probe);
+	base = event_base_new();
+	options_pgpool(cfg, "abilitysync sync", &po);
+	po.size = 1;
+	if (!(pool = pgpool_new(base, &po, &err))) {
+		log_error("sync", "%s", err.msg);
+		event_base_free(base);
+		return EXIT_FAIL;
+	}
+	/* It connected a moment ago: give the pool a few seconds to do the same. */
+	for (int64_t until = clock_mono_ms() + 10000; !pgpool_ready(pool) && clock_mono_ms() < until;)
+		event_base_loop(base, EVLOOP_ONCE);
+	options_store(cfg, &so);
+	st = store_new(pool, &so);
+	store_retry_failed(st, on_retry_failed, &w);
+	pgpool_run_until(pool, &w.done);
+	if (w.ok)
+		printf("%s failed row(s) made pending again\n", w.text);
+	else
+		log_error("sync", "%s", w.text);
+	store_free(st);
+	pgpool_free(pool);
+	event_base_free(base);
+	return w.ok ? EXIT_OK : EXIT_FAIL;
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p, (void)arg;
+	return size * n;
+}
+
+/* For the container's HEALTHCHECK: GET /healthz on LISTEN (0.0.0.0 means this host). */
+static int cmd_healthcheck(struct config *cfg, int argc, char **argv)
+{
+	const char *colon = strrchr(cfg->listen, ':');
+	bool any = strncmp(cfg->listen, "0.0.0.0:", 8) == 0 || strncmp(cfg->listen, "[::]:", 5) == 0;
+	char url[256];
+	CURL *e;
+	long status = 0;
+	CURLcode cc;
+
+	(void)argv;
+	if (argc > 0 || !colon)
+		return EXIT_USAGE;
+	snprintf(url, sizeof(url), "%s://%s%s/healthz", cfg->tls_cert_file ? "https" : "http",
+		 any ? "127.0.0.1" : "", any ? colon : cfg->listen);
+	e = curl_easy_init();
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 3000L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L); /* our own certificate, on our own host */
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	cc = curl_easy_perform(e);
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(e);
+	if (cc != CURLE_OK || status != 200) {
+		fprintf(stderr, "unhealthy: %s -> %s\n", url, cc != CURLE_OK ? curl_easy_strerror(cc) : "not 200");
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
 }
 
 /* ---- config, version, help ------------------------------------------- */
@@ -290,13 +407,17 @@ static int cmd_version(struct config *cfg, int argc, char **argv)
 	return EXIT_OK;
 }
 
-static const struct flag no_flags[] = {{NULL, NULL, NULL, NULL, NULL, NULL}};
 
 static const struct command commands[] = {
+	{"serve", "[--listen HOST:PORT]", "Run the HTTP service.", SCOPE_SERVE, serve_flags, serve_details, cmd_serve},
 	{"migrate", "[up|status|plan] [options]", "Apply the drizzle-kit migrations, drizzle-compatibly.",
 	 SCOPE_MIGRATE, migrate_flags, migrate_details, cmd_migrate},
 	{"probe", "[--url URL] [--max-batch N] [--json]", "Find out how a vector DB server behaves.", SCOPE_PROBE,
 	 probe_flags, probe_details, cmd_probe},
+	{"sync", "retry-failed", "Requeue the outbox rows that failed.", SCOPE_SERVE, no_flags, sync_details,
+	 cmd_sync},
+	{"healthcheck", "", "Exit 0 when the local service answers /healthz (for HEALTHCHECK).", SCOPE_SERVE,
+	 no_flags, NULL, cmd_healthcheck},
 	{"config", "[--markdown]", "Print the effective configuration (secrets redacted).", 0, config_flags,
 	 NULL, cmd_config},
 	{"version", "", "Print the version.", 0, no_flags, NULL, cmd_version},

@@ -360,6 +360,7 @@ static void attempt_done(struct vdb_req *rq, curl_off_t retry_after_s)
 	bool ok = rq->cc == CURLE_OK && rq->http >= 200 && rq->http < 300;
 
 	v->stats.by_class[rq->cc == CURLE_OK && rq->http >= 100 && rq->http < 600 ? rq->http / 100 : 0]++;
+	histogram_observe(&v->stats.latency, (double)(clock_mono_us() - rq->started_us) / 1e6);
 	if (ok || (rq->http == 404 && rq->flags & REQ_QUIET_404)) {
 		log_debug(COMP, "req=%llu %s %s: HTTP %ld in %ld ms", (unsigned long long)rq->id, rq->method,
 			  rq->path, rq->http, ms);

@@ -1,0 +1,50 @@
+/*
+ * api.h - the HTTP API (libevent's evhttp), versioned under /v1.
+ *
+ *   POST   /v1/abilities        one ability, or {"abilities": [...]}
+ *   GET    /v1/abilities        ?service_name=&limit=&cursor=  (keyset pages)
+ *   GET    /v1/abilities/{id}   ?include=embedding
+ *   DELETE /v1/abilities/{id}
+ *   POST   /v1/search           {"service_name", "embedding", "k"}
+ *   GET    /v1/sync/status
+ *   GET    /healthz /readyz /metrics  (never need a key)
+ *
+ * Every answer is JSON and carries X-Request-Id (the client's, when it sent a
+ * sane one). Errors are {"error": {"code", "message", "field"}}. With API_KEYS
+ * set, /v1/ wants `Authorization: Bearer <key>` (compared in constant time).
+ * Bodies over MAX_BODY_BYTES are refused with 413 by libevent before they are
+ * read into memory (its body for that one answer is HTML, not JSON).
+ */
+#ifndef ABILITYSYNC_API_H
+#define ABILITYSYNC_API_H
+
+#include "service.h"
+
+struct api_opts {
+	const char *listen;      /* host:port */
+	const char *api_keys;    /* comma-separated; NULL: none */
+	bool allow_open;         /* serve beyond loopback without keys */
+	size_t max_body;
+	size_t batch_max;
+	size_t dim;
+	long sync_wait_ms;       /* how long a write waits for the vector DB before answering 202 */
+	const char *tls_cert;    /* both set: HTTPS */
+	const char *tls_key;
+};
+
+struct api;
+
+struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf *err) MUSTCHECK;
+
+/* Stops accepting connections; requests already in flight go on. */
+void api_stop_accepting(struct api *a);
+
+/* Requests not answered yet, and calls still waiting for their push. */
+int api_in_flight(const struct api *a);
+
+void api_free(struct api *a);
+
+/* Where it listens (host:port, the port bound when 0 was asked), for logs. */
+const char *api_address(const struct api *a);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * metrics.h - counters and latency histograms in Prometheus' text format.
+ *
+ * The modules that do the work keep their own counters (the pool, the pusher,
+ * the vector DB client); this module owns what the HTTP layer counts, the
+ * histogram type they share, and the renderer that writes /metrics.
+ */
+#ifndef ABILITYSYNC_METRICS_H
+#define ABILITYSYNC_METRICS_H
+
+#include "common.h"
+
+struct buf;
+
+#define HISTOGRAM_BUCKETS 12
+
+/* Seconds; le bounds in metrics.c: 1 ms .. 10 s, and +Inf. */
+struct histogram {
+	uint64_t buckets[HISTOGRAM_BUCKETS]; /* cumulative counts are made when rendering */
+	uint64_t count;
+	double sum;
+};
+
+void histogram_observe(struct histogram *h, double seconds);
+
+/* The routes of the API, for per-route counts (ROUTE_OTHER: 404s and the like). */
+enum route {
+	ROUTE_ABILITIES_POST, ROUTE_ABILITIES_LIST, ROUTE_ABILITY_GET, ROUTE_ABILITY_DELETE, ROUTE_SEARCH,
+	ROUTE_SYNC_STATUS, ROUTE_RECONCILE_LAST, ROUTE_RESTORE_POST, ROUTE_JOB_GET, ROUTE_HEALTHZ, ROUTE_READYZ,
+	ROUTE_METRICS, ROUTE_OTHER, ROUTE_COUNT
+};
+
+const char *route_name(enum route r);
+
+struct status_count {
+	int status;
+	uint64_t n;
+};
+
+struct http_metrics {
+	struct status_count by_status[ROUTE_COUNT][16];
+	struct histogram latency[ROUTE_COUNT];
+};
+
+void http_metrics_observe(struct http_metrics *m, enum route r, int status, double seconds);
+
+/* Writers for the renderer. */
+void metrics_header(struct buf *out, const char *name, const char *type, const char *help);
+void metrics_value(struct buf *out, const char *name, const char *labels, double v);
+void metrics_histogram(struct buf *out, const char *name, const char *labels, const struct histogram *h);
+void http_metrics_render(const struct http_metrics *m, struct buf *out);
+
+#endif

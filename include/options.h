@@ -1,0 +1,24 @@
+/*
+ * options.h - the configuration, translated into each module's options.
+ *
+ * The modules know nothing of the config table; the commands that build them
+ * (serve, reconcile, restore, probe, sync) get their options here, so a
+ * setting means the same thing everywhere.
+ */
+#ifndef ABILITYSYNC_OPTIONS_H
+#define ABILITYSYNC_OPTIONS_H
+
+#include "api.h"
+#include "config.h"
+#include "pgpool.h"
+#include "push.h"
+#include "store.h"
+#include "vdb.h"
+
+void options_vdb(const struct config *c, struct vdb_opts *o);
+void options_pgpool(const struct config *c, const char *application_name, struct pgpool_opts *o);
+void options_store(const struct config *c, struct store_opts *o);
+void options_push(const struct config *c, struct push_opts *o);
+void options_api(const struct config *c, struct api_opts *o);
+
+#endif

@@ -1,0 +1,106 @@
+#include "metrics.h"
+
+#include "buf.h"
+
+#include <math.h>
+#include <string.h>
+
+static const double bounds[HISTOGRAM_BUCKETS - 1] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 10,
+};
+
+static const char *const routes[ROUTE_COUNT] = {
+	"POST /v1/abilities", "GET /v1/abilities", "GET /v1/abilities/{id}", "DELETE /v1/abilities/{id}",
+	"POST /v1/search", "GET /v1/sync/status", "GET /v1/reconcile/last", "POST /v1/restore", "GET /v1/jobs/{id}",
+	"GET /healthz", "GET /readyz", "GET /metrics", "other",
+};
+
+const char *route_name(enum route r)
+{
+	return r < ROUTE_COUNT ? routes[r] : "other";
+}
+
+void histogram_observe(struct histogram *h, double seconds)
+{
+	size_t i = 0;
+
+	while (i < HISTOGRAM_BUCKETS - 1 && seconds > bounds[i])
+		i++;
+	h->buckets[i]++;
+	h->count++;
+	h->sum += seconds;
+}
+
+void http_metrics_observe(struct http_metrics *m, enum route r, int status, double seconds)
+{
+	struct status_count *sc = m->by_status[r];
+	size_t i;
+
+	histogram_observe(&m->latency[r], seconds);
+	for (i = 0; i < ARRAY_LEN(m->by_status[r]); i++) {
+		if (sc[i].status == status || sc[i].status == 0) {
+			sc[i].status = status;
+			sc[i].n++;
+			return;
+		}
+	}
+	/* More than 16 distinct statuses on one route: the last slot takes the rest. */
+	sc[ARRAY_LEN(m->by_status[r]) - 1].n++;
+}
+
+void metrics_header(struct buf *out, const char *name, const char *type, const char *help)
+{
+	buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void metrics_value(struct buf *out, const char *name, const char *labels, double v)
+{
+	if (v == floor(v) && fabs(v) < 1e15)
+		buf_printf(out, "%s%s%s%s %.0f\n", name, labels ? "{" : "", labels ? labels : "", labels ? "}" : "", v);
+	else
+		buf_printf(out, "%s%s%s%s %.6g\n", name, labels ? "{" : "", labels ? labels : "", labels ? "}" : "", v);
+}
+
+void metrics_histogram(struct buf *out, const char *name, const char *labels, const struct histogram *h)
+{
+	uint64_t cum = 0;
+	size_t i;
+
+	for (i = 0; i < HISTOGRAM_BUCKETS; i++) {
+		cum += h->buckets[i];
+		if (i < HISTOGRAM_BUCKETS - 1)
+			buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels ? labels : "", labels ? "," : "",
+				   bounds[i], (unsigned long long)cum);
+		else
+			buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels ? labels : "",
+				   labels ? "," : "", (unsigned long long)cum);
+	}
+	buf_printf(out, "%s_sum%s%s%s %.6f\n", name, labels ? "{" : "", labels ? labels : "", labels ? "}" : "", h->sum);
+	buf_printf(out, "%s_count%s%s%s %llu\n", name, labels ? "{" : "", labels ? labels : "", labels ? "}" : "",
+		   (unsigned long long)h->count);
+}
+
+void http_metrics_render(const struct http_metrics *m, struct buf *out)
+{
+	struct buf labels = BUF_INIT;
+	size_t r, i;
+
+	metrics_header(out, "abilitysync_http_requests_total", "counter", "HTTP requests answered, by route and status.");
+	for (r = 0; r < ROUTE_COUNT; r++) {
+		for (i = 0; i < ARRAY_LEN(m->by_status[r]) && m->by_status[r][i].status; i++) {
+			buf_reset(&labels);
+			buf_printf(&labels, "route=\"%s\",status=\"%d\"", routes[r], m->by_status[r][i].status);
+			metrics_value(out, "abilitysync_http_requests_total", labels.data, (double)m->by_status[r][i].n);
+		}
+	}
+	metrics_header(out, "abilitysync_http_request_duration_seconds", "histogram",
+		       "Time from a request's arrival to its answer, by route.");
+	for (r = 0; r < ROUTE_COUNT; r++) {
+		if (!m->latency[r].count)
+			continue;
+		buf_reset(&labels);
+		buf_printf(&labels, "route=\"%s\"", routes[r]);
+		metrics_histogram(out, "abilitysync_http_request_duration_seconds", labels.data, &m->latency[r]);
+	}
+	buf_free(&labels);
+}

@@ -1,0 +1,69 @@
+#include "options.h"
+
+#include <string.h>
+
+void options_vdb(const struct config *c, struct vdb_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->base_url = c->vector_db_api;
+	o->tenant = c->vector_db_tenant;
+	o->api_key = c->vector_db_api_key;
+	o->auth = c->vector_db_auth_header == 1 ? VDB_AUTH_X_API_KEY : VDB_AUTH_BEARER;
+	o->ca_file = c->vector_db_ca_file;
+	o->tls_verify = c->vector_db_tls_verify;
+	o->timeout_ms = (long)c->vdb_timeout_ms;
+	o->max_inflight = (int)c->vdb_max_inflight;
+	o->batch_bytes = (size_t)c->vdb_batch_bytes;
+	o->batch_max = (size_t)c->vdb_batch_max;
+	o->max_attempts = (int)c->vdb_max_attempts;
+	o->backoff_ms = (long)c->vdb_backoff_ms;
+	o->backoff_max_ms = (long)c->vdb_backoff_max_ms;
+	o->write_mode = c->vdb_write_mode == 1 ? VDB_ADD : VDB_DELETE_THEN_ADD;
+	o->dimension = (int)c->embedding_dim;
+	o->max_reply = 256u << 20;
+}
+
+void options_pgpool(const struct config *c, const char *application_name, struct pgpool_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->conninfo = c->database_url;
+	o->size = (int)c->pg_pool_size;
+	o->queue_max = 10000;
+	o->statement_timeout_ms = (long)c->pg_statement_timeout_ms;
+	o->application_name = application_name;
+}
+
+void options_store(const struct config *c, struct store_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->group_max = (int)c->write_group_max;
+	/* Leave one connection for reads when there are several. */
+	o->write_concurrency = c->pg_pool_size > 1 ? (int)c->pg_pool_size - 1 : 1;
+	o->push_grace_s = (long)c->sync_lease;
+	o->max_attempts = (int)c->sync_max_attempts;
+}
+
+void options_push(const struct config *c, struct push_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->interval_ms = (long)c->sync_interval_ms;
+	o->claim_max = (int)c->sync_claim_max;
+	o->lease_s = (long)c->sync_lease;
+	o->backoff_ms = (long)c->sync_backoff_ms;
+	o->backoff_max_ms = (long)c->sync_backoff_max_ms;
+	o->dim = (size_t)c->embedding_dim;
+}
+
+void options_api(const struct config *c, struct api_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->listen = c->listen;
+	o->api_keys = c->api_keys;
+	o->allow_open = c->allow_unauthenticated;
+	o->max_body = (size_t)c->max_body_bytes;
+	o->batch_max = (size_t)c->batch_max;
+	o->dim = (size_t)c->embedding_dim;
+	o->sync_wait_ms = (long)c->sync_wait_ms;
+	o->tls_cert = c->tls_cert_file;
+	o->tls_key = c->tls_key_file;
+}

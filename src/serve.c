@@ -1,0 +1,288 @@
+/*
+ * serve.c - `abilitysync serve`: builds the parts, runs the loop, stops cleanly.
+ *
+ * SIGTERM/SIGINT: stop accepting, let requests and pushes in flight finish
+ * (at most SHUTDOWN_TIMEOUT), exit 0. What was acknowledged but not yet pushed
+ * is in the outbox and goes out at the next start, or from another replica.
+ */
+#include "service.h"
+
+#include "api.h"
+#include "buf.h"
+#include "clock.h"
+#include "journal.h"
+#include "ledger.h"
+#include "log.h"
+#include "mem.h"
+#include "options.h"
+#include "pgconn.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMP "serve"
+#define CHECK_PERIOD_MS 5000
+#define CHECK_PERIOD_UNREADY_MS 250 /* look again soon while not ready (start-up, outages) */
+
+struct server {
+	struct service svc;
+	struct api *api;
+	struct event *check;       /* readiness and outbox, every CHECK_PERIOD_MS */
+	struct event *sigterm, *sigint;
+	struct event *drain;       /* while stopping: done yet? */
+	int64_t stop_deadline;
+	char *ledger_sql;          /* counts the journal's migrations in the ledger */
+	char *whens;               /* the journal's `when`s as an array literal */
+	size_t nmigrations;
+	bool checking_pg, checking_vdb, polling_outbox;
+};
+
+/* ---- readiness ----------------------------------------------------------------- */
+
+static void on_migrations_counted(const struct pg_outcome *o, void *arg)
+{
+	struct server *s = arg;
+	struct service *svc = &s->svc;
+	long have;
+
+	s->checking_pg = false;
+	if (!o->res) {
+		svc->pg_migrated = false;
+		snprintf(svc->pg_why, sizeof(svc->pg_why), "%s", o->error);
+		return;
+	}
+	have = atol(PQgetvalue(o->res, 0, 0));
+	svc->pg_migrated = s->nmigrations ? (size_t)have == s->nmigrations : have > 0;
+	if (!svc->pg_migrated)
+		snprintf(svc->pg_why, sizeof(svc->pg_why), "%ld of %zu migrations applied: run abilitysync migrate up",
+			 have, s->nmigrations);
+}
+
+static void on_vdb_health(const struct vdb_result *r, void *arg)
+{
+	struct server *s = arg;
+
+	s->checking_vdb = false;
+	if (r->status == VDB_CANCELLED)
+		return;
+	if (s->svc.vdb_up && r->status != VDB_OK)
+		log_warn(COMP, "the vector DB looks down: %s", r->error);
+	else if (!s->svc.vdb_up && r->status == VDB_OK)
+		log_info(COMP, "the vector DB is reachable");
+	s->svc.vdb_up = r->status == VDB_OK;
+	snprintf(s->svc.vdb_why, sizeof(s->svc.vdb_why), "%s", r->error);
+}
+
+static void on_outbox(const struct pg_outcome *o, void *arg)
+{
+	struct server *s = arg;
+	json_error_t jerr;
+
+	s->polling_outbox = false;
+	if (!o->res)
+		return;
+	json_decref(s->svc.outbox);
+	s->svc.outbox = json_loads(PQgetvalue(o->res, 0, 0), 0, &jerr);
+}
+
+bool service_ready(const struct service *svc)
+{
+	return (!svc->pool || (pgpool_ready(svc->pool) && svc->pg_migrated)) && svc->vdb_up && !svc->stopping;
+}
+
+static void on_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	const char *params[1] = {s->whens};
+	long ms = service_ready(&s->svc) ? CHECK_PERIOD_MS : CHECK_PERIOD_UNREADY_MS;
+	struct timeval next = {ms / 1000, (ms % 1000) * 1000};
+
+	(void)fd, (void)what;
+	evtimer_add(s->check, &next);
+	if (s->svc.pool && !s->checking_pg) {
+		s->checking_pg = true;
+		pgpool_query(s->svc.pool, s->ledger_sql, s->whens ? 1 : 0, params, on_migrations_counted, s);
+	}
+	if (s->svc.store && !s->polling_outbox) {
+		s->polling_outbox = true;
+		store_status(s->svc.store, on_outbox, s);
+	}
+	if (!s->checking_vdb) {
+		s->checking_vdb = true;
+		vdb_health(s->svc.vdb, on_vdb_health, s);
+	}
+}
+
+/*
+ * Readiness wants every migration of the folder in the ledger. Without a
+ * readable folder (an image without it), the sync schema's presence will do.
+ */
+static void prepare_migration_check(struct server *s)
+{
+	const struct config *c = s->svc.cfg;
+	struct journal j;
+	struct errbuf err;
+	struct buf sql = BUF_INIT, whens = BUF_INIT;
+	char *ledger;
+	size_t i;
+
+	if (!journal_load(c->migrations_dir, &j, &err)) {
+		log_warn(COMP, "%s: readiness will only check that abilitysync's tables exist", err.msg);
+		s->ledger_sql = xstrdup("SELECT (to_regclass('abilitysync.sync_state') IS NOT NULL)::int");
+		return;
+	}
+	buf_putc(&whens, '{');
+	for (i = 0; i < j.n; i++)
+		buf_printf(&whens, "%s%lld", i ? "," : "", (long long)j.m[i].when);
+	buf_putc(&whens, '}');
+	ledger = ledger_qualified_name(c->migrations_schema, c->migrations_table);
+	buf_printf(&sql, "SELECT count(DISTINCT created_at) FROM %s WHERE created_at = ANY($1::bigint[])", ledger);
+	free(ledger);
+	s->nmigrations = j.n;
+	s->ledger_sql = buf_steal(&sql);
+	s->whens = buf_steal(&whens);
+	journal_free(&j);
+}
+
+/* ---- stopping ----------------------------------------------------------------------- */
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	struct timeval tick = {0, 50000};
+	int requests = api_in_flight(s->api);
+	bool pushing = pusher_busy(s->svc.pusher);
+
+	(void)fd, (void)what;
+	if (requests == 0 && !pushing) {
+		log_info(COMP, "stopped: every request answered, every push recorded");
+		event_base_loopexit(s->svc.base, NULL);
+		return;
+	}
+	if (clock_mono_ms() >= s->stop_deadline) {
+		log_warn(COMP, "SHUTDOWN_TIMEOUT reached with %d request(s) and %s in flight; what was acknowledged "
+			 "is in the outbox and is pushed at the next start", requests, pushing ? "pushes" : "no push");
+		event_base_loopexit(s->svc.base, NULL);
+		return;
+	}
+	evtimer_add(s->drain, &tick);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)what;
+	if (s->svc.stopping) {
+		log_warn(COMP, "second signal: exiting now");
+		event_base_loopbreak(s->svc.base);
+		return;
+	}
+	log_info(COMP, "%s: no longer accepting; finishing %d request(s) in flight (at most %lld s)",
+		 sig == SIGTERM ? "SIGTERM" : "SIGINT", api_in_flight(s->api), s->svc.cfg->shutdown_timeout);
+	s->svc.stopping = true;
+	api_stop_accepting(s->api);
+	pusher_stop_worker(s->svc.pusher);
+	s->stop_deadline = clock_mono_ms() + s->svc.cfg->shutdown_timeout * 1000;
+	s->drain = evtimer_new(s->svc.base, on_drain, s);
+	on_drain(-1, 0, s);
+}
+
+/* ---- the whole ----------------------------------------------------------------------------- */
+
+static bool build(struct server *s, const struct config *c, struct errbuf *err)
+{
+	struct service *svc = &s->svc;
+	struct vdb_opts vo;
+	struct pgpool_opts po;
+	struct store_opts so;
+	struct push_opts pu;
+	struct api_opts ao;
+
+	svc->cfg = c;
+	svc->base = event_base_new();
+	if (!svc->base) {
+		err_set(err, "cannot create the event loop");
+		return false;
+	}
+	options_vdb(c, &vo);
+	if (!(svc->vdb = vdb_new(svc->base, &vo, err)))
+		return false;
+	if (c->database_url) {
+		options_pgpool(c, "abilitysync serve", &po);
+		if (!(svc->pool = pgpool_new(svc->base, &po, err)))
+			return false;
+		options_store(c, &so);
+		svc->store = store_new(svc->pool, &so);
+		prepare_migration_check(s);
+	}
+	options_push(c, &pu);
+	svc->pusher = pusher_new(svc->base, svc->vdb, svc->store, &pu);
+	options_api(c, &ao);
+	return (s->api = api_new(svc, &ao, err)) != NULL;
+}
+
+static void teardown(struct server *s)
+{
+	struct service *svc = &s->svc;
+
+	api_free(s->api);
+	pusher_free(svc->pusher);
+	store_free(svc->store);
+	pgpool_free(svc->pool);
+	vdb_free(svc->vdb);
+	json_decref(svc->outbox);
+	if (s->check)
+		event_free(s->check);
+	if (s->drain)
+		event_free(s->drain);
+	if (s->sigterm)
+		event_free(s->sigterm);
+	if (s->sigint)
+		event_free(s->sigint);
+	free(s->ledger_sql);
+	free(s->whens);
+	if (svc->base)
+		event_base_free(svc->base);
+}
+
+static void announce(const struct server *s)
+{
+	const struct config *c = s->svc.cfg;
+	char *pg = c->database_url ? pg_target(c->database_url, NULL) : NULL;
+
+	log_info(COMP, "serving on %s; Postgres: %s; vector DB: %s (tenant %s, %lld dimensions, %s)%s",
+		 api_address(s->api), pg ? pg : "off (vector-DB-only mode)", c->vector_db_api, c->vector_db_tenant,
+		 c->embedding_dim, c->vdb_write_mode == 1 ? "add" : "delete-then-add",
+		 c->api_keys ? "; API keys required" : "");
+	free(pg);
+}
+
+int serve_run(const struct config *c)
+{
+	struct server s;
+	struct errbuf err;
+	int rc = EXIT_FAIL;
+
+	memset(&s, 0, sizeof(s));
+	signal(SIGPIPE, SIG_IGN);
+	if (!build(&s, c, &err)) {
+		log_error(COMP, "%s", err.msg);
+		goto out;
+	}
+	s.check = evtimer_new(s.svc.base, on_check, &s);
+	s.sigterm = evsignal_new(s.svc.base, SIGTERM, on_signal, &s);
+	s.sigint = evsignal_new(s.svc.base, SIGINT, on_signal, &s);
+	evsignal_add(s.sigterm, NULL);
+	evsignal_add(s.sigint, NULL);
+	pusher_start_worker(s.svc.pusher);
+	announce(&s);
+	on_check(-1, 0, &s);
+	event_base_dispatch(s.svc.base);
+	rc = EXIT_OK;
+out:
+	teardown(&s);
+	return rc;
+}
