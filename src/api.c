@@ -412,6 +412,7 @@ static void on_got(const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
 	struct buf out = BUF_INIT;
+	json_t *row;
 	char *text;
 
 	if (!o->res) {
@@ -422,7 +423,9 @@ static void on_got(const struct pg_outcome *o, void *arg)
 		reply_error(c, 404, "not_found", NULL, "no ability %s", c->path_id);
 		return;
 	}
-	text = json_dumps(row_json(o->res, 0), JSON_COMPACT | JSON_PRESERVE_ORDER);
+	row = row_json(o->res, 0);
+	text = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(row);
 	/* The embedding goes out as the mirror holds it, without a trip through doubles. */
 	buf_append(&out, text, strlen(text) - 1);
 	if (!PQgetisnull(o->res, 0, 10))
@@ -826,7 +829,7 @@ static void render_pg(const struct service *svc, struct buf *out)
 	metrics_value(out, "abilitysync_pg_failures_total", NULL, (double)st.failures);
 }
 
-static void h_metrics(struct call *c)
+static void render_metrics(struct call *c)
 {
 	struct service *svc = c->api->svc;
 	struct pusher_stats ps;
@@ -847,6 +850,29 @@ static void h_metrics(struct call *c)
 	metrics_value(&out, "abilitysync_ready", NULL, service_ready(svc));
 	reply_typed(c, 200, "text/plain; version=0.0.4", out.data, out.len);
 	buf_free(&out);
+}
+
+static void on_metrics_outbox(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	json_error_t jerr;
+	json_t *fresh = o->res ? json_loads(PQgetvalue(o->res, 0, 0), 0, &jerr) : NULL;
+
+	/* Without Postgres right now, the last count is shown (its age is in the log). */
+	if (fresh) {
+		json_decref(c->api->svc->outbox);
+		c->api->svc->outbox = fresh;
+	}
+	render_metrics(c);
+}
+
+/* A scrape counts the outbox now: stale depth is how alerts go wrong. */
+static void h_metrics(struct call *c)
+{
+	if (c->api->svc->store)
+		store_status(c->api->svc->store, on_metrics_outbox, c);
+	else
+		render_metrics(c);
 }
 
 /* ---- routing ----------------------------------------------------------------------------------------- */

@@ -164,6 +164,76 @@ emu() {
   export BODY CODE
 }
 
+# ---- the service -----------------------------------------------------------
+
+# Starts `abilitysync serve` with the given VAR=value settings (LISTEN defaults to
+# a free port, VECTOR_DB_API to the emulator, EMBEDDING_DIM to 8); waits until it
+# answers /healthz. Sets SVC_URL and SVC_PID; its log is $SUITE_TMP/service.<pid>.log.
+start_service() {
+  local log="$SUITE_TMP/service.starting.$RANDOM.log"
+  env LISTEN=127.0.0.1:0 VECTOR_DB_API="${EMU_URL:-http://127.0.0.1:9}" EMBEDDING_DIM=8 SYNC_INTERVAL_MS=200 \
+    "$@" "$ABILITYSYNC" serve >"$log" 2>&1 &
+  SVC_PID=$!
+  for _ in $(seq 1 200); do
+    if grep -q "serving on" "$log" 2>/dev/null; then
+      SVC_URL=$(grep -o 'serving on https\?://[^;]*' "$log" | head -n 1 | sed 's/serving on //')
+      mv "$log" "$SUITE_TMP/service.$SVC_PID.log"
+      SVC_LOG="$SUITE_TMP/service.$SVC_PID.log"
+      export SVC_URL SVC_PID SVC_LOG
+      return
+    fi
+    kill -0 "$SVC_PID" 2>/dev/null || { cat "$log" >&2; fail "the service did not start"; }
+    sleep 0.05
+  done
+  cat "$log" >&2
+  fail "the service did not say where it listens"
+}
+
+# Waits until GET /readyz answers 200 (at most $1 seconds, default 15).
+wait_ready() {
+  for _ in $(seq 1 $((${1:-15} * 10))); do
+    [ "$(curl -sk -o /dev/null -w '%{http_code}' "$SVC_URL/readyz")" = 200 ] && return
+    sleep 0.1
+  done
+  fail "the service never became ready: $(curl -sk "$SVC_URL/readyz")"
+}
+
+# SIGTERM, then the exit status must be 0 (a sanitizer report or a leak is not).
+stop_service() {
+  local pid=${1:-$SVC_PID} rc=0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ] || { tail -n 40 "$SUITE_TMP/service.$pid.log" >&2; fail "the service exited with status $rc"; }
+}
+
+# api METHOD PATH [JSON [extra curl args...]]: sets BODY and CODE, like emu.
+api() {
+  local method=$1 path=$2 data=${3:-} out
+  shift 3 2>/dev/null || shift $#
+  out=$(mktemp "$SUITE_TMP/api-out.XXXXXX")
+  if [ -n "$data" ]; then
+    CODE=$(curl -s -o "$out" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
+      --data-binary "$data" "$@" "$SVC_URL$path" || true)
+  else
+    CODE=$(curl -s -o "$out" -w '%{http_code}' -X "$method" "$@" "$SVC_URL$path" || true)
+  fi
+  BODY=$(cat "$out")
+  rm -f "$out"
+  export BODY CODE
+}
+
+# An ability as JSON: ability_json ID [SERVICE] [DIM] [SEED] [DESCRIPTION].
+ability_json() {
+  awk -v id="$1" -v svc="${2:-api.example.com}" -v dim="${3:-8}" -v seed="${4:-1}" -v desc="${5:-does a thing}" '
+    BEGIN {
+      srand(seed); e = ""
+      for (i = 0; i < dim; i++) e = e (i ? "," : "") sprintf("%.9f", rand() * 2 - 1)
+      printf "{\"ability_id\":\"%s\",\"ability_name\":\"n_%s\",\"service_name\":\"%s\",", id, id, svc
+      printf "\"description\":\"%s\",\"embedding\":[%s],", desc, e
+      printf "\"metadata\":{\"dynamic_header_keys\":[\"%s::cookie\"],\"request_method\":\"GET\"}}", svc
+    }'
+}
+
 # ---- running a suite ------------------------------------------------------
 
 PASSED=0

@@ -24,6 +24,13 @@ Test(vector_id, the_five_reference_vectors)
 	cr_assert(eq(i64, vid(""), 474954686));
 }
 
+Test(vector_id, two_ids_can_share_a_vector_id)
+{
+	/* Found with Node's crypto and the original's formula: the collision the service must refuse. */
+	cr_assert(eq(i64, vid("collide-8533"), 91458538));
+	cr_assert(eq(i64, vid("collide-12320"), 91458538));
+}
+
 Test(vector_id, the_2147483648_edge_is_refused)
 {
 	static const uint8_t edge[4] = {0x80, 0, 0, 0};
