@@ -11,6 +11,8 @@
 
 BUILD ?= release
 B := build/$(BUILD)
+# `make V=1` shows the commands.
+Q := $(if $(V),,@)
 PREFIX ?= /usr/local
 
 ifeq ($(BUILD),asan)
@@ -53,27 +55,29 @@ asan:
 tests: $(UNIT_BINS)
 
 $(B)/obj/%.o: src/%.c | $(B)/obj
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(B)/libabilitysync.a: $(LIB_OBJS)
-	rm -f $@
-	ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(B)/libemu.a: $(EMU_OBJS)
-	rm -f $@
-	ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(B)/abilitysync: $(B)/obj/main.o $(B)/libabilitysync.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/vdb-emulator: $(B)/obj/emu_main.o $(B)/libemu.a $(B)/libabilitysync.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/tests/%: tests/unit/%.c $(B)/libemu.a $(B)/libabilitysync.a | $(B)/tests
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libemu.a $(B)/libabilitysync.a $(LIBS) -lcriterion
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libemu.a $(B)/libabilitysync.a $(LIBS) -lcriterion
 
 $(B)/obj $(B)/tests:
-	mkdir -p $@
+	$(Q)mkdir -p $@
 
 -include $(wildcard $(B)/obj/*.d $(B)/tests/*.d)
 

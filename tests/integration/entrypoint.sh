@@ -83,4 +83,20 @@ test_json_log_format_applies_to_the_entrypoint_too() {
   done <<<"$OUT"
 }
 
+test_with_no_command_it_migrates_and_serves() {
+  local db log="$SUITE_TMP/default.log" pid
+  db=$(new_db)
+  start_emulator
+  DATABASE_URL="$db" LISTEN=127.0.0.1:0 VECTOR_DB_API="$EMU_URL" ABILITYSYNC_BIN="$ABILITYSYNC" \
+    ./docker-entrypoint.sh >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do grep -q "serving on" "$log" && break; sleep 0.1; done
+  assert_contains "$(cat "$log")" "committed 2 migration(s)"
+  assert_contains "$(cat "$log")" "starting: $ABILITYSYNC serve"
+  assert_contains "$(cat "$log")" "serving on http://127.0.0.1:"
+  kill -TERM "$pid"
+  wait "$pid" || fail "serve did not exit 0 on SIGTERM: $(tail -n 20 "$log")"
+  stop_emulator
+}
+
 run_suite
