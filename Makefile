@@ -44,15 +44,20 @@ LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 EMU_OBJS := $(EMU_SRCS:src/%.c=$(B)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/%)
 
-.PHONY: all asan tests test run deps clean lint install golden
+.PHONY: all asan tests bench-tools test run deps clean lint install golden
 
 all: $(B)/abilitysync $(B)/vdb-emulator
 
 asan:
 	$(MAKE) BUILD=asan all tests
 
-tests: $(UNIT_BINS)
+# The load generator drives the fault tests too.
+tests: $(UNIT_BINS) $(B)/loadgen
+
+bench-tools: $(BENCH_BINS)
 
 $(B)/obj/%.o: src/%.c | $(B)/obj
 	@$(if $(Q),echo "  CC      $@")
@@ -76,6 +81,10 @@ $(B)/tests/%: tests/unit/%.c $(B)/libemu.a $(B)/libabilitysync.a | $(B)/tests
 	@$(if $(Q),echo "  TEST    $@")
 	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libemu.a $(B)/libabilitysync.a $(LIBS) -lcriterion
 
+$(B)/%: bench/%.c $(B)/libabilitysync.a
+	@$(if $(Q),echo "  BENCH   $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(B)/libabilitysync.a $(LIBS)
+
 $(B)/obj $(B)/tests:
 	$(Q)mkdir -p $@
 
@@ -95,7 +104,7 @@ run: deps all
 	tools/run.sh
 
 lint:
-	shellcheck -x docker-entrypoint.sh tools/*.sh tests/*.sh tests/lib/*.sh tests/integration/*.sh .ci/run
+	shellcheck -s sh docker-entrypoint.sh && shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh bench/*.sh .ci/run
 	yamllint -s docker-compose.yml
 
 # After adding a migration: regenerate the golden schema dump, review, commit.

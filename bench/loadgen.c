@@ -645,7 +645,7 @@ static void report(struct run *r)
 	if (O.json) {
 		json_t *j = report_json(r, secs);
 
-		json_dumpf(j, stdout, JSON_COMPACT);
+		json_dumpf(j, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6));
 		putchar('\n');
 		json_decref(j);
 	} else {

@@ -539,11 +539,9 @@ static void ceiling_done(struct ceiling *c, CURLMsg *msg)
 	} else {
 		c->res->failed += (uint64_t)O.ceiling_batch;
 		if (!c->res->error[0])
-			snprintf(c->res->error, sizeof(c->res->error), "%s",
-				 msg->data.result != CURLE_OK ? curl_easy_strerror(msg->data.result) : "non-2xx answer");
-		if (http)
-			snprintf(c->res->error + strlen(c->res->error), sizeof(c->res->error) - strlen(c->res->error),
-				 " (HTTP %ld)", http);
+			snprintf(c->res->error, sizeof(c->res->error), "%s (HTTP %ld)",
+				 msg->data.result != CURLE_OK ? curl_easy_strerror(msg->data.result) : "non-2xx answer",
+				 http);
 	}
 	curl_multi_remove_handle(c->multi, msg->easy_handle);
 	if (clock_mono_us() < c->deadline_us && msg->data.result == CURLE_OK)
@@ -651,8 +649,10 @@ static void report(const struct result *client, const struct result *ceiling)
 	double ratio = client && ceiling && per_s(ceiling) > 0 ? per_s(client) / per_s(ceiling) : -1;
 
 	if (O.json) {
-		json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:s}", "url", O.url, "dim", (json_int_t)O.dim, "batch",
-				      (json_int_t)O.batch, "inflight", (json_int_t)O.inflight, "write_mode", O.write_mode);
+		json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I}", "url", O.url, "dim", (json_int_t)O.dim,
+				      "inflight", (json_int_t)O.inflight, "batch", (json_int_t)O.batch, "batch_bytes",
+				      (json_int_t)O.batch_bytes, "write_mode", O.write_mode, "ceiling_batch",
+				      (json_int_t)O.ceiling_batch);
 
 		if (client)
 			json_object_set_new(j, "client", result_json(client));
@@ -665,8 +665,12 @@ static void report(const struct result *client, const struct result *ceiling)
 		json_decref(j);
 		return;
 	}
-	printf("%s: %s, dim %ld, batch %ld, inflight %ld, write mode %s\n", PROG, O.url, O.dim, O.batch, O.inflight,
-	       O.write_mode);
+	printf("%s: %s, dim %ld, inflight %ld", PROG, O.url, O.dim, O.inflight);
+	if (client)
+		printf(", client: batch %ld, %ld bytes, write mode %s", O.batch, O.batch_bytes, O.write_mode);
+	if (ceiling)
+		printf(", ceiling: one %ld-vector body for %ld s", O.ceiling_batch, O.seconds);
+	printf("\n");
 	if (client)
 		result_text(client);
 	if (ceiling)
@@ -741,7 +745,7 @@ int main(int argc, char **argv)
 	}
 	if ((rc = check_flags()) != EXIT_OK)
 		return rc;
-	log_setup(LOG_TEXT, LL_WARN);
+	log_setup(LOG_TEXT, LL_ERROR); /* "already exists" on a re-run is a warning there, expected here */
 	/* The ceiling's libcurl outlives the client, whose vdb_free() cleans up its own init. */
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = run();

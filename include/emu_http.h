@@ -10,8 +10,9 @@
  *
  * Beside the API, /_admin/ (loopback peers only, unless admin_open) lets tests
  * inject faults, read counters, change the configuration below at run time,
- * list and clear a blob's ids, and reset everything. Admin requests are never
- * faulted, authenticated or counted.
+ * list and clear a blob's ids (?attribute=NAME lists every entry's id with
+ * that attribute's value, for checkers), and reset everything. Admin requests
+ * are never faulted, authenticated or counted.
  *
  * Counters are cumulative since start or the last reset: requests, by route
  * pattern and by status; faults injected (canned replies), resets and delays;

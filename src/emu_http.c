@@ -1060,13 +1060,45 @@ static void a_faults_list(struct call *c)
 	reply_json(c, 200, json_pack("{s:o}", "faults", arr));
 }
 
+/* ?attribute=NAME: every entry's id with that attribute's value, for checkers. */
+static void reply_id_values(struct call *c, const struct emu_blob *b, const char *name)
+{
+	struct buf out = BUF_INIT;
+	json_error_t jerr;
+	size_t e;
+
+	buf_puts(&out, "{\"entries\":[");
+	for (e = 0; e < b->count; e++) {
+		json_t *attrs = b->attrs[e] ? json_loads(b->attrs[e], 0, &jerr) : NULL;
+		json_t *v = json_object_get(attrs, name);
+		char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+		buf_printf(&out, "%s{\"id\":%lld,\"value\":%s}", e ? "," : "", (long long)b->ids[e], text ? text : "null");
+		free(text);
+		json_decref(attrs);
+	}
+	buf_printf(&out, "],\"count\":%zu}", b->count);
+	reply_buf(c, 200, &out);
+}
+
 static void a_ids_list(struct call *c)
 {
 	struct emu_blob *b = path_blob(c, NULL);
+	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(c->req));
+	struct evkeyvalq args = {0};
+	const char *attr = NULL;
 	int64_t *ids;
 
 	if (!b)
 		return;
+	if (query && evhttp_parse_query_str(query, &args) == 0)
+		attr = evhttp_find_header(&args, "attribute");
+	if (attr) {
+		reply_id_values(c, b, attr);
+		evhttp_clear_headers(&args);
+		return;
+	}
+	evhttp_clear_headers(&args);
 	ids = xmalloc((b->count ? b->count : 1) * sizeof(*ids));
 	emu_blob_ids_sorted(b, ids);
 	reply_ids(c, ids, b->count);

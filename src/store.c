@@ -13,9 +13,19 @@
 
 /*
  * The write. `input` numbers the rows and says which request brought each;
- * `judged` decides per row (unchanged content, a vector_id held by another
- * live ability) and `decided` per request; the writes take rows in ability_id
- * order; the result says per input row what happened.
+ * `judged` decides per row from this statement's snapshot (a vector_id held by
+ * another live ability; content known unchanged) and `decided` per request (a
+ * request is all or nothing). Then, in ability_id order:
+ *   up     upserts the mirror row, but only where the content differs from the
+ *          row as it is now: ON CONFLICT's WHERE sees the latest committed
+ *          version, so a replica writing the same new ability a moment after
+ *          another writes nothing;
+ *   ss     advances the sync state (pending, generation + 1) for the rows `up`
+ *          changed and for rows that never had a sync state (adopted), again
+ *          only if the content hash changed or the ability was deleted;
+ *   claim  claims (blob, vector_id) in the ledger for those rows; a plain insert,
+ *          so two abilities claiming one vector at once fail the statement.
+ * A row `ss` did not advance comes back with generation NULL: unchanged.
  */
 static const char write_sql[] =
 	"WITH input AS ("
@@ -24,7 +34,8 @@ static const char write_sql[] =
 	"  AS i(ability_id, vector_id, ability_name, service_name, description, embedding, metadata,"
 	"   dynamic_header_keys, dynamic_headers_required, blob_id, content_hash, req, ord)),"
 	" judged AS ("
-	" SELECT i.*, s.state AS old_state, s.blob_id AS old_blob, l.ability_id AS owner,"
+	" SELECT i.*, s.state AS old_state, s.blob_id AS old_blob, s.ability_id IS NOT NULL AS has_state,"
+	"  l.ability_id AS owner,"
 	"  (l.ability_id IS NOT NULL AND l.ability_id <> i.ability_id AND l.deleted_at IS NULL) AS collides,"
 	"  (a.ability_id IS NOT NULL AND s.content_hash = i.content_hash"
 	"   AND s.state IN ('pending', 'synced', 'failed')) AS unchanged"
@@ -32,7 +43,6 @@ static const char write_sql[] =
 	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = i.ability_id"
 	" LEFT JOIN public.abilities a ON a.ability_id = i.ability_id"
 	" LEFT JOIN abilitysync.vector_ledger l ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id),"
-	/* A request is all or nothing: one collision refuses every row it brought. */
 	" decided AS (SELECT j.*, bool_or(j.collides) OVER (PARTITION BY j.req) AS refused FROM judged j),"
 	" todo AS (SELECT * FROM decided WHERE NOT refused AND NOT unchanged),"
 	" up AS ("
@@ -46,25 +56,32 @@ static const char write_sql[] =
 	"  service_name = excluded.service_name, description = excluded.description, embedding = excluded.embedding,"
 	"  dynamic_header_keys = excluded.dynamic_header_keys,"
 	"  dynamic_headers_required = excluded.dynamic_headers_required, metadata = excluded.metadata,"
-	"  updated_at = excluded.updated_at),"
+	"  updated_at = excluded.updated_at"
+	" WHERE (a.vector_id, a.ability_name, a.service_name, a.description, a.embedding, a.dynamic_header_keys,"
+	"  a.dynamic_headers_required, a.metadata) IS DISTINCT FROM (excluded.vector_id, excluded.ability_name,"
+	"  excluded.service_name, excluded.description, excluded.embedding, excluded.dynamic_header_keys,"
+	"  excluded.dynamic_headers_required, excluded.metadata)"
+	" RETURNING ability_id),"
 	" ss AS ("
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, last_error, updated_at)"
 	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now() + $12::interval, NULL, now()"
-	" FROM todo ORDER BY ability_id"
+	" FROM todo WHERE NOT has_state OR ability_id IN (SELECT ability_id FROM up) ORDER BY ability_id"
 	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id,"
 	"  content_hash = excluded.content_hash, state = 'pending', generation = s.generation + 1, attempts = 0,"
 	"  next_attempt_at = excluded.next_attempt_at, last_error = NULL, updated_at = now()"
+	" WHERE s.content_hash IS DISTINCT FROM excluded.content_hash OR s.state IN ('pending_delete', 'deleted')"
 	" RETURNING ability_id, generation),"
-	/* A new claim is a plain insert: a concurrent claim of the same vector fails the statement. */
 	" claim AS ("
 	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
-	" SELECT blob_id, vector_id, ability_id FROM todo WHERE owner IS NULL ORDER BY ability_id),"
+	" SELECT blob_id, vector_id, ability_id FROM todo"
+	" WHERE owner IS NULL AND ability_id IN (SELECT ability_id FROM ss) ORDER BY ability_id),"
 	" reclaim AS ("
 	" UPDATE abilitysync.vector_ledger l SET ability_id = t.ability_id, deleted_at = NULL, last_written_at = now()"
-	" FROM todo t WHERE t.owner IS NOT NULL AND l.blob_id = t.blob_id AND l.vector_id = t.vector_id)"
-	" SELECT d.ord, d.collides, d.unchanged, coalesce(d.owner, ''), ss.generation, coalesce(d.old_state, ''),"
-	"  coalesce(d.old_blob, ''), d.refused"
+	" FROM todo t WHERE t.owner IS NOT NULL AND t.ability_id IN (SELECT ability_id FROM ss)"
+	"  AND l.blob_id = t.blob_id AND l.vector_id = t.vector_id)"
+	" SELECT d.ord, d.collides, d.unchanged OR (NOT d.refused AND ss.generation IS NULL), coalesce(d.owner, ''),"
+	"  ss.generation, coalesce(d.old_state, ''), coalesce(d.old_blob, ''), d.refused"
 	" FROM decided d LEFT JOIN ss USING (ability_id) ORDER BY d.ord";
 
 static const char row_columns[] =

@@ -7,7 +7,7 @@
 
 test_shell_scripts_are_shellcheck_clean() {
   shellcheck -s sh docker-entrypoint.sh
-  shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh .ci/run
+  shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh bench/*.sh .ci/run
 }
 
 test_compose_file_is_yamllint_clean() {

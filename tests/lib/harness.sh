@@ -16,7 +16,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export ROOT
 ABILITYSYNC=${ABILITYSYNC:-$ROOT/build/asan/abilitysync}
 EMULATOR=${EMULATOR:-$ROOT/build/asan/vdb-emulator}
-export ABILITYSYNC EMULATOR
+LOADGEN=${LOADGEN:-$ROOT/build/release/loadgen}
+export ABILITYSYNC EMULATOR LOADGEN
 # Sanitizer reports get exit codes no test expects, so they can never pass as a
 # "clean failure".
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=86:abort_on_error=0}
@@ -232,6 +233,46 @@ ability_json() {
       printf "\"description\":\"%s\",\"embedding\":[%s],", desc, e
       printf "\"metadata\":{\"dynamic_header_keys\":[\"%s::cookie\"],\"request_method\":\"GET\"}}", svc
     }'
+}
+
+# ---- invariants ------------------------------------------------------------
+
+# Waits (at most $2 seconds) until the outbox of database $1 has nothing left to push.
+wait_converged() {
+  local n
+  for _ in $(seq 1 $((${2:-60} * 10))); do
+    n=$(psql_q "$1" -c "select count(*) from abilitysync.sync_state where state not in ('synced', 'deleted')")
+    [ "$n" = 0 ] && return
+    sleep 0.1
+  done
+  fail "the outbox did not drain in ${2:-60} s: $(psql_q "$1" -c "select state, count(*), max(last_error)
+    from abilitysync.sync_state group by state")"
+}
+
+# The vector DB (emulator) and the mirror (database $1) hold the same abilities:
+# every live row has exactly one vector, in its blob, whose content_hash
+# attribute is the row's; no other vector exists; every ability id listed in
+# file $2 (acknowledged writes, "id status" per line) has a live row.
+check_stores_agree() {
+  local db=$1 acks=${2:-} mirror vdb missing blob
+  mirror=$(psql_q "$db" -c "select s.blob_id || ' ' || s.vector_id || ' ' || s.content_hash
+    from abilities a join abilitysync.sync_state s using (ability_id)" | sort)
+  vdb=""
+  for blob in $(psql_q "$db" -c "select distinct blob_id from abilitysync.vector_ledger order by 1"); do
+    emu GET "/_admin/tenants/reverse_engineer/blobs/$blob/ids?attribute=content_hash"
+    [ "$CODE" = 200 ] || [ "$CODE" = 404 ] || fail "listing $blob: $CODE $BODY"
+    [ "$CODE" = 200 ] && vdb+=$(jq -r --arg b "$blob" '.entries[] | "\($b) \(.id) \(.value)"' <<<"$BODY")$'\n'
+  done
+  vdb=$(sort <<<"${vdb%$'\n'}" | sed '/^$/d')
+  if [ "$mirror" != "$vdb" ]; then
+    diff <(echo "$mirror") <(echo "$vdb") | head -n 20 >&2
+    fail "the mirror (<) and the vector DB (>) differ"
+  fi
+  if [ -n "$acks" ]; then
+    missing=$(comm -23 <(cut -d' ' -f1 "$acks" | sort -u) \
+      <(psql_q "$db" -c "select ability_id from abilities order by 1" | sort))
+    [ -z "$missing" ] || fail "acknowledged but not in the mirror: $(head -n 5 <<<"$missing")"
+  fi
 }
 
 # ---- running a suite ------------------------------------------------------
