@@ -65,6 +65,7 @@ struct config {
 	long long pg_pool_size;
 	long long pg_statement_timeout_ms;
 	long long write_group_max;
+	long long write_concurrency;
 	long long sync_interval_ms;
 	long long sync_claim_max;
 	long long sync_max_attempts;

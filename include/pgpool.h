@@ -15,6 +15,7 @@
 #ifndef ABILITYSYNC_PGPOOL_H
 #define ABILITYSYNC_PGPOOL_H
 
+#include "buf.h"
 #include "common.h"
 
 #include <event2/event.h>
@@ -56,6 +57,54 @@ void pgpool_free(struct pgpool *p);
  */
 void pgpool_query(struct pgpool *p, const char *sql, int nparams, const char *const *params, pg_done_fn done,
 		  void *arg);
+
+/* A parameter of pgpool_query_params: text, or binary (format 1) of a given length. */
+struct pg_param {
+	const char *data;     /* NULL: SQL NULL */
+	size_t len;
+	bool binary;
+};
+
+/* The same with binary parameters allowed (copied too). */
+void pgpool_query_params(struct pgpool *p, const char *sql, int nparams, const struct pg_param *params,
+			 pg_done_fn done, void *arg);
+
+/*
+ * A statement run often: each connection prepares it once (on first use) and
+ * then only executes it, so the server parses and plans it once per connection
+ * instead of once per run. Define these as static constants.
+ */
+struct pg_stmt {
+	const char *name;
+	const char *sql;
+};
+
+void pgpool_execute(struct pgpool *p, const struct pg_stmt *stmt, int nparams, const struct pg_param *params,
+		    pg_done_fn done, void *arg);
+
+/*
+ * A one-dimensional array in Postgres' binary format (what array_send writes),
+ * built element by element, for a binary parameter: the server copies the
+ * elements instead of scanning a text literal for quotes and escapes, which
+ * for 40 KB embeddings costs more than parsing them as jsonb.
+ */
+#define PG_OID_BOOL 16
+#define PG_OID_INT8 20
+#define PG_OID_INT4 23
+#define PG_OID_TEXT 25
+
+struct pg_array {
+	struct buf *b;
+	uint32_t n;
+	bool has_null;
+};
+
+void pg_array_begin(struct pg_array *a, struct buf *b, uint32_t elem_oid);
+void pg_array_text(struct pg_array *a, const char *s, size_t len); /* s NULL: a NULL element */
+void pg_array_int4(struct pg_array *a, int32_t v);
+void pg_array_int8(struct pg_array *a, int64_t v);
+void pg_array_bool(struct pg_array *a, bool v);
+void pg_array_end(struct pg_array *a);
 
 /* True when at least one connection is up. */
 bool pgpool_ready(const struct pgpool *p);

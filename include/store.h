@@ -104,7 +104,4 @@ void store_by_vectors(struct store *s, const char *service, const char *ids, pg_
 /* The number of `failed` rows made pending again (one row, one column). */
 void store_retry_failed(struct store *s, pg_done_fn done, void *arg);
 
-/* Appends one element to a Postgres array literal being built ("{" and "}" are the caller's). */
-void store_array_text(struct buf *b, bool first, const char *s, size_t len);
-
 #endif

@@ -48,45 +48,76 @@ void ability_free(struct ability *a)
 	memset(a, 0, sizeof(*a));
 }
 
-/* The array's tokens joined by commas: whitespace differences hash the same. */
-static char *compact_numbers(struct jspan arr, size_t *len)
+/*
+ * One pass over the embedding: each number checked (JSON grammar, finite as a
+ * float32, holdable by numeric), counted, and written twice: as the client
+ * sent it, whitespace removed (what both stores get), and as the mirror will
+ * hold it (what the content hash covers). False on the first number that does
+ * not pass; check_embedding then says precisely why, off the fast path.
+ */
+static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon)
 {
 	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len;
-	struct buf b = BUF_INIT;
+	size_t n = 0;
 
-	buf_reserve(&b, arr.len);
-	buf_putc(&b, '[');
+	if (p >= end || *p != '[')
+		return false;
+	buf_reserve(compact, arr.len);
+	buf_reserve(canon, arr.len + arr.len / 4);
+	buf_putc(compact, '[');
 	p = js_skip_ws(p + 1, end);
 	while (p < end && *p != ']') {
 		const char *q = js_number_end(p, end);
 
-		if (b.len > 1)
-			buf_putc(&b, ',');
-		buf_append(&b, p, (size_t)(q - p));
+		if (!q || !js_number_fits_float32(p, (size_t)(q - p)))
+			return false;
+		if (n) {
+			buf_putc(compact, ',');
+			buf_putc(canon, ',');
+		}
+		buf_append(compact, p, (size_t)(q - p));
+		if (!ability_canon_number(p, (size_t)(q - p), canon))
+			return false;
+		n++;
 		p = js_skip_ws(q, end);
 		if (p < end && *p == ',')
 			p = js_skip_ws(p + 1, end);
+		else if (p >= end || *p != ']')
+			return false;
 	}
-	buf_putc(&b, ']');
-	*len = b.len;
-	return buf_steal(&b);
+	if (p >= end || js_skip_ws(p + 1, end) != end)
+		return false;
+	buf_putc(compact, ']');
+	*count = n;
+	return true;
 }
 
-static bool check_embedding(struct jspan emb, size_t dim, const char *prefix, struct ability *a,
+static bool check_embedding(struct jspan emb, size_t dim, const char *prefix, struct ability *a, struct buf *canon,
 			    struct ability_error *err)
 {
 	struct js_error je = {.what = NULL};
+	struct buf compact = BUF_INIT;
 	size_t count;
 	char field[48];
 
-	if (!js_number_array(emb, &count, &je)) {
-		snprintf(field, sizeof(field), "embedding[%zu]", je.index);
-		return refuse(err, 422, "invalid_embedding", prefix, field, "%s%s: %s", prefix, field, je.what);
+	if (!scan_numbers(emb, &count, &compact, canon)) {
+		buf_free(&compact);
+		if (!js_number_array(emb, &count, &je)) {
+			snprintf(field, sizeof(field), "embedding[%zu]", je.index);
+			return refuse(err, 422, "invalid_embedding", prefix, field, "%s%s: %s", prefix, field, je.what);
+		}
+		/* Valid JSON and float32, so numeric could not hold one of them. */
+		return refuse(err, 422, "invalid_embedding", prefix, "embedding",
+			      "%sembedding holds a number with more than 16383 decimals, which Postgres numeric "
+			      "cannot store", prefix);
 	}
-	if (count != dim)
+	if (count != dim) {
+		buf_free(&compact);
 		return refuse(err, 422, "wrong_dimension", prefix, "embedding",
 			      "%sembedding has %zu numbers; EMBEDDING_DIM is %zu", prefix, count, dim);
-	a->embedding = compact_numbers(emb, &a->embedding_len);
+	}
+	a->embedding_len = compact.len;
+	a->embedding = buf_steal(&compact);
 	return true;
 }
 
@@ -310,29 +341,12 @@ static void canon_json(json_t *j, struct buf *out)
 	}
 }
 
-/* The embedding's numbers as the mirror holds them, comma-separated. */
-static bool canon_embedding(const char *compact, size_t len, struct buf *out)
-{
-	const char *p = compact + 1, *end = compact + len - 1;
-
-	while (p < end) {
-		const char *q = js_number_end(p, end);
-
-		if (p != compact + 1)
-			buf_putc(out, ',');
-		if (!q || !ability_canon_number(p, (size_t)(q - p), out))
-			return false;
-		p = q + 1;
-	}
-	return true;
-}
-
 /*
  * The attributes: every metadata key, then the four core fields over them,
  * then content_hash: sha256 of their canonical JSON (without content_hash),
  * "\n", and the embedding's numbers as the mirror holds them.
  */
-static bool build_attributes(struct ability *a, const char *prefix, struct ability_error *err)
+static void build_attributes(struct ability *a, const struct buf *canon_embedding)
 {
 	json_t *attrs = json_deep_copy(a->metadata);
 	const char *values[4] = {a->ability_id, a->ability_name, a->service_name, a->description};
@@ -344,13 +358,7 @@ static bool build_attributes(struct ability *a, const char *prefix, struct abili
 	json_object_del(attrs, "content_hash");
 	canon_json(attrs, &canon);
 	buf_putc(&canon, '\n');
-	if (!canon_embedding(a->embedding, a->embedding_len, &canon)) {
-		buf_free(&canon);
-		json_decref(attrs);
-		return refuse(err, 422, "invalid_embedding", prefix, "embedding",
-			      "%sembedding holds a number with more than 16383 decimals, which Postgres "
-			      "numeric cannot store", prefix);
-	}
+	buf_append(&canon, buf_cstr(canon_embedding), canon_embedding->len);
 	sha256_hex(canon.data, canon.len, a->content_hash);
 	buf_free(&canon);
 	json_object_set_new(attrs, "content_hash", json_string(a->content_hash));
@@ -359,7 +367,6 @@ static bool build_attributes(struct ability *a, const char *prefix, struct abili
 		abort();
 	a->attributes_len = strlen(a->attributes);
 	json_decref(attrs);
-	return true;
 }
 
 /* Everything but the embedding: fields, types, lengths, ids. */
@@ -396,7 +403,7 @@ static bool take_fields(json_t *obj, const char *prefix, struct ability *a, stru
 bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct ability *a, struct ability_error *err)
 {
 	struct jspan emb;
-	struct buf rest = BUF_INIT;
+	struct buf rest = BUF_INIT, canon = BUF_INIT;
 	json_error_t jerr;
 	json_t *o = NULL;
 	bool dup, ok = false;
@@ -412,7 +419,7 @@ bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct abil
 		refuse(err, 422, "duplicate_field", prefix, "embedding", "%sembedding appears twice", prefix);
 		goto out;
 	}
-	if (!check_embedding(emb, dim, prefix, a, err))
+	if (!check_embedding(emb, dim, prefix, a, &canon, err))
 		goto out;
 	/* The rest goes to jansson with the embedding's thousands of numbers replaced by one. */
 	buf_append(&rest, obj.p, (size_t)(emb.p - obj.p));
@@ -423,12 +430,14 @@ bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct abil
 		refuse(err, 400, "malformed_json", prefix, "", "%s%s", prefix, jerr.text);
 		goto out;
 	}
-	if (!take_fields(o, prefix, a, err) || !build_attributes(a, prefix, err))
+	if (!take_fields(o, prefix, a, err))
 		goto out;
+	build_attributes(a, &canon);
 	ok = true;
 out:
 	json_decref(o);
 	buf_free(&rest);
+	buf_free(&canon);
 	if (!ok)
 		ability_free(a);
 	return ok;
@@ -439,13 +448,16 @@ bool ability_from_row(const char *ability_id, const char *ability_name, const ch
 		      struct ability *a, struct ability_error *err)
 {
 	struct jspan emb = {embedding, strlen(embedding)};
+	struct buf canon = BUF_INIT;
 	json_error_t jerr;
 	json_t *o;
 	bool ok;
 
 	memset(a, 0, sizeof(*a));
-	if (!check_embedding(emb, dim, "", a, err))
+	if (!check_embedding(emb, dim, "", a, &canon, err)) {
+		buf_free(&canon);
 		return false;
+	}
 	o = json_pack("{s:s, s:s, s:s, s:s}", "ability_id", ability_id, "ability_name", ability_name, "service_name",
 		      service_name, "description", description);
 	if (metadata && *metadata) {
@@ -453,8 +465,11 @@ bool ability_from_row(const char *ability_id, const char *ability_name, const ch
 
 		json_object_set_new(o, "metadata", m ? m : json_string("(not JSON)"));
 	}
-	ok = o && take_fields(o, "", a, err) && build_attributes(a, "", err);
+	ok = o && take_fields(o, "", a, err);
+	if (ok)
+		build_attributes(a, &canon);
 	json_decref(o);
+	buf_free(&canon);
 	if (!ok)
 		ability_free(a);
 	return ok;
@@ -545,27 +560,15 @@ static bool check_envelope(const char *body, size_t len, struct jspan list, stru
 	return ok;
 }
 
-bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_batch, struct ability **out,
-			size_t *n, bool *batch, struct ability_error *err)
+/* Parses what the grammar walk would accept; failures may come from broken JSON. */
+static bool parse_body(const char *body, size_t len, size_t dim, size_t max_batch, struct ability **out, size_t *n,
+		       bool *batch, struct ability_error *err)
 {
 	struct jspan whole = {body, len}, list;
 	struct js_error je = {.what = NULL};
-	const char *end = js_skip_value(body, body + len, &je);
 	struct batch_walk w;
-	size_t bad;
 	bool dup;
 
-	*out = NULL;
-	*n = 0;
-	*batch = false;
-	if (!utf8_valid(body, len, &bad))
-		return refuse(err, 400, "invalid_utf8", "", "", "the body is not valid UTF-8 (byte %zu)", bad);
-	if (!end)
-		return refuse(err, 400, "malformed_json", "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",
-			      je.what, je.path, je.path[0] ? ", " : "", je.offset);
-	if (js_skip_ws(end, body + len) != body + len)
-		return refuse(err, 400, "malformed_json", "", "", "the body is not valid JSON: unexpected text after "
-			      "the value at byte %zu", (size_t)(end - body));
 	if (*js_skip_ws(body, body + len) != '{')
 		return refuse(err, 422, "wrong_type", "", "", "the body must be an ability object or {\"abilities\": [...]}");
 	if (!js_member(whole, "abilities", &list, &dup)) {
@@ -587,6 +590,8 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 	w.err = err;
 	w.items = xcalloc(max_batch, sizeof(*w.items));
 	if (!js_array_each(list, parse_item, &w, &je) || w.failed || !check_unique_ids(w.items, w.n, err)) {
+		if (!w.failed && je.what)
+			refuse(err, 400, "malformed_json", "", "abilities", "abilities: %s", je.what);
 		free_all(w.items, w.n);
 		return false;
 	}
@@ -601,4 +606,32 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 	*out = w.items;
 	*n = w.n;
 	return true;
+}
+
+bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_batch, struct ability **out,
+			size_t *n, bool *batch, struct ability_error *err)
+{
+	struct js_error je = {.what = NULL};
+	const char *end;
+	size_t bad;
+
+	*out = NULL;
+	*n = 0;
+	*batch = false;
+	if (!utf8_valid(body, len, &bad))
+		return refuse(err, 400, "invalid_utf8", "", "", "the body is not valid UTF-8 (byte %zu)", bad);
+	if (parse_body(body, len, dim, max_batch, out, n, batch, err))
+		return true;
+	/*
+	 * Broken JSON trumps every other complaint, and deserves a place: walk the
+	 * grammar only now, off the happy path (which has checked it along the way).
+	 */
+	end = js_skip_value(body, body + len, &je);
+	if (!end)
+		return refuse(err, 400, "malformed_json", "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",
+			      je.what, je.path, je.path[0] ? ", " : "", je.offset);
+	if (js_skip_ws(end, body + len) != body + len)
+		return refuse(err, 400, "malformed_json", "", "", "the body is not valid JSON: unexpected text after "
+			      "the value at byte %zu", (size_t)(end - body));
+	return false;
 }

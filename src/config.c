@@ -200,6 +200,10 @@ static const struct cfg_def defs[] = {
 	{"WRITE_GROUP_MAX", CFG_INT, OFF(write_group_max), "256", 1, 10000, NULL, NULL,
 	 0, SCOPE_SERVE, NULL,
 	 "Abilities from concurrent requests written in one statement, at most."},
+	{"WRITE_CONCURRENCY", CFG_INT, OFF(write_concurrency), "1", 1, 64, NULL, NULL,
+	 0, SCOPE_SERVE, NULL,
+	 "Write statements in flight at once. One groups the most requests per statement (least "
+	 "overhead); more lets Postgres use more cores. At most PG_POOL_SIZE - 1."},
 	{"SYNC_INTERVAL_MS", CFG_INT, OFF(sync_interval_ms), "1000", 10, 3600000, NULL, NULL,
 	 0, SCOPE_SERVE, NULL,
 	 "How often the retry worker looks for due outbox rows."},

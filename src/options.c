@@ -38,7 +38,9 @@ void options_store(const struct config *c, struct store_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->group_max = (int)c->write_group_max;
 	/* Leave one connection for reads when there are several. */
-	o->write_concurrency = c->pg_pool_size > 1 ? (int)c->pg_pool_size - 1 : 1;
+	o->write_concurrency = (int)c->write_concurrency;
+	if (c->pg_pool_size > 1 && o->write_concurrency > c->pg_pool_size - 1)
+		o->write_concurrency = (int)c->pg_pool_size - 1;
 	o->push_grace_s = (long)c->sync_lease;
 	o->max_attempts = (int)c->sync_max_attempts;
 }

@@ -14,13 +14,17 @@
 #define CONNECT_TIMEOUT_MS 10000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define PREPARED_MAX 16
 
 struct pg_job {
 	TAILQ_ENTRY(pg_job) link;
 	struct pgpool *pool;
+	const struct pg_stmt *stmt; /* prepared once per connection, or NULL */
 	char *sql;
 	int nparams;
 	char **params;
+	int *lengths;
+	int *formats;
 	pg_done_fn done;
 	void *arg;
 	struct event *defer; /* a failure delivered on the next loop turn */
@@ -39,6 +43,9 @@ struct pg_conn {
 	long backoff_ms;
 	struct pg_job *job;     /* while C_BUSY */
 	PGresult *result;       /* the statement's error, or its last result */
+	bool preparing;         /* the job's statement is being prepared first */
+	const struct pg_stmt *prepared[PREPARED_MAX];
+	int nprepared;
 };
 
 TAILQ_HEAD(job_list, pg_job);
@@ -67,6 +74,8 @@ static void job_free(struct pg_job *j)
 	for (i = 0; i < j->nparams; i++)
 		free(j->params[i]);
 	free(j->params);
+	free(j->lengths);
+	free(j->formats);
 	free(j->sql);
 	if (j->defer)
 		event_free(j->defer);
@@ -151,6 +160,8 @@ static void conn_lost(struct pg_conn *c, const char *why)
 		c->conn = NULL;
 	}
 	c->state = C_DOWN;
+	c->nprepared = 0;
+	c->preparing = false;
 	if ((j = c->job) != NULL) {
 		c->job = NULL;
 		job_fail(j, true, line);
@@ -257,12 +268,28 @@ static void conn_start(struct pg_conn *c)
 
 /* ---- statements ------------------------------------------------------------ */
 
+static bool send_prepared(struct pg_conn *c, struct pg_job *j);
+static void flush_then_read(struct pg_conn *c);
+
 static void statement_done(struct pg_conn *c)
 {
 	struct pg_job *j = c->job;
 	struct pg_outcome o;
 	ExecStatusType st = c->result ? PQresultStatus(c->result) : PGRES_FATAL_ERROR;
 
+	if (c->preparing && st == PGRES_COMMAND_OK) {
+		/* Prepared: now run it. The program has fewer than PREPARED_MAX such statements. */
+		c->preparing = false;
+		if (c->nprepared == PREPARED_MAX)
+			abort();
+		c->prepared[c->nprepared++] = j->stmt;
+		PQclear(c->result);
+		c->result = NULL;
+		if (send_prepared(c, j))
+			flush_then_read(c);
+		return;
+	}
+	c->preparing = false;
 	evtimer_del(c->timer);
 	c->job = NULL;
 	c->state = C_IDLE;
@@ -352,14 +379,46 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static bool is_prepared(const struct pg_conn *c, const struct pg_stmt *stmt)
+{
+	int i;
+
+	for (i = 0; i < c->nprepared; i++)
+		if (c->prepared[i] == stmt)
+			return true;
+	return false;
+}
+
+static bool send_prepared(struct pg_conn *c, struct pg_job *j)
+{
+	if (!PQsendQueryPrepared(c->conn, j->stmt->name, j->nparams, (const char *const *)j->params, j->lengths,
+				 j->formats, 0)) {
+		conn_lost(c, PQerrorMessage(c->conn));
+		return false;
+	}
+	return true;
+}
+
 static void send_job(struct pg_conn *c, struct pg_job *j)
 {
 	struct pgpool *p = c->pool;
+	int ok;
 
 	c->job = j;
 	c->state = C_BUSY;
 	p->stats.statements++;
-	if (!PQsendQueryParams(c->conn, j->sql, j->nparams, NULL, (const char *const *)j->params, NULL, NULL, 0)) {
+	if (!j->stmt) {
+		ok = PQsendQueryParams(c->conn, j->sql, j->nparams, NULL, (const char *const *)j->params, j->lengths,
+				       j->formats, 0);
+	} else if (is_prepared(c, j->stmt)) {
+		ok = PQsendQueryPrepared(c->conn, j->stmt->name, j->nparams, (const char *const *)j->params,
+					 j->lengths, j->formats, 0);
+	} else {
+		/* The server infers parameter types from the casts in the text. */
+		c->preparing = true;
+		ok = PQsendPrepare(c->conn, j->stmt->name, j->stmt->sql, j->nparams, NULL);
+	}
+	if (!ok) {
 		conn_lost(c, PQerrorMessage(c->conn));
 		return;
 	}
@@ -385,18 +444,28 @@ static void dispatch(struct pgpool *p)
 	}
 }
 
-void pgpool_query(struct pgpool *p, const char *sql, int nparams, const char *const *params, pg_done_fn done,
-		  void *arg)
+static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql, int nparams,
+		   const struct pg_param *params, pg_done_fn done, void *arg)
 {
 	struct pg_job *j = xcalloc(1, sizeof(*j));
+	size_t n = (size_t)(nparams ? nparams : 1);
 	int i;
 
 	j->pool = p;
+	j->stmt = stmt;
 	j->sql = xstrdup(sql);
 	j->nparams = nparams;
-	j->params = xcalloc((size_t)(nparams ? nparams : 1), sizeof(char *));
-	for (i = 0; i < nparams; i++)
-		j->params[i] = params[i] ? xstrdup(params[i]) : NULL;
+	j->params = xcalloc(n, sizeof(char *));
+	j->lengths = xcalloc(n, sizeof(int));
+	j->formats = xcalloc(n, sizeof(int));
+	for (i = 0; i < nparams; i++) {
+		if (params[i].data)
+			j->params[i] = params[i].binary ? memcpy(xmalloc(params[i].len ? params[i].len : 1), params[i].data,
+								  params[i].len)
+							 : xstrndup(params[i].data, params[i].len);
+		j->lengths[i] = (int)params[i].len;
+		j->formats[i] = params[i].binary;
+	}
 	j->done = done;
 	j->arg = arg;
 	if (p->freeing) {
@@ -416,9 +485,111 @@ void pgpool_query(struct pgpool *p, const char *sql, int nparams, const char *co
 	dispatch(p);
 }
 
+void pgpool_query_params(struct pgpool *p, const char *sql, int nparams, const struct pg_param *params,
+			 pg_done_fn done, void *arg)
+{
+	submit(p, NULL, sql, nparams, params, done, arg);
+}
+
+void pgpool_execute(struct pgpool *p, const struct pg_stmt *stmt, int nparams, const struct pg_param *params,
+		    pg_done_fn done, void *arg)
+{
+	submit(p, stmt, stmt->sql, nparams, params, done, arg);
+}
+
+void pgpool_query(struct pgpool *p, const char *sql, int nparams, const char *const *params, pg_done_fn done,
+		  void *arg)
+{
+	struct pg_param *pp = xcalloc((size_t)(nparams ? nparams : 1), sizeof(*pp));
+	int i;
+
+	for (i = 0; i < nparams; i++) {
+		pp[i].data = params[i];
+		pp[i].len = params[i] ? strlen(params[i]) : 0;
+	}
+	pgpool_query_params(p, sql, nparams, pp, done, arg);
+	free(pp);
+}
+
+/* ---- binary arrays ---------------------------------------------------------------- */
+
+#define PG_ARRAY_HEADER 20 /* ndim, flags, element oid, then one dimension: size, lower bound */
+
+static void put_u32(struct buf *b, uint32_t v)
+{
+	char be[4] = {(char)(v >> 24), (char)(v >> 16), (char)(v >> 8), (char)v};
+
+	buf_append(b, be, 4);
+}
+
+static void set_u32(char *p, uint32_t v)
+{
+	p[0] = (char)(v >> 24), p[1] = (char)(v >> 16), p[2] = (char)(v >> 8), p[3] = (char)v;
+}
+
+void pg_array_begin(struct pg_array *a, struct buf *b, uint32_t elem_oid)
+{
+	a->b = b;
+	a->n = 0;
+	a->has_null = false;
+	buf_reset(b);
+	put_u32(b, 1);
+	put_u32(b, 0);
+	put_u32(b, elem_oid);
+	put_u32(b, 0);
+	put_u32(b, 1);
+}
+
+void pg_array_text(struct pg_array *a, const char *s, size_t len)
+{
+	a->n++;
+	if (!s) {
+		a->has_null = true;
+		put_u32(a->b, UINT32_MAX); /* -1: NULL */
+		return;
+	}
+	put_u32(a->b, (uint32_t)len);
+	buf_append(a->b, s, len);
+}
+
+void pg_array_int4(struct pg_array *a, int32_t v)
+{
+	a->n++;
+	put_u32(a->b, 4);
+	put_u32(a->b, (uint32_t)v);
+}
+
+void pg_array_int8(struct pg_array *a, int64_t v)
+{
+	a->n++;
+	put_u32(a->b, 8);
+	put_u32(a->b, (uint32_t)((uint64_t)v >> 32));
+	put_u32(a->b, (uint32_t)v);
+}
+
+void pg_array_bool(struct pg_array *a, bool v)
+{
+	char c = v ? 1 : 0;
+
+	a->n++;
+	put_u32(a->b, 1);
+	buf_append(a->b, &c, 1);
+}
+
+void pg_array_end(struct pg_array *a)
+{
+	set_u32(a->b->data + 4, a->has_null);
+	set_u32(a->b->data + 12, a->n);
+}
+
 /* ---- the pool ----------------------------------------------------------------- */
 
-/* The conninfo's own `options`, with our statement_timeout after them. */
+/*
+ * The conninfo's own `options`, then ours: statement_timeout, and custom plans
+ * for prepared statements. Ours are key lookups sized by their arrays; a plan
+ * cached while the tables were nearly empty (hash joins over sequential scans)
+ * would otherwise be reused as they grow. Parsing is still done once.
+ */
 static char *merge_options(const char *conninfo, long timeout_ms)
 {
 	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
@@ -427,7 +598,7 @@ static char *merge_options(const char *conninfo, long timeout_ms)
 	for (o = opts; o && o->keyword; o++)
 		if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
 			buf_printf(&b, "%s ", o->val);
-	buf_printf(&b, "-c statement_timeout=%ld", timeout_ms);
+	buf_printf(&b, "-c statement_timeout=%ld -c plan_cache_mode=force_custom_plan", timeout_ms);
 	PQconninfoFree(opts);
 	return buf_steal(&b);
 }

@@ -168,30 +168,12 @@ static const char retry_failed_sql[] =
 	" attempts = 0, next_attempt_at = now(), updated_at = now() WHERE s.state = 'failed' RETURNING 1)"
 	" SELECT count(*) FROM r";
 
+/* The statements run for every ability: prepared once per connection. */
+static const struct pg_stmt write_stmt = {"abilitysync_write", write_sql};
+static const struct pg_stmt finish_stmt = {"abilitysync_finish", finish_sql};
+static const struct pg_stmt claim_stmt = {"abilitysync_claim", claim_sql};
+
 /* ---- building parameters -------------------------------------------------------- */
-
-void store_array_text(struct buf *b, bool first, const char *s, size_t len)
-{
-	size_t i, run = 0;
-
-	if (!first)
-		buf_putc(b, ',');
-	buf_putc(b, '"');
-	for (i = 0; i < len; i++) {
-		if (s[i] != '"' && s[i] != '\\')
-			continue;
-		buf_append(b, s + run, i - run);
-		buf_putc(b, '\\');
-		run = i;
-	}
-	buf_append(b, s + run, len - run);
-	buf_putc(b, '"');
-}
-
-static void array_str(struct buf *b, bool first, const char *s)
-{
-	store_array_text(b, first, s, strlen(s));
-}
 
 /* ---- grouped writes ------------------------------------------------------------- */
 
@@ -235,37 +217,39 @@ static bool group_has(const struct write_group *g, const struct ability *a)
 	return false;
 }
 
-/* The 11 row arrays of a group and the request number of each row, in request order. */
+/* The 12 row arrays of a group ($1..$11, $13), binary, in request order. */
 static void build_params(const struct write_group *g, struct buf p[12])
 {
+	static const uint32_t oids[12] = {PG_OID_TEXT, PG_OID_INT4, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT,
+					  PG_OID_TEXT, PG_OID_TEXT, PG_OID_BOOL, PG_OID_TEXT, PG_OID_TEXT, PG_OID_INT4};
+	struct pg_array arr[12];
 	const struct write_req *r;
-	bool first = true;
 	size_t i, k;
 	int req = 0;
 
 	for (k = 0; k < 12; k++)
-		buf_putc(&p[k], '{');
+		pg_array_begin(&arr[k], &p[k], oids[k]);
 	TAILQ_FOREACH(r, &g->reqs, link) {
 		req++;
-		for (i = 0; i < r->n; i++, first = false) {
+		for (i = 0; i < r->n; i++) {
 			const struct ability *a = &r->items[i];
 
-			array_str(&p[0], first, a->ability_id);
-			buf_printf(&p[1], "%s%lld", first ? "" : ",", (long long)a->vector_id);
-			array_str(&p[2], first, a->ability_name);
-			array_str(&p[3], first, a->service_name);
-			array_str(&p[4], first, a->description);
-			store_array_text(&p[5], first, a->embedding, a->embedding_len);
-			array_str(&p[6], first, a->metadata_text);
-			array_str(&p[7], first, a->dynamic_header_keys);
-			buf_printf(&p[8], "%s%s", first ? "" : ",", a->dynamic_headers_required ? "t" : "f");
-			array_str(&p[9], first, a->blob_id);
-			array_str(&p[10], first, a->content_hash);
-			buf_printf(&p[11], "%s%d", first ? "" : ",", req);
+			pg_array_text(&arr[0], a->ability_id, strlen(a->ability_id));
+			pg_array_int4(&arr[1], (int32_t)a->vector_id);
+			pg_array_text(&arr[2], a->ability_name, strlen(a->ability_name));
+			pg_array_text(&arr[3], a->service_name, strlen(a->service_name));
+			pg_array_text(&arr[4], a->description, strlen(a->description));
+			pg_array_text(&arr[5], a->embedding, a->embedding_len);
+			pg_array_text(&arr[6], a->metadata_text, strlen(a->metadata_text));
+			pg_array_text(&arr[7], a->dynamic_header_keys, strlen(a->dynamic_header_keys));
+			pg_array_bool(&arr[8], a->dynamic_headers_required);
+			pg_array_text(&arr[9], a->blob_id, strlen(a->blob_id));
+			pg_array_text(&arr[10], a->content_hash, strlen(a->content_hash));
+			pg_array_int4(&arr[11], req);
 		}
 	}
 	for (k = 0; k < 12; k++)
-		buf_putc(&p[k], '}');
+		pg_array_end(&arr[k]);
 }
 
 static void parse_row(PGresult *res, int row, struct write_result *w)
@@ -335,17 +319,16 @@ static void on_group_done(const struct pg_outcome *o, void *arg)
 static void send_group(struct store *s, struct write_group *g)
 {
 	struct buf p[12];
-	const char *params[13];
+	struct pg_param params[13];
 	int k;
 
 	memset(p, 0, sizeof(p));
 	build_params(g, p);
-	for (k = 0; k < 11; k++)
-		params[k] = p[k].data;
-	params[11] = s->grace;
-	params[12] = p[11].data;
+	for (k = 0; k < 12; k++)
+		params[k < 11 ? k : 12] = (struct pg_param){p[k].data, p[k].len, true};
+	params[11] = (struct pg_param){s->grace, strlen(s->grace), false};
 	s->in_flight++;
-	pgpool_query(s->pool, write_sql, 13, params, on_group_done, g);
+	pgpool_execute(s->pool, &write_stmt, 13, params, on_group_done, g);
 	for (k = 0; k < 12; k++)
 		buf_free(&p[k]);
 }
@@ -444,57 +427,64 @@ void store_status(struct store *s, pg_done_fn done, void *arg)
 	pgpool_query(s->pool, status_sql, 0, NULL, done, arg);
 }
 
+/* A text parameter. */
+static struct pg_param text_param(const char *s)
+{
+	return (struct pg_param){s, s ? strlen(s) : 0, false};
+}
+
 void store_claim(struct store *s, int limit, long lease_s, pg_done_fn done, void *arg)
 {
 	char lim[16], lease[32];
-	const char *params[2] = {lim, lease};
+	struct pg_param params[2];
 
 	snprintf(lim, sizeof(lim), "%d", limit);
 	snprintf(lease, sizeof(lease), "%ld seconds", lease_s);
-	pgpool_query(s->pool, claim_sql, 2, params, done, arg);
+	params[0] = text_param(lim);
+	params[1] = text_param(lease);
+	pgpool_execute(s->pool, &claim_stmt, 2, params, done, arg);
 }
 
 void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, pg_done_fn done, void *arg)
 {
-	struct buf p[7];
-	const char *params[8];
+	struct buf b[7];
+	struct pg_array arr[7];
+	struct pg_param params[8];
 	char attempts[16];
 	size_t i;
 	int k;
 
-	memset(p, 0, sizeof(p));
-	for (k = 0; k < 7; k++)
-		buf_putc(&p[k], '{');
+	memset(b, 0, sizeof(b));
+	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
+	pg_array_begin(&arr[1], &b[1], PG_OID_INT8);
+	for (k = 2; k < 6; k++)
+		pg_array_begin(&arr[k], &b[k], PG_OID_TEXT);
+	pg_array_begin(&arr[6], &b[6], PG_OID_BOOL);
 	for (i = 0; i < n; i++) {
 		const struct push_done *d = &items[i];
 		char retry[32];
 
-		array_str(&p[0], i == 0, d->ability_id);
-		buf_printf(&p[1], "%s%lld", i ? "," : "", (long long)d->generation);
-		if (d->stale)
-			array_str(&p[2], i == 0, d->stale);
-		else
-			buf_puts(&p[2], i ? ",NULL" : "NULL");
-		if (d->error)
-			array_str(&p[3], i == 0, d->error);
-		else
-			buf_puts(&p[3], i ? ",NULL" : "NULL");
 		snprintf(retry, sizeof(retry), "%ld milliseconds", d->retry_in_ms);
-		array_str(&p[4], i == 0, retry);
-		if (d->content_hash)
-			array_str(&p[5], i == 0, d->content_hash);
-		else
-			buf_puts(&p[5], i ? ",NULL" : "NULL");
-		buf_printf(&p[6], "%s%s", i ? "," : "", d->permanent ? "t" : "f");
+		pg_array_text(&arr[0], d->ability_id, strlen(d->ability_id));
+		pg_array_int8(&arr[1], d->generation);
+		pg_array_text(&arr[2], d->stale, d->stale ? strlen(d->stale) : 0);
+		pg_array_text(&arr[3], d->error, d->error ? strlen(d->error) : 0);
+		pg_array_text(&arr[4], retry, strlen(retry));
+		pg_array_text(&arr[5], d->content_hash, d->content_hash ? strlen(d->content_hash) : 0);
+		pg_array_bool(&arr[6], d->permanent);
 	}
 	for (k = 0; k < 7; k++)
-		buf_putc(&p[k], '}');
+		pg_array_end(&arr[k]);
 	snprintf(attempts, sizeof(attempts), "%d", s->o.max_attempts);
-	params[0] = p[0].data, params[1] = p[1].data, params[2] = p[2].data, params[3] = p[3].data;
-	params[4] = p[4].data, params[5] = attempts, params[6] = p[5].data, params[7] = p[6].data;
-	pgpool_query(s->pool, finish_sql, 8, params, done, arg);
+	/* $1..$5 the arrays, $6 max attempts, $7 content hashes, $8 permanent. */
+	for (k = 0; k < 5; k++)
+		params[k] = (struct pg_param){b[k].data, b[k].len, true};
+	params[5] = text_param(attempts);
+	params[6] = (struct pg_param){b[5].data, b[5].len, true};
+	params[7] = (struct pg_param){b[6].data, b[6].len, true};
+	pgpool_execute(s->pool, &finish_stmt, 8, params, done, arg);
 	for (k = 0; k < 7; k++)
-		buf_free(&p[k]);
+		buf_free(&b[k]);
 }
 
 void store_by_vectors(struct store *s, const char *service, const char *ids, pg_done_fn done, void *arg)

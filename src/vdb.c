@@ -40,6 +40,8 @@ struct vdb_req {
 	const char *method;
 	char *path;            /* after the base URL, for logs too */
 	struct buf body;
+	const char *ext_body;  /* or a body someone else owns for as long as the request lives */
+	size_t ext_len;
 	struct buf reply;
 	bool reply_too_big;
 	bool cancelled;
@@ -180,7 +182,10 @@ static CURL *make_easy(struct vdb_req *rq)
 	if (v->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, v->ca_file);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, rq->method);
-	if (rq->body.len) {
+	if (rq->ext_body) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, rq->ext_body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->ext_len);
+	} else if (rq->body.len) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, rq->body.data);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body.len);
 	} else if (strcmp(rq->method, "GET") != 0) {
@@ -787,27 +792,31 @@ void vdb_forget_blobs(struct vdb *v)
 /* ---- adding vectors -----------------------------------------------------
  *
  * An add is three phases: ensure the blob; in delete-then-add mode delete the
- * vectors that may exist (404 is fine); post batches of the vectors whose
- * delete went through. Each phase waits for all its requests; the callback
- * says per vector what was written.
+ * vectors that may exist (404 is fine); post the batches. Each phase waits for
+ * all its requests; the callback says per vector what was written.
+ *
+ * The batch bodies are built once, when the add is asked for, straight from the
+ * caller's texts into buffers of the exact size (a 3072-d vector is ~40 KB of
+ * text: copies cost more than anything else the client does). Requests point
+ * at their batch's body. A vector whose delete failed is left out by building
+ * its batch again from the old body, where each vector's texts are recorded.
  */
 
 struct add_op;
 
 struct add_batch {
 	struct add_op *op;
-	size_t *items;         /* indexes into the operation's vectors */
-	size_t count;
+	size_t first, count;   /* the batch's items: op->items[first .. first + count) */
 	struct buf body;
 	bool blob_recreated;   /* after a 404 the blob was created again, once */
 };
 
 struct add_item {
 	int64_t id;
-	char *text;            /* embedding, then attributes, one allocation */
-	size_t emb_len, attr_len;
 	bool may_exist;
 	bool postable;         /* not deleted, or deleted without error */
+	size_t emb_off, emb_len;   /* its texts in its batch's body */
+	size_t attr_off, attr_len;
 };
 
 struct add_op {
@@ -833,16 +842,6 @@ static void add_note_failure(struct add_op *op, const struct vdb_result *r)
 		op->fail = *r;
 }
 
-static void free_item_texts(struct add_op *op)
-{
-	size_t i;
-
-	for (i = 0; i < op->n; i++) {
-		free(op->items[i].text);
-		op->items[i].text = NULL;
-	}
-}
-
 static void add_finish(struct add_op *op)
 {
 	struct vdb_result r = op->fail;
@@ -863,12 +862,9 @@ static void add_finish(struct add_op *op)
 	r.ok = op->ok;
 	r.n = op->n;
 	op->done(&r, op->arg);
-	for (i = 0; i < op->nbatches; i++) {
+	for (i = 0; i < op->nbatches; i++)
 		buf_free(&op->batches[i].body);
-		free(op->batches[i].items);
-	}
 	free(op->batches);
-	free_item_texts(op);
 	free(op->items);
 	free(op->ok);
 	free(op->blob);
@@ -907,8 +903,8 @@ static void on_post_done(struct vdb_req *rq)
 	if (rq->attempt > op->attempts)
 		op->attempts = rq->attempt;
 	if (req_ok(rq)) {
-		for (i = 0; i < b->count; i++)
-			op->ok[b->items[i]] = true;
+		for (i = b->first; i < b->first + b->count; i++)
+			op->ok[i] = op->items[i].postable;
 	} else if (rq->http == 404 && !rq->cancelled && !b->blob_recreated) {
 		/* The server lost the blob (or the tenant): create it again, once. */
 		log_warn(COMP, "req=%llu: blob %s is gone from the server; creating it again",
@@ -932,82 +928,151 @@ static void post_batch(struct add_batch *b)
 	struct vdb_req *rq = req_new(op->v, "POST", on_post_done, b, "/tenants/%s/blobs/%s/vectors", op->v->tenant,
 				     op->blob);
 
-	/* Kept in the batch: a re-created blob means posting it again. */
-	buf_append(&rq->body, b->body.data, b->body.len);
+	rq->ext_body = b->body.data;
+	rq->ext_len = b->body.len;
 	submit(rq);
 }
 
-/* Closes a batch body: {"vectors":[...],"ids":[...],"attributes":[...]}. */
-static void finish_body(struct add_batch *b, const struct add_op *op)
+/*
+ * Writes a batch body for items [first, first + count) whose texts come from
+ * `texts(item, &emb, &emb_len, &attr, &attr_len)`, skipping items not postable,
+ * and records where each one's texts landed.
+ */
+typedef void (*item_texts_fn)(const void *src, size_t i, const char **emb, size_t *elen, const char **attr,
+			      size_t *alen);
+
+static void write_body(struct add_op *op, struct add_batch *b, item_texts_fn texts, const void *src)
 {
-	size_t i;
+	size_t i, size = 64, k = 0;
+	struct buf *out = &b->body;
 
-	buf_puts(&b->body, "],\"ids\":[");
-	for (i = 0; i < b->count; i++)
-		buf_printf(&b->body, "%s%lld", i ? "," : "", (long long)op->items[b->items[i]].id);
-	buf_puts(&b->body, "],\"attributes\":[");
-	for (i = 0; i < b->count; i++) {
-		const struct add_item *it = &op->items[b->items[i]];
+	for (i = b->first; i < b->first + b->count; i++) {
+		const char *e, *a;
+		size_t el, al;
 
-		if (i)
-			buf_putc(&b->body, ',');
-		if (it->attr_len)
-			buf_append(&b->body, it->text + it->emb_len, it->attr_len);
-		else
-			buf_puts(&b->body, "{}");
+		texts(src, i, &e, &el, &a, &al);
+		size += el + (al ? al : 2) + 24;
 	}
-	buf_puts(&b->body, "]}");
-}
-
-/* Groups the postable vectors into bodies bounded by bytes and count. */
-static void build_batches(struct add_op *op)
-{
-	const struct vdb_opts *o = &op->v->o;
-	struct add_batch *b = NULL;
-	size_t cap = 0, i, bytes = 0;
-
-	for (i = 0; i < op->n; i++) {
-		const struct add_item *it = &op->items[i];
-		size_t need = it->emb_len + it->attr_len + 32;
+	buf_reset(out);
+	buf_reserve(out, size);
+	buf_puts(out, "{\"vectors\":[");
+	for (i = b->first; i < b->first + b->count; i++) {
+		struct add_item *it = &op->items[i];
+		const char *e, *a;
+		size_t el, al;
 
 		if (!it->postable)
 			continue;
-		if (b && (b->count == o->batch_max || bytes + need > o->batch_bytes)) {
-			finish_body(b, op);
+		texts(src, i, &e, &el, &a, &al);
+		if (k++)
+			buf_putc(out, ',');
+		it->emb_off = out->len;
+		it->emb_len = el;
+		buf_append(out, e, el);
+	}
+	buf_puts(out, "],\"ids\":[");
+	for (i = b->first, k = 0; i < b->first + b->count; i++)
+		if (op->items[i].postable)
+			buf_printf(out, "%s%lld", k++ ? "," : "", (long long)op->items[i].id);
+	buf_puts(out, "],\"attributes\":[");
+	for (i = b->first, k = 0; i < b->first + b->count; i++) {
+		struct add_item *it = &op->items[i];
+		const char *e, *a;
+		size_t el, al;
+
+		if (!it->postable)
+			continue;
+		texts(src, i, &e, &el, &a, &al);
+		if (k++)
+			buf_putc(out, ',');
+		it->attr_off = out->len;
+		it->attr_len = al ? al : 2;
+		if (al)
+			buf_append(out, a, al);
+		else
+			buf_puts(out, "{}");
+	}
+	buf_puts(out, "]}");
+}
+
+static void texts_from_caller(const void *src, size_t i, const char **emb, size_t *elen, const char **attr,
+			      size_t *alen)
+{
+	const struct vdb_vector *v = &((const struct vdb_vector *)src)[i];
+
+	*emb = v->embedding, *elen = v->embedding_len;
+	*attr = v->attributes, *alen = v->attributes_len;
+}
+
+/* Texts recorded in a batch's previous body (src is that body). */
+struct old_body {
+	const struct add_op *op;
+	const char *data;
+};
+
+static void texts_from_old_body(const void *src, size_t i, const char **emb, size_t *elen, const char **attr,
+				size_t *alen)
+{
+	const struct old_body *ob = src;
+	const struct add_item *it = &ob->op->items[i];
+
+	*emb = ob->data + it->emb_off, *elen = it->emb_len;
+	*attr = ob->data + it->attr_off, *alen = it->attr_len;
+}
+
+/* Groups the vectors into batches bounded by bytes and count, and writes their bodies. */
+static void build_batches(struct add_op *op, const struct vdb_vector *vecs)
+{
+	const struct vdb_opts *o = &op->v->o;
+	size_t cap = 0, i, bytes = 0;
+	struct add_batch *b = NULL;
+
+	for (i = 0; i < op->n; i++) {
+		size_t need = vecs[i].embedding_len + vecs[i].attributes_len + 32;
+
+		if (b && (b->count == o->batch_max || bytes + need > o->batch_bytes))
 			b = NULL;
-		}
 		if (!b) {
 			op->batches = xgrow(op->batches, &cap, op->nbatches + 1, sizeof(*op->batches));
 			b = &op->batches[op->nbatches++];
 			memset(b, 0, sizeof(*b));
 			b->op = op;
-			b->items = xcalloc(o->batch_max, sizeof(*b->items));
+			b->first = i;
 			bytes = 0;
-			buf_puts(&b->body, "{\"vectors\":[");
 		}
-		if (b->count)
-			buf_putc(&b->body, ',');
-		buf_append(&b->body, it->text, it->emb_len);
-		b->items[b->count++] = i;
+		b->count++;
 		bytes += need;
 	}
-	if (b)
-		finish_body(b, op);
-	free_item_texts(op); /* the bodies hold everything now */
+	for (i = 0; i < op->nbatches; i++)
+		write_body(op, &op->batches[i], texts_from_caller, vecs);
 }
 
+/* After the deletes: batches holding a vector that must not be posted are written again without it. */
 static void post_all(struct add_op *op)
 {
-	size_t i;
+	size_t i, j, live;
 
-	build_batches(op);
-	op->pending = op->nbatches;
-	if (op->pending == 0) {
-		add_finish(op);
-		return;
+	op->pending = 1; /* held while the posts are submitted */
+	for (i = 0; i < op->nbatches; i++) {
+		struct add_batch *b = &op->batches[i];
+
+		for (j = b->first, live = 0; j < b->first + b->count; j++)
+			live += op->items[j].postable;
+		if (live == 0)
+			continue;
+		if (live < b->count) {
+			struct old_body ob = {op, NULL};
+			struct buf old = b->body;
+
+			ob.data = old.data;
+			memset(&b->body, 0, sizeof(b->body));
+			write_body(op, b, texts_from_old_body, &ob);
+			buf_free(&old);
+		}
+		op->pending++;
+		post_batch(b);
 	}
-	for (i = 0; i < op->nbatches; i++)
-		post_batch(&op->batches[i]);
+	batch_done(op);
 }
 
 struct add_delete {
@@ -1082,7 +1147,7 @@ static void on_add_refused(const struct vdb_result *r, void *arg)
 /* Two vectors with one id in one add would overwrite each other. */
 static bool find_duplicate_id(const struct vdb_vector *vecs, size_t n, int64_t *dup)
 {
-	int64_t *sorted = xmalloc(n * sizeof(*sorted));
+	int64_t *sorted = xmalloc((n ? n : 1) * sizeof(*sorted));
 	size_t i;
 	bool found = false;
 
@@ -1110,8 +1175,8 @@ void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, siz
 	op->n = n;
 	op->done = done;
 	op->arg = arg;
-	op->items = xcalloc(n, sizeof(*op->items));
-	op->ok = xcalloc(n, sizeof(bool));
+	op->items = xcalloc(n ? n : 1, sizeof(*op->items));
+	op->ok = xcalloc(n ? n : 1, sizeof(bool));
 	if (find_duplicate_id(vecs, n, &dup)) {
 		op->fail.status = VDB_REJECTED;
 		snprintf(op->fail.error, sizeof(op->fail.error),
@@ -1121,18 +1186,11 @@ void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, siz
 		return;
 	}
 	for (i = 0; i < n; i++) {
-		struct add_item *it = &op->items[i];
-
-		it->id = vecs[i].id;
-		it->may_exist = vecs[i].may_exist;
-		it->postable = true;
-		it->emb_len = vecs[i].embedding_len;
-		it->attr_len = vecs[i].attributes_len;
-		it->text = xmalloc(it->emb_len + it->attr_len + 1);
-		memcpy(it->text, vecs[i].embedding, it->emb_len);
-		if (it->attr_len)
-			memcpy(it->text + it->emb_len, vecs[i].attributes, it->attr_len);
+		op->items[i].id = vecs[i].id;
+		op->items[i].may_exist = vecs[i].may_exist;
+		op->items[i].postable = true;
 	}
+	build_batches(op, vecs);
 	vdb_ensure_blob(v, blob, on_blob_for_add, op);
 }
 

@@ -129,7 +129,7 @@ start_emulator() {
       EMU_URL="http://127.0.0.1:$(cat "$portfile")"
       mv "$SUITE_TMP/emulator.log" "$SUITE_TMP/emulator.$EMU_PID.log"
       export EMU_URL EMU_PID
-      trap stop_emulator EXIT
+      STARTED+=("$EMU_PID")
       return
     fi
     kill -0 "$EMU_PID" 2>/dev/null || { cat "$SUITE_TMP/emulator.log" >&2; fail "the emulator did not start"; }
@@ -181,6 +181,7 @@ start_service() {
       mv "$log" "$SUITE_TMP/service.$SVC_PID.log"
       SVC_LOG="$SUITE_TMP/service.$SVC_PID.log"
       export SVC_URL SVC_PID SVC_LOG
+      STARTED+=("$SVC_PID")
       return
     fi
     kill -0 "$SVC_PID" 2>/dev/null || { cat "$log" >&2; fail "the service did not start"; }
@@ -279,6 +280,14 @@ check_stores_agree() {
 
 PASSED=0
 FAILED=0
+STARTED=() # processes a test started: whatever is left when it ends is killed
+
+kill_leftovers() {
+  local pid
+  for pid in "${STARTED[@]}"; do
+    kill -9 "$pid" 2>/dev/null || true
+  done
+}
 
 run_suite() {
   local fn name start ms rc log
@@ -290,6 +299,7 @@ run_suite() {
     (
       set -Eeuo pipefail
       trap 'echo "FAIL: unexpected exit status $? at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND" >&2' ERR
+      trap kill_leftovers EXIT
       cd "$ROOT"
       "$fn"
     ) >"$log" 2>&1

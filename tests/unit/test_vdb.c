@@ -437,6 +437,30 @@ Test(vdb, delete_then_add_keeps_one_copy_on_a_duplicating_server)
 	free(v2);
 }
 
+Test(vdb, a_failed_delete_leaves_only_that_vector_out)
+{
+	char *t[3] = {vector_text(8, 1), vector_text(8, 2), vector_text(8, 3)};
+	struct vdb_vector vecs[3];
+	struct outcome o = {0};
+	json_t *r = NULL;
+	int i;
+
+	for (i = 0; i < 3; i++)
+		vecs[i] = (struct vdb_vector){i + 4, t[i], strlen(t[i]), "{\"k\":1}", 7, true};
+	fault("{\"path\": \"/vectors/5\", \"method\": \"DELETE\", \"status\": 400}");
+	vdb_add(client, "abilities_x", vecs, 3, on_done, &o);
+	wait_for(&o);
+	cr_assert(eq(int, o.status, VDB_REJECTED), "%s", o.error);
+	cr_assert(o.ok[0] && !o.ok[1] && o.ok[2], "per vector: %d %d %d", o.ok[0], o.ok[1], o.ok[2]);
+	cr_assert(eq(long, emu_call("GET", "/_admin/tenants/t1/blobs/abilities_x/ids", NULL, &r), 200));
+	cr_assert(eq(int, (int)json_integer_value(json_array_get(json_object_get(r, "ids"), 0)), 4));
+	cr_assert(eq(int, (int)json_integer_value(json_array_get(json_object_get(r, "ids"), 1)), 6));
+	cr_assert(eq(sz, json_array_size(json_object_get(r, "ids")), 2));
+	json_decref(r);
+	for (i = 0; i < 3; i++)
+		free(t[i]);
+}
+
 Test(vdb, batches_are_bounded_by_bytes_and_by_count)
 {
 	struct vdb_opts vo = opts(256);
