@@ -47,7 +47,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/%)
 
-.PHONY: all asan tests bench-tools test run deps clean lint install golden
+.PHONY: all asan tests bench bench-tools test run deps clean lint install golden
 
 all: $(B)/abilitysync $(B)/vdb-emulator
 
@@ -58,6 +58,11 @@ asan:
 tests: $(UNIT_BINS) $(B)/loadgen
 
 bench-tools: $(BENCH_BINS)
+
+# Measurements to read, never timed tests (bench/README.md).
+bench: deps all bench-tools
+	bench/vdb.sh
+	bench/registration.sh
 
 $(B)/obj/%.o: src/%.c | $(B)/obj
 	@$(if $(Q),echo "  CC      $@")
