@@ -17,6 +17,12 @@
 #define ABILITYSYNC_VERSION "0.1.0"
 #endif
 
+/*
+ * Session advisory locks of the long jobs: (class, 1) reconcile, (class, 2)
+ * restore. The two-integer form never meets migrate's 64-bit key.
+ */
+#define ABILITYSYNC_LOCK_CLASS_TEXT "1633842041"
+
 /* Exit codes of every subcommand; the README and --help list them. */
 enum exit_code {
 	EXIT_OK = 0,      /* done, or nothing to do */

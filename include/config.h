@@ -72,6 +72,13 @@ struct config {
 	long long sync_backoff_ms;
 	long long sync_backoff_max_ms;
 	long long sync_lease;
+	long long reconcile_interval;
+	long long reconcile_max_repairs;
+	long long reconcile_page;
+	long long reconcile_overdue;
+	long long reconcile_push_timeout;
+	long long restore_page;
+	long long progress_interval;
 	int log_format; /* enum log_format */
 	int log_level;  /* enum log_level */
 };

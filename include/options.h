@@ -12,6 +12,8 @@
 #include "config.h"
 #include "pgpool.h"
 #include "push.h"
+#include "reconcile.h"
+#include "restore.h"
 #include "store.h"
 #include "vdb.h"
 
@@ -20,5 +22,7 @@ void options_pgpool(const struct config *c, const char *application_name, struct
 void options_store(const struct config *c, struct store_opts *o);
 void options_push(const struct config *c, struct push_opts *o);
 void options_api(const struct config *c, struct api_opts *o);
+void options_reconcile(const struct config *c, const char *application_name, struct reconcile_opts *o);
+void options_restore(const struct config *c, const char *application_name, struct restore_opts *o);
 
 #endif

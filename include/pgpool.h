@@ -106,6 +106,14 @@ void pg_array_int8(struct pg_array *a, int64_t v);
 void pg_array_bool(struct pg_array *a, bool v);
 void pg_array_end(struct pg_array *a);
 
+/*
+ * Calls `done` once a connection is up (ready true), or after timeout_ms with
+ * why the connections failed: for jobs that start with a statement rather than
+ * answer a client. One waiter at a time; never called inside this call.
+ */
+typedef void (*pg_ready_fn)(bool ready, const char *why, void *arg);
+void pgpool_wait_ready(struct pgpool *p, long timeout_ms, pg_ready_fn done, void *arg);
+
 /* True when at least one connection is up. */
 bool pgpool_ready(const struct pgpool *p);
 

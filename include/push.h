@@ -37,6 +37,7 @@ typedef void (*push_fn)(const bool *ok, size_t n, const char *error, enum vdb_st
 
 struct pusher_stats {
 	uint64_t pushed, failed, deleted, claimed, claims;
+	uint64_t idle_claims;  /* claims that found nothing due */
 	int in_flight;
 };
 

@@ -11,6 +11,8 @@
 #include "metrics.h"
 #include "pgpool.h"
 #include "push.h"
+#include "reconcile.h"
+#include "restore.h"
 #include "store.h"
 #include "vdb.h"
 
@@ -35,7 +37,23 @@ struct service {
 	/* The outbox as last counted (for /metrics): per-state counts and the oldest pending age. */
 	json_t *outbox;
 	bool stopping;
+
+	struct reconciler *reconciler; /* NULL: RECONCILE_INTERVAL=0, or no Postgres */
+	struct restore *restore;       /* the restore job this replica runs, if any */
+	int64_t restore_job;
+	void *restore_arg;             /* serve.c's, until the job ends */
 };
+
+/*
+ * How POST /v1/restore learns how its start went: job_id > 0 once the job row
+ * exists; otherwise `code` (restore_running, nothing_to_resume, not_migrated,
+ * postgres_unavailable, postgres_error) and `why`.
+ */
+typedef void (*service_restore_fn)(int64_t job_id, const char *code, const char *why, void *arg);
+
+/* Starts a restore job in this replica; `answer` runs once, never inside this call. */
+void service_start_restore(struct service *svc, const char *service_name, bool resume, service_restore_fn answer,
+			   void *arg);
 
 /* Ready to take writes: Postgres up and migrated (or off), the vector DB up, not stopping. */
 bool service_ready(const struct service *svc);

@@ -74,7 +74,11 @@ void store_delete_lookup(struct store *s, const char *ability_id, pg_done_fn don
 void store_delete(struct store *s, const char *ability_id, const char *blob_id, int64_t vector_id, pg_done_fn done,
 		  void *arg);
 
-/* One row, one column: {"counts": {...}, "oldest_pending_seconds": x, "last_errors": [...]} as text. */
+/*
+ * One row, one column: {"counts": {...}, "oldest_pending_seconds": x,
+ * "last_errors": [...], "reconcile": {run_id, status, finished_at, total,
+ * drift: {category: count}} of the last finished run, or null} as text.
+ */
 void store_status(struct store *s, pg_done_fn done, void *arg);
 
 /*
@@ -100,6 +104,12 @@ void store_finish_pushes(struct store *s, const struct push_done *items, size_t 
 
 /* Mirror rows of a service's vectors (ids: "{1,2}"): ability_id, vector_id, ability_name, description, metadata. */
 void store_by_vectors(struct store *s, const char *service, const char *ids, pg_done_fn done, void *arg);
+
+/* The newest reconcile run: report (text, NULL while running), id, status, started_at. */
+void store_last_reconcile(struct store *s, pg_done_fn done, void *arg);
+
+/* A restore job: id, status, service_name, total, done, failed, started_at, updated_at, finished_at, error. */
+void store_job(struct store *s, const char *job_id, pg_done_fn done, void *arg);
 
 /* The number of `failed` rows made pending again (one row, one column). */
 void store_retry_failed(struct store *s, pg_done_fn done, void *arg);

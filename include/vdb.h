@@ -104,11 +104,19 @@ void vdb_ensure_tenant(struct vdb *v, vdb_done_fn done, void *arg);
 void vdb_ensure_blob(struct vdb *v, const char *blob, vdb_done_fn done, void *arg);
 /* Forgets what ensure learnt, e.g. after the server lost its state. */
 void vdb_forget_blobs(struct vdb *v);
+/* True when this client created the blob (ensured it with a 2xx create): none of its vectors predate us. */
+bool vdb_created_blob(struct vdb *v, const char *blob);
 
 /* Adds vectors to a blob (ensured first), in batches bounded by bytes and count. */
 void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, size_t n, vdb_done_fn done,
 	     void *arg);
 void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
+/*
+ * The same, for its attributes: r->reply is {"id", "attributes", "vector_length"
+ * (when the server sent the vector)}; the vector itself is checked in place,
+ * not parsed into a DOM.
+ */
+void vdb_get_attributes(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
 void vdb_delete(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
 void vdb_put_attributes(struct vdb *v, const char *blob, int64_t id, const char *attrs, size_t len,
 			vdb_done_fn done, void *arg);

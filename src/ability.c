@@ -211,7 +211,7 @@ bool ability_canon_number(const char *tok, size_t len, struct buf *out)
 	size_t int_len, frac_len = 0, ndigits, i, start;
 	long exp = 0, k;
 	bool neg = false, exp_neg = false, zero = true;
-	struct buf digits = BUF_INIT;
+	char small[64], *digits; /* the digits without the point; a float's fit on the stack */
 
 	if (p < end && *p == '-')
 		neg = true, p++;
@@ -235,38 +235,40 @@ bool ability_canon_number(const char *tok, size_t len, struct buf *out)
 	}
 	if ((long)frac_len - exp > 16383)
 		return false; /* PostgreSQL: "value overflows numeric format" */
-	buf_append(&digits, int_start, int_len);
+	ndigits = int_len + frac_len;
+	digits = ndigits <= sizeof(small) ? small : xmalloc(ndigits);
+	memcpy(digits, int_start, int_len);
 	if (frac_len)
-		buf_append(&digits, frac_start, frac_len);
-	ndigits = digits.len;
+		memcpy(digits + int_len, frac_start, frac_len);
 	for (i = 0; i < ndigits; i++)
-		zero = zero && digits.data[i] == '0';
+		zero = zero && digits[i] == '0';
 	if (neg && !zero)
 		buf_putc(out, '-');
 	/* value = digits * 10^-k, printed with max(0, k) decimals */
 	k = (long)frac_len - exp;
 	if (k <= 0) {
-		for (start = 0; start + 1 < ndigits && digits.data[start] == '0'; start++)
+		for (start = 0; start + 1 < ndigits && digits[start] == '0'; start++)
 			;
 		if (zero)
 			buf_putc(out, '0');
 		else
-			buf_append(out, digits.data + start, ndigits - start);
+			buf_append(out, digits + start, ndigits - start);
 		for (i = 0; !zero && i < (size_t)-k; i++)
 			buf_putc(out, '0');
 	} else if (ndigits > (size_t)k) {
-		for (start = 0; start + 1 < ndigits - (size_t)k && digits.data[start] == '0'; start++)
+		for (start = 0; start + 1 < ndigits - (size_t)k && digits[start] == '0'; start++)
 			;
-		buf_append(out, digits.data + start, ndigits - (size_t)k - start);
+		buf_append(out, digits + start, ndigits - (size_t)k - start);
 		buf_putc(out, '.');
-		buf_append(out, digits.data + ndigits - (size_t)k, (size_t)k);
+		buf_append(out, digits + ndigits - (size_t)k, (size_t)k);
 	} else {
 		buf_puts(out, "0.");
 		for (i = 0; i < (size_t)k - ndigits; i++)
 			buf_putc(out, '0');
-		buf_append(out, digits.data, ndigits);
+		buf_append(out, digits, ndigits);
 	}
-	buf_free(&digits);
+	if (digits != small)
+		free(digits);
 	return true;
 }
 

@@ -7,6 +7,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "mem.h"
+#include "tcp.h"
 #include "vdbid.h"
 
 #include <event2/buffer.h>
@@ -142,7 +143,7 @@ static void reply(struct call *c, int status, const char *body, size_t len)
 
 static void reply_json(struct call *c, int status, json_t *j)
 {
-	char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 
 	if (!text)
 		abort();
@@ -740,6 +741,149 @@ static void h_sync_status(struct call *c)
 	store_status(c->api->svc->store, on_status, c);
 }
 
+/* ---- reconcile runs and restore jobs ------------------------------------------------------ */
+
+static void on_last_reconcile(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+
+	if (!o->res) {
+		reply_pg_failure(c, o);
+		return;
+	}
+	if (PQntuples(o->res) == 0) {
+		reply_error(c, 404, "not_found", NULL, "no reconcile run is recorded yet (RECONCILE_INTERVAL, or "
+			    "`abilitysync reconcile`)");
+		return;
+	}
+	if (!PQgetisnull(o->res, 0, 0)) {
+		/* The report exactly as the run stored it: the same object `reconcile --json` printed. */
+		reply(c, 200, PQgetvalue(o->res, 0, 0), strlen(PQgetvalue(o->res, 0, 0)));
+		return;
+	}
+	reply_json(c, 200, json_pack("{s:I, s:s, s:s}", "run_id", (json_int_t)atoll(PQgetvalue(o->res, 0, 1)), "status",
+				     PQgetvalue(o->res, 0, 2), "started_at", PQgetvalue(o->res, 0, 3)));
+}
+
+static void h_reconcile_last(struct call *c)
+{
+	if (!needs_postgres(c, "reconcile"))
+		return;
+	store_last_reconcile(c->api->svc->store, on_last_reconcile, c);
+}
+
+static void on_restore_answer(int64_t job_id, const char *code, const char *why, void *arg)
+{
+	struct call *c = arg;
+
+	if (job_id > 0) {
+		char href[48];
+
+		snprintf(href, sizeof(href), "/v1/jobs/%lld", (long long)job_id);
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
+		reply_json(c, 202, json_pack("{s:I, s:s, s:s, s:s}", "job_id", (json_int_t)job_id, "kind", "restore",
+					     "status", "running", "href", href));
+	} else if (strcmp(code, "restore_running") == 0 || strcmp(code, "nothing_to_resume") == 0) {
+		reply_error(c, 409, code, NULL, "%s", why);
+	} else if (strcmp(code, "not_migrated") == 0) {
+		reply_error(c, 503, code, NULL, "%s", why);
+	} else {
+		reply_error(c, 503, "postgres_unavailable", NULL, "%s", why);
+	}
+}
+
+/* POST /v1/restore {"service_name"?: S, "resume"?: bool}: starts a job, answers once its row exists. */
+static void h_restore_post(struct call *c)
+{
+	struct service *svc = c->api->svc;
+	struct jspan body;
+	json_t *j = NULL, *v;
+	json_error_t jerr;
+	const char *key, *service = NULL;
+	bool resume = false;
+
+	if (!needs_postgres(c, "restore"))
+		return;
+	body = body_of(c);
+	if (body.len && !json_content(c))
+		return;
+	if (body.len && !(j = json_loadb(body.p, body.len, 0, &jerr))) {
+		reply_error(c, 400, "malformed_json", NULL, "the body is not valid JSON: %s", jerr.text);
+		return;
+	}
+	if (j && !json_is_object(j)) {
+		json_decref(j);
+		reply_error(c, 422, "invalid_body", NULL, "the body must be an object: {\"service_name\"?, \"resume\"?}");
+		return;
+	}
+	json_object_foreach(j, key, v) {
+		if (strcmp(key, "service_name") == 0 && json_is_string(v) && json_string_length(v) > 0 &&
+		    json_string_length(v) <= ABILITY_TEXT_MAX) {
+			service = json_string_value(v);
+		} else if (strcmp(key, "resume") == 0 && json_is_boolean(v)) {
+			resume = json_is_true(v);
+		} else {
+			bool known = strcmp(key, "service_name") == 0 || strcmp(key, "resume") == 0;
+
+			reply_error(c, 422, known ? "invalid_field" : "unknown_field", key,
+				    known ? "%s: service_name is a string of 1 to 255 bytes, resume a boolean"
+					  : "%s is not a field of a restore (service_name, resume)", key);
+			json_decref(j);
+			return;
+		}
+	}
+	if (svc->restore) {
+		json_decref(j);
+		reply_error(c, 409, "restore_running", NULL, "this replica is running restore job %lld: GET /v1/jobs/%lld",
+			    (long long)svc->restore_job, (long long)svc->restore_job);
+		return;
+	}
+	service_start_restore(svc, service, resume, on_restore_answer, c);
+	json_decref(j);
+}
+
+static void on_job(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	PGresult *res = o->res;
+	double total, progressed, percent;
+
+	if (!res) {
+		reply_pg_failure(c, o);
+		return;
+	}
+	if (PQntuples(res) == 0) {
+		reply_error(c, 404, "not_found", NULL, "no job %s", c->path_id);
+		return;
+	}
+	total = atof(PQgetvalue(res, 0, 3));
+	progressed = atof(PQgetvalue(res, 0, 4)) + atof(PQgetvalue(res, 0, 5));
+	percent = total > 0 ? progressed * 100.0 / total : strcmp(PQgetvalue(res, 0, 1), "done") == 0 ? 100.0 : 0.0;
+	if (percent > 100.0)
+		percent = 100.0;
+	reply_json(c, 200,
+		   json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:f, s:o, s:o, s:o, s:o}", "job_id",
+			     (json_int_t)atoll(PQgetvalue(res, 0, 0)), "kind", "restore", "status", PQgetvalue(res, 0, 1),
+			     "service_name", nullable(res, 0, 2), "total", (json_int_t)atoll(PQgetvalue(res, 0, 3)),
+			     "done", (json_int_t)atoll(PQgetvalue(res, 0, 4)), "failed",
+			     (json_int_t)atoll(PQgetvalue(res, 0, 5)), "percent_complete",
+			     (double)(long)(percent * 10.0) / 10.0, "started_at", nullable(res, 0, 6), "updated_at",
+			     nullable(res, 0, 7), "finished_at", nullable(res, 0, 8), "error", nullable(res, 0, 9)));
+}
+
+static void h_job_get(struct call *c)
+{
+	size_t n = strspn(c->path_id, "0123456789");
+
+	if (!needs_postgres(c, "jobs"))
+		return;
+	if (n == 0 || c->path_id[n] || n > 18) {
+		reply_error(c, 404, "not_found", NULL, "no job %s (job ids are numbers)", c->path_id);
+		return;
+	}
+	store_job(c->api->svc->store, c->path_id, on_job, c);
+}
+
 static void h_healthz(struct call *c)
 {
 	reply_json(c, 200, json_pack("{s:s}", "status", "ok"));
@@ -829,6 +973,34 @@ static void render_pg(const struct service *svc, struct buf *out)
 	metrics_value(out, "abilitysync_pg_failures_total", NULL, (double)st.failures);
 }
 
+/* Drift as the last finished reconcile run (of any replica) found it, and this replica's runs. */
+static void render_reconcile(const struct service *svc, struct buf *out)
+{
+	json_t *last = json_object_get(svc->outbox, "reconcile");
+	json_t *drift = json_object_get(last, "drift"), *n;
+	struct reconciler_stats rs;
+	const char *cat;
+
+	if (json_is_object(drift)) {
+		metrics_header(out, "abilitysync_drift", "gauge", "Drift the last reconcile run found, by category.");
+		json_object_foreach(drift, cat, n) {
+			char label[64];
+
+			snprintf(label, sizeof(label), "category=\"%s\"", cat);
+			metrics_value(out, "abilitysync_drift", label, json_number_value(n));
+		}
+		metrics_header(out, "abilitysync_reconcile_last_run_id", "gauge", "Id of the last finished reconcile run.");
+		metrics_value(out, "abilitysync_reconcile_last_run_id", NULL,
+			      json_number_value(json_object_get(last, "run_id")));
+	}
+	reconciler_get_stats(svc->reconciler, &rs);
+	metrics_header(out, "abilitysync_reconcile_runs_total", "counter",
+		       "Periodic reconcile runs of this replica, by result (skipped: another replica ran it).");
+	metrics_value(out, "abilitysync_reconcile_runs_total", "result=\"ok\"", (double)rs.ok);
+	metrics_value(out, "abilitysync_reconcile_runs_total", "result=\"failed\"", (double)rs.failed);
+	metrics_value(out, "abilitysync_reconcile_runs_total", "result=\"skipped\"", (double)rs.skipped);
+}
+
 static void render_metrics(struct call *c)
 {
 	struct service *svc = c->api->svc;
@@ -846,6 +1018,7 @@ static void render_metrics(struct call *c)
 	metrics_value(&out, "abilitysync_pushes_total", "result=\"failed\"", (double)ps.failed);
 	metrics_header(&out, "abilitysync_retry_claimed_total", "counter", "Outbox rows the retry worker claimed.");
 	metrics_value(&out, "abilitysync_retry_claimed_total", NULL, (double)ps.claimed);
+	render_reconcile(svc, &out);
 	metrics_header(&out, "abilitysync_ready", "gauge", "1 when /readyz says ready.");
 	metrics_value(&out, "abilitysync_ready", NULL, service_ready(svc));
 	reply_typed(c, 200, "text/plain; version=0.0.4", out.data, out.len);
@@ -892,6 +1065,9 @@ static const struct route_def route_table[] = {
 	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete},
 	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search},
 	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status},
+	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last},
+	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post},
+	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get},
 	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz},
 	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz},
 	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics},
@@ -999,6 +1175,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
 	const struct route_def *d;
 
+	tcp_nodelay(req);
 	c->api = a;
 	c->req = req;
 	c->refs = 1;

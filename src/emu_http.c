@@ -5,6 +5,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "mem.h"
+#include "tcp.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1534,6 +1535,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct call c;
 
+	tcp_nodelay(req);
 	call_init(&c, arg, req);
 	if (c.admin)
 		serve_admin(&c);

@@ -15,9 +15,15 @@
 #include "pgconn.h"
 #include "pgpool.h"
 #include "probe.h"
+#include "reconcile.h"
+#include "restore.h"
 #include "service.h"
 #include "store.h"
 #include "vdb.h"
+#include "vdbid.h"
+
+#include <signal.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -370,6 +376,399 @@ static int cmd_healthcheck(struct config *cfg, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* ---- reconcile and restore: jobs on an event loop ---------------------------- */
+
+/* The loop and vector DB client the long jobs run on, after a foreground look at Postgres. */
+struct job_env {
+	struct event_base *base;
+	struct vdb *vdb;
+	struct event *sigterm, *sigint;
+};
+
+static int job_env_open(struct config *cfg, const char *cmd, struct job_env *env)
+{
+	struct pg_wait_opts wo = {cfg->database_url, NULL, (int)cfg->db_wait, cmd, NULL};
+	struct vdb_opts vo;
+	struct errbuf err;
+	PGconn *probe;
+
+	memset(env, 0, sizeof(*env));
+	if (!cfg->database_url) {
+		log_error(cmd, "DATABASE_URL is not set: %s works from the Postgres mirror", cmd);
+		return EXIT_USAGE;
+	}
+	/* One connection in the foreground for a clear error (password, database); the job opens its own. */
+	if (!(probe = pg_connect_wait(&wo, &err))) {
+		log_error(cmd, "%s", err.msg);
+		return EXIT_FAIL;
+	}
+	PQfinish(probe);
+	if (!(env->base = event_base_new())) {
+		log_error(cmd, "cannot create the event loop");
+		return EXIT_FAIL;
+	}
+	options_vdb(cfg, &vo);
+	if (!(env->vdb = vdb_new(env->base, &vo, &err))) {
+		log_error(cmd, "%s", err.msg);
+		event_base_free(env->base);
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
+
+static void job_env_close(struct job_env *env)
+{
+	if (env->sigterm)
+		event_free(env->sigterm);
+	if (env->sigint)
+		event_free(env->sigint);
+	vdb_free(env->vdb);
+	if (env->base)
+		event_base_free(env->base);
+}
+
+static void job_env_signals(struct job_env *env, event_callback_fn fn, void *arg)
+{
+	env->sigterm = evsignal_new(env->base, SIGTERM, fn, arg);
+	env->sigint = evsignal_new(env->base, SIGINT, fn, arg);
+	evsignal_add(env->sigterm, NULL);
+	evsignal_add(env->sigint, NULL);
+}
+
+static void print_json(json_t *j)
+{
+	char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
+
+	puts(text);
+	free(text);
+}
+
+static bool reconcile_dry, reconcile_json, reconcile_deep;
+static const char *reconcile_service;
+
+static const struct flag reconcile_flags[] = {
+	{"dry-run", NULL, NULL, &reconcile_dry, NULL, "report only: change nothing anywhere, record nothing"},
+	{"json", NULL, NULL, &reconcile_json, NULL, "print the report as one JSON object"},
+	{"service", "NAME", NULL, NULL, &reconcile_service, "only this service_name (its blob)"},
+	{"deep", NULL, NULL, &reconcile_deep, NULL,
+	 "also rebuild each row's content hash and self-query each vector (reads every embedding)"},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char reconcile_details[] =
+	"Compares the mirror with the vector DB (which cannot be listed: Postgres and\n"
+	"the ledger of every vector written are the inventory) and counts drift:\n"
+	"missing, stale, orphans, no_sync_state, overdue, failed, collisions,\n"
+	"invalid_rows, vector_differs (--deep). A real run takes the reconcile lock,\n"
+	"records itself in abilitysync.reconcile_runs, queues the repairs in the\n"
+	"outbox (RECONCILE_MAX_REPAIRS at most) and pushes them before exiting\n"
+	"(RECONCILE_PUSH_TIMEOUT). Collisions and invalid rows are left to you.\n"
+	"\n"
+	"exit status: 0 no drift (dry run) or everything repaired; 3 drift left\n"
+	"(found by a dry run, deferred, unrepairable, or still pending); 1 failed;\n"
+	"2 usage\n";
+
+struct reconcile_wait {
+	bool done;
+	enum reconcile_outcome outcome;
+	json_t *report;
+	char why[700];
+};
+
+static void on_reconciled(enum reconcile_outcome outcome, json_t *report, const char *why, void *arg)
+{
+	struct reconcile_wait *w = arg;
+
+	w->done = true;
+	w->outcome = outcome;
+	w->report = json_incref(report);
+	snprintf(w->why, sizeof(w->why), "%s", why);
+}
+
+static void print_report_text(json_t *report)
+{
+	json_t *drift = json_object_get(report, "drift"), *cat;
+	const char *name;
+
+	json_t *checked = json_object_get(report, "checked");
+	char what[48];
+
+	if (json_is_integer(json_object_get(report, "run_id")))
+		snprintf(what, sizeof(what), "run %lld", (long long)json_integer_value(json_object_get(report, "run_id")));
+	else
+		snprintf(what, sizeof(what), "dry run");
+	printf("reconcile %s: %s in %.1f s; checked %lld rows, %lld vectors, %lld ledger entries\n", what,
+	       json_string_value(json_object_get(report, "status")), json_number_value(json_object_get(report, "seconds")),
+	       (long long)json_integer_value(json_object_get(checked, "rows")),
+	       (long long)json_integer_value(json_object_get(checked, "vectors")),
+	       (long long)json_integer_value(json_object_get(checked, "ledger_entries")));
+	json_object_foreach(drift, name, cat) {
+		json_t *sample = json_object_get(cat, "sample"), *id;
+		size_t i;
+
+		printf("  %-15s %6lld", name, (long long)json_integer_value(json_object_get(cat, "count")));
+		json_array_foreach(sample, i, id)
+			printf("%s%s", i ? ", " : "  e.g. ", json_string_value(id));
+		putchar('\n');
+	}
+	printf("  %-15s %6lld\n", "total", (long long)json_integer_value(json_object_get(report, "total")));
+	if (!json_is_true(json_object_get(report, "dry_run")))
+		printf("  repairs queued %lld, deferred to the next run %lld\n",
+		       (long long)json_integer_value(json_object_get(json_object_get(report, "repairs"), "queued")),
+		       (long long)json_integer_value(json_object_get(json_object_get(report, "repairs"), "deferred")));
+	if (json_is_string(json_object_get(report, "error")))
+		printf("  error: %s\n", json_string_value(json_object_get(report, "error")));
+}
+
+struct count_wait {
+	bool done;
+	long n;
+};
+
+static void on_count(const struct pg_outcome *o, void *arg)
+{
+	struct count_wait *w = arg;
+
+	w->n = o->res ? atol(PQgetvalue(o->res, 0, 0)) : -1;
+	w->done = true;
+}
+
+/*
+ * Pushes what the run queued, with the outbox worker itself, until a claim
+ * finds nothing due (or the time is up); returns the changes still pending.
+ */
+static long push_repairs(struct config *cfg, struct job_env *env)
+{
+	struct pgpool_opts po;
+	struct store_opts so;
+	struct push_opts pu;
+	struct pgpool *pool;
+	struct store *st;
+	struct pusher *pusher;
+	struct pusher_stats ps;
+	struct errbuf err;
+	struct count_wait cw = {false, -1};
+	int64_t deadline = clock_mono_ms() + cfg->reconcile_push_timeout * 1000;
+	char blob[ABILITY_TEXT_MAX * 2 + 16];
+	const char *params[1] = {reconcile_service ? blob : NULL};
+
+	options_pgpool(cfg, "abilitysync reconcile", &po);
+	po.size = 2;
+	if (!(pool = pgpool_new(env->base, &po, &err))) {
+		log_error("reconcile", "%s", err.msg);
+		return -1;
+	}
+	for (int64_t until = clock_mono_ms() + 10000; !pgpool_ready(pool) && clock_mono_ms() < until;)
+		event_base_loop(env->base, EVLOOP_ONCE);
+	options_store(cfg, &so);
+	st = store_new(pool, &so);
+	options_push(cfg, &pu);
+	pu.interval_ms = 100;
+	pusher = pusher_new(env->base, env->vdb, st, &pu);
+	pusher_start_worker(pusher);
+	for (;;) {
+		pusher_get_stats(pusher, &ps);
+		if ((ps.idle_claims > 0 && !pusher_busy(pusher)) || clock_mono_ms() >= deadline)
+			break;
+		event_base_loop(env->base, EVLOOP_ONCE);
+	}
+	pusher_stop_worker(pusher);
+	while (pusher_busy(pusher))
+		event_base_loop(env->base, EVLOOP_ONCE);
+	pusher_get_stats(pusher, &ps);
+	if (reconcile_service)
+		vdb_blob_name(reconcile_service, strlen(reconcile_service), blob);
+	pgpool_query(pool,
+		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')"
+		     " AND ($1::text IS NULL OR blob_id = $1)",
+		     1, params, on_count, &cw);
+	pgpool_run_until(pool, &cw.done);
+	log_info("reconcile", "repairs pushed: %llu written, %llu deleted, %llu attempts failed; %ld change(s) still "
+		 "pending%s", (unsigned long long)ps.pushed, (unsigned long long)ps.deleted,
+		 (unsigned long long)ps.failed, cw.n, cw.n > 0 ? " (the service's outbox worker goes on with them)" : "");
+	pusher_free(pusher);
+	store_free(st);
+	pgpool_free(pool);
+	return cw.n;
+}
+
+static int cmd_reconcile(struct config *cfg, int argc, char **argv)
+{
+	struct job_env env;
+	struct reconcile_opts o;
+	struct reconcile_wait w;
+	char host[256] = "";
+	int rc;
+
+	if (argc > 0) {
+		fprintf(stderr, "abilitysync reconcile: unexpected argument %s\n", argv[0]);
+		return EXIT_USAGE;
+	}
+	if (reconcile_service && !*reconcile_service) {
+		fprintf(stderr, "abilitysync reconcile: --service needs a service_name\n");
+		return EXIT_USAGE;
+	}
+	if ((rc = job_env_open(cfg, "reconcile", &env)) != EXIT_OK)
+		return rc;
+	memset(&w, 0, sizeof(w));
+	options_reconcile(cfg, "abilitysync reconcile", &o);
+	gethostname(host, sizeof(host) - 1);
+	o.dry_run = reconcile_dry;
+	o.deep = reconcile_deep;
+	o.service = reconcile_service;
+	o.host = host;
+	reconcile_start(env.base, env.vdb, &o, on_reconciled, &w);
+	while (!w.done)
+		event_base_loop(env.base, EVLOOP_ONCE);
+	if (w.outcome == RECONCILE_SKIPPED) {
+		log_error("reconcile", "not run: %s", w.why);
+		job_env_close(&env);
+		return EXIT_FAIL;
+	}
+	if (w.outcome == RECONCILE_FAILED)
+		log_error("reconcile", "%s", w.why);
+	if (reconcile_json)
+		print_json(w.report);
+	else
+		print_report_text(w.report);
+	fflush(stdout);
+	rc = reconcile_exit_code(w.report);
+	if (!reconcile_dry && w.outcome == RECONCILE_DONE && cfg->reconcile_push_timeout > 0 &&
+	    json_integer_value(json_object_get(json_object_get(w.report, "repairs"), "queued")) > 0 &&
+	    push_repairs(cfg, &env) != 0 && rc == EXIT_OK)
+		rc = EXIT_PENDING;
+	json_decref(w.report);
+	job_env_close(&env);
+	return rc;
+}
+
+static bool restore_resume, restore_dry, restore_json;
+static const char *restore_service;
+
+static const struct flag restore_flags[] = {
+	{"service", "NAME", NULL, NULL, &restore_service, "only this service_name (its blob)"},
+	{"resume", NULL, NULL, &restore_resume, NULL, "continue the newest unfinished job from its cursor"},
+	{"dry-run", NULL, NULL, &restore_dry, NULL, "count what would be restored, per blob; write nothing"},
+	{"json", NULL, NULL, &restore_json, NULL, "print the summary as one JSON object"},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char restore_details[] =
+	"Rebuilds the vector DB from the Postgres mirror, e.g. after restoring a\n"
+	"pg_dump: creates the tenant and blobs, streams the rows in pages\n"
+	"(RESTORE_PAGE), batches vectors by bytes with several requests in flight.\n"
+	"Progress: a bar on a terminal, else a line every PROGRESS_INTERVAL seconds.\n"
+	"The job (abilitysync.restore_jobs) records each page as it completes: after\n"
+	"a crash, a kill or Ctrl-C, --resume goes on from there and writes nothing\n"
+	"twice. Run `abilitysync migrate up` first on a database the original\n"
+	"application made.\n"
+	"\n"
+	"exit status: 0 restored; 3 restored, but some rows could not be (see\n"
+	"`failed` in the sync status); 1 failed or refused (resumable); 2 usage\n";
+
+struct restore_wait {
+	bool done;
+	enum restore_outcome outcome;
+	json_t *summary;
+	char why[700];
+	struct restore *job;
+	int signals;
+};
+
+static void on_restored(enum restore_outcome outcome, json_t *summary, const char *why, void *arg)
+{
+	struct restore_wait *w = arg;
+
+	w->done = true;
+	w->job = NULL;
+	w->outcome = outcome;
+	w->summary = json_incref(summary);
+	snprintf(w->why, sizeof(w->why), "%s", why);
+}
+
+static void on_restore_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct restore_wait *w = arg;
+
+	(void)what;
+	if (++w->signals > 1 || !w->job) {
+		log_warn("restore", "second signal: exiting now; --resume goes on after the last recorded page");
+		exit(EXIT_FAIL);
+	}
+	log_info("restore", "%s: finishing the pages in flight, then stopping (again to exit at once)",
+		 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	restore_stop(w->job);
+}
+
+static int cmd_restore(struct config *cfg, int argc, char **argv)
+{
+	struct job_env env;
+	struct restore_opts o;
+	struct restore_wait w;
+	char host[256] = "";
+	int rc;
+
+	if (argc > 0) {
+		fprintf(stderr, "abilitysync restore: unexpected argument %s\n", argv[0]);
+		return EXIT_USAGE;
+	}
+	if (restore_service && !*restore_service) {
+		fprintf(stderr, "abilitysync restore: --service needs a service_name\n");
+		return EXIT_USAGE;
+	}
+	if (restore_resume && restore_dry) {
+		fprintf(stderr, "abilitysync restore: --resume and --dry-run do not go together\n");
+		return EXIT_USAGE;
+	}
+	if ((rc = job_env_open(cfg, "restore", &env)) != EXIT_OK)
+		return rc;
+	memset(&w, 0, sizeof(w));
+	options_restore(cfg, "abilitysync restore", &o);
+	gethostname(host, sizeof(host) - 1);
+	o.service = restore_service;
+	o.resume = restore_resume;
+	o.dry_run = restore_dry;
+	o.host = host;
+	o.progress_bar = isatty(STDERR_FILENO) && !restore_json && cfg->log_format == 0;
+	job_env_signals(&env, on_restore_signal, &w);
+	w.job = restore_start(env.base, env.vdb, &o, NULL, on_restored, &w);
+	while (!w.done)
+		event_base_loop(env.base, EVLOOP_ONCE);
+	if (w.outcome == RESTORE_REFUSED) {
+		log_error("restore", "%s", w.why);
+		rc = EXIT_FAIL;
+	} else {
+		if (restore_json)
+			print_json(w.summary);
+		else if (json_is_true(json_object_get(w.summary, "dry_run")))
+			printf("dry run: %lld abilities would be restored\n",
+			       (long long)json_integer_value(json_object_get(w.summary, "total")));
+		else
+			printf("job %lld %s: %lld of %lld restored, %lld failed, in %.1f s (%.0f vectors/s)\n",
+			       (long long)json_integer_value(json_object_get(w.summary, "job_id")),
+			       json_string_value(json_object_get(w.summary, "status")),
+			       (long long)json_integer_value(json_object_get(w.summary, "done")),
+			       (long long)json_integer_value(json_object_get(w.summary, "total")),
+			       (long long)json_integer_value(json_object_get(w.summary, "failed")),
+			       json_number_value(json_object_get(w.summary, "seconds")),
+			       json_number_value(json_object_get(w.summary, "vectors_per_second")));
+		if (!restore_json && json_is_true(json_object_get(w.summary, "dry_run"))) {
+			const char *blob;
+			json_t *n;
+
+			json_object_foreach(json_object_get(w.summary, "blobs"), blob, n)
+				printf("  %-40s %lld\n", blob, (long long)json_integer_value(n));
+		}
+		if (w.outcome == RESTORE_FAILED)
+			log_error("restore", "%s", w.why);
+		rc = w.outcome == RESTORE_FAILED ? EXIT_FAIL
+		     : json_integer_value(json_object_get(w.summary, "failed")) > 0 ? EXIT_PENDING : EXIT_OK;
+	}
+	json_decref(w.summary);
+	job_env_close(&env);
+	return rc;
+}
+
 /* ---- config, version, help ------------------------------------------- */
 
 static bool config_markdown;
@@ -414,6 +813,12 @@ static const struct command commands[] = {
 	 SCOPE_MIGRATE, migrate_flags, migrate_details, cmd_migrate},
 	{"probe", "[--url URL] [--max-batch N] [--json]", "Find out how a vector DB server behaves.", SCOPE_PROBE,
 	 probe_flags, probe_details, cmd_probe},
+	{"reconcile", "[--dry-run] [--json] [--service NAME] [--deep]",
+	 "Find drift between Postgres and the vector DB, and repair it.", SCOPE_RECONCILE, reconcile_flags,
+	 reconcile_details, cmd_reconcile},
+	{"restore", "[--service NAME] [--resume] [--dry-run] [--json]",
+	 "Rebuild the vector DB from Postgres, resumably.", SCOPE_RESTORE, restore_flags, restore_details,
+	 cmd_restore},
 	{"sync", "retry-failed", "Requeue the outbox rows that failed.", SCOPE_SERVE, no_flags, sync_details,
 	 cmd_sync},
 	{"healthcheck", "", "Exit 0 when the local service answers /healthz (for HEALTHCHECK).", SCOPE_SERVE,

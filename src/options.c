@@ -69,3 +69,23 @@ void options_api(const struct config *c, struct api_opts *o)
 	o->tls_cert = c->tls_cert_file;
 	o->tls_key = c->tls_key_file;
 }
+
+void options_reconcile(const struct config *c, const char *application_name, struct reconcile_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	options_pgpool(c, application_name, &o->pg);
+	o->page = (int)c->reconcile_page;
+	o->max_repairs = (long)c->reconcile_max_repairs;
+	o->overdue_s = (long)c->reconcile_overdue;
+	o->dim = (size_t)c->embedding_dim;
+	o->progress_s = (long)c->progress_interval;
+}
+
+void options_restore(const struct config *c, const char *application_name, struct restore_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	options_pgpool(c, application_name, &o->pg);
+	o->page = (int)c->restore_page;
+	o->dim = (size_t)c->embedding_dim;
+	o->progress_s = (long)c->progress_interval;
+}

@@ -1,6 +1,7 @@
 #include "pgpool.h"
 
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "pgconn.h"
@@ -61,11 +62,14 @@ struct pgpool {
 	struct pgpool_stats stats;
 	bool freeing;
 	bool outage_logged;
+	char last_error[384];     /* why the last connection went away */
+	struct ready_wait *ready_wait;
 };
 
 static void dispatch(struct pgpool *p);
 static void conn_start(struct pg_conn *c);
 static void on_io(evutil_socket_t fd, short what, void *arg);
+static void ready_wait_end(struct pgpool *p, bool ready, const char *why);
 
 static void job_free(struct pg_job *j)
 {
@@ -149,6 +153,7 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	struct pg_job *j;
 
 	pg_one_line(why, line, sizeof(line));
+	snprintf(p->last_error, sizeof(p->last_error), "%s", line);
 	event_del(c->io);
 	evtimer_del(c->timer);
 	if (c->result) {
@@ -642,6 +647,8 @@ void pgpool_free(struct pgpool *p)
 	if (!p)
 		return;
 	p->freeing = true;
+	if (p->ready_wait)
+		ready_wait_end(p, false, "shutting down");
 	while ((j = TAILQ_FIRST(&p->deferred)) != NULL) {
 		TAILQ_REMOVE(&p->deferred, j, link);
 		job_fail(j, true, j->why);
@@ -662,6 +669,56 @@ void pgpool_free(struct pgpool *p)
 	free(p->options);
 	free(p->conninfo);
 	free(p);
+}
+
+/* ---- waiting for the first connection ------------------------------------------ */
+
+struct ready_wait {
+	struct pgpool *p;
+	struct event *tick;
+	int64_t deadline;
+	pg_ready_fn done;
+	void *arg;
+};
+
+static void ready_wait_end(struct pgpool *p, bool ready, const char *why)
+{
+	struct ready_wait *w = p->ready_wait;
+
+	p->ready_wait = NULL;
+	event_free(w->tick);
+	w->done(ready, why, w->arg);
+	free(w);
+}
+
+static void on_ready_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct ready_wait *w = arg;
+	struct timeval again = {0, 10000};
+
+	(void)fd, (void)what;
+	if (up_count(w->p) > 0)
+		ready_wait_end(w->p, true, NULL);
+	else if (clock_mono_ms() >= w->deadline)
+		ready_wait_end(w->p, false, w->p->last_error[0] ? w->p->last_error : "no connection in time");
+	else
+		evtimer_add(w->tick, &again);
+}
+
+void pgpool_wait_ready(struct pgpool *p, long timeout_ms, pg_ready_fn done, void *arg)
+{
+	struct ready_wait *w = xcalloc(1, sizeof(*w));
+	struct timeval now = {0, 0};
+
+	if (p->ready_wait)
+		abort(); /* one waiter at a time: a programming error */
+	w->p = p;
+	w->deadline = clock_mono_ms() + timeout_ms;
+	w->done = done;
+	w->arg = arg;
+	w->tick = evtimer_new(p->base, on_ready_tick, w);
+	p->ready_wait = w;
+	evtimer_add(w->tick, &now);
 }
 
 bool pgpool_ready(const struct pgpool *p)

@@ -492,6 +492,7 @@ static void on_claimed(const struct pg_outcome *o, void *arg)
 	}
 	n = PQntuples(o->res);
 	if (n == 0) {
+		p->stats.idle_claims++;
 		p->claiming = false;
 		schedule_tick(p, p->o.interval_ms);
 		return;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define COMP "serve"
 #define CHECK_PERIOD_MS 5000
@@ -146,6 +147,64 @@ static void prepare_migration_check(struct server *s)
 	journal_free(&j);
 }
 
+/* ---- restore jobs started over HTTP ---------------------------------------------------- */
+
+struct restore_ctx {
+	struct service *svc;
+	service_restore_fn answer;
+	void *arg;
+	bool answered;
+};
+
+static void on_restore_started(int64_t job_id, void *arg)
+{
+	struct restore_ctx *x = arg;
+
+	x->svc->restore_job = job_id;
+	x->answered = true;
+	x->answer(job_id, NULL, NULL, x->arg);
+}
+
+static void on_restore_done(enum restore_outcome outcome, json_t *summary, const char *why, void *arg)
+{
+	struct restore_ctx *x = arg;
+	const char *code = json_string_value(json_object_get(summary, "refused"));
+
+	x->svc->restore = NULL;
+	x->svc->restore_job = 0;
+	x->svc->restore_arg = NULL;
+	if (!x->answered)
+		x->answer(0, code ? code : "postgres_error", why, x->arg);
+	else if (outcome == RESTORE_DONE)
+		log_info(COMP, "restore job %lld done: %lld restored, %lld failed",
+			 (long long)json_integer_value(json_object_get(summary, "job_id")),
+			 (long long)json_integer_value(json_object_get(summary, "done")),
+			 (long long)json_integer_value(json_object_get(summary, "failed")));
+	else
+		log_warn(COMP, "restore job %lld ended early: %s",
+			 (long long)json_integer_value(json_object_get(summary, "job_id")), why);
+	free(x);
+}
+
+void service_start_restore(struct service *svc, const char *service_name, bool resume, service_restore_fn answer,
+			   void *arg)
+{
+	struct restore_ctx *x = xcalloc(1, sizeof(*x));
+	struct restore_opts o;
+	char host[256] = "";
+
+	x->svc = svc;
+	x->answer = answer;
+	x->arg = arg;
+	options_restore(svc->cfg, "abilitysync serve restore", &o);
+	gethostname(host, sizeof(host) - 1);
+	o.service = service_name;
+	o.resume = resume;
+	o.host = host;
+	svc->restore_arg = x;
+	svc->restore = restore_start(svc->base, svc->vdb, &o, on_restore_started, on_restore_done, x);
+}
+
 /* ---- stopping ----------------------------------------------------------------------- */
 
 static void on_drain(evutil_socket_t fd, short what, void *arg)
@@ -154,16 +213,18 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 	struct timeval tick = {0, 50000};
 	int requests = api_in_flight(s->api);
 	bool pushing = pusher_busy(s->svc.pusher);
+	bool jobs = reconciler_busy(s->svc.reconciler) || s->svc.restore;
 
 	(void)fd, (void)what;
-	if (requests == 0 && !pushing) {
+	if (requests == 0 && !pushing && !jobs) {
 		log_info(COMP, "stopped: every request answered, every push recorded");
 		event_base_loopexit(s->svc.base, NULL);
 		return;
 	}
 	if (clock_mono_ms() >= s->stop_deadline) {
-		log_warn(COMP, "SHUTDOWN_TIMEOUT reached with %d request(s) and %s in flight; what was acknowledged "
-			 "is in the outbox and is pushed at the next start", requests, pushing ? "pushes" : "no push");
+		log_warn(COMP, "SHUTDOWN_TIMEOUT reached with %d request(s), %s and %s in flight; what was "
+			 "acknowledged is in the outbox and is pushed at the next start", requests,
+			 pushing ? "pushes" : "no push", jobs ? "a reconcile or restore job" : "no job");
 		event_base_loopexit(s->svc.base, NULL);
 		return;
 	}
@@ -185,6 +246,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	s->svc.stopping = true;
 	api_stop_accepting(s->api);
 	pusher_stop_worker(s->svc.pusher);
+	reconciler_stop(s->svc.reconciler);
+	if (s->svc.restore)
+		restore_stop(s->svc.restore);
 	s->stop_deadline = clock_mono_ms() + s->svc.cfg->shutdown_timeout * 1000;
 	s->drain = evtimer_new(s->svc.base, on_drain, s);
 	on_drain(-1, 0, s);
@@ -217,6 +281,16 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 		options_store(c, &so);
 		svc->store = store_new(svc->pool, &so);
 		prepare_migration_check(s);
+		if (c->reconcile_interval > 0) {
+			struct reconcile_opts ro;
+			char host[256] = "";
+
+			options_reconcile(c, "abilitysync serve reconcile", &ro);
+			gethostname(host, sizeof(host) - 1);
+			ro.host = host;
+			ro.progress_s = 0;
+			svc->reconciler = reconciler_new(svc->base, svc->vdb, &ro, (long)c->reconcile_interval);
+		}
 	}
 	options_push(c, &pu);
 	svc->pusher = pusher_new(svc->base, svc->vdb, svc->store, &pu);
@@ -229,6 +303,11 @@ static void teardown(struct server *s)
 	struct service *svc = &s->svc;
 
 	api_free(s->api);
+	reconciler_free(svc->reconciler);
+	if (svc->restore) {
+		restore_abort(svc->restore);
+		free(svc->restore_arg);
+	}
 	pusher_free(svc->pusher);
 	store_free(svc->store);
 	pgpool_free(svc->pool);

@@ -98,8 +98,11 @@ static const char row_sync_columns[] =
 static const char delete_lookup_sql[] =
 	"SELECT service_name, vector_id FROM public.abilities WHERE ability_id = $1";
 
+/* The vector goes in the ledger too (if no one holds it), so reconcile can check the tombstone later. */
 static const char delete_sql[] =
-	"WITH d AS (DELETE FROM public.abilities WHERE ability_id = $1 RETURNING ability_id)"
+	"WITH d AS (DELETE FROM public.abilities WHERE ability_id = $1 RETURNING ability_id),"
+	" led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id) SELECT $2, $3::int, $1 FROM d"
+	"  ON CONFLICT (blob_id, vector_id) DO NOTHING)"
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, updated_at)"
 	" SELECT $1, $2, $3::int, '', 'pending_delete', 1, 0, now() + $4::interval, now() FROM d"
@@ -115,7 +118,10 @@ static const char status_sql[] =
 	"  FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')),"
 	" 'last_errors', (SELECT coalesce(json_agg(e), '[]') FROM"
 	"  (SELECT ability_id, state, attempts, last_error, updated_at FROM abilitysync.sync_state"
-	"   WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10) e))::text";
+	"   WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10) e),"
+	" 'reconcile', (SELECT json_build_object('run_id', id, 'status', status, 'finished_at', finished_at,"
+	"   'total', report->'total', 'drift', (SELECT json_object_agg(k, v->'count') FROM jsonb_each(report->'drift') d(k, v)))"
+	"  FROM abilitysync.reconcile_runs WHERE report IS NOT NULL ORDER BY id DESC LIMIT 1))::text";
 
 /* Claims due rows with SKIP LOCKED (replicas share the work) and leases them. */
 static const char claim_sql[] =
@@ -495,6 +501,27 @@ void store_by_vectors(struct store *s, const char *service, const char *ids, pg_
 		     "SELECT ability_id, vector_id, ability_name, description, metadata::text FROM public.abilities"
 		     " WHERE service_name = $1 AND vector_id = ANY($2::int[])",
 		     2, params, done, arg);
+}
+
+void store_last_reconcile(struct store *s, pg_done_fn done, void *arg)
+{
+	pgpool_query(s->pool,
+		     "SELECT report::text, id, status, to_char(started_at AT TIME ZONE 'UTC',"
+		     " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM abilitysync.reconcile_runs ORDER BY id DESC LIMIT 1",
+		     0, NULL, done, arg);
+}
+
+void store_job(struct store *s, const char *job_id, pg_done_fn done, void *arg)
+{
+	const char *params[1] = {job_id};
+
+	pgpool_query(s->pool,
+		     "SELECT id, status, service_name, total, done, failed,"
+		     " to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+		     " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+		     " to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), error"
+		     " FROM abilitysync.restore_jobs WHERE id = $1::bigint",
+		     1, params, done, arg);
 }
 
 void store_retry_failed(struct store *s, pg_done_fn done, void *arg)

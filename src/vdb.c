@@ -2,6 +2,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "jsonscan.h"
 #include "log.h"
 #include "mem.h"
 
@@ -28,6 +29,7 @@ enum {
 	REQ_AUTH_BEARER = 1 << 2,
 	REQ_AUTH_API_KEY = 1 << 3,
 	REQ_QUIET_404 = 1 << 4,  /* a 404 is an expected answer: no warning */
+	REQ_QUIET_4XX = 1 << 5,  /* creates: "already exists" is expected, and its status unknown */
 };
 
 struct vdb_req;
@@ -76,6 +78,7 @@ struct known {
 	enum { K_UNKNOWN, K_ENSURING, K_READY } state;
 	struct waiter *waiters;
 	char error[512];       /* why the last ensure failed */
+	bool created;          /* this client created it (so none of its vectors predate us) */
 	enum vdb_status status;
 };
 
@@ -391,7 +394,9 @@ static void attempt_done(struct vdb_req *rq, curl_off_t retry_after_s)
 	}
 	rq->exhausted = retryable(rq) && !(rq->flags & REQ_NO_RETRY);
 	if (!(rq->flags & REQ_NO_RETRY))
-		log_warn(COMP, "req=%llu %s %s: %s, after %ld ms (attempt %d of %d)%s", (unsigned long long)rq->id,
+		log_msg(rq->flags & REQ_QUIET_4XX && rq->cc == CURLE_OK && rq->http >= 400 && rq->http < 500 ? LL_DEBUG
+														  : LL_WARN,
+			COMP, "req=%llu %s %s: %s, after %ld ms (attempt %d of %d)%s", (unsigned long long)rq->id,
 			 rq->method, rq->path, what, ms, rq->attempt, v->o.max_attempts,
 			 rq->exhausted ? "; giving up" : "");
 	v->stats.failures++;
@@ -707,6 +712,7 @@ static void on_create_done(struct vdb_req *rq)
 
 	if (req_ok(rq)) {
 		log_info(COMP, "created %s %s", c->k->blob ? "blob" : "tenant", c->k->blob ? c->k->blob : v->tenant);
+		c->k->created = true;
 		known_settle(c->k, VDB_OK, rq->http, NULL);
 		free(c);
 		req_free(rq);
@@ -737,6 +743,7 @@ static void start_tenant_create(struct vdb *v)
 
 	c->k = &v->tenant_state;
 	rq = req_new(v, "POST", on_create_done, c, "/tenants");
+	rq->flags |= REQ_QUIET_4XX;
 	buf_puts(&rq->body, "{\"tenant_id\":");
 	buf_json_str(&rq->body, v->tenant, strlen(v->tenant));
 	buf_putc(&rq->body, '}');
@@ -764,6 +771,7 @@ static void on_tenant_for_blob(const struct vdb_result *r, void *arg)
 	c = xcalloc(1, sizeof(*c));
 	c->k = k;
 	rq = req_new(v, "POST", on_create_done, c, "/tenants/%s/blobs", v->tenant);
+	rq->flags |= REQ_QUIET_4XX;
 	buf_puts(&rq->body, "{\"blob_id\":");
 	buf_json_str(&rq->body, k->blob, strlen(k->blob));
 	buf_printf(&rq->body, ",\"blob_type\":\"dense\",\"dimension\":%d}", v->o.dimension);
@@ -1205,6 +1213,7 @@ struct simple_op {
 	bool (*check)(json_t *reply, int64_t id, char *why, size_t whylen);
 	int64_t id;
 	bool missing_ok;   /* 404 counts as success (delete) */
+	bool light;        /* get: the attributes only, the vector scanned in place */
 };
 
 /* The body as JSON when it is JSON, else NULL: for callers that only look. */
@@ -1213,6 +1222,65 @@ static json_t *reply_if_json(const struct vdb_req *rq)
 	json_error_t jerr;
 
 	return rq->reply.len ? json_loadb(rq->reply.data, rq->reply.len, JSON_DECODE_ANY, &jerr) : NULL;
+}
+
+/*
+ * A GET reply read for its attributes only: {"id", "attributes"} as a small
+ * JSON object, plus "vector_length" when the server sent the vector. The
+ * vector (3072 numbers) is checked in place, never turned into a DOM: a
+ * reconcile reads one such reply per ability.
+ */
+static json_t *parse_get_light(const struct vdb_req *rq, struct vdb_result *r)
+{
+	const char *p = rq->reply.data, *end = p + rq->reply.len, *after;
+	struct jspan obj, id = {NULL, 0}, attrs = {NULL, 0}, vec = {NULL, 0};
+	struct js_error jerr;
+	json_error_t perr;
+	json_t *out = NULL, *val;
+	size_t count = 0;
+	bool dup = false;
+	const char *why = NULL;
+
+	p = js_skip_ws(p, end);
+	after = p < end && *p == '{' ? js_skip_value(p, end, &jerr) : NULL;
+	if (!after || js_skip_ws(after, end) != end) {
+		why = "not a JSON object";
+		goto fail;
+	}
+	obj = (struct jspan){p, (size_t)(after - p)};
+	if ((js_member(obj, "id", &id, &dup) && dup) || (js_member(obj, "attributes", &attrs, &dup) && dup) ||
+	    (js_member(obj, "vector", &vec, &dup) && dup)) {
+		why = "a member appears twice";
+		goto fail;
+	}
+	out = json_object();
+	if (id.p) {
+		if (!(val = json_loadb(id.p, id.len, JSON_DECODE_ANY, &perr))) {
+			why = "\"id\" is not JSON";
+			goto fail;
+		}
+		json_object_set_new(out, "id", val);
+	}
+	if (attrs.p) {
+		if (!(val = json_loadb(attrs.p, attrs.len, JSON_DECODE_ANY, &perr))) {
+			why = "\"attributes\" is not valid JSON (UTF-8?)";
+			goto fail;
+		}
+		json_object_set_new(out, "attributes", val);
+	}
+	if (vec.p && !(vec.len == 4 && memcmp(vec.p, "null", 4) == 0)) {
+		if (!js_number_array(vec, &count, &jerr)) {
+			why = "\"vector\" is not an array of numbers";
+			goto fail;
+		}
+		json_object_set_new(out, "vector_length", json_integer((json_int_t)count));
+	}
+	return out;
+fail:
+	json_decref(out);
+	r->status = VDB_BAD_REPLY;
+	snprintf(r->error, sizeof(r->error), "getting a vector %s: %s", rq->path, why);
+	return NULL;
 }
 
 static void on_simple_done(struct vdb_req *rq)
@@ -1226,7 +1294,7 @@ static void on_simple_done(struct vdb_req *rq)
 		result_init(&r, rq);
 		r.status = VDB_OK;
 		if (op->reply == REPLY_CHECKED) {
-			reply = parse_reply(rq, &r, op->what);
+			reply = op->light ? parse_get_light(rq, &r) : parse_reply(rq, &r, op->what);
 			if (reply && !op->check(reply, op->id, why, sizeof(why))) {
 				r.status = VDB_BAD_REPLY;
 				snprintf(r.error, sizeof(r.error), "%s %s: unexpected reply: %s", op->what, rq->path, why);
@@ -1338,6 +1406,30 @@ void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void
 	op->id = id;
 	rq->flags |= REQ_QUIET_404;
 	submit(rq);
+}
+
+void vdb_get_attributes(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
+{
+	struct simple_op *op;
+	struct vdb_req *rq = simple(v, "GET", "getting a vector", done, arg, &op);
+
+	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
+	op->reply = REPLY_CHECKED;
+	op->check = check_get;
+	op->id = id;
+	op->light = true;
+	rq->flags |= REQ_QUIET_404;
+	submit(rq);
+}
+
+bool vdb_created_blob(struct vdb *v, const char *blob)
+{
+	struct known *k;
+
+	for (k = v->blobs; k; k = k->next)
+		if (strcmp(k->blob, blob) == 0)
+			return k->state == K_READY && k->created;
+	return false;
 }
 
 void vdb_delete(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)

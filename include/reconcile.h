@@ -1,0 +1,97 @@
+/*
+ * reconcile.h - finding drift between the mirror and the vector DB, and
+ * queueing its repair.
+ *
+ * The vector DB cannot be listed, so the inventory is Postgres: the live rows
+ * of `abilities`, their sync state, and the ledger of every vector ever
+ * written. A run walks them in keyset pages (memory bounded by a page,
+ * whatever the table size) and asks the vector DB about each vector by id,
+ * with the client's bounded concurrency. It counts, with the smallest ids as
+ * samples:
+ *
+ *   missing         a synced row whose vector is not there
+ *   stale           a synced row whose vector carries another content_hash
+ *                   (--deep: also a row edited in Postgres behind our back)
+ *   orphans         a vector still there for a ledger entry or tombstone that
+ *                   no live row claims where it lies
+ *   no_sync_state   a live row without sync state (written by the original
+ *                   app, restored from an old dump) or with a tombstone
+ *   overdue         a change pending for longer than overdue_s
+ *   failed          a change that gave up (state failed)
+ *   collisions      a live row whose vector_id another live ability holds
+ *   invalid_rows    a row that cannot be pushed (--deep, or its vector_id)
+ *   vector_differs  --deep: the vector does not find itself by self-query
+ *
+ * A dry run reads only: no lock, no record, nothing changed anywhere, so it
+ * also runs against a read-only standby. A real run takes the reconcile lock
+ * (pg_try_advisory_lock: of all replicas one runs, the others skip), records
+ * itself in abilitysync.reconcile_runs, and repairs through the outbox: it
+ * marks what drifted pending (or pending_delete), at most max_repairs
+ * abilities, and the outbox worker pushes them like any write. Collisions and
+ * invalid rows are left to a human.
+ */
+#ifndef ABILITYSYNC_RECONCILE_H
+#define ABILITYSYNC_RECONCILE_H
+
+#include "pgpool.h"
+#include "vdb.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+
+struct reconcile_opts {
+	struct pgpool_opts pg;  /* the run opens its own connection: the lock is that session's */
+	bool dry_run;
+	bool deep;
+	const char *service;    /* NULL: every service */
+	int page;               /* rows per Postgres page */
+	long max_repairs;       /* abilities queued per run, at most */
+	long overdue_s;
+	size_t dim;
+	double min_gap_s;       /* skip when a real run started less than this ago (periodic runs); 0: never */
+	long progress_s;        /* a progress line this often (0: none) */
+	const char *host;       /* recorded with the run */
+};
+
+enum reconcile_outcome {
+	RECONCILE_DONE,    /* report complete (status "ok") */
+	RECONCILE_SKIPPED, /* another replica holds the lock, or ran within min_gap_s; report NULL */
+	RECONCILE_FAILED,  /* report says how far it got (status "failed") and why */
+};
+
+/* report is borrowed: valid during the call. `why` explains a skip or a failure. */
+typedef void (*reconcile_done_fn)(enum reconcile_outcome outcome, json_t *report, const char *why, void *arg);
+
+struct reconcile;
+
+/* Starts a run; `done` runs once, never inside this call, after which the run is gone. */
+struct reconcile *reconcile_start(struct event_base *base, struct vdb *v, const struct reconcile_opts *o,
+				  reconcile_done_fn done, void *arg);
+
+/* Asks a run to stop after the page it is on; it then ends as failed ("stopped"). */
+void reconcile_stop(struct reconcile *r);
+
+/* Lets go of a run at once (teardown): `done` will not run; what it waits for is cancelled. */
+void reconcile_abort(struct reconcile *r);
+
+/* The report's verdict for `abilitysync reconcile`: 0 nothing left, 3 drift left, 1 failed. */
+int reconcile_exit_code(json_t *report);
+
+/* ---- periodic runs inside `serve` ------------------------------------------------ */
+
+struct reconciler;
+
+/* Every interval_s (with a little jitter), a real run; runs less than 0.75 interval apart are skipped. */
+struct reconciler *reconciler_new(struct event_base *base, struct vdb *v, const struct reconcile_opts *o,
+				  long interval_s);
+/* Stops the timer and asks a run in progress to stop. */
+void reconciler_stop(struct reconciler *rc);
+bool reconciler_busy(const struct reconciler *rc);
+void reconciler_free(struct reconciler *rc);
+
+struct reconciler_stats {
+	uint64_t ok, failed, skipped;
+};
+void reconciler_get_stats(const struct reconciler *rc, struct reconciler_stats *out);
+
+#endif

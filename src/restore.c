@@ -1,0 +1,765 @@
+/*
+ * restore.c - a restore job: the vector DB rebuilt from the mirror, resumably.
+ *
+ * Pages move through three steps: read (one statement, while earlier pages
+ * are on the wire), pushed (every add of the page answered), recorded (one
+ * statement: sync state, ledger, the job's counters and cursor). Reads and
+ * pushes overlap up to PAGES_IN_FLIGHT pages; records happen strictly in page
+ * order, so the cursor only ever covers pages that are entirely in.
+ */
+#include "restore.h"
+
+#include "ability.h"
+#include "buf.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include "progress.h"
+#include "vdbid.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#define COMP "restore"
+#define READY_TIMEOUT_MS 10000
+#define PAGES_IN_FLIGHT 3
+#define BLOB_MAX (ABILITY_TEXT_MAX * 2 + 16)
+
+struct item {
+	char *ability_id;
+	char blob[BLOB_MAX];
+	int64_t vector_id;
+	char hash[SHA256_HEX_LEN + 1];
+	char *generation;       /* of its sync state when read; NULL: none */
+	char *error;            /* NULL: in the vector DB */
+};
+
+struct page {
+	TAILQ_ENTRY(page) link;
+	struct restore *r;
+	struct item *items;
+	size_t n;
+	char *last_id;          /* the cursor once this page is recorded */
+	size_t waiting;         /* blob ensures, then adds, still out */
+	bool pushed;
+	bool unavailable;       /* the vector DB could not be reached: the job stops here */
+	struct ability *abilities; /* until their vectors are handed to the client */
+	char **blobs;           /* distinct blobs of the page */
+	size_t nblobs;
+};
+
+TAILQ_HEAD(page_list, page);
+
+struct restore {
+	struct event_base *base;
+	struct vdb *v;
+	struct pgpool *pool;
+	struct restore_opts o;
+	char *service, *host;
+	restore_started_fn started;
+	restore_done_fn done;
+	void *arg;
+
+	int64_t job_id;
+	int64_t total, done_rows, failed_rows;
+	char *fetch_cursor;
+	char page_text[16];
+	struct page_list pages;
+	size_t npages;
+	bool fetching, recording, eof, stopping, over, aborted;
+	size_t vdb_waiting;     /* vector DB operations out, all pages together */
+	char error[600];        /* why the job stops early */
+	struct progress *progress;
+	int64_t started_ms;
+
+	struct event *later;
+	enum restore_outcome outcome;
+	json_t *summary;
+	char why[700];
+};
+
+static void fetch_more(struct restore *r);
+static void record_ready(struct restore *r);
+static void maybe_finish(struct restore *r);
+
+/* ---- the end ---------------------------------------------------------------------------- */
+
+static void page_free(struct page *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		free(p->items[i].ability_id);
+		free(p->items[i].generation);
+		free(p->items[i].error);
+		if (p->abilities)
+			ability_free(&p->abilities[i]);
+	}
+	for (i = 0; i < p->nblobs; i++)
+		free(p->blobs[i]);
+	free(p->blobs);
+	free(p->abilities);
+	free(p->items);
+	free(p->last_id);
+	free(p);
+}
+
+static void job_free(struct restore *r)
+{
+	struct page *p;
+
+	while ((p = TAILQ_FIRST(&r->pages)) != NULL) {
+		TAILQ_REMOVE(&r->pages, p, link);
+		page_free(p);
+	}
+	progress_free(r->progress);
+	if (r->later)
+		event_free(r->later);
+	json_decref(r->summary);
+	free(r->fetch_cursor);
+	free(r->service);
+	free(r->host);
+	free(r);
+}
+
+static void on_later(evutil_socket_t fd, short what, void *arg)
+{
+	struct restore *r = arg;
+
+	(void)fd, (void)what;
+	pgpool_free(r->pool); /* the lock goes with the session */
+	r->pool = NULL;
+	if (r->done)
+		r->done(r->outcome, r->summary, r->why, r->arg);
+	job_free(r);
+}
+
+static void end_now(struct restore *r, enum restore_outcome outcome, const char *status)
+{
+	struct timeval now = {0, 0};
+	double secs = (double)(clock_mono_ms() - r->started_ms) / 1000.0;
+
+	progress_free(r->progress);
+	r->progress = NULL;
+	r->over = true;
+	r->outcome = outcome;
+	if (!r->summary)
+		r->summary = json_pack("{s:I, s:s, s:s?, s:I, s:I, s:I, s:f, s:f, s:s?}", "job_id", (json_int_t)r->job_id,
+				       "status", status, "service_name", r->service, "total", (json_int_t)r->total,
+				       "done", (json_int_t)r->done_rows, "failed", (json_int_t)r->failed_rows, "seconds",
+				       secs, "vectors_per_second", secs > 0 ? (double)r->done_rows / secs : 0.0,
+				       "error", r->error[0] ? r->error : NULL);
+	r->later = evtimer_new(r->base, on_later, r);
+	evtimer_add(r->later, &now);
+}
+
+static void refuse(struct restore *r, const char *code, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+/* The job never started: the summary is {"refused": code}, `why` says it in words. */
+static void refuse(struct restore *r, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r->why, sizeof(r->why), fmt, ap);
+	va_end(ap);
+	r->summary = json_pack("{s:s}", "refused", code);
+	end_now(r, RESTORE_REFUSED, "refused");
+}
+
+static void on_job_closed(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	bool done = !r->error[0];
+
+	if (r->aborted)
+		return;
+	if (!o->res)
+		log_warn(COMP, "job %lld: recording its end failed: %s", (long long)r->job_id, o->error);
+	if (done)
+		snprintf(r->why, sizeof(r->why), "done");
+	end_now(r, done ? RESTORE_DONE : RESTORE_FAILED, done ? "done" : r->stopping ? "interrupted" : "failed");
+}
+
+/* Everything read is recorded (or the job stops): write the job's end. */
+static void close_job(struct restore *r)
+{
+	const char *status = !r->error[0] ? "done" : r->stopping ? "interrupted" : "failed";
+	char id[24];
+	const char *params[3] = {id, status, r->error[0] ? r->error : NULL};
+
+	snprintf(r->why, sizeof(r->why), "%s", r->error);
+	snprintf(id, sizeof(id), "%lld", (long long)r->job_id);
+	if (!r->pool || !pgpool_ready(r->pool)) {
+		end_now(r, RESTORE_FAILED, status);
+		return;
+	}
+	pgpool_query(r->pool,
+		     "UPDATE abilitysync.restore_jobs SET status = $2, error = $3, updated_at = now(),"
+		     " finished_at = CASE WHEN $2 = 'done' THEN now() END,"
+		     " total = CASE WHEN $2 = 'done' THEN greatest(total, done + failed) ELSE total END"
+		     " WHERE id = $1::bigint",
+		     3, params, on_job_closed, r);
+}
+
+static void stop_with(struct restore *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+/* Something went wrong: read no more; close once what is on the wire is back. */
+static void stop_with(struct restore *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!r->error[0]) {
+		va_start(ap, fmt);
+		vsnprintf(r->error, sizeof(r->error), fmt, ap);
+		va_end(ap);
+		log_error(COMP, "job %lld: %s; `abilitysync restore --resume` continues after the last recorded page",
+			  (long long)r->job_id, r->error);
+	}
+	maybe_finish(r);
+}
+
+static void maybe_finish(struct restore *r)
+{
+	if (r->over || r->fetching || r->recording || r->vdb_waiting)
+		return;
+	if (r->error[0] || r->stopping || (r->eof && TAILQ_EMPTY(&r->pages))) {
+		if (r->stopping && !r->error[0])
+			snprintf(r->error, sizeof(r->error), "stopped");
+		close_job(r);
+	}
+}
+
+/* ---- recording pages, in order ---------------------------------------------------------- */
+
+/*
+ * One page: its rows are synced with the hash the vector DB now has (unless a
+ * newer write came in since it was read: the generation then differs and the
+ * outbox pushes that), rows that cannot be pushed are failed, the ledger lists
+ * the vectors, and the job moves its counters and cursor.
+ */
+static const char record_sql[] =
+	"WITH d AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::text[])"
+	"  AS d(ability_id, blob_id, vector_id, content_hash, generation, error)),"
+	" ss AS ("
+	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	"  attempts, next_attempt_at, last_error, synced_at, updated_at)"
+	" SELECT ability_id, blob_id, vector_id, content_hash, CASE WHEN error IS NULL THEN 'synced' ELSE 'failed' END,"
+	"  coalesce(generation, 0), 0, now(), error, CASE WHEN error IS NULL THEN now() END, now() FROM d"
+	" ORDER BY ability_id"
+	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id,"
+	"  content_hash = excluded.content_hash, state = excluded.state, attempts = 0, next_attempt_at = now(),"
+	"  last_error = excluded.last_error, synced_at = coalesce(excluded.synced_at, s.synced_at), updated_at = now()"
+	" WHERE s.generation = excluded.generation"
+	" RETURNING 1),"
+	" led AS ("
+	" INSERT INTO abilitysync.vector_ledger AS l (blob_id, vector_id, ability_id)"
+	" SELECT blob_id, vector_id, ability_id FROM d WHERE error IS NULL ORDER BY blob_id, vector_id"
+	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
+	"  last_written_at = now()),"
+	" job AS ("
+	" UPDATE abilitysync.restore_jobs SET done = done + $7::bigint, failed = failed + $8::bigint, cursor = $9,"
+	"  updated_at = now() WHERE id = $10::bigint RETURNING done, failed)"
+	" SELECT done, failed FROM job";
+
+static void on_page_recorded(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	struct page *p = TAILQ_FIRST(&r->pages);
+
+	if (r->aborted)
+		return;
+	r->recording = false;
+	if (!o->res || PQntuples(o->res) != 1) {
+		stop_with(r, "recording a page: %s", o->res ? "the job row is gone" : o->error);
+		return;
+	}
+	r->done_rows = atoll(PQgetvalue(o->res, 0, 0));
+	r->failed_rows = atoll(PQgetvalue(o->res, 0, 1));
+	if (r->progress)
+		progress_set(r->progress, r->done_rows, r->failed_rows);
+	TAILQ_REMOVE(&r->pages, p, link);
+	r->npages--;
+	page_free(p);
+	record_ready(r);
+	fetch_more(r);
+	maybe_finish(r);
+}
+
+static void send_record(struct restore *r, struct page *p)
+{
+	struct buf b[6];
+	struct pg_array arr[6];
+	struct pg_param params[10];
+	static const uint32_t oids[6] = {PG_OID_TEXT, PG_OID_TEXT, PG_OID_INT4, PG_OID_TEXT, PG_OID_INT8, PG_OID_TEXT};
+	char ok[24], bad[24], id[24];
+	size_t i, nok = 0;
+	int k;
+
+	memset(b, 0, sizeof(b));
+	for (k = 0; k < 6; k++)
+		pg_array_begin(&arr[k], &b[k], oids[k]);
+	for (i = 0; i < p->n; i++) {
+		const struct item *it = &p->items[i];
+
+		pg_array_text(&arr[0], it->ability_id, strlen(it->ability_id));
+		pg_array_text(&arr[1], it->blob, strlen(it->blob));
+		pg_array_int4(&arr[2], (int32_t)it->vector_id);
+		pg_array_text(&arr[3], it->hash, strlen(it->hash));
+		if (it->generation)
+			pg_array_int8(&arr[4], atoll(it->generation));
+		else
+			pg_array_text(&arr[4], NULL, 0);
+		pg_array_text(&arr[5], it->error, it->error ? strlen(it->error) : 0);
+		nok += it->error == NULL;
+	}
+	for (k = 0; k < 6; k++) {
+		pg_array_end(&arr[k]);
+		params[k] = (struct pg_param){b[k].data, b[k].len, true};
+	}
+	snprintf(ok, sizeof(ok), "%zu", nok);
+	snprintf(bad, sizeof(bad), "%zu", p->n - nok);
+	snprintf(id, sizeof(id), "%lld", (long long)r->job_id);
+	params[6] = (struct pg_param){ok, strlen(ok), false};
+	params[7] = (struct pg_param){bad, strlen(bad), false};
+	params[8] = (struct pg_param){p->last_id, strlen(p->last_id), false};
+	params[9] = (struct pg_param){id, strlen(id), false};
+	r->recording = true;
+	pgpool_query_params(r->pool, record_sql, 10, params, on_page_recorded, r);
+	for (k = 0; k < 6; k++)
+		buf_free(&b[k]);
+}
+
+static void record_ready(struct restore *r)
+{
+	struct page *p = TAILQ_FIRST(&r->pages);
+
+	if (r->recording || r->over || !p || !p->pushed)
+		return;
+	if (p->unavailable) {
+		stop_with(r, "%s", r->error[0] ? r->error : "the vector DB is unavailable");
+		return;
+	}
+	send_record(r, p);
+}
+
+/* ---- pushing a page ---------------------------------------------------------------------- */
+
+static void page_settled(struct page *p)
+{
+	struct restore *r = p->r;
+
+	r->vdb_waiting--;
+	if (--p->waiting > 0)
+		return;
+	if (r->aborted) {
+		if (r->vdb_waiting == 0)
+			job_free(r);
+		return;
+	}
+	p->pushed = true;
+	record_ready(r);
+	maybe_finish(r);
+}
+
+struct add_ctx {
+	struct page *p;
+	size_t *idx;
+	size_t n;
+};
+
+static void on_added(const struct vdb_result *res, void *arg)
+{
+	struct add_ctx *c = arg;
+	struct page *p = c->p;
+	size_t i;
+
+	for (i = 0; i < c->n && !p->r->aborted; i++) {
+		struct item *it = &p->items[c->idx[i]];
+
+		if (res->ok && i < res->n && res->ok[i])
+			continue;
+		if (res->status == VDB_UNAVAILABLE || res->status == VDB_CANCELLED) {
+			p->unavailable = true;
+			if (!p->r->error[0])
+				snprintf(p->r->error, sizeof(p->r->error), "%s", res->error);
+		} else if (!it->error) {
+			it->error = xstrdup(res->error[0] ? res->error : "the vector DB did not take it");
+		}
+	}
+	free(c->idx);
+	free(c);
+	page_settled(p);
+}
+
+static void start_adds(struct page *p)
+{
+	struct restore *r = p->r;
+	struct vdb_vector *vecs = xcalloc(p->n, sizeof(*vecs));
+	size_t b, i;
+
+	for (b = 0; b < p->nblobs; b++) {
+		struct add_ctx *c = xcalloc(1, sizeof(*c));
+		/* In a blob this process created, nothing of ours can be there yet. */
+		bool may_exist = !vdb_created_blob(r->v, p->blobs[b]);
+
+		c->p = p;
+		c->idx = xcalloc(p->n, sizeof(size_t));
+		for (i = 0; i < p->n; i++) {
+			const struct ability *a = &p->abilities[i];
+
+			if (p->items[i].error || strcmp(p->items[i].blob, p->blobs[b]) != 0)
+				continue;
+			vecs[c->n] = (struct vdb_vector){a->vector_id, a->embedding, a->embedding_len, a->attributes,
+							 a->attributes_len, may_exist};
+			c->idx[c->n++] = i;
+		}
+		if (!c->n) {
+			free(c->idx);
+			free(c);
+			continue;
+		}
+		p->waiting++;
+		r->vdb_waiting++;
+		vdb_add(r->v, p->blobs[b], vecs, c->n, on_added, c);
+	}
+	free(vecs);
+	/* The client copied the texts: the page no longer needs its 40 KB embeddings. */
+	for (i = 0; i < p->n; i++)
+		ability_free(&p->abilities[i]);
+	free(p->abilities);
+	p->abilities = NULL;
+}
+
+static void on_blob_ready(const struct vdb_result *res, void *arg)
+{
+	struct page *p = arg;
+
+	if (res->status != VDB_OK && !p->r->aborted) {
+		if (res->status == VDB_REJECTED || res->status == VDB_BAD_REPLY) {
+			/* A blob the server will not create: its rows fail, the others go on. */
+			log_warn(COMP, "job %lld: %s", (long long)p->r->job_id, res->error);
+		} else {
+			p->unavailable = true;
+			if (!p->r->error[0])
+				snprintf(p->r->error, sizeof(p->r->error), "%s", res->error);
+		}
+	}
+	if (p->waiting == 1 && !p->r->aborted && !p->unavailable) {
+		/* Every blob of the page is settled: push (the adds fail the rows of a refused blob). */
+		start_adds(p);
+	}
+	page_settled(p);
+}
+
+static void add_blob(struct page *p, const char *blob)
+{
+	size_t i;
+
+	for (i = 0; i < p->nblobs; i++)
+		if (strcmp(p->blobs[i], blob) == 0)
+			return;
+	p->blobs = xrealloc(p->blobs, (p->nblobs + 1) * sizeof(char *));
+	p->blobs[p->nblobs++] = xstrdup(blob);
+}
+
+/* ---- reading pages ---------------------------------------------------------------------- */
+
+static const char page_sql[] =
+	"SELECT a.ability_id, a.ability_name, a.service_name, a.description, a.embedding::text, a.metadata::text,"
+	" s.generation"
+	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
+	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
+	" ORDER BY a.ability_id LIMIT $3::int";
+
+static void build_item(struct page *p, PGresult *res, int t)
+{
+	struct item *it = &p->items[t];
+	struct ability *a = &p->abilities[t];
+	struct ability_error aerr;
+	const char *id = PQgetvalue(res, t, 0), *service = PQgetvalue(res, t, 2);
+	struct errbuf err;
+
+	it->ability_id = xstrdup(id);
+	it->generation = PQgetisnull(res, t, 6) ? NULL : xstrdup(PQgetvalue(res, t, 6));
+	vdb_blob_name(service, strlen(service), it->blob);
+	if (!vdb_vector_id(id, strlen(id), &it->vector_id, &err)) {
+		it->error = xstrdup(err.msg);
+		return;
+	}
+	if (PQgetisnull(res, t, 4) ||
+	    !ability_from_row(id, PQgetvalue(res, t, 1), service, PQgetvalue(res, t, 3), PQgetvalue(res, t, 4),
+			      PQgetisnull(res, t, 5) ? NULL : PQgetvalue(res, t, 5), p->r->o.dim, a, &aerr)) {
+		struct buf b = BUF_INIT;
+
+		buf_printf(&b, "the mirror row cannot be pushed: %s", PQgetisnull(res, t, 4) ? "no embedding" : aerr.message);
+		it->error = buf_steal(&b);
+		return;
+	}
+	memcpy(it->hash, a->content_hash, sizeof(it->hash));
+	add_blob(p, it->blob);
+}
+
+static void on_page(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	struct page *p;
+	int t, n;
+	size_t b;
+
+	if (r->aborted)
+		return;
+	r->fetching = false;
+	if (!o->res) {
+		stop_with(r, "reading abilities: %s", o->error);
+		return;
+	}
+	n = PQntuples(o->res);
+	if (n == 0 || r->error[0]) {
+		r->eof = n == 0;
+		maybe_finish(r);
+		return;
+	}
+	p = xcalloc(1, sizeof(*p));
+	p->r = r;
+	p->n = (size_t)n;
+	p->items = xcalloc(p->n, sizeof(*p->items));
+	p->abilities = xcalloc(p->n, sizeof(*p->abilities));
+	p->last_id = xstrdup(PQgetvalue(o->res, n - 1, 0));
+	free(r->fetch_cursor);
+	r->fetch_cursor = xstrdup(p->last_id);
+	r->eof = n < r->o.page;
+	TAILQ_INSERT_TAIL(&r->pages, p, link);
+	r->npages++;
+	/* Postgres renders the next page (jsonb to text is its dearest part) while this one is built. */
+	fetch_more(r);
+	for (t = 0; t < n; t++)
+		build_item(p, o->res, t);
+	/* Blobs first (created once, cached), then the adds: one hold while they start. */
+	p->waiting = 1;
+	r->vdb_waiting++;
+	for (b = 0; b < p->nblobs; b++) {
+		p->waiting++;
+		r->vdb_waiting++;
+		vdb_ensure_blob(r->v, p->blobs[b], on_blob_ready, p);
+	}
+	if (p->nblobs == 0)
+		start_adds(p);
+	page_settled(p);
+}
+
+static void fetch_more(struct restore *r)
+{
+	const char *params[3] = {r->fetch_cursor, r->service, r->page_text};
+
+	if (r->fetching || r->eof || r->stopping || r->error[0] || r->over || r->npages >= PAGES_IN_FLIGHT)
+		return;
+	r->fetching = true;
+	pgpool_query(r->pool, page_sql, 3, params, on_page, r);
+}
+
+/* ---- starting ------------------------------------------------------------------------------- */
+
+static void begin(struct restore *r, PGresult *res)
+{
+	char label[48];
+
+	r->job_id = atoll(PQgetvalue(res, 0, 0));
+	r->total = atoll(PQgetvalue(res, 0, 1));
+	r->done_rows = atoll(PQgetvalue(res, 0, 2));
+	r->failed_rows = atoll(PQgetvalue(res, 0, 3));
+	r->fetch_cursor = PQgetisnull(res, 0, 4) ? NULL : xstrdup(PQgetvalue(res, 0, 4));
+	log_info(COMP, "job %lld: %s %s: %lld abilities%s%s", (long long)r->job_id,
+		 r->o.resume ? "resuming" : "restoring", r->service ? r->service : "every service", (long long)r->total,
+		 r->fetch_cursor ? ", after " : "", r->fetch_cursor ? r->fetch_cursor : "");
+	snprintf(label, sizeof(label), "job %lld", (long long)r->job_id);
+	r->progress = progress_new(r->base, COMP, label, r->total, r->done_rows, r->o.progress_s, r->o.progress_bar);
+	progress_set(r->progress, r->done_rows, r->failed_rows);
+	if (r->started)
+		r->started(r->job_id, r->arg);
+	fetch_more(r);
+	maybe_finish(r);
+}
+
+static void on_job(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+
+	if (r->aborted)
+		return;
+	if (!o->res) {
+		refuse(r, "postgres_error", "creating the job: %s", o->error);
+		return;
+	}
+	if (PQntuples(o->res) == 0) {
+		refuse(r, "nothing_to_resume", "nothing to resume: no unfinished restore job%s%s (start one without --resume)",
+		       r->service ? " for service " : "", r->service ? r->service : "");
+		return;
+	}
+	begin(r, o->res);
+}
+
+static void on_locked(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	const char *params[2] = {r->service, r->host};
+
+	if (r->aborted)
+		return;
+	if (!o->res) {
+		refuse(r, "postgres_error", "taking the restore lock: %s", o->error);
+		return;
+	}
+	if (PQgetvalue(o->res, 0, 0)[0] != 't') {
+		refuse(r, "restore_running", "another restore is running (job %s); wait for it, or stop it and use --resume",
+		       PQgetisnull(o->res, 0, 1) ? "?" : PQgetvalue(o->res, 0, 1));
+		return;
+	}
+	/* We hold the lock: any job still marked running belongs to a process that is gone. */
+	if (r->o.resume)
+		pgpool_query(r->pool,
+			     "UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
+			     " updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
+			     "  WHERE status IN ('running', 'interrupted', 'failed') AND service_name IS NOT DISTINCT FROM $1"
+			     "  ORDER BY id DESC LIMIT 1)"
+			     " RETURNING id, total, done, failed, cursor",
+			     2, params, on_job, r);
+	else
+		pgpool_query(r->pool,
+			     "WITH stale AS (UPDATE abilitysync.restore_jobs SET status = 'interrupted', updated_at = now()"
+			     "  WHERE status = 'running')"
+			     " INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
+			     " SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
+			     " RETURNING id, total, done, failed, cursor",
+			     2, params, on_job, r);
+}
+
+static void on_counted(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	json_t *blobs = json_object();
+	int64_t total = 0;
+	int t;
+
+	if (r->aborted)
+		return;
+	if (!o->res) {
+		json_decref(blobs);
+		refuse(r, "postgres_error", "counting abilities: %s", o->error);
+		return;
+	}
+	for (t = 0; t < PQntuples(o->res); t++) {
+		const char *service = PQgetvalue(o->res, t, 0);
+		char *blob = xmalloc(strlen(service) + sizeof(VDB_BLOB_PREFIX));
+		int64_t n = atoll(PQgetvalue(o->res, t, 1));
+
+		vdb_blob_name(service, strlen(service), blob);
+		json_object_set_new(blobs, blob, json_integer(json_integer_value(json_object_get(blobs, blob)) + n));
+		total += n;
+		free(blob);
+	}
+	r->summary = json_pack("{s:b, s:s?, s:I, s:o}", "dry_run", true, "service_name", r->service, "total",
+			       (json_int_t)total, "blobs", blobs);
+	snprintf(r->why, sizeof(r->why), "dry run");
+	r->over = true;
+	r->outcome = RESTORE_DONE;
+	r->later = evtimer_new(r->base, on_later, r);
+	{
+		struct timeval now = {0, 0};
+
+		evtimer_add(r->later, &now);
+	}
+}
+
+static void on_schema(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	const char *params[1] = {r->service};
+
+	if (r->aborted)
+		return;
+	if (!o->res) {
+		refuse(r, "postgres_error", "reading the sync schema: %s", o->error);
+		return;
+	}
+	if (PQgetvalue(o->res, 0, 0)[0] != 't') {
+		refuse(r, "not_migrated", "the sync schema (abilitysync.*) is missing: run `abilitysync migrate up` first");
+		return;
+	}
+	if (r->o.dry_run) {
+		pgpool_query(r->pool,
+			     "SELECT service_name, count(*) FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
+			     " GROUP BY service_name ORDER BY service_name",
+			     1, params, on_counted, r);
+		return;
+	}
+	pgpool_query(r->pool,
+		     "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
+		     " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')",
+		     0, NULL, on_locked, r);
+}
+
+static void on_ready(bool ready, const char *why, void *arg)
+{
+	struct restore *r = arg;
+
+	if (r->aborted)
+		return;
+	if (!ready) {
+		refuse(r, "postgres_unavailable", "Postgres is unavailable: %s", why);
+		return;
+	}
+	pgpool_query(r->pool, "SELECT to_regclass('abilitysync.restore_jobs') IS NOT NULL", 0, NULL, on_schema, r);
+}
+
+struct restore *restore_start(struct event_base *base, struct vdb *v, const struct restore_opts *o,
+			      restore_started_fn started, restore_done_fn done, void *arg)
+{
+	struct restore *r = xcalloc(1, sizeof(*r));
+	struct pgpool_opts po = o->pg;
+	struct errbuf err;
+
+	r->base = base;
+	r->v = v;
+	r->o = *o;
+	r->o.service = NULL;
+	r->o.host = NULL;
+	r->o.pg.conninfo = NULL;
+	r->service = o->service ? xstrdup(o->service) : NULL;
+	r->host = o->host ? xstrdup(o->host) : NULL;
+	r->started = started;
+	r->done = done;
+	r->arg = arg;
+	r->started_ms = clock_mono_ms();
+	TAILQ_INIT(&r->pages);
+	snprintf(r->page_text, sizeof(r->page_text), "%d", o->page);
+	po.size = 1;
+	po.queue_max = 8;
+	if (!(r->pool = pgpool_new(base, &po, &err))) {
+		refuse(r, "postgres_unavailable", "%s", err.msg);
+		return r;
+	}
+	pgpool_wait_ready(r->pool, READY_TIMEOUT_MS, on_ready, r);
+	return r;
+}
+
+void restore_stop(struct restore *r)
+{
+	if (r->stopping || r->over)
+		return;
+	r->stopping = true;
+	log_info(COMP, "job %lld: stopping after the pages in flight", (long long)r->job_id);
+	maybe_finish(r);
+}
+
+void restore_abort(struct restore *r)
+{
+	r->aborted = true;
+	r->done = NULL;
+	pgpool_free(r->pool);
+	r->pool = NULL;
+	if (r->vdb_waiting == 0)
+		job_free(r);
+}
