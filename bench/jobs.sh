@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# jobs.sh - restore and reconcile of N abilities (default 100,000) at 3072
+# dimensions against the emulator, measured in one run.
+#
+#   bench/jobs.sh [N]                 (make bench runs it with N=20000; BENCH_N=100000 for the full size)
+#
+# Starts its own PostgreSQL cluster and emulator (release builds), loads N
+# generated rows with COPY (bench/gen_rows, piped: nothing on disk), then:
+#   1. the emulator's ingest ceiling: vdb_push --ceiling, raw libcurl posts of
+#      one prebuilt 500-vector body for 10 s, into a scratch blob;
+#   2. `abilitysync restore` of the N rows into the same, otherwise empty,
+#      emulator: vectors/s, CPU and peak RSS;
+#   3. `abilitysync reconcile --dry-run` over them (a GET per vector, the
+#      presence and content_hash check): time, CPU and peak RSS;
+#   4. the same reconcile over half as many rows (--service on half the
+#      services), to show its memory does not grow with the table.
+# Prints a markdown table. Never a timed test: the numbers are for reading.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-${BENCH_N:-100000}}
+DIM=${DIM:-3072}
+B=build/release
+TMP=$(mktemp -d /tmp/abilitysync-jobs.XXXXXX)
+chmod 755 "$TMP"
+emu_pid=""
+
+cleanup() {
+  [ -z "$emu_pid" ] || kill -TERM "$emu_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  tools/pgcluster.sh stop "$TMP/pg" >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+for t in abilitysync vdb-emulator gen_rows vdb_push; do
+  [ -x "$B/$t" ] || { echo "bench: $B/$t missing: run make all bench-tools"; exit 1; }
+done
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+base=$(tools/pgcluster.sh start "$TMP/pg")
+base=${base%/postgres}
+psql -X -q "$base/postgres" -c "CREATE DATABASE jobs" >/dev/null
+export DATABASE_URL="$base/jobs"
+"$B/abilitysync" migrate up 2>/dev/null
+echo "loading $N rows of $DIM dimensions with COPY ..." >&2
+"$B/gen_rows" --rows "$N" --dim "$DIM" --seed 5 2>/dev/null |
+  psql -X -q "$DATABASE_URL" -c "\\copy abilities (ability_id, vector_id, ability_name, service_name, description, embedding, dynamic_header_keys, dynamic_headers_required, metadata) FROM STDIN"
+psql -X -q "$DATABASE_URL" -c "VACUUM ANALYZE abilities" >/dev/null
+
+"$B/vdb-emulator" --listen 127.0.0.1:0 --port-file "$TMP/emu.port" >"$TMP/emu.log" 2>&1 &
+emu_pid=$!
+for _ in $(seq 1 100); do [ -s "$TMP/emu.port" ] && break; sleep 0.05; done
+VECTOR_DB_API="http://127.0.0.1:$(cat "$TMP/emu.port")"
+export VECTOR_DB_API LOG_LEVEL=warn
+
+echo "the emulator's ceiling ..." >&2
+"$B/vdb_push" --url "$VECTOR_DB_API" --ceiling --seconds 10 --tenant ceiling --json >"$TMP/ceiling.json" 2>/dev/null
+ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
+curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
+
+measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms
+  local e0 e1
+  e0=$(ticks "$emu_pid")
+  /usr/bin/time -f "%e %U %S %M" -o "$TMP/$1.time" "${@:2}" >"$TMP/$1.out" 2>"$TMP/$1.err" || true
+  e1=$(ticks "$emu_pid")
+  read -r wall user sys rss <"$TMP/$1.time"
+  echo "$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}') $rss $(((e1 - e0) * 10))"
+}
+
+echo "restore ..." >&2
+read -r r_wall r_cpu r_rss r_emu <<<"$(measure restore "$B/abilitysync" restore --json)"
+restored=$(jq -r .done "$TMP/restore.out")
+echo "reconcile ..." >&2
+read -r c_wall c_cpu c_rss c_emu <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
+checked=$(jq -r .checked.vectors "$TMP/reconcile.out")
+drift=$(jq -r .total "$TMP/reconcile.out")
+half_service=$(psql -X -A -t "$DATABASE_URL" -c "SELECT service_name FROM abilities GROUP BY 1 ORDER BY 1 LIMIT 1")
+read -r h_wall _ h_rss _ <<<"$(measure half "$B/abilitysync" reconcile --dry-run --json --service "$half_service")"
+h_checked=$(jq -r .checked.vectors "$TMP/half.out")
+
+awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss" -v re="$r_emu" -v done="$restored" \
+  -v cw="$c_wall" -v cc="$c_cpu" -v cr="$c_rss" -v ce="$c_emu" -v checked="$checked" -v drift="$drift" \
+  -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" 'BEGIN {
+  rate = done / rw
+  printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator | peak RSS |\n"
+  printf "|---|---|---|---|---|---|---|\n"
+  printf "| emulator ingest ceiling (raw posts) | | 10 s | %d vectors/s | 1 | | |\n", ceiling
+  printf "| restore | %d | %.1f s | %d vectors/s | **%.2f** of the ceiling | %.2f / %.2f | %.0f MB |\n", done, rw, rate, rate / ceiling, rc / done, re / done, rr / 1024
+  printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cr / 1024
+  printf "| reconcile --dry-run, one service | %d | %.1f s | %d checks/s | | | %.0f MB |\n", hc, hw, hc / hw, hr / 1024
+  printf "\n%d abilities of 3072 dimensions; reconcile found %d drifted; ", n, drift
+}'
+echo "$(nproc) cores shared by Postgres, abilitysync and the emulator; $(date -u +%Y-%m-%d)."
