@@ -45,6 +45,7 @@ struct page {
 	size_t waiting;         /* blob ensures, then adds, still out */
 	bool pushed;
 	bool unavailable;       /* the vector DB could not be reached: the job stops here */
+	char why[512];          /* ... because of this */
 	struct ability *abilities; /* until their vectors are handed to the client */
 	char **blobs;           /* distinct blobs of the page */
 	size_t nblobs;
@@ -339,7 +340,7 @@ static void record_ready(struct restore *r)
 	if (r->recording || r->over || !p || !p->pushed)
 		return;
 	if (p->unavailable) {
-		stop_with(r, "%s", r->error[0] ? r->error : "the vector DB is unavailable");
+		stop_with(r, "%s", p->why[0] ? p->why : "the vector DB is unavailable");
 		return;
 	}
 	send_record(r, p);
@@ -383,8 +384,8 @@ static void on_added(const struct vdb_result *res, void *arg)
 			continue;
 		if (res->status == VDB_UNAVAILABLE || res->status == VDB_CANCELLED) {
 			p->unavailable = true;
-			if (!p->r->error[0])
-				snprintf(p->r->error, sizeof(p->r->error), "%s", res->error);
+			if (!p->why[0])
+				snprintf(p->why, sizeof(p->why), "%s", res->error);
 		} else if (!it->error) {
 			it->error = xstrdup(res->error[0] ? res->error : "the vector DB did not take it");
 		}
@@ -443,8 +444,8 @@ static void on_blob_ready(const struct vdb_result *res, void *arg)
 			log_warn(COMP, "job %lld: %s", (long long)p->r->job_id, res->error);
 		} else {
 			p->unavailable = true;
-			if (!p->r->error[0])
-				snprintf(p->r->error, sizeof(p->r->error), "%s", res->error);
+			if (!p->why[0])
+				snprintf(p->why, sizeof(p->why), "%s", res->error);
 		}
 	}
 	if (p->waiting == 1 && !p->r->aborted && !p->unavailable) {
