@@ -979,6 +979,33 @@ static void next_page(struct reconcile *r)
 	}
 }
 
+static void begin_rows(struct reconcile *r);
+
+/* A vector DB that is down would fail every check only after each one's retries: ask once first. */
+static void on_health(const struct vdb_result *res, void *arg)
+{
+	struct reconcile *r = arg;
+
+	r->waiting--;
+	if (r->aborted) {
+		if (r->waiting == 0)
+			run_free(r);
+		return;
+	}
+	if (res->status != VDB_OK) {
+		fail_with(r, "the vector DB", res->error);
+		finish(r, RECONCILE_FAILED, "the vector DB is unavailable: %s", res->error);
+		return;
+	}
+	begin_rows(r);
+}
+
+static void check_vector_db(struct reconcile *r)
+{
+	r->waiting++;
+	vdb_health(r->v, on_health, r);
+}
+
 static void begin_rows(struct reconcile *r)
 {
 	char name[48];
@@ -1001,7 +1028,7 @@ static void on_run_recorded(const struct pg_outcome *o, void *arg)
 	if (r->aborted || pg_failed(r, o, "recording the run"))
 		return;
 	r->run_id = atoll(PQgetvalue(o->res, 0, 0));
-	begin_rows(r);
+	check_vector_db(r);
 }
 
 static void record_run(struct reconcile *r)
@@ -1058,7 +1085,7 @@ static void on_schema(const struct pg_outcome *o, void *arg)
 	}
 	r->pg_start = xstrdup(PQgetvalue(o->res, 0, 1));
 	if (r->o.dry_run) {
-		begin_rows(r);
+		check_vector_db(r);
 		return;
 	}
 	pgpool_query(r->pool, "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1)", 0, NULL, on_locked, r);
