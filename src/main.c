@@ -579,13 +579,14 @@ static long push_repairs(struct config *cfg, struct job_env *env)
 	if (reconcile_service)
 		vdb_blob_name(reconcile_service, strlen(reconcile_service), blob);
 	pgpool_query(pool,
-		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')"
+		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete', 'failed')"
 		     " AND ($1::text IS NULL OR blob_id = $1)",
 		     1, params, on_count, &cw);
 	pgpool_run_until(pool, &cw.done);
-	log_info("reconcile", "repairs pushed: %llu written, %llu deleted, %llu attempts failed; %ld change(s) still "
-		 "pending%s", (unsigned long long)ps.pushed, (unsigned long long)ps.deleted,
-		 (unsigned long long)ps.failed, cw.n, cw.n > 0 ? " (the service's outbox worker goes on with them)" : "");
+	log_msg(cw.n ? LL_WARN : LL_INFO, "reconcile",
+		"repairs pushed: %llu written, %llu deleted, %llu attempts failed; %ld change(s) still pending or "
+		"failed%s", (unsigned long long)ps.pushed, (unsigned long long)ps.deleted, (unsigned long long)ps.failed,
+		cw.n, cw.n > 0 ? " (see GET /v1/sync/status; the service's outbox worker retries pending ones)" : "");
 	pusher_free(pusher);
 	store_free(st);
 	pgpool_free(pool);

@@ -407,6 +407,11 @@ static enum cat verdict_cat(enum verdict v)
 	}
 }
 
+static bool needs_repair(const struct row *w)
+{
+	return w->v == V_MISSING || w->v == V_STALE || w->v == V_NO_STATE || w->v == V_DIFFERS;
+}
+
 static void on_requeued(const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
@@ -444,7 +449,7 @@ static void rows_page_done(struct reconcile *r)
 	for (i = 0; i < r->nrows; i++) {
 		const struct row *w = &r->rows[i];
 
-		if (w->v != V_MISSING && w->v != V_STALE && w->v != V_NO_STATE && w->v != V_DIFFERS)
+		if (!needs_repair(w))
 			continue;
 		if (!take_repair(r, n))
 			continue;
@@ -465,10 +470,65 @@ static void rows_page_done(struct reconcile *r)
 		next_page(r);
 }
 
+static const char full_rows_sql[] =
+	"SELECT ability_id, ability_name, service_name, description, embedding::text, metadata::text"
+	" FROM public.abilities WHERE ability_id = ANY($1::text[])";
+
+/* A row about to be pushed again must be pushable: else it is invalid, and left alone. */
+static void on_full_rows(const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+	int t;
+	size_t i;
+
+	if (r->aborted || pg_failed(r, o, "reading abilities"))
+		return;
+	for (t = 0; t < PQntuples(o->res); t++) {
+		const char *id = PQgetvalue(o->res, t, 0);
+		struct ability a;
+		struct ability_error aerr;
+
+		for (i = 0; i < r->nrows && strcmp(r->rows[i].ability_id, id) != 0; i++)
+			;
+		if (i == r->nrows)
+			continue;
+		if (PQgetisnull(o->res, t, 4) ||
+		    !ability_from_row(id, PQgetvalue(o->res, t, 1), PQgetvalue(o->res, t, 2), PQgetvalue(o->res, t, 3),
+				      PQgetvalue(o->res, t, 4), PQgetisnull(o->res, t, 5) ? NULL : PQgetvalue(o->res, t, 5),
+				      r->o.dim, &a, &aerr))
+			r->rows[i].v = V_INVALID;
+		else
+			ability_free(&a);
+	}
+	rows_page_done(r);
+}
+
+static void validate_repairs(struct reconcile *r)
+{
+	struct buf b = BUF_INIT;
+	struct pg_array arr;
+	struct pg_param param;
+	size_t i, n = 0;
+
+	pg_array_begin(&arr, &b, PG_OID_TEXT);
+	for (i = 0; i < r->nrows; i++)
+		if (needs_repair(&r->rows[i]) && !r->rows[i].built) {
+			pg_array_text(&arr, r->rows[i].ability_id, strlen(r->rows[i].ability_id));
+			n++;
+		}
+	pg_array_end(&arr);
+	param = array_param(&b);
+	if (n)
+		pgpool_query_params(r->pool, full_rows_sql, 1, &param, on_full_rows, r);
+	buf_free(&b);
+	if (!n)
+		rows_page_done(r);
+}
+
 static void row_settled(struct reconcile *r)
 {
 	if (--r->waiting == 0 && !r->aborted)
-		rows_page_done(r);
+		validate_repairs(r);
 }
 
 /* --deep: the vector must find itself, at distance ~0, among its nearest. */

@@ -69,7 +69,7 @@ struct restore {
 	char page_text[16];
 	struct page_list pages;
 	size_t npages;
-	bool fetching, recording, eof, stopping, over, aborted;
+	bool fetching, recording, eof, stopping, closing, over, aborted;
 	size_t vdb_waiting;     /* vector DB operations out, all pages together */
 	char error[600];        /* why the job stops early */
 	struct progress *progress;
@@ -191,6 +191,7 @@ static void close_job(struct restore *r)
 	char id[24];
 	const char *params[3] = {id, status, r->error[0] ? r->error : NULL};
 
+	r->closing = true;
 	snprintf(r->why, sizeof(r->why), "%s", r->error);
 	snprintf(id, sizeof(id), "%lld", (long long)r->job_id);
 	if (!r->pool || !pgpool_ready(r->pool)) {
@@ -224,7 +225,7 @@ static void stop_with(struct restore *r, const char *fmt, ...)
 
 static void maybe_finish(struct restore *r)
 {
-	if (r->over || r->fetching || r->recording || r->vdb_waiting)
+	if (r->over || r->closing || r->fetching || r->recording || r->vdb_waiting)
 		return;
 	if (r->error[0] || r->stopping || (r->eof && TAILQ_EMPTY(&r->pages))) {
 		if (r->stopping && !r->error[0])

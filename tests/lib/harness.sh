@@ -276,6 +276,78 @@ check_stores_agree() {
   fi
 }
 
+# ---- rows and fingerprints (reconcile, restore) ------------------------------
+
+# The SQL of the vector_id abilitysync computes for an ability id (text expression $1).
+vector_id_sql() {
+  echo "abs(('x' || left(encode(sha256(convert_to($1, 'UTF8')), 'hex'), 8))::bit(32)::int)"
+}
+
+# A deterministic embedding of $2 numbers in (-1, 1) for the ability id (text expression $1), as jsonb.
+embedding_sql() {
+  echo "(select jsonb_agg(round((('x' || substr(md5($1 || '/' || i), 1, 8))::bit(32)::int)::numeric / 2147483648, 9)
+    order by i) from generate_series(1, $2) i)"
+}
+
+# insert_rows DB SERVICE DIM ID...: rows written straight into public.abilities,
+# behind abilitysync's back (as the original app or an operator would): no
+# sync state, no ledger entry; the vector_id abilitysync would compute.
+insert_rows() {
+  local db=$1 svc=$2 dim=$3 values="" id
+  shift 3
+  for id in "$@"; do values+="${values:+,}('$id')"; done
+  psql_q "$db" -c "insert into abilities (ability_id, vector_id, ability_name, service_name, description,
+      embedding, dynamic_header_keys, dynamic_headers_required, metadata)
+    select id, $(vector_id_sql id), 'n_' || replace(id, '-', '_'), '$svc', 'written directly: ' || id,
+      $(embedding_sql id "$dim"), '[]', false, '{}'
+    from (values $values) v(id)" >/dev/null
+}
+
+# gen_rows DB PREFIX N SERVICES DIM: N rows PREFIX-00001... straight into
+# public.abilities, row g in service svc-<g % SERVICES>.example.
+gen_rows() {
+  psql_q "$1" -c "insert into abilities (ability_id, vector_id, ability_name, service_name, description,
+      embedding, dynamic_header_keys, dynamic_headers_required, metadata)
+    select id, $(vector_id_sql id), 'n_' || g, 'svc-' || (g % $4) || '.example', 'generated ' || id,
+      $(embedding_sql id "$5"), '[]', false, jsonb_build_object('g', g)
+    from generate_series(1, $3) g, lateral (select '$2-' || lpad(g::text, 5, '0') as id) x" >/dev/null
+}
+
+# blob_of SERVICE: the blob holding a service's vectors.
+blob_of() { echo "abilities_$(printf '%s' "$1" | tr -c 'A-Za-z0-9_' '_')"; }
+
+# db_fingerprint DB [TABLE...]: every row of the tables (default: public.abilities
+# and every abilitysync table) as text; equal before and after = nothing changed.
+db_fingerprint() {
+  local db=$1 t
+  shift
+  [ $# -gt 0 ] || set -- public.abilities abilitysync.sync_state abilitysync.vector_ledger \
+    abilitysync.reconcile_runs abilitysync.restore_jobs
+  for t in "$@"; do
+    echo "== $t"
+    psql_q "$db" -c "select x::text from $t x order by 1"
+  done
+}
+
+# emu_fingerprint: every vector of the emulator's tenant reverse_engineer as
+# "blob id content_hash", sorted (a vector stored twice shows twice).
+emu_fingerprint() {
+  local blob
+  emu GET /tenants/reverse_engineer/blobs
+  [ "$CODE" = 200 ] || { echo "no tenant ($CODE)"; return 0; }
+  for blob in $(jq -r '.blobs[].blob_id' <<<"$BODY"); do
+    emu GET "/_admin/tenants/reverse_engineer/blobs/$blob/ids?attribute=content_hash"
+    jq -r --arg b "$blob" '.entries[] | "\($b) \(.id) \(.value)"' <<<"$BODY"
+  done | sort
+}
+
+# emu_writes: how many writing requests (anything but GET and query) the emulator served, by route.
+emu_writes() {
+  emu GET /_admin/counters
+  jq -S -c '.by_route | with_entries(select((.key | startswith("GET ") | not) and (.key | endswith("/query") | not)))' \
+    <<<"$BODY"
+}
+
 # ---- running a suite ------------------------------------------------------
 
 PASSED=0

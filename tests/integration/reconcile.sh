@@ -1,0 +1,478 @@
+#!/usr/bin/env bash
+# `abilitysync reconcile` against a real Postgres and the emulator: drift made
+# behind the service's back (vectors deleted, attributes overwritten, rows
+# deleted or inserted directly, outbox rows failed or stuck) is counted exactly
+# by a dry run that changes nothing, repaired by a real run, and the periodic
+# run inside `serve` happens once per period across replicas.
+# shellcheck disable=SC2317,SC2119  # test functions are called indirectly; new_db takes an optional name
+# shellcheck source=tests/lib/harness.sh
+. "$(dirname "$0")/../lib/harness.sh"
+
+TENANT=reverse_engineer
+DIM=8
+# The CLI retries a failing vector DB briefly, so failures are quick.
+CLI_ENV=("EMBEDDING_DIM=$DIM" VDB_MAX_ATTEMPTS=2 VDB_BACKOFF_MS=10 VDB_BACKOFF_MAX_MS=50 VDB_TIMEOUT_MS=2000
+  SYNC_INTERVAL_MS=50 SYNC_BACKOFF_MS=50 SYNC_BACKOFF_MAX_MS=200)
+
+# A migrated database, an emulator, and a service on both; extra VAR=value settings pass through.
+setup() {
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_emulator
+  start_service DATABASE_URL="$DB" EMBEDDING_DIM=$DIM "$@"
+  wait_ready
+}
+
+pg() { psql_q "$DB" -c "$1"; }
+
+# rec [VAR=value...] [flags...]: `abilitysync reconcile` on $DB and the emulator;
+# stdout in $OUT, stderr in $ERR, exit status in $RC.
+rec() {
+  local envs=()
+  while [ $# -gt 0 ] && [[ "$1" =~ ^[A-Z_]+= ]]; do
+    envs+=("$1")
+    shift
+  done
+  run_split env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" "${CLI_ENV[@]}" "${envs[@]}" \
+    "$ABILITYSYNC" reconcile "$@"
+  if [[ " $* " == *" --json "* ]]; then
+    jq -e 'type == "object"' <<<"$OUT" >/dev/null 2>&1 || fail "reconcile $* did not print one JSON object:
+$OUT
+stderr:
+$ERR"
+  fi
+}
+
+# The drift counts of the last report, {"category": count}, keys sorted.
+counts() { jq -S -c '.drift | map_values(.count)' <<<"$OUT"; }
+# The sample ids of one category, comma-separated.
+sample() { jq -r --arg c "$1" '.drift[$c].sample | join(",")' <<<"$OUT"; }
+# counts_json missing stale orphans no_sync_state overdue failed collisions invalid_rows vector_differs
+counts_json() {
+  printf '{"collisions":%s,"failed":%s,"invalid_rows":%s,"missing":%s,"no_sync_state":%s,"orphans":%s,"overdue":%s,"stale":%s,"vector_differs":%s}' \
+    "$7" "$6" "$8" "$1" "$4" "$3" "$5" "$2" "$9"
+}
+NO_DRIFT=$(counts_json 0 0 0 0 0 0 0 0 0)
+
+# register SERVICE PREFIX N: abilities PREFIX-01..PREFIX-N through the API, in one batch.
+register() {
+  local svc=$1 prefix=$2 n=$3 i items="" seed
+  seed=$(($(printf '%s' "$prefix" | cksum | cut -d' ' -f1) % 100000))
+  for i in $(seq -f %02g 1 "$n"); do
+    items+="${items:+,}$(ability_json "$prefix-$i" "$svc" $DIM "$((seed + 10#$i))" "ability $prefix-$i")"
+  done
+  api POST /v1/abilities "{\"abilities\": [$items]}"
+  assert_eq "$CODE" 201 "registering $n abilities of $svc: $BODY"
+}
+
+vid() { pg "select vector_id from abilitysync.sync_state where ability_id = '$1'"; }
+vpath() { echo "/tenants/$TENANT/blobs/$(blob_of "$1")/vectors/$(vid "$2")"; } # service id
+
+# Deletes an ability's vector in the vector DB, behind the service's back.
+vector_delete() { # service id
+  emu DELETE "$(vpath "$1" "$2")"
+  assert_eq "$CODE" 200 "deleting the vector of $2: $BODY"
+}
+
+# The vector DB's writes of vectors (adds, deletes, attribute updates), by route.
+vector_writes() { emu_writes | jq -S -c 'with_entries(select(.key | contains("/vectors")))'; }
+
+# Everything reconcile could change: both stores, and the vector writes the emulator served.
+fingerprint() {
+  db_fingerprint "$DB"
+  emu_fingerprint
+  vector_writes
+}
+
+test_dry_run_counts_each_kind_of_drift_and_changes_nothing() {
+  local saved before after
+  setup
+  register one.svc one 20
+  register two.svc two 20
+  wait_converged "$DB" 30
+  stop_service
+  # missing: three vectors deleted in the vector DB.
+  vector_delete one.svc one-03
+  vector_delete one.svc one-07
+  vector_delete two.svc two-05
+  # stale: attributes overwritten (one replaced whole, one with another description and hash).
+  emu PUT "$(vpath one.svc one-04)/attributes" '{"attributes": {"note": "overwritten by hand"}}'
+  assert_eq "$CODE" 200 "$BODY"
+  emu GET "$(vpath two.svc two-06)"
+  emu PUT "$(vpath two.svc two-06)/attributes" \
+    "$(jq -c '{attributes: (.attributes | .description = "edited in the vector DB" | .content_hash = "0123abcd")}' <<<"$BODY")"
+  assert_eq "$CODE" 200 "$BODY"
+  # orphans: two rows deleted in Postgres directly; one ability deleted through the
+  # API whose vector was then added back to the vector DB by hand.
+  pg "delete from abilities where ability_id in ('one-10', 'two-10')" >/dev/null
+  emu GET "$(vpath one.svc one-12)"
+  saved=$BODY
+  start_service DATABASE_URL="$DB" EMBEDDING_DIM=$DIM
+  api DELETE /v1/abilities/one-12
+  assert_eq "$CODE" 200 "$BODY"
+  assert_eq "$(jq -r .sync_state <<<"$BODY")" deleted
+  stop_service
+  emu POST "/tenants/$TENANT/blobs/abilities_one_svc/vectors" \
+    "$(jq -c '{vectors: [.vector], ids: [.id], attributes: [.attributes]}' <<<"$saved")"
+  assert_eq "$CODE" 200 "adding the deleted vector back: $BODY"
+  # no_sync_state: two sync states deleted, two rows inserted directly.
+  pg "delete from abilitysync.sync_state where ability_id in ('one-14', 'two-14')" >/dev/null
+  insert_rows "$DB" one.svc $DIM one-21
+  insert_rows "$DB" two.svc $DIM two-21
+  # failed, and a change pending for an hour.
+  pg "update abilitysync.sync_state set state = 'failed', attempts = 10, last_error = 'gave up'
+    where ability_id = 'one-16'" >/dev/null
+  pg "update abilitysync.sync_state set state = 'pending', updated_at = now() - interval '1 hour',
+    next_attempt_at = now() - interval '1 hour' where ability_id = 'two-16'" >/dev/null
+
+  before=$(fingerprint)
+  rec --dry-run --json
+  assert_rc 3 "a dry run that finds drift"
+  assert_eq "$(counts)" "$(counts_json 3 2 3 4 1 1 0 0 0)" "drift counts"
+  assert_eq "$(sample missing)" "one-03,one-07,two-05" "missing sample"
+  assert_eq "$(sample stale)" "one-04,two-06" "stale sample"
+  assert_eq "$(sample orphans)" "one-10,one-12,two-10" "orphans sample"
+  assert_eq "$(sample no_sync_state)" "one-14,one-21,two-14,two-21" "no_sync_state sample"
+  assert_eq "$(sample overdue)" "two-16" "overdue sample"
+  assert_eq "$(sample failed)" "one-16" "failed sample"
+  assert_eq "$(jq -c '[.run_id, .dry_run, .deep, .service_name, .status, .error, .total, .checked.rows]' <<<"$OUT")" \
+    '[null,true,false,null,"ok",null,14,39]' "run_id, dry_run, deep, service_name, status, error, total, checked.rows"
+  jq -e '(.started_at | test("Z$")) and (.finished_at | test("Z$")) and (.seconds | type == "number")
+    and (.repairs.queued == 0)' <<<"$OUT" >/dev/null || fail "times or repairs of a dry run: $OUT"
+  after=$(fingerprint)
+  [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") | head -n 40 >&2 || true; fail "the dry run changed something"; }
+
+  rec --json
+  assert_rc 0 "a real run that repairs everything"
+  assert_eq "$(counts)" "$(counts_json 3 2 3 4 1 1 0 0 0)" "what the real run found"
+  assert_eq "$(jq -c '[.dry_run, .status, .total, .repairs.queued, .repairs.deferred, (.run_id | type)]' <<<"$OUT")" \
+    '[false,"ok",14,14,0,"number"]' "dry_run, status, total, queued, deferred, run_id"
+  assert_eq "$(pg "select count(*) || ' ' || bool_and(status = 'ok') || ' ' || bool_and(not dry_run) || ' ' ||
+    max(report->>'total') || ' ' || max(id) from abilitysync.reconcile_runs")" "1 true true 14 $(jq .run_id <<<"$OUT")" \
+    "the recorded run"
+  rec --dry-run --json
+  assert_rc 0 "a dry run after the repair"
+  assert_eq "$(counts)" "$NO_DRIFT" "drift after the repair"
+  assert_eq "$(jq .total <<<"$OUT")" 0 "total after the repair"
+  check_stores_agree "$DB"
+  emu GET "$(vpath two.svc two-06)"
+  assert_eq "$(jq -r .attributes.description <<<"$BODY")" "ability two-06" "the overwritten attributes are back"
+  assert_eq "$(pg "select count(*) from abilities")" 39 "no row was added or removed"
+  stop_emulator
+}
+
+test_service_flag_restricts_every_category_to_one_service() {
+  setup
+  register one.svc one 6
+  register two.svc two 6
+  wait_converged "$DB" 30
+  stop_service
+  vector_delete one.svc one-02
+  vector_delete two.svc two-02
+  vector_delete two.svc two-03
+  pg "delete from abilities where ability_id = 'two-04'" >/dev/null
+  insert_rows "$DB" two.svc $DIM two-07
+  rec --dry-run --json --service one.svc
+  assert_rc 3
+  assert_eq "$(jq -c '[.service_name, .total, .checked.rows]' <<<"$OUT")" '["one.svc",1,6]' "service_name, total, rows"
+  assert_eq "$(counts)" "$(counts_json 1 0 0 0 0 0 0 0 0)" "one.svc"
+  assert_eq "$(sample missing)" one-02
+  rec --dry-run --json --service two.svc
+  assert_rc 3
+  assert_eq "$(counts)" "$(counts_json 2 0 1 1 0 0 0 0 0)" "two.svc"
+  assert_eq "$(sample missing),$(sample orphans),$(sample no_sync_state)" "two-02,two-03,two-04,two-07"
+  # A real run for one service repairs that service only.
+  rec --json --service one.svc
+  assert_rc 0 "$ERR"
+  assert_eq "$(jq .repairs.queued <<<"$OUT")" 1 "repairs queued for one.svc"
+  rec --dry-run --json
+  assert_rc 3
+  assert_eq "$(counts)" "$(counts_json 2 0 1 1 0 0 0 0 0)" "all services after repairing one.svc"
+  emu GET "$(vpath one.svc one-02)"
+  assert_eq "$CODE" 200 "one-02's vector is back"
+  stop_emulator
+}
+
+test_max_repairs_defers_the_rest_to_the_next_run() {
+  local i
+  setup
+  register one.svc one 10
+  wait_converged "$DB" 30
+  stop_service
+  for i in 01 03 05 07 09; do vector_delete one.svc "one-$i"; done
+  rec RECONCILE_MAX_REPAIRS=2 --json
+  assert_rc 3 "repairs left for the next run"
+  assert_eq "$(jq -c '[.drift.missing.count, .repairs.queued, .repairs.deferred, .status]' <<<"$OUT")" '[5,2,3,"ok"]' \
+    "missing, queued, deferred, status"
+  assert_eq "$(emu_fingerprint | wc -l)" 7 "vectors after repairing two of five"
+  rec --dry-run --json
+  assert_rc 3
+  assert_eq "$(jq .drift.missing.count <<<"$OUT")" 3 "missing after the first run"
+  rec --json
+  assert_rc 0 "$ERR"
+  assert_eq "$(jq -c '[.repairs.queued, .repairs.deferred]' <<<"$OUT")" '[3,0]' "queued, deferred of the second run"
+  rec --dry-run --json
+  assert_rc 0
+  assert_eq "$(jq .total <<<"$OUT")" 0 "drift after the second run"
+  check_stores_agree "$DB"
+  stop_emulator
+}
+
+test_an_unreachable_vector_db_fails_the_run_and_changes_nothing() {
+  local before
+  setup
+  register one.svc one 5
+  wait_converged "$DB" 30
+  stop_service
+  vector_delete one.svc one-02
+  pg "delete from abilitysync.sync_state where ability_id = 'one-03'" >/dev/null
+  before=$(db_fingerprint "$DB" public.abilities abilitysync.sync_state abilitysync.vector_ledger)
+  # Every request answered 503.
+  emu POST /_admin/faults '{"status": 503}'
+  rec --json
+  assert_rc 1 "the vector DB answering 503"
+  assert_eq "$(jq -r .status <<<"$OUT")" failed "status"
+  [ "$(jq -r '.error // ""' <<<"$OUT")" != "" ] || fail "no error in the report: $OUT"
+  grep -qi 'vector db' <<<"$ERR" || fail "stderr does not name the vector DB: $ERR"
+  # The emulator gone altogether (EMU_URL still names its port).
+  stop_emulator
+  rec --json
+  assert_rc 1 "the vector DB not listening"
+  assert_eq "$(jq -r .status <<<"$OUT")" failed "status"
+  grep -qi 'vector db' <<<"$ERR" || fail "stderr does not name the vector DB: $ERR"
+  rec --dry-run --json
+  assert_rc 1 "a dry run without the vector DB"
+  assert_eq "$(db_fingerprint "$DB" public.abilities abilitysync.sync_state abilitysync.vector_ledger)" "$before" \
+    "Postgres after the failed runs"
+  assert_eq "$(pg "select count(*) from abilitysync.reconcile_runs where status <> 'failed'")" 0 \
+    "no run recorded as anything but failed"
+}
+
+# Replaces an ability's vector in the vector DB with another embedding, same id and attributes.
+replace_embedding() { # service id
+  local path
+  path=$(vpath "$1" "$2")
+  emu GET "$path"
+  emu POST "${path%/*}" "$(jq -c '{vectors: [[.vector[] | -. + 0.5]], ids: [.id], attributes: [.attributes]}' <<<"$BODY")"
+  assert_eq "$CODE" 200 "replacing the vector of $2: $BODY"
+}
+
+# The vector DB holds the float32 of each number of the ability's embedding in Postgres.
+assert_embedding_matches() { # service id
+  emu GET "$(vpath "$1" "$2")"
+  node -e '
+    const want = JSON.parse(process.argv[1]), got = JSON.parse(process.argv[2]).vector;
+    if (got.length !== want.length || got.some((x, i) => Math.fround(x) !== Math.fround(want[i]))) process.exit(1);
+  ' "$(pg "select embedding::text from abilities where ability_id = '$2'")" "$BODY" ||
+    fail "the vector of $2 differs from its embedding in Postgres: $BODY"
+}
+
+test_deep_finds_a_vector_whose_embedding_was_replaced() {
+  setup
+  register one.svc one 6
+  wait_converged "$DB" 30
+  stop_service
+  replace_embedding one.svc one-04
+  rec --dry-run --json
+  assert_rc 0 "without --deep the attributes agree"
+  assert_eq "$(counts)" "$NO_DRIFT" "drift without --deep"
+  rec --dry-run --deep --json
+  assert_rc 3
+  assert_eq "$(jq .deep <<<"$OUT")" true "deep"
+  assert_eq "$(counts)" "$(counts_json 0 0 0 0 0 0 0 0 1)" "drift with --deep"
+  assert_eq "$(sample vector_differs)" one-04
+  rec --deep --json
+  assert_rc 0 "$ERR"
+  assert_embedding_matches one.svc one-04
+  rec --dry-run --deep --json
+  assert_rc 0
+  assert_eq "$(jq .total <<<"$OUT")" 0 "drift after the deep repair"
+  stop_emulator
+}
+
+test_deep_finds_a_row_edited_directly_in_postgres() {
+  setup
+  register one.svc one 6
+  wait_converged "$DB" 30
+  stop_service
+  pg "update abilities set description = 'edited in Postgres' where ability_id = 'one-05'" >/dev/null
+  rec --dry-run --json
+  assert_rc 0 "without --deep the sync state and the vector agree"
+  assert_eq "$(jq .total <<<"$OUT")" 0
+  rec --dry-run --deep --json
+  assert_rc 3
+  assert_eq "$(counts)" "$(counts_json 0 1 0 0 0 0 0 0 0)" "drift with --deep"
+  assert_eq "$(sample stale)" one-05
+  rec --deep --json
+  assert_rc 0 "$ERR"
+  emu GET "$(vpath one.svc one-05)"
+  assert_eq "$(jq -r .attributes.description <<<"$BODY")" "edited in Postgres" "the vector DB follows Postgres"
+  rec --dry-run --deep --json
+  assert_rc 0
+  check_stores_agree "$DB"
+  stop_emulator
+}
+
+test_a_vector_id_collision_is_reported_and_never_repaired() {
+  local owner
+  setup
+  # Both ids map to vector_id 91458538 (see tests/unit/test_vdbid.c).
+  api POST /v1/abilities "$(ability_json collide-8533 same.svc)"
+  assert_eq "$CODE" 201
+  api POST /v1/abilities "$(ability_json other same.svc 8 2)"
+  wait_converged "$DB" 30
+  stop_service
+  insert_rows "$DB" same.svc $DIM collide-12320
+  owner=$(emu_fingerprint)
+  rec --dry-run --json
+  assert_rc 3
+  assert_eq "$(jq -c '[.drift.collisions.count, .drift.collisions.sample]' <<<"$OUT")" '[1,["collide-12320"]]' "collisions"
+  rec --json
+  assert_rc 3 "a collision is left for a human"
+  assert_eq "$(jq .drift.collisions.count <<<"$OUT")" 1 "collisions found by the real run"
+  assert_eq "$(emu_fingerprint)" "$owner" "vector 91458538 still holds collide-8533"
+  rec --dry-run --json
+  assert_rc 3
+  assert_eq "$(jq -c '[.drift.collisions.count, .drift.collisions.sample]' <<<"$OUT")" '[1,["collide-12320"]]' \
+    "collisions after the real run"
+  assert_eq "$(pg "select ability_id || ' ' || state from abilitysync.sync_state where vector_id = 91458538")" \
+    "collide-8533 synced" "the owner's sync state"
+  stop_emulator
+}
+
+test_invalid_rows_are_reported_and_never_pushed() {
+  local before
+  setup
+  register one.svc one 3
+  wait_converged "$DB" 30
+  stop_service
+  insert_rows "$DB" one.svc 7 one-bad
+  before=$(emu_fingerprint)
+  rec --dry-run --json
+  assert_rc 3
+  assert_eq "$(jq -c '[.drift.invalid_rows.count, .drift.invalid_rows.sample]' <<<"$OUT")" '[1,["one-bad"]]' "invalid_rows"
+  rec --json
+  assert_rc 3 "an invalid row is left for a human"
+  assert_eq "$(jq -c '[.drift.invalid_rows.count, .drift.invalid_rows.sample, .repairs.queued]' <<<"$OUT")" \
+    '[1,["one-bad"],0]' "invalid_rows, repairs queued"
+  assert_eq "$(emu_fingerprint)" "$before" "nothing pushed"
+  stop_emulator
+}
+
+test_a_repair_the_vector_db_refuses_is_not_reported_as_repaired() {
+  setup
+  register one.svc one 3
+  wait_converged "$DB" 30
+  stop_service
+  vector_delete one.svc one-02
+  emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "status": 400, "body": "{\"detail\": \"refused\"}"}'
+  rec SYNC_MAX_ATTEMPTS=2 RECONCILE_PUSH_TIMEOUT=10 --json
+  assert_rc 3 "a run whose repair could not be pushed"
+  assert_eq "$(jq -c '[.drift.missing.count, .repairs.queued]' <<<"$OUT")" '[1,1]' "missing, queued"
+  emu DELETE /_admin/faults
+  rec --dry-run --json
+  assert_rc 3 "the drift is still there"
+  assert_eq "$(jq .total <<<"$OUT")" 1 "drift left"
+  stop_emulator
+}
+
+test_two_replicas_run_once_per_period_and_serve_the_last_report() {
+  local urls=() pids=() gaps n i before after run_id cat
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_emulator
+  for i in 1 2; do
+    start_service DATABASE_URL="$DB" EMBEDDING_DIM=$DIM RECONCILE_INTERVAL=2
+    urls+=("$SVC_URL")
+    pids+=("$SVC_PID")
+  done
+  SVC_URL=${urls[0]}
+  wait_ready
+  register one.svc one 5
+  sleep 9
+  n=$(pg "select count(*) from abilitysync.reconcile_runs where not dry_run")
+  { [ "$n" -ge 3 ] && [ "$n" -le 5 ]; } ||
+    fail "$n real runs in 9 s with two replicas and RECONCILE_INTERVAL=2: $(pg "select id, started_at, host, status
+      from abilitysync.reconcile_runs order by id")"
+  assert_eq "$(pg "select count(*) from abilitysync.reconcile_runs where dry_run")" 0 "dry runs"
+  gaps=$(pg "select round(extract(epoch from started_at - lag(started_at) over (order by started_at))::numeric, 2)
+    from abilitysync.reconcile_runs order by started_at offset 1")
+  for i in $gaps; do
+    awk -v g="$i" 'BEGIN { exit !(g >= 1.4) }' || fail "two runs $i s apart (at least 1.5 s expected): $gaps"
+  done
+  for i in 0 1; do
+    SVC_URL=${urls[$i]}
+    before=$(pg "select max(id) from abilitysync.reconcile_runs where report is not null")
+    api GET /v1/reconcile/last
+    after=$(pg "select max(id) from abilitysync.reconcile_runs where report is not null")
+    assert_eq "$CODE" 200 "GET /v1/reconcile/last on replica $i: $BODY"
+    run_id=$(jq .run_id <<<"$BODY")
+    { [ "$run_id" -ge "$before" ] && [ "$run_id" -le "$after" ]; } ||
+      fail "replica $i served run $run_id, the newest was $before..$after"
+    assert_eq "$(jq -S -c . <<<"$BODY")" "$(pg "select report from abilitysync.reconcile_runs where id = $run_id" | jq -S -c .)" \
+      "the report served and the one recorded"
+    assert_eq "$(jq -c '[.dry_run, .status, (.drift | keys | length)]' <<<"$BODY")" '[false,"ok",9]' "dry_run, status, categories"
+    api GET /metrics
+    for cat in missing stale orphans no_sync_state overdue failed collisions invalid_rows vector_differs; do
+      grep -q -E "^abilitysync_drift\{category=\"$cat\"\} [0-9]+$" <<<"$BODY" ||
+        fail "replica $i: no abilitysync_drift line for $cat: $(grep drift <<<"$BODY")"
+    done
+  done
+  for i in "${pids[@]}"; do stop_service "$i"; done
+  stop_emulator
+}
+
+test_the_service_repairs_drift_periodically() {
+  setup RECONCILE_INTERVAL=1
+  register one.svc one 5
+  wait_converged "$DB" 30
+  vector_delete one.svc one-03
+  for _ in $(seq 1 100); do
+    emu GET "$(vpath one.svc one-03)"
+    [ "$CODE" = 200 ] && break
+    sleep 0.1
+  done
+  assert_eq "$CODE" 200 "the deleted vector is back within 10 s"
+  [ "$(pg "select count(*) from abilitysync.reconcile_runs
+    where not dry_run and (report->'drift'->'missing'->>'count')::int = 1
+      and report->'drift'->'missing'->'sample' = '[\"one-03\"]'")" -ge 1 ] ||
+    fail "no recorded run found one-03 missing: $(pg "select id, report->'drift'->'missing' from abilitysync.reconcile_runs")"
+  wait_converged "$DB" 10
+  check_stores_agree "$DB"
+  stop_service
+  stop_emulator
+}
+
+test_last_report_is_404_until_a_run_is_recorded() {
+  setup RECONCILE_INTERVAL=0
+  api GET /v1/reconcile/last
+  assert_eq "$CODE" 404 "$BODY"
+  assert_eq "$(jq -r .error.code <<<"$BODY")" not_found
+  rec --dry-run --json
+  api GET /v1/reconcile/last
+  assert_eq "$CODE" 404 "after a dry run, which records nothing: $BODY"
+  rec --json
+  assert_rc 0 "$ERR"
+  api GET /v1/reconcile/last
+  assert_eq "$CODE" 200 "after a run of the CLI: $BODY"
+  assert_eq "$(jq -S -c . <<<"$BODY")" "$(jq -S -c . <<<"$OUT")" "the report served and the one the CLI printed"
+  stop_service
+  stop_emulator
+}
+
+test_bad_usage_and_configuration_are_refused() {
+  run env DATABASE_URL=postgres://127.0.0.1:9/x VECTOR_DB_API=http://127.0.0.1:9 "$ABILITYSYNC" reconcile --bogus
+  assert_rc 2 "an unknown flag"
+  assert_contains "$OUT" "--bogus"
+  run env -u DATABASE_URL VECTOR_DB_API=http://127.0.0.1:9 "$ABILITYSYNC" reconcile --dry-run
+  assert_rc 2 "no DATABASE_URL"
+  assert_contains "$OUT" "DATABASE_URL"
+  DB=$(new_db)
+  start_emulator
+  run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=$DIM "$ABILITYSYNC" reconcile --dry-run
+  assert_rc 1 "a database never migrated"
+  assert_contains "$OUT" "migrate"
+  stop_emulator
+}
+
+run_suite
