@@ -142,6 +142,24 @@ static int parse_flags(const struct command *c, struct config *cfg, int argc, ch
 	return npos;
 }
 
+/* Commands without positional arguments refuse any, naming it. */
+static bool no_arguments(const char *cmd, int argc, char **argv)
+{
+	if (argc == 0)
+		return true;
+	fprintf(stderr, "abilitysync %s: unexpected argument %s\n", cmd, argv[0]);
+	return false;
+}
+
+/* --service, when given, names a service. */
+static bool service_flag_ok(const char *cmd, const char *service)
+{
+	if (!service || *service)
+		return true;
+	fprintf(stderr, "abilitysync %s: --service needs a service_name\n", cmd);
+	return false;
+}
+
 /* ---- migrate ---------------------------------------------------------- */
 
 static bool migrate_json;
@@ -225,10 +243,8 @@ static int cmd_probe(struct config *cfg, int argc, char **argv)
 	struct probe_opts po;
 	char *end;
 
-	if (argc > 0) {
-		fprintf(stderr, "abilitysync probe: unexpected argument %s\n", argv[0]);
+	if (!no_arguments("probe", argc, argv))
 		return EXIT_USAGE;
-	}
 	options_vdb(cfg, &vo);
 	memset(&po, 0, sizeof(po));
 	po.vdb = &vo;
@@ -262,10 +278,8 @@ static const char serve_details[] =
 
 static int cmd_serve(struct config *cfg, int argc, char **argv)
 {
-	if (argc > 0) {
-		fprintf(stderr, "abilitysync serve: unexpected argument %s\n", argv[0]);
+	if (!no_arguments("serve", argc, argv))
 		return EXIT_USAGE;
-	}
 	return serve_run(cfg);
 }
 
@@ -601,14 +615,10 @@ static int cmd_reconcile(struct config *cfg, int argc, char **argv)
 	char host[256] = "";
 	int rc;
 
-	if (argc > 0) {
-		fprintf(stderr, "abilitysync reconcile: unexpected argument %s\n", argv[0]);
+	if (!no_arguments("reconcile", argc, argv))
 		return EXIT_USAGE;
-	}
-	if (reconcile_service && !*reconcile_service) {
-		fprintf(stderr, "abilitysync reconcile: --service needs a service_name\n");
+	if (!service_flag_ok("reconcile", reconcile_service))
 		return EXIT_USAGE;
-	}
 	if ((rc = job_env_open(cfg, "reconcile", &env)) != EXIT_OK)
 		return rc;
 	memset(&w, 0, sizeof(w));
@@ -709,14 +719,10 @@ static int cmd_restore(struct config *cfg, int argc, char **argv)
 	char host[256] = "";
 	int rc;
 
-	if (argc > 0) {
-		fprintf(stderr, "abilitysync restore: unexpected argument %s\n", argv[0]);
+	if (!no_arguments("restore", argc, argv))
 		return EXIT_USAGE;
-	}
-	if (restore_service && !*restore_service) {
-		fprintf(stderr, "abilitysync restore: --service needs a service_name\n");
+	if (!service_flag_ok("restore", restore_service))
 		return EXIT_USAGE;
-	}
 	if (restore_resume && restore_dry) {
 		fprintf(stderr, "abilitysync restore: --resume and --dry-run do not go together\n");
 		return EXIT_USAGE;
@@ -783,11 +789,8 @@ static int cmd_config(struct config *cfg, int argc, char **argv)
 {
 	char *line, *p, *tok;
 
-	(void)argv;
-	if (argc > 0) {
-		fprintf(stderr, "abilitysync config: unexpected argument %s\n", argv[0]);
+	if (!no_arguments("config", argc, argv))
 		return EXIT_USAGE;
-	}
 	if (config_markdown) {
 		config_print_markdown(stdout);
 		return EXIT_OK;
