@@ -18,7 +18,11 @@
 #ifndef ABILITYSYNC_API_H
 #define ABILITYSYNC_API_H
 
+#include "ability.h"
+#include "jsonscan.h"
 #include "service.h"
+
+#include <event2/http.h>
 
 struct api_opts {
 	const char *listen;      /* host:port */
@@ -46,5 +50,31 @@ void api_free(struct api *a);
 
 /* Where it listens (host:port, the port bound when 0 was asked), for logs. */
 const char *api_address(const struct api *a);
+
+/*
+ * What the request handler decides before any handler runs, as pure functions
+ * (on_request uses them; the fuzz tests drive them).
+ *
+ * api_match_route: the route for `method` on `path` (the URI's path, still
+ * percent-encoded). OK: *route set and, for routes with an id, *id the id
+ * decoded (free it). NOT_FOUND: no route has this path. BAD_METHOD: routes
+ * have this path for other methods, listed in `allow` ("GET, DELETE"). BAD_ID:
+ * *route set, but the id decodes to nothing or holds a NUL (%00).
+ */
+enum api_match { API_MATCH_OK, API_MATCH_NOT_FOUND, API_MATCH_BAD_METHOD, API_MATCH_BAD_ID };
+enum api_match api_match_route(enum evhttp_cmd_type method, const char *path, enum route *route, char **id,
+			       char *allow, size_t allowlen) MUSTCHECK;
+
+/* GET /v1/abilities?limit=: NULL gives the default; false unless an integer from 1 to 1000. */
+bool api_parse_limit(const char *text, int *limit) MUSTCHECK;
+
+/*
+ * The body of POST /v1/search, {"service_name", "embedding", "k"?}, for
+ * embeddings of `dim` numbers: *emb is the embedding's span of the body,
+ * *service the service (free it), *k the neighbours asked. On failure err is
+ * the answer (status, code, field, message).
+ */
+bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k,
+		      struct ability_error *err) MUSTCHECK;
 
 #endif

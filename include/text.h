@@ -12,4 +12,12 @@
  */
 bool utf8_valid(const char *s, size_t len, size_t *bad) MUSTCHECK;
 
+/*
+ * Makes s (NUL-terminated) well-formed UTF-8 in place: every byte that does not
+ * belong to a well-formed sequence becomes '?'. For text that may echo what a
+ * client sent, or was cut mid-character by a fixed-size buffer, on its way into
+ * JSON (jansson refuses to build a string that is not UTF-8).
+ */
+void utf8_scrub(char *s);
+
 #endif

@@ -133,6 +133,26 @@ enum vdb_raw_auth { VDB_RAW_CONFIGURED, VDB_RAW_NO_AUTH, VDB_RAW_BEARER, VDB_RAW
 void vdb_raw(struct vdb *v, const char *method, const char *path, const char *body, size_t len,
 	     unsigned auth, vdb_done_fn done, void *arg);
 
+/*
+ * What the client makes of a 2xx reply body, by the code it runs on the wire
+ * (pure: no client needed; the fuzz tests drive it). `id`: the vector asked
+ * for (gets); `name` and `dimension`: the tenant or blob looked for (lists,
+ * read when a create was refused). VDB_OK, or VDB_BAD_REPLY with `why` saying
+ * what is wrong; lists also give VDB_NOT_FOUND (not listed) and VDB_REJECTED
+ * (the blob exists with another dimension). *reply, when asked for, gets the
+ * parsed reply whenever the body parsed (what callbacks see); decref it.
+ * Replies to adds, deletes and attribute updates are judged by status alone.
+ */
+enum vdb_reply_kind {
+	VDB_REPLY_GET,       /* vdb_get: {"id", "attributes"?, "vector"?} */
+	VDB_REPLY_GET_LIGHT, /* vdb_get_attributes: the same, the vector scanned in place */
+	VDB_REPLY_QUERY,     /* vdb_query: {"ids", "distances", "attributes"?} */
+	VDB_REPLY_TENANTS,   /* GET /tenants */
+	VDB_REPLY_BLOBS,     /* GET /tenants/{t}/blobs */
+};
+enum vdb_status vdb_check_reply(enum vdb_reply_kind kind, const char *body, size_t len, int64_t id,
+				const char *name, int dimension, json_t **reply, char *why, size_t whylen) MUSTCHECK;
+
 void vdb_get_stats(const struct vdb *v, struct vdb_stats *out);
 const char *vdb_status_name(enum vdb_status s);
 

@@ -31,6 +31,8 @@ static bool refuse(struct ability_error *err, int status, const char *code, cons
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
+	utf8_scrub(err->field); /* a cut at the buffer's end may split a character */
+	utf8_scrub(err->message);
 	return false;
 }
 
@@ -326,7 +328,7 @@ static void canon_json(json_t *j, struct buf *out)
 		break;
 	case JSON_REAL:
 		d = json_real_value(j);
-		if (d == (double)(long long)d && d > -9.2e18 && d < 9.2e18)
+		if (d > -9.2e18 && d < 9.2e18 && d == (double)(long long)d) /* the cast only in range */
 			buf_printf(out, "%lld", (long long)d);
 		else
 			buf_printf(out, "%.17g", d);
@@ -404,6 +406,7 @@ static bool take_fields(json_t *obj, const char *prefix, struct ability *a, stru
 
 bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct ability *a, struct ability_error *err)
 {
+	const char *start = js_skip_ws(obj.p, obj.p + obj.len);
 	struct jspan emb;
 	struct buf rest = BUF_INIT, canon = BUF_INIT;
 	json_error_t jerr;
@@ -411,7 +414,7 @@ bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct abil
 	bool dup, ok = false;
 
 	memset(a, 0, sizeof(*a));
-	if (obj.len == 0 || *js_skip_ws(obj.p, obj.p + obj.len) != '{')
+	if (start == obj.p + obj.len || *start != '{')
 		return refuse(err, 422, "wrong_type", prefix, "", "%s must be an object", *prefix ? prefix : "the body");
 	if (!js_member(obj, "embedding", &emb, &dup)) {
 		refuse(err, 422, "missing_field", prefix, "embedding", "%sembedding is required", prefix);
@@ -569,9 +572,10 @@ static bool parse_body(const char *body, size_t len, size_t dim, size_t max_batc
 	struct jspan whole = {body, len}, list;
 	struct js_error je = {.what = NULL};
 	struct batch_walk w;
+	const char *start = js_skip_ws(body, body + len);
 	bool dup;
 
-	if (*js_skip_ws(body, body + len) != '{')
+	if (start == body + len || *start != '{')
 		return refuse(err, 422, "wrong_type", "", "", "the body must be an ability object or {\"abilities\": [...]}");
 	if (!js_member(whole, "abilities", &list, &dup)) {
 		*out = xcalloc(1, sizeof(**out));

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mem.h"
 #include "tcp.h"
+#include "text.h"
 #include "vdbid.h"
 
 #include <event2/buffer.h>
@@ -157,14 +158,18 @@ static void reply_error(struct call *c, int status, const char *code, const char
 
 static void reply_error(struct call *c, int status, const char *code, const char *field, const char *fmt, ...)
 {
-	char message[700];
+	char message[700], name[200];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
+	snprintf(name, sizeof(name), "%s", field ? field : "");
+	/* Messages echo ids and names from the request, which need not be UTF-8 (%ff in a path). */
+	utf8_scrub(message);
+	utf8_scrub(name);
 	reply_json(c, status, json_pack("{s:{s:s, s:s, s:s?}}", "error", "code", code, "message", message, "field",
-					field && *field ? field : NULL));
+					*name ? name : NULL));
 }
 
 /* ---- requests -------------------------------------------------------------------- */
@@ -196,6 +201,19 @@ static bool json_content(struct call *c)
 static const char *query_value(struct call *c, const char *key)
 {
 	return evhttp_find_header(&c->query, key);
+}
+
+/* The first parameter whose name or value is not UTF-8 (everything sent on goes into JSON or SQL), or NULL. */
+static const char *query_not_text(const struct evkeyvalq *q)
+{
+	const struct evkeyval *kv;
+	size_t bad;
+
+	TAILQ_FOREACH(kv, q, next) {
+		if (!utf8_valid(kv->key, strlen(kv->key), &bad) || !utf8_valid(kv->value, strlen(kv->value), &bad))
+			return kv->key;
+	}
+	return NULL;
 }
 
 static bool needs_postgres(struct call *c, const char *what)
@@ -469,24 +487,34 @@ static void on_listed(const struct pg_outcome *o, void *arg)
 				     n > limit ? json_string(PQgetvalue(o->res, limit - 1, 0)) : json_null()));
 }
 
+bool api_parse_limit(const char *text, int *limit)
+{
+	char *end = NULL;
+	long n;
+
+	*limit = LIST_DEFAULT;
+	if (!text)
+		return true;
+	n = strtol(text, &end, 10);
+	if (!*text || *end || n < 1 || n > LIST_MAX)
+		return false;
+	*limit = (int)n;
+	return true;
+}
+
 static void h_abilities_list(struct call *c)
 {
-	const char *lim = query_value(c, "limit");
-	char *end = NULL;
-	long limit = LIST_DEFAULT;
+	int limit;
 
 	if (!needs_postgres(c, "listing abilities"))
 		return;
-	if (lim) {
-		limit = strtol(lim, &end, 10);
-		if (!*lim || *end || limit < 1 || limit > LIST_MAX) {
-			reply_error(c, 422, "invalid_parameter", "limit", "limit must be an integer from 1 to %d", LIST_MAX);
-			return;
-		}
+	if (!api_parse_limit(query_value(c, "limit"), &limit)) {
+		reply_error(c, 422, "invalid_parameter", "limit", "limit must be an integer from 1 to %d", LIST_MAX);
+		return;
 	}
-	c->limit = (int)limit;
+	c->limit = limit;
 	/* One more than asked tells whether there is a next page. */
-	store_list(c->api->svc->store, query_value(c, "service_name"), query_value(c, "cursor"), (int)limit + 1,
+	store_list(c->api->svc->store, query_value(c, "service_name"), query_value(c, "cursor"), limit + 1,
 		   on_listed, c);
 }
 
@@ -641,9 +669,29 @@ static void on_searched(const struct vdb_result *r, void *arg)
 	buf_free(&ids);
 }
 
-/* Checks {"service_name", "embedding", "k"?}: the embedding in place, the rest with jansson. */
-static bool parse_search(struct call *c, struct jspan body, struct jspan *emb, long *k)
+static bool refuse(struct ability_error *err, int status, const char *code, const char *field, const char *fmt, ...)
+	PRINTF_LIKE(5, 6);
+
+static bool refuse(struct ability_error *err, int status, const char *code, const char *field, const char *fmt, ...)
 {
+	va_list ap;
+
+	err->status = status;
+	err->code = code;
+	snprintf(err->field, sizeof(err->field), "%s", field);
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	utf8_scrub(err->field);
+	utf8_scrub(err->message);
+	return false;
+}
+
+/* Checks {"service_name", "embedding", "k"?}: the embedding in place, the rest with jansson. */
+bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k,
+		      struct ability_error *err)
+{
+	const char *start = js_skip_ws(body.p, body.p + body.len);
 	struct buf rest = BUF_INIT;
 	struct js_error je = {.what = NULL};
 	json_error_t jerr;
@@ -652,51 +700,57 @@ static bool parse_search(struct call *c, struct jspan body, struct jspan *emb, l
 	size_t count;
 	bool dup, ok = false;
 
-	if (*js_skip_ws(body.p, body.p + body.len) != '{' || !js_member(body, "embedding", emb, &dup)) {
-		reply_error(c, 422, "missing_field", "embedding", "the body must be an object with service_name and embedding");
-		return false;
-	}
-	if (!js_number_array(*emb, &count, &je)) {
-		reply_error(c, 422, "invalid_embedding", "embedding", "embedding[%zu]: %s", je.index, je.what);
-		return false;
-	}
-	if (count != c->api->o.dim) {
-		reply_error(c, 422, "wrong_dimension", "embedding", "embedding has %zu numbers; EMBEDDING_DIM is %zu", count,
-			    c->api->o.dim);
-		return false;
-	}
+	*service = NULL;
+	if (start == body.p + body.len || *start != '{' || !js_member(body, "embedding", emb, &dup))
+		return refuse(err, 422, "missing_field", "embedding",
+			      "the body must be an object with service_name and embedding");
+	if (!js_number_array(*emb, &count, &je))
+		return refuse(err, 422, "invalid_embedding", "embedding", "embedding[%zu]: %s", je.index, je.what);
+	if (count != dim)
+		return refuse(err, 422, "wrong_dimension", "embedding", "embedding has %zu numbers; EMBEDDING_DIM is %zu",
+			      count, dim);
 	buf_append(&rest, body.p, (size_t)(emb->p - body.p));
 	buf_putc(&rest, '0');
 	buf_append(&rest, emb->p + emb->len, (size_t)(body.p + body.len - emb->p - emb->len));
 	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o) {
-		reply_error(c, 400, "malformed_json", NULL, "the body is not valid JSON: %s", jerr.text);
+		refuse(err, 400, "malformed_json", "", "the body is not valid JSON: %s", jerr.text);
 		goto out;
 	}
 	json_object_foreach(o, key, v) {
 		if (strcmp(key, "service_name") && strcmp(key, "embedding") && strcmp(key, "k")) {
-			reply_error(c, 422, "unknown_field", key, "%s is not a field of a search (service_name, embedding, k)", key);
+			refuse(err, 422, "unknown_field", key, "%s is not a field of a search (service_name, embedding, k)", key);
 			goto out;
 		}
 	}
 	v = json_object_get(o, "service_name");
 	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > ABILITY_TEXT_MAX) {
-		reply_error(c, 422, "invalid_field", "service_name", "service_name must be a string of 1 to %d bytes",
-			    ABILITY_TEXT_MAX);
+		refuse(err, 422, "invalid_field", "service_name", "service_name must be a string of 1 to %d bytes",
+		       ABILITY_TEXT_MAX);
 		goto out;
 	}
-	c->path_id = xstrdup(json_string_value(v));
 	v = json_object_get(o, "k");
 	*k = v ? (long)json_integer_value(v) : SEARCH_K_DEFAULT;
 	if (v && (!json_is_integer(v) || *k < 1 || *k > SEARCH_K_MAX)) {
-		reply_error(c, 422, "invalid_field", "k", "k must be an integer from 1 to %d", SEARCH_K_MAX);
+		refuse(err, 422, "invalid_field", "k", "k must be an integer from 1 to %d", SEARCH_K_MAX);
 		goto out;
 	}
+	*service = xstrdup(json_string_value(json_object_get(o, "service_name")));
 	ok = true;
 out:
 	json_decref(o);
 	buf_free(&rest);
 	return ok;
+}
+
+static bool parse_search(struct call *c, struct jspan body, struct jspan *emb, long *k)
+{
+	struct ability_error err;
+
+	if (api_parse_search(body, c->api->o.dim, emb, &c->path_id, k, &err))
+		return true;
+	reply_error(c, err.status, err.code, err.field, "%s", err.message);
+	return false;
 }
 
 static void h_search(struct call *c)
@@ -1087,7 +1141,7 @@ static const char *method_text(enum evhttp_cmd_type m)
 	}
 }
 
-/* Does `path` match the route? For routes with an id, *id gets the decoded id. */
+/* Does `path` match the route? For routes with an id, *id gets the decoded id (NULL: it cannot be decoded). */
 static bool path_matches(const struct route_def *d, const char *path, char **id)
 {
 	size_t n = strlen(d->path);
@@ -1099,7 +1153,7 @@ static bool path_matches(const struct route_def *d, const char *path, char **id)
 		return false;
 	if (id) {
 		*id = evhttp_uridecode(path + n, 0, &len);
-		if (*id && strlen(*id) != len) { /* an encoded NUL */
+		if (*id && (strlen(*id) != len || !utf8_valid(*id, len, &len))) { /* an encoded NUL, or not text */
 			free(*id);
 			*id = NULL;
 		}
@@ -1107,30 +1161,37 @@ static bool path_matches(const struct route_def *d, const char *path, char **id)
 	return true;
 }
 
-static const struct route_def *route_for(struct call *c, const char *path)
+enum api_match api_match_route(enum evhttp_cmd_type method, const char *path, enum route *route, char **id,
+			       char *allow, size_t allowlen)
 {
-	enum evhttp_cmd_type m = evhttp_request_get_command(c->req);
-	struct buf allow = BUF_INIT;
+	const struct route_def *d = NULL;
+	struct buf methods = BUF_INIT;
+	enum api_match m;
 	size_t i;
 
-	for (i = 0; i < ARRAY_LEN(route_table); i++) {
+	*route = ROUTE_OTHER;
+	*id = NULL;
+	for (i = 0; i < ARRAY_LEN(route_table) && !d; i++) {
 		if (!path_matches(&route_table[i], path, NULL))
 			continue;
-		if (route_table[i].method == m) {
-			buf_free(&allow);
-			return &route_table[i];
-		}
-		buf_printf(&allow, "%s%s", allow.len ? ", " : "", method_text(route_table[i].method));
+		if (route_table[i].method == method)
+			d = &route_table[i];
+		else
+			buf_printf(&methods, "%s%s", methods.len ? ", " : "", method_text(route_table[i].method));
 	}
-	if (allow.len) {
-		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Allow", allow.data);
-		reply_error(c, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)", method_text(m),
-			    path, allow.data);
-	} else {
-		reply_error(c, 404, "not_found", NULL, "no route %s %s", method_text(m), path);
+	if (allowlen)
+		snprintf(allow, allowlen, "%s", d ? "" : buf_cstr(&methods));
+	m = d ? API_MATCH_OK : methods.len ? API_MATCH_BAD_METHOD : API_MATCH_NOT_FOUND;
+	buf_free(&methods);
+	if (!d)
+		return m;
+	*route = d->route;
+	if (d->with_id && (!path_matches(d, path, id) || !*id || !**id)) {
+		free(*id);
+		*id = NULL;
+		return API_MATCH_BAD_ID;
 	}
-	buf_free(&allow);
-	return NULL;
+	return API_MATCH_OK;
 }
 
 static bool authorized(struct call *c, const char *path)
@@ -1173,7 +1234,11 @@ static void on_request(struct evhttp_request *req, void *arg)
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-	const struct route_def *d;
+	enum evhttp_cmd_type m = evhttp_request_get_command(req);
+	enum route route;
+	const char *bad;
+	char allow[64];
+	size_t i;
 
 	tcp_nodelay(req);
 	c->api = a;
@@ -1190,14 +1255,35 @@ static void on_request(struct evhttp_request *req, void *arg)
 		reply_error(c, 400, "bad_query", NULL, "the query string cannot be parsed");
 		return;
 	}
-	if (!authorized(c, path) || !(d = route_for(c, path)))
-		return;
-	c->route = d->route;
-	if (d->with_id && (!path_matches(d, path, &c->path_id) || !c->path_id || !*c->path_id)) {
-		reply_error(c, 400, "bad_path", NULL, "the id in %s cannot be decoded", path);
+	if ((bad = query_not_text(&c->query))) {
+		reply_error(c, 400, "bad_query", bad, "the query parameter %s is not UTF-8 text", bad);
 		return;
 	}
-	d->handler(c);
+	if (!authorized(c, path))
+		return;
+	switch (api_match_route(m, path, &route, &c->path_id, allow, sizeof(allow))) {
+	case API_MATCH_NOT_FOUND:
+		reply_error(c, 404, "not_found", NULL, "no route %s %s", method_text(m), path);
+		return;
+	case API_MATCH_BAD_METHOD:
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Allow", allow);
+		reply_error(c, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)", method_text(m),
+			    path, allow);
+		return;
+	case API_MATCH_BAD_ID:
+		c->route = route;
+		reply_error(c, 400, "bad_path", NULL, "the id in %s cannot be decoded", path);
+		return;
+	case API_MATCH_OK:
+		break;
+	}
+	c->route = route;
+	for (i = 0; i < ARRAY_LEN(route_table); i++) {
+		if (route_table[i].route == route) {
+			route_table[i].handler(c);
+			return;
+		}
+	}
 }
 
 /* ---- setup ------------------------------------------------------------------------------------------------ */

@@ -1,5 +1,7 @@
 #include "text.h"
 
+#include <string.h>
+
 bool utf8_valid(const char *str, size_t len, size_t *bad)
 {
 	const unsigned char *s = (const unsigned char *)str;
@@ -43,4 +45,14 @@ bad:
 	if (bad)
 		*bad = i;
 	return false;
+}
+
+void utf8_scrub(char *s)
+{
+	size_t len = strlen(s), i = 0, bad;
+
+	while (i < len && !utf8_valid(s + i, len - i, &bad)) {
+		s[i + bad] = '?';
+		i += bad + 1;
+	}
 }

@@ -535,19 +535,16 @@ static bool req_ok(const struct vdb_req *rq)
 }
 
 /* Parses a reply body; an empty body parses as null. */
-static json_t *parse_reply(const struct vdb_req *rq, struct vdb_result *r, const char *op)
+static json_t *parse_reply(const char *body, size_t len, char *why, size_t whylen)
 {
 	json_error_t jerr;
 	json_t *j;
 
-	if (rq->reply.len == 0)
+	if (len == 0)
 		return json_null();
-	j = json_loadb(rq->reply.data, rq->reply.len, JSON_DECODE_ANY, &jerr);
-	if (!j) {
-		r->status = VDB_BAD_REPLY;
-		snprintf(r->error, sizeof(r->error), "%s %s: reply is not JSON (%s at byte %d)", op, rq->path,
-			 jerr.text, jerr.position);
-	}
+	j = json_loadb(body, len, JSON_DECODE_ANY, &jerr);
+	if (!j)
+		snprintf(why, whylen, "reply is not JSON (%s at byte %d)", jerr.text, jerr.position);
 	return j;
 }
 
@@ -643,22 +640,6 @@ static bool known_wait(struct vdb *v, struct known *k, vdb_done_fn done, void *a
 	return true;
 }
 
-/* Does the list at reply[list_key] hold an object whose id_key is `name`? */
-static json_t *find_listed(json_t *reply, const char *list_key, const char *id_key, const char *name)
-{
-	json_t *list = json_is_array(reply) ? reply : json_object_get(reply, list_key);
-	json_t *item;
-	size_t i;
-
-	json_array_foreach(list, i, item) {
-		json_t *id = json_is_string(item) ? item : json_object_get(item, id_key);
-
-		if (json_is_string(id) && strcmp(json_string_value(id), name) == 0)
-			return item;
-	}
-	return NULL;
-}
-
 /* A create answered non-2xx: does the object exist anyway? Look it up. */
 struct ensure_ctx {
 	struct known *k;
@@ -670,8 +651,9 @@ static void on_lookup_done(struct vdb_req *rq)
 {
 	struct ensure_ctx *c = rq->ctx;
 	struct vdb_result r;
-	json_t *reply, *item;
 	const char *name = c->k->blob ? c->k->blob : rq->v->tenant;
+	enum vdb_status st;
+	char why[400];
 
 	if (!req_ok(rq)) {
 		result_failure(&r, rq, "looking it up");
@@ -679,25 +661,20 @@ static void on_lookup_done(struct vdb_req *rq)
 		goto out;
 	}
 	result_init(&r, rq);
-	reply = parse_reply(rq, &r, "listing");
-	if (!reply) {
+	st = vdb_check_reply(c->k->blob ? VDB_REPLY_BLOBS : VDB_REPLY_TENANTS, rq->reply.data, rq->reply.len, 0, name,
+			     rq->v->o.dimension, NULL, why, sizeof(why));
+	if (st == VDB_BAD_REPLY) {
+		snprintf(r.error, sizeof(r.error), "listing %s: %s", rq->path, why);
 		known_settle(c->k, VDB_BAD_REPLY, rq->http, r.error);
-		goto out;
-	}
-	item = c->k->blob ? find_listed(reply, "blobs", "blob_id", name) : find_listed(reply, "tenants", "tenant_id", name);
-	if (!item) {
+	} else if (st == VDB_NOT_FOUND) {
 		known_settle(c->k, VDB_REJECTED, c->create_http, c->create_error);
-	} else if (c->k->blob && json_is_integer(json_object_get(item, "dimension")) &&
-		   json_integer_value(json_object_get(item, "dimension")) != rq->v->o.dimension) {
-		snprintf(r.error, sizeof(r.error), "blob %s exists with dimension %lld, but EMBEDDING_DIM is %d",
-			 name, (long long)json_integer_value(json_object_get(item, "dimension")), rq->v->o.dimension);
-		known_settle(c->k, VDB_REJECTED, rq->http, r.error);
+	} else if (st == VDB_REJECTED) {
+		known_settle(c->k, VDB_REJECTED, rq->http, why);
 	} else {
 		log_info(COMP, "%s %s already exists (the create was answered HTTP %ld)", c->k->blob ? "blob" : "tenant",
 			 name, c->create_http);
 		known_settle(c->k, VDB_OK, rq->http, NULL);
 	}
-	json_decref(reply);
 out:
 	free(c);
 	req_free(rq);
@@ -1210,10 +1187,9 @@ struct simple_op {
 	void *arg;
 	const char *what;  /* for messages */
 	enum { REPLY_IGNORED, REPLY_CHECKED, REPLY_IF_JSON } reply;
-	bool (*check)(json_t *reply, int64_t id, char *why, size_t whylen);
+	enum vdb_reply_kind kind; /* REPLY_CHECKED: how (vdb_check_reply) */
 	int64_t id;
 	bool missing_ok;   /* 404 counts as success (delete) */
-	bool light;        /* get: the attributes only, the vector scanned in place */
 };
 
 /* The body as JSON when it is JSON, else NULL: for callers that only look. */
@@ -1230,9 +1206,9 @@ static json_t *reply_if_json(const struct vdb_req *rq)
  * vector (3072 numbers) is checked in place, never turned into a DOM: a
  * reconcile reads one such reply per ability.
  */
-static json_t *parse_get_light(const struct vdb_req *rq, struct vdb_result *r)
+static json_t *parse_get_light(const char *body, size_t len, char *whyout, size_t whylen)
 {
-	const char *p = rq->reply.data, *end = p + rq->reply.len, *after;
+	const char *p = body, *end = p + len, *after;
 	struct jspan obj, id = {NULL, 0}, attrs = {NULL, 0}, vec = {NULL, 0};
 	struct js_error jerr;
 	json_error_t perr;
@@ -1278,8 +1254,7 @@ static json_t *parse_get_light(const struct vdb_req *rq, struct vdb_result *r)
 	return out;
 fail:
 	json_decref(out);
-	r->status = VDB_BAD_REPLY;
-	snprintf(r->error, sizeof(r->error), "getting a vector %s: %s", rq->path, why);
+	snprintf(whyout, whylen, "%s", why);
 	return NULL;
 }
 
@@ -1287,18 +1262,17 @@ static void on_simple_done(struct vdb_req *rq)
 {
 	struct simple_op *op = rq->ctx;
 	struct vdb_result r;
-	char why[256];
+	char why[400];
 	json_t *reply = NULL;
 
 	if (req_ok(rq)) {
 		result_init(&r, rq);
 		r.status = VDB_OK;
 		if (op->reply == REPLY_CHECKED) {
-			reply = op->light ? parse_get_light(rq, &r) : parse_reply(rq, &r, op->what);
-			if (reply && !op->check(reply, op->id, why, sizeof(why))) {
-				r.status = VDB_BAD_REPLY;
-				snprintf(r.error, sizeof(r.error), "%s %s: unexpected reply: %s", op->what, rq->path, why);
-			}
+			r.status = vdb_check_reply(op->kind, rq->reply.data, rq->reply.len, op->id, NULL, 0, &reply, why,
+						   sizeof(why));
+			if (r.status != VDB_OK)
+				snprintf(r.error, sizeof(r.error), "%s %s: %s", op->what, rq->path, why);
 		} else if (op->reply == REPLY_IF_JSON) {
 			reply = reply_if_json(rq);
 		}
@@ -1395,6 +1369,67 @@ static bool check_query(json_t *reply, int64_t unused, char *why, size_t whylen)
 	return true;
 }
 
+/* Does the list at reply[list_key] hold an object whose id_key is `name`? */
+static json_t *find_listed(json_t *reply, const char *list_key, const char *id_key, const char *name)
+{
+	json_t *list = json_is_array(reply) ? reply : json_object_get(reply, list_key);
+	json_t *item;
+	size_t i;
+
+	json_array_foreach(list, i, item) {
+		json_t *id = json_is_string(item) ? item : json_object_get(item, id_key);
+
+		if (json_is_string(id) && strcmp(json_string_value(id), name) == 0)
+			return item;
+	}
+	return NULL;
+}
+
+enum vdb_status vdb_check_reply(enum vdb_reply_kind kind, const char *body, size_t len, int64_t id,
+				const char *name, int dimension, json_t **out, char *why, size_t whylen)
+{
+	enum vdb_status st = VDB_OK;
+	json_t *reply, *item;
+	char detail[256];
+
+	if (out)
+		*out = NULL;
+	if (whylen)
+		why[0] = '\0';
+	reply = kind == VDB_REPLY_GET_LIGHT ? parse_get_light(body, len, why, whylen) : parse_reply(body, len, why, whylen);
+	if (!reply)
+		return VDB_BAD_REPLY;
+	switch (kind) {
+	case VDB_REPLY_GET:
+	case VDB_REPLY_GET_LIGHT:
+	case VDB_REPLY_QUERY:
+		if (!(kind == VDB_REPLY_QUERY ? check_query : check_get)(reply, id, detail, sizeof(detail))) {
+			snprintf(why, whylen, "unexpected reply: %s", detail);
+			st = VDB_BAD_REPLY;
+		}
+		break;
+	case VDB_REPLY_TENANTS:
+	case VDB_REPLY_BLOBS:
+		item = kind == VDB_REPLY_BLOBS ? find_listed(reply, "blobs", "blob_id", name)
+					       : find_listed(reply, "tenants", "tenant_id", name);
+		if (!item) {
+			snprintf(why, whylen, "%s is not listed", name);
+			st = VDB_NOT_FOUND;
+		} else if (kind == VDB_REPLY_BLOBS && json_is_integer(json_object_get(item, "dimension")) &&
+			   json_integer_value(json_object_get(item, "dimension")) != dimension) {
+			snprintf(why, whylen, "blob %s exists with dimension %lld, but EMBEDDING_DIM is %d", name,
+				 (long long)json_integer_value(json_object_get(item, "dimension")), dimension);
+			st = VDB_REJECTED;
+		}
+		break;
+	}
+	if (out)
+		*out = reply; /* also when a check failed: callbacks may log what came */
+	else
+		json_decref(reply);
+	return st;
+}
+
 void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
 {
 	struct simple_op *op;
@@ -1402,7 +1437,7 @@ void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void
 
 	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
 	op->reply = REPLY_CHECKED;
-	op->check = check_get;
+	op->kind = VDB_REPLY_GET;
 	op->id = id;
 	rq->flags |= REQ_QUIET_404;
 	submit(rq);
@@ -1415,9 +1450,8 @@ void vdb_get_attributes(struct vdb *v, const char *blob, int64_t id, vdb_done_fn
 
 	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
 	op->reply = REPLY_CHECKED;
-	op->check = check_get;
+	op->kind = VDB_REPLY_GET_LIGHT;
 	op->id = id;
-	op->light = true;
 	rq->flags |= REQ_QUIET_404;
 	submit(rq);
 }
@@ -1463,7 +1497,7 @@ void vdb_query(struct vdb *v, const char *blob, const char *vector, size_t len, 
 
 	set_path(rq, "/tenants/%s/blobs/%s/query", v->tenant, blob);
 	op->reply = REPLY_CHECKED;
-	op->check = check_query;
+	op->kind = VDB_REPLY_QUERY;
 	buf_puts(&rq->body, "{\"query\":");
 	buf_append(&rq->body, vector, len);
 	buf_printf(&rq->body, ",\"k\":%d}", k);

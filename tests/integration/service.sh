@@ -241,6 +241,12 @@ test_forty_bad_requests_change_nothing() {
   bad 422 invalid_parameter "include=bogus" "$SVC_URL/v1/abilities/good?include=bogus"
   bad 404 not_found "GET an unknown ability" "$SVC_URL/v1/abilities/nobody"
   bad 404 not_found "DELETE an unknown ability" -X DELETE "$SVC_URL/v1/abilities/nobody"
+  # Found by fuzzing: a key cut mid-character into the error's field once aborted the service.
+  printf '{"abiLity: [0.10, eers.5\xda\x9a\xce\xa2Ues%%t_met.5\xda\x8a\xce\xa2, "d%%er_keys"2e2}}' >"$SUITE_TMP/cut.json"
+  bad 400 malformed_json "a long key cut mid-character" -X POST -H 'Content-Type: application/json' --data-binary "@$SUITE_TMP/cut.json" "$SVC_URL/v1/abilities"
+  bad 400 bad_path "an id that is not UTF-8" "$SVC_URL/v1/abilities/%ff"
+  bad 400 bad_path "DELETE of an id that is not UTF-8" -X DELETE "$SVC_URL/v1/abilities/caf%e9"
+  bad 400 bad_query "a service_name that is not UTF-8" "$SVC_URL/v1/abilities?service_name=%c3"
   [ "$BAD_COUNT" -ge 40 ] || fail "only $BAD_COUNT bad requests"
   # Nothing changed anywhere: the one good ability is all there is.
   assert_eq "$(pg "select count(*) from abilities")" 1 "rows"

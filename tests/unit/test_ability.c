@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "mem.h"
+#include "text.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -226,4 +227,30 @@ Test(ability, batches)
 		"more than 3");
 	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}], \"extra\": 1}", 422, "unknown_field", "extra",
 		"not expected next to abilities");
+}
+
+/*
+ * Found by fuzz_ability_body. Each once crashed or misread: a body of only
+ * whitespace read past its end; a metadata number beyond long long was cast
+ * before its range check (UBSan); a long key cut mid-character into err.field
+ * made the service's error answer unbuildable, and the service aborted.
+ */
+Test(ability, fuzz_regressions)
+{
+	static const char cut_key[] = "{\"abiLity: [0.10, eers.5\xda\x9a\xce\xa2Ues%t_met.5\xda\x8a\xce\xa2, \"d%er_keys\"2e2}}";
+	struct ability_error err;
+	struct ability *a = NULL;
+	size_t n, bad;
+	bool batch;
+
+	refused(" ", 400, "malformed_json", "", "not valid JSON");
+	refused("", 400, "malformed_json", "", "not valid JSON");
+	cr_assert(parse("{" BASE ",\"embedding\":[1,2,3,4],\"metadata\":{\"big\":1e20,\"neg\":-1e300}}", &a, &n, &batch,
+			&err), "%s", err.message);
+	cr_assert(not(eq(ptr, strstr(a->attributes, "\"big\":1e20"), NULL)), "%s", a->attributes);
+	free_items(a, n);
+	cr_assert(not(ability_parse_body(cut_key, sizeof(cut_key) - 1, DIM, 3, &a, &n, &batch, &err)));
+	cr_assert(eq(str, (char *)err.code, "malformed_json"));
+	cr_assert(utf8_valid(err.field, strlen(err.field), &bad), "field [%s] at %zu", err.field, bad);
+	cr_assert(utf8_valid(err.message, strlen(err.message), &bad), "message [%s] at %zu", err.message, bad);
 }

@@ -45,6 +45,23 @@ Test(utf8, rejects_malformed_text_at_the_right_byte)
 	invalid("\xff", 1, 0);
 }
 
+
+/* What error answers go through before they become JSON: jansson refuses non-UTF-8. */
+Test(utf8, scrub_makes_any_text_well_formed_and_keeps_what_was)
+{
+	char cut[] = "key \xc3\xa9\xe2\x82";      /* a three-byte character cut after two */
+	char raw[] = "id \xff\xfe and caf\xc3\xa9";
+	char ok[] = "\xf0\x9f\x98\x80 fine";
+	size_t bad;
+
+	utf8_scrub(cut);
+	utf8_scrub(raw);
+	utf8_scrub(ok);
+	cr_assert(eq(str, cut, "key \xc3\xa9??"));
+	cr_assert(eq(str, raw, "id ?? and caf\xc3\xa9"));
+	cr_assert(eq(str, ok, "\xf0\x9f\x98\x80 fine"));
+	cr_assert(utf8_valid(cut, strlen(cut), &bad));
+}
 Test(buf, json_strings_escape_controls_quotes_and_backslashes)
 {
 	struct buf b = BUF_INIT;
