@@ -162,7 +162,7 @@ emu() {
   fi
   BODY=$(cat "$out")
   rm -f "$out"
-  export BODY CODE
+  : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
 }
 
 # ---- the service -----------------------------------------------------------
@@ -170,10 +170,12 @@ emu() {
 # Starts `abilitysync serve` with the given VAR=value settings (LISTEN defaults to
 # a free port, VECTOR_DB_API to the emulator, EMBEDDING_DIM to 8); waits until it
 # answers /healthz. Sets SVC_URL and SVC_PID; its log is $SUITE_TMP/service.<pid>.log.
+# SVC_WRAP, when set, is a command line the service runs under (valgrind ...); SVC_PID is then its pid.
 start_service() {
   local log="$SUITE_TMP/service.starting.$RANDOM.log"
+  # shellcheck disable=SC2086 # SVC_WRAP is words
   env LISTEN=127.0.0.1:0 VECTOR_DB_API="${EMU_URL:-http://127.0.0.1:9}" EMBEDDING_DIM=8 SYNC_INTERVAL_MS=200 \
-    "$@" "$ABILITYSYNC" serve >"$log" 2>&1 &
+    "$@" ${SVC_WRAP:-} "$ABILITYSYNC" serve >"$log" 2>&1 &
   SVC_PID=$!
   for _ in $(seq 1 200); do
     if grep -q "serving on" "$log" 2>/dev/null; then
@@ -221,7 +223,7 @@ api() {
   fi
   BODY=$(cat "$out")
   rm -f "$out"
-  export BODY CODE
+  : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
 }
 
 # An ability as JSON: ability_json ID [SERVICE] [DIM] [SEED] [DESCRIPTION].
