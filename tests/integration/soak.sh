@@ -206,9 +206,10 @@ test_random_faults_under_load_lose_nothing() {
 }
 
 # valgrind's memcheck on the release build of serve, under a bounded load with
-# vector DB faults (so retries, backoff and the outbox run too), then SIGTERM.
+# vector DB faults (so retries, backoff and the outbox run too), with the
+# periodic reconciler on and a restore job run inside it, then SIGTERM.
 test_valgrind_finds_no_leak_in_serve_under_load() {
-  local log="$SUITE_TMP/valgrind.log" pid
+  local log="$SUITE_TMP/valgrind.log" pid job
   command -v valgrind >/dev/null || fail "valgrind is not installed (apt-get install valgrind)"
   DB=$(new_db)
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
@@ -216,7 +217,7 @@ test_valgrind_finds_no_leak_in_serve_under_load() {
   emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "status": 503, "fraction": 0.3}'
   SVC_WRAP="valgrind --leak-check=full --show-leak-kinds=definite,indirect,possible
     --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99 --log-file=$log" \
-    ABILITYSYNC=$RELEASE start_service DATABASE_URL="$DB" "${FAST[@]}"
+    ABILITYSYNC=$RELEASE start_service DATABASE_URL="$DB" "${FAST[@]}" RECONCILE_INTERVAL=3
   pid=$SVC_PID
   wait_ready 60
   "$LOADGEN" --url "$SVC_URL" --requests 400 --concurrency 4 --dim "$DIM" --ack-file "$SUITE_TMP/acks.vg" \
@@ -227,6 +228,21 @@ test_valgrind_finds_no_leak_in_serve_under_load() {
   [[ $CODE == 20[02] ]] || fail "the delete was answered $CODE: $BODY"
   emu DELETE /_admin/faults
   wait_converged "$DB" 120
+  for _ in $(seq 1 300); do
+    api GET /v1/reconcile/last
+    [ "$CODE" = 200 ] && [ "$(jq -r .status <<<"$BODY")" = ok ] && break
+    sleep 0.1
+  done
+  assert_eq "$(jq -r .status <<<"$BODY")" ok "a periodic reconcile ran: $BODY"
+  api POST /v1/restore '{}'
+  assert_eq "$CODE" 202 "POST /v1/restore: $BODY"
+  job=$(jq -r .job_id <<<"$BODY")
+  for _ in $(seq 1 300); do
+    api GET "/v1/jobs/$job"
+    [ "$(jq -r .status <<<"$BODY")" = running ] || break
+    sleep 0.1
+  done
+  assert_eq "$(jq -r '[.status, .percent_complete] | @tsv' <<<"$BODY")" "done	100" "the restore job: $BODY"
   stop_service "$pid"
   assert_contains "$(cat "$log")" "ERROR SUMMARY: 0 errors"
   grep -q "definitely lost: [1-9]\|indirectly lost: [1-9]\|possibly lost: [1-9]" "$log" &&
