@@ -2,7 +2,7 @@
 # jobs.sh - restore and reconcile of N abilities (default 100,000) at 3072
 # dimensions against the emulator, measured in one run.
 #
-#   bench/jobs.sh [N]                 (make bench runs it with N=20000; BENCH_N=100000 for the full size)
+#   bench/jobs.sh [N]                 (N: BENCH_N, default 100000; make bench runs it through bench/all.sh)
 #
 # Starts its own PostgreSQL cluster and emulator (release builds), loads N
 # generated rows with COPY (bench/gen_rows, piped: nothing on disk), then:
@@ -12,14 +12,21 @@
 #      emulator: vectors/s, CPU and peak RSS;
 #   3. `abilitysync reconcile --dry-run` over them (a GET per vector, the
 #      presence and content_hash check): time, CPU and peak RSS;
-#   4. the same reconcile over half as many rows (--service on half the
-#      services), to show its memory does not grow with the table.
+#   4. the same reconcile over one service's rows (--service: a quarter of
+#      them), to show its memory does not grow with the table.
 # Prints a markdown table. Never a timed test: the numbers are for reading.
+# Checks, untimed: restore stored every row (done = N, the emulator holds N
+# vectors) and the reconcile finds no drift; otherwise it says so and exits 1.
+#
+# Environment: BUILD_DIR (build/release: where the C programs are), DIM (3072),
+# JOB_TIMEOUT (3600 s: each job is killed after it), RESULTS (a file: the
+# figures are appended to it as key=value lines, for bench/all.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-${BENCH_N:-100000}}
 DIM=${DIM:-3072}
-B=build/release
+JOB_TIMEOUT=${JOB_TIMEOUT:-3600}
+B=${BUILD_DIR:-build/release}
 TMP=$(mktemp -d /tmp/abilitysync-jobs.XXXXXX)
 chmod 755 "$TMP"
 emu_pid=""
@@ -58,29 +65,41 @@ echo "the emulator's ceiling ..." >&2
 ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
 curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
 
-measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms
-  local e0 e1
+measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms, exit status
+  local e0 e1 rc=0
   e0=$(ticks "$emu_pid")
-  /usr/bin/time -f "%e %U %S %M" -o "$TMP/$1.time" "${@:2}" >"$TMP/$1.out" 2>"$TMP/$1.err" || true
+  /usr/bin/time -f "%e %U %S %M" -o "$TMP/$1.time" timeout "$JOB_TIMEOUT" "${@:2}" >"$TMP/$1.out" 2>"$TMP/$1.err" || rc=$?
   e1=$(ticks "$emu_pid")
   read -r wall user sys rss <"$TMP/$1.time"
-  echo "$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}') $rss $(((e1 - e0) * 10))"
+  echo "$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}') $rss $(((e1 - e0) * 10)) $rc"
+}
+failures=()
+json_or_die() { # name key: the key of the job's JSON output, or why it has none
+  jq -er "$2" "$TMP/$1.out" 2>/dev/null && return
+  echo "jobs: $1 printed no $2 (exit $3; 124: killed after JOB_TIMEOUT=${JOB_TIMEOUT}s):" >&2
+  tail -5 "$TMP/$1.err" >&2
+  exit 1
 }
 
 echo "restore ..." >&2
-read -r r_wall r_cpu r_rss r_emu <<<"$(measure restore "$B/abilitysync" restore --json)"
-restored=$(jq -r .done "$TMP/restore.out")
+read -r r_wall r_cpu r_rss r_emu r_rc <<<"$(measure restore "$B/abilitysync" restore --json)"
+restored=$(json_or_die restore .done "$r_rc")
+vectors=$(curl -fsS "$VECTOR_DB_API/tenants/${VECTOR_DB_TENANT:-reverse_engineer}/blobs" | jq '[.blobs[]?.count] | add // 0')
+[ "$r_rc" = 0 ] && [ "$restored" = "$N" ] && [ "$vectors" = "$N" ] ||
+  failures+=("restore: exit $r_rc, $restored/$N abilities done, $vectors/$N vectors in the emulator")
 echo "reconcile ..." >&2
-read -r c_wall c_cpu c_rss c_emu <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
-checked=$(jq -r .checked.vectors "$TMP/reconcile.out")
-drift=$(jq -r .total "$TMP/reconcile.out")
+read -r c_wall c_cpu c_rss c_emu c_rc <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
+checked=$(json_or_die reconcile .checked.vectors "$c_rc")
+drift=$(json_or_die reconcile .total "$c_rc")
+[ "$c_rc" = 0 ] && [ "$checked" = "$N" ] && [ "$drift" = 0 ] ||
+  failures+=("reconcile --dry-run: exit $c_rc, $checked/$N vectors checked, $drift drifted")
 half_service=$(psql -X -A -t "$DATABASE_URL" -c "SELECT service_name FROM abilities GROUP BY 1 ORDER BY 1 LIMIT 1")
-read -r h_wall _ h_rss _ <<<"$(measure half "$B/abilitysync" reconcile --dry-run --json --service "$half_service")"
-h_checked=$(jq -r .checked.vectors "$TMP/half.out")
+read -r h_wall _ h_rss _ h_rc <<<"$(measure half "$B/abilitysync" reconcile --dry-run --json --service "$half_service")"
+h_checked=$(json_or_die half .checked.vectors "$h_rc")
 
 awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss" -v re="$r_emu" -v done="$restored" \
   -v cw="$c_wall" -v cc="$c_cpu" -v cr="$c_rss" -v ce="$c_emu" -v checked="$checked" -v drift="$drift" \
-  -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" 'BEGIN {
+  -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" 'BEGIN {
   rate = done / rw
   printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator | peak RSS |\n"
   printf "|---|---|---|---|---|---|---|\n"
@@ -88,6 +107,26 @@ awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss
   printf "| restore | %d | %.1f s | %d vectors/s | **%.2f** of the ceiling | %.2f / %.2f | %.0f MB |\n", done, rw, rate, rate / ceiling, rc / done, re / done, rr / 1024
   printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cr / 1024
   printf "| reconcile --dry-run, one service | %d | %.1f s | %d checks/s | | | %.0f MB |\n", hc, hw, hc / hw, hr / 1024
-  printf "\n%d abilities of 3072 dimensions; reconcile found %d drifted; ", n, drift
+  printf "\n%d abilities of %d dimensions; reconcile found %d drifted; ", n, dim, drift
 }'
 echo "$(nproc) cores shared by Postgres, abilitysync and the emulator; $(date -u +%Y-%m-%d)."
+if [ -n "${RESULTS:-}" ]; then
+  {
+    echo "jobs_n=$N"
+    echo "ceiling_vps=$ceiling"
+    echo "restore_done=$restored"
+    echo "restore_s=$r_wall"
+    echo "restore_rss_kb=$r_rss"
+    echo "reconcile_checked=$checked"
+    echo "reconcile_drift=$drift"
+    echo "reconcile_s=$c_wall"
+    echo "reconcile_rss_kb=$c_rss"
+    echo "reconcile_half_checked=$h_checked"
+    echo "reconcile_half_rss_kb=$h_rss"
+    echo "jobs_failures=${#failures[@]}"
+  } >>"$RESULTS"
+fi
+if [ ${#failures[@]} -gt 0 ]; then
+  for f in "${failures[@]}"; do echo "jobs: LOST: $f" >&2; echo "LOST: $f"; done
+  exit 1
+fi

@@ -2,7 +2,7 @@
 # registration.sh - registration throughput over HTTP at 3072 dimensions, as a
 # ratio to a raw COPY of the same rows into the same table, in one run.
 #
-#   bench/registration.sh [N]          (make bench runs it)
+#   bench/registration.sh [N]          (alone: make bench runs bench/all.sh)
 #
 # Starts its own PostgreSQL cluster, the vector DB emulator and `abilitysync
 # serve` (release builds), all on this machine. For each concurrency it uses a
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 N=${1:-2000}
 DIM=${DIM:-3072}
 CONCURRENCIES=${CONCURRENCIES:-"1 4 8 16"}
-B=build/release
+B=${BUILD_DIR:-build/release}
 TMP=$(mktemp -d /tmp/abilitysync-bench.XXXXXX)
 chmod 755 "$TMP"
 pids=()

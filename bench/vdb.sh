@@ -3,10 +3,10 @@
 # ingest ceiling, measured in one run (vdb_push --compare) against a fresh
 # emulator on this machine.
 #
-#   bench/vdb.sh [VECTORS]            (make bench runs it)
+#   bench/vdb.sh [VECTORS]            (alone: make bench runs bench/all.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=build/release
+B=${BUILD_DIR:-build/release}
 TMP=$(mktemp -d /tmp/abilitysync-vdb-bench.XXXXXX)
 emu_pid=""
 cleanup() {

@@ -15,6 +15,7 @@ PKGS=(
   postgresql postgresql-client       # a real server for tests and `make run`
   jq curl                            # integration tests read JSON and speak HTTP
   shellcheck yamllint                # the lint suite
+  time                               # bench/jobs.sh: peak RSS and CPU of a job (/usr/bin/time)
   ca-certificates
 )
 
@@ -35,8 +36,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # npm packages, pinned by their lock files: drizzle-kit/drizzle-orm/pg for the
-# interop tests, the Dockerfile linter. Reinstalled when a lock file changes.
-for dir in drizzle-compat tools/lint; do
+# interop tests, the Dockerfile linter, drizzle-orm/pg for the benchmark's peer
+# (bench/peer). Reinstalled when a lock file changes.
+for dir in drizzle-compat tools/lint bench/peer; do
   [ -f "$dir/package-lock.json" ] || continue
   if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
      [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then

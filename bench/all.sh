@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# all.sh - `make bench`: the figures the project is judged by, each a ratio of
+# two measurements taken in this run on this machine, as one markdown table.
+#
+#   bench/all.sh                  REG_N=5000 registrations per system, BENCH_N=100000 abilities
+#   REG_N=1000 BENCH_N=5000 bench/all.sh      a quick run (minutes, not the published size)
+#
+# Runs, one after the other (nothing else of this benchmark runs meanwhile):
+#   bench/compare.sh REG_N   abilitysync serve and bench/peer (the original app's
+#                            registration path: fetch to the vector DB, then a
+#                            drizzle-orm upsert) under the same load, each with a
+#                            fresh emulator and database of the same cluster; COPY
+#                            of the same rows; no-op `abilitysync migrate up` vs
+#                            `npx drizzle-kit migrate`; the loss check.
+#   bench/jobs.sh BENCH_N    restore of BENCH_N abilities vs the emulator's ingest
+#                            ceiling; reconcile --dry-run of them: time, peak RSS.
+# Their own, more detailed, tables go to stderr as they finish; stdout gets the
+# one table. Exit 1 when an acknowledged ability is missing from Postgres or the
+# vector DB (either system), or restore/reconcile did not cover every row; 2 on
+# a failure to measure. Never part of `make test`.
+#
+# Environment: REG_N, BENCH_N, BUILD_DIR (build/release: the C programs, e.g. of
+# a `git archive HEAD` built elsewhere while the tree is being edited),
+# STEP_TIMEOUT (5400 s: each of the two scripts is killed after it), and every
+# variable of compare.sh (CONCURRENCY, PEER_POOL_SIZE, ORDER, ...) and jobs.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LC_ALL=C
+REG_N=${REG_N:-5000}
+BENCH_N=${BENCH_N:-100000}
+STEP_TIMEOUT=${STEP_TIMEOUT:-5400}
+export BUILD_DIR=${BUILD_DIR:-build/release}
+TMP=$(mktemp -d /tmp/abilitysync-bench-all.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+export RESULTS=$TMP/results
+: >"$RESULTS"
+
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+t0=$(date +%s)
+
+declare -A RC R
+step() { # name command...: its stdout to stderr as well; its exit status in RC[name]
+  local rc=0
+  echo "== bench/all.sh: ${*:2} (timeout ${STEP_TIMEOUT}s)" >&2
+  timeout "$STEP_TIMEOUT" "${@:2}" >"$TMP/$1.out" || rc=$?
+  cat "$TMP/$1.out" >&2
+  echo >&2
+  RC[$1]=$rc
+}
+step compare bench/compare.sh "$REG_N"
+step jobs bench/jobs.sh "$BENCH_N"
+
+# The figures, key=value lines the two scripts appended.
+while IFS='=' read -r k v; do R[$k]=$v; done <"$RESULTS"
+if [ -z "${R[abilitysync_thr]:-}" ] || [ -z "${R[peer_thr]:-}" ] || [ -z "${R[mig_abilitysync_ms]:-}" ]; then
+  echo "bench/all.sh: bench/compare.sh measured nothing (exit ${RC[compare]}): see above" >&2
+  exit 2
+fi
+if [ -z "${R[restore_s]:-}" ] || [ -z "${R[reconcile_s]:-}" ]; then
+  echo "bench/all.sh: bench/jobs.sh measured nothing (exit ${RC[jobs]}): see above" >&2
+  exit 2
+fi
+
+f() { awk "BEGIN { printf \"$1\", $2 }"; } # f FORMAT EXPRESSION
+mb() { f "%.0f" "$1 / 1024"; }
+cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+
+echo "## abilitysync: \`make bench\`, $STARTED"
+echo
+echo "| figure (both sides measured in this run) | ratio | abilitysync | reference | aim |"
+echo "|---|---|---|---|---|"
+echo "| registration throughput / the peer's | **$(f %.2f "${R[abilitysync_thr]} / ${R[peer_thr]}")** |" \
+  "$(f %.0f "${R[abilitysync_thr]}") abilities/s | $(f %.0f "${R[peer_thr]}") abilities/s (peer) | ≥ 5 |"
+echo "| registration throughput / raw \`COPY\` of the same rows | **$(f %.2f "${R[abilitysync_thr]} / ${R[copy_rps]}")** |" \
+  "$(f %.0f "${R[abilitysync_thr]}") abilities/s | $(f %.0f "${R[copy_rps]}") rows/s (COPY) | ≥ 0.9 |"
+echo "| peak RSS under that load / the peer's | **$(f %.2f "${R[abilitysync_hwm_kb]} / ${R[peer_hwm_kb]}")** |" \
+  "$(mb "${R[abilitysync_hwm_kb]}") MB | $(mb "${R[peer_hwm_kb]}") MB (peer) | ≤ 0.2 |"
+echo "| p99 latency / the peer's | **$(f %.2f "${R[abilitysync_p99_ms]} / ${R[peer_p99_ms]}")** |" \
+  "$(f %.1f "${R[abilitysync_p99_ms]}") ms | $(f %.1f "${R[peer_p99_ms]}") ms (peer) | |"
+echo "| restore of ${R[restore_done]} abilities: vectors/s / the emulator's ingest ceiling | **$(f %.2f "${R[restore_done]} / ${R[restore_s]} / ${R[ceiling_vps]}")** |" \
+  "$(f %.0f "${R[restore_done]} / ${R[restore_s]}") vectors/s ($(f %.1f "${R[restore_s]}") s, $(mb "${R[restore_rss_kb]}") MB peak RSS) | $(f %.0f "${R[ceiling_vps]}") vectors/s (raw posts) | |"
+echo "| reconcile --dry-run of ${R[reconcile_checked]} abilities: peak RSS / over ${R[reconcile_half_checked]} of them | **$(f %.2f "${R[reconcile_rss_kb]} / ${R[reconcile_half_rss_kb]}")** |" \
+  "$(f %.1f "${R[reconcile_s]}") s ($(f %.0f "${R[reconcile_checked]} / ${R[reconcile_s]}") checks/s), $(mb "${R[reconcile_rss_kb]}") MB peak RSS | $(mb "${R[reconcile_half_rss_kb]}") MB peak RSS | flat (≈ 1) |"
+echo "| no-op migrate: \`npx drizzle-kit migrate\` time / \`abilitysync migrate up\` | **$(f %.1f "${R[mig_npx_ms]} / ${R[mig_abilitysync_ms]}")** |" \
+  "$(f %.1f "${R[mig_abilitysync_ms]}") ms | $(f %.0f "${R[mig_npx_ms]}") ms (drizzle-kit via npx; $(f %.0f "${R[mig_bin_ms]}") ms without npx) | ≥ 10 |"
+echo
+echo "Registration: ${R[reg_n]} abilities of ${DIM:-3072} dimensions per system, single-ability POSTs over ${R[reg_concurrency]}" \
+  "keep-alive connections (loadgen); peer: bench/peer on node ${R[node_version]}, pg pool ${R[peer_pool]}; answers:" \
+  "abilitysync ${R[abilitysync_status]}, peer ${R[peer_status]}. CPU per ability (service process): abilitysync" \
+  "${R[abilitysync_cpu_ms]} ms, peer ${R[peer_cpu_ms]} ms. COPY: median of 3. Migrate: ${R[mig_tool]}." \
+  "Restore/reconcile: ${R[jobs_n]} abilities loaded with COPY, a fresh emulator."
+echo
+echo "Machine: $(nproc) cores ($cpu), shared by Postgres, the service or the peer, the emulator and the load" \
+  "generator; load average at start $LOAD_AT_START; $(($(date +%s) - t0)) s in all."
+echo
+lost=$((R[abilitysync_lost] + R[peer_lost]))
+if [ "$lost" = 0 ] && [ "${RC[compare]}" = 0 ] && [ "${R[jobs_failures]}" = 0 ] && [ "${RC[jobs]}" = 0 ]; then
+  echo "Loss check: passed. Every acknowledged ability is in Postgres and its vector in the vector DB" \
+    "(abilitysync and peer); restore wrote ${R[restore_done]}/${R[jobs_n]}; reconcile checked ${R[reconcile_checked]}/${R[jobs_n]}, ${R[reconcile_drift]} drifted."
+else
+  echo "Loss check: **FAILED**: acknowledged but lost: abilitysync ${R[abilitysync_lost]}, peer ${R[peer_lost]};" \
+    "compare.sh exit ${RC[compare]}, jobs.sh exit ${RC[jobs]} (${R[jobs_failures]} failed checks); see stderr. These numbers do not count."
+  exit 1
+fi
