@@ -2,11 +2,16 @@
 #
 #   make            build build/release/abilitysync (gcc, -O2)
 #   make run        install what is missing, start Postgres + the service locally
-#   make test       install what is missing, build both variants, run every suite
+#   make test       install what is missing, build both variants and the fuzz
+#                   targets, run every suite (fuzz.sh: each target ~10 s)
 #   make asan       the ASan + UBSan build (clang) in build/asan/
+#   make fuzz       build the libFuzzer targets (build/fuzz/) and run each for
+#                   FUZZ_SECONDS (default 60) on a copy of its corpus (tests/fuzz/)
+#   make soak       the fault soak (tests/integration/soak.sh) for SOAK_SECONDS
+#                   (default 1800; make test runs it for 180)
 #   make clean
 #
-# One set of rules builds every variant: BUILD=release or BUILD=asan picks the
+# One set of rules builds every variant: BUILD=release, asan or fuzz picks the
 # compiler, flags and output directory build/$(BUILD)/.
 
 BUILD ?= release
@@ -20,8 +25,12 @@ ifeq ($(BUILD),asan)
   OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 else ifeq ($(BUILD),release)
   OPT := -O2 -g
+else ifeq ($(BUILD),fuzz)
+  # The library instrumented for libFuzzer (no main); the targets link -fsanitize=fuzzer.
+  CC := clang
+  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 else
-  $(error BUILD must be release or asan)
+  $(error BUILD must be release, asan or fuzz)
 endif
 
 PKGS := libpq jansson libcrypto libssl libevent libevent_openssl libcurl
@@ -46,8 +55,11 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(B)/%)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/%)
+FUZZ_SECONDS ?= 60
 
-.PHONY: all asan tests bench bench-tools test run deps clean lint install golden
+.PHONY: all asan tests bench bench-tools test run deps clean lint install golden fuzz fuzz-build fuzz-targets soak
 
 all: $(B)/abilitysync $(B)/vdb-emulator
 
@@ -87,6 +99,18 @@ $(B)/tests/%: tests/unit/%.c $(B)/libemu.a $(B)/libabilitysync.a | $(B)/tests
 	@$(if $(Q),echo "  TEST    $@")
 	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libemu.a $(B)/libabilitysync.a $(LIBS) -lcriterion
 
+# libFuzzer targets (BUILD=fuzz): tests/fuzz/fuzz_<name>.c -> build/fuzz/fuzz_<name>.
+ifeq ($(BUILD),fuzz)
+fuzz-targets: $(FUZZ_BINS)
+else
+fuzz-targets:
+	$(MAKE) BUILD=fuzz fuzz-targets
+endif
+
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(B)/libabilitysync.a
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -MMD -MP -o $@ $< $(B)/libabilitysync.a $(LIBS)
+
 $(B)/%: bench/%.c $(B)/libabilitysync.a
 	@$(if $(Q),echo "  BENCH   $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(B)/libabilitysync.a $(LIBS)
@@ -94,7 +118,7 @@ $(B)/%: bench/%.c $(B)/libabilitysync.a
 $(B)/obj $(B)/tests:
 	$(Q)mkdir -p $@
 
--include $(wildcard $(B)/obj/*.d $(B)/tests/*.d)
+-include $(wildcard $(B)/obj/*.d $(B)/tests/*.d $(B)/fuzz_*.d)
 
 # ---- the two commands a newcomer needs -----------------------------------
 
@@ -104,7 +128,23 @@ deps:
 test: deps
 	$(MAKE) BUILD=release all tests
 	$(MAKE) BUILD=asan all tests
+	$(MAKE) BUILD=fuzz fuzz-targets
 	tests/run.sh
+
+# Fuzzing: every target for FUZZ_SECONDS, one at a time (tools/fuzz.sh:
+# FUZZ_TARGETS="fuzz_a fuzz_b" picks some, FUZZ_MERGE=1 keeps what they found).
+fuzz-build:
+	$(MAKE) BUILD=fuzz fuzz-targets
+
+fuzz: deps fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tools/fuzz.sh
+
+# The long fault soak: random faults under load for SOAK_SECONDS, then the invariant checker.
+SOAK_SECONDS ?= 1800
+soak: deps
+	$(MAKE) BUILD=release all tests
+	$(MAKE) BUILD=asan all tests
+	SOAK_SECONDS=$(SOAK_SECONDS) tests/run.sh soak
 
 run: deps all
 	tools/run.sh

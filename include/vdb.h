@@ -140,11 +140,13 @@ void vdb_raw(struct vdb *v, const char *method, const char *path, const char *bo
  * read when a create was refused). VDB_OK, or VDB_BAD_REPLY with `why` saying
  * what is wrong; lists also give VDB_NOT_FOUND (not listed) and VDB_REJECTED
  * (the blob exists with another dimension). *reply, when asked for, gets the
- * parsed reply whenever the body parsed (what callbacks see); decref it.
+ * parsed reply whenever the body parsed (what callbacks see; for gets: an
+ * object whose vector is null or numbers); decref it. GET and GET_LIGHT judge
+ * a body alike.
  * Replies to adds, deletes and attribute updates are judged by status alone.
  */
 enum vdb_reply_kind {
-	VDB_REPLY_GET,       /* vdb_get: {"id", "attributes"?, "vector"?} */
+	VDB_REPLY_GET,       /* vdb_get: {"id", "attributes"?, "vector"?}, the vector's numbers as reals */
 	VDB_REPLY_GET_LIGHT, /* vdb_get_attributes: the same, the vector scanned in place */
 	VDB_REPLY_QUERY,     /* vdb_query: {"ids", "distances", "attributes"?} */
 	VDB_REPLY_TENANTS,   /* GET /tenants */

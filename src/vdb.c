@@ -5,6 +5,7 @@
 #include "jsonscan.h"
 #include "log.h"
 #include "mem.h"
+#include "text.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -330,6 +331,7 @@ static void describe_attempt(const struct vdb_req *rq, char *out, size_t outlen)
 		}
 	}
 	snprintf(out, outlen, "%s", b.data);
+	utf8_scrub(out); /* the body is the server's, cut at LOGGED_BODY_MAX: it goes into logs, answers, Postgres */
 	buf_free(&b);
 }
 
@@ -527,6 +529,7 @@ static void result_failure(struct vdb_result *r, const struct vdb_req *rq, const
 		r->status = rq->cc == CURLE_OK && rq->http == 404 ? VDB_NOT_FOUND : VDB_REJECTED;
 	snprintf(r->error, sizeof(r->error), "%s %s %s: %s%s", op, rq->method, rq->path, what,
 		 rq->exhausted ? " (after retries)" : "");
+	utf8_scrub(r->error);
 }
 
 static bool req_ok(const struct vdb_req *rq)
@@ -665,6 +668,7 @@ static void on_lookup_done(struct vdb_req *rq)
 			     rq->v->o.dimension, NULL, why, sizeof(why));
 	if (st == VDB_BAD_REPLY) {
 		snprintf(r.error, sizeof(r.error), "listing %s: %s", rq->path, why);
+		utf8_scrub(r.error);
 		known_settle(c->k, VDB_BAD_REPLY, rq->http, r.error);
 	} else if (st == VDB_NOT_FOUND) {
 		known_settle(c->k, VDB_REJECTED, c->create_http, c->create_error);
@@ -1201,20 +1205,26 @@ static json_t *reply_if_json(const struct vdb_req *rq)
 }
 
 /*
- * A GET reply read for its attributes only: {"id", "attributes"} as a small
- * JSON object, plus "vector_length" when the server sent the vector. The
- * vector (3072 numbers) is checked in place, never turned into a DOM: a
- * reconcile reads one such reply per ability.
+ * A GET reply, {"id", "attributes"?, "vector"?}, read the same way for
+ * vdb_get and vdb_get_attributes, so that both judge a body alike (found by
+ * fuzz_vdb_reply: they disagreed on "vector": null, on vectors of strings, on
+ * members that jansson refuses). The vector (3072 numbers) is checked in place:
+ * null, or an array of numbers finite as float32; the rest goes to jansson with
+ * the vector replaced by null. `light` (a reconcile reads one such reply per
+ * ability) never turns the vector into a DOM: the reply is {"id",
+ * "attributes", "vector_length" (when the server sent the vector)}. Otherwise
+ * the vector comes back parsed, its numbers as reals.
  */
-static json_t *parse_get_light(const char *body, size_t len, char *whyout, size_t whylen)
+static json_t *parse_get(const char *body, size_t len, bool light, char *whyout, size_t whylen)
 {
 	const char *p = body, *end = p + len, *after;
 	struct jspan obj, id = {NULL, 0}, attrs = {NULL, 0}, vec = {NULL, 0};
 	struct js_error jerr;
 	json_error_t perr;
-	json_t *out = NULL, *val;
+	struct buf rest = BUF_INIT;
+	json_t *dom = NULL, *out = NULL, *val;
 	size_t count = 0;
-	bool dup = false;
+	bool dup = false, has_vector;
 	const char *why = NULL;
 
 	p = js_skip_ws(p, end);
@@ -1229,31 +1239,55 @@ static json_t *parse_get_light(const char *body, size_t len, char *whyout, size_
 		why = "a member appears twice";
 		goto fail;
 	}
-	out = json_object();
-	if (id.p) {
-		if (!(val = json_loadb(id.p, id.len, JSON_DECODE_ANY, &perr))) {
-			why = "\"id\" is not JSON";
-			goto fail;
-		}
-		json_object_set_new(out, "id", val);
+	has_vector = vec.p && !(vec.len == 4 && memcmp(vec.p, "null", 4) == 0);
+	if (has_vector && !js_number_array(vec, &count, &jerr)) {
+		why = "\"vector\" is not an array of numbers";
+		goto fail;
 	}
-	if (attrs.p) {
-		if (!(val = json_loadb(attrs.p, attrs.len, JSON_DECODE_ANY, &perr))) {
-			why = "\"attributes\" is not valid JSON (UTF-8?)";
-			goto fail;
-		}
-		json_object_set_new(out, "attributes", val);
+	if (vec.p) {
+		buf_append(&rest, body, (size_t)(vec.p - body));
+		buf_puts(&rest, "null");
+		buf_append(&rest, vec.p + vec.len, (size_t)(end - vec.p - vec.len));
+	} else {
+		buf_append(&rest, body, len);
 	}
-	if (vec.p && !(vec.len == 4 && memcmp(vec.p, "null", 4) == 0)) {
-		if (!js_number_array(vec, &count, &jerr)) {
-			why = "\"vector\" is not an array of numbers";
-			goto fail;
-		}
-		json_object_set_new(out, "vector_length", json_integer((json_int_t)count));
+	dom = json_loadb(rest.data, rest.len, 0, &perr);
+	if (!dom) {
+		snprintf(whyout, whylen, "reply is not JSON (%s)", perr.text);
+		buf_free(&rest);
+		return NULL;
 	}
+	/* A member name written with escapes ("ve\u0063tor") is the same member to jansson. */
+	val = json_object_get(dom, "vector");
+	if (vec.p ? !json_is_null(val) : val != NULL) {
+		why = "\"vector\" is written with escapes";
+		goto fail;
+	}
+	if (light) {
+		out = json_object();
+		if ((val = json_object_get(dom, "id")))
+			json_object_set(out, "id", val);
+		if ((val = json_object_get(dom, "attributes")))
+			json_object_set(out, "attributes", val);
+		if (has_vector)
+			json_object_set_new(out, "vector_length", json_integer((json_int_t)count));
+	} else {
+		out = json_incref(dom);
+		if (has_vector) {
+			if (!(val = json_loadb(vec.p, vec.len, JSON_DECODE_INT_AS_REAL, &perr))) {
+				why = "\"vector\" is not an array of numbers";
+				goto fail;
+			}
+			json_object_set_new(out, "vector", val);
+		}
+	}
+	json_decref(dom);
+	buf_free(&rest);
 	return out;
 fail:
 	json_decref(out);
+	json_decref(dom);
+	buf_free(&rest);
 	snprintf(whyout, whylen, "%s", why);
 	return NULL;
 }
@@ -1271,8 +1305,10 @@ static void on_simple_done(struct vdb_req *rq)
 		if (op->reply == REPLY_CHECKED) {
 			r.status = vdb_check_reply(op->kind, rq->reply.data, rq->reply.len, op->id, NULL, 0, &reply, why,
 						   sizeof(why));
-			if (r.status != VDB_OK)
+			if (r.status != VDB_OK) {
 				snprintf(r.error, sizeof(r.error), "%s %s: %s", op->what, rq->path, why);
+				utf8_scrub(r.error);
+			}
 		} else if (op->reply == REPLY_IF_JSON) {
 			reply = reply_if_json(rq);
 		}
@@ -1330,7 +1366,7 @@ static bool check_get(json_t *reply, int64_t id, char *why, size_t whylen)
 		snprintf(why, whylen, "\"id\" is not %lld", (long long)id);
 	else if (attrs && !json_is_object(attrs) && !json_is_null(attrs))
 		snprintf(why, whylen, "\"attributes\" is not an object");
-	else if (vec && !json_is_array(vec))
+	else if (vec && !json_is_array(vec) && !json_is_null(vec))
 		snprintf(why, whylen, "\"vector\" is not an array");
 	else
 		return true;
@@ -1396,9 +1432,13 @@ enum vdb_status vdb_check_reply(enum vdb_reply_kind kind, const char *body, size
 		*out = NULL;
 	if (whylen)
 		why[0] = '\0';
-	reply = kind == VDB_REPLY_GET_LIGHT ? parse_get_light(body, len, why, whylen) : parse_reply(body, len, why, whylen);
-	if (!reply)
-		return VDB_BAD_REPLY;
+	reply = kind == VDB_REPLY_GET || kind == VDB_REPLY_GET_LIGHT
+			? parse_get(body, len, kind == VDB_REPLY_GET_LIGHT, why, whylen)
+			: parse_reply(body, len, why, whylen);
+	if (!reply) {
+		st = VDB_BAD_REPLY;
+		goto done;
+	}
 	switch (kind) {
 	case VDB_REPLY_GET:
 	case VDB_REPLY_GET_LIGHT:
@@ -1423,6 +1463,10 @@ enum vdb_status vdb_check_reply(enum vdb_reply_kind kind, const char *body, size
 		}
 		break;
 	}
+done:
+	/* jansson quotes the text near an error, which may be cut mid-character: why goes into logs, answers, Postgres. */
+	if (whylen)
+		utf8_scrub(why);
 	if (out)
 		*out = reply; /* also when a check failed: callbacks may log what came */
 	else

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Debian packages (bookworm). Why each one is here:
 PKGS=(
   make gcc pkg-config libc6-dev      # the release build
-  clang libclang-rt-14-dev           # the ASan + UBSan build (clang's runtimes)
+  clang libclang-rt-14-dev           # the ASan + UBSan build, the libFuzzer targets (clang's runtimes)
   libpq-dev libjansson-dev libssl-dev # Postgres, JSON, SHA-256 and TLS
   libevent-dev libcurl4-openssl-dev  # the event loop and HTTP server; the vector DB client
   libcriterion-dev                   # unit tests

@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "mem.h"
+#include "text.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -98,6 +99,34 @@ Test(journal, largest_exact_js_integer_is_accepted)
 	cr_assert(parse("{\"entries\":[{\"tag\":\"x\",\"when\":9007199254740991}]}", &err, &e, &n), "%s", err.msg);
 	cr_assert(eq(i64, e[0].when, 9007199254740991LL));
 	journal_entries_free(e, n);
+}
+
+/*
+ * Found by fuzz_journal: refusals quoted text cut mid-character, so the
+ * message was not UTF-8 (a JSON log line of it is not JSON): a tag of 121
+ * "é" shown as its first 80 bytes after an odd "!", and jansson's own error
+ * text quoting the bytes near a bad escape.
+ */
+Test(journal, fuzz_regressions)
+{
+	struct buf json = BUF_INIT;
+	struct journal_entry *e;
+	struct errbuf err;
+	size_t n, i, bad;
+
+	buf_puts(&json, "{\"entries\":[{\"tag\":\"!");
+	for (i = 0; i < 120; i++)
+		buf_puts(&json, "\xc3\xa9");
+	buf_puts(&json, "\",\"when\":1}]}");
+	cr_assert(not(parse(json.data, &err, &e, &n)));
+	cr_assert(utf8_valid(err.msg, strlen(err.msg), &bad), "not UTF-8 at %zu: %s", bad, err.msg);
+	cr_assert(not(eq(ptr, strstr(err.msg, "entries[0]: \"tag\" \"!\xc3\xa9"), NULL)), "%s", err.msg);
+	cr_assert(not(eq(ptr, strstr(err.msg, "is longer than 200 bytes"), NULL)), "%s", err.msg);
+	buf_free(&json);
+
+	cr_assert(not(parse("\"=\\\xc3\xa9", &err, &e, &n)));
+	cr_assert(utf8_valid(err.msg, strlen(err.msg), &bad), "not UTF-8 at %zu: %s", bad, err.msg);
+	cr_assert(not(eq(ptr, strstr(err.msg, "meta/_journal.json:1:"), NULL)), "%s", err.msg);
 }
 
 static size_t split(const char *s, char ***chunks)

@@ -1,0 +1,2 @@
+--> statement-breakpoint--> statement-breakpoint
+--> statement-breakpoin--> statement-breakpoint

@@ -1,0 +1,1 @@
+select 'COMMIT; VACUUM'; select E'it\'s; COMMIT'; select "commit" from "vacuum"; select U&'d\0061t' ; select $1::int; select a$b from t; VACUUM;
