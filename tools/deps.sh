@@ -15,6 +15,8 @@ PKGS=(
   postgresql postgresql-client       # a real server for tests and `make run`
   jq curl                            # integration tests read JSON and speak HTTP
   shellcheck yamllint                # the lint suite
+  valgrind                           # the soak suite: serve under memcheck, no leak
+  hyperfine                          # bench: the no-op migration timings
   time                               # bench/jobs.sh: peak RSS and CPU of a job (/usr/bin/time)
   ca-certificates
 )
