@@ -53,6 +53,19 @@ struct page {
 
 TAILQ_HEAD(page_list, page);
 
+/*
+ * A row that would overwrite another row's vector: both hash to one vector_id
+ * in one blob (31 bits: about one pair per blob in 100,000 rows). The owner
+ * keeps it: the ability the ledger says holds it, else the smallest
+ * ability_id; the loser is recorded failed with the owner's name, never pushed.
+ */
+struct loser {
+	char *ability_id;
+	char *owner;
+	char blob[BLOB_MAX];
+	int64_t vector_id;
+};
+
 struct restore {
 	struct event_base *base;
 	struct vdb *v;
@@ -65,6 +78,8 @@ struct restore {
 
 	int64_t job_id;
 	int64_t total, done_rows, failed_rows;
+	struct loser *losers;   /* rows whose vector belongs to another row (by ability_id) */
+	size_t nlosers;
 	char *fetch_cursor;
 	char page_text[16];
 	struct page_list pages;
@@ -119,6 +134,11 @@ static void job_free(struct restore *r)
 	if (r->later)
 		event_free(r->later);
 	json_decref(r->summary);
+	for (size_t i = 0; i < r->nlosers; i++) {
+		free(r->losers[i].ability_id);
+		free(r->losers[i].owner);
+	}
+	free(r->losers);
 	free(r->fetch_cursor);
 	free(r->service);
 	free(r->host);
@@ -467,6 +487,111 @@ static void add_blob(struct page *p, const char *blob)
 	p->blobs[p->nblobs++] = xstrdup(blob);
 }
 
+/* ---- collisions, found once per job ---------------------------------------------------- */
+
+static int loser_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct loser *)a)->ability_id, ((const struct loser *)b)->ability_id);
+}
+
+static int loser_key_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct loser *)elem)->ability_id);
+}
+
+static const struct loser *find_loser(const struct restore *r, const char *ability_id)
+{
+	return r->nlosers ? bsearch(ability_id, r->losers, r->nlosers, sizeof(*r->losers), loser_key_cmp) : NULL;
+}
+
+/*
+ * Every row that shares its vector_id with another row (of any service: the
+ * blob is named in C, as the client names it), and the ledger's live owners of
+ * those vector_ids. One pass over ability_id and service_name: the embeddings
+ * are not read. The vector_id is vdb_vector_id's (bigint: abs of INT_MIN is
+ * the row's own error later).
+ */
+static const char collisions_sql[] =
+	"WITH a AS (SELECT ability_id, service_name,"
+	"  abs(('x' || left(encode(sha256(convert_to(ability_id, 'UTF8')), 'hex'), 8))::bit(32)::int::bigint) AS v"
+	"  FROM public.abilities),"
+	" c AS (SELECT ability_id, service_name, v FROM (SELECT *, count(*) OVER (PARTITION BY v) AS n FROM a) x"
+	"  WHERE n > 1)"
+	" SELECT 'row', ability_id, service_name, v FROM c"
+	" UNION ALL SELECT 'ledger', l.ability_id, l.blob_id, l.vector_id FROM abilitysync.vector_ledger l"
+	"  WHERE l.deleted_at IS NULL AND l.vector_id IN (SELECT v FROM c)";
+
+static void start_fetching(struct restore *r);
+
+/* Among the rows of one (blob, vector_id), i..j-1 of res, which keeps the vector? */
+static const char *owner_of(PGresult *res, int *rows, int n, const char *blob, int64_t v, int nres)
+{
+	const char *owner = NULL;
+	int t, k;
+
+	for (t = 0; t < nres; t++) { /* the ledger's live owner, when it is one of them */
+		if (strcmp(PQgetvalue(res, t, 0), "ledger") != 0 || atoll(PQgetvalue(res, t, 3)) != v ||
+		    strcmp(PQgetvalue(res, t, 2), blob) != 0)
+			continue;
+		for (k = 0; k < n; k++)
+			if (strcmp(PQgetvalue(res, rows[k], 1), PQgetvalue(res, t, 1)) == 0)
+				return PQgetvalue(res, t, 1);
+	}
+	for (k = 0; k < n; k++)
+		if (!owner || strcmp(PQgetvalue(res, rows[k], 1), owner) < 0)
+			owner = PQgetvalue(res, rows[k], 1);
+	return owner;
+}
+
+static void on_collisions(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	int nres, t, u, n, *rows;
+	char (*blobs)[BLOB_MAX];
+
+	if (r->aborted)
+		return;
+	if (!o->res) {
+		r->fetching = false;
+		stop_with(r, "looking for vector_id collisions: %s", o->error);
+		return;
+	}
+	nres = PQntuples(o->res);
+	blobs = xcalloc((size_t)nres + 1, sizeof(*blobs));
+	rows = xcalloc((size_t)nres + 1, sizeof(*rows));
+	for (t = 0; t < nres; t++)
+		if (strcmp(PQgetvalue(o->res, t, 0), "row") == 0)
+			vdb_blob_name(PQgetvalue(o->res, t, 2), strlen(PQgetvalue(o->res, t, 2)), blobs[t]);
+	/* Few rows (pairs of 31-bit hashes): group them the simple way. */
+	for (t = 0; t < nres; t++) {
+		const char *owner;
+		int64_t v = atoll(PQgetvalue(o->res, t, 3));
+
+		if (strcmp(PQgetvalue(o->res, t, 0), "row") != 0)
+			continue;
+		for (n = 0, u = 0; u < nres; u++)
+			if (strcmp(PQgetvalue(o->res, u, 0), "row") == 0 && atoll(PQgetvalue(o->res, u, 3)) == v &&
+			    strcmp(blobs[u], blobs[t]) == 0)
+				rows[n++] = u;
+		if (n < 2)
+			continue;
+		owner = owner_of(o->res, rows, n, blobs[t], v, nres);
+		if (strcmp(owner, PQgetvalue(o->res, t, 1)) == 0)
+			continue;
+		r->losers = xrealloc(r->losers, (r->nlosers + 1) * sizeof(*r->losers));
+		r->losers[r->nlosers] = (struct loser){xstrdup(PQgetvalue(o->res, t, 1)), xstrdup(owner), "", v};
+		memcpy(r->losers[r->nlosers].blob, blobs[t], sizeof(blobs[t]));
+		log_warn(COMP, "job %lld: %s shares vector_id %lld in blob %s with %s, which keeps it: not pushed",
+			 (long long)r->job_id, PQgetvalue(o->res, t, 1), (long long)v, blobs[t], owner);
+		r->nlosers++;
+	}
+	free(rows);
+	free(blobs);
+	if (r->nlosers)
+		qsort(r->losers, r->nlosers, sizeof(*r->losers), loser_cmp);
+	start_fetching(r);
+}
+
 /* ---- reading pages ---------------------------------------------------------------------- */
 
 static const char page_sql[] =
@@ -482,6 +607,7 @@ static void build_item(struct page *p, PGresult *res, int t)
 	struct ability *a = &p->abilities[t];
 	struct ability_error aerr;
 	const char *id = PQgetvalue(res, t, 0), *service = PQgetvalue(res, t, 2);
+	const struct loser *lost;
 	struct errbuf err;
 
 	it->ability_id = xstrdup(id);
@@ -497,6 +623,14 @@ static void build_item(struct page *p, PGresult *res, int t)
 		struct buf b = BUF_INIT;
 
 		buf_printf(&b, "the mirror row cannot be pushed: %s", PQgetisnull(res, t, 4) ? "no embedding" : aerr.message);
+		it->error = buf_steal(&b);
+		return;
+	}
+	if ((lost = find_loser(p->r, id)) != NULL) {
+		struct buf b = BUF_INIT;
+
+		buf_printf(&b, "vector_id collision: vector %lld of blob %s is %s's (both ability ids hash to it); "
+			   "not pushed", (long long)lost->vector_id, lost->blob, lost->owner);
 		it->error = buf_steal(&b);
 		return;
 	}
@@ -581,6 +715,13 @@ static void begin(struct restore *r, PGresult *res)
 	progress_set(r->progress, r->done_rows, r->failed_rows);
 	if (r->started)
 		r->started(r->job_id, r->arg);
+	r->fetching = true; /* until the collisions are known: nothing is read before */
+	pgpool_query(r->pool, collisions_sql, 0, NULL, on_collisions, r);
+}
+
+static void start_fetching(struct restore *r)
+{
+	r->fetching = false;
 	fetch_more(r);
 	maybe_finish(r);
 }

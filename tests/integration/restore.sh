@@ -341,6 +341,47 @@ test_rows_that_cannot_be_written_end_done_with_failures() {
   stop_emulator
 }
 
+# Two ability ids whose vector_id is the same (453346338): found by bench/jobs.sh
+# in 100,000 generated rows, where the second once overwrote the first's vector.
+COLLIDING=(bench-copy-5-50963 bench-copy-5-94467)
+
+# owner_in_vdb BLOB: the ability_id attribute of vector 453346338.
+owner_in_vdb() {
+  emu GET "/_admin/tenants/reverse_engineer/blobs/$1/ids?attribute=ability_id"
+  jq -r '.entries[] | select(.id == 453346338) | .value' <<<"$BODY"
+}
+
+test_a_vector_id_collision_keeps_one_owner_and_fails_the_other() {
+  local blob
+  blob=$(blob_of svc-0.example)
+  migrated_db
+  gen_rows "$DB" c 10 2 $DIM
+  insert_rows "$DB" svc-0.example $DIM "${COLLIDING[@]}"
+  # The same pair in two services: two blobs, no collision.
+  insert_rows "$DB" other.example $DIM bench-copy-5-50963x
+  start_emulator
+  restore --json
+  assert_rc 3 "a restore with a collision"
+  assert_eq "$(jq -c '[.status, .total, .failed]' <<<"$OUT")" '["done",13,1]' "status, total, failed"
+  assert_eq "$(owner_in_vdb "$blob")" "${COLLIDING[0]}" "the smaller ability_id keeps the vector"
+  assert_contains "$(pg "select state || ': ' || last_error from abilitysync.sync_state where ability_id = '${COLLIDING[1]}'")" \
+    "failed: vector_id collision: vector 453346338 of blob $blob is ${COLLIDING[0]}'s"
+  assert_contains "$ERR" "${COLLIDING[1]} shares vector_id 453346338 in blob $blob with ${COLLIDING[0]}"
+  assert_eq "$(emu_fingerprint | wc -l)" 12 "vectors written"
+  stop_emulator
+  # When the ledger says the other one holds the vector (it was registered
+  # through abilitysync), that one keeps it.
+  migrated_db ledger
+  insert_rows "$DB" svc-0.example $DIM "${COLLIDING[@]}"
+  pg "insert into abilitysync.vector_ledger (blob_id, vector_id, ability_id) values ('$blob', 453346338, '${COLLIDING[1]}')" >/dev/null
+  start_emulator
+  restore --json
+  assert_rc 3 "a restore with a collision"
+  assert_eq "$(owner_in_vdb "$blob")" "${COLLIDING[1]}" "the ledger's owner keeps the vector"
+  assert_eq "$(pg "select ability_id from abilitysync.sync_state where state = 'failed'")" "${COLLIDING[0]}"
+  stop_emulator
+}
+
 test_bad_usage_and_nothing_to_resume() {
   migrated_db
   start_emulator
