@@ -193,8 +193,8 @@ test_random_faults_under_load_lose_nothing() {
   faults=$(sort "$SUITE_TMP/faults" | uniq -c | awk '{printf "%s%s %s", sep, $1, $2; sep = ", "}')
   echo "soak: ${SOAK_SECONDS} s, $requests writer requests, $(wc -l <"$SUITE_TMP/updates") updates," \
     "$(wc -l <"$SUITE_TMP/deletes") deletes acknowledged; faults: $(wc -l <"$SUITE_TMP/faults") ($faults)," \
-    "$injected vector DB requests faulted; replica a RSS ${rss_warm} kB warm, ${rss_end} kB at the end, peak ${hwm} kB" |
-    tee "$TEST_TMP/soak.summary"
+    "$injected vector DB requests faulted; $(wc -l <"$SUITE_TMP/should_live") acknowledged writes checked, lost: 0;" \
+    "replica a RSS ${rss_warm} kB warm, ${rss_end} kB at the end, peak ${hwm} kB" | tee "$TEST_TMP/soak.summary"
   # Memory: what the replica holds after the load is what it held warm, give
   # or take allocator slack; a leak per request would be tens of MB here.
   [ "$rss_end" -le $((rss_warm * 3 / 2 + 8192)) ] || fail "replica a grew from $rss_warm kB to $rss_end kB"
@@ -254,3 +254,7 @@ test_valgrind_finds_no_leak_in_serve_under_load() {
 }
 
 run_suite
+rc=$?
+# The figures, for the runner's output (README, closing notes).
+[ ! -f "$TEST_TMP/soak.summary" ] || sed 's/^/# /' "$TEST_TMP/soak.summary"
+exit "$rc"
