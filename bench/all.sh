@@ -97,7 +97,8 @@ echo
 lost=$((R[abilitysync_lost] + R[peer_lost]))
 if [ "$lost" = 0 ] && [ "${RC[compare]}" = 0 ] && [ "${R[jobs_failures]}" = 0 ] && [ "${RC[jobs]}" = 0 ]; then
   echo "Loss check: passed. Every acknowledged ability is in Postgres and its vector in the vector DB" \
-    "(abilitysync and peer); restore wrote ${R[restore_done]}/${R[jobs_n]}; reconcile checked ${R[reconcile_checked]}/${R[jobs_n]}, ${R[reconcile_drift]} drifted."
+    "(abilitysync and peer); restore wrote ${R[restore_done]}/${R[jobs_n]}; reconcile checked ${R[reconcile_checked]}/${R[jobs_n]}, ${R[reconcile_drift]} drifted;" \
+    "${R[collisions]} vector_id collisions among the generated rows (one row of each pair kept, the other failed, as expected)."
 else
   echo "Loss check: **FAILED**: acknowledged but lost: abilitysync ${R[abilitysync_lost]}, peer ${R[peer_lost]};" \
     "compare.sh exit ${RC[compare]}, jobs.sh exit ${RC[jobs]} (${R[jobs_failures]} failed checks); see stderr. These numbers do not count."
