@@ -270,11 +270,7 @@ test_post_restore_runs_a_job_the_api_reports() {
   api POST /v1/restore '{"service_name": "svc-1.example"}'
   assert_eq "$CODE" 202 "a restore of one service once the first is done: $BODY"
   id=$(jq -r .job_id <<<"$BODY")
-  for _ in $(seq 1 300); do
-    api GET "/v1/jobs/$id"
-    [ "$(jq -r .status <<<"$BODY")" = running ] || break
-    sleep 0.1
-  done
+  wait_job "$id"
   assert_eq "$(jq -c '[.status, .service_name, .total, .done]' <<<"$BODY")" '["done","svc-1.example",100,100]' \
     "the job of one service"
   stop_service

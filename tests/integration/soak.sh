@@ -237,11 +237,7 @@ test_valgrind_finds_no_leak_in_serve_under_load() {
   api POST /v1/restore '{}'
   assert_eq "$CODE" 202 "POST /v1/restore: $BODY"
   job=$(jq -r .job_id <<<"$BODY")
-  for _ in $(seq 1 300); do
-    api GET "/v1/jobs/$job"
-    [ "$(jq -r .status <<<"$BODY")" = running ] || break
-    sleep 0.1
-  done
+  wait_job "$job"
   assert_eq "$(jq -r '[.status, .percent_complete] | @tsv' <<<"$BODY")" "done	100" "the restore job: $BODY"
   stop_service "$pid"
   assert_contains "$(cat "$log")" "ERROR SUMMARY: 0 errors"

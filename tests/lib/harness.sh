@@ -226,6 +226,16 @@ api() {
   : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
 }
 
+# wait_job ID [SECONDS]: polls GET /v1/jobs/ID (at most SECONDS, default 30)
+# until the job is no longer running; BODY and CODE hold the last answer.
+wait_job() {
+  for _ in $(seq 1 $((${2:-30} * 10))); do
+    api GET "/v1/jobs/$1"
+    [ "$(jq -r .status <<<"$BODY")" = running ] || return 0
+    sleep 0.1
+  done
+}
+
 # An ability as JSON: ability_json ID [SERVICE] [DIM] [SEED] [DESCRIPTION].
 ability_json() {
   awk -v id="$1" -v svc="${2:-api.example.com}" -v dim="${3:-8}" -v seed="${4:-1}" -v desc="${5:-does a thing}" '
