@@ -27,9 +27,11 @@ int64_t vdb_vector_id_from_digest(const uint8_t first4[4]);
  * The blob of a service: "abilities_" + service_name with every character
  * outside [A-Za-z0-9_] replaced by '_' exactly as the original's JavaScript
  * does it (per UTF-16 code unit: api.github.com -> abilities_api_github_com,
- * café -> abilities_caf_). Returns the length written; out must hold
- * strlen(service) + 11 bytes.
+ * café -> abilities_caf_). Like snprintf: writes at most outsize bytes
+ * (NUL included) and returns the name's whole length, so a result >= outsize
+ * means it was cut (a service_name written to Postgres by someone else can be
+ * of any length; strlen(service) + 11 bytes always suffice).
  */
-size_t vdb_blob_name(const char *service, size_t len, char *out);
+size_t vdb_blob_name(const char *service, size_t len, char *out, size_t outsize);
 
 #endif

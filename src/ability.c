@@ -400,7 +400,7 @@ static bool take_fields(json_t *obj, const char *prefix, struct ability *a, stru
 		return false;
 	if (!vdb_vector_id(a->ability_id, strlen(a->ability_id), &a->vector_id, &verr))
 		return refuse(err, 422, "vector_id_out_of_range", prefix, "ability_id", "%s%s", prefix, verr.msg);
-	vdb_blob_name(a->service_name, strlen(a->service_name), a->blob_id);
+	vdb_blob_name(a->service_name, strlen(a->service_name), a->blob_id, sizeof(a->blob_id));
 	return true;
 }
 

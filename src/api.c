@@ -578,7 +578,7 @@ static void on_delete_looked_up(const struct pg_outcome *o, void *arg)
 		return;
 	}
 	service = PQgetvalue(o->res, 0, 0);
-	vdb_blob_name(service, strlen(service), c->delete_blob);
+	vdb_blob_name(service, strlen(service), c->delete_blob, sizeof(c->delete_blob));
 	c->delete_vector = atoll(PQgetvalue(o->res, 0, 1));
 	store_delete(c->api->svc->store, c->path_id, c->delete_blob, c->delete_vector, on_deleted, c);
 }
@@ -761,7 +761,7 @@ static void h_search(struct call *c)
 
 	if (!json_content(c) || !parse_search(c, body_of(c), &emb, &k))
 		return;
-	vdb_blob_name(c->path_id, strlen(c->path_id), blob);
+	vdb_blob_name(c->path_id, strlen(c->path_id), blob, sizeof(blob));
 	vdb_query(c->api->svc->vdb, blob, emb.p, emb.len, (int)k, on_searched, c);
 }
 

@@ -591,7 +591,7 @@ static long push_repairs(struct config *cfg, struct job_env *env)
 		event_base_loop(env->base, EVLOOP_ONCE);
 	pusher_get_stats(pusher, &ps);
 	if (reconcile_service)
-		vdb_blob_name(reconcile_service, strlen(reconcile_service), blob);
+		vdb_blob_name(reconcile_service, strlen(reconcile_service), blob, sizeof(blob));
 	pgpool_query(pool,
 		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete', 'failed')"
 		     " AND ($1::text IS NULL OR blob_id = $1)",

@@ -705,7 +705,7 @@ static void judge_row(struct reconcile *r, PGresult *res, int t, struct row *w)
 	w->ability_id = xstrdup(id);
 	w->state = copy_value(res, t, 2);
 	w->hash = copy_value(res, t, 3);
-	vdb_blob_name(service, strlen(service), w->blob);
+	vdb_blob_name(service, strlen(service), w->blob, sizeof(w->blob));
 	r->rows_checked++;
 	if (!vdb_vector_id(id, strlen(id), &w->vector_id, &err)) {
 		w->v = V_INVALID;
@@ -902,7 +902,7 @@ static void on_entries(const struct pg_outcome *o, void *arg)
 			/* A live row whose vector belongs right here is the rows phase's business. */
 			const char *id = PQgetvalue(o->res, t, 2);
 
-			vdb_blob_name(service, strlen(service), blob);
+			vdb_blob_name(service, strlen(service), blob, sizeof(blob));
 			if (vdb_vector_id(id, strlen(id), &vid, &err) && strcmp(blob, PQgetvalue(o->res, t, 0)) == 0 &&
 			    vid == atoll(PQgetvalue(o->res, t, 1)))
 				continue;
@@ -1187,7 +1187,8 @@ struct reconcile *reconcile_start(struct event_base *base, struct vdb *v, const 
 	if (o->service) {
 		r->service = xstrdup(o->service);
 		r->service_blob = xmalloc(strlen(o->service) + sizeof(VDB_BLOB_PREFIX));
-		vdb_blob_name(o->service, strlen(o->service), r->service_blob);
+		vdb_blob_name(o->service, strlen(o->service), r->service_blob,
+			      strlen(o->service) + sizeof(VDB_BLOB_PREFIX));
 	}
 	snprintf(r->overdue, sizeof(r->overdue), "%ld seconds", o->overdue_s);
 	snprintf(r->page_text, sizeof(r->page_text), "%d", o->page);

@@ -561,7 +561,8 @@ static void on_collisions(const struct pg_outcome *o, void *arg)
 	rows = xcalloc((size_t)nres + 1, sizeof(*rows));
 	for (t = 0; t < nres; t++)
 		if (strcmp(PQgetvalue(o->res, t, 0), "row") == 0)
-			vdb_blob_name(PQgetvalue(o->res, t, 2), strlen(PQgetvalue(o->res, t, 2)), blobs[t]);
+			vdb_blob_name(PQgetvalue(o->res, t, 2), (size_t)PQgetlength(o->res, t, 2), blobs[t],
+				      sizeof(blobs[t]));
 	/* Few rows (pairs of 31-bit hashes): group them the simple way. */
 	for (t = 0; t < nres; t++) {
 		const char *owner;
@@ -612,7 +613,7 @@ static void build_item(struct page *p, PGresult *res, int t)
 
 	it->ability_id = xstrdup(id);
 	it->generation = PQgetisnull(res, t, 6) ? NULL : xstrdup(PQgetvalue(res, t, 6));
-	vdb_blob_name(service, strlen(service), it->blob);
+	vdb_blob_name(service, strlen(service), it->blob, sizeof(it->blob));
 	if (!vdb_vector_id(id, strlen(id), &it->vector_id, &err)) {
 		it->error = xstrdup(err.msg);
 		return;
@@ -798,7 +799,7 @@ static void on_counted(const struct pg_outcome *o, void *arg)
 		char *blob = xmalloc(strlen(service) + sizeof(VDB_BLOB_PREFIX));
 		int64_t n = atoll(PQgetvalue(o->res, t, 1));
 
-		vdb_blob_name(service, strlen(service), blob);
+		vdb_blob_name(service, strlen(service), blob, strlen(service) + sizeof(VDB_BLOB_PREFIX));
 		json_object_set_new(blobs, blob, json_integer(json_integer_value(json_object_get(blobs, blob)) + n));
 		total += n;
 		free(blob);

@@ -34,17 +34,20 @@ static size_t utf8_seq_len(unsigned char c)
 	return c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 1;
 }
 
-size_t vdb_blob_name(const char *service, size_t len, char *out)
+size_t vdb_blob_name(const char *service, size_t len, char *out, size_t outsize)
 {
-	size_t n = sizeof(VDB_BLOB_PREFIX) - 1, i = 0;
+	size_t n = 0, i = 0;
+	const char *p;
 
-	memcpy(out, VDB_BLOB_PREFIX, n);
+#define PUT(ch) do { if (n + 1 < outsize) out[n] = (ch); n++; } while (0)
+	for (p = VDB_BLOB_PREFIX; *p; p++)
+		PUT(*p);
 	while (i < len) {
 		unsigned char c = (unsigned char)service[i];
 		size_t seq = utf8_seq_len(c);
 
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_') {
-			out[n++] = (char)c;
+			PUT((char)c);
 			i++;
 			continue;
 		}
@@ -53,11 +56,13 @@ size_t vdb_blob_name(const char *service, size_t len, char *out)
 		 * units: one '_' per character, two for a character outside the BMP
 		 * (a 4-byte UTF-8 sequence, a surrogate pair in JavaScript).
 		 */
-		out[n++] = '_';
+		PUT('_');
 		if (seq == 4)
-			out[n++] = '_';
+			PUT('_');
 		i += seq <= len - i ? seq : len - i;
 	}
-	out[n] = '\0';
+#undef PUT
+	if (outsize)
+		out[n < outsize ? n : outsize - 1] = '\0';
 	return n;
 }

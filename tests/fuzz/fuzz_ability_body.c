@@ -110,7 +110,7 @@ static void check_fields(const struct ability *a)
 	CHECK(strlen(a->content_hash) == 64 && strspn(a->content_hash, "0123456789abcdef") == 64, "hash %s",
 	      a->content_hash);
 	CHECK(vdb_vector_id(a->ability_id, strlen(a->ability_id), &vid, &verr) && vid == a->vector_id, "vector_id");
-	vdb_blob_name(a->service_name, strlen(a->service_name), blob);
+	vdb_blob_name(a->service_name, strlen(a->service_name), blob, sizeof(blob));
 	CHECK(strcmp(blob, a->blob_id) == 0, "blob %s, expected %s", a->blob_id, blob);
 
 	CHECK(json_is_object(a->metadata), "metadata");

@@ -329,10 +329,14 @@ test_rows_that_cannot_be_written_end_done_with_failures() {
   migrated_db
   gen_rows "$DB" f 20 2 $DIM
   insert_rows "$DB" svc-0.example 7 f-seven-numbers
+  # The original app set no limit on service_name: a 600-byte one once overran the blob name's buffer.
+  insert_rows "$DB" "$(printf 's%.0s' $(seq 1 600))" $DIM f-long-service
   start_emulator
   restore --json
   assert_rc 3 "a restore with a row of the wrong dimension"
-  assert_eq "$(jq -c '[.status, .total, .failed]' <<<"$OUT")" '["done",21,1]' "status, total, failed"
+  assert_eq "$(jq -c '[.status, .total, .failed]' <<<"$OUT")" '["done",22,2]' "status, total, failed"
+  assert_contains "$(pg "select last_error from abilitysync.sync_state where ability_id = 'f-long-service'")" \
+    "service_name"
   assert_eq "$(emu_fingerprint | wc -l)" 20 "vectors written"
   stop_emulator
 }

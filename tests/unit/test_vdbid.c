@@ -47,8 +47,20 @@ static void blob(const char *service, const char *want)
 {
 	char out[256];
 
-	vdb_blob_name(service, strlen(service), out);
+	cr_assert(eq(sz, vdb_blob_name(service, strlen(service), out, sizeof(out)), strlen(want)));
 	cr_assert(eq(str, out, (char *)want));
+}
+
+/* A service_name written to Postgres by someone else can be of any length: cut, never overrun. */
+Test(vdbid, a_blob_name_too_long_for_its_buffer_is_cut_and_says_so)
+{
+	char out[16];
+
+	memset(out, 'x', sizeof(out));
+	cr_assert(eq(sz, vdb_blob_name("api.github.com", 14, out, sizeof(out)), 24));
+	cr_assert(eq(str, out, "abilities_api_g"));
+	cr_assert(eq(sz, vdb_blob_name("\xf0\x9f\x98\x80", 4, out, 12), 12), "an emoji is two '_'");
+	cr_assert(eq(str, out, "abilities__"));
 }
 
 Test(blob_name, sanitised_like_the_original)
