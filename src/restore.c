@@ -62,6 +62,7 @@ TAILQ_HEAD(page_list, page);
 struct loser {
 	char *ability_id;
 	char *owner;
+	char *service;
 	char blob[BLOB_MAX];
 	int64_t vector_id;
 };
@@ -137,6 +138,7 @@ static void job_free(struct restore *r)
 	for (size_t i = 0; i < r->nlosers; i++) {
 		free(r->losers[i].ability_id);
 		free(r->losers[i].owner);
+		free(r->losers[i].service);
 	}
 	free(r->losers);
 	free(r->fetch_cursor);
@@ -522,6 +524,7 @@ static const char collisions_sql[] =
 	"  WHERE l.deleted_at IS NULL AND l.vector_id IN (SELECT v FROM c)";
 
 static void start_fetching(struct restore *r);
+static void finish_dry_run(struct restore *r);
 
 /* Among the rows of one (blob, vector_id), i..j-1 of res, which keeps the vector? */
 static const char *owner_of(PGresult *res, int *rows, int n, const char *blob, int64_t v, int nres)
@@ -553,7 +556,10 @@ static void on_collisions(const struct pg_outcome *o, void *arg)
 		return;
 	if (!o->res) {
 		r->fetching = false;
-		stop_with(r, "looking for vector_id collisions: %s", o->error);
+		if (r->o.dry_run)
+			refuse(r, "postgres_error", "looking for vector_id collisions: %s", o->error);
+		else
+			stop_with(r, "looking for vector_id collisions: %s", o->error);
 		return;
 	}
 	nres = PQntuples(o->res);
@@ -580,17 +586,21 @@ static void on_collisions(const struct pg_outcome *o, void *arg)
 		if (strcmp(owner, PQgetvalue(o->res, t, 1)) == 0)
 			continue;
 		r->losers = xrealloc(r->losers, (r->nlosers + 1) * sizeof(*r->losers));
-		r->losers[r->nlosers] = (struct loser){xstrdup(PQgetvalue(o->res, t, 1)), xstrdup(owner), "", v};
+		r->losers[r->nlosers] = (struct loser){xstrdup(PQgetvalue(o->res, t, 1)), xstrdup(owner),
+						       xstrdup(PQgetvalue(o->res, t, 2)), "", v};
 		memcpy(r->losers[r->nlosers].blob, blobs[t], sizeof(blobs[t]));
-		log_warn(COMP, "job %lld: %s shares vector_id %lld in blob %s with %s, which keeps it: not pushed",
-			 (long long)r->job_id, PQgetvalue(o->res, t, 1), (long long)v, blobs[t], owner);
+		log_warn(COMP, "%s shares vector_id %lld in blob %s with %s, which keeps it: %s", PQgetvalue(o->res, t, 1),
+			 (long long)v, blobs[t], owner, r->o.dry_run ? "a restore would fail it" : "not pushed");
 		r->nlosers++;
 	}
 	free(rows);
 	free(blobs);
 	if (r->nlosers)
 		qsort(r->losers, r->nlosers, sizeof(*r->losers), loser_cmp);
-	start_fetching(r);
+	if (r->o.dry_run)
+		finish_dry_run(r);
+	else
+		start_fetching(r);
 }
 
 /* ---- reading pages ---------------------------------------------------------------------- */
@@ -806,15 +816,25 @@ static void on_counted(const struct pg_outcome *o, void *arg)
 	}
 	r->summary = json_pack("{s:b, s:s?, s:I, s:o}", "dry_run", true, "service_name", r->service, "total",
 			       (json_int_t)total, "blobs", blobs);
+	/* The rows a real run would fail for a vector_id collision: counted next (on_collisions). */
+	r->fetching = true;
+	pgpool_query(r->pool, collisions_sql, 0, NULL, on_collisions, r);
+}
+
+static void finish_dry_run(struct restore *r)
+{
+	struct timeval now = {0, 0};
+	size_t i, n = 0;
+
+	r->fetching = false;
+	for (i = 0; i < r->nlosers; i++) /* losers of this run's service only */
+		n += !r->service || strcmp(r->losers[i].service, r->service) == 0;
+	json_object_set_new(r->summary, "collisions", json_integer((json_int_t)n));
 	snprintf(r->why, sizeof(r->why), "dry run");
 	r->over = true;
 	r->outcome = RESTORE_DONE;
 	r->later = evtimer_new(r->base, on_later, r);
-	{
-		struct timeval now = {0, 0};
-
-		evtimer_add(r->later, &now);
-	}
+	evtimer_add(r->later, &now);
 }
 
 static void on_schema(const struct pg_outcome *o, void *arg)

@@ -360,6 +360,12 @@ test_a_vector_id_collision_keeps_one_owner_and_fails_the_other() {
   # The same pair in two services: two blobs, no collision.
   insert_rows "$DB" other.example $DIM bench-copy-5-50963x
   start_emulator
+  restore --dry-run --json
+  assert_rc 0 "a dry run"
+  assert_eq "$(jq -c '[.total, .collisions]' <<<"$OUT")" '[13,1]' "the dry run counts the collision"
+  assert_contains "$ERR" "${COLLIDING[1]} shares vector_id 453346338 in blob $blob with ${COLLIDING[0]}, which keeps it: a restore would fail it"
+  restore --dry-run --json --service other.example
+  assert_eq "$(jq -c '[.total, .collisions]' <<<"$OUT")" '[1,0]' "a dry run of another service"
   restore --json
   assert_rc 3 "a restore with a collision"
   assert_eq "$(jq -c '[.status, .total, .failed]' <<<"$OUT")" '["done",13,1]' "status, total, failed"
