@@ -31,10 +31,16 @@ as_owner() {
   fi
 }
 
+# A port nobody listens on, below the kernel's ephemeral range: a client
+# socket's local port (everything that binds port 0 gets one up there) would
+# otherwise make the server's bind fail later, and a restarted cluster keeps
+# its port.
 free_port() {
-  local p
+  local p lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$lo" -gt 11000 ] || lo=32768
   for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (lo - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return
