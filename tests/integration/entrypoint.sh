@@ -17,6 +17,7 @@ test_waits_for_postgres_that_starts_late_then_migrates_and_execs() {
   local pg="$SUITE_TMP/late-pg" port url pid rc
   rm -rf "$pg"
   # Initialise now, start later: the entrypoint must be waiting before the server exists.
+  own_pg "$pg"
   url=$(tools/pgcluster.sh start "$pg")
   tools/pgcluster.sh stop "$pg"
   port=$(cat "$pg/port")

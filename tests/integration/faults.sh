@@ -70,6 +70,7 @@ test_kill_9_during_a_load_then_restart_loses_nothing() {
 test_postgres_stopped_during_a_load_answers_503_and_recovers_without_restart() {
   local acks="$SUITE_TMP/acks.pg" loader pgdir="$SUITE_TMP/own-pg" pid
   rm -rf "$pgdir"
+  own_pg "$pgdir"
   DB=$(tools/pgcluster.sh start "$pgdir")
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
   start_emulator

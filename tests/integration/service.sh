@@ -419,6 +419,7 @@ test_sigterm_finishes_what_is_in_flight() {
 test_postgres_going_away_gives_fast_503s_and_comes_back() {
   local pgdir="$SUITE_TMP/own-pg" url start
   rm -rf "$pgdir"
+  own_pg "$pgdir"
   url=$(tools/pgcluster.sh start "$pgdir")
   DB=$url
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null

@@ -160,6 +160,7 @@ check_invariants() {
 
 test_random_faults_under_load_lose_nothing() {
   local pgdir="$SUITE_TMP/pg" end pids=() p rss_warm rss_end hwm requests faults injected
+  own_pg "$pgdir"
   DB=$(tools/pgcluster.sh start "$pgdir")
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
   start_emulator

@@ -365,11 +365,19 @@ emu_writes() {
 PASSED=0
 FAILED=0
 STARTED=() # processes a test started: whatever is left when it ends is killed
+OWN_PG=()  # Postgres clusters a test started itself (own_pg DIR): stopped when it ends
+
+# own_pg DIR: the test starts a cluster of its own in DIR (tools/pgcluster.sh);
+# call it in the test's shell, before, so that a failing test leaves no server behind.
+own_pg() { OWN_PG+=("$1"); }
 
 kill_leftovers() {
-  local pid
+  local pid dir
   for pid in "${STARTED[@]}"; do
     kill -9 "$pid" 2>/dev/null || true
+  done
+  for dir in "${OWN_PG[@]}"; do
+    "$ROOT/tools/pgcluster.sh" kill "$dir" >/dev/null 2>&1 || true
   done
 }
 
