@@ -521,20 +521,29 @@ static const char collisions_sql[] =
 	"  WHERE n > 1)"
 	" SELECT 'row', ability_id, service_name, v FROM c"
 	" UNION ALL SELECT 'ledger', l.ability_id, l.blob_id, l.vector_id FROM abilitysync.vector_ledger l"
-	"  WHERE l.deleted_at IS NULL AND l.vector_id IN (SELECT v FROM c)";
+	"  WHERE l.deleted_at IS NULL AND l.vector_id IN (SELECT v FROM c)"
+	" ORDER BY 4";
 
 static void start_fetching(struct restore *r);
 static void finish_dry_run(struct restore *r);
 
-/* Among the rows of one (blob, vector_id), i..j-1 of res, which keeps the vector? */
-static const char *owner_of(PGresult *res, int *rows, int n, const char *blob, int64_t v, int nres)
+static bool is_row(PGresult *res, int t)
+{
+	return strcmp(PQgetvalue(res, t, 0), "row") == 0;
+}
+
+/*
+ * The rows[0..n) of one (blob, vector_id): which keeps the vector? The
+ * ledger's live owner when it is one of them (lines lo..hi of res hold
+ * everything of this vector_id), else the smallest ability_id.
+ */
+static const char *owner_of(PGresult *res, int lo, int hi, const int *rows, int n, const char *blob)
 {
 	const char *owner = NULL;
 	int t, k;
 
-	for (t = 0; t < nres; t++) { /* the ledger's live owner, when it is one of them */
-		if (strcmp(PQgetvalue(res, t, 0), "ledger") != 0 || atoll(PQgetvalue(res, t, 3)) != v ||
-		    strcmp(PQgetvalue(res, t, 2), blob) != 0)
+	for (t = lo; t < hi; t++) {
+		if (is_row(res, t) || strcmp(PQgetvalue(res, t, 2), blob) != 0)
 			continue;
 		for (k = 0; k < n; k++)
 			if (strcmp(PQgetvalue(res, rows[k], 1), PQgetvalue(res, t, 1)) == 0)
@@ -546,10 +555,23 @@ static const char *owner_of(PGresult *res, int *rows, int n, const char *blob, i
 	return owner;
 }
 
+static void add_loser(struct restore *r, PGresult *res, int t, const char *blob, const char *owner)
+{
+	int64_t v = atoll(PQgetvalue(res, t, 3));
+	struct loser *l;
+
+	r->losers = xrealloc(r->losers, (r->nlosers + 1) * sizeof(*r->losers));
+	l = &r->losers[r->nlosers++];
+	*l = (struct loser){xstrdup(PQgetvalue(res, t, 1)), xstrdup(owner), xstrdup(PQgetvalue(res, t, 2)), "", v};
+	snprintf(l->blob, sizeof(l->blob), "%s", blob);
+	log_warn(COMP, "%s shares vector_id %lld in blob %s with %s, which keeps it: %s", l->ability_id, (long long)v,
+		 blob, owner, r->o.dry_run ? "a restore would fail it" : "not pushed");
+}
+
 static void on_collisions(const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
-	int nres, t, u, n, *rows;
+	int nres, lo, hi, t, u, n, *rows;
 	char (*blobs)[BLOB_MAX];
 
 	if (r->aborted)
@@ -566,32 +588,25 @@ static void on_collisions(const struct pg_outcome *o, void *arg)
 	blobs = xcalloc((size_t)nres + 1, sizeof(*blobs));
 	rows = xcalloc((size_t)nres + 1, sizeof(*rows));
 	for (t = 0; t < nres; t++)
-		if (strcmp(PQgetvalue(o->res, t, 0), "row") == 0)
+		if (is_row(o->res, t))
 			vdb_blob_name(PQgetvalue(o->res, t, 2), (size_t)PQgetlength(o->res, t, 2), blobs[t],
 				      sizeof(blobs[t]));
-	/* Few rows (pairs of 31-bit hashes): group them the simple way. */
-	for (t = 0; t < nres; t++) {
-		const char *owner;
-		int64_t v = atoll(PQgetvalue(o->res, t, 3));
+	/* Sorted by vector_id, a few lines each (31-bit hashes): within one, group by blob. */
+	for (lo = 0; lo < nres; lo = hi) {
+		for (hi = lo + 1; hi < nres && strcmp(PQgetvalue(o->res, hi, 3), PQgetvalue(o->res, lo, 3)) == 0; hi++)
+			;
+		for (t = lo; t < hi; t++) {
+			const char *owner;
 
-		if (strcmp(PQgetvalue(o->res, t, 0), "row") != 0)
-			continue;
-		for (n = 0, u = 0; u < nres; u++)
-			if (strcmp(PQgetvalue(o->res, u, 0), "row") == 0 && atoll(PQgetvalue(o->res, u, 3)) == v &&
-			    strcmp(blobs[u], blobs[t]) == 0)
-				rows[n++] = u;
-		if (n < 2)
-			continue;
-		owner = owner_of(o->res, rows, n, blobs[t], v, nres);
-		if (strcmp(owner, PQgetvalue(o->res, t, 1)) == 0)
-			continue;
-		r->losers = xrealloc(r->losers, (r->nlosers + 1) * sizeof(*r->losers));
-		r->losers[r->nlosers] = (struct loser){xstrdup(PQgetvalue(o->res, t, 1)), xstrdup(owner),
-						       xstrdup(PQgetvalue(o->res, t, 2)), "", v};
-		memcpy(r->losers[r->nlosers].blob, blobs[t], sizeof(blobs[t]));
-		log_warn(COMP, "%s shares vector_id %lld in blob %s with %s, which keeps it: %s", PQgetvalue(o->res, t, 1),
-			 (long long)v, blobs[t], owner, r->o.dry_run ? "a restore would fail it" : "not pushed");
-		r->nlosers++;
+			if (!is_row(o->res, t))
+				continue;
+			for (n = 0, u = lo; u < hi; u++)
+				if (is_row(o->res, u) && strcmp(blobs[u], blobs[t]) == 0)
+					rows[n++] = u;
+			owner = n > 1 ? owner_of(o->res, lo, hi, rows, n, blobs[t]) : NULL;
+			if (owner && strcmp(owner, PQgetvalue(o->res, t, 1)) != 0)
+				add_loser(r, o->res, t, blobs[t], owner);
+		}
 	}
 	free(rows);
 	free(blobs);
