@@ -111,14 +111,19 @@ $(B)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(B)/libabilitysync.a
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -MMD -MP -o $@ $< $(B)/libabilitysync.a $(LIBS)
 
-$(B)/%: bench/%.c $(B)/libabilitysync.a
+# The benchmark programs share bench/lib/benchkit.c (flags, generated embeddings).
+$(B)/obj/benchkit.o: bench/lib/benchkit.c | $(B)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/%: bench/%.c $(B)/obj/benchkit.o $(B)/libabilitysync.a
 	@$(if $(Q),echo "  BENCH   $@")
-	$(Q)$(CC) $(CFLAGS) -o $@ $< $(B)/libabilitysync.a $(LIBS)
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(B)/obj/benchkit.o $(B)/libabilitysync.a $(LIBS)
 
 $(B)/obj $(B)/tests:
 	$(Q)mkdir -p $@
 
--include $(wildcard $(B)/obj/*.d $(B)/tests/*.d $(B)/fuzz_*.d)
+-include $(wildcard $(B)/obj/*.d $(B)/tests/*.d $(B)/fuzz_*.d $(BENCH_BINS:%=%.d))
 
 # ---- the two commands a newcomer needs -----------------------------------
 

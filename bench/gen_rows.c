@@ -10,6 +10,7 @@
  * (vdb_vector_id). The columns are those of drizzle/0000_abilities.sql minus
  * the two timestamps, which keep their defaults.
  */
+#include "lib/benchkit.h"
 #include "buf.h"
 #include "common.h"
 #include "mem.h"
@@ -41,76 +42,6 @@ struct opts {
 	const char *prefix;
 	bool insert;
 };
-
-/* ---- loadgen's generator, kept in step with bench/loadgen.c ------------------- */
-
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s)
-{
-	return (double)(splitmix64(s) >> 11) * 0x1.0p-53;
-}
-
-/* %.9g by hand for [1e-4, 1), where nearly every component of a unit vector falls; printf for the rest. */
-static size_t put_sig9(char *out, double x)
-{
-	char *p = out, d[9];
-	double a = fabs(x);
-	uint64_t m;
-	int e, nd, k;
-
-	if (!(a >= 1e-4 && a < 0.99999999))
-		return (size_t)snprintf(out, 24, "%.9g", x);
-	e = a >= 0.1 ? -1 : a >= 0.01 ? -2 : a >= 0.001 ? -3 : -4;
-	m = (uint64_t)(a * (e == -1 ? 1e9 : e == -2 ? 1e10 : e == -3 ? 1e11 : 1e12) + 0.5);
-	if (m >= 1000000000u) {
-		m /= 10;
-		e++;
-	}
-	for (k = 8; k >= 0; k--, m /= 10)
-		d[k] = (char)('0' + m % 10);
-	for (nd = 9; nd > 1 && d[nd - 1] == '0'; nd--)
-		;
-	if (x < 0)
-		*p++ = '-';
-	*p++ = '0';
-	*p++ = '.';
-	for (k = -1; k > e; k--)
-		*p++ = '0';
-	memcpy(p, d, (size_t)nd);
-	return (size_t)(p + nd - out);
-}
-
-static void put_embedding(struct buf *b, uint64_t seed, size_t index, size_t dim, double *scratch)
-{
-	uint64_t s = seed ^ (0xd1b54a32d192ed03ull * (index + 1));
-	double norm = 0;
-	size_t i;
-	char num[32];
-
-	for (i = 0; i < dim; i++) {
-		double g = (uniform01(&s) + uniform01(&s) + uniform01(&s) + uniform01(&s) - 2.0) * 1.7320508075688772;
-
-		scratch[i] = g;
-		norm += g * g;
-	}
-	norm = norm > 0 ? sqrt(norm) : 1;
-	buf_reserve(b, dim * 14 + 2);
-	buf_putc(b, '[');
-	for (i = 0; i < dim; i++) {
-		if (i)
-			buf_putc(b, ',');
-		buf_append(b, num, put_sig9(num, scratch[i] / norm));
-	}
-	buf_putc(b, ']');
-}
 
 static const char *const methods[] = {"GET", "POST", "GET", "PUT", "GET", "DELETE"};
 
@@ -156,7 +87,7 @@ static bool row_make(struct row *r, const struct opts *o, size_t index, double *
 	buf_printf(&r->service, "bench-svc-%zu.example.com", svc);
 	buf_printf(&r->description, "Benchmark ability %zu: lists the items of bench service %zu, filtered by status "
 		   "and owner, newest first, with cursor pagination and an optional projection of fields.", index, svc);
-	put_embedding(&r->embedding, o->seed, index, (size_t)o->dim, scratch);
+	bench_put_embedding(&r->embedding, o->seed, index, (size_t)o->dim, scratch);
 	r->required = index % 3 == 0;
 	buf_puts(&r->keys, r->required ? "[\"X-Tenant-Id\"]" : "[]");
 	buf_printf(&r->metadata, "{\"dynamic_header_keys\":%s,\"request_method\":\"%s\","

@@ -11,6 +11,7 @@
  * of an earlier one resends the same abilities, content and all, which is how
  * the "unchanged" (200) path is measured.
  */
+#include "lib/benchkit.h"
 #include "buf.h"
 #include "clock.h"
 #include "common.h"
@@ -43,23 +44,12 @@ struct opts {
 	bool json, help;
 };
 
-enum flag_kind { F_STR, F_LONG, F_BOOL };
-
-struct flag {
-	const char *name;
-	const char *arg;  /* NULL: a switch */
-	enum flag_kind kind;
-	void *dst;
-	long min, max;
-	const char *help;
-};
-
 static struct opts O = {
 	.url = "http://127.0.0.1:8080", .requests = 2000, .concurrency = 8, .batch = 1, .dim = 3072,
 	.services = 4, .timeout_ms = 30000, .prefix = "bench", .path = "/v1/abilities",
 };
 
-static const struct flag flags[] = {
+static const struct bench_flag flags[] = {
 	{"url", "URL", F_STR, &O.url, 0, 0, "base URL of the service, http only (default http://127.0.0.1:8080)"},
 	{"requests", "N", F_LONG, &O.requests, 1, 10000000, "requests to send (default 2000)"},
 	{"concurrency", "C", F_LONG, &O.concurrency, 1, 4096, "keep-alive connections, one request each (default 8)"},
@@ -81,18 +71,12 @@ static const struct flag flags[] = {
 
 static void usage(FILE *out)
 {
-	const struct flag *f;
-	char left[40];
-
 	fprintf(out, "usage: %s [flags]\n\n"
 		"Sends --requests POSTs of generated abilities over --concurrency keep-alive\n"
 		"connections and reports requests/s, abilities/s, exact latency percentiles,\n"
 		"answers by status, transport errors and bytes sent. Bodies are generated\n"
 		"before the clock starts.\n\n", PROG);
-	for (f = flags; f->name; f++) {
-		snprintf(left, sizeof(left), "--%s%s%s", f->name, f->arg ? " " : "", f->arg ? f->arg : "");
-		fprintf(out, "  %-22s %s\n", left, f->help);
-	}
+	bench_print_flags(out, flags);
 	fprintf(out, "\nThe status written to --ack-file is per ability: 201 when the answer says it is\n"
 		"synced, 202 when pending, 200 when unchanged (from the reply's results); the\n"
 		"HTTP status when the reply does not say.\n"
@@ -100,157 +84,11 @@ static void usage(FILE *out)
 		"or a failure to start, 2 a bad flag.\n");
 }
 
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	if (!*s)
-		return false;
-	v = strtol(s, &end, 10);
-	if (*end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-static int bad_flag(const char *name, const char *why)
-{
-	fprintf(stderr, "%s: --%s: %s (see --help)\n", PROG, name, why);
-	return EXIT_USAGE;
-}
-
-static int set_flag(const struct flag *f, const char *value)
-{
-	char why[96];
-
-	if (f->kind == F_STR) {
-		*(const char **)f->dst = value;
-	} else if (f->kind == F_LONG && !parse_long(value, f->min, f->max, f->dst)) {
-		snprintf(why, sizeof(why), "\"%s\" is not a number from %ld to %ld", value, f->min, f->max);
-		return bad_flag(f->name, why);
-	}
-	return EXIT_OK;
-}
-
-/* --name VALUE and --name=VALUE; returns an exit code, EXIT_OK to go on. */
-static int parse_flags(int argc, char **argv)
-{
-	int i, rc;
-
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i], *eq, *value = NULL;
-		const struct flag *f;
-		size_t len;
-
-		if (strncmp(a, "--", 2) != 0)
-			return bad_flag(a, "not a flag; every option is --name VALUE");
-		a += 2;
-		eq = strchr(a, '=');
-		len = eq ? (size_t)(eq - a) : strlen(a);
-		for (f = flags; f->name && (strlen(f->name) != len || strncmp(f->name, a, len) != 0); f++)
-			;
-		if (!f->name) {
-			fprintf(stderr, "%s: unknown flag --%.*s (see --help)\n", PROG, (int)len, a);
-			return EXIT_USAGE;
-		}
-		if (!f->arg) {
-			if (eq)
-				return bad_flag(f->name, "takes no value");
-			*(bool *)f->dst = true;
-			continue;
-		}
-		if (eq)
-			value = eq + 1;
-		else if (i + 1 < argc)
-			value = argv[++i];
-		else
-			return bad_flag(f->name, "needs a value");
-		if ((rc = set_flag(f, value)) != EXIT_OK)
-			return rc;
-	}
-	return EXIT_OK;
-}
-
 /* ---- the abilities ---------------------------------------------------------
  *
  * bench/gen_rows.c generates the same abilities for the Postgres baseline: keep
  * the two in step.
  */
-
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s)
-{
-	return (double)(splitmix64(s) >> 11) * 0x1.0p-53;
-}
-
-/*
- * Writes x as printf's %.9g would, which is how embedding APIs print float32s.
- * Unit-length 3072-d vectors have nearly all components in [1e-4, 1): that range
- * is formatted by hand (printf dominated generation), the rest by printf.
- */
-static size_t put_sig9(char *out, double x)
-{
-	char *p = out, d[9];
-	double a = fabs(x);
-	uint64_t m;
-	int e, nd, k;
-
-	if (!(a >= 1e-4 && a < 0.99999999))
-		return (size_t)snprintf(out, 24, "%.9g", x);
-	e = a >= 0.1 ? -1 : a >= 0.01 ? -2 : a >= 0.001 ? -3 : -4;
-	m = (uint64_t)(a * (e == -1 ? 1e9 : e == -2 ? 1e10 : e == -3 ? 1e11 : 1e12) + 0.5);
-	if (m >= 1000000000u) { /* rounding carried into a new digit: 0.0999999999 -> 0.1 */
-		m /= 10;
-		e++;
-	}
-	for (k = 8; k >= 0; k--, m /= 10)
-		d[k] = (char)('0' + m % 10);
-	for (nd = 9; nd > 1 && d[nd - 1] == '0'; nd--)
-		;
-	if (x < 0)
-		*p++ = '-';
-	*p++ = '0';
-	*p++ = '.';
-	for (k = -1; k > e; k--)
-		*p++ = '0';
-	memcpy(p, d, (size_t)nd);
-	return (size_t)(p + nd - out);
-}
-
-/* A deterministic unit vector for ability `index` of run `seed`, as a JSON array. */
-static void put_embedding(struct buf *b, uint64_t seed, size_t index, size_t dim, double *scratch)
-{
-	uint64_t s = seed ^ (0xd1b54a32d192ed03ull * (index + 1));
-	double norm = 0;
-	size_t i;
-	char num[32];
-
-	for (i = 0; i < dim; i++) {
-		/* Irwin-Hall: close enough to a normal, and no libm, so every machine agrees. */
-		double g = (uniform01(&s) + uniform01(&s) + uniform01(&s) + uniform01(&s) - 2.0) * 1.7320508075688772;
-
-		scratch[i] = g;
-		norm += g * g;
-	}
-	norm = norm > 0 ? sqrt(norm) : 1;
-	buf_reserve(b, dim * 14 + 2);
-	buf_putc(b, '[');
-	for (i = 0; i < dim; i++) {
-		if (i)
-			buf_putc(b, ',');
-		buf_append(b, num, put_sig9(num, scratch[i] / norm));
-	}
-	buf_putc(b, ']');
-}
 
 static const char *const methods[] = {"GET", "POST", "GET", "PUT", "GET", "DELETE"};
 
@@ -264,7 +102,7 @@ static void put_ability(struct buf *b, const char *id, uint64_t seed, size_t ind
 	buf_printf(b, ",\"description\":\"Benchmark ability %zu: lists the items of bench service %zu, "
 		   "filtered by status and owner, newest first, with cursor pagination and an optional "
 		   "projection of fields.\",\"embedding\":", index, svc);
-	put_embedding(b, seed, index, (size_t)O.dim, scratch);
+	bench_put_embedding(b, seed, index, (size_t)O.dim, scratch);
 	buf_printf(b, ",\"metadata\":{\"dynamic_header_keys\":%s,\"request_method\":\"%s\","
 		   "\"request_url\":\"https://bench-svc-%zu.example.com/v1/items?page=%zu\"}}",
 		   index % 3 == 0 ? "[\"X-Tenant-Id\"]" : "[]", methods[index % ARRAY_LEN(methods)], svc, index);
@@ -346,7 +184,7 @@ static bool parse_seed(struct run *r)
 	if (!O.seed_text) {
 		uint64_t s = (uint64_t)clock_wall_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)clock_mono_us();
 
-		r->seed = splitmix64(&s) % 1000000000u; /* short: it is part of every id */
+		r->seed = bench_splitmix64(&s) % 1000000000u; /* short: it is part of every id */
 		return true;
 	}
 	r->seed = strtoull(O.seed_text, &end, 10);
@@ -666,11 +504,11 @@ static int prepare(struct run *r)
 		return EXIT_USAGE;
 	}
 	if (!parse_seed(r))
-		return bad_flag("seed", "not an unsigned integer");
+		return bench_bad_flag(PROG, "seed", "not an unsigned integer");
 	if (!*O.prefix || strlen(O.prefix) > 200)
-		return bad_flag("prefix", "must be 1 to 200 characters");
+		return bench_bad_flag(PROG, "prefix", "must be 1 to 200 characters");
 	if (estimate > (double)MAX_BODY_TOTAL)
-		return bad_flag("requests", "--requests x --batch x --dim would pre-generate more than 4 GiB of bodies");
+		return bench_bad_flag(PROG, "requests", "--requests x --batch x --dim would pre-generate more than 4 GiB of bodies");
 	if (O.api_key) {
 		struct buf b = BUF_INIT;
 
@@ -717,7 +555,7 @@ int main(int argc, char **argv)
 
 	memset(&r, 0, sizeof(r));
 	signal(SIGPIPE, SIG_IGN); /* a server that hangs up is a transport error, not our death */
-	if ((rc = parse_flags(argc, argv)) != EXIT_OK)
+	if ((rc = bench_parse_flags(PROG, flags, argc, argv)) != EXIT_OK)
 		return rc;
 	if (O.help) {
 		usage(stdout);

@@ -14,6 +14,7 @@
  * With --emulator-pid the server's CPU per vector comes from /proc/PID/stat,
  * read before and after each measurement.
  */
+#include "lib/benchkit.h"
 #include "buf.h"
 #include "clock.h"
 #include "common.h"
@@ -43,24 +44,13 @@ struct opts {
 	bool ceiling, compare, json, help;
 };
 
-enum flag_kind { F_STR, F_LONG, F_BOOL };
-
-struct flag {
-	const char *name;
-	const char *arg;  /* NULL: a switch */
-	enum flag_kind kind;
-	void *dst;
-	long min, max;
-	const char *help;
-};
-
 static struct opts O = {
 	.url = "http://127.0.0.1:8765", .tenant = "bench", .blob = "abilities_bench_vdb_push", .write_mode = "add",
 	.vectors = 5000, .dim = 3072, .batch = 256, .batch_bytes = 8388608, .inflight = 8, .timeout_ms = 30000,
 	.attempts = 5, .seconds = 5, .ceiling_batch = 500,
 };
 
-static const struct flag flags[] = {
+static const struct bench_flag flags[] = {
 	{"url", "URL", F_STR, &O.url, 0, 0, "the vector DB (emulator) base URL (default http://127.0.0.1:8765)"},
 	{"vectors", "N", F_LONG, &O.vectors, 1, 10000000, "vectors to push in client mode (default 5000)"},
 	{"dim", "D", F_LONG, &O.dim, 1, 65536, "numbers per vector (default 3072)"},
@@ -89,162 +79,23 @@ static const struct flag flags[] = {
 
 static void usage(FILE *out)
 {
-	const struct flag *f;
-	char left[40];
-
 	fprintf(out, "usage: %s [flags]\n\n"
 		"Pushes --vectors vectors into a running vector DB through the project's client\n"
 		"(vdb_add) and reports vectors/s and CPU ms per vector; --ceiling measures what\n"
 		"the server ingests with raw libcurl posts of one prebuilt body; --compare does\n"
 		"both and prints client/ceiling. Vectors are generated before the clock starts.\n\n", PROG);
-	for (f = flags; f->name; f++) {
-		snprintf(left, sizeof(left), "--%s%s%s", f->name, f->arg ? " " : "", f->arg ? f->arg : "");
-		fprintf(out, "  %-22s %s\n", left, f->help);
-	}
+	bench_print_flags(out, flags);
 	fprintf(out, "\nExit status: 0 every vector was written, 1 some were not (or the server was\n"
 		"unreachable), 2 a bad flag.\n");
 }
 
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	if (!*s)
-		return false;
-	v = strtol(s, &end, 10);
-	if (*end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-static int bad_flag(const char *name, const char *why)
-{
-	fprintf(stderr, "%s: --%s: %s (see --help)\n", PROG, name, why);
-	return EXIT_USAGE;
-}
-
-static int set_flag(const struct flag *f, const char *value)
-{
-	char why[96];
-
-	if (f->kind == F_STR) {
-		*(const char **)f->dst = value;
-	} else if (f->kind == F_LONG && !parse_long(value, f->min, f->max, f->dst)) {
-		snprintf(why, sizeof(why), "\"%s\" is not a number from %ld to %ld", value, f->min, f->max);
-		return bad_flag(f->name, why);
-	}
-	return EXIT_OK;
-}
-
-/* --name VALUE and --name=VALUE; returns an exit code, EXIT_OK to go on. */
-static int parse_flags(int argc, char **argv)
-{
-	int i, rc;
-
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i], *eq, *value = NULL;
-		const struct flag *f;
-		size_t len;
-
-		if (strncmp(a, "--", 2) != 0)
-			return bad_flag(a, "not a flag; every option is --name VALUE");
-		a += 2;
-		eq = strchr(a, '=');
-		len = eq ? (size_t)(eq - a) : strlen(a);
-		for (f = flags; f->name && (strlen(f->name) != len || strncmp(f->name, a, len) != 0); f++)
-			;
-		if (!f->name) {
-			fprintf(stderr, "%s: unknown flag --%.*s (see --help)\n", PROG, (int)len, a);
-			return EXIT_USAGE;
-		}
-		if (!f->arg) {
-			if (eq)
-				return bad_flag(f->name, "takes no value");
-			*(bool *)f->dst = true;
-			continue;
-		}
-		if (eq)
-			value = eq + 1;
-		else if (i + 1 < argc)
-			value = argv[++i];
-		else
-			return bad_flag(f->name, "needs a value");
-		if ((rc = set_flag(f, value)) != EXIT_OK)
-			return rc;
-	}
-	return EXIT_OK;
-}
-
-/* ---- the vectors (the generator of bench/loadgen.c, kept in step) ------------ */
-
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s)
-{
-	return (double)(splitmix64(s) >> 11) * 0x1.0p-53;
-}
-
-/* %.9g by hand for [1e-4, 1), where nearly every component of a unit vector falls; printf for the rest. */
-static size_t put_sig9(char *out, double x)
-{
-	char *p = out, d[9];
-	double a = fabs(x);
-	uint64_t m;
-	int e, nd, k;
-
-	if (!(a >= 1e-4 && a < 0.99999999))
-		return (size_t)snprintf(out, 24, "%.9g", x);
-	e = a >= 0.1 ? -1 : a >= 0.01 ? -2 : a >= 0.001 ? -3 : -4;
-	m = (uint64_t)(a * (e == -1 ? 1e9 : e == -2 ? 1e10 : e == -3 ? 1e11 : 1e12) + 0.5);
-	if (m >= 1000000000u) {
-		m /= 10;
-		e++;
-	}
-	for (k = 8; k >= 0; k--, m /= 10)
-		d[k] = (char)('0' + m % 10);
-	for (nd = 9; nd > 1 && d[nd - 1] == '0'; nd--)
-		;
-	if (x < 0)
-		*p++ = '-';
-	*p++ = '0';
-	*p++ = '.';
-	for (k = -1; k > e; k--)
-		*p++ = '0';
-	memcpy(p, d, (size_t)nd);
-	return (size_t)(p + nd - out);
-}
-
 static char *make_embedding(uint64_t seed, size_t index, size_t dim, size_t *len)
 {
-	uint64_t s = seed ^ (0xd1b54a32d192ed03ull * (index + 1));
-	double *g = xmalloc(dim * sizeof(*g)), norm = 0;
+	double *scratch = xmalloc(dim * sizeof(*scratch));
 	struct buf b = BUF_INIT;
-	char num[32];
-	size_t i;
 
-	for (i = 0; i < dim; i++) {
-		g[i] = (uniform01(&s) + uniform01(&s) + uniform01(&s) + uniform01(&s) - 2.0) * 1.7320508075688772;
-		norm += g[i] * g[i];
-	}
-	norm = norm > 0 ? sqrt(norm) : 1;
-	buf_reserve(&b, dim * 14 + 2);
-	buf_putc(&b, '[');
-	for (i = 0; i < dim; i++) {
-		if (i)
-			buf_putc(&b, ',');
-		buf_append(&b, num, put_sig9(num, g[i] / norm));
-	}
-	buf_putc(&b, ']');
-	free(g);
+	bench_put_embedding(&b, seed, index, dim, scratch);
+	free(scratch);
 	*len = b.len;
 	return buf_steal(&b);
 }
@@ -684,13 +535,13 @@ static void report(const struct result *client, const struct result *ceiling)
 static int check_flags(void)
 {
 	if (strcmp(O.write_mode, "add") != 0 && strcmp(O.write_mode, "delete-then-add") != 0)
-		return bad_flag("write-mode", "must be add or delete-then-add");
+		return bench_bad_flag(PROG, "write-mode", "must be add or delete-then-add");
 	if (strncmp(O.url, "http://", 7) != 0 && strncmp(O.url, "https://", 8) != 0)
-		return bad_flag("url", "must be an http(s) URL");
+		return bench_bad_flag(PROG, "url", "must be an http(s) URL");
 	if (!*O.tenant || !*O.blob)
-		return bad_flag(*O.tenant ? "blob" : "tenant", "must not be empty");
+		return bench_bad_flag(PROG, *O.tenant ? "blob" : "tenant", "must not be empty");
 	if (O.emulator_pid && proc_cpu_ms(O.emulator_pid) < 0)
-		return bad_flag("emulator-pid", "no such process (cannot read /proc/PID/stat)");
+		return bench_bad_flag(PROG, "emulator-pid", "no such process (cannot read /proc/PID/stat)");
 	return EXIT_OK;
 }
 
@@ -737,7 +588,7 @@ int main(int argc, char **argv)
 {
 	int rc;
 
-	if ((rc = parse_flags(argc, argv)) != EXIT_OK)
+	if ((rc = bench_parse_flags(PROG, flags, argc, argv)) != EXIT_OK)
 		return rc;
 	if (O.help) {
 		usage(stdout);

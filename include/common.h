@@ -41,6 +41,7 @@ struct errbuf {
 	char msg[1024];
 };
 
+/* Sets the message (e may be NULL), made well-formed UTF-8 (utf8_scrub): it may quote anything. */
 void err_set(struct errbuf *e, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
 #endif

@@ -58,23 +58,6 @@ static bool tag_ok(const char *tag, const char **why)
 	return false;
 }
 
-/*
- * How much of the UTF-8 text s to show in at most max bytes: never part of a
- * character, or a JSON log line of the message would not be UTF-8 (a tag of
- * 121 "é" cut at 80 bytes was, found by fuzz_journal).
- */
-static int shown(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n <= max)
-		return (int)n;
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-		n--;
-	return (int)n;
-}
-
 /* Checks one entry and appends it; names the entry in every error. */
 static bool parse_entry(json_t *e, size_t i, const char *path, struct journal_entry *out, struct errbuf *err)
 {
@@ -94,8 +77,8 @@ static bool parse_entry(json_t *e, size_t i, const char *path, struct journal_en
 	}
 	if (strlen(json_string_value(tag)) != json_string_length(tag) ||
 	    !tag_ok(json_string_value(tag), &why)) {
-		err_set(err, "%s: entries[%zu]: \"tag\" \"%.*s\" %s", path, i, shown(json_string_value(tag), 80),
-			json_string_value(tag), why ? why : "contains a NUL byte");
+		err_set(err, "%s: entries[%zu]: \"tag\" \"%.80s\" %s", path, i, json_string_value(tag),
+			why ? why : "contains a NUL byte");
 		return false;
 	}
 	if (!json_is_integer(when)) {
@@ -150,7 +133,6 @@ bool journal_parse(const char *text, size_t len, const char *path, struct journa
 	*out = NULL;
 	*n = 0;
 	if (!root) {
-		utf8_scrub(jerr.text); /* jansson quotes the text near the error, cut mid-character at times */
 		err_set(err, "%s:%d:%d: malformed JSON: %s", path, jerr.line, jerr.column, jerr.text);
 		return false;
 	}

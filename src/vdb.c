@@ -1474,30 +1474,28 @@ done:
 	return st;
 }
 
-void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
+static void get_vector(struct vdb *v, const char *blob, int64_t id, enum vdb_reply_kind kind, vdb_done_fn done,
+		       void *arg)
 {
 	struct simple_op *op;
 	struct vdb_req *rq = simple(v, "GET", "getting a vector", done, arg, &op);
 
 	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
 	op->reply = REPLY_CHECKED;
-	op->kind = VDB_REPLY_GET;
+	op->kind = kind;
 	op->id = id;
 	rq->flags |= REQ_QUIET_404;
 	submit(rq);
 }
 
+void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
+{
+	get_vector(v, blob, id, VDB_REPLY_GET, done, arg);
+}
+
 void vdb_get_attributes(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
 {
-	struct simple_op *op;
-	struct vdb_req *rq = simple(v, "GET", "getting a vector", done, arg, &op);
-
-	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
-	op->reply = REPLY_CHECKED;
-	op->kind = VDB_REPLY_GET_LIGHT;
-	op->id = id;
-	rq->flags |= REQ_QUIET_404;
-	submit(rq);
+	get_vector(v, blob, id, VDB_REPLY_GET_LIGHT, done, arg);
 }
 
 bool vdb_created_blob(struct vdb *v, const char *blob)
