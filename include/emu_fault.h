@@ -36,6 +36,8 @@ struct emu_fault_rule {
 	long long remaining; /* requests left; -1: unlimited */
 	double fraction;     /* chance that a matching request is hit, 0..1 */
 	unsigned latency_ms;
+	bool hold;           /* wait for POST /_admin/release before anything else */
+	bool applied;        /* serve the request first; the fault replaces its answer */
 };
 
 struct emu_faults {
@@ -50,6 +52,9 @@ struct emu_fault_action {
 	unsigned latency_ms;
 	int status;
 	char *body;
+	bool hold;
+	bool applied;
+	unsigned rule;       /* the id of the rule that matched */
 };
 
 void emu_faults_init(struct emu_faults *f);
@@ -60,7 +65,7 @@ void emu_faults_clear(struct emu_faults *f);
 /*
  * Adds the rule described by the JSON object json[0..len) (the admin
  * endpoint's body: path, method, status, body, count, fraction, latency_ms,
- * reset). Fails, naming the member, on anything else, and when EMU_FAULT_MAX
+ * reset, hold, applied). Fails, naming the member, on anything else, and when EMU_FAULT_MAX
  * rules are in place.
  */
 bool emu_fault_add_json(struct emu_faults *f, const char *json, size_t len, unsigned *id, struct errbuf *err)

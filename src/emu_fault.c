@@ -60,8 +60,8 @@ static bool member_int(json_t *root, const char *key, long long min, long long m
 
 static bool check_members(json_t *root, struct errbuf *err)
 {
-	static const char *const known[] = {"path", "method", "status", "body", "count", "fraction",
-					    "latency_ms", "reset"};
+	static const char *const known[] = {"path",	  "method", "status", "body",	"count",
+					    "fraction", "latency_ms", "reset",  "hold", "applied"};
 	const char *key;
 	json_t *v;
 	size_t i;
@@ -72,7 +72,7 @@ static bool check_members(json_t *root, struct errbuf *err)
 				break;
 		if (i == ARRAY_LEN(known)) {
 			err_set(err, "unknown member '%s' (known: path, method, status, body, count, fraction, "
-				"latency_ms, reset)", key);
+				"latency_ms, reset, hold, applied)", key);
 			return false;
 		}
 	}
@@ -93,28 +93,31 @@ static bool parse_fraction(json_t *root, double *out, struct errbuf *err)
 	return true;
 }
 
-static bool parse_reset(json_t *root, bool *out, struct errbuf *err)
+static bool member_bool(json_t *root, const char *key, bool *out, struct errbuf *err)
 {
-	json_t *v = json_object_get(root, "reset");
+	json_t *v = json_object_get(root, key);
 
 	if (!v)
 		return true;
 	if (!json_is_boolean(v)) {
-		err_set(err, "reset must be true or false");
+		err_set(err, "%s must be true or false", key);
 		return false;
 	}
 	*out = json_is_true(v);
 	return true;
 }
 
-/* A rule that says what to answer answers; one that only delays passes on; neither: a 500. */
-static enum emu_fault_kind decide_kind(json_t *root, bool reset, unsigned latency_ms)
+/*
+ * A rule that says what to answer answers; one that only delays (or holds)
+ * passes on; neither: a 500.
+ */
+static enum emu_fault_kind decide_kind(json_t *root, bool reset, unsigned latency_ms, bool hold)
 {
 	if (reset)
 		return EMU_FAULT_RESET;
 	if (json_object_get(root, "status") || json_object_get(root, "body"))
 		return EMU_FAULT_REPLY;
-	return latency_ms > 0 ? EMU_FAULT_PASS : EMU_FAULT_REPLY;
+	return latency_ms > 0 || hold ? EMU_FAULT_PASS : EMU_FAULT_REPLY;
 }
 
 static bool parse_rule(json_t *root, struct emu_fault_rule *r, struct errbuf *err)
@@ -133,7 +136,8 @@ static bool parse_rule(json_t *root, struct emu_fault_rule *r, struct errbuf *er
 	    !member_int(root, "status", 100, 599, &status, err) ||
 	    !member_int(root, "count", 1, INT64_MAX, &count, err) ||
 	    !member_int(root, "latency_ms", 0, EMU_FAULT_LATENCY_MAX, &latency, err) ||
-	    !parse_fraction(root, &r->fraction, err) || !parse_reset(root, &reset, err))
+	    !parse_fraction(root, &r->fraction, err) || !member_bool(root, "reset", &reset, err) ||
+	    !member_bool(root, "hold", &r->hold, err) || !member_bool(root, "applied", &r->applied, err))
 		return false;
 	if (reset && (json_object_get(root, "status") || json_object_get(root, "body"))) {
 		err_set(err, "reset closes the connection without a reply: it takes no status or body");
@@ -146,7 +150,12 @@ static bool parse_rule(json_t *root, struct emu_fault_rule *r, struct errbuf *er
 	r->status = (int)status;
 	r->remaining = count;
 	r->latency_ms = (unsigned)latency;
-	r->kind = decide_kind(root, reset, r->latency_ms);
+	r->kind = decide_kind(root, reset, r->latency_ms, r->hold);
+	if (r->applied && !reset && !latency && !json_object_get(root, "status") && !json_object_get(root, "body")) {
+		err_set(err, "applied serves the request and then needs something to do instead of its answer: "
+			"reset, latency_ms, or a status");
+		return false;
+	}
 	return true;
 }
 
@@ -215,6 +224,9 @@ bool emu_fault_match(struct emu_faults *f, const char *method, const char *path,
 		act->latency_ms = r->latency_ms;
 		act->status = r->status;
 		act->body = xstrdup(r->body ? r->body : EMU_FAULT_DEFAULT_BODY);
+		act->hold = r->hold;
+		act->applied = r->applied;
+		act->rule = r->id;
 		if (r->remaining > 0 && --r->remaining == 0)
 			drop_rule(f, i);
 		return true;

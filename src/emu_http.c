@@ -39,12 +39,19 @@ struct counters {
 	unsigned long long vectors_stored, vectors_received, bytes_received;
 };
 
-/* A request waiting out a latency fault (or a reset, which must not run inside libevent's callback). */
+/*
+ * A request waiting: out a latency fault, for a release (held), to have the
+ * answer it already got sent late (send_reply), or for a reset, which must
+ * not run inside libevent's callback.
+ */
 struct delayed {
 	struct emu_server *s;
 	struct evhttp_request *req;
 	struct event *timer;
 	struct emu_fault_action act;
+	bool held;             /* its timer is armed by POST /_admin/release */
+	bool send_reply;       /* served already: only its answer (status below) is left to send */
+	int status;
 	struct delayed *prev, *next;
 };
 
@@ -85,6 +92,8 @@ struct call {
 	const char *param[MAX_PARAMS];
 	struct jspan body;
 	bool have_body;
+	bool capture;    /* an `applied` fault: the answer is prepared, not sent (status below) */
+	int captured;
 };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -146,7 +155,11 @@ static void reply_raw(struct call *c, int status, const char *data, size_t len)
 	evbuffer_add(evhttp_request_get_output_buffer(c->req), data, len);
 	if (!c->admin)
 		count_status(c->s, status);
-	log_debug(COMP, "%s %s -> %d", c->method, c->raw_path, status);
+	log_debug(COMP, "%s %s -> %d%s", c->method, c->raw_path, status, c->capture ? " (held back by a fault)" : "");
+	if (c->capture) {
+		c->captured = status;
+		return;
+	}
 	evhttp_send_reply(c->req, status, NULL, NULL);
 }
 
@@ -1022,6 +1035,9 @@ static const char *method_name(enum evhttp_cmd_type m)
 
 /* ---- admin handlers ------------------------------------------------------- */
 
+static size_t release_held(struct emu_server *s, unsigned rule);
+static size_t count_held(const struct emu_server *s);
+
 static void a_faults_add(struct call *c)
 {
 	struct jspan body = call_body(c);
@@ -1034,21 +1050,47 @@ static void a_faults_add(struct call *c)
 		reply_json(c, 201, json_pack("{s:I}", "id", (json_int_t)id));
 }
 
+/* Clearing the rules lets their held requests go on too: nothing stays stuck. */
 static void a_faults_clear(struct call *c)
 {
 	size_t n = c->s->faults.n;
 
 	emu_faults_clear(&c->s->faults);
-	reply_json(c, 200, json_pack("{s:I}", "cleared", (json_int_t)n));
+	reply_json(c, 200, json_pack("{s:I, s:I}", "cleared", (json_int_t)n, "released",
+				     (json_int_t)release_held(c->s, 0)));
+}
+
+/* POST /_admin/release {"id"?: rule}: held requests go on (after their rule's latency). */
+static void a_release(struct call *c)
+{
+	struct jspan body = call_body(c);
+	json_error_t jerr;
+	json_t *j = body.len ? json_loadb(body.p, body.len, 0, &jerr) : NULL;
+	json_t *id = json_object_get(j, "id");
+
+	if (body.len && (!json_is_object(j) || (id && !json_is_integer(id)) || json_object_size(j) > (id ? 1u : 0u))) {
+		json_decref(j);
+		reply_detail(c, 400, "the body is {} or {\"id\": <fault rule id>}");
+		return;
+	}
+	reply_json(c, 200, json_pack("{s:I}", "released",
+				     (json_int_t)release_held(c->s, id ? (unsigned)json_integer_value(id) : 0)));
+	json_decref(j);
+}
+
+static void a_held(struct call *c)
+{
+	reply_json(c, 200, json_pack("{s:I}", "held", (json_int_t)count_held(c->s)));
 }
 
 static json_t *fault_json(const struct emu_fault_rule *r)
 {
 	static const char *const kinds[] = {"latency", "reply", "reset"};
 
-	return json_pack("{s:I, s:s, s:s, s:s, s:i, s:I, s:f, s:I}", "id", (json_int_t)r->id, "path", r->path,
-			 "method", r->method, "kind", kinds[r->kind], "status", r->status, "remaining",
-			 (json_int_t)r->remaining, "fraction", r->fraction, "latency_ms", (json_int_t)r->latency_ms);
+	return json_pack("{s:I, s:s, s:s, s:s, s:i, s:I, s:f, s:I, s:b, s:b}", "id", (json_int_t)r->id, "path",
+			 r->path, "method", r->method, "kind", kinds[r->kind], "status", r->status, "remaining",
+			 (json_int_t)r->remaining, "fraction", r->fraction, "latency_ms", (json_int_t)r->latency_ms,
+			 "hold", r->hold, "applied", r->applied);
 }
 
 static void a_faults_list(struct call *c)
@@ -1247,6 +1289,8 @@ static const struct route admin_routes[] = {
 	{EVHTTP_REQ_POST, "/_admin/faults", a_faults_add},
 	{EVHTTP_REQ_GET, "/_admin/faults", a_faults_list},
 	{EVHTTP_REQ_DELETE, "/_admin/faults", a_faults_clear},
+	{EVHTTP_REQ_POST, "/_admin/release", a_release},
+	{EVHTTP_REQ_GET, "/_admin/held", a_held},
 	{EVHTTP_REQ_GET, "/_admin/counters", a_counters},
 	{EVHTTP_REQ_GET, "/_admin/config", a_config_get},
 	{EVHTTP_REQ_POST, "/_admin/config", a_config_set},
@@ -1432,8 +1476,42 @@ static void reset_connection(struct call *c)
 	evhttp_connection_free(evcon);
 }
 
+static void delay(struct emu_server *s, struct evhttp_request *req, struct emu_fault_action *act, bool held);
+
+/* An `applied` fault: the request is served, then its answer is lost, late or replaced. */
+static void apply_then(struct call *c, const struct emu_fault_action *act)
+{
+	struct emu_fault_action after = {act->kind, act->latency_ms, act->status, NULL, false, false, act->rule};
+	struct evbuffer *out = evhttp_request_get_output_buffer(c->req);
+
+	c->capture = true;
+	serve_api(c);
+	c->capture = false;
+	c->s->counters.injected++;
+	switch (act->kind) {
+	case EMU_FAULT_REPLY:
+		evbuffer_drain(out, evbuffer_get_length(out));
+		evhttp_remove_header(evhttp_request_get_output_headers(c->req), "Content-Type");
+		reply_raw(c, act->status, act->body, strlen(act->body));
+		break;
+	case EMU_FAULT_RESET:
+		delay(c->s, c->req, &after, false); /* not inside libevent's callback */
+		break;
+	case EMU_FAULT_PASS:
+		after.kind = EMU_FAULT_PASS;
+		delay(c->s, c->req, &after, false);
+		c->s->delayed->send_reply = true;
+		c->s->delayed->status = c->captured;
+		break;
+	}
+}
+
 static void carry_out(struct call *c, const struct emu_fault_action *act)
 {
+	if (act->applied) {
+		apply_then(c, act);
+		return;
+	}
 	switch (act->kind) {
 	case EMU_FAULT_PASS:
 		serve_api(c);
@@ -1468,31 +1546,71 @@ static void delayed_fire(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (d->send_reply) {
+		/* The answer was made when the request was served; sent now, or dropped if the client left. */
+		evhttp_send_reply(d->req, d->status, NULL, NULL);
+		delayed_drop(d);
+		return;
+	}
 	call_init(&c, d->s, d->req);
 	carry_out(&c, &d->act);
 	call_free(&c);
 	delayed_drop(d);
 }
 
-/* Carries the action out from a timer, `act` taken over. */
-static void delay(struct call *c, struct emu_fault_action *act)
+static void arm(struct delayed *d)
+{
+	struct timeval tv = {d->act.latency_ms / 1000, (d->act.latency_ms % 1000) * 1000};
+
+	d->held = false;
+	evtimer_add(d->timer, &tv);
+}
+
+/* Carries the action out from a timer (or, held, once released), `act` taken over. */
+static void delay(struct emu_server *s, struct evhttp_request *req, struct emu_fault_action *act, bool held)
 {
 	struct delayed *d = xcalloc(1, sizeof(*d));
-	struct timeval tv = {act->latency_ms / 1000, (act->latency_ms % 1000) * 1000};
 
-	d->s = c->s;
-	d->req = c->req;
+	d->s = s;
+	d->req = req;
 	d->act = *act;
-	d->timer = evtimer_new(c->s->base, delayed_fire, d);
+	d->held = held;
+	d->timer = evtimer_new(s->base, delayed_fire, d);
 	if (!d->timer)
 		abort(); /* out of memory: see mem.h */
-	d->next = c->s->delayed;
+	d->next = s->delayed;
 	if (d->next)
 		d->next->prev = d;
-	c->s->delayed = d;
-	if (act->latency_ms > 0)
-		c->s->counters.delayed++;
-	evtimer_add(d->timer, &tv);
+	s->delayed = d;
+	if (act->latency_ms > 0 || held)
+		s->counters.delayed++;
+	if (!held)
+		arm(d);
+}
+
+/* Lets held requests go on (those of rule `rule`, or all when 0); returns how many. */
+static size_t release_held(struct emu_server *s, unsigned rule)
+{
+	struct delayed *d;
+	size_t n = 0;
+
+	for (d = s->delayed; d; d = d->next) {
+		if (d->held && (rule == 0 || d->act.rule == rule)) {
+			arm(d);
+			n++;
+		}
+	}
+	return n;
+}
+
+static size_t count_held(const struct emu_server *s)
+{
+	const struct delayed *d;
+	size_t n = 0;
+
+	for (d = s->delayed; d; d = d->next)
+		n += d->held;
+	return n;
 }
 
 /* Answers the requests still waiting with a 503, and gives the loop one turn to send them. */
@@ -1522,9 +1640,13 @@ static void arrive(struct call *c)
 		serve_api(c);
 		return;
 	}
+	if (act.hold) {
+		delay(c->s, c->req, &act, true);
+		return;
+	}
 	/* A reset frees the connection, which must not happen inside libevent's callback for it. */
-	if (act.latency_ms > 0 || act.kind == EMU_FAULT_RESET) {
-		delay(c, &act);
+	if (!act.applied && (act.latency_ms > 0 || act.kind == EMU_FAULT_RESET)) {
+		delay(c->s, c->req, &act, false);
 		return;
 	}
 	carry_out(c, &act);

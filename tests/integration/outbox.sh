@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# The outbox's promise under ordering races and ambiguous outcomes: the two
+# stores agree, nothing acknowledged is lost, deletes never come back.
+#
+# Each test forces one interleaving with the emulator's faults (a request held
+# until the test releases it, one applied late after the client gave up, one
+# applied and then answered with a reset or a proxy's 504) instead of hoping
+# for it, then checks what each store holds, vector by vector.
+# shellcheck disable=SC2317,SC2119  # test functions are called indirectly; new_db takes an optional name
+# shellcheck source=tests/lib/harness.sh
+. "$(dirname "$0")/../lib/harness.sh"
+
+TENANT=reverse_engineer
+SVC=race.example
+BLOB=abilities_race_example
+
+# A migrated database and an emulator (extra flags pass to the emulator).
+setup_stores() {
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_emulator "$@"
+}
+
+# A service on them; extra VAR=value settings pass through.
+serve() {
+  start_service DATABASE_URL="$DB" SYNC_WAIT_MS=400 VDB_QUARANTINE_MS=2000 "$@"
+  wait_ready
+}
+
+pg() { psql_q "$DB" -c "$1"; }
+
+vid_of() { psql_q "$DB" -c "select $(vector_id_sql "'$1'")"; }
+
+# The content_hash attribute of every entry the emulator holds for an ability, one per line.
+emu_hashes() { # ability_id [blob]
+  local vid
+  vid=$(vid_of "$1")
+  emu GET "/_admin/tenants/$TENANT/blobs/${2:-$BLOB}/ids?attribute=content_hash"
+  [ "$CODE" = 200 ] || return 0
+  jq -r --argjson v "$vid" '.entries[] | select(.id == $v) | .value' <<<"$BODY"
+}
+
+# Holds the next request matching METHOD and PATH-substring; prints the rule id.
+hold_next() {
+  emu POST /_admin/faults "{\"method\": \"$1\", \"path\": \"$2\", \"hold\": true, \"count\": 1}"
+  [ "$CODE" = 201 ] || fail "hold rule: $CODE $BODY"
+  jq -r .id <<<"$BODY"
+}
+
+wait_held() { # n: until n requests are held
+  for _ in $(seq 1 100); do
+    emu GET /_admin/held
+    [ "$(jq -r .held <<<"$BODY")" -ge "${1:-1}" ] && return
+    sleep 0.05
+  done
+  fail "no request was held"
+}
+
+release() { emu POST /_admin/release; }
+
+# Waits until the sync state of $1 is $2 (at most $3 s, default 20).
+wait_state() {
+  local got=""
+  for _ in $(seq 1 $((${3:-20} * 10))); do
+    got=$(pg "select state from abilitysync.sync_state where ability_id = '$1'")
+    [ "$got" = "$2" ] && return
+    sleep 0.1
+  done
+  fail "sync state of $1: expected $2, got [$got]; $(pg "select state, generation, last_error from abilitysync.sync_state where ability_id = '$1'")"
+}
+
+# The vector DB holds exactly one vector for $1, with content hash $2 (and the mirror agrees).
+assert_vector() {
+  local got
+  got=$(emu_hashes "$1" "${3:-$BLOB}")
+  assert_eq "$got" "$2" "the vector DB's vectors of $1 (content_hash per entry)"
+  assert_eq "$(pg "select content_hash from abilitysync.sync_state where ability_id = '$1'")" "$2" \
+    "the sync state's content hash of $1"
+}
+
+post() { # json: POST /v1/abilities, sets HASH to the answer's content hash
+  api POST /v1/abilities "$1"
+  HASH=$(jq -r '.content_hash // empty' <<<"$BODY")
+}
+
+test_a_failed_batch_push_never_deletes_an_unchanged_ability() {
+  local a b
+  setup_stores
+  serve
+  a=$(ability_json keep-me $SVC 8 1)
+  b=$(ability_json change-me $SVC 8 2)
+  api POST /v1/abilities "{\"abilities\": [$a, $b]}"
+  assert_eq "$CODE" 201 "$BODY"
+  post "$a"
+  local ha=$HASH
+  # The batch re-sends keep-me unchanged and changes change-me; the vector DB refuses the add.
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "status": 400, "count": 1}'
+  b=$(ability_json change-me $SVC 8 2 changed)
+  api POST /v1/abilities "{\"abilities\": [$a, $b]}"
+  assert_eq "$(jq -r '[.results[].status] | join(",")' <<<"$BODY")" "unchanged,updated" "$BODY"
+  sleep 0.5
+  assert_vector keep-me "$ha"
+  assert_eq "$(pg "select state from abilitysync.sync_state where ability_id = 'keep-me'")" synced
+  teardown_all
+}
+
+test_a_slow_older_write_never_overwrites_a_newer_one() {
+  setup_stores
+  serve
+  hold_next POST /vectors >/dev/null
+  post "$(ability_json slow $SVC 8 1 v1)"
+  assert_eq "$CODE" 202 "v1 waits for the held POST: $BODY"
+  wait_held 1
+  post "$(ability_json slow $SVC 8 1 v2)"
+  local h2=$HASH
+  assert_eq "$CODE" 202 "v2 waits behind v1's push: $BODY"
+  release
+  wait_state slow synced
+  assert_vector slow "$h2"
+  teardown_all
+}
+
+test_a_slow_earlier_write_never_resurrects_a_delete() {
+  setup_stores
+  serve
+  hold_next POST /vectors >/dev/null
+  post "$(ability_json doomed $SVC 8 1)"
+  wait_held 1
+  api DELETE /v1/abilities/doomed
+  assert_eq "$CODE" 202 "the delete waits behind the write's push: $BODY"
+  release
+  wait_state doomed deleted
+  assert_eq "$(emu_hashes doomed)" "" "the deleted ability's vector"
+  teardown_all
+}
+
+test_restore_inside_the_server_never_duplicates() {
+  local i
+  setup_stores --duplicate-ids duplicate
+  serve
+  for i in 1 2 3 4 5; do post "$(ability_json "r-$i" $SVC 8 "$i")"; done
+  wait_converged "$DB" 10
+  api POST /v1/restore '{}'
+  assert_eq "$CODE" 202 "$BODY"
+  wait_job "$(jq -r .job_id <<<"$BODY")" 20
+  assert_eq "$(jq -r .status <<<"$BODY")" done "$BODY"
+  for i in 1 2 3 4 5; do
+    assert_eq "$(emu_hashes "r-$i" | wc -l)" 1 "entries of r-$i after the restore"
+  done
+  teardown_all
+}
+
+# Two replicas; the first one's push outlives its lease (held past SYNC_LEASE,
+# then applied by the server within the quarantine window): whatever the second
+# replica pushes meanwhile, the end state is the last write.
+test_a_push_that_outlives_its_lease_never_lands_over_a_newer_write() {
+  local first h2 settings=(SYNC_LEASE=2 VDB_TIMEOUT_MS=6000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=6000)
+  setup_stores
+  serve "${settings[@]}"
+  first=$SVC_URL
+  start_service DATABASE_URL="$DB" SYNC_WAIT_MS=400 "${settings[@]}"
+  wait_ready
+  hold_next POST /vectors >/dev/null
+  SVC_URL=$first post "$(ability_json leased $SVC 8 1 v1)"
+  wait_held 1
+  sleep 3 # the lease is over; the other replica's worker may take the row
+  post "$(ability_json leased $SVC 8 1 v2)"
+  h2=$HASH
+  sleep 1
+  release # v1 lands now
+  wait_state leased synced 30
+  sleep 2 # a late write would show now
+  assert_vector leased "$h2"
+  teardown_all
+}
+
+test_an_edited_mirror_row_is_put_back_by_a_resend() {
+  local body
+  setup_stores
+  serve
+  body=$(ability_json tamper $SVC 8 1 original)
+  post "$body"
+  assert_eq "$CODE" 201
+  pg "update abilities set description = 'edited behind our back' where ability_id = 'tamper'" >/dev/null
+  post "$body"
+  assert_eq "$CODE" 200 "$BODY"
+  assert_eq "$(pg "select description from abilities where ability_id = 'tamper'")" original "the mirror row"
+  assert_eq "$(jq -r .status <<<"$BODY")" repaired "$BODY"
+  pg "delete from abilities where ability_id = 'tamper'" >/dev/null
+  post "$body"
+  assert_eq "$(pg "select description from abilities where ability_id = 'tamper'")" original "the deleted row is back"
+  teardown_all
+}
+
+test_a_pending_row_whose_mirror_row_vanished_becomes_a_tombstone() {
+  setup_stores
+  serve SYNC_BACKOFF_MS=200 SYNC_BACKOFF_MAX_MS=400
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "status": 503}'
+  post "$(ability_json vanished $SVC 8 1)"
+  assert_eq "$CODE" 202
+  pg "delete from abilities where ability_id = 'vanished'" >/dev/null
+  emu DELETE /_admin/faults
+  wait_state vanished deleted
+  assert_eq "$(emu_hashes vanished)" "" "no row, no vector"
+  teardown_all
+}
+
+test_a_reconcile_repair_never_overwrites_a_fresh_tombstone() {
+  local vid
+  setup_stores
+  serve
+  post "$(ability_json tomb $SVC 8 1)"
+  assert_eq "$CODE" 201
+  vid=$(vid_of tomb)
+  emu DELETE "/tenants/$TENANT/blobs/$BLOB/vectors/$vid" # the vector is lost: reconcile will call it missing
+  hold_next GET "/vectors/$vid" >/dev/null
+  RECONCILE_PUSH_TIMEOUT=0 DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 \
+    "$ABILITYSYNC" reconcile >"$SUITE_TMP/reconcile.out" 2>&1 &
+  local rpid=$!
+  wait_held 1
+  api DELETE /v1/abilities/tomb # while reconcile looks at its vector
+  assert_eq "$CODE" 200 "$BODY"
+  release
+  wait "$rpid" || true
+  sleep 1
+  wait_state tomb deleted
+  assert_eq "$(emu_hashes tomb)" "" "the deleted ability's vector"
+  teardown_all
+}
+
+# An ability the original application wrote: a row without sync state, and its vector.
+adopt() { # id service
+  local vid blob
+  insert_rows "$DB" "$2" 8 "$1"
+  vid=$(vid_of "$1")
+  blob=$(blob_of "$2")
+  emu POST /tenants '{"tenant_id": "reverse_engineer"}'
+  emu POST "/tenants/$TENANT/blobs" "{\"blob_id\": \"$blob\", \"blob_type\": \"dense\", \"dimension\": 8}"
+  emu POST "/tenants/$TENANT/blobs/$blob/vectors" \
+    "{\"vectors\": [[1,2,3,4,5,6,7,8]], \"ids\": [$vid], \"attributes\": [{\"ability_id\": \"$1\"}]}"
+  [ "$CODE" = 200 ] || [ "$CODE" = 201 ] || fail "adding the original app's vector: $CODE $BODY"
+}
+
+test_an_adopted_row_is_rewritten_without_a_duplicate() {
+  setup_stores --duplicate-ids duplicate
+  adopt adopted $SVC
+  serve
+  post "$(ability_json adopted $SVC 8 1 rewritten)"
+  assert_eq "$CODE" 201 "$BODY"
+  assert_vector adopted "$HASH"
+  teardown_all
+}
+
+test_a_service_move_deletes_the_old_vector_and_records_it() {
+  local vid
+  setup_stores
+  adopt mover old.example
+  serve
+  post "$(ability_json mover new.example 8 1)"
+  assert_eq "$CODE" 201 "$BODY"
+  vid=$(vid_of mover)
+  assert_eq "$(emu_hashes mover abilities_old_example)" "" "the vector in the old blob"
+  assert_eq "$(emu_hashes mover abilities_new_example)" "$HASH" "the vector in the new blob"
+  assert_eq "$(pg "select ability_id || ' ' || (deleted_at is not null) from abilitysync.vector_ledger
+    where blob_id = 'abilities_old_example' and vector_id = $vid")" "mover true" "the ledger knows the old vector went"
+  teardown_all
+}
+
+test_a_move_back_while_the_old_delete_is_slow_keeps_the_vector() {
+  local vid
+  setup_stores
+  serve
+  post "$(ability_json hopper a.example 8 1 one)"
+  assert_eq "$CODE" 201
+  vid=$(vid_of hopper)
+  hold_next DELETE "abilities_a_example/vectors/$vid" >/dev/null
+  post "$(ability_json hopper b.example 8 1 two)" # moves to b: a's vector must go (held)
+  wait_held 1
+  post "$(ability_json hopper a.example 8 1 three)" # and back to a
+  local h3=$HASH
+  release
+  wait_state hopper synced
+  sleep 0.5
+  assert_eq "$(emu_hashes hopper abilities_a_example)" "$h3" "the vector in a"
+  assert_eq "$(emu_hashes hopper abilities_b_example)" "" "nothing left in b"
+  assert_eq "$(pg "select deleted_at is null from abilitysync.vector_ledger
+    where blob_id = 'abilities_a_example' and vector_id = $vid")" t "the ledger: a's vector is live"
+  teardown_all
+}
+
+test_shutdown_with_pushes_in_flight_exits_cleanly_and_loses_nothing() {
+  setup_stores
+  serve SHUTDOWN_TIMEOUT=1 SYNC_LEASE=3
+  hold_next POST /vectors >/dev/null
+  post "$(ability_json in-flight $SVC 8 1)"
+  assert_eq "$CODE" 202
+  wait_held 1
+  stop_service # SIGTERM: the push is still held when SHUTDOWN_TIMEOUT ends
+  assert_contains "$(cat "$SVC_LOG")" "SHUTDOWN_TIMEOUT"
+  release
+  serve SYNC_LEASE=3
+  wait_state in-flight synced 30
+  assert_vector in-flight "$HASH"
+  teardown_all
+}
+
+test_colliding_ids_written_at_once_get_201_and_409() {
+  local blocker first="$SUITE_TMP/first.out" second="$SUITE_TMP/second.out" outcome
+  setup_stores
+  serve WRITE_CONCURRENCY=2 PG_POOL_SIZE=4
+  # c-14068 and c-33647 hash to one vector_id.
+  assert_eq "$(vid_of c-14068)" "$(vid_of c-33647)" "the pair collides"
+  # An uncommitted row for c-14068 stalls its write after the statement took its
+  # snapshot, while c-33647's write runs in another statement at the same time.
+  psql_q "$DB" -c "begin; insert into abilities (ability_id, vector_id, ability_name, service_name, description,
+    embedding) values ('c-14068', 0, 'x', 'x', 'x', '[]'); select pg_sleep(2); rollback" >/dev/null &
+  blocker=$!
+  sleep 0.3
+  (api POST /v1/abilities "$(ability_json c-14068 $SVC)"; echo "$CODE $BODY" >"$first") &
+  sleep 0.3
+  (api POST /v1/abilities "$(ability_json c-33647 $SVC 8 2)"; echo "$CODE $BODY" >"$second") &
+  wait "$blocker"
+  for _ in $(seq 1 50); do [ -s "$first" ] && [ -s "$second" ] && break; sleep 0.1; done
+  outcome="$(cut -d' ' -f1 "$first") $(cut -d' ' -f1 "$second")"
+  case "$outcome" in
+    "201 409") assert_contains "$(cat "$second")" '"c-14068' "the 409 names the holder" ;;
+    "409 201") assert_contains "$(cat "$first")" '"c-33647' "the 409 names the holder" ;;
+    *) fail "expected one 201 and one 409, got $outcome: $(cat "$first" "$second")" ;;
+  esac
+  assert_contains "$(cat "$first" "$second")" vector_id_collision
+  assert_eq "$(pg "select count(*) from abilities")" 1 "one of the two was written"
+  teardown_all
+}
+
+# ---- ambiguous outcomes: the write happened, the answer was lost ---------------------
+
+test_a_write_that_lands_after_its_timeout_is_repaired() {
+  setup_stores
+  serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=4000 SYNC_BACKOFF_MS=200
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 3000, "count": 1}'
+  post "$(ability_json ghost $SVC 8 1 v1)"
+  assert_eq "$CODE" 202 "v1 timed out: $BODY"
+  post "$(ability_json ghost $SVC 8 1 v2)"
+  local h2=$HASH
+  assert_eq "$(jq -r .sync_state <<<"$BODY")" pending "v2 is in doubt until v1's window ends: $BODY"
+  sleep 3 # v1 lands now, over v2
+  wait_state ghost synced 20
+  assert_vector ghost "$h2"
+  teardown_all
+}
+
+test_a_write_that_lands_after_a_delete_is_deleted_again() {
+  setup_stores
+  serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=4000 SYNC_BACKOFF_MS=200
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 3000, "count": 1}'
+  post "$(ability_json ghost-del $SVC 8 1)"
+  api DELETE /v1/abilities/ghost-del
+  sleep 3 # the add lands after the delete
+  wait_state ghost-del deleted 20
+  assert_eq "$(emu_hashes ghost-del)" "" "the deleted ability's vector"
+  teardown_all
+}
+
+test_an_applied_write_whose_answer_was_lost_leaves_no_duplicate() {
+  setup_stores --duplicate-ids duplicate
+  serve VDB_QUARANTINE_MS=1500 VDB_BACKOFF_MS=50
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "applied": true, "reset": true, "count": 1}'
+  post "$(ability_json dup $SVC 8 1)"
+  wait_state dup synced 20
+  assert_vector dup "$HASH"
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "applied": true, "status": 504, "count": 1}'
+  post "$(ability_json dup $SVC 8 1 again)"
+  wait_state dup synced 20
+  assert_vector dup "$HASH"
+  teardown_all
+}
+
+test_a_ghost_write_is_repaired_even_when_the_read_back_fails() {
+  local vid
+  setup_stores
+  serve VDB_WRITE_MODE=add VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=3000 SYNC_BACKOFF_MS=200
+  vid=$(vid_of ghost-get)
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 2500, "count": 1}'
+  emu POST /_admin/faults "{\"method\": \"GET\", \"path\": \"/vectors/$vid\", \"status\": 503, \"count\": 2}"
+  post "$(ability_json ghost-get $SVC 8 1 v1)"
+  post "$(ability_json ghost-get $SVC 8 1 v2)"
+  local h2=$HASH
+  sleep 2.5
+  wait_state ghost-get synced 25
+  assert_vector ghost-get "$h2"
+  teardown_all
+}
+
+teardown_all() {
+  local pid
+  for pid in "${STARTED[@]}"; do
+    [ "$pid" = "${EMU_PID:-}" ] && continue
+    kill -0 "$pid" 2>/dev/null && stop_service "$pid"
+  done
+  stop_emulator
+}
+
+run_suite
