@@ -50,7 +50,11 @@ const tstz = (name: string) => timestamp(name, { withTimezone: true });
 // One row per ability ever registered: where its vector lives, the content hash of
 // what the vector DB should hold, and where the push stands. `generation` grows
 // on every content change so a push that raced with a newer write cannot mark it
-// synced.
+// synced. `lease_until`/`lease_owner`: the replica pushing it right now (one push
+// per ability at a time, across replicas); a lease that ends without being
+// released may still have a request on the wire. `doubt_until`: an ambiguous
+// vector DB call (timed out after sending, reset, 5xx) may still be applied
+// until then; after it the vector is verified before the row can be synced.
 export const syncState = abilitysync.table(
   "sync_state",
   {
@@ -65,6 +69,9 @@ export const syncState = abilitysync.table(
     last_error: text("last_error"),
     synced_at: tstz("synced_at"),
     updated_at: tstz("updated_at").notNull().defaultNow(),
+    lease_until: tstz("lease_until"),
+    lease_owner: text("lease_owner"),
+    doubt_until: tstz("doubt_until"),
   },
   (t) => [
     check(
@@ -97,6 +104,17 @@ export const vectorLedger = abilitysync.table(
     index("vector_ledger_ability_idx").on(t.ability_id),
   ],
 );
+
+// Blobs abilitysync created itself (a create answered 2xx), and since when: a
+// vector whose ledger entry was last written before `created_at` cannot be in
+// the blob, so a restore into a blob it just created adds without deleting first.
+// `creating_since` is set before the create is sent and becomes `created_at`
+// once it succeeded; a crash in between leaves no epoch (deletes stay on).
+export const vectorBlobs = abilitysync.table("blobs", {
+  blob_id: text("blob_id").primaryKey(),
+  creating_since: tstz("creating_since"),
+  created_at: tstz("created_at"),
+});
 
 // One row per reconcile run (dry or real), with the report it produced.
 export const reconcileRuns = abilitysync.table(

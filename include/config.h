@@ -53,6 +53,7 @@ struct config {
 	long long vdb_backoff_ms;
 	long long vdb_backoff_max_ms;
 	int vdb_write_mode;        /* enum vdb_write_mode */
+	long long vdb_quarantine_ms;
 	char *listen;
 	char *api_keys;
 	bool allow_unauthenticated;

@@ -8,21 +8,23 @@
  * pages are on the wire, vectors batched by bytes, several requests in flight.
  *
  * A job row (abilitysync.restore_jobs) holds the status, total, done, failed
- * and the cursor: the last ability_id whose page is recorded. Each page is
- * recorded in one statement once its vectors are in (sync state synced with
- * its content hash, ledger entries, the job's counters and cursor), so a job
- * killed at any moment resumes after the last recorded page. The pages that
- * were on the wire then are written again: in a blob this process created,
- * vectors are added; in one that already existed they are re-written the
- * configured safe way (delete-then-add, or add where the server overwrites),
- * so nothing ends up twice.
+ * and the cursor: the last ability_id whose page is recorded. The pages go
+ * through the outbox (outbox.h): claimed (made pending and leased, so no other
+ * push of those abilities runs meanwhile), pushed, recorded row by row; then
+ * the job's counters and cursor move. A job killed at any moment resumes after
+ * the last recorded page; the rows of the pages on the wire then are pending
+ * in the outbox, and are pushed again by the resumed job or the retry worker.
+ * Nothing ends up twice: a vector is added without its delete first only into
+ * a blob this job created (recorded in abilitysync.blobs before the create).
  *
  * One restore at a time (a session advisory lock); a dry run only counts.
  */
 #ifndef ABILITYSYNC_RESTORE_H
 #define ABILITYSYNC_RESTORE_H
 
+#include "outbox.h"
 #include "pgpool.h"
+#include "store.h"
 #include "vdb.h"
 
 #include <event2/event.h>
@@ -59,9 +61,12 @@ typedef void (*restore_done_fn)(enum restore_outcome outcome, json_t *summary, c
 
 struct restore;
 
-/* Starts a job; the callbacks run never inside this call; after `done` the job is gone. */
-struct restore *restore_start(struct event_base *base, struct vdb *v, const struct restore_opts *o,
-			      restore_started_fn started, restore_done_fn done, void *arg);
+/*
+ * Starts a job; the callbacks run never inside this call; after `done` the job
+ * is gone. Its pages go through `ob` (the outbox of `st`), like every write.
+ */
+struct restore *restore_start(struct event_base *base, struct vdb *v, struct outbox *ob, struct store *st,
+			      const struct restore_opts *o, restore_started_fn started, restore_done_fn done, void *arg);
 
 /* Finish the pages in flight, then end as interrupted (resumable). */
 void restore_stop(struct restore *r);

@@ -10,7 +10,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "pgpool.h"
-#include "push.h"
+#include "outbox.h"
 #include "reconcile.h"
 #include "restore.h"
 #include "store.h"
@@ -25,7 +25,8 @@ struct service {
 	struct pgpool *pool;     /* NULL: vector-DB-only mode */
 	struct store *store;     /* NULL: vector-DB-only mode */
 	struct vdb *vdb;
-	struct pusher *pusher;
+	struct outbox *outbox;
+	char owner[OWNER_MAX];   /* this replica's name on the leases it takes */
 	struct http_metrics http;
 
 	/* Readiness, refreshed by timers in serve.c. */
@@ -35,7 +36,7 @@ struct service {
 	char vdb_why[512];
 
 	/* The outbox as last counted (for /metrics): per-state counts and the oldest pending age. */
-	json_t *outbox;
+	json_t *outbox_counts;
 	bool stopping;
 
 	struct reconciler *reconciler; /* NULL: RECONCILE_INTERVAL=0, or no Postgres */

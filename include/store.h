@@ -1,17 +1,23 @@
 /*
  * store.h - what the service writes to and reads from Postgres.
  *
- * Every statement is here, in one place. A write is one statement (data-
- * modifying CTEs): the `abilities` row, its sync state (pending, generation+1)
- * and its claim on (blob, vector_id) in the ledger commit together or not at
- * all, so an acknowledged write is never half there. Unchanged content (same
- * content hash) writes nothing; a vector_id another live ability holds in the
- * same blob is refused.
+ * The store alone knows SQL and row shapes: callers get typed rows, never a
+ * PGresult. A write is one statement (data-modifying CTEs): the `abilities`
+ * row, its sync state (pending, generation + 1, leased to this replica when
+ * no other holds it) and its claim on (blob, vector_id) in the ledger commit
+ * together or not at all, so an acknowledged write is never half there.
+ * Unchanged content writes nothing; a mirror row edited behind our back is put
+ * back; a vector_id another live ability holds in the same blob is refused.
  *
  * Writes from concurrent requests are grouped: while a write statement runs,
  * new ones queue, and the next statement carries all of them (one round trip,
  * one transaction, one WAL flush). Rows go in ability_id order, so two groups
  * never wait on each other in a cycle.
+ *
+ * The sync rules (leases, generations, doubt) are the outbox's (outbox.h);
+ * the store carries them out in SQL: every statement that starts a push takes
+ * the ability's lease (or reports who holds it), and the statement recording a
+ * push's outcome only changes rows whose lease this replica still holds.
  */
 #ifndef ABILITYSYNC_STORE_H
 #define ABILITYSYNC_STORE_H
@@ -24,27 +30,58 @@
 struct store_opts {
 	int group_max;         /* abilities in one write statement, at most */
 	int write_concurrency; /* write statements in flight, at most */
-	long push_grace_s;     /* a fresh write is left to its request this long before the retry worker may take it */
 	int max_attempts;      /* pushes before a row is `failed` */
+	long lease_ms;         /* how long a push may hold an ability */
+	long quarantine_ms;    /* how long an ambiguous vector DB call may still land */
+	const char *owner;     /* this replica's name on the leases it takes */
 };
 
 enum write_outcome {
 	WRITE_WRITTEN,   /* row and sync state written: the vector DB needs it (generation below) */
 	WRITE_UNCHANGED, /* same content: nothing written */
+	WRITE_REPAIRED,  /* the mirror row differed from its sync state (edited or deleted behind our back): put back */
 	WRITE_COLLISION, /* its (blob, vector_id) belongs to another live ability */
 	WRITE_REFUSED,   /* another ability of the same request collided: nothing of it was written */
 };
 
+/* How one ability of a write went. Strings are valid during the callback only. */
 struct write_result {
 	enum write_outcome outcome;
 	int64_t generation;             /* WRITE_WRITTEN */
-	char state[STORE_STATE_MAX];    /* the sync state before this write ("" when none) */
-	char old_blob[ABILITY_TEXT_MAX * 2 + 16]; /* the blob it was in before ("" when none) */
-	char other[ABILITY_ID_MAX + 1]; /* WRITE_COLLISION: the ability holding the vector */
+	const char *state;              /* the sync state before this write ("" when none) */
+	bool leased;                    /* WRITE_WRITTEN: this replica holds its lease (else another pushes it) */
+	bool doubt;                     /* an earlier ambiguous call may still land: a push now cannot settle it */
+	bool may_exist;                 /* a vector may already be at (blob, vector_id) */
+	const char *stale;              /* "blob vector_id,..." of its other vectors that may exist, or NULL */
+	const char *other;              /* WRITE_COLLISION: the ability holding the vector */
 };
 
 /* res: n results in the order given, or NULL when the statement failed (see o). */
 typedef void (*store_write_fn)(const struct write_result *res, size_t n, const struct pg_outcome *o, void *arg);
+
+/*
+ * A row taken for a push (by the retry worker, a follow-up, a restore page):
+ * its sync state and what the mirror holds now. Strings valid during the
+ * callback only.
+ */
+struct claimed_row {
+	const char *ability_id;
+	int64_t generation;
+	const char *state;          /* pending, pending_delete */
+	const char *blob_id;        /* where the sync state says its vector is */
+	int64_t vector_id;
+	int attempts;
+	bool leased;                /* false: another replica holds it (restore pages only) */
+	bool doubt;                 /* an ambiguous call may still land: this push cannot settle it */
+	bool verify;                /* the doubt window is over: verify before it can be synced */
+	bool may_exist;
+	const char *deletes;        /* "blob vector_id,..." to delete (stale vectors; for a delete, its own) */
+	const char *collision;      /* another live ability holds the mirror row's (blob, vector_id), or NULL */
+	bool gone;                  /* no mirror row: the vector goes */
+	const char *ability_name, *service_name, *description, *embedding, *metadata; /* the mirror row */
+};
+
+typedef void (*store_claim_fn)(const struct claimed_row *rows, size_t n, const struct pg_outcome *o, void *arg);
 
 struct store;
 
@@ -54,64 +91,137 @@ void store_free(struct store *s);
 /* Writes abilities (they must stay valid until `done`). */
 void store_write(struct store *s, const struct ability *items, size_t n, store_write_fn done, void *arg);
 
-/* ---- single statements: `done` gets the pg_outcome; its res holds the rows ---- */
+/* ---- the outbox ------------------------------------------------------------------ */
+
+/* A delete: the row goes, a pending_delete tombstone stays (leased like a write). */
+struct delete_result {
+	bool found;
+	int64_t generation;
+	const char *blob_id;
+	int64_t vector_id;
+	bool leased, doubt;
+	const char *deletes;        /* "blob vector_id,..." every vector of it that may exist */
+};
+typedef void (*store_delete_fn)(const struct delete_result *r, const struct pg_outcome *o, void *arg);
+void store_delete(struct store *s, const char *ability_id, store_delete_fn done, void *arg);
+
+/* Due rows (pending, their time come, no live lease), leased: the retry worker's. */
+void store_claim_due(struct store *s, int limit, store_claim_fn done, void *arg);
+
+/* These rows, if pending and not leased by another replica: a push that must follow another. */
+void store_claim_ids(struct store *s, const char *const *ids, size_t n, store_claim_fn done, void *arg);
 
 /*
- * One ability with its sync state: columns ability_id, vector_id, ability_name,
- * service_name, description, metadata, dynamic_header_keys,
- * dynamic_headers_required, created_at, updated_at, embedding (NULL unless
- * asked), state, content_hash, blob_id, attempts, last_error, synced_at.
+ * A restore page: up to `limit` mirror rows after `after` (NULL: from the
+ * start) of `service` (NULL: all), by ability_id. Each gets a sync state if it
+ * had none, is made pending and leased, unless another replica holds it
+ * (leased false). may_exist uses the blob epochs (store_blob_*).
  */
-void store_get(struct store *s, const char *ability_id, bool with_embedding, pg_done_fn done, void *arg);
+void store_claim_page(struct store *s, const char *after, const char *service, int limit, store_claim_fn done,
+		      void *arg);
 
-/* Up to `limit` abilities after `cursor` (NULL: from the start), by ability_id; same columns, no embedding. */
-void store_list(struct store *s, const char *service, const char *cursor, int limit, pg_done_fn done, void *arg);
+/* A push's outcome, recorded against the generation it pushed. */
+enum push_result { PUSH_OK, PUSH_FAILED, PUSH_PERMANENT };
 
-/* Step 1 of a delete: service_name, vector_id of the row (no row: nothing to delete). */
-void store_delete_lookup(struct store *s, const char *ability_id, pg_done_fn done, void *arg);
-
-/* Step 2: deletes the row and leaves a pending_delete tombstone; returns generation, blob_id, vector_id. */
-void store_delete(struct store *s, const char *ability_id, const char *blob_id, int64_t vector_id, pg_done_fn done,
-		  void *arg);
-
-/*
- * One row, one column: {"counts": {...}, "oldest_pending_seconds": x,
- * "last_errors": [...], "reconcile": {run_id, status, finished_at, total,
- * drift: {category: count}} of the last finished run, or null} as text.
- */
-void store_status(struct store *s, pg_done_fn done, void *arg);
-
-/*
- * Claims up to `limit` due rows for pushing, leasing them for `lease_s`:
- * ability_id, generation, state, blob_id, vector_id, content_hash, attempts,
- * ability_name, service_name, description, embedding, metadata (NULL when the
- * row is gone), stale (other live vectors of the ability: "blob vector_id,...").
- */
-void store_claim(struct store *s, int limit, long lease_s, pg_done_fn done, void *arg);
-
-/* A pushed item: mark it synced (or deleted) if its generation is still current. */
 struct push_done {
 	const char *ability_id;
 	int64_t generation;
-	const char *content_hash; /* what the vector DB now holds; NULL: keep the recorded one */
-	const char *stale;        /* vectors deleted on the way ("blob vector_id,..."), or NULL */
-	const char *error;        /* NULL: pushed; else why not */
-	long retry_in_ms;         /* when not pushed */
-	bool permanent;           /* the row itself cannot be pushed: `failed` at once */
+	enum push_result result;
+	bool ambiguous;           /* a call may have been applied without our knowing: doubt moves out */
+	bool clears_doubt;        /* confirmed, and begun after any doubt window: nothing older can land */
+	bool deleted;             /* PUSH_OK means its vector is gone (a tombstone, or no mirror row) */
+	const char *content_hash; /* PUSH_OK, not deleted: what the vector DB now holds */
+	const char *deletes;      /* vectors deleted on the way ("blob vector_id,...") */
+	const char *error;        /* not PUSH_OK: why */
+	long retry_in_ms;
 };
 
-void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, pg_done_fn done, void *arg);
+/* What became of a recorded push. */
+enum finish_state {
+	FINISH_SYNCED,     /* synced (or deleted): settled */
+	FINISH_PENDING,    /* retried later: failed, or in doubt until verified */
+	FINISH_FAILED,     /* gave up (or refused for good): `failed` */
+	FINISH_SUPERSEDED, /* a newer generation came meanwhile: it is due now */
+	FINISH_LOST,       /* this replica's lease had ended and another took the row */
+};
 
-/* Mirror rows of a service's vectors (ids: "{1,2}"): ability_id, vector_id, ability_name, description, metadata. */
-void store_by_vectors(struct store *s, const char *service, const char *ids, pg_done_fn done, void *arg);
+/* res[i] for items[i]; NULL when the statement failed. */
+typedef void (*store_finish_fn)(const enum finish_state *res, size_t n, const struct pg_outcome *o, void *arg);
+void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, store_finish_fn done, void *arg);
 
-/* The newest reconcile run: report (text, NULL while running), id, status, started_at. */
-void store_last_reconcile(struct store *s, pg_done_fn done, void *arg);
+/* Rows a restore will not push (a vector_id collision it lost): `failed`, with why. */
+void store_fail_rows(struct store *s, const char *const *ids, const char *const *errors, size_t n, pg_done_fn done,
+		     void *arg);
 
-/* A restore job: id, status, service_name, total, done, failed, started_at, updated_at, finished_at, error. */
-void store_job(struct store *s, const char *job_id, pg_done_fn done, void *arg);
+/*
+ * Blob epochs: before creating a blob, `store_blob_creating`; once the create
+ * succeeded (2xx: it did not exist), `store_blob_created`. Vectors whose ledger
+ * entry predates the epoch cannot be in the blob.
+ */
+void store_blob_creating(struct store *s, const char *blob, pg_done_fn done, void *arg);
+void store_blob_created(struct store *s, const char *blob, pg_done_fn done, void *arg);
 
-/* The number of `failed` rows made pending again (one row, one column). */
-void store_retry_failed(struct store *s, pg_done_fn done, void *arg);
+/* ---- reads for the API -------------------------------------------------------------- */
+
+/* One ability as the API shows it; strings valid during the callback. */
+struct ability_row {
+	const char *ability_id, *ability_name, *service_name, *description;
+	int64_t vector_id;
+	const char *metadata, *dynamic_header_keys; /* JSON text */
+	bool dynamic_headers_required;
+	const char *created_at, *updated_at;        /* ISO 8601, or NULL */
+	const char *embedding;                      /* JSON text; NULL unless asked */
+	bool has_sync;                              /* the fields below are set */
+	const char *state, *content_hash, *blob_id, *last_error, *synced_at;
+	int attempts;
+};
+typedef void (*store_rows_fn)(const struct ability_row *rows, size_t n, const struct pg_outcome *o, void *arg);
+
+void store_get(struct store *s, const char *ability_id, bool with_embedding, store_rows_fn done, void *arg);
+
+/* Up to `limit` abilities after `cursor` (NULL: from the start), by ability_id; no embedding. */
+void store_list(struct store *s, const char *service, const char *cursor, int limit, store_rows_fn done, void *arg);
+
+/* A mirror row found by its vector: what search joins. */
+struct vector_row {
+	const char *ability_id, *ability_name, *description, *metadata;
+	int64_t vector_id;
+};
+typedef void (*store_vectors_fn)(const struct vector_row *rows, size_t n, const struct pg_outcome *o, void *arg);
+
+/* Mirror rows of a service's vectors (ids: "{1,2}"). */
+void store_by_vectors(struct store *s, const char *service, const char *ids, store_vectors_fn done, void *arg);
+
+/*
+ * {"counts": {...}, "oldest_pending_seconds": x, "last_errors": [...],
+ * "reconcile": {run_id, status, finished_at, total, drift: {category: count}}
+ * of the last finished run, or null}, as JSON text (NULL on failure).
+ */
+typedef void (*store_text_fn)(const char *text, const struct pg_outcome *o, void *arg);
+void store_status(struct store *s, store_text_fn done, void *arg);
+
+/* The newest reconcile run: its report as stored (text), or while running a summary object; NULL: none. */
+void store_last_reconcile(struct store *s, store_text_fn done, void *arg);
+
+/* A restore job. */
+struct job_row {
+	int64_t id, total, done, failed;
+	const char *status, *service_name, *started_at, *updated_at, *finished_at, *error; /* NULL when null */
+};
+typedef void (*store_job_fn)(const struct job_row *job, const struct pg_outcome *o, void *arg);
+void store_job(struct store *s, const char *job_id, store_job_fn done, void *arg);
+
+/* How many `failed` rows were made pending again. */
+typedef void (*store_count_fn)(long n, const struct pg_outcome *o, void *arg);
+void store_retry_failed(struct store *s, store_count_fn done, void *arg);
+
+/*
+ * Changes of one blob (NULL: all) about to be pushed: pending and due, or
+ * leased (pushed now, or by a process that died: due once the lease runs out).
+ */
+void store_count_waiting(struct store *s, const char *blob, store_count_fn done, void *arg);
+
+/* Changes not settled (pending, pending_delete, failed) of one blob (NULL: all). */
+void store_count_unsettled(struct store *s, const char *blob, store_count_fn done, void *arg);
 
 #endif

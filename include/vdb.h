@@ -70,7 +70,27 @@ struct vdb_result {
 	char error[512];    /* what went wrong, for logs and for clients */
 	json_t *reply;      /* get, query, list: the parsed reply; valid during the callback */
 	const bool *ok;     /* add: per vector, in the order given */
+	const bool *maybe;  /* add: per vector, a request carrying it may have been applied unbeknown */
 	size_t n;
+	/*
+	 * A write may have been applied though the answer does not say so: an
+	 * attempt timed out or broke after its request was fully sent, got a 500,
+	 * 502 or 504, or was cancelled on the wire. Whatever the status, the
+	 * server may still apply it later; only the absence of this flag makes
+	 * the outcome certain. (A refused connection, a 4xx, a 429 or a 503, or an
+	 * attempt cut before its request went out, surely did nothing.)
+	 */
+	bool ambiguous;
+};
+
+/*
+ * Bounds and names a write: no attempt starts after `deadline_ms`
+ * (clock_mono_ms), and none runs past it (its time-out is cut short); `trace`
+ * (a request id) appears in the log lines of the call's requests.
+ */
+struct vdb_call {
+	int64_t deadline_ms;  /* 0: none */
+	const char *trace;    /* NULL: none */
 };
 
 typedef void (*vdb_done_fn)(const struct vdb_result *r, void *arg);
@@ -106,10 +126,14 @@ void vdb_ensure_blob(struct vdb *v, const char *blob, vdb_done_fn done, void *ar
 void vdb_forget_blobs(struct vdb *v);
 /* True when this client created the blob (ensured it with a 2xx create): none of its vectors predate us. */
 bool vdb_created_blob(struct vdb *v, const char *blob);
+/* True when this client has ensured the blob already (an ensure now sends nothing). */
+bool vdb_knows_blob(struct vdb *v, const char *blob);
 
 /* Adds vectors to a blob (ensured first), in batches bounded by bytes and count. */
 void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, size_t n, vdb_done_fn done,
 	     void *arg);
+void vdb_add_call(struct vdb *v, const struct vdb_call *call, const char *blob, const struct vdb_vector *vecs,
+		  size_t n, vdb_done_fn done, void *arg);
 void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
 /*
  * The same, for its attributes: r->reply is {"id", "attributes", "vector_length"
@@ -117,7 +141,11 @@ void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void
  * not parsed into a DOM.
  */
 void vdb_get_attributes(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
+void vdb_get_attributes_call(struct vdb *v, const struct vdb_call *call, const char *blob, int64_t id,
+			     vdb_done_fn done, void *arg);
 void vdb_delete(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg);
+void vdb_delete_call(struct vdb *v, const struct vdb_call *call, const char *blob, int64_t id, vdb_done_fn done,
+		     void *arg);
 void vdb_put_attributes(struct vdb *v, const char *blob, int64_t id, const char *attrs, size_t len,
 			vdb_done_fn done, void *arg);
 /* reply: {"ids": [...], "distances": [...], "attributes": [...] or absent}, checked. */
@@ -154,6 +182,9 @@ enum vdb_reply_kind {
 };
 enum vdb_status vdb_check_reply(enum vdb_reply_kind kind, const char *body, size_t len, int64_t id,
 				const char *name, int dimension, json_t **reply, char *why, size_t whylen) MUSTCHECK;
+
+/* Ends every pending operation now (callbacks with VDB_CANCELLED; writes on the wire are ambiguous). */
+void vdb_cancel_all(struct vdb *v);
 
 void vdb_get_stats(const struct vdb *v, struct vdb_stats *out);
 const char *vdb_status_name(enum vdb_status s);

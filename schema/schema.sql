@@ -29,9 +29,29 @@ CREATE SCHEMA abilitysync;
 CREATE SCHEMA drizzle;
 
 
+--
+-- Name: blob_name(text); Type: FUNCTION; Schema: abilitysync; Owner: -
+--
+
+CREATE FUNCTION abilitysync.blob_name(service_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT 'abilities_' || regexp_replace(regexp_replace(service_name, '[^\x01-\uffff]', '__', 'g'), '[^a-zA-Z0-9_]', '_', 'g') $$;
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
+
+--
+-- Name: blobs; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.blobs (
+    blob_id text NOT NULL,
+    creating_since timestamp with time zone,
+    created_at timestamp with time zone
+);
+
 
 --
 -- Name: reconcile_runs; Type: TABLE; Schema: abilitysync; Owner: -
@@ -129,6 +149,9 @@ CREATE TABLE abilitysync.sync_state (
     last_error text,
     synced_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_until timestamp with time zone,
+    lease_owner text,
+    doubt_until timestamp with time zone,
     CONSTRAINT sync_state_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'synced'::text, 'pending_delete'::text, 'deleted'::text, 'failed'::text])))
 );
 
@@ -216,6 +239,14 @@ ALTER TABLE ONLY abilitysync.restore_jobs ALTER COLUMN id SET DEFAULT nextval('a
 --
 
 ALTER TABLE ONLY drizzle.__drizzle_migrations ALTER COLUMN id SET DEFAULT nextval('drizzle.__drizzle_migrations_id_seq'::regclass);
+
+
+--
+-- Name: blobs blobs_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.blobs
+    ADD CONSTRAINT blobs_pkey PRIMARY KEY (blob_id);
 
 
 --

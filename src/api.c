@@ -40,6 +40,7 @@ struct api {
 	uint8_t (*keys)[SHA256_LEN];   /* sha256 of each key: compared in constant time, length hidden */
 	size_t nkeys;
 	SSL_CTX *ssl;
+	TAILQ_HEAD(, call) calls;
 	int in_flight;
 	uint64_t next_id;
 	char address[128];
@@ -51,6 +52,7 @@ struct api {
  * abilities the call holds, and may outlive a 202 answer).
  */
 struct call {
+	TAILQ_ENTRY(call) link;       /* the api's calls not yet released */
 	struct api *api;
 	struct evhttp_request *req;
 	enum route route;
@@ -60,15 +62,7 @@ struct call {
 	bool replied;
 	char *path_id;                /* {id} of /v1/abilities/{id}, decoded */
 	struct evkeyvalq query;
-	struct ability *items;        /* POST /v1/abilities */
-	size_t n;
-	bool batch;
-	struct write_result *writes;
-	bool *pushed;                 /* per item, once the push is over */
-	bool push_over;
-	struct event *wait;           /* answer 202 when the vector DB is slow */
-	char delete_blob[ABILITY_TEXT_MAX * 2 + 16];
-	int64_t delete_vector;
+	bool batch;                   /* POST /v1/abilities: {"abilities": [...]} */
 	json_t *hits;                 /* search: the vector DB's answer, while the mirror is asked */
 	int limit;                    /* list: the page size asked */
 };
@@ -99,18 +93,10 @@ static const char *reason(int status)
 
 static void call_release(struct call *c)
 {
-	size_t i;
-
 	if (--c->refs > 0)
 		return;
 	c->api->in_flight--;
-	if (c->wait)
-		event_free(c->wait);
-	for (i = 0; i < c->n; i++)
-		ability_free(&c->items[i]);
-	free(c->items);
-	free(c->writes);
-	free(c->pushed);
+	TAILQ_REMOVE(&c->api->calls, c, link);
 	free(c->path_id);
 	json_decref(c->hits);
 	evhttp_clear_headers(&c->query);
@@ -243,156 +229,135 @@ static void reply_vdb_failure(struct call *c, enum vdb_status st, const char *er
 
 /* ---- POST /v1/abilities ----------------------------------------------------------------- */
 
-static const char *write_status(const struct write_result *w)
+static const char *status_text(enum outbox_status st)
 {
-	if (w->outcome == WRITE_UNCHANGED)
-		return "unchanged";
-	return w->state[0] && strcmp(w->state, "deleted") != 0 ? "updated" : "created";
+	switch (st) {
+	case OB_CREATED: return "created";
+	case OB_UPDATED: return "updated";
+	case OB_UNCHANGED: return "unchanged";
+	case OB_REPAIRED: return "repaired";
+	case OB_COLLISION: return "collision";
+	case OB_REFUSED: return "refused";
+	case OB_WRITTEN: return "written";
+	}
+	return "?";
 }
 
 /* Per ability: what was done, and where its sync stands now. */
-static json_t *item_json(const struct call *c, size_t i, const char **sync)
+static json_t *item_json(const struct ability *a, const struct outbox_item *r)
 {
-	const struct ability *a = &c->items[i];
-	const struct write_result *w = c->writes ? &c->writes[i] : NULL;
+	json_t *o = json_pack("{s:s, s:I, s:s, s:s, s:s, s:s}", "ability_id", a->ability_id, "vector_id",
+			      (json_int_t)a->vector_id, "blob_id", a->blob_id, "content_hash", a->content_hash, "status",
+			      status_text(r->status), "sync_state", r->sync_state);
 
-	if (!w)
-		*sync = c->pushed && c->pushed[i] ? "synced" : "failed";
-	else if (w->outcome == WRITE_UNCHANGED)
-		*sync = w->state[0] ? w->state : "pending";
-	else
-		*sync = c->pushed && c->pushed[i] ? "synced" : "pending";
-	return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s}", "ability_id", a->ability_id, "vector_id",
-			 (json_int_t)a->vector_id, "blob_id", a->blob_id, "content_hash", a->content_hash, "status",
-			 w ? write_status(w) : "written", "sync_state", *sync);
+	if (r->error && strcmp(r->sync_state, "failed") == 0)
+		json_object_set_new(o, "last_error", json_string(r->error));
+	return o;
 }
 
-static void reply_written(struct call *c)
-{
-	json_t *results = json_array(), *counts = json_object();
-	bool any_written = false, any_pending = false;
-	size_t i;
-
-	if (c->wait)
-		evtimer_del(c->wait);
-	for (i = 0; i < c->n; i++) {
-		const char *sync;
-		json_t *item = item_json(c, i, &sync);
-		const char *status = json_string_value(json_object_get(item, "status"));
-
-		json_object_set_new(counts, status, json_integer(json_integer_value(json_object_get(counts, status)) + 1));
-		if (!c->writes || c->writes[i].outcome == WRITE_WRITTEN) {
-			any_written = true;
-			any_pending = any_pending || strcmp(sync, "synced") != 0;
-		}
-		json_array_append_new(results, item);
-	}
-	if (c->batch) {
-		reply_json(c, any_pending ? 202 : any_written ? 201 : 200,
-			   json_pack("{s:o, s:o}", "results", results, "counts", counts));
-		return;
-	}
-	json_decref(counts);
-	reply_json(c, any_pending ? 202 : any_written ? 201 : 200, json_incref(json_array_get(results, 0)));
-	json_decref(results);
-}
-
-static void on_sync_wait(evutil_socket_t fd, short what, void *arg)
-{
-	struct call *c = arg;
-
-	(void)fd, (void)what;
-	if (!c->replied)
-		reply_written(c); /* the push goes on; this answer says "pending" */
-}
-
-static void on_pushed(const bool *ok, size_t n, const char *error, enum vdb_status st, void *arg)
-{
-	struct call *c = arg;
-
-	c->pushed = xcalloc(n ? n : 1, sizeof(bool));
-	memcpy(c->pushed, ok, n * sizeof(bool));
-	c->push_over = true;
-	if (!c->replied) {
-		if (!c->writes && error) /* vector-DB-only: nothing is acknowledged unless the vector DB has it */
-			reply_vdb_failure(c, st, error);
-		else
-			reply_written(c);
-	}
-	call_release(c);
-}
-
-static void reply_collision(struct call *c)
+static void reply_collision(struct call *c, const struct ability *items, const struct outbox_answer *a)
 {
 	size_t i;
 
-	for (i = 0; i < c->n; i++) {
-		const struct ability *a = &c->items[i];
+	for (i = 0; i < a->n; i++) {
 		char field[48];
 
-		if (c->writes[i].outcome != WRITE_COLLISION)
+		if (a->items[i].status != OB_COLLISION)
 			continue;
 		snprintf(field, sizeof(field), c->batch ? "abilities[%zu].ability_id" : "ability_id", i);
 		reply_error(c, 409, "vector_id_collision", field,
 			    "ability_id %s maps to vector_id %lld in %s, which ability %s already uses; nothing "
-			    "was written. Choose another ability_id", a->ability_id, (long long)a->vector_id,
-			    a->blob_id, c->writes[i].other);
+			    "was written. Choose another ability_id", items[i].ability_id, (long long)items[i].vector_id,
+			    items[i].blob_id, a->items[i].other);
 		return;
 	}
 }
 
-static void on_written(const struct write_result *res, size_t n, const struct pg_outcome *o, void *arg)
+/*
+ * 201: both stores hold what was written; 202: Postgres does and the vector DB
+ * does not yet (pending, or failed: refused, with last_error); 200: nothing
+ * needed writing (unchanged, or only the mirror row was put back).
+ */
+static int written_status(const struct outbox_answer *a)
 {
-	struct call *c = arg;
-	struct api *a = c->api;
-	struct timeval wait = {a->o.sync_wait_ms / 1000, (a->o.sync_wait_ms % 1000) * 1000};
-	size_t i, written = 0;
+	bool written = false, pending = false;
+	size_t i;
 
-	if (!res) {
-		reply_pg_failure(c, o);
-		return;
+	for (i = 0; i < a->n; i++) {
+		const struct outbox_item *r = &a->items[i];
+
+		if (r->status != OB_CREATED && r->status != OB_UPDATED && r->status != OB_WRITTEN)
+			continue;
+		written = true;
+		pending = pending || strcmp(r->sync_state, "synced") != 0;
 	}
-	c->writes = xcalloc(n, sizeof(*c->writes));
-	memcpy(c->writes, res, n * sizeof(*res));
-	for (i = 0; i < n; i++) {
-		if (res[i].outcome == WRITE_COLLISION) {
-			reply_collision(c);
-			return;
+	return pending ? 202 : written ? 201 : 200;
+}
+
+/* The outbox's answer; the abilities are the outbox's now: `items` is only read here. */
+struct registration {
+	struct call *c;
+	const struct ability *items;
+};
+
+static void on_registered(const struct outbox_answer *a, void *arg)
+{
+	struct registration *g = arg;
+	struct call *c = g->c;
+	json_t *results, *counts;
+	size_t i;
+
+	if (a->pg) {
+		reply_pg_failure(c, a->pg);
+		goto out;
+	}
+	if (a->vdb != VDB_OK) { /* vector-DB-only: nothing is acknowledged unless the vector DB has it */
+		reply_vdb_failure(c, a->vdb, a->vdb_error);
+		goto out;
+	}
+	for (i = 0; i < a->n; i++) {
+		if (a->items[i].status == OB_COLLISION) {
+			reply_collision(c, g->items, a);
+			goto out;
 		}
-		written += res[i].outcome == WRITE_WRITTEN;
 	}
-	if (written == 0) {
-		reply_written(c);
-		return;
+	if (!c->batch) {
+		reply_json(c, written_status(a), item_json(&g->items[0], &a->items[0]));
+		goto out;
 	}
-	/* Committed: from here the ability reaches the vector DB eventually; try now. */
-	c->refs++;
-	c->wait = evtimer_new(a->svc->base, on_sync_wait, c);
-	evtimer_add(c->wait, &wait);
-	pusher_push(a->svc->pusher, c->items, c->writes, c->n, on_pushed, c);
+	results = json_array();
+	counts = json_object();
+	for (i = 0; i < a->n; i++) {
+		const char *st = status_text(a->items[i].status);
+
+		json_array_append_new(results, item_json(&g->items[i], &a->items[i]));
+		json_object_set_new(counts, st, json_integer(json_integer_value(json_object_get(counts, st)) + 1));
+	}
+	reply_json(c, written_status(a), json_pack("{s:o, s:o}", "results", results, "counts", counts));
+out:
+	free(g);
 }
 
 static void h_abilities_post(struct call *c)
 {
-	struct service *svc = c->api->svc;
 	struct ability_error err;
 	struct jspan body;
+	struct ability *items = NULL;
+	struct registration *g;
+	size_t n = 0;
+	struct api *a = c->api;
 
 	if (!json_content(c))
 		return;
 	body = body_of(c);
-	if (!ability_parse_body(body.p, body.len, c->api->o.dim, c->api->o.batch_max, &c->items, &c->n, &c->batch,
-				&err)) {
+	if (!ability_parse_body(body.p, body.len, a->o.dim, a->o.batch_max, &items, &n, &c->batch, &err)) {
 		reply_error(c, err.status, err.code, err.field, "%s", err.message);
 		return;
 	}
-	if (!svc->store) {
-		/* Vector-DB-only: the answer waits for the vector DB, whatever it takes. */
-		c->refs++;
-		pusher_push(svc->pusher, c->items, NULL, c->n, on_pushed, c);
-		return;
-	}
-	store_write(svc->store, c->items, c->n, on_written, c);
+	g = xcalloc(1, sizeof(*g));
+	g->c = c;
+	g->items = items;
+	outbox_register(a->svc->outbox, items, n, c->id, a->o.sync_wait_ms, on_registered, g);
 }
 
 /* ---- GET /v1/abilities/{id}, GET /v1/abilities -------------------------------------------- */
@@ -405,29 +370,29 @@ static json_t *json_or_null(const char *text)
 	return j ? j : json_null();
 }
 
-static json_t *nullable(PGresult *res, int r, int col)
+static json_t *string_or_null(const char *s)
 {
-	return PQgetisnull(res, r, col) ? json_null() : json_string(PQgetvalue(res, r, col));
+	return s ? json_string(s) : json_null();
 }
 
-/* One row of store_get/store_list as the API shows it (the embedding is spliced in by the caller). */
-static json_t *row_json(PGresult *res, int r)
+/* One ability as the API shows it (the embedding is spliced in by the caller). */
+static json_t *row_json(const struct ability_row *w)
 {
-	json_t *sync = PQgetisnull(res, r, 11) ? json_null()
-		: json_pack("{s:o, s:o, s:o, s:I, s:o, s:o}", "state", nullable(res, r, 11), "content_hash",
-			    nullable(res, r, 12), "blob_id", nullable(res, r, 13), "attempts",
-			    (json_int_t)atoll(PQgetvalue(res, r, 14)), "last_error", nullable(res, r, 15), "synced_at",
-			    nullable(res, r, 16));
+	json_t *sync = !w->has_sync ? json_null()
+		: json_pack("{s:o, s:o, s:o, s:I, s:o, s:o}", "state", string_or_null(w->state), "content_hash",
+			    string_or_null(w->content_hash), "blob_id", string_or_null(w->blob_id), "attempts",
+			    (json_int_t)w->attempts, "last_error", string_or_null(w->last_error), "synced_at",
+			    string_or_null(w->synced_at));
 
-	return json_pack("{s:s, s:I, s:s, s:s, s:s, s:o, s:o, s:b, s:o, s:o, s:o}", "ability_id", PQgetvalue(res, r, 0),
-			 "vector_id", (json_int_t)atoll(PQgetvalue(res, r, 1)), "ability_name", PQgetvalue(res, r, 2),
-			 "service_name", PQgetvalue(res, r, 3), "description", PQgetvalue(res, r, 4), "metadata",
-			 json_or_null(PQgetvalue(res, r, 5)), "dynamic_header_keys", json_or_null(PQgetvalue(res, r, 6)),
-			 "dynamic_headers_required", PQgetvalue(res, r, 7)[0] == 't', "created_at",
-			 nullable(res, r, 8), "updated_at", nullable(res, r, 9), "sync", sync);
+	return json_pack("{s:s, s:I, s:s, s:s, s:s, s:o, s:o, s:b, s:o, s:o, s:o}", "ability_id", w->ability_id,
+			 "vector_id", (json_int_t)w->vector_id, "ability_name", w->ability_name, "service_name",
+			 w->service_name, "description", w->description, "metadata", json_or_null(w->metadata),
+			 "dynamic_header_keys", json_or_null(w->dynamic_header_keys), "dynamic_headers_required",
+			 w->dynamic_headers_required, "created_at", string_or_null(w->created_at), "updated_at",
+			 string_or_null(w->updated_at), "sync", sync);
 }
 
-static void on_got(const struct pg_outcome *o, void *arg)
+static void on_got(const struct ability_row *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
 	struct buf out = BUF_INIT;
@@ -438,17 +403,17 @@ static void on_got(const struct pg_outcome *o, void *arg)
 		reply_pg_failure(c, o);
 		return;
 	}
-	if (PQntuples(o->res) == 0) {
+	if (n == 0) {
 		reply_error(c, 404, "not_found", NULL, "no ability %s", c->path_id);
 		return;
 	}
-	row = row_json(o->res, 0);
+	row = row_json(&rows[0]);
 	text = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(row);
 	/* The embedding goes out as the mirror holds it, without a trip through doubles. */
 	buf_append(&out, text, strlen(text) - 1);
-	if (!PQgetisnull(o->res, 0, 10))
-		buf_printf(&out, ",\"embedding\":%s", PQgetvalue(o->res, 0, 10));
+	if (rows[0].embedding)
+		buf_printf(&out, ",\"embedding\":%s", rows[0].embedding);
 	buf_putc(&out, '}');
 	reply(c, 200, out.data, out.len);
 	free(text);
@@ -468,23 +433,21 @@ static void h_ability_get(struct call *c)
 	store_get(c->api->svc->store, c->path_id, inc != NULL, on_got, c);
 }
 
-static void on_listed(const struct pg_outcome *o, void *arg)
+static void on_listed(const struct ability_row *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
-	json_t *items = json_array();
-	int limit = c->limit;
-	int r, n;
+	json_t *items;
+	size_t limit = (size_t)c->limit, r;
 
 	if (!o->res) {
-		json_decref(items);
 		reply_pg_failure(c, o);
 		return;
 	}
-	n = PQntuples(o->res);
+	items = json_array();
 	for (r = 0; r < n && r < limit; r++)
-		json_array_append_new(items, row_json(o->res, r));
+		json_array_append_new(items, row_json(&rows[r]));
 	reply_json(c, 200, json_pack("{s:o, s:o}", "abilities", items, "next_cursor",
-				     n > limit ? json_string(PQgetvalue(o->res, limit - 1, 0)) : json_null()));
+				     n > limit ? json_string(rows[limit - 1].ability_id) : json_null()));
 }
 
 bool api_parse_limit(const char *text, int *limit)
@@ -520,74 +483,24 @@ static void h_abilities_list(struct call *c)
 
 /* ---- DELETE /v1/abilities/{id} -------------------------------------------------------------- */
 
-static void on_delete_pushed(const bool *ok, size_t n, const char *error, enum vdb_status st, void *arg)
+static void on_deleted(const struct outbox_deleted *d, void *arg)
 {
 	struct call *c = arg;
 
-	(void)error, (void)st;
-	c->push_over = true;
-	if (!c->replied) {
-		evtimer_del(c->wait);
-		reply_json(c, n && ok[0] ? 200 : 202, json_pack("{s:s, s:s}", "ability_id", c->path_id, "sync_state",
-								 n && ok[0] ? "deleted" : "pending_delete"));
-	}
-	call_release(c);
-}
-
-static void on_delete_wait(evutil_socket_t fd, short what, void *arg)
-{
-	struct call *c = arg;
-
-	(void)fd, (void)what;
-	if (!c->replied)
-		reply_json(c, 202, json_pack("{s:s, s:s}", "ability_id", c->path_id, "sync_state", "pending_delete"));
-}
-
-static void on_deleted(const struct pg_outcome *o, void *arg)
-{
-	struct call *c = arg;
-	struct api *a = c->api;
-	struct timeval wait = {a->o.sync_wait_ms / 1000, (a->o.sync_wait_ms % 1000) * 1000};
-
-	if (!o->res) {
-		reply_pg_failure(c, o);
-		return;
-	}
-	if (PQntuples(o->res) == 0) {
-		reply_error(c, 404, "not_found", NULL, "no ability %s", c->path_id); /* deleted meanwhile */
-		return;
-	}
-	c->refs++;
-	c->wait = evtimer_new(a->svc->base, on_delete_wait, c);
-	evtimer_add(c->wait, &wait);
-	pusher_delete(a->svc->pusher, c->path_id, PQgetvalue(o->res, 0, 1), atoll(PQgetvalue(o->res, 0, 2)),
-		      atoll(PQgetvalue(o->res, 0, 0)), on_delete_pushed, c);
-}
-
-static void on_delete_looked_up(const struct pg_outcome *o, void *arg)
-{
-	struct call *c = arg;
-	const char *service;
-
-	if (!o->res) {
-		reply_pg_failure(c, o);
-		return;
-	}
-	if (PQntuples(o->res) == 0) {
+	if (d->pg)
+		reply_pg_failure(c, d->pg);
+	else if (!d->found)
 		reply_error(c, 404, "not_found", NULL, "no ability %s", c->path_id);
-		return;
-	}
-	service = PQgetvalue(o->res, 0, 0);
-	vdb_blob_name(service, strlen(service), c->delete_blob, sizeof(c->delete_blob));
-	c->delete_vector = atoll(PQgetvalue(o->res, 0, 1));
-	store_delete(c->api->svc->store, c->path_id, c->delete_blob, c->delete_vector, on_deleted, c);
+	else
+		reply_json(c, strcmp(d->sync_state, "deleted") == 0 ? 200 : 202,
+			   json_pack("{s:s, s:s}", "ability_id", c->path_id, "sync_state", d->sync_state));
 }
 
 static void h_ability_delete(struct call *c)
 {
 	if (!needs_postgres(c, "deleting an ability"))
 		return;
-	store_delete_lookup(c->api->svc->store, c->path_id, on_delete_looked_up, c);
+	outbox_delete(c->api->svc->outbox, c->path_id, c->id, c->api->o.sync_wait_ms, on_deleted, c);
 }
 
 /* ---- POST /v1/search ---------------------------------------------------------------------------- */
@@ -610,34 +523,33 @@ static json_t *hit_json(json_t *hits, size_t i, json_t *row_attrs)
 	return o;
 }
 
-/* Joins the vector DB's hits with the mirror's rows (rows may be NULL: no mirror). */
-static void reply_hits(struct call *c, PGresult *rows)
+/* Joins the vector DB's hits with the mirror's rows (rows NULL: no mirror). */
+static void reply_hits(struct call *c, const struct vector_row *rows, size_t nrows)
 {
 	json_t *ids = json_object_get(c->hits, "ids"), *results = json_array();
-	size_t i;
-	int r;
+	size_t i, r;
 
 	for (i = 0; i < json_array_size(ids); i++) {
 		json_t *row = NULL;
 
-		for (r = 0; rows && r < PQntuples(rows) && !row; r++)
-			if (atoll(PQgetvalue(rows, r, 1)) == json_integer_value(json_array_get(ids, i)))
-				row = json_pack("{s:s, s:s, s:s, s:o}", "ability_id", PQgetvalue(rows, r, 0), "ability_name",
-						PQgetvalue(rows, r, 2), "description", PQgetvalue(rows, r, 3), "metadata",
-						json_or_null(PQgetvalue(rows, r, 4)));
+		for (r = 0; rows && r < nrows && !row; r++)
+			if (rows[r].vector_id == json_integer_value(json_array_get(ids, i)))
+				row = json_pack("{s:s, s:s, s:s, s:o}", "ability_id", rows[r].ability_id, "ability_name",
+						rows[r].ability_name, "description", rows[r].description, "metadata",
+						json_or_null(rows[r].metadata));
 		json_array_append_new(results, hit_json(c->hits, i, row));
 		json_decref(row);
 	}
 	reply_json(c, 200, json_pack("{s:o, s:I}", "results", results, "count", (json_int_t)json_array_size(results)));
 }
 
-static void on_search_rows(const struct pg_outcome *o, void *arg)
+static void on_search_rows(const struct vector_row *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
 
 	if (!o->res)
 		log_warn(COMP, "req=%s: search results not joined with the mirror: %s", c->id, o->error);
-	reply_hits(c, o->res);
+	reply_hits(c, o->res ? rows : NULL, n);
 }
 
 static void on_searched(const struct vdb_result *r, void *arg)
@@ -658,7 +570,7 @@ static void on_searched(const struct vdb_result *r, void *arg)
 	}
 	c->hits = json_incref(r->reply);
 	if (!c->api->svc->store) {
-		reply_hits(c, NULL);
+		reply_hits(c, NULL, 0);
 		return;
 	}
 	buf_putc(&ids, '{');
@@ -767,37 +679,37 @@ static void h_search(struct call *c)
 
 /* ---- status, health, readiness, metrics ------------------------------------------------------------ */
 
-static void on_status(const struct pg_outcome *o, void *arg)
+static void on_status(const char *text, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
-	struct pusher_stats ps;
+	struct outbox_stats st;
 	json_t *j;
 
-	if (!o->res) {
+	if (!text) {
 		reply_pg_failure(c, o);
 		return;
 	}
-	j = json_or_null(PQgetvalue(o->res, 0, 0));
-	pusher_get_stats(c->api->svc->pusher, &ps);
+	j = json_or_null(text);
+	outbox_get_stats(c->api->svc->outbox, &st);
 	json_object_set_new(j, "mode", json_string("postgres"));
-	json_object_set_new(j, "pushes", json_pack("{s:I, s:I, s:I, s:i}", "pushed", (json_int_t)ps.pushed, "failed",
-						   (json_int_t)ps.failed, "deleted", (json_int_t)ps.deleted, "in_flight",
-						   ps.in_flight));
+	json_object_set_new(j, "pushes",
+			    json_pack("{s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:I}", "pushed", (json_int_t)st.pushed, "failed",
+				      (json_int_t)st.failed, "deleted", (json_int_t)st.deleted, "in_flight", st.in_flight,
+				      "coalesced", (json_int_t)st.coalesced, "superseded", (json_int_t)st.superseded,
+				      "ambiguous", (json_int_t)st.ambiguous, "verifications", (json_int_t)st.verifications));
 	reply_json(c, 200, j);
 }
 
 static void h_sync_status(struct call *c)
 {
-	if (!c->api->svc->store) {
-		reply_json(c, 200, json_pack("{s:s, s:{}}", "mode", "vector-db-only", "counts"));
+	if (!needs_postgres(c, "the sync status"))
 		return;
-	}
 	store_status(c->api->svc->store, on_status, c);
 }
 
 /* ---- reconcile runs and restore jobs ------------------------------------------------------ */
 
-static void on_last_reconcile(const struct pg_outcome *o, void *arg)
+static void on_last_reconcile(const char *text, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
 
@@ -805,18 +717,13 @@ static void on_last_reconcile(const struct pg_outcome *o, void *arg)
 		reply_pg_failure(c, o);
 		return;
 	}
-	if (PQntuples(o->res) == 0) {
+	if (!text) {
 		reply_error(c, 404, "not_found", NULL, "no reconcile run is recorded yet (RECONCILE_INTERVAL, or "
 			    "`abilitysync reconcile`)");
 		return;
 	}
-	if (!PQgetisnull(o->res, 0, 0)) {
-		/* The report exactly as the run stored it: the same object `reconcile --json` printed. */
-		reply(c, 200, PQgetvalue(o->res, 0, 0), strlen(PQgetvalue(o->res, 0, 0)));
-		return;
-	}
-	reply_json(c, 200, json_pack("{s:I, s:s, s:s}", "run_id", (json_int_t)atoll(PQgetvalue(o->res, 0, 1)), "status",
-				     PQgetvalue(o->res, 0, 2), "started_at", PQgetvalue(o->res, 0, 3)));
+	/* The report exactly as the run stored it: the same object `reconcile --json` printed. */
+	reply(c, 200, text, strlen(text));
 }
 
 static void h_reconcile_last(struct call *c)
@@ -896,33 +803,30 @@ static void h_restore_post(struct call *c)
 	json_decref(j);
 }
 
-static void on_job(const struct pg_outcome *o, void *arg)
+static void on_job(const struct job_row *j, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
-	PGresult *res = o->res;
-	double total, progressed, percent;
+	double progressed, percent;
 
-	if (!res) {
+	if (!o->res) {
 		reply_pg_failure(c, o);
 		return;
 	}
-	if (PQntuples(res) == 0) {
+	if (!j) {
 		reply_error(c, 404, "not_found", NULL, "no job %s", c->path_id);
 		return;
 	}
-	total = atof(PQgetvalue(res, 0, 3));
-	progressed = atof(PQgetvalue(res, 0, 4)) + atof(PQgetvalue(res, 0, 5));
-	percent = total > 0 ? progressed * 100.0 / total : strcmp(PQgetvalue(res, 0, 1), "done") == 0 ? 100.0 : 0.0;
+	progressed = (double)(j->done + j->failed);
+	percent = j->total > 0 ? progressed * 100.0 / (double)j->total : strcmp(j->status, "done") == 0 ? 100.0 : 0.0;
 	if (percent > 100.0)
 		percent = 100.0;
 	reply_json(c, 200,
-		   json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:f, s:o, s:o, s:o, s:o}", "job_id",
-			     (json_int_t)atoll(PQgetvalue(res, 0, 0)), "kind", "restore", "status", PQgetvalue(res, 0, 1),
-			     "service_name", nullable(res, 0, 2), "total", (json_int_t)atoll(PQgetvalue(res, 0, 3)),
-			     "done", (json_int_t)atoll(PQgetvalue(res, 0, 4)), "failed",
-			     (json_int_t)atoll(PQgetvalue(res, 0, 5)), "percent_complete",
-			     (double)(long)(percent * 10.0) / 10.0, "started_at", nullable(res, 0, 6), "updated_at",
-			     nullable(res, 0, 7), "finished_at", nullable(res, 0, 8), "error", nullable(res, 0, 9)));
+		   json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:f, s:o, s:o, s:o, s:o}", "job_id", (json_int_t)j->id,
+			     "kind", "restore", "status", j->status, "service_name", string_or_null(j->service_name),
+			     "total", (json_int_t)j->total, "done", (json_int_t)j->done, "failed", (json_int_t)j->failed,
+			     "percent_complete", (double)(long)(percent * 10.0) / 10.0, "started_at",
+			     string_or_null(j->started_at), "updated_at", string_or_null(j->updated_at), "finished_at",
+			     string_or_null(j->finished_at), "error", string_or_null(j->error)));
 }
 
 static void h_job_get(struct call *c)
@@ -966,10 +870,10 @@ static void h_readyz(struct call *c)
 static void render_outbox(const struct service *svc, struct buf *out)
 {
 	static const char *const states[] = {"pending", "synced", "pending_delete", "deleted", "failed"};
-	json_t *counts = json_object_get(svc->outbox, "counts");
+	json_t *counts = json_object_get(svc->outbox_counts, "counts");
 	size_t i;
 
-	if (!svc->outbox)
+	if (!svc->outbox_counts)
 		return;
 	metrics_header(out, "abilitysync_outbox_rows", "gauge", "Sync-state rows by state (counted periodically).");
 	for (i = 0; i < ARRAY_LEN(states); i++) {
@@ -981,7 +885,11 @@ static void render_outbox(const struct service *svc, struct buf *out)
 	}
 	metrics_header(out, "abilitysync_outbox_oldest_pending_seconds", "gauge", "Age of the oldest pending change.");
 	metrics_value(out, "abilitysync_outbox_oldest_pending_seconds", NULL,
-		      json_number_value(json_object_get(svc->outbox, "oldest_pending_seconds")));
+		      json_number_value(json_object_get(svc->outbox_counts, "oldest_pending_seconds")));
+	metrics_header(out, "abilitysync_outbox_in_doubt", "gauge",
+		       "Abilities whose vector is in doubt (an ambiguous call may still land), awaiting verification.");
+	metrics_value(out, "abilitysync_outbox_in_doubt", NULL,
+		      json_number_value(json_object_get(svc->outbox_counts, "in_doubt")));
 }
 
 static void render_vdb(const struct service *svc, struct buf *out)
@@ -1030,7 +938,7 @@ static void render_pg(const struct service *svc, struct buf *out)
 /* Drift as the last finished reconcile run (of any replica) found it, and this replica's runs. */
 static void render_reconcile(const struct service *svc, struct buf *out)
 {
-	json_t *last = json_object_get(svc->outbox, "reconcile");
+	json_t *last = json_object_get(svc->outbox_counts, "reconcile");
 	json_t *drift = json_object_get(last, "drift"), *n;
 	struct reconciler_stats rs;
 	const char *cat;
@@ -1058,20 +966,34 @@ static void render_reconcile(const struct service *svc, struct buf *out)
 static void render_metrics(struct call *c)
 {
 	struct service *svc = c->api->svc;
-	struct pusher_stats ps;
+	struct outbox_stats ps;
 	struct buf out = BUF_INIT;
 
 	http_metrics_render(&svc->http, &out);
 	render_vdb(svc, &out);
 	render_pg(svc, &out);
 	render_outbox(svc, &out);
-	pusher_get_stats(svc->pusher, &ps);
+	outbox_get_stats(svc->outbox, &ps);
 	metrics_header(&out, "abilitysync_pushes_total", "counter", "Abilities pushed to the vector DB, by result.");
 	metrics_value(&out, "abilitysync_pushes_total", "result=\"pushed\"", (double)ps.pushed);
 	metrics_value(&out, "abilitysync_pushes_total", "result=\"deleted\"", (double)ps.deleted);
 	metrics_value(&out, "abilitysync_pushes_total", "result=\"failed\"", (double)ps.failed);
 	metrics_header(&out, "abilitysync_retry_claimed_total", "counter", "Outbox rows the retry worker claimed.");
 	metrics_value(&out, "abilitysync_retry_claimed_total", NULL, (double)ps.claimed);
+	metrics_header(&out, "abilitysync_push_fencing_total", "counter",
+		       "Pushes that waited behind another of the same ability (coalesced) or whose outcome a newer "
+		       "write overtook (superseded).");
+	metrics_value(&out, "abilitysync_push_fencing_total", "event=\"coalesced\"", (double)ps.coalesced);
+	metrics_value(&out, "abilitysync_push_fencing_total", "event=\"superseded\"", (double)ps.superseded);
+	metrics_header(&out, "abilitysync_ambiguous_pushes_total", "counter",
+		       "Pushes with a vector DB call that may have been applied unbeknown (time-out or reset after "
+		       "sending, 500/502/504).");
+	metrics_value(&out, "abilitysync_ambiguous_pushes_total", NULL, (double)ps.ambiguous);
+	metrics_header(&out, "abilitysync_verifications_total", "counter",
+		       "Abilities verified after their doubt window, by result (read_back: the vector matched, nothing "
+		       "written; rewritten: written again).");
+	metrics_value(&out, "abilitysync_verifications_total", "result=\"read_back\"", (double)ps.verified_by_read);
+	metrics_value(&out, "abilitysync_verifications_total", "result=\"rewritten\"", (double)ps.repaired);
 	render_reconcile(svc, &out);
 	metrics_header(&out, "abilitysync_ready", "gauge", "1 when /readyz says ready.");
 	metrics_value(&out, "abilitysync_ready", NULL, service_ready(svc));
@@ -1079,16 +1001,17 @@ static void render_metrics(struct call *c)
 	buf_free(&out);
 }
 
-static void on_metrics_outbox(const struct pg_outcome *o, void *arg)
+static void on_metrics_outbox(const char *text, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
 	json_error_t jerr;
-	json_t *fresh = o->res ? json_loads(PQgetvalue(o->res, 0, 0), 0, &jerr) : NULL;
+	json_t *fresh = text ? json_loads(text, 0, &jerr) : NULL;
 
+	(void)o;
 	/* Without Postgres right now, the last count is shown (its age is in the log). */
 	if (fresh) {
-		json_decref(c->api->svc->outbox);
-		c->api->svc->outbox = fresh;
+		json_decref(c->api->svc->outbox_counts);
+		c->api->svc->outbox_counts = fresh;
 	}
 	render_metrics(c);
 }
@@ -1247,6 +1170,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	c->route = ROUTE_OTHER;
 	c->start_us = clock_mono_us();
 	TAILQ_INIT(&c->query);
+	TAILQ_INSERT_TAIL(&a->calls, c, link);
 	a->in_flight++;
 	request_id(c);
 	if (!path || !*path)
@@ -1366,6 +1290,7 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 
 	a->svc = svc;
 	a->o = *o;
+	TAILQ_INIT(&a->calls);
 	if (!split_listen(o->listen, host, sizeof(host), &port)) {
 		err_set(err, "LISTEN=\"%s\": expected host:port", o->listen);
 		goto fail;
@@ -1421,10 +1346,17 @@ const char *api_address(const struct api *a)
 
 void api_free(struct api *a)
 {
+	struct call *c;
+
 	if (!a)
 		return;
 	if (a->http)
 		evhttp_free(a->http);
+	/* Calls still waiting for something that will never come (a job let go at teardown). */
+	while ((c = TAILQ_FIRST(&a->calls)) != NULL) {
+		c->refs = 1;
+		call_release(c);
+	}
 	if (a->ssl)
 		SSL_CTX_free(a->ssl);
 	free(a->keys);

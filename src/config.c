@@ -164,6 +164,11 @@ static const struct cfg_def defs[] = {
 	 0, VDB_SCOPE, NULL,
 	 "Re-writing an existing vector id: delete it first (safe whatever the server does), or "
 	 "just add (for a server that overwrites; `abilitysync probe` tells)."},
+	{"VDB_QUARANTINE_MS", CFG_INT, OFF(vdb_quarantine_ms), "0", 0, 86400000, NULL, NULL,
+	 0, VDB_SCOPE, NULL,
+	 "How long after an ambiguous vector DB call (timed out or reset after its request was sent; "
+	 "500, 502, 504) the server may still apply it: the ability stays pending (in doubt) that long, "
+	 "then its vector is verified. 0: 3 x VDB_TIMEOUT_MS (at least 1 s)."},
 	{"LISTEN", CFG_STR, OFF(listen), "127.0.0.1:8080", 0, 0, NULL, check_nonempty,
 	 0, SCOPE_SERVE, "host:port",
 	 "Where `serve` listens. Beyond loopback it needs API_KEYS (or ALLOW_UNAUTHENTICATED)."},
@@ -220,8 +225,10 @@ static const struct cfg_def defs[] = {
 	 0, SCOPE_SERVE | SCOPE_RECONCILE, NULL,
 	 "Bound of any delay between a row's pushes."},
 	{"SYNC_LEASE", CFG_INT, OFF(sync_lease), "60", 1, 86400, NULL, NULL,
-	 0, SCOPE_SERVE | SCOPE_RECONCILE, NULL,
-	 "Seconds a claimed or freshly written row is left to the replica working on it."},
+	 0, SCOPE_SERVE | SCOPE_RECONCILE | SCOPE_RESTORE, NULL,
+	 "Seconds one push may hold an ability (one push per ability at a time, across replicas). Its "
+	 "vector DB calls end before (2 s, or a quarter of it); a push that needs longer stops there, in doubt, "
+	 "and is verified later."},
 	{"RECONCILE_INTERVAL", CFG_INT, OFF(reconcile_interval), "3600", 0, 604800, NULL, NULL,
 	 0, SCOPE_SERVE, NULL,
 	 "Seconds between reconcile runs inside `serve`; of all replicas, the one holding the lock runs "

@@ -289,12 +289,15 @@ struct wait_result {
 	char text[600];
 };
 
-static void on_retry_failed(const struct pg_outcome *o, void *arg)
+static void on_retry_failed(long n, const struct pg_outcome *o, void *arg)
 {
 	struct wait_result *w = arg;
 
-	w->ok = o->res != NULL;
-	snprintf(w->text, sizeof(w->text), "%s", o->res ? PQgetvalue(o->res, 0, 0) : o->error);
+	w->ok = n >= 0;
+	if (w->ok)
+		snprintf(w->text, sizeof(w->text), "%ld", n);
+	else
+		snprintf(w->text, sizeof(w->text), "%s", o->error);
 	w->done = true;
 }
 
@@ -304,6 +307,7 @@ static const char sync_details[] =
 
 static int cmd_sync(struct config *cfg, int argc, char **argv)
 {
+	char owner[OWNER_MAX];
 	struct event_base *base;
 	struct pgpool_opts po;
 	struct store_opts so;
@@ -339,7 +343,8 @@ static int cmd_sync(struct config *cfg, int argc, char **argv)
 	/* It connected a moment ago: give the pool a few seconds to do the same. */
 	for (int64_t until = clock_mono_ms() + 10000; !pgpool_ready(pool) && clock_mono_ms() < until;)
 		event_base_loop(base, EVLOOP_ONCE);
-	options_store(cfg, &so);
+	options_owner(owner, sizeof(owner));
+	options_store(cfg, owner, &so);
 	st = store_new(pool, &so);
 	store_retry_failed(st, on_retry_failed, &w);
 	pgpool_run_until(pool, &w.done);
@@ -534,77 +539,122 @@ static void print_report_text(json_t *report)
 		printf("  error: %s\n", json_string_value(json_object_get(report, "error")));
 }
 
-struct count_wait {
+/* An outbox of a command-line job: its own small pool, store and lease name. */
+struct outbox_env {
+	struct pgpool *pool;
+	struct store *store;
+	struct outbox *ob;
+	char owner[OWNER_MAX];
+};
+
+static bool outbox_env_open(struct config *cfg, struct job_env *env, const char *cmd, struct outbox_env *oe)
+{
+	struct pgpool_opts po;
+	struct store_opts so;
+	struct outbox_opts oo;
+	struct errbuf err;
+
+	memset(oe, 0, sizeof(*oe));
+	options_pgpool(cfg, cmd, &po);
+	po.size = 2;
+	if (!(oe->pool = pgpool_new(env->base, &po, &err))) {
+		log_error(cmd, "%s", err.msg);
+		return false;
+	}
+	for (int64_t until = clock_mono_ms() + 10000; !pgpool_ready(oe->pool) && clock_mono_ms() < until;)
+		event_base_loop(env->base, EVLOOP_ONCE);
+	options_owner(oe->owner, sizeof(oe->owner));
+	options_store(cfg, oe->owner, &so);
+	oe->store = store_new(oe->pool, &so);
+	options_outbox(cfg, &oo);
+	oo.interval_ms = 100;
+	oe->ob = outbox_new(env->base, env->vdb, oe->store, &oo);
+	return true;
+}
+
+static void outbox_env_close(struct job_env *env, struct outbox_env *oe)
+{
+	if (oe->ob) {
+		/* What is still on its way settles (a push recorded, or its lease left to run out). */
+		while (outbox_busy(oe->ob))
+			event_base_loop(env->base, EVLOOP_ONCE);
+	}
+	outbox_free(oe->ob);
+	store_free(oe->store);
+	pgpool_free(oe->pool);
+}
+
+struct count_result {
 	bool done;
 	long n;
 };
 
-static void on_count(const struct pg_outcome *o, void *arg)
+static void on_counted(long n, const struct pg_outcome *o, void *arg)
 {
-	struct count_wait *w = arg;
+	struct count_result *c = arg;
 
-	w->n = o->res ? atol(PQgetvalue(o->res, 0, 0)) : -1;
-	w->done = true;
+	(void)o;
+	c->n = n;
+	c->done = true;
+}
+
+static long count_of(struct job_env *env, struct outbox_env *oe, const char *blob,
+		     void (*count)(struct store *, const char *, store_count_fn, void *))
+{
+	struct count_result c = {false, -1};
+
+	count(oe->store, blob, on_counted, &c);
+	while (!c.done)
+		event_base_loop(env->base, EVLOOP_ONCE);
+	return c.n;
 }
 
 /*
- * Pushes what the run queued, with the outbox worker itself, until a claim
- * finds nothing due (or the time is up); returns the changes still pending.
+ * Runs the outbox worker until nothing of `blob` (NULL: any) is due or leased
+ * (a lease of a process that died runs out first), or the time is up; returns
+ * the changes still unsettled (pending, in doubt, failed), -1 when Postgres
+ * could not tell.
  */
+static long drain_outbox(struct job_env *env, struct outbox_env *oe, const char *blob, int64_t deadline)
+{
+	struct timeval tick = {0, 200000};
+	long waiting;
+
+	outbox_start_worker(oe->ob);
+	for (;;) {
+		waiting = count_of(env, oe, blob, store_count_waiting);
+		if ((waiting == 0 && !outbox_busy(oe->ob)) || waiting < 0 || clock_mono_ms() >= deadline)
+			break;
+		event_base_loopexit(env->base, &tick);
+		event_base_dispatch(env->base);
+	}
+	outbox_stop_worker(oe->ob);
+	while (outbox_busy(oe->ob))
+		event_base_loop(env->base, EVLOOP_ONCE);
+	return count_of(env, oe, blob, store_count_unsettled);
+}
+
+/* Pushes what the run queued, with the outbox worker itself; returns the changes still unsettled. */
 static long push_repairs(struct config *cfg, struct job_env *env)
 {
-	struct pgpool_opts po;
-	struct store_opts so;
-	struct push_opts pu;
-	struct pgpool *pool;
-	struct store *st;
-	struct pusher *pusher;
-	struct pusher_stats ps;
-	struct errbuf err;
-	struct count_wait cw = {false, -1};
-	int64_t deadline = clock_mono_ms() + cfg->reconcile_push_timeout * 1000;
+	struct outbox_env oe;
+	struct outbox_stats ps;
 	char blob[ABILITY_TEXT_MAX * 2 + 16];
-	const char *params[1] = {reconcile_service ? blob : NULL};
+	long left;
 
-	options_pgpool(cfg, "abilitysync reconcile", &po);
-	po.size = 2;
-	if (!(pool = pgpool_new(env->base, &po, &err))) {
-		log_error("reconcile", "%s", err.msg);
+	if (!outbox_env_open(cfg, env, "abilitysync reconcile", &oe))
 		return -1;
-	}
-	for (int64_t until = clock_mono_ms() + 10000; !pgpool_ready(pool) && clock_mono_ms() < until;)
-		event_base_loop(env->base, EVLOOP_ONCE);
-	options_store(cfg, &so);
-	st = store_new(pool, &so);
-	options_push(cfg, &pu);
-	pu.interval_ms = 100;
-	pusher = pusher_new(env->base, env->vdb, st, &pu);
-	pusher_start_worker(pusher);
-	for (;;) {
-		pusher_get_stats(pusher, &ps);
-		if ((ps.idle_claims > 0 && !pusher_busy(pusher)) || clock_mono_ms() >= deadline)
-			break;
-		event_base_loop(env->base, EVLOOP_ONCE);
-	}
-	pusher_stop_worker(pusher);
-	while (pusher_busy(pusher))
-		event_base_loop(env->base, EVLOOP_ONCE);
-	pusher_get_stats(pusher, &ps);
 	if (reconcile_service)
 		vdb_blob_name(reconcile_service, strlen(reconcile_service), blob, sizeof(blob));
-	pgpool_query(pool,
-		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete', 'failed')"
-		     " AND ($1::text IS NULL OR blob_id = $1)",
-		     1, params, on_count, &cw);
-	pgpool_run_until(pool, &cw.done);
-	log_msg(cw.n ? LL_WARN : LL_INFO, "reconcile",
+	left = drain_outbox(env, &oe, reconcile_service ? blob : NULL,
+			    clock_mono_ms() + cfg->reconcile_push_timeout * 1000);
+	outbox_get_stats(oe.ob, &ps);
+	log_msg(left ? LL_WARN : LL_INFO, "reconcile",
 		"repairs pushed: %llu written, %llu deleted, %llu attempts failed; %ld change(s) still pending or "
 		"failed%s", (unsigned long long)ps.pushed, (unsigned long long)ps.deleted, (unsigned long long)ps.failed,
-		cw.n, cw.n > 0 ? " (see GET /v1/sync/status; the service's outbox worker retries pending ones)" : "");
-	pusher_free(pusher);
-	store_free(st);
-	pgpool_free(pool);
-	return cw.n;
+		left, left > 0 ? " (see GET /v1/sync/status; the service's outbox worker retries pending ones)" : "");
+	outbox_env_close(env, &oe);
+	return left;
 }
 
 static int cmd_reconcile(struct config *cfg, int argc, char **argv)
@@ -714,6 +764,7 @@ static void on_restore_signal(evutil_socket_t sig, short what, void *arg)
 static int cmd_restore(struct config *cfg, int argc, char **argv)
 {
 	struct job_env env;
+	struct outbox_env oe;
 	struct restore_opts o;
 	struct restore_wait w;
 	char host[256] = "";
@@ -737,10 +788,24 @@ static int cmd_restore(struct config *cfg, int argc, char **argv)
 	o.dry_run = restore_dry;
 	o.host = host;
 	o.progress_bar = isatty(STDERR_FILENO) && !restore_json && cfg->log_format == 0;
+	if (!outbox_env_open(cfg, &env, "abilitysync restore", &oe)) {
+		job_env_close(&env);
+		return EXIT_FAIL;
+	}
 	job_env_signals(&env, on_restore_signal, &w);
-	w.job = restore_start(env.base, env.vdb, &o, NULL, on_restored, &w);
+	w.job = restore_start(env.base, env.vdb, oe.ob, oe.store, &o, NULL, on_restored, &w);
 	while (!w.done)
 		event_base_loop(env.base, EVLOOP_ONCE);
+	if (w.outcome == RESTORE_DONE && !restore_dry) {
+		/* Rows another push held (a process killed half way leaves leases) are pushed once free. */
+		char blob[ABILITY_TEXT_MAX * 2 + 16];
+
+		if (restore_service)
+			vdb_blob_name(restore_service, strlen(restore_service), blob, sizeof(blob));
+		drain_outbox(&env, &oe, restore_service ? blob : NULL,
+			     clock_mono_ms() + (cfg->sync_lease + 10) * 1000);
+	}
+	outbox_env_close(&env, &oe);
 	if (w.outcome == RESTORE_REFUSED) {
 		log_error("restore", "%s", w.why);
 		rc = EXIT_FAIL;

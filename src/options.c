@@ -1,6 +1,9 @@
 #include "options.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void options_vdb(const struct config *c, struct vdb_opts *o)
 {
@@ -33,7 +36,12 @@ void options_pgpool(const struct config *c, const char *application_name, struct
 	o->application_name = application_name;
 }
 
-void options_store(const struct config *c, struct store_opts *o)
+static long quarantine_ms(const struct config *c)
+{
+	return c->vdb_quarantine_ms > 0 ? (long)c->vdb_quarantine_ms : outbox_default_quarantine_ms((long)c->vdb_timeout_ms);
+}
+
+void options_store(const struct config *c, const char *owner, struct store_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->group_max = (int)c->write_group_max;
@@ -41,19 +49,31 @@ void options_store(const struct config *c, struct store_opts *o)
 	o->write_concurrency = (int)c->write_concurrency;
 	if (c->pg_pool_size > 1 && o->write_concurrency > c->pg_pool_size - 1)
 		o->write_concurrency = (int)c->pg_pool_size - 1;
-	o->push_grace_s = (long)c->sync_lease;
 	o->max_attempts = (int)c->sync_max_attempts;
+	o->lease_ms = (long)c->sync_lease * 1000;
+	o->quarantine_ms = quarantine_ms(c);
+	o->owner = owner;
 }
 
-void options_push(const struct config *c, struct push_opts *o)
+void options_outbox(const struct config *c, struct outbox_opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->interval_ms = (long)c->sync_interval_ms;
 	o->claim_max = (int)c->sync_claim_max;
-	o->lease_s = (long)c->sync_lease;
+	o->lease_ms = (long)c->sync_lease * 1000;
+	o->quarantine_ms = quarantine_ms(c);
 	o->backoff_ms = (long)c->sync_backoff_ms;
 	o->backoff_max_ms = (long)c->sync_backoff_max_ms;
 	o->dim = (size_t)c->embedding_dim;
+	o->verify_by_reading = c->vdb_write_mode == 1;
+}
+
+void options_owner(char *out, size_t len)
+{
+	char host[128] = "";
+
+	gethostname(host, sizeof(host) - 1);
+	snprintf(out, len, "%s:%ld:%08x", host, (long)getpid(), arc4random());
 }
 
 void options_api(const struct config *c, struct api_opts *o)

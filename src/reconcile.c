@@ -65,6 +65,7 @@ struct row {
 	char *ability_id;
 	char *state;            /* NULL: no sync state */
 	char *hash;             /* the sync state's content hash */
+	int64_t generation;     /* of the sync state as judged (-1: none): a repair only if still so */
 	char blob[BLOB_MAX];    /* where its vector belongs now */
 	int64_t vector_id;
 	struct ability a;       /* --deep: the row rebuilt */
@@ -77,6 +78,7 @@ struct entry {
 	char *blob;
 	int64_t vector_id;
 	char *ability_id;
+	int64_t generation;     /* of its ability's sync state when read (-1: none) */
 	enum { E_UNKNOWN, E_GONE, E_THERE, E_ERROR } seen;
 };
 
@@ -349,7 +351,7 @@ static bool pg_failed(struct reconcile *r, const struct pg_outcome *o, const cha
 /* ---- rows: live abilities and their vectors ------------------------------------------- */
 
 static const char rows_sql[] =
-	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, %s"
+	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, %s, coalesce(s.generation, -1)"
 	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
 	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
 	" ORDER BY a.ability_id LIMIT $3::int";
@@ -363,11 +365,14 @@ static const char owners_sql[] =
 /*
  * Repairs of live rows: claim (blob, vector_id) in the ledger unless another
  * live ability holds it, then mark the sync state pending where its vector
- * belongs now. The outbox worker then pushes the row as it is in the mirror
+ * belongs now, but only if it is still the generation that was judged ($4;
+ * -1: none then): a write or a delete since (a fresh tombstone) is never
+ * overwritten. The outbox worker then pushes the row as it is in the mirror
  * and deletes the vectors the ledger lists elsewhere.
  */
 static const char requeue_rows_sql[] =
-	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) AS r(ability_id, blob_id, vector_id)),"
+	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"
+	"  AS r(ability_id, blob_id, vector_id, generation)),"
 	" claim AS ("
 	" INSERT INTO abilitysync.vector_ledger AS l (blob_id, vector_id, ability_id)"
 	" SELECT blob_id, vector_id, ability_id FROM r ORDER BY blob_id, vector_id"
@@ -376,16 +381,18 @@ static const char requeue_rows_sql[] =
 	" WHERE l.ability_id = excluded.ability_id OR l.deleted_at IS NOT NULL"
 	"  OR NOT EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id)"
 	" RETURNING l.ability_id),"
-	" ss AS ("
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	" ins AS ("
+	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, updated_at)"
 	" SELECT ability_id, blob_id, vector_id, '', 'pending', 1, 0, now(), now() FROM r"
-	" WHERE ability_id IN (SELECT ability_id FROM claim) ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id,"
-	"  state = 'pending', generation = s.generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL,"
-	"  updated_at = now()"
-	" RETURNING 1)"
-	" SELECT count(*) FROM ss";
+	" WHERE generation = -1 AND ability_id IN (SELECT ability_id FROM claim) ORDER BY ability_id"
+	" ON CONFLICT (ability_id) DO NOTHING RETURNING 1),"
+	" upd AS ("
+	" UPDATE abilitysync.sync_state s SET blob_id = r.blob_id, vector_id = r.vector_id, state = 'pending',"
+	"  generation = s.generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()"
+	" FROM r WHERE s.ability_id = r.ability_id AND s.generation = r.generation"
+	"  AND r.ability_id IN (SELECT ability_id FROM claim) RETURNING 1)"
+	" SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd)";
 
 static enum cat verdict_cat(enum verdict v)
 {
@@ -425,9 +432,9 @@ static void on_requeued(const struct pg_outcome *o, void *arg)
 /* The page is judged: count it, queue what can be repaired, go on. */
 static void rows_page_done(struct reconcile *r)
 {
-	struct buf b[3] = {BUF_INIT, BUF_INIT, BUF_INIT};
-	struct pg_array arr[3];
-	struct pg_param params[3];
+	struct buf b[4] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
+	struct pg_array arr[4];
+	struct pg_param params[4];
 	size_t i, n = 0;
 	bool error = false;
 
@@ -446,6 +453,7 @@ static void rows_page_done(struct reconcile *r)
 	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
 	pg_array_begin(&arr[1], &b[1], PG_OID_TEXT);
 	pg_array_begin(&arr[2], &b[2], PG_OID_INT4);
+	pg_array_begin(&arr[3], &b[3], PG_OID_INT8);
 	for (i = 0; i < r->nrows; i++) {
 		const struct row *w = &r->rows[i];
 
@@ -456,15 +464,16 @@ static void rows_page_done(struct reconcile *r)
 		pg_array_text(&arr[0], w->ability_id, strlen(w->ability_id));
 		pg_array_text(&arr[1], w->blob, strlen(w->blob));
 		pg_array_int4(&arr[2], (int32_t)w->vector_id);
+		pg_array_int8(&arr[3], w->generation);
 		n++;
 	}
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 4; i++) {
 		pg_array_end(&arr[i]);
 		params[i] = array_param(&b[i]);
 	}
 	if (n)
-		pgpool_query_params(r->pool, requeue_rows_sql, 3, params, on_requeued, r);
-	for (i = 0; i < 3; i++)
+		pgpool_query_params(r->pool, requeue_rows_sql, 4, params, on_requeued, r);
+	for (i = 0; i < 4; i++)
 		buf_free(&b[i]);
 	if (!n)
 		next_page(r);
@@ -705,6 +714,7 @@ static void judge_row(struct reconcile *r, PGresult *res, int t, struct row *w)
 	w->ability_id = xstrdup(id);
 	w->state = copy_value(res, t, 2);
 	w->hash = copy_value(res, t, 3);
+	w->generation = atoll(PQgetvalue(res, t, 8));
 	vdb_blob_name(service, strlen(service), w->blob, sizeof(w->blob));
 	r->rows_checked++;
 	if (!vdb_vector_id(id, strlen(id), &w->vector_id, &err)) {
@@ -763,7 +773,7 @@ static void read_rows(struct reconcile *r)
 /* ---- orphans: ledger entries without a live row there ------------------------------ */
 
 static const char entries_sql[] =
-	"SELECT l.blob_id, l.vector_id, l.ability_id, a.service_name"
+	"SELECT l.blob_id, l.vector_id, l.ability_id, a.service_name, coalesce(s.generation, -1)"
 	" FROM abilitysync.vector_ledger l"
 	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = l.ability_id"
 	" LEFT JOIN public.abilities a ON a.ability_id = l.ability_id"
@@ -782,32 +792,35 @@ static const char entries_sql[] =
  * elsewhere: its vector is pushed again and the old one deleted).
  */
 static const char requeue_orphans_sql[] =
-	"WITH o AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[]) AS o(blob_id, vector_id, ability_id)),"
+	"WITH o AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[])"
+	"  AS o(blob_id, vector_id, ability_id, generation)),"
 	" led AS ("
 	" UPDATE abilitysync.vector_ledger l SET deleted_at = NULL FROM o"
 	" WHERE l.blob_id = o.blob_id AND l.vector_id = o.vector_id AND l.ability_id = o.ability_id"
-	" RETURNING l.blob_id, l.vector_id, l.ability_id),"
+	" RETURNING l.blob_id, l.vector_id, l.ability_id, o.generation),"
 	" owners AS ("
-	" SELECT DISTINCT ON (ability_id) blob_id, vector_id, ability_id,"
+	" SELECT DISTINCT ON (ability_id) blob_id, vector_id, ability_id, generation,"
 	"  EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = led.ability_id) AS live"
 	" FROM led ORDER BY ability_id, blob_id, vector_id),"
-	" ss AS ("
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	" ins AS ("
+	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, updated_at)"
 	" SELECT ability_id, blob_id, vector_id, '', CASE WHEN live THEN 'pending' ELSE 'pending_delete' END, 1, 0,"
-	"  now(), now() FROM owners ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO UPDATE SET state = excluded.state, generation = s.generation + 1, attempts = 0,"
-	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
-	"  blob_id = CASE WHEN excluded.state = 'pending_delete' THEN excluded.blob_id ELSE s.blob_id END,"
-	"  vector_id = CASE WHEN excluded.state = 'pending_delete' THEN excluded.vector_id ELSE s.vector_id END"
-	" RETURNING 1)"
-	" SELECT count(*) FROM ss";
+	"  now(), now() FROM owners WHERE generation = -1 ORDER BY ability_id"
+	" ON CONFLICT (ability_id) DO NOTHING RETURNING 1),"
+	" upd AS ("
+	" UPDATE abilitysync.sync_state s SET state = CASE WHEN w.live THEN 'pending' ELSE 'pending_delete' END,"
+	"  generation = s.generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now(),"
+	"  blob_id = CASE WHEN w.live THEN s.blob_id ELSE w.blob_id END,"
+	"  vector_id = CASE WHEN w.live THEN s.vector_id ELSE w.vector_id END"
+	" FROM owners w WHERE s.ability_id = w.ability_id AND s.generation = w.generation RETURNING 1)"
+	" SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd)";
 
 static void entries_page_done(struct reconcile *r)
 {
-	struct buf b[3] = {BUF_INIT, BUF_INIT, BUF_INIT};
-	struct pg_array arr[3];
-	struct pg_param params[3];
+	struct buf b[4] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
+	struct pg_array arr[4];
+	struct pg_param params[4];
 	size_t i, n = 0;
 
 	for (i = 0; i < r->nentries; i++)
@@ -818,6 +831,7 @@ static void entries_page_done(struct reconcile *r)
 	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
 	pg_array_begin(&arr[1], &b[1], PG_OID_INT4);
 	pg_array_begin(&arr[2], &b[2], PG_OID_TEXT);
+	pg_array_begin(&arr[3], &b[3], PG_OID_INT8);
 	for (i = 0; i < r->nentries; i++) {
 		const struct entry *e = &r->entries[i];
 
@@ -829,15 +843,16 @@ static void entries_page_done(struct reconcile *r)
 		pg_array_text(&arr[0], e->blob, strlen(e->blob));
 		pg_array_int4(&arr[1], (int32_t)e->vector_id);
 		pg_array_text(&arr[2], e->ability_id, strlen(e->ability_id));
+		pg_array_int8(&arr[3], e->generation);
 		n++;
 	}
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 4; i++) {
 		pg_array_end(&arr[i]);
 		params[i] = array_param(&b[i]);
 	}
 	if (n)
-		pgpool_query_params(r->pool, requeue_orphans_sql, 3, params, on_requeued, r);
-	for (i = 0; i < 3; i++)
+		pgpool_query_params(r->pool, requeue_orphans_sql, 4, params, on_requeued, r);
+	for (i = 0; i < 4; i++)
 		buf_free(&b[i]);
 	if (!n)
 		next_page(r);
@@ -910,6 +925,7 @@ static void on_entries(const struct pg_outcome *o, void *arg)
 		e->blob = xstrdup(PQgetvalue(o->res, t, 0));
 		e->vector_id = atoll(PQgetvalue(o->res, t, 1));
 		e->ability_id = xstrdup(PQgetvalue(o->res, t, 2));
+		e->generation = atoll(PQgetvalue(o->res, t, 4));
 		r->nentries++;
 	}
 	r->waiting = 1;

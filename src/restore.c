@@ -1,11 +1,12 @@
 /*
  * restore.c - a restore job: the vector DB rebuilt from the mirror, resumably.
  *
- * Pages move through three steps: read (one statement, while earlier pages
- * are on the wire), pushed (every add of the page answered), recorded (one
- * statement: sync state, ledger, the job's counters and cursor). Reads and
- * pushes overlap up to PAGES_IN_FLIGHT pages; records happen strictly in page
- * order, so the cursor only ever covers pages that are entirely in.
+ * The job owns its session (the lock), its row in restore_jobs and the order
+ * of pages; the pushing is the outbox's, through the same fenced path as every
+ * write (outbox.h): a page is claimed (its rows made pending and leased),
+ * pushed, and recorded row by row; then the job's counters and cursor move.
+ * Claims and pushes overlap up to PAGES_IN_FLIGHT pages; the job records
+ * pages strictly in order, so the cursor only ever covers pages entirely in.
  */
 #include "restore.h"
 
@@ -27,28 +28,13 @@
 #define PAGES_IN_FLIGHT 3
 #define BLOB_MAX (ABILITY_TEXT_MAX * 2 + 16)
 
-struct item {
-	char *ability_id;
-	char blob[BLOB_MAX];
-	int64_t vector_id;
-	char hash[SHA256_HEX_LEN + 1];
-	char *generation;       /* of its sync state when read; NULL: none */
-	char *error;            /* NULL: in the vector DB */
-};
-
 struct page {
 	TAILQ_ENTRY(page) link;
 	struct restore *r;
-	struct item *items;
-	size_t n;
 	char *last_id;          /* the cursor once this page is recorded */
-	size_t waiting;         /* blob ensures, then adds, still out */
-	bool pushed;
-	bool unavailable;       /* the vector DB could not be reached: the job stops here */
-	char why[512];          /* ... because of this */
-	struct ability *abilities; /* until their vectors are handed to the client */
-	char **blobs;           /* distinct blobs of the page */
-	size_t nblobs;
+	bool claimed, pushed;
+	size_t synced, failed, deferred;
+	char why[512];          /* the vector DB could not be reached: the job stops here */
 };
 
 TAILQ_HEAD(page_list, page);
@@ -70,6 +56,8 @@ struct loser {
 struct restore {
 	struct event_base *base;
 	struct vdb *v;
+	struct outbox *ob;
+	struct store *store;
 	struct pgpool *pool;
 	struct restore_opts o;
 	char *service, *host;
@@ -86,7 +74,9 @@ struct restore {
 	struct page_list pages;
 	size_t npages;
 	bool fetching, recording, eof, stopping, closing, over, aborted;
-	size_t vdb_waiting;     /* vector DB operations out, all pages together */
+	size_t vdb_waiting;     /* pages in the outbox and blob preparations out */
+	char **blobs;           /* the blobs of the job's services, prepared before the first page */
+	size_t nblobs, blob_next;
 	char error[600];        /* why the job stops early */
 	struct progress *progress;
 	int64_t started_ms;
@@ -105,20 +95,6 @@ static void maybe_finish(struct restore *r);
 
 static void page_free(struct page *p)
 {
-	size_t i;
-
-	for (i = 0; i < p->n; i++) {
-		free(p->items[i].ability_id);
-		free(p->items[i].generation);
-		free(p->items[i].error);
-		if (p->abilities)
-			ability_free(&p->abilities[i]);
-	}
-	for (i = 0; i < p->nblobs; i++)
-		free(p->blobs[i]);
-	free(p->blobs);
-	free(p->abilities);
-	free(p->items);
 	free(p->last_id);
 	free(p);
 }
@@ -141,6 +117,9 @@ static void job_free(struct restore *r)
 		free(r->losers[i].service);
 	}
 	free(r->losers);
+	for (size_t i = 0; i < r->nblobs; i++)
+		free(r->blobs[i]);
+	free(r->blobs);
 	free(r->fetch_cursor);
 	free(r->service);
 	free(r->host);
@@ -258,36 +237,6 @@ static void maybe_finish(struct restore *r)
 
 /* ---- recording pages, in order ---------------------------------------------------------- */
 
-/*
- * One page: its rows are synced with the hash the vector DB now has (unless a
- * newer write came in since it was read: the generation then differs and the
- * outbox pushes that), rows that cannot be pushed are failed, the ledger lists
- * the vectors, and the job moves its counters and cursor.
- */
-static const char record_sql[] =
-	"WITH d AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::text[])"
-	"  AS d(ability_id, blob_id, vector_id, content_hash, generation, error)),"
-	" ss AS ("
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, last_error, synced_at, updated_at)"
-	" SELECT ability_id, blob_id, vector_id, content_hash, CASE WHEN error IS NULL THEN 'synced' ELSE 'failed' END,"
-	"  coalesce(generation, 0), 0, now(), error, CASE WHEN error IS NULL THEN now() END, now() FROM d"
-	" ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id,"
-	"  content_hash = excluded.content_hash, state = excluded.state, attempts = 0, next_attempt_at = now(),"
-	"  last_error = excluded.last_error, synced_at = coalesce(excluded.synced_at, s.synced_at), updated_at = now()"
-	" WHERE s.generation = excluded.generation"
-	" RETURNING 1),"
-	" led AS ("
-	" INSERT INTO abilitysync.vector_ledger AS l (blob_id, vector_id, ability_id)"
-	" SELECT blob_id, vector_id, ability_id FROM d WHERE error IS NULL ORDER BY blob_id, vector_id"
-	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
-	"  last_written_at = now()),"
-	" job AS ("
-	" UPDATE abilitysync.restore_jobs SET done = done + $7::bigint, failed = failed + $8::bigint, cursor = $9,"
-	"  updated_at = now() WHERE id = $10::bigint RETURNING done, failed)"
-	" SELECT done, failed FROM job";
-
 static void on_page_recorded(const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
@@ -312,48 +261,20 @@ static void on_page_recorded(const struct pg_outcome *o, void *arg)
 	maybe_finish(r);
 }
 
+/* The page's rows are recorded by the outbox; the job's counters and cursor follow. */
 static void send_record(struct restore *r, struct page *p)
 {
-	struct buf b[6];
-	struct pg_array arr[6];
-	struct pg_param params[10];
-	static const uint32_t oids[6] = {PG_OID_TEXT, PG_OID_TEXT, PG_OID_INT4, PG_OID_TEXT, PG_OID_INT8, PG_OID_TEXT};
 	char ok[24], bad[24], id[24];
-	size_t i, nok = 0;
-	int k;
+	const char *params[4] = {ok, bad, p->last_id, id};
 
-	memset(b, 0, sizeof(b));
-	for (k = 0; k < 6; k++)
-		pg_array_begin(&arr[k], &b[k], oids[k]);
-	for (i = 0; i < p->n; i++) {
-		const struct item *it = &p->items[i];
-
-		pg_array_text(&arr[0], it->ability_id, strlen(it->ability_id));
-		pg_array_text(&arr[1], it->blob, strlen(it->blob));
-		pg_array_int4(&arr[2], (int32_t)it->vector_id);
-		pg_array_text(&arr[3], it->hash, strlen(it->hash));
-		if (it->generation)
-			pg_array_int8(&arr[4], atoll(it->generation));
-		else
-			pg_array_text(&arr[4], NULL, 0);
-		pg_array_text(&arr[5], it->error, it->error ? strlen(it->error) : 0);
-		nok += it->error == NULL;
-	}
-	for (k = 0; k < 6; k++) {
-		pg_array_end(&arr[k]);
-		params[k] = (struct pg_param){b[k].data, b[k].len, true};
-	}
-	snprintf(ok, sizeof(ok), "%zu", nok);
-	snprintf(bad, sizeof(bad), "%zu", p->n - nok);
+	snprintf(ok, sizeof(ok), "%zu", p->synced + p->deferred);
+	snprintf(bad, sizeof(bad), "%zu", p->failed);
 	snprintf(id, sizeof(id), "%lld", (long long)r->job_id);
-	params[6] = (struct pg_param){ok, strlen(ok), false};
-	params[7] = (struct pg_param){bad, strlen(bad), false};
-	params[8] = (struct pg_param){p->last_id, strlen(p->last_id), false};
-	params[9] = (struct pg_param){id, strlen(id), false};
 	r->recording = true;
-	pgpool_query_params(r->pool, record_sql, 10, params, on_page_recorded, r);
-	for (k = 0; k < 6; k++)
-		buf_free(&b[k]);
+	pgpool_query(r->pool,
+		     "UPDATE abilitysync.restore_jobs SET done = done + $1::bigint, failed = failed + $2::bigint,"
+		     " cursor = $3, updated_at = now() WHERE id = $4::bigint RETURNING done, failed",
+		     4, params, on_page_recorded, r);
 }
 
 static void record_ready(struct restore *r)
@@ -362,131 +283,88 @@ static void record_ready(struct restore *r)
 
 	if (r->recording || r->over || !p || !p->pushed)
 		return;
-	if (p->unavailable) {
-		stop_with(r, "%s", p->why[0] ? p->why : "the vector DB is unavailable");
+	if (p->why[0]) {
+		stop_with(r, "%s", p->why);
 		return;
 	}
 	send_record(r, p);
 }
 
-/* ---- pushing a page ---------------------------------------------------------------------- */
+/* ---- pages through the outbox ------------------------------------------------------------ */
 
-static void page_settled(struct page *p)
+static void page_out(struct restore *r)
 {
+	if (--r->vdb_waiting == 0 && r->aborted)
+		job_free(r);
+}
+
+static void on_page_pushed(const struct outbox_page *res, void *arg)
+{
+	struct page *p = arg;
 	struct restore *r = p->r;
 
-	r->vdb_waiting--;
-	if (--p->waiting > 0)
-		return;
+	p->synced = res->synced;
+	p->failed = res->failed;
+	p->deferred = res->deferred;
+	if (res->unavailable)
+		snprintf(p->why, sizeof(p->why), "%s", res->unavailable);
+	p->pushed = true;
 	if (r->aborted) {
-		if (r->vdb_waiting == 0)
-			job_free(r);
+		page_out(r);
 		return;
 	}
-	p->pushed = true;
+	r->vdb_waiting--;
+	if (res->deferred)
+		log_debug(COMP, "job %lld: %zu row(s) of the page up to %s left to the outbox", (long long)r->job_id,
+			  res->deferred, p->last_id);
 	record_ready(r);
 	maybe_finish(r);
 }
 
-struct add_ctx {
-	struct page *p;
-	size_t *idx;
-	size_t n;
-};
-
-static void on_added(const struct vdb_result *res, void *arg)
-{
-	struct add_ctx *c = arg;
-	struct page *p = c->p;
-	size_t i;
-
-	for (i = 0; i < c->n && !p->r->aborted; i++) {
-		struct item *it = &p->items[c->idx[i]];
-
-		if (res->ok && i < res->n && res->ok[i])
-			continue;
-		if (res->status == VDB_UNAVAILABLE || res->status == VDB_CANCELLED) {
-			p->unavailable = true;
-			if (!p->why[0])
-				snprintf(p->why, sizeof(p->why), "%s", res->error);
-		} else if (!it->error) {
-			it->error = xstrdup(res->error[0] ? res->error : "the vector DB did not take it");
-		}
-	}
-	free(c->idx);
-	free(c);
-	page_settled(p);
-}
-
-static void start_adds(struct page *p)
-{
-	struct restore *r = p->r;
-	struct vdb_vector *vecs = xcalloc(p->n, sizeof(*vecs));
-	size_t b, i;
-
-	for (b = 0; b < p->nblobs; b++) {
-		struct add_ctx *c = xcalloc(1, sizeof(*c));
-		/* In a blob this process created, nothing of ours can be there yet. */
-		bool may_exist = !vdb_created_blob(r->v, p->blobs[b]);
-
-		c->p = p;
-		c->idx = xcalloc(p->n, sizeof(size_t));
-		for (i = 0; i < p->n; i++) {
-			const struct ability *a = &p->abilities[i];
-
-			if (p->items[i].error || strcmp(p->items[i].blob, p->blobs[b]) != 0)
-				continue;
-			vecs[c->n] = (struct vdb_vector){a->vector_id, a->embedding, a->embedding_len, a->attributes,
-							 a->attributes_len, may_exist};
-			c->idx[c->n++] = i;
-		}
-		if (!c->n) {
-			free(c->idx);
-			free(c);
-			continue;
-		}
-		p->waiting++;
-		r->vdb_waiting++;
-		vdb_add(r->v, p->blobs[b], vecs, c->n, on_added, c);
-	}
-	free(vecs);
-	/* The client copied the texts: the page no longer needs its 40 KB embeddings. */
-	for (i = 0; i < p->n; i++)
-		ability_free(&p->abilities[i]);
-	free(p->abilities);
-	p->abilities = NULL;
-}
-
-static void on_blob_ready(const struct vdb_result *res, void *arg)
+static void on_page_claimed(size_t rows, const char *last_id, const struct pg_outcome *pg, void *arg)
 {
 	struct page *p = arg;
+	struct restore *r = p->r;
 
-	if (res->status != VDB_OK && !p->r->aborted) {
-		if (res->status == VDB_REJECTED || res->status == VDB_BAD_REPLY) {
-			/* A blob the server will not create: its rows fail, the others go on. */
-			log_warn(COMP, "job %lld: %s", (long long)p->r->job_id, res->error);
-		} else {
-			p->unavailable = true;
-			if (!p->why[0])
-				snprintf(p->why, sizeof(p->why), "%s", res->error);
-		}
+	r->fetching = false;
+	if (r->aborted) {
+		if (rows == 0)
+			page_out(r);
+		return;
 	}
-	if (p->waiting == 1 && !p->r->aborted && !p->unavailable) {
-		/* Every blob of the page is settled: push (the adds fail the rows of a refused blob). */
-		start_adds(p);
+	if (pg || rows == 0) {
+		r->vdb_waiting--;
+		TAILQ_REMOVE(&r->pages, p, link);
+		r->npages--;
+		page_free(p);
+		if (pg)
+			stop_with(r, "reading abilities: %s", pg->error);
+		else
+			r->eof = true;
+		maybe_finish(r);
+		return;
 	}
-	page_settled(p);
+	p->claimed = true;
+	p->last_id = xstrdup(last_id);
+	free(r->fetch_cursor);
+	r->fetch_cursor = xstrdup(last_id);
+	r->eof = rows < (size_t)r->o.page;
+	fetch_more(r); /* the next page is claimed while this one is on the wire */
 }
 
-static void add_blob(struct page *p, const char *blob)
-{
-	size_t i;
+static const struct loser *find_loser(const struct restore *r, const char *ability_id);
 
-	for (i = 0; i < p->nblobs; i++)
-		if (strcmp(p->blobs[i], blob) == 0)
-			return;
-	p->blobs = xrealloc(p->blobs, (p->nblobs + 1) * sizeof(char *));
-	p->blobs[p->nblobs++] = xstrdup(blob);
+/* A row that lost a vector_id collision is failed, naming the row that keeps the vector. */
+static bool is_loser(const char *ability_id, char *why, size_t whylen, void *arg)
+{
+	struct page *p = arg;
+	const struct loser *l = find_loser(p->r, ability_id);
+
+	if (!l)
+		return false;
+	snprintf(why, whylen, "vector_id collision: vector %lld of blob %s is %s's (both ability ids hash to it); "
+		 "not pushed", (long long)l->vector_id, l->blob, l->owner);
+	return true;
 }
 
 /* ---- collisions, found once per job ---------------------------------------------------- */
@@ -618,108 +496,125 @@ static void on_collisions(const struct pg_outcome *o, void *arg)
 		start_fetching(r);
 }
 
-/* ---- reading pages ---------------------------------------------------------------------- */
-
-static const char page_sql[] =
-	"SELECT a.ability_id, a.ability_name, a.service_name, a.description, a.embedding::text, a.metadata::text,"
-	" s.generation"
-	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
-	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
-	" ORDER BY a.ability_id LIMIT $3::int";
-
-static void build_item(struct page *p, PGresult *res, int t)
-{
-	struct item *it = &p->items[t];
-	struct ability *a = &p->abilities[t];
-	struct ability_error aerr;
-	const char *id = PQgetvalue(res, t, 0), *service = PQgetvalue(res, t, 2);
-	const struct loser *lost;
-	struct errbuf err;
-
-	it->ability_id = xstrdup(id);
-	it->generation = PQgetisnull(res, t, 6) ? NULL : xstrdup(PQgetvalue(res, t, 6));
-	vdb_blob_name(service, strlen(service), it->blob, sizeof(it->blob));
-	if (!vdb_vector_id(id, strlen(id), &it->vector_id, &err)) {
-		it->error = xstrdup(err.msg);
-		return;
-	}
-	if (PQgetisnull(res, t, 4) ||
-	    !ability_from_row(id, PQgetvalue(res, t, 1), service, PQgetvalue(res, t, 3), PQgetvalue(res, t, 4),
-			      PQgetisnull(res, t, 5) ? NULL : PQgetvalue(res, t, 5), p->r->o.dim, a, &aerr)) {
-		struct buf b = BUF_INIT;
-
-		buf_printf(&b, "the mirror row cannot be pushed: %s", PQgetisnull(res, t, 4) ? "no embedding" : aerr.message);
-		it->error = buf_steal(&b);
-		return;
-	}
-	if ((lost = find_loser(p->r, id)) != NULL) {
-		struct buf b = BUF_INIT;
-
-		buf_printf(&b, "vector_id collision: vector %lld of blob %s is %s's (both ability ids hash to it); "
-			   "not pushed", (long long)lost->vector_id, lost->blob, lost->owner);
-		it->error = buf_steal(&b);
-		return;
-	}
-	memcpy(it->hash, a->content_hash, sizeof(it->hash));
-	add_blob(p, it->blob);
-}
-
-static void on_page(const struct pg_outcome *o, void *arg)
-{
-	struct restore *r = arg;
-	struct page *p;
-	int t, n;
-	size_t b;
-
-	if (r->aborted)
-		return;
-	r->fetching = false;
-	if (!o->res) {
-		stop_with(r, "reading abilities: %s", o->error);
-		return;
-	}
-	n = PQntuples(o->res);
-	if (n == 0 || r->error[0]) {
-		r->eof = n == 0;
-		maybe_finish(r);
-		return;
-	}
-	p = xcalloc(1, sizeof(*p));
-	p->r = r;
-	p->n = (size_t)n;
-	p->items = xcalloc(p->n, sizeof(*p->items));
-	p->abilities = xcalloc(p->n, sizeof(*p->abilities));
-	p->last_id = xstrdup(PQgetvalue(o->res, n - 1, 0));
-	free(r->fetch_cursor);
-	r->fetch_cursor = xstrdup(p->last_id);
-	r->eof = n < r->o.page;
-	TAILQ_INSERT_TAIL(&r->pages, p, link);
-	r->npages++;
-	/* Postgres renders the next page (jsonb to text is its dearest part) while this one is built. */
-	fetch_more(r);
-	for (t = 0; t < n; t++)
-		build_item(p, o->res, t);
-	/* Blobs first (created once, cached), then the adds: one hold while they start. */
-	p->waiting = 1;
-	r->vdb_waiting++;
-	for (b = 0; b < p->nblobs; b++) {
-		p->waiting++;
-		r->vdb_waiting++;
-		vdb_ensure_blob(r->v, p->blobs[b], on_blob_ready, p);
-	}
-	if (p->nblobs == 0)
-		start_adds(p);
-	page_settled(p);
-}
+/* ---- claiming pages --------------------------------------------------------------------- */
 
 static void fetch_more(struct restore *r)
 {
-	const char *params[3] = {r->fetch_cursor, r->service, r->page_text};
+	struct page *p;
+	char trace[48];
 
 	if (r->fetching || r->eof || r->stopping || r->error[0] || r->over || r->npages >= PAGES_IN_FLIGHT)
 		return;
+	p = xcalloc(1, sizeof(*p));
+	p->r = r;
+	TAILQ_INSERT_TAIL(&r->pages, p, link);
+	r->npages++;
 	r->fetching = true;
-	pgpool_query(r->pool, page_sql, 3, params, on_page, r);
+	r->vdb_waiting++;
+	snprintf(trace, sizeof(trace), "restore-%lld", (long long)r->job_id);
+	outbox_restore_page(r->ob, r->fetch_cursor, r->service, r->o.page, trace, is_loser, on_page_claimed,
+			    on_page_pushed, p);
+}
+
+/* ---- blobs, prepared once per job --------------------------------------------------------------
+ *
+ * A blob this job creates (it did not exist: the create answered 2xx) holds
+ * none of the vectors written before: its epoch, recorded before the create,
+ * lets the pages add without deleting first. A blob that existed is left
+ * alone (its vectors may be there: deletes stay on).
+ */
+
+static void prepare_next_blob(struct restore *r);
+
+static void on_epoch(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+
+	if (r->aborted)
+		return;
+	if (!o->res)
+		log_warn(COMP, "job %lld: recording blob %s's creation: %s (its vectors will be deleted before "
+			 "they are added)", (long long)r->job_id, r->blobs[r->blob_next - 1], o->error);
+	prepare_next_blob(r);
+}
+
+static void on_blob_ensured(const struct vdb_result *res, void *arg)
+{
+	struct restore *r = arg;
+	const char *blob = r->blobs[r->blob_next - 1];
+
+	r->vdb_waiting--;
+	if (r->aborted) {
+		if (r->vdb_waiting == 0)
+			job_free(r);
+		return;
+	}
+	if (res->status == VDB_OK && vdb_created_blob(r->v, blob)) {
+		store_blob_created(r->store, blob, on_epoch, r);
+		return;
+	}
+	if (res->status == VDB_UNAVAILABLE || res->status == VDB_CANCELLED) {
+		stop_with(r, "creating blob %s: %s", blob, res->error);
+		return;
+	}
+	if (res->status != VDB_OK) /* a blob the server will not create: its rows fail, the others go on */
+		log_warn(COMP, "job %lld: %s", (long long)r->job_id, res->error);
+	prepare_next_blob(r);
+}
+
+static void on_creating(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+
+	if (r->aborted)
+		return;
+	if (!o->res) {
+		stop_with(r, "recording blobs: %s", o->error);
+		return;
+	}
+	r->vdb_waiting++;
+	vdb_ensure_blob(r->v, r->blobs[r->blob_next - 1], on_blob_ensured, r);
+}
+
+static void prepare_next_blob(struct restore *r)
+{
+	const char *blob;
+
+	while (r->blob_next < r->nblobs) {
+		blob = r->blobs[r->blob_next++];
+		if (vdb_knows_blob(r->v, blob))
+			continue; /* ensured long ago by this process: its vectors may be there */
+		store_blob_creating(r->store, blob, on_creating, r);
+		return;
+	}
+	r->fetching = false;
+	fetch_more(r);
+	maybe_finish(r);
+}
+
+static void on_services(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+	int t, n;
+
+	if (r->aborted)
+		return;
+	if (!o->res) {
+		r->fetching = false;
+		stop_with(r, "listing services: %s", o->error);
+		return;
+	}
+	n = PQntuples(o->res);
+	r->blobs = xcalloc((size_t)n + 1, sizeof(char *));
+	for (t = 0; t < n; t++) {
+		const char *service = PQgetvalue(o->res, t, 0);
+		size_t len = strlen(service) * 2 + sizeof(VDB_BLOB_PREFIX);
+
+		r->blobs[r->nblobs] = xmalloc(len);
+		vdb_blob_name(service, strlen(service), r->blobs[r->nblobs], len);
+		r->nblobs++;
+	}
+	prepare_next_blob(r);
 }
 
 /* ---- starting ------------------------------------------------------------------------------- */
@@ -747,9 +642,12 @@ static void begin(struct restore *r, PGresult *res)
 
 static void start_fetching(struct restore *r)
 {
-	r->fetching = false;
-	fetch_more(r);
-	maybe_finish(r);
+	const char *params[1] = {r->service};
+
+	r->fetching = true; /* until the blobs are prepared */
+	pgpool_query(r->pool,
+		     "SELECT DISTINCT service_name FROM public.abilities WHERE $1::text IS NULL OR service_name = $1",
+		     1, params, on_services, r);
 }
 
 static void on_job(const struct pg_outcome *o, void *arg)
@@ -893,8 +791,8 @@ static void on_ready(bool ready, const char *why, void *arg)
 	pgpool_query(r->pool, "SELECT to_regclass('abilitysync.restore_jobs') IS NOT NULL", 0, NULL, on_schema, r);
 }
 
-struct restore *restore_start(struct event_base *base, struct vdb *v, const struct restore_opts *o,
-			      restore_started_fn started, restore_done_fn done, void *arg)
+struct restore *restore_start(struct event_base *base, struct vdb *v, struct outbox *ob, struct store *st,
+			      const struct restore_opts *o, restore_started_fn started, restore_done_fn done, void *arg)
 {
 	struct restore *r = xcalloc(1, sizeof(*r));
 	struct pgpool_opts po = o->pg;
@@ -902,6 +800,8 @@ struct restore *restore_start(struct event_base *base, struct vdb *v, const stru
 
 	r->base = base;
 	r->v = v;
+	r->ob = ob;
+	r->store = st;
 	r->o = *o;
 	r->o.service = NULL;
 	r->o.host = NULL;

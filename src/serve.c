@@ -76,16 +76,17 @@ static void on_vdb_health(const struct vdb_result *r, void *arg)
 	snprintf(s->svc.vdb_why, sizeof(s->svc.vdb_why), "%s", r->error);
 }
 
-static void on_outbox(const struct pg_outcome *o, void *arg)
+static void on_outbox(const char *text, const struct pg_outcome *o, void *arg)
 {
 	struct server *s = arg;
 	json_error_t jerr;
 
+	(void)o;
 	s->polling_outbox = false;
-	if (!o->res)
+	if (!text)
 		return;
-	json_decref(s->svc.outbox);
-	s->svc.outbox = json_loads(PQgetvalue(o->res, 0, 0), 0, &jerr);
+	json_decref(s->svc.outbox_counts);
+	s->svc.outbox_counts = json_loads(text, 0, &jerr);
 }
 
 bool service_ready(const struct service *svc)
@@ -202,7 +203,7 @@ void service_start_restore(struct service *svc, const char *service_name, bool r
 	o.resume = resume;
 	o.host = host;
 	svc->restore_arg = x;
-	svc->restore = restore_start(svc->base, svc->vdb, &o, on_restore_started, on_restore_done, x);
+	svc->restore = restore_start(svc->base, svc->vdb, svc->outbox, svc->store, &o, on_restore_started, on_restore_done, x);
 }
 
 /* ---- stopping ----------------------------------------------------------------------- */
@@ -212,7 +213,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 	struct timeval tick = {0, 50000};
 	int requests = api_in_flight(s->api);
-	bool pushing = pusher_busy(s->svc.pusher);
+	bool pushing = outbox_busy(s->svc.outbox);
 	bool jobs = reconciler_busy(s->svc.reconciler) || s->svc.restore;
 
 	(void)fd, (void)what;
@@ -223,8 +224,8 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 	}
 	if (clock_mono_ms() >= s->stop_deadline) {
 		log_warn(COMP, "SHUTDOWN_TIMEOUT reached with %d request(s), %s and %s in flight; what was "
-			 "acknowledged is in the outbox and is pushed at the next start", requests,
-			 pushing ? "pushes" : "no push", jobs ? "a reconcile or restore job" : "no job");
+			 "acknowledged is in the outbox: its leases run out and any replica takes it over (in doubt, "
+			 "verified)", requests, pushing ? "pushes" : "no push", jobs ? "a reconcile or restore job" : "no job");
 		event_base_loopexit(s->svc.base, NULL);
 		return;
 	}
@@ -245,7 +246,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 		 sig == SIGTERM ? "SIGTERM" : "SIGINT", api_in_flight(s->api), s->svc.cfg->shutdown_timeout);
 	s->svc.stopping = true;
 	api_stop_accepting(s->api);
-	pusher_stop_worker(s->svc.pusher);
+	outbox_stop_worker(s->svc.outbox);
 	reconciler_stop(s->svc.reconciler);
 	if (s->svc.restore)
 		restore_stop(s->svc.restore);
@@ -262,10 +263,11 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 	struct vdb_opts vo;
 	struct pgpool_opts po;
 	struct store_opts so;
-	struct push_opts pu;
+	struct outbox_opts ob;
 	struct api_opts ao;
 
 	svc->cfg = c;
+	options_owner(svc->owner, sizeof(svc->owner));
 	svc->base = event_base_new();
 	if (!svc->base) {
 		err_set(err, "cannot create the event loop");
@@ -278,7 +280,7 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 		options_pgpool(c, "abilitysync serve", &po);
 		if (!(svc->pool = pgpool_new(svc->base, &po, err)))
 			return false;
-		options_store(c, &so);
+		options_store(c, svc->owner, &so);
 		svc->store = store_new(svc->pool, &so);
 		prepare_migration_check(s);
 		if (c->reconcile_interval > 0) {
@@ -292,27 +294,38 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 			svc->reconciler = reconciler_new(svc->base, svc->vdb, &ro, (long)c->reconcile_interval);
 		}
 	}
-	options_push(c, &pu);
-	svc->pusher = pusher_new(svc->base, svc->vdb, svc->store, &pu);
+	options_outbox(c, &ob);
+	svc->outbox = outbox_new(svc->base, svc->vdb, svc->store, &ob);
 	options_api(c, &ao);
 	return (s->api = api_new(svc, &ao, err)) != NULL;
 }
 
+/*
+ * Teardown, in an order where no callback reaches something already freed:
+ * the outbox starts nothing new; the jobs let go; cancelling the vector DB's
+ * requests and then Postgres' statements runs every callback still owed (the
+ * HTTP server is still there to answer); only then the rest is freed.
+ */
 static void teardown(struct server *s)
 {
 	struct service *svc = &s->svc;
 
-	api_free(s->api);
+	if (svc->outbox)
+		outbox_close(svc->outbox);
 	reconciler_free(svc->reconciler);
 	if (svc->restore) {
 		restore_abort(svc->restore);
 		free(svc->restore_arg);
 	}
-	pusher_free(svc->pusher);
-	store_free(svc->store);
+	if (svc->vdb)
+		vdb_cancel_all(svc->vdb);
 	pgpool_free(svc->pool);
+	svc->pool = NULL;
+	store_free(svc->store);
+	api_free(s->api);
+	outbox_free(svc->outbox);
 	vdb_free(svc->vdb);
-	json_decref(svc->outbox);
+	json_decref(svc->outbox_counts);
 	if (s->check)
 		event_free(s->check);
 	if (s->drain)
@@ -356,7 +369,7 @@ int serve_run(const struct config *c)
 	s.sigint = evsignal_new(s.svc.base, SIGINT, on_signal, &s);
 	evsignal_add(s.sigterm, NULL);
 	evsignal_add(s.sigint, NULL);
-	pusher_start_worker(s.svc.pusher);
+	outbox_start_worker(s.svc.outbox);
 	announce(&s);
 	on_check(-1, 0, &s);
 	event_base_dispatch(s.svc.base);

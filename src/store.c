@@ -10,22 +10,42 @@
 #include <sys/queue.h>
 
 #define COMP "store"
+#define ALONE_RETRIES 3 /* a request retried by itself after a race on the ledger, at most */
+
+/*
+ * Who may take an ability's lease: nobody holds it, it ran out, or it is ours.
+ * A lease that ran out without being released may have left a request on the
+ * wire: whoever takes it over puts the ability in doubt until that request
+ * can no longer land (lease end + quarantine).
+ */
+#define LEASE_FREE(s, owner) "(" s ".lease_until IS NULL OR " s ".lease_until < now() OR " s ".lease_owner = " owner ")"
+#define DOUBT_ON_TAKEOVER(s, quarantine)                                                                      \
+	"CASE WHEN " s ".lease_until < now() THEN greatest(" s ".doubt_until, " s ".lease_until + " quarantine \
+	"::interval) ELSE " s ".doubt_until END"
 
 /*
  * The write. `input` numbers the rows and says which request brought each;
- * `judged` decides per row from this statement's snapshot (a vector_id held by
- * another live ability; content known unchanged) and `decided` per request (a
- * request is all or nothing). Then, in ability_id order:
- *   up     upserts the mirror row, but only where the content differs from the
- *          row as it is now: ON CONFLICT's WHERE sees the latest committed
- *          version, so a replica writing the same new ability a moment after
- *          another writes nothing;
- *   ss     advances the sync state (pending, generation + 1) for the rows `up`
- *          changed and for rows that never had a sync state (adopted), again
- *          only if the content hash changed or the ability was deleted;
- *   claim  claims (blob, vector_id) in the ledger for those rows; a plain insert,
- *          so two abilities claiming one vector at once fail the statement.
- * A row `ss` did not advance comes back with generation NULL: unchanged.
+ * `held` locks the ledger entries of their vectors (the latest versions: two
+ * writes reclaiming one entry take turns); `judged` decides per row (a vector
+ * another live ability holds; content known unchanged; whether a vector may
+ * already be where it goes) and `decided` per request (all or nothing). Then,
+ * in ability_id order:
+ *   up     upserts the mirror row where it differs from the row as it is now
+ *          (ON CONFLICT's WHERE sees the latest committed version, so a
+ *          replica writing the same content a moment after another writes
+ *          nothing; a row edited behind our back is put back);
+ *   ss     advances the sync state (pending, generation + 1) where the content
+ *          hash changed, the ability was deleted, or it never had one, and
+ *          takes its lease for this replica unless another holds it;
+ *   claim  claims (blob, vector_id) in the ledger: a plain insert, so two
+ *          abilities claiming one vector at once fail the statement (and are
+ *          retried one request at a time, which then sees the holder);
+ *   reclaim takes over an entry that is ours or whose vector was deleted;
+ *   old    records where the mirror row kept its vector before (a row the
+ *          original application wrote in another service's blob), so the
+ *          move deletes it and the ledger knows.
+ * The result says per row what happened, the generation to push, whether this
+ * replica holds the lease, and which other vectors of the ability may exist.
  */
 static const char write_sql[] =
 	"WITH input AS ("
@@ -33,18 +53,24 @@ static const char write_sql[] =
 	"  $8::text[], $9::bool[], $10::text[], $11::text[], $13::int[]) WITH ORDINALITY"
 	"  AS i(ability_id, vector_id, ability_name, service_name, description, embedding, metadata,"
 	"   dynamic_header_keys, dynamic_headers_required, blob_id, content_hash, req, ord)),"
+	" held AS ("
+	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at FROM abilitysync.vector_ledger l"
+	"  JOIN input i ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id"
+	"  ORDER BY l.blob_id, l.vector_id FOR UPDATE OF l),"
 	" judged AS ("
-	" SELECT i.*, s.state AS old_state, s.blob_id AS old_blob, s.ability_id IS NOT NULL AS has_state,"
+	" SELECT i.*, coalesce(s.state, '') AS old_state, s.ability_id IS NOT NULL AS has_state,"
+	"  a.ability_id IS NOT NULL AS has_row, abilitysync.blob_name(a.service_name) AS row_blob, a.vector_id AS row_vid,"
 	"  l.ability_id AS owner,"
 	"  (l.ability_id IS NOT NULL AND l.ability_id <> i.ability_id AND l.deleted_at IS NULL) AS collides,"
-	"  (a.ability_id IS NOT NULL AND s.content_hash = i.content_hash"
-	"   AND s.state IN ('pending', 'synced', 'failed')) AS unchanged"
+	"  (s.content_hash IS NOT DISTINCT FROM i.content_hash AND s.state IN ('pending', 'synced', 'failed')) AS same,"
+	"  (l.ability_id IS NOT NULL OR abilitysync.blob_name(a.service_name) = i.blob_id"
+	"   OR (s.state <> 'deleted' AND s.blob_id = i.blob_id)) IS TRUE AS may_exist"
 	" FROM input i"
 	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = i.ability_id"
 	" LEFT JOIN public.abilities a ON a.ability_id = i.ability_id"
-	" LEFT JOIN abilitysync.vector_ledger l ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id),"
+	" LEFT JOIN held l ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id),"
 	" decided AS (SELECT j.*, bool_or(j.collides) OVER (PARTITION BY j.req) AS refused FROM judged j),"
-	" todo AS (SELECT * FROM decided WHERE NOT refused AND NOT unchanged),"
+	" todo AS (SELECT * FROM decided WHERE NOT refused),"
 	" up AS ("
 	" INSERT INTO public.abilities AS a (ability_id, vector_id, ability_name, service_name, description, embedding,"
 	"  dynamic_header_keys, dynamic_headers_required, metadata, created_at, updated_at)"
@@ -64,25 +90,221 @@ static const char write_sql[] =
 	" RETURNING ability_id),"
 	" ss AS ("
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, last_error, updated_at)"
-	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now() + $12::interval, NULL, now()"
-	" FROM todo WHERE NOT has_state OR ability_id IN (SELECT ability_id FROM up) ORDER BY ability_id"
+	"  attempts, next_attempt_at, last_error, updated_at, lease_until, lease_owner)"
+	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now(), NULL, now(),"
+	"  now() + $14::interval, $12"
+	" FROM todo WHERE NOT same OR ability_id IN (SELECT ability_id FROM up) ORDER BY ability_id"
 	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id,"
 	"  content_hash = excluded.content_hash, state = 'pending', generation = s.generation + 1, attempts = 0,"
-	"  next_attempt_at = excluded.next_attempt_at, last_error = NULL, updated_at = now()"
+	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
+	"  lease_until = CASE WHEN " LEASE_FREE("s", "$12") " THEN excluded.lease_until ELSE s.lease_until END,"
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$12") " THEN $12 ELSE s.lease_owner END,"
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$15")
 	" WHERE s.content_hash IS DISTINCT FROM excluded.content_hash OR s.state IN ('pending_delete', 'deleted')"
-	" RETURNING ability_id, generation),"
+	" RETURNING ability_id, generation, lease_owner = $12 AS leased, coalesce(doubt_until > now(), false) AS doubt),"
 	" claim AS ("
 	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
 	" SELECT blob_id, vector_id, ability_id FROM todo"
-	" WHERE owner IS NULL AND ability_id IN (SELECT ability_id FROM ss) ORDER BY ability_id),"
+	" WHERE owner IS NULL AND ability_id IN (SELECT ability_id FROM ss) ORDER BY blob_id, vector_id),"
 	" reclaim AS ("
 	" UPDATE abilitysync.vector_ledger l SET ability_id = t.ability_id, deleted_at = NULL, last_written_at = now()"
 	" FROM todo t WHERE t.owner IS NOT NULL AND t.ability_id IN (SELECT ability_id FROM ss)"
-	"  AND l.blob_id = t.blob_id AND l.vector_id = t.vector_id)"
-	" SELECT d.ord, d.collides, d.unchanged OR (NOT d.refused AND ss.generation IS NULL), coalesce(d.owner, ''),"
-	"  ss.generation, coalesce(d.old_state, ''), coalesce(d.old_blob, ''), d.refused"
+	"  AND l.blob_id = t.blob_id AND l.vector_id = t.vector_id),"
+	" old AS ("
+	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
+	" SELECT row_blob, row_vid, ability_id FROM todo"
+	" WHERE has_row AND (row_blob, row_vid) IS DISTINCT FROM (blob_id, vector_id)"
+	"  AND ability_id IN (SELECT ability_id FROM ss) ORDER BY row_blob, row_vid"
+	" ON CONFLICT (blob_id, vector_id) DO NOTHING)"
+	" SELECT d.ord, d.collides, d.refused, ss.generation, d.ability_id IN (SELECT ability_id FROM up),"
+	"  coalesce(d.owner, ''), d.old_state, coalesce(ss.leased, false), coalesce(ss.doubt, false), d.may_exist,"
+	"  CASE WHEN ss.generation IS NOT NULL THEN (SELECT string_agg(p, ',') FROM ("
+	"   SELECT l.blob_id || ' ' || l.vector_id AS p FROM abilitysync.vector_ledger l"
+	"   WHERE l.ability_id = d.ability_id AND l.deleted_at IS NULL"
+	"    AND (l.blob_id, l.vector_id) IS DISTINCT FROM (d.blob_id, d.vector_id)"
+	"   UNION SELECT d.row_blob || ' ' || d.row_vid"
+	"   WHERE d.has_row AND (d.row_blob, d.row_vid) IS DISTINCT FROM (d.blob_id, d.vector_id)"
+	"    AND NOT EXISTS (SELECT 1 FROM abilitysync.vector_ledger o WHERE o.blob_id = d.row_blob"
+	"     AND o.vector_id = d.row_vid AND o.ability_id <> d.ability_id)) v) END"
 	" FROM decided d LEFT JOIN ss USING (ability_id) ORDER BY d.ord";
+
+/*
+ * A delete: the row goes and a pending_delete tombstone (leased like a write)
+ * stays. The row's vector is claimed in the ledger if no one holds it, so
+ * reconcile can check the tombstone later; every vector of the ability that
+ * may exist comes back, to be deleted.
+ */
+static const char delete_sql[] =
+	"WITH d AS (DELETE FROM public.abilities WHERE ability_id = $1"
+	"  RETURNING ability_id, vector_id, abilitysync.blob_name(service_name) AS blob_id),"
+	" led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
+	"  SELECT blob_id, vector_id, ability_id FROM d ON CONFLICT (blob_id, vector_id) DO NOTHING),"
+	" ss AS ("
+	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
+	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + $3::interval, $2"
+	" FROM d"
+	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0,"
+	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
+	"  lease_until = CASE WHEN " LEASE_FREE("s", "$2") " THEN excluded.lease_until ELSE s.lease_until END,"
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$2") " THEN $2 ELSE s.lease_owner END,"
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$4")
+	" RETURNING ability_id, generation, blob_id, vector_id, lease_owner = $2 AS leased,"
+	"  coalesce(doubt_until > now(), false) AS doubt)"
+	" SELECT ss.generation, ss.blob_id, ss.vector_id, ss.leased, ss.doubt,"
+	"  (SELECT string_agg(p, ',') FROM (SELECT l.blob_id || ' ' || l.vector_id AS p FROM abilitysync.vector_ledger l"
+	"   WHERE l.ability_id = ss.ability_id AND l.deleted_at IS NULL"
+	"   UNION SELECT ss.blob_id || ' ' || ss.vector_id UNION SELECT d.blob_id || ' ' || d.vector_id) v)"
+	" FROM ss, d";
+
+/*
+ * What every claim returns for a row `c` (its sync state, updated) joined with
+ * its mirror row `a`: the columns of struct claimed_row, in order. A live row
+ * is pushed where its service's blob is now; the vectors to delete are every
+ * other one the ledger lists for the ability (for a delete, all of them).
+ */
+#define CLAIMED_COLUMNS                                                                                         \
+	" c.ability_id, c.generation, c.state, c.blob_id, c.vector_id, c.attempts, c.lease_owner = $1 AS leased,"  \
+	" coalesce(c.doubt_until > now(), false), coalesce(c.doubt_until <= now(), false), c.may_exist,"           \
+	" (SELECT string_agg(p, ',') FROM (SELECT l.blob_id || ' ' || l.vector_id AS p"                             \
+	"   FROM abilitysync.vector_ledger l WHERE l.ability_id = c.ability_id AND l.deleted_at IS NULL"              \
+	"   UNION SELECT c.blob_id || ' ' || c.vector_id) v"                                                         \
+	"  WHERE a.ability_id IS NULL OR c.state = 'pending_delete'"                                                  \
+	"   OR v.p <> abilitysync.blob_name(a.service_name) || ' ' || a.vector_id),"                                  \
+	" (SELECT o.ability_id FROM abilitysync.vector_ledger o WHERE o.blob_id = abilitysync.blob_name(a.service_name)" \
+	"   AND o.vector_id = a.vector_id AND o.ability_id <> c.ability_id AND o.deleted_at IS NULL),"                \
+	" a.ability_id IS NULL, a.ability_name, a.service_name, a.description, a.embedding::text, a.metadata::text"
+
+/* A live row about to be pushed claims its vector's ledger entry first (if no one holds it). */
+#define INTENT_CTE                                                                                        \
+	" intent AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"                 \
+	"  SELECT DISTINCT ON (1, 2) abilitysync.blob_name(a.service_name), a.vector_id, c.ability_id FROM c"  \
+	"  JOIN public.abilities a USING (ability_id) WHERE c.state = 'pending' AND c.lease_owner = $1"        \
+	"  ORDER BY 1, 2, 3 ON CONFLICT (blob_id, vector_id) DO UPDATE SET last_written_at = now()"            \
+	"  WHERE abilitysync.vector_ledger.ability_id = excluded.ability_id)"
+
+/*
+ * Every claim statement takes $1 owner, $2 lease, $3 quarantine, then its own.
+ * Due rows with SKIP LOCKED (replicas share the work), leased; $4 limit.
+ */
+static const char claim_due_sql[] =
+	"WITH c AS ("
+	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = $1,"
+	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
+	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state"
+	"  WHERE state IN ('pending', 'pending_delete') AND next_attempt_at <= now()"
+	"   AND (lease_until IS NULL OR lease_until < now())"
+	"  ORDER BY next_attempt_at LIMIT $4::int FOR UPDATE SKIP LOCKED)"
+	" RETURNING s.*, true AS may_exist),"
+	INTENT_CTE
+	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a USING (ability_id)";
+
+/* These rows ($4), if pending and theirs to take: the follow-up of a push a newer write overtook. */
+static const char claim_ids_sql[] =
+	"WITH c AS ("
+	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = $1,"
+	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
+	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state s2"
+	"  WHERE s2.ability_id = ANY($4::text[]) AND s2.state IN ('pending', 'pending_delete')"
+	"   AND " LEASE_FREE("s2", "$1") " ORDER BY ability_id FOR UPDATE SKIP LOCKED)"
+	" RETURNING s.*, true AS may_exist),"
+	INTENT_CTE
+	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a USING (ability_id)";
+
+/*
+ * A restore page: every mirror row of the page gets a pending sync state
+ * leased to us, unless another replica holds it. A vector may be in its blob
+ * unless the blob was created (by us) after the vector's ledger entry was last
+ * written: then the add needs no delete first.
+ * $4 after, $5 service, $6 limit.
+ */
+static const char claim_page_sql[] =
+	"WITH p AS ("
+	" SELECT a.ability_id, a.vector_id, abilitysync.blob_name(a.service_name) AS blob_id FROM public.abilities a"
+	" WHERE ($4::text IS NULL OR a.ability_id > $4) AND ($5::text IS NULL OR a.service_name = $5)"
+	" ORDER BY a.ability_id LIMIT $6::int),"
+	" pm AS ("
+	" SELECT p.*, (b.created_at IS NULL OR coalesce(l.last_written_at >= b.created_at, false)) AS may_exist FROM p"
+	" LEFT JOIN abilitysync.blobs b ON b.blob_id = p.blob_id"
+	" LEFT JOIN abilitysync.vector_ledger l ON l.blob_id = p.blob_id AND l.vector_id = p.vector_id),"
+	" c0 AS ("
+	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
+	" SELECT ability_id, blob_id, vector_id, '', 'pending', 1, 0, now(), now(), now() + $2::interval, $1 FROM pm"
+	" ORDER BY ability_id"
+	" ON CONFLICT (ability_id) DO UPDATE SET"
+	"  state = CASE WHEN " LEASE_FREE("s", "$1") " THEN 'pending' ELSE s.state END,"
+	"  generation = CASE WHEN " LEASE_FREE("s", "$1") " AND s.state IN ('pending_delete', 'deleted')"
+	"   THEN s.generation + 1 ELSE s.generation END,"
+	"  next_attempt_at = CASE WHEN " LEASE_FREE("s", "$1") " THEN now() ELSE s.next_attempt_at END,"
+	"  lease_until = CASE WHEN " LEASE_FREE("s", "$1") " THEN excluded.lease_until ELSE s.lease_until END,"
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$1") " THEN $1 ELSE s.lease_owner END,"
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$3") ","
+	"  updated_at = CASE WHEN " LEASE_FREE("s", "$1") " THEN now() ELSE s.updated_at END"
+	" RETURNING s.*),"
+	" c AS (SELECT c0.*, pm.may_exist FROM c0 JOIN pm USING (ability_id)),"
+	INTENT_CTE
+	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a USING (ability_id) ORDER BY c.ability_id";
+
+/*
+ * Outcomes, recorded only for rows whose lease is still ours (`x` locks them
+ * and reads their latest version). The outcome counts for the generation
+ * that was pushed, and a written vector only while its mirror row exists: a
+ * newer generation (or a row deleted behind our back) makes the row due now. An ambiguous call moves
+ * the doubt window out; a confirmed push begun after the window clears it.
+ * Only a confirmed push with no doubt left settles a row: synced, or deleted
+ * when its vector went; then the ledger follows, never for a stale generation.
+ */
+static const char finish_sql[] =
+	"WITH d AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bool[], $5::bool[], $6::bool[],"
+	"  $7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS d(ability_id, generation, result,"
+	"  ambiguous, clears, deleted, content_hash, deletes, error, retry_in, ord)),"
+	" x AS ("
+	" SELECT d.*, s.generation = d.generation"
+	"  AND (d.deleted OR EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = d.ability_id)) AS current,"
+	"  s.attempts,"
+	"  CASE WHEN d.ambiguous THEN greatest(s.doubt_until, now() + $11::interval)"
+	"   WHEN d.clears THEN NULL ELSE s.doubt_until END AS doubt"
+	" FROM d JOIN abilitysync.sync_state s USING (ability_id) WHERE s.lease_owner = $12 FOR UPDATE OF s),"
+	" y AS (SELECT x.*, CASE WHEN NOT current THEN 'superseded'"
+	"   WHEN result = 'ok' AND doubt IS NULL THEN CASE WHEN deleted THEN 'deleted' ELSE 'synced' END"
+	"   WHEN result = 'permanent' OR (result = 'failed' AND attempts >= $13::int) THEN 'failed'"
+	"   ELSE 'pending' END AS outcome FROM x),"
+	" up AS ("
+	" UPDATE abilitysync.sync_state s SET doubt_until = y.doubt, lease_until = NULL, lease_owner = NULL,"
+	"  state = CASE y.outcome WHEN 'synced' THEN 'synced' WHEN 'deleted' THEN 'deleted' WHEN 'failed' THEN 'failed'"
+	"   ELSE s.state END,"
+	"  content_hash = CASE WHEN y.current AND y.result = 'ok' AND NOT y.deleted"
+	"   THEN coalesce(y.content_hash, s.content_hash) ELSE s.content_hash END,"
+	"  attempts = CASE WHEN y.outcome IN ('synced', 'deleted') THEN 0 ELSE s.attempts END,"
+	"  last_error = CASE WHEN NOT y.current THEN s.last_error WHEN y.outcome IN ('synced', 'deleted') THEN NULL"
+	"   WHEN y.result = 'ok' THEN 'in doubt until ' || to_char(y.doubt AT TIME ZONE 'UTC',"
+	"    'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || ': an earlier vector DB call may still land; verified then'"
+	"   ELSE y.error END,"
+	"  synced_at = CASE WHEN y.outcome IN ('synced', 'deleted') THEN now() ELSE s.synced_at END,"
+	"  next_attempt_at = CASE WHEN NOT y.current OR y.result = 'ok' THEN greatest(now(), y.doubt)"
+	"   ELSE greatest(now() + y.retry_in::interval, y.doubt) END,"
+	"  updated_at = now()"
+	" FROM y WHERE s.ability_id = y.ability_id"
+	" RETURNING s.ability_id, s.blob_id, s.vector_id, y.outcome, y.deletes),"
+	" led AS ("
+	" UPDATE abilitysync.vector_ledger l"
+	"  SET deleted_at = CASE WHEN up.outcome = 'deleted' THEN now() END, last_written_at = now()"
+	" FROM up WHERE up.outcome IN ('synced', 'deleted') AND l.ability_id = up.ability_id"
+	"  AND l.blob_id = up.blob_id AND l.vector_id = up.vector_id),"
+	" gone AS ("
+	" UPDATE abilitysync.vector_ledger l SET deleted_at = now()"
+	" FROM up, unnest(string_to_array(up.deletes, ',')) AS v(pair)"
+	" WHERE up.outcome IN ('synced', 'deleted') AND l.ability_id = up.ability_id"
+	"  AND l.blob_id = split_part(v.pair, ' ', 1) AND l.vector_id = split_part(v.pair, ' ', 2)::int"
+	"  AND NOT (up.outcome = 'synced' AND l.blob_id = up.blob_id AND l.vector_id = up.vector_id))"
+	" SELECT coalesce(up.outcome, 'lost') FROM d LEFT JOIN up USING (ability_id) ORDER BY d.ord";
+
+static const char fail_rows_sql[] =
+	"UPDATE abilitysync.sync_state s SET state = 'failed', last_error = f.error, lease_until = NULL,"
+	" lease_owner = NULL, updated_at = now()"
+	" FROM unnest($1::text[], $2::text[]) AS f(ability_id, error)"
+	" WHERE s.ability_id = f.ability_id AND (s.lease_owner IS NULL OR s.lease_owner = $3 OR s.lease_until < now())";
 
 static const char row_columns[] =
 	"a.ability_id, a.vector_id, a.ability_name, a.service_name, a.description, a.metadata::text,"
@@ -95,77 +317,19 @@ static const char row_sync_columns[] =
 	" to_char(s.synced_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)";
 
-static const char delete_lookup_sql[] =
-	"SELECT service_name, vector_id FROM public.abilities WHERE ability_id = $1";
-
-/* The vector goes in the ledger too (if no one holds it), so reconcile can check the tombstone later. */
-static const char delete_sql[] =
-	"WITH d AS (DELETE FROM public.abilities WHERE ability_id = $1 RETURNING ability_id),"
-	" led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id) SELECT $2, $3::int, $1 FROM d"
-	"  ON CONFLICT (blob_id, vector_id) DO NOTHING)"
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, updated_at)"
-	" SELECT $1, $2, $3::int, '', 'pending_delete', 1, 0, now() + $4::interval, now() FROM d"
-	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0,"
-	"  next_attempt_at = excluded.next_attempt_at, last_error = NULL, updated_at = now()"
-	" RETURNING generation, blob_id, vector_id";
-
 static const char status_sql[] =
 	"SELECT json_build_object("
 	" 'counts', (SELECT coalesce(json_object_agg(state, n), '{}') FROM"
 	"  (SELECT state, count(*) AS n FROM abilitysync.sync_state GROUP BY state) c),"
 	" 'oldest_pending_seconds', (SELECT round(extract(epoch FROM now() - min(updated_at))::numeric, 3)"
 	"  FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')),"
+	" 'in_doubt', (SELECT count(*) FROM abilitysync.sync_state WHERE doubt_until IS NOT NULL),"
 	" 'last_errors', (SELECT coalesce(json_agg(e), '[]') FROM"
 	"  (SELECT ability_id, state, attempts, last_error, updated_at FROM abilitysync.sync_state"
 	"   WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10) e),"
 	" 'reconcile', (SELECT json_build_object('run_id', id, 'status', status, 'finished_at', finished_at,"
 	"   'total', report->'total', 'drift', (SELECT json_object_agg(k, v->'count') FROM jsonb_each(report->'drift') d(k, v)))"
 	"  FROM abilitysync.reconcile_runs WHERE report IS NOT NULL ORDER BY id DESC LIMIT 1))::text";
-
-/* Claims due rows with SKIP LOCKED (replicas share the work) and leases them. */
-static const char claim_sql[] =
-	"WITH c AS ("
-	" UPDATE abilitysync.sync_state s SET next_attempt_at = now() + $2::interval, attempts = s.attempts + 1"
-	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state"
-	"  WHERE state IN ('pending', 'pending_delete') AND next_attempt_at <= now()"
-	"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-	" RETURNING s.ability_id, s.generation, s.state, s.blob_id, s.vector_id, s.content_hash, s.attempts)"
-	" SELECT c.ability_id, c.generation, c.state, c.blob_id, c.vector_id, c.content_hash, c.attempts,"
-	"  a.ability_name, a.service_name, a.description, a.embedding::text, a.metadata::text,"
-	"  (SELECT string_agg(l.blob_id || ' ' || l.vector_id, ',') FROM abilitysync.vector_ledger l"
-	"   WHERE l.ability_id = c.ability_id AND l.deleted_at IS NULL"
-	"   AND (c.state = 'pending_delete' OR NOT (l.blob_id = c.blob_id AND l.vector_id = c.vector_id)))"
-	" FROM c LEFT JOIN public.abilities a USING (ability_id)";
-
-/*
- * Pushed rows become synced (or deleted) only if no newer write came in
- * meanwhile (same generation); their vectors' ledger rows follow. Rows that
- * failed wait for their retry, or become failed after max_attempts.
- */
-static const char finish_sql[] =
-	"WITH d AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $7::text[],"
-	"  $8::bool[]) AS d(ability_id, generation, stale, error, retry_in, content_hash, permanent)),"
-	" ok AS ("
-	" UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state = 'pending_delete' THEN 'deleted' ELSE 'synced' END,"
-	"  content_hash = coalesce(d.content_hash, s.content_hash),"
-	"  attempts = 0, last_error = NULL, synced_at = now(), updated_at = now()"
-	" FROM d WHERE d.error IS NULL AND s.ability_id = d.ability_id AND s.generation = d.generation"
-	" RETURNING s.ability_id, s.state, s.blob_id, s.vector_id),"
-	" led AS ("
-	" UPDATE abilitysync.vector_ledger l"
-	"  SET deleted_at = CASE WHEN ok.state = 'deleted' THEN now() END, last_written_at = now()"
-	" FROM ok WHERE l.ability_id = ok.ability_id AND l.blob_id = ok.blob_id AND l.vector_id = ok.vector_id),"
-	" gone AS ("
-	" UPDATE abilitysync.vector_ledger l SET deleted_at = now()"
-	" FROM d, unnest(string_to_array(d.stale, ',')) AS v(pair)"
-	" WHERE d.error IS NULL AND l.ability_id = d.ability_id AND l.blob_id = split_part(v.pair, ' ', 1)"
-	"  AND l.vector_id = split_part(v.pair, ' ', 2)::int),"
-	" bad AS ("
-	" UPDATE abilitysync.sync_state s SET last_error = d.error, next_attempt_at = now() + d.retry_in::interval,"
-	"  state = CASE WHEN d.permanent OR s.attempts >= $6::int THEN 'failed' ELSE s.state END, updated_at = now()"
-	" FROM d WHERE d.error IS NOT NULL AND s.ability_id = d.ability_id AND s.generation = d.generation)"
-	" SELECT count(*) FROM ok";
 
 /* A failed row goes back to what it was for: an upsert if its row exists, else a delete. */
 static const char retry_failed_sql[] =
@@ -177,9 +341,10 @@ static const char retry_failed_sql[] =
 /* The statements run for every ability: prepared once per connection. */
 static const struct pg_stmt write_stmt = {"abilitysync_write", write_sql};
 static const struct pg_stmt finish_stmt = {"abilitysync_finish", finish_sql};
-static const struct pg_stmt claim_stmt = {"abilitysync_claim", claim_sql};
-
-/* ---- building parameters -------------------------------------------------------- */
+static const struct pg_stmt claim_due_stmt = {"abilitysync_claim_due", claim_due_sql};
+static const struct pg_stmt claim_ids_stmt = {"abilitysync_claim_ids", claim_ids_sql};
+static const struct pg_stmt claim_page_stmt = {"abilitysync_claim_page", claim_page_sql};
+static const struct pg_stmt delete_stmt = {"abilitysync_delete", delete_sql};
 
 /* ---- grouped writes ------------------------------------------------------------- */
 
@@ -189,7 +354,7 @@ struct write_req {
 	size_t n;
 	store_write_fn done;
 	void *arg;
-	bool alone;             /* retried by itself after its group failed on a race */
+	int alone;              /* > 0: run by itself (after its group lost a race on the ledger), that many times */
 };
 
 TAILQ_HEAD(write_list, write_req);
@@ -206,10 +371,31 @@ struct store {
 	struct store_opts o;
 	struct write_list waiting;
 	int in_flight;
-	char grace[32];
+	char *owner;
+	char lease[32], quarantine[32], attempts[16];
 };
 
 static void pump(struct store *s);
+
+static struct pg_param text_param(const char *s)
+{
+	return (struct pg_param){s, s ? strlen(s) : 0, false};
+}
+
+static struct pg_param array_param(const struct buf *b)
+{
+	return (struct pg_param){b->data, b->len, true};
+}
+
+static bool is_true(PGresult *res, int row, int col)
+{
+	return PQgetvalue(res, row, col)[0] == 't';
+}
+
+static const char *text_or_null(PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
 
 static bool group_has(const struct write_group *g, const struct ability *a)
 {
@@ -258,22 +444,40 @@ static void build_params(const struct write_group *g, struct buf p[12])
 		pg_array_end(&arr[k]);
 }
 
+/* Columns of write_sql's result, in order. */
+enum { W_ORD, W_COLLIDES, W_REFUSED, W_GENERATION, W_REWROTE, W_OWNER, W_STATE, W_LEASED, W_DOUBT, W_MAY_EXIST,
+       W_STALE };
+
 static void parse_row(PGresult *res, int row, struct write_result *w)
 {
 	memset(w, 0, sizeof(*w));
-	if (PQgetvalue(res, row, 1)[0] == 't') {
+	w->state = PQgetvalue(res, row, W_STATE);
+	w->other = PQgetvalue(res, row, W_OWNER);
+	if (is_true(res, row, W_COLLIDES)) {
 		w->outcome = WRITE_COLLISION;
-		snprintf(w->other, sizeof(w->other), "%s", PQgetvalue(res, row, 3));
-	} else if (PQgetvalue(res, row, 7)[0] == 't') {
+	} else if (is_true(res, row, W_REFUSED)) {
 		w->outcome = WRITE_REFUSED;
-	} else if (PQgetvalue(res, row, 2)[0] == 't') {
-		w->outcome = WRITE_UNCHANGED;
-	} else {
+	} else if (!PQgetisnull(res, row, W_GENERATION)) {
 		w->outcome = WRITE_WRITTEN;
-		w->generation = strtoll(PQgetvalue(res, row, 4), NULL, 10);
+		w->generation = strtoll(PQgetvalue(res, row, W_GENERATION), NULL, 10);
+		w->leased = is_true(res, row, W_LEASED);
+		w->doubt = is_true(res, row, W_DOUBT);
+		w->may_exist = is_true(res, row, W_MAY_EXIST);
+		w->stale = text_or_null(res, row, W_STALE);
+	} else {
+		w->outcome = is_true(res, row, W_REWROTE) ? WRITE_REPAIRED : WRITE_UNCHANGED;
 	}
-	snprintf(w->state, sizeof(w->state), "%s", PQgetvalue(res, row, 5));
-	snprintf(w->old_blob, sizeof(w->old_blob), "%s", PQgetvalue(res, row, 6));
+}
+
+static void requeue_alone(struct store *s, struct write_group *g)
+{
+	struct write_req *r;
+
+	while ((r = TAILQ_LAST(&g->reqs, write_list)) != NULL) {
+		TAILQ_REMOVE(&g->reqs, r, link);
+		r->alone++;
+		TAILQ_INSERT_HEAD(&s->waiting, r, link);
+	}
 }
 
 static void on_group_done(const struct pg_outcome *o, void *arg)
@@ -282,17 +486,15 @@ static void on_group_done(const struct pg_outcome *o, void *arg)
 	struct store *s = g->s;
 	struct write_req *r;
 	int row = 0;
-	bool race = !o->res && strcmp(o->sqlstate, "23505") == 0;
+	/* Two statements claimed one vector (23505) or locked ledger entries crosswise (40P01). */
+	bool race = !o->res && (strcmp(o->sqlstate, "23505") == 0 || strcmp(o->sqlstate, "40P01") == 0);
 
 	s->in_flight--;
-	if (race && g->rows > 1) {
-		/* Two groups claimed one vector at once: run each request alone, in order, to tell who collides. */
-		log_info(COMP, "a concurrent write claimed the same vector; retrying %zu rows one request at a time", g->rows);
-		while ((r = TAILQ_LAST(&g->reqs, write_list)) != NULL) {
-			TAILQ_REMOVE(&g->reqs, r, link);
-			r->alone = true;
-			TAILQ_INSERT_HEAD(&s->waiting, r, link);
-		}
+	if (race && TAILQ_FIRST(&g->reqs)->alone < ALONE_RETRIES) {
+		/* Run each request by itself, in order: the statement then sees who holds the vector. */
+		log_info(COMP, "a concurrent write claimed the same vector (%s); retrying %zu rows one request at a time",
+			 o->sqlstate, g->rows);
+		requeue_alone(s, g);
 		free(g);
 		pump(s);
 		return;
@@ -325,16 +527,18 @@ static void on_group_done(const struct pg_outcome *o, void *arg)
 static void send_group(struct store *s, struct write_group *g)
 {
 	struct buf p[12];
-	struct pg_param params[13];
+	struct pg_param params[15];
 	int k;
 
 	memset(p, 0, sizeof(p));
 	build_params(g, p);
 	for (k = 0; k < 12; k++)
-		params[k < 11 ? k : 12] = (struct pg_param){p[k].data, p[k].len, true};
-	params[11] = (struct pg_param){s->grace, strlen(s->grace), false};
+		params[k < 11 ? k : 12] = array_param(&p[k]);
+	params[11] = text_param(s->owner);
+	params[13] = text_param(s->lease);
+	params[14] = text_param(s->quarantine);
 	s->in_flight++;
-	pgpool_execute(s->pool, &write_stmt, 13, params, on_group_done, g);
+	pgpool_execute(s->pool, &write_stmt, 15, params, on_group_done, g);
 	for (k = 0; k < 12; k++)
 		buf_free(&p[k]);
 }
@@ -384,20 +588,334 @@ void store_write(struct store *s, const struct ability *items, size_t n, store_w
 	pump(s);
 }
 
-/* ---- single statements ------------------------------------------------------------ */
+/* ---- deletes and claims ---------------------------------------------------------------- */
 
-void store_get(struct store *s, const char *ability_id, bool with_embedding, pg_done_fn done, void *arg)
+struct delete_ctx {
+	store_delete_fn done;
+	void *arg;
+};
+
+static void on_deleted(const struct pg_outcome *o, void *arg)
+{
+	struct delete_ctx *x = arg;
+	struct delete_result r;
+
+	memset(&r, 0, sizeof(r));
+	if (o->res && PQntuples(o->res) == 1) {
+		r.found = true;
+		r.generation = strtoll(PQgetvalue(o->res, 0, 0), NULL, 10);
+		r.blob_id = PQgetvalue(o->res, 0, 1);
+		r.vector_id = strtoll(PQgetvalue(o->res, 0, 2), NULL, 10);
+		r.leased = is_true(o->res, 0, 3);
+		r.doubt = is_true(o->res, 0, 4);
+		r.deletes = text_or_null(o->res, 0, 5);
+	}
+	x->done(o->res ? &r : NULL, o, x->arg);
+	free(x);
+}
+
+void store_delete(struct store *s, const char *ability_id, store_delete_fn done, void *arg)
+{
+	struct delete_ctx *x = xcalloc(1, sizeof(*x));
+	struct pg_param params[4] = {text_param(ability_id), text_param(s->owner), text_param(s->lease),
+				     text_param(s->quarantine)};
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_execute(s->pool, &delete_stmt, 4, params, on_deleted, x);
+}
+
+struct claim_ctx {
+	store_claim_fn done;
+	void *arg;
+};
+
+/* Columns of CLAIMED_COLUMNS, in order. */
+enum { C_ID, C_GENERATION, C_STATE, C_BLOB, C_VID, C_ATTEMPTS, C_LEASED, C_DOUBT, C_VERIFY, C_MAY_EXIST, C_DELETES,
+       C_COLLISION, C_GONE, C_NAME, C_SERVICE, C_DESCRIPTION, C_EMBEDDING, C_METADATA };
+
+static void on_claimed(const struct pg_outcome *o, void *arg)
+{
+	struct claim_ctx *x = arg;
+	struct claimed_row *rows = NULL;
+	int n = o->res ? PQntuples(o->res) : 0, r;
+
+	if (n)
+		rows = xcalloc((size_t)n, sizeof(*rows));
+	for (r = 0; r < n; r++) {
+		struct claimed_row *c = &rows[r];
+		PGresult *res = o->res;
+
+		c->ability_id = PQgetvalue(res, r, C_ID);
+		c->generation = strtoll(PQgetvalue(res, r, C_GENERATION), NULL, 10);
+		c->state = PQgetvalue(res, r, C_STATE);
+		c->blob_id = PQgetvalue(res, r, C_BLOB);
+		c->vector_id = strtoll(PQgetvalue(res, r, C_VID), NULL, 10);
+		c->attempts = atoi(PQgetvalue(res, r, C_ATTEMPTS));
+		c->leased = is_true(res, r, C_LEASED);
+		c->doubt = is_true(res, r, C_DOUBT);
+		c->verify = is_true(res, r, C_VERIFY);
+		c->may_exist = is_true(res, r, C_MAY_EXIST);
+		c->deletes = text_or_null(res, r, C_DELETES);
+		c->collision = text_or_null(res, r, C_COLLISION);
+		c->gone = is_true(res, r, C_GONE);
+		c->ability_name = text_or_null(res, r, C_NAME);
+		c->service_name = text_or_null(res, r, C_SERVICE);
+		c->description = text_or_null(res, r, C_DESCRIPTION);
+		c->embedding = text_or_null(res, r, C_EMBEDDING);
+		c->metadata = text_or_null(res, r, C_METADATA);
+	}
+	x->done(rows, (size_t)n, o, x->arg);
+	free(rows);
+	free(x);
+}
+
+/* $1 owner, $2 lease, $3 quarantine: what every claim statement starts with. */
+static void claim_params(const struct store *s, struct pg_param *params)
+{
+	params[0] = text_param(s->owner);
+	params[1] = text_param(s->lease);
+	params[2] = text_param(s->quarantine);
+}
+
+static void claim(struct store *s, const struct pg_stmt *stmt, int nparams, const struct pg_param *params,
+		  store_claim_fn done, void *arg)
+{
+	struct claim_ctx *x = xcalloc(1, sizeof(*x));
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_execute(s->pool, stmt, nparams, params, on_claimed, x);
+}
+
+void store_claim_due(struct store *s, int limit, store_claim_fn done, void *arg)
+{
+	char lim[16];
+	struct pg_param params[4];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	claim_params(s, params);
+	params[3] = text_param(lim);
+	claim(s, &claim_due_stmt, 4, params, done, arg);
+}
+
+void store_claim_ids(struct store *s, const char *const *ids, size_t n, store_claim_fn done, void *arg)
+{
+	struct buf b = BUF_INIT;
+	struct pg_array arr;
+	struct pg_param params[4];
+	size_t i;
+
+	pg_array_begin(&arr, &b, PG_OID_TEXT);
+	for (i = 0; i < n; i++)
+		pg_array_text(&arr, ids[i], strlen(ids[i]));
+	pg_array_end(&arr);
+	claim_params(s, params);
+	params[3] = array_param(&b);
+	claim(s, &claim_ids_stmt, 4, params, done, arg);
+	buf_free(&b);
+}
+
+void store_claim_page(struct store *s, const char *after, const char *service, int limit, store_claim_fn done,
+		      void *arg)
+{
+	char lim[16];
+	struct pg_param params[6];
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	claim_params(s, params);
+	params[3] = text_param(after);
+	params[4] = text_param(service);
+	params[5] = text_param(lim);
+	claim(s, &claim_page_stmt, 6, params, done, arg);
+}
+
+/* ---- recording outcomes ------------------------------------------------------------------- */
+
+struct finish_ctx {
+	store_finish_fn done;
+	void *arg;
+	size_t n;
+};
+
+static enum finish_state finish_state_of(const char *s)
+{
+	if (strcmp(s, "synced") == 0 || strcmp(s, "deleted") == 0)
+		return FINISH_SYNCED;
+	if (strcmp(s, "failed") == 0)
+		return FINISH_FAILED;
+	if (strcmp(s, "superseded") == 0)
+		return FINISH_SUPERSEDED;
+	if (strcmp(s, "lost") == 0)
+		return FINISH_LOST;
+	return FINISH_PENDING;
+}
+
+static void on_finished(const struct pg_outcome *o, void *arg)
+{
+	struct finish_ctx *x = arg;
+	enum finish_state *res = NULL;
+	size_t i;
+
+	if (o->res && (size_t)PQntuples(o->res) == x->n) {
+		res = xcalloc(x->n ? x->n : 1, sizeof(*res));
+		for (i = 0; i < x->n; i++)
+			res[i] = finish_state_of(PQgetvalue(o->res, (int)i, 0));
+	}
+	x->done(res, x->n, o, x->arg);
+	free(res);
+	free(x);
+}
+
+static const char *push_result_text(enum push_result r)
+{
+	return r == PUSH_OK ? "ok" : r == PUSH_PERMANENT ? "permanent" : "failed";
+}
+
+void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, store_finish_fn done, void *arg)
+{
+	static const uint32_t oids[10] = {PG_OID_TEXT, PG_OID_INT8, PG_OID_TEXT, PG_OID_BOOL, PG_OID_BOOL,
+					  PG_OID_BOOL, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT};
+	struct finish_ctx *x = xcalloc(1, sizeof(*x));
+	struct buf b[10];
+	struct pg_array arr[10];
+	struct pg_param params[13];
+	size_t i;
+	int k;
+
+	memset(b, 0, sizeof(b));
+	for (k = 0; k < 10; k++)
+		pg_array_begin(&arr[k], &b[k], oids[k]);
+	x->done = done;
+	x->arg = arg;
+	x->n = n;
+	for (i = 0; i < n; i++) {
+		const struct push_done *d = &items[i];
+		const char *result = push_result_text(d->result);
+		char retry[32];
+
+		snprintf(retry, sizeof(retry), "%ld milliseconds", d->retry_in_ms);
+		pg_array_text(&arr[0], d->ability_id, strlen(d->ability_id));
+		pg_array_int8(&arr[1], d->generation);
+		pg_array_text(&arr[2], result, strlen(result));
+		pg_array_bool(&arr[3], d->ambiguous);
+		pg_array_bool(&arr[4], d->clears_doubt);
+		pg_array_bool(&arr[5], d->deleted);
+		pg_array_text(&arr[6], d->content_hash, d->content_hash ? strlen(d->content_hash) : 0);
+		pg_array_text(&arr[7], d->deletes, d->deletes ? strlen(d->deletes) : 0);
+		pg_array_text(&arr[8], d->error, d->error ? strlen(d->error) : 0);
+		pg_array_text(&arr[9], retry, strlen(retry));
+	}
+	for (k = 0; k < 10; k++) {
+		pg_array_end(&arr[k]);
+		params[k] = array_param(&b[k]);
+	}
+	params[10] = text_param(s->quarantine);
+	params[11] = text_param(s->owner);
+	params[12] = text_param(s->attempts);
+	pgpool_execute(s->pool, &finish_stmt, 13, params, on_finished, x);
+	for (k = 0; k < 10; k++)
+		buf_free(&b[k]);
+}
+
+void store_fail_rows(struct store *s, const char *const *ids, const char *const *errors, size_t n, pg_done_fn done,
+		     void *arg)
+{
+	struct buf b[2] = {BUF_INIT, BUF_INIT};
+	struct pg_array arr[2];
+	struct pg_param params[3];
+	size_t i;
+
+	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
+	pg_array_begin(&arr[1], &b[1], PG_OID_TEXT);
+	for (i = 0; i < n; i++) {
+		pg_array_text(&arr[0], ids[i], strlen(ids[i]));
+		pg_array_text(&arr[1], errors[i], strlen(errors[i]));
+	}
+	pg_array_end(&arr[0]);
+	pg_array_end(&arr[1]);
+	params[0] = array_param(&b[0]);
+	params[1] = array_param(&b[1]);
+	params[2] = text_param(s->owner);
+	pgpool_query_params(s->pool, fail_rows_sql, 3, params, done, arg);
+	buf_free(&b[0]);
+	buf_free(&b[1]);
+}
+
+void store_blob_creating(struct store *s, const char *blob, pg_done_fn done, void *arg)
+{
+	const char *params[1] = {blob};
+
+	pgpool_query(s->pool,
+		     "INSERT INTO abilitysync.blobs (blob_id, creating_since) VALUES ($1, now())"
+		     " ON CONFLICT (blob_id) DO UPDATE SET creating_since = now()",
+		     1, params, done, arg);
+}
+
+void store_blob_created(struct store *s, const char *blob, pg_done_fn done, void *arg)
+{
+	const char *params[1] = {blob};
+
+	pgpool_query(s->pool,
+		     "UPDATE abilitysync.blobs SET created_at = creating_since, creating_since = NULL"
+		     " WHERE blob_id = $1 AND creating_since IS NOT NULL",
+		     1, params, done, arg);
+}
+
+/* ---- reads ------------------------------------------------------------------------------- */
+
+struct rows_ctx {
+	store_rows_fn done;
+	void *arg;
+};
+
+static void on_rows(const struct pg_outcome *o, void *arg)
+{
+	struct rows_ctx *x = arg;
+	struct ability_row *rows = NULL;
+	int n = o->res ? PQntuples(o->res) : 0, r;
+
+	if (n)
+		rows = xcalloc((size_t)n, sizeof(*rows));
+	for (r = 0; r < n; r++) {
+		struct ability_row *w = &rows[r];
+		PGresult *res = o->res;
+
+		*w = (struct ability_row){PQgetvalue(res, r, 0), PQgetvalue(res, r, 2), PQgetvalue(res, r, 3),
+					  PQgetvalue(res, r, 4), strtoll(PQgetvalue(res, r, 1), NULL, 10),
+					  text_or_null(res, r, 5), text_or_null(res, r, 6), is_true(res, r, 7),
+					  text_or_null(res, r, 8), text_or_null(res, r, 9), text_or_null(res, r, 10),
+					  !PQgetisnull(res, r, 11), text_or_null(res, r, 11), text_or_null(res, r, 12),
+					  text_or_null(res, r, 13), text_or_null(res, r, 15), text_or_null(res, r, 16),
+					  PQgetisnull(res, r, 14) ? 0 : atoi(PQgetvalue(res, r, 14))};
+	}
+	x->done(rows, (size_t)n, o, x->arg);
+	free(rows);
+	free(x);
+}
+
+static void rows_query(struct store *s, const char *sql, int nparams, const char *const *params, store_rows_fn done,
+		       void *arg)
+{
+	struct rows_ctx *x = xcalloc(1, sizeof(*x));
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_query(s->pool, sql, nparams, params, on_rows, x);
+}
+
+void store_get(struct store *s, const char *ability_id, bool with_embedding, store_rows_fn done, void *arg)
 {
 	struct buf sql = BUF_INIT;
 	const char *params[1] = {ability_id};
 
 	buf_printf(&sql, "SELECT %s %s %s WHERE a.ability_id = $1", row_columns,
 		   with_embedding ? "a.embedding::text," : "NULL::text,", row_sync_columns);
-	pgpool_query(s->pool, sql.data, 1, params, done, arg);
+	rows_query(s, sql.data, 1, params, done, arg);
 	buf_free(&sql);
 }
 
-void store_list(struct store *s, const char *service, const char *cursor, int limit, pg_done_fn done, void *arg)
+void store_list(struct store *s, const char *service, const char *cursor, int limit, store_rows_fn done, void *arg)
 {
 	struct buf sql = BUF_INIT;
 	char lim[16];
@@ -407,126 +925,170 @@ void store_list(struct store *s, const char *service, const char *cursor, int li
 	buf_printf(&sql, "SELECT %s NULL::text, %s WHERE ($1::text IS NULL OR a.service_name = $1)"
 		   " AND ($2::text IS NULL OR a.ability_id > $2) ORDER BY a.ability_id LIMIT $3::int", row_columns,
 		   row_sync_columns);
-	pgpool_query(s->pool, sql.data, 3, params, done, arg);
+	rows_query(s, sql.data, 3, params, done, arg);
 	buf_free(&sql);
 }
 
-void store_delete_lookup(struct store *s, const char *ability_id, pg_done_fn done, void *arg)
-{
-	const char *params[1] = {ability_id};
+struct vectors_ctx {
+	store_vectors_fn done;
+	void *arg;
+};
 
-	pgpool_query(s->pool, delete_lookup_sql, 1, params, done, arg);
+static void on_vectors(const struct pg_outcome *o, void *arg)
+{
+	struct vectors_ctx *x = arg;
+	struct vector_row *rows = NULL;
+	int n = o->res ? PQntuples(o->res) : 0, r;
+
+	if (n)
+		rows = xcalloc((size_t)n, sizeof(*rows));
+	for (r = 0; r < n; r++)
+		rows[r] = (struct vector_row){PQgetvalue(o->res, r, 0), PQgetvalue(o->res, r, 2), PQgetvalue(o->res, r, 3),
+					      text_or_null(o->res, r, 4), strtoll(PQgetvalue(o->res, r, 1), NULL, 10)};
+	x->done(rows, (size_t)n, o, x->arg);
+	free(rows);
+	free(x);
 }
 
-void store_delete(struct store *s, const char *ability_id, const char *blob_id, int64_t vector_id, pg_done_fn done,
-		  void *arg)
+void store_by_vectors(struct store *s, const char *service, const char *ids, store_vectors_fn done, void *arg)
 {
-	char vid[24];
-	const char *params[4] = {ability_id, blob_id, vid, s->grace};
-
-	snprintf(vid, sizeof(vid), "%lld", (long long)vector_id);
-	pgpool_query(s->pool, delete_sql, 4, params, done, arg);
-}
-
-void store_status(struct store *s, pg_done_fn done, void *arg)
-{
-	pgpool_query(s->pool, status_sql, 0, NULL, done, arg);
-}
-
-/* A text parameter. */
-static struct pg_param text_param(const char *s)
-{
-	return (struct pg_param){s, s ? strlen(s) : 0, false};
-}
-
-void store_claim(struct store *s, int limit, long lease_s, pg_done_fn done, void *arg)
-{
-	char lim[16], lease[32];
-	struct pg_param params[2];
-
-	snprintf(lim, sizeof(lim), "%d", limit);
-	snprintf(lease, sizeof(lease), "%ld seconds", lease_s);
-	params[0] = text_param(lim);
-	params[1] = text_param(lease);
-	pgpool_execute(s->pool, &claim_stmt, 2, params, done, arg);
-}
-
-void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, pg_done_fn done, void *arg)
-{
-	struct buf b[7];
-	struct pg_array arr[7];
-	struct pg_param params[8];
-	char attempts[16];
-	size_t i;
-	int k;
-
-	memset(b, 0, sizeof(b));
-	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
-	pg_array_begin(&arr[1], &b[1], PG_OID_INT8);
-	for (k = 2; k < 6; k++)
-		pg_array_begin(&arr[k], &b[k], PG_OID_TEXT);
-	pg_array_begin(&arr[6], &b[6], PG_OID_BOOL);
-	for (i = 0; i < n; i++) {
-		const struct push_done *d = &items[i];
-		char retry[32];
-
-		snprintf(retry, sizeof(retry), "%ld milliseconds", d->retry_in_ms);
-		pg_array_text(&arr[0], d->ability_id, strlen(d->ability_id));
-		pg_array_int8(&arr[1], d->generation);
-		pg_array_text(&arr[2], d->stale, d->stale ? strlen(d->stale) : 0);
-		pg_array_text(&arr[3], d->error, d->error ? strlen(d->error) : 0);
-		pg_array_text(&arr[4], retry, strlen(retry));
-		pg_array_text(&arr[5], d->content_hash, d->content_hash ? strlen(d->content_hash) : 0);
-		pg_array_bool(&arr[6], d->permanent);
-	}
-	for (k = 0; k < 7; k++)
-		pg_array_end(&arr[k]);
-	snprintf(attempts, sizeof(attempts), "%d", s->o.max_attempts);
-	/* $1..$5 the arrays, $6 max attempts, $7 content hashes, $8 permanent. */
-	for (k = 0; k < 5; k++)
-		params[k] = (struct pg_param){b[k].data, b[k].len, true};
-	params[5] = text_param(attempts);
-	params[6] = (struct pg_param){b[5].data, b[5].len, true};
-	params[7] = (struct pg_param){b[6].data, b[6].len, true};
-	pgpool_execute(s->pool, &finish_stmt, 8, params, done, arg);
-	for (k = 0; k < 7; k++)
-		buf_free(&b[k]);
-}
-
-void store_by_vectors(struct store *s, const char *service, const char *ids, pg_done_fn done, void *arg)
-{
+	struct vectors_ctx *x = xcalloc(1, sizeof(*x));
 	const char *params[2] = {service, ids};
 
+	x->done = done;
+	x->arg = arg;
 	pgpool_query(s->pool,
 		     "SELECT ability_id, vector_id, ability_name, description, metadata::text FROM public.abilities"
 		     " WHERE service_name = $1 AND vector_id = ANY($2::int[])",
-		     2, params, done, arg);
+		     2, params, on_vectors, x);
 }
 
-void store_last_reconcile(struct store *s, pg_done_fn done, void *arg)
+struct text_ctx {
+	store_text_fn done;
+	void *arg;
+};
+
+static void on_text(const struct pg_outcome *o, void *arg)
 {
-	pgpool_query(s->pool,
-		     "SELECT report::text, id, status, to_char(started_at AT TIME ZONE 'UTC',"
-		     " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM abilitysync.reconcile_runs ORDER BY id DESC LIMIT 1",
-		     0, NULL, done, arg);
+	struct text_ctx *x = arg;
+
+	x->done(o->res && PQntuples(o->res) > 0 ? text_or_null(o->res, 0, 0) : NULL, o, x->arg);
+	free(x);
 }
 
-void store_job(struct store *s, const char *job_id, pg_done_fn done, void *arg)
+static void text_query(struct store *s, const char *sql, store_text_fn done, void *arg)
 {
+	struct text_ctx *x = xcalloc(1, sizeof(*x));
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_query(s->pool, sql, 0, NULL, on_text, x);
+}
+
+void store_status(struct store *s, store_text_fn done, void *arg)
+{
+	text_query(s, status_sql, done, arg);
+}
+
+void store_last_reconcile(struct store *s, store_text_fn done, void *arg)
+{
+	text_query(s,
+		   "SELECT coalesce(report::text, json_build_object('run_id', id, 'status', status, 'started_at',"
+		   " to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))::text)"
+		   " FROM abilitysync.reconcile_runs ORDER BY id DESC LIMIT 1",
+		   done, arg);
+}
+
+struct job_ctx {
+	store_job_fn done;
+	void *arg;
+};
+
+static void on_job(const struct pg_outcome *o, void *arg)
+{
+	struct job_ctx *x = arg;
+	struct job_row j;
+	PGresult *res = o->res;
+	bool found = res && PQntuples(res) == 1;
+
+	if (found)
+		j = (struct job_row){strtoll(PQgetvalue(res, 0, 0), NULL, 10), strtoll(PQgetvalue(res, 0, 3), NULL, 10),
+				     strtoll(PQgetvalue(res, 0, 4), NULL, 10), strtoll(PQgetvalue(res, 0, 5), NULL, 10),
+				     PQgetvalue(res, 0, 1), text_or_null(res, 0, 2), text_or_null(res, 0, 6),
+				     text_or_null(res, 0, 7), text_or_null(res, 0, 8), text_or_null(res, 0, 9)};
+	x->done(found ? &j : NULL, o, x->arg);
+	free(x);
+}
+
+void store_job(struct store *s, const char *job_id, store_job_fn done, void *arg)
+{
+	struct job_ctx *x = xcalloc(1, sizeof(*x));
 	const char *params[1] = {job_id};
 
+	x->done = done;
+	x->arg = arg;
 	pgpool_query(s->pool,
 		     "SELECT id, status, service_name, total, done, failed,"
 		     " to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
 		     " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
 		     " to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), error"
 		     " FROM abilitysync.restore_jobs WHERE id = $1::bigint",
-		     1, params, done, arg);
+		     1, params, on_job, x);
 }
 
-void store_retry_failed(struct store *s, pg_done_fn done, void *arg)
+struct count_ctx {
+	store_count_fn done;
+	void *arg;
+};
+
+static void on_count(const struct pg_outcome *o, void *arg)
 {
-	pgpool_query(s->pool, retry_failed_sql, 0, NULL, done, arg);
+	struct count_ctx *x = arg;
+
+	x->done(o->res && PQntuples(o->res) == 1 ? atol(PQgetvalue(o->res, 0, 0)) : -1, o, x->arg);
+	free(x);
+}
+
+/*
+ * Changes about to be pushed, of one blob or all: pending and due now, or
+ * leased (a push of them runs, or ran in a process that died: the lease runs
+ * out, then the row is due). Rows waiting out a backoff or a doubt window are
+ * not counted.
+ */
+void store_count_waiting(struct store *s, const char *blob, store_count_fn done, void *arg)
+{
+	struct count_ctx *x = xcalloc(1, sizeof(*x));
+	const char *params[1] = {blob};
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_query(s->pool,
+		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')"
+		     " AND (next_attempt_at <= now() OR lease_until IS NOT NULL) AND ($1::text IS NULL OR blob_id = $1)",
+		     1, params, on_count, x);
+}
+
+/* Changes not settled (pending or failed), of one blob or all. */
+void store_count_unsettled(struct store *s, const char *blob, store_count_fn done, void *arg)
+{
+	struct count_ctx *x = xcalloc(1, sizeof(*x));
+	const char *params[1] = {blob};
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_query(s->pool,
+		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete', 'failed')"
+		     " AND ($1::text IS NULL OR blob_id = $1)",
+		     1, params, on_count, x);
+}
+
+void store_retry_failed(struct store *s, store_count_fn done, void *arg)
+{
+	struct count_ctx *x = xcalloc(1, sizeof(*x));
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_query(s->pool, retry_failed_sql, 0, NULL, on_count, x);
 }
 
 struct store *store_new(struct pgpool *pool, const struct store_opts *o)
@@ -535,8 +1097,12 @@ struct store *store_new(struct pgpool *pool, const struct store_opts *o)
 
 	s->pool = pool;
 	s->o = *o;
+	s->owner = xstrdup(o->owner ? o->owner : "abilitysync");
+	s->o.owner = s->owner;
 	TAILQ_INIT(&s->waiting);
-	snprintf(s->grace, sizeof(s->grace), "%ld seconds", o->push_grace_s);
+	snprintf(s->lease, sizeof(s->lease), "%ld milliseconds", o->lease_ms);
+	snprintf(s->quarantine, sizeof(s->quarantine), "%ld milliseconds", o->quarantine_ms);
+	snprintf(s->attempts, sizeof(s->attempts), "%d", o->max_attempts);
 	return s;
 }
 
@@ -555,5 +1121,6 @@ void store_free(struct store *s)
 		r->done(NULL, r->n, &o, r->arg);
 		free(r);
 	}
+	free(s->owner);
 	free(s);
 }

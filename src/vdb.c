@@ -58,6 +58,10 @@ struct vdb_req {
 	struct curl_slist *headers; /* while on the wire */
 	struct event *retry_ev;
 	int64_t started_us;
+	int64_t deadline_ms;   /* no attempt starts or runs past it (0: none) */
+	bool ambiguous;        /* an attempt may have been applied without a clear answer */
+	size_t body_off;       /* how much of the body this attempt has handed to libcurl */
+	char tag[80];          /* "req=N" and the caller's trace, for logs */
 	req_finish_fn finish;
 	void *ctx;
 };
@@ -162,6 +166,58 @@ static struct curl_slist *request_headers(const struct vdb *v, uint64_t id, unsi
 	return h;
 }
 
+/* The configured time limit of an attempt, cut short by the call's deadline. */
+static long attempt_timeout_ms(const struct vdb_req *rq)
+{
+	long ms = rq->v->o.timeout_ms;
+	int64_t left;
+
+	if (rq->deadline_ms) {
+		left = rq->deadline_ms - clock_mono_ms();
+		if (left < ms)
+			ms = left > 1 ? (long)left : 1;
+	}
+	return ms;
+}
+
+static size_t body_len(const struct vdb_req *rq)
+{
+	return rq->ext_body ? rq->ext_len : rq->body.len;
+}
+
+static const char *body_data(const struct vdb_req *rq)
+{
+	return rq->ext_body ? rq->ext_body : rq->body.data;
+}
+
+static size_t on_read_body(char *buf, size_t size, size_t n, void *arg)
+{
+	struct vdb_req *rq = arg;
+	size_t want = size * n, left = body_len(rq) - rq->body_off;
+
+	if (want > left)
+		want = left;
+	memcpy(buf, body_data(rq) + rq->body_off, want);
+	rq->body_off += want;
+	return want;
+}
+
+/*
+ * libcurl sends a request again, on a fresh connection, when the reused one
+ * died before any answer came: harmless for a read, but the server may have
+ * applied the first copy of a write (a duplicate vector). Only a rewind to the
+ * start of a body not sent yet is allowed; otherwise the attempt fails, and
+ * our own retry decides, knowing the first copy is in doubt.
+ */
+static int on_seek_body(void *arg, curl_off_t offset, int origin)
+{
+	struct vdb_req *rq = arg;
+
+	if (origin == SEEK_SET && offset == 0 && rq->body_off == 0)
+		return CURL_SEEKFUNC_OK;
+	return CURL_SEEKFUNC_CANTSEEK;
+}
+
 static CURL *make_easy(struct vdb_req *rq)
 {
 	struct vdb *v = rq->v;
@@ -177,8 +233,8 @@ static CURL *make_easy(struct vdb_req *rq)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_reply_data);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, rq);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, rq->curl_err);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, v->o.timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, v->o.timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, attempt_timeout_ms(rq));
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, attempt_timeout_ms(rq));
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, v->o.tls_verify ? 1L : 0L);
@@ -186,12 +242,13 @@ static CURL *make_easy(struct vdb_req *rq)
 	if (v->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, v->ca_file);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, rq->method);
-	if (rq->ext_body) {
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, rq->ext_body);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->ext_len);
-	} else if (rq->body.len) {
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, rq->body.data);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body.len);
+	if (body_len(rq)) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len(rq));
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read_body);
+		curl_easy_setopt(e, CURLOPT_READDATA, rq);
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek_body);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, rq);
 	} else if (strcmp(rq->method, "GET") != 0) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
@@ -203,11 +260,30 @@ static CURL *make_easy(struct vdb_req *rq)
 
 static void start_next(struct vdb *v);
 
+/* The call's deadline came before this attempt could start: it never reaches the server. */
+static bool past_deadline(struct vdb_req *rq)
+{
+	if (!rq->deadline_ms || clock_mono_ms() < rq->deadline_ms)
+		return false;
+	rq->cc = CURLE_OPERATION_TIMEDOUT;
+	rq->http = 0;
+	snprintf(rq->curl_err, sizeof(rq->curl_err), "not sent: the call's deadline passed first");
+	rq->exhausted = true;
+	log_warn(COMP, "%s %s %s: not sent, its deadline passed (%d attempt(s) made)", rq->tag, rq->method, rq->path,
+		 rq->attempt);
+	rq->v->stats.failures++;
+	rq->finish(rq);
+	return true;
+}
+
 static void start(struct vdb_req *rq)
 {
 	struct vdb *v = rq->v;
 
+	if (past_deadline(rq))
+		return;
 	rq->attempt++;
+	rq->body_off = 0;
 	rq->http = 0;
 	rq->cc = CURLE_OK;
 	rq->curl_err[0] = '\0';
@@ -279,7 +355,42 @@ static struct vdb_req *req_new(struct vdb *v, const char *method, req_finish_fn 
 	rq->path = buf_steal(&path);
 	rq->finish = finish;
 	rq->ctx = ctx;
+	snprintf(rq->tag, sizeof(rq->tag), "req=%llu", (unsigned long long)rq->id);
 	return rq;
+}
+
+/* A call's deadline and trace go to each of its requests. */
+static void req_call(struct vdb_req *rq, const struct vdb_call *call)
+{
+	if (!call)
+		return;
+	rq->deadline_ms = call->deadline_ms;
+	if (call->trace && *call->trace)
+		snprintf(rq->tag, sizeof(rq->tag), "req=%llu for=%.60s", (unsigned long long)rq->id, call->trace);
+}
+
+/*
+ * Could the attempt just over have been applied by the server, though we do
+ * not know it? Only writes matter. A 500, 502 or 504 may come after the work
+ * was done (a proxy's time-out, a crash after the commit); a transport error
+ * after the whole request went out (a time-out, a reset mid-answer) may too.
+ * Before the request was fully sent, a refused connection, a 4xx, a 429 or a
+ * 503: nothing happened.
+ */
+static bool attempt_ambiguous(const struct vdb_req *rq)
+{
+	long sent = 0;
+	curl_off_t up = 0;
+
+	if (strcmp(rq->method, "GET") == 0)
+		return false;
+	if (rq->cc == CURLE_OK)
+		return rq->http == 500 || rq->http == 502 || rq->http == 504;
+	if (rq->cc == CURLE_SEND_FAIL_REWIND) /* a first copy went out on a connection that then died */
+		return true;
+	curl_easy_getinfo(rq->easy, CURLINFO_REQUEST_SIZE, &sent);
+	curl_easy_getinfo(rq->easy, CURLINFO_SIZE_UPLOAD_T, &up);
+	return sent > 0 && ((size_t)up >= body_len(rq) || rq->body_off >= body_len(rq));
 }
 
 static bool transient_curl_error(CURLcode cc)
@@ -372,7 +483,7 @@ static void attempt_done(struct vdb_req *rq, curl_off_t retry_after_s)
 	v->stats.by_class[rq->cc == CURLE_OK && rq->http >= 100 && rq->http < 600 ? rq->http / 100 : 0]++;
 	histogram_observe(&v->stats.latency, (double)(clock_mono_us() - rq->started_us) / 1e6);
 	if (ok || (rq->http == 404 && rq->flags & REQ_QUIET_404)) {
-		log_debug(COMP, "req=%llu %s %s: HTTP %ld in %ld ms", (unsigned long long)rq->id, rq->method,
+		log_debug(COMP, "%s %s %s: HTTP %ld in %ld ms", rq->tag, rq->method,
 			  rq->path, rq->http, ms);
 		rq->finish(rq);
 		return;
@@ -382,8 +493,8 @@ static void attempt_done(struct vdb_req *rq, curl_off_t retry_after_s)
 		struct timeval tv;
 		long delay = backoff_ms(rq, retry_after_s);
 
-		log_warn(COMP, "req=%llu %s %s: %s, after %ld ms (attempt %d of %d); retrying in %.1f s",
-			 (unsigned long long)rq->id, rq->method, rq->path, what, ms, rq->attempt, v->o.max_attempts,
+		log_warn(COMP, "%s %s %s: %s, after %ld ms (attempt %d of %d); retrying in %.1f s",
+			 rq->tag, rq->method, rq->path, what, ms, rq->attempt, v->o.max_attempts,
 			 (double)delay / 1000.0);
 		v->stats.retries++;
 		tv.tv_sec = delay / 1000;
@@ -398,7 +509,7 @@ static void attempt_done(struct vdb_req *rq, curl_off_t retry_after_s)
 	if (!(rq->flags & REQ_NO_RETRY))
 		log_msg(rq->flags & REQ_QUIET_4XX && rq->cc == CURLE_OK && rq->http >= 400 && rq->http < 500 ? LL_DEBUG
 														  : LL_WARN,
-			COMP, "req=%llu %s %s: %s, after %ld ms (attempt %d of %d)%s", (unsigned long long)rq->id,
+			COMP, "%s %s %s: %s, after %ld ms (attempt %d of %d)%s", rq->tag,
 			 rq->method, rq->path, what, ms, rq->attempt, v->o.max_attempts,
 			 rq->exhausted ? "; giving up" : "");
 	v->stats.failures++;
@@ -421,6 +532,7 @@ static void reap(struct vdb *v)
 		rq->cc = msg->data.result;
 		curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->http);
 		curl_easy_getinfo(rq->easy, CURLINFO_RETRY_AFTER, &retry_after);
+		rq->ambiguous = rq->ambiguous || attempt_ambiguous(rq);
 		curl_multi_remove_handle(v->multi, rq->easy);
 		curl_easy_cleanup(rq->easy);
 		rq->easy = NULL;
@@ -506,6 +618,7 @@ static void result_init(struct vdb_result *r, const struct vdb_req *rq)
 		r->http = rq->http;
 		r->attempts = rq->attempt;
 		r->req = rq->id;
+		r->ambiguous = rq->ambiguous;
 	}
 }
 
@@ -813,6 +926,9 @@ struct add_op {
 	char *blob;
 	struct add_item *items;
 	bool *ok;
+	bool *maybe;           /* per item: a request carrying it may have been applied unbeknown */
+	struct vdb_call call;
+	char trace[64];
 	size_t n;
 	struct add_batch *batches;
 	size_t nbatches;
@@ -849,6 +965,10 @@ static void add_finish(struct add_op *op)
 	}
 	r.reply = NULL;
 	r.ok = op->ok;
+	r.maybe = op->maybe;
+	r.ambiguous = false;
+	for (i = 0; i < op->n; i++)
+		r.ambiguous = r.ambiguous || op->maybe[i];
 	r.n = op->n;
 	op->done(&r, op->arg);
 	for (i = 0; i < op->nbatches; i++)
@@ -856,6 +976,7 @@ static void add_finish(struct add_op *op)
 	free(op->batches);
 	free(op->items);
 	free(op->ok);
+	free(op->maybe);
 	free(op->blob);
 	free(op);
 }
@@ -891,13 +1012,14 @@ static void on_post_done(struct vdb_req *rq)
 	op->req = rq->id;
 	if (rq->attempt > op->attempts)
 		op->attempts = rq->attempt;
+	for (i = b->first; i < b->first + b->count && rq->ambiguous; i++)
+		op->maybe[i] = op->items[i].postable;
 	if (req_ok(rq)) {
 		for (i = b->first; i < b->first + b->count; i++)
 			op->ok[i] = op->items[i].postable;
 	} else if (rq->http == 404 && !rq->cancelled && !b->blob_recreated) {
 		/* The server lost the blob (or the tenant): create it again, once. */
-		log_warn(COMP, "req=%llu: blob %s is gone from the server; creating it again",
-			 (unsigned long long)rq->id, op->blob);
+		log_warn(COMP, "%s: blob %s is gone from the server; creating it again", rq->tag, op->blob);
 		b->blob_recreated = true;
 		vdb_forget_blobs(op->v);
 		req_free(rq);
@@ -917,6 +1039,7 @@ static void post_batch(struct add_batch *b)
 	struct vdb_req *rq = req_new(op->v, "POST", on_post_done, b, "/tenants/%s/blobs/%s/vectors", op->v->tenant,
 				     op->blob);
 
+	req_call(rq, &op->call);
 	rq->ext_body = b->body.data;
 	rq->ext_len = b->body.len;
 	submit(rq);
@@ -1075,6 +1198,7 @@ static void on_delete_for_add(struct vdb_req *rq)
 	struct add_op *op = d->op;
 	struct vdb_result r;
 
+	op->maybe[d->item] = op->maybe[d->item] || rq->ambiguous;
 	if (!req_ok(rq) && !(rq->http == 404 && !rq->cancelled)) {
 		result_failure(&r, rq, "deleting before re-adding");
 		add_note_failure(op, &r);
@@ -1112,6 +1236,7 @@ static void on_blob_for_add(const struct vdb_result *r, void *arg)
 		d->item = i;
 		rq = req_new(op->v, "DELETE", on_delete_for_add, d, "/tenants/%s/blobs/%s/vectors/%lld", op->v->tenant,
 			     op->blob, (long long)op->items[i].id);
+		req_call(rq, &op->call);
 		rq->flags |= REQ_QUIET_404;
 		op->pending++;
 		submit(rq);
@@ -1155,6 +1280,12 @@ static bool find_duplicate_id(const struct vdb_vector *vecs, size_t n, int64_t *
 
 void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, size_t n, vdb_done_fn done, void *arg)
 {
+	vdb_add_call(v, NULL, blob, vecs, n, done, arg);
+}
+
+void vdb_add_call(struct vdb *v, const struct vdb_call *call, const char *blob, const struct vdb_vector *vecs,
+		  size_t n, vdb_done_fn done, void *arg)
+{
 	struct add_op *op = xcalloc(1, sizeof(*op));
 	size_t i;
 	int64_t dup;
@@ -1164,8 +1295,14 @@ void vdb_add(struct vdb *v, const char *blob, const struct vdb_vector *vecs, siz
 	op->n = n;
 	op->done = done;
 	op->arg = arg;
+	if (call) {
+		op->call = *call;
+		snprintf(op->trace, sizeof(op->trace), "%s", call->trace ? call->trace : "");
+		op->call.trace = op->trace;
+	}
 	op->items = xcalloc(n ? n : 1, sizeof(*op->items));
 	op->ok = xcalloc(n ? n : 1, sizeof(bool));
+	op->maybe = xcalloc(n ? n : 1, sizeof(bool));
 	if (find_duplicate_id(vecs, n, &dup)) {
 		op->fail.status = VDB_REJECTED;
 		snprintf(op->fail.error, sizeof(op->fail.error),
@@ -1474,12 +1611,13 @@ done:
 	return st;
 }
 
-static void get_vector(struct vdb *v, const char *blob, int64_t id, enum vdb_reply_kind kind, vdb_done_fn done,
-		       void *arg)
+static void get_vector(struct vdb *v, const struct vdb_call *call, const char *blob, int64_t id,
+		       enum vdb_reply_kind kind, vdb_done_fn done, void *arg)
 {
 	struct simple_op *op;
 	struct vdb_req *rq = simple(v, "GET", "getting a vector", done, arg, &op);
 
+	req_call(rq, call);
 	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
 	op->reply = REPLY_CHECKED;
 	op->kind = kind;
@@ -1490,12 +1628,28 @@ static void get_vector(struct vdb *v, const char *blob, int64_t id, enum vdb_rep
 
 void vdb_get(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
 {
-	get_vector(v, blob, id, VDB_REPLY_GET, done, arg);
+	get_vector(v, NULL, blob, id, VDB_REPLY_GET, done, arg);
 }
 
 void vdb_get_attributes(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
 {
-	get_vector(v, blob, id, VDB_REPLY_GET_LIGHT, done, arg);
+	get_vector(v, NULL, blob, id, VDB_REPLY_GET_LIGHT, done, arg);
+}
+
+void vdb_get_attributes_call(struct vdb *v, const struct vdb_call *call, const char *blob, int64_t id,
+			     vdb_done_fn done, void *arg)
+{
+	get_vector(v, call, blob, id, VDB_REPLY_GET_LIGHT, done, arg);
+}
+
+bool vdb_knows_blob(struct vdb *v, const char *blob)
+{
+	struct known *k;
+
+	for (k = v->blobs; k; k = k->next)
+		if (strcmp(k->blob, blob) == 0)
+			return k->state == K_READY;
+	return false;
 }
 
 bool vdb_created_blob(struct vdb *v, const char *blob)
@@ -1510,9 +1664,16 @@ bool vdb_created_blob(struct vdb *v, const char *blob)
 
 void vdb_delete(struct vdb *v, const char *blob, int64_t id, vdb_done_fn done, void *arg)
 {
+	vdb_delete_call(v, NULL, blob, id, done, arg);
+}
+
+void vdb_delete_call(struct vdb *v, const struct vdb_call *call, const char *blob, int64_t id, vdb_done_fn done,
+		     void *arg)
+{
 	struct simple_op *op;
 	struct vdb_req *rq = simple(v, "DELETE", "deleting a vector", done, arg, &op);
 
+	req_call(rq, call);
 	set_path(rq, "/tenants/%s/blobs/%s/vectors/%lld", v->tenant, blob, (long long)id);
 	op->missing_ok = true;
 	rq->flags |= REQ_QUIET_404;
@@ -1626,6 +1787,8 @@ struct vdb *vdb_new(struct event_base *base, const struct vdb_opts *o, struct er
 static void cancel(struct vdb_req *rq)
 {
 	if (rq->easy) {
+		/* On the wire: it may still be applied, and we will never know. */
+		rq->ambiguous = rq->ambiguous || strcmp(rq->method, "GET") != 0;
 		curl_multi_remove_handle(rq->v->multi, rq->easy);
 		curl_easy_cleanup(rq->easy);
 		rq->easy = NULL;
@@ -1636,13 +1799,9 @@ static void cancel(struct vdb_req *rq)
 	rq->finish(rq);
 }
 
-void vdb_free(struct vdb *v)
+/* Ends everything pending with VDB_CANCELLED, callbacks included. */
+static void cancel_everything(struct vdb *v)
 {
-	struct known *k, *next;
-
-	if (!v)
-		return;
-	v->freeing = true;
 	/* Cancelling can make operations submit their next step: submit() cancels those at once. */
 	while (!TAILQ_EMPTY(&v->queued) || !TAILQ_EMPTY(&v->active) || v->deferred) {
 		struct vdb_req *rq;
@@ -1661,6 +1820,25 @@ void vdb_free(struct vdb *v)
 			on_deferred(-1, 0, d);
 		}
 	}
+}
+
+void vdb_cancel_all(struct vdb *v)
+{
+	bool was = v->freeing;
+
+	v->freeing = true;
+	cancel_everything(v);
+	v->freeing = was;
+}
+
+void vdb_free(struct vdb *v)
+{
+	struct known *k, *next;
+
+	if (!v)
+		return;
+	v->freeing = true;
+	cancel_everything(v);
 	for (k = v->blobs; k; k = next) {
 		next = k->next;
 		free(k->blob);

@@ -63,7 +63,7 @@ test_drizzle_kit_then_abilitysync_finds_nothing_pending() {
   assert_rc 0 "drizzle-kit migrate"
   run env DATABASE_URL="$db" "$ABILITYSYNC" migrate status
   assert_rc 0 "abilitysync status after drizzle-kit"
-  assert_contains "$OUT" "2 applied, 0 pending, 0 out of order, 0 changed"
+  assert_contains "$OUT" "$(jq '.entries | length' drizzle-compat/drizzle/meta/_journal.json) applied, 0 pending, 0 out of order, 0 changed"
   run env DATABASE_URL="$db" "$ABILITYSYNC" migrate up
   assert_rc 0
   assert_contains "$OUT" "up to date"
@@ -93,7 +93,7 @@ test_drizzle_kit_first_migration_then_abilitysync_the_second() {
   assert_eq "$(psql_q "$db" -c "select count(*) from $LEDGER")" 1
   run env DATABASE_URL="$db" "$ABILITYSYNC" migrate up
   assert_rc 0
-  assert_contains "$OUT" "applying 1 migration(s)"
+  assert_contains "$OUT" "applying $(($(jq '.entries | length' drizzle-compat/drizzle/meta/_journal.json) - 1)) migration(s)"
   assert_contains "$OUT" "applied 0001_sync_schema"
   run drizzle_kit "$all" "$db" migrate
   assert_rc 0 "drizzle-kit with everything applied"

@@ -642,7 +642,7 @@ test_fault_rules_are_bounded_and_never_hit_admin() {
   emu GET /health
   expect 500
   emu DELETE /_admin/faults
-  expect 200 '{"cleared":64}'
+  expect 200 '{"cleared":64,"released":0}'
   emu GET /health
   expect 200
   stop_emulator

@@ -154,7 +154,7 @@ test_restore_inside_the_server_never_duplicates() {
 # then applied by the server within the quarantine window): whatever the second
 # replica pushes meanwhile, the end state is the last write.
 test_a_push_that_outlives_its_lease_never_lands_over_a_newer_write() {
-  local first h2 settings=(SYNC_LEASE=2 VDB_TIMEOUT_MS=6000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=6000)
+  local first h2 settings=(SYNC_LEASE=3 VDB_TIMEOUT_MS=6000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=6000)
   setup_stores
   serve "${settings[@]}"
   first=$SVC_URL
@@ -323,8 +323,8 @@ test_colliding_ids_written_at_once_get_201_and_409() {
   for _ in $(seq 1 50); do [ -s "$first" ] && [ -s "$second" ] && break; sleep 0.1; done
   outcome="$(cut -d' ' -f1 "$first") $(cut -d' ' -f1 "$second")"
   case "$outcome" in
-    "201 409") assert_contains "$(cat "$second")" '"c-14068' "the 409 names the holder" ;;
-    "409 201") assert_contains "$(cat "$first")" '"c-33647' "the 409 names the holder" ;;
+    "201 409") assert_contains "$(cat "$second")" "ability c-14068 already uses" "the 409 names the holder" ;;
+    "409 201") assert_contains "$(cat "$first")" "ability c-33647 already uses" "the 409 names the holder" ;;
     *) fail "expected one 201 and one 409, got $outcome: $(cat "$first" "$second")" ;;
   esac
   assert_contains "$(cat "$first" "$second")" vector_id_collision

@@ -10,7 +10,8 @@
 TENANT=reverse_engineer
 DIM=8
 # The CLI retries a failing vector DB briefly, so failures are quick.
-CLI_ENV=(VDB_MAX_ATTEMPTS=2 VDB_BACKOFF_MS=10 VDB_BACKOFF_MAX_MS=50 VDB_TIMEOUT_MS=5000)
+# A job killed half way leaves leases on the rows it was pushing: short ones, so a resume is quick.
+CLI_ENV=(VDB_MAX_ATTEMPTS=2 VDB_BACKOFF_MS=10 VDB_BACKOFF_MAX_MS=50 VDB_TIMEOUT_MS=5000 SYNC_LEASE=2)
 
 migrated_db() {
   DB=$(new_db "${1:-db}")
