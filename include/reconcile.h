@@ -21,6 +21,9 @@
  *   collisions      a live row whose vector_id another live ability holds
  *   invalid_rows    a row that cannot be pushed (--deep, or its vector_id)
  *   vector_differs  --deep: the vector does not find itself by self-query
+ *   stale_content   --deep: a row in doubt (its last push was ambiguous) whose
+ *                   vector is not its content now; its verification, once the
+ *                   quarantine is over, rewrites it (no repair queued)
  *
  * A dry run reads only: no lock, no record, nothing changed anywhere, so it
  * also runs against a read-only standby. A real run takes the reconcile lock

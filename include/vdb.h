@@ -81,6 +81,7 @@ struct vdb_result {
 	 * attempt cut before its request went out, surely did nothing.)
 	 */
 	bool ambiguous;
+	bool cut_short;     /* the call's deadline (vdb_call) passed before it could finish */
 };
 
 /*
@@ -105,9 +106,16 @@ struct vdb_vector {
 	bool may_exist;         /* delete-then-add deletes first only when it may exist */
 };
 
+/* Ambiguous attempts (see vdb_result.ambiguous), by call and by reason. */
+enum vdb_ambiguous_call { VDB_AMB_ADD, VDB_AMB_DELETE, VDB_AMB_OTHER, VDB_AMB_CALLS };
+enum vdb_ambiguous_reason { VDB_AMB_TIMEOUT, VDB_AMB_RESET, VDB_AMB_5XX, VDB_AMB_CANCELLED, VDB_AMB_REASONS };
+extern const char *const vdb_ambiguous_call_names[VDB_AMB_CALLS];
+extern const char *const vdb_ambiguous_reason_names[VDB_AMB_REASONS];
+
 struct vdb_stats {
 	uint64_t requests, retries, failures;
 	uint64_t by_class[6];   /* replies: 1xx..5xx, and [0] for no reply */
+	uint64_t ambiguous[VDB_AMB_CALLS][VDB_AMB_REASONS];
 	uint64_t vectors_added;
 	int inflight, queued;
 	struct histogram latency; /* seconds per attempt */

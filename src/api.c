@@ -906,6 +906,19 @@ static void render_vdb(const struct service *svc, struct buf *out)
 		snprintf(labels, sizeof(labels), "class=\"%s\"", classes[i]);
 		metrics_value(out, "abilitysync_vdb_replies_total", labels, (double)vs.by_class[i]);
 	}
+	metrics_header(out, "abilitysync_vdb_ambiguous_total", "counter",
+		       "Vector DB write attempts that may have been applied unbeknown, by call and reason.");
+	for (i = 0; i < VDB_AMB_CALLS; i++) {
+		size_t k;
+
+		for (k = 0; k < VDB_AMB_REASONS; k++) {
+			char labels[64];
+
+			snprintf(labels, sizeof(labels), "call=\"%s\",reason=\"%s\"", vdb_ambiguous_call_names[i],
+				 vdb_ambiguous_reason_names[k]);
+			metrics_value(out, "abilitysync_vdb_ambiguous_total", labels, (double)vs.ambiguous[i][k]);
+		}
+	}
 	metrics_header(out, "abilitysync_vdb_retries_total", "counter", "Vector DB requests retried.");
 	metrics_value(out, "abilitysync_vdb_retries_total", NULL, (double)vs.retries);
 	metrics_header(out, "abilitysync_vdb_failures_total", "counter", "Vector DB attempts that failed.");

@@ -425,7 +425,8 @@ static void note_failure(struct op *op, struct item *it, const struct vdb_result
 	if (!it->error[0])
 		snprintf(it->error, sizeof(it->error), "%s", r->error);
 	it->status = r->status;
-	it->unavailable = it->unavailable || r->status == VDB_UNAVAILABLE || r->status == VDB_CANCELLED;
+	/* A push cut short by its lease is slow, not a vector DB that is down: it is retried like any failure. */
+	it->unavailable = it->unavailable || ((r->status == VDB_UNAVAILABLE || r->status == VDB_CANCELLED) && !r->cut_short);
 	/* The vector DB refused the request itself: pushing it again changes nothing. */
 	if (r->status == VDB_REJECTED || r->status == VDB_BAD_REPLY)
 		it->permanent = true;

@@ -46,11 +46,13 @@ enum cat {
 	CAT_COLLISIONS,
 	CAT_INVALID,
 	CAT_DIFFERS,
+	CAT_STALE_CONTENT,
 	CAT_N
 };
 
-static const char *const cat_names[CAT_N] = {"missing",	"stale",      "orphans",      "no_sync_state", "overdue",
-					     "failed",	"collisions", "invalid_rows", "vector_differs"};
+static const char *const cat_names[CAT_N] = {"missing",	   "stale",	 "orphans",	   "no_sync_state",
+					     "overdue",	   "failed",	 "collisions",	   "invalid_rows",
+					     "vector_differs", "stale_content"};
 
 struct category {
 	long count;
@@ -59,13 +61,16 @@ struct category {
 };
 
 /* What a live row turned out to be. */
-enum verdict { V_FINE, V_SKIP, V_CHECK, V_MISSING, V_STALE, V_NO_STATE, V_COLLISION, V_INVALID, V_DIFFERS, V_ERROR };
+enum verdict {
+	V_FINE, V_SKIP, V_CHECK, V_MISSING, V_STALE, V_NO_STATE, V_COLLISION, V_INVALID, V_DIFFERS, V_STALE_CONTENT, V_ERROR
+};
 
 struct row {
 	char *ability_id;
 	char *state;            /* NULL: no sync state */
 	char *hash;             /* the sync state's content hash */
 	int64_t generation;     /* of the sync state as judged (-1: none): a repair only if still so */
+	bool doubt;             /* --deep: pending, its last push ambiguous: is the vector what it should be? */
 	char blob[BLOB_MAX];    /* where its vector belongs now */
 	int64_t vector_id;
 	struct ability a;       /* --deep: the row rebuilt */
@@ -351,7 +356,8 @@ static bool pg_failed(struct reconcile *r, const struct pg_outcome *o, const cha
 /* ---- rows: live abilities and their vectors ------------------------------------------- */
 
 static const char rows_sql[] =
-	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, %s, coalesce(s.generation, -1)"
+	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, %s, coalesce(s.generation, -1),"
+	" s.doubt_until IS NOT NULL"
 	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
 	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
 	" ORDER BY a.ability_id LIMIT $3::int";
@@ -409,6 +415,8 @@ static enum cat verdict_cat(enum verdict v)
 		return CAT_INVALID;
 	case V_DIFFERS:
 		return CAT_DIFFERS;
+	case V_STALE_CONTENT:
+		return CAT_STALE_CONTENT;
 	default:
 		return CAT_N;
 	}
@@ -592,7 +600,7 @@ static void on_vector(const struct vdb_result *res, void *arg)
 	}
 	r->vectors_checked++;
 	if (res->status == VDB_NOT_FOUND) {
-		w->v = V_MISSING;
+		w->v = w->doubt ? V_STALE_CONTENT : V_MISSING;
 	} else if (res->status != VDB_OK) {
 		w->v = V_ERROR;
 		fail_with(r, "the vector DB", res->error);
@@ -603,7 +611,7 @@ static void on_vector(const struct vdb_result *res, void *arg)
 		if (owner && strcmp(owner, w->ability_id) != 0)
 			w->v = V_COLLISION; /* another ability's vector, written by someone else */
 		else if (!hash || strcmp(hash, w->hash) != 0 || (w->built && strcmp(w->a.content_hash, w->hash) != 0))
-			w->v = V_STALE;
+			w->v = w->doubt ? V_STALE_CONTENT : V_STALE;
 		else if (w->built) {
 			/* Same content: does the vector itself match? */
 			c->r->waiting++;
@@ -725,6 +733,8 @@ static void judge_row(struct reconcile *r, PGresult *res, int t, struct row *w)
 		w->v = V_NO_STATE;
 	else if (strcmp(w->state, "synced") == 0)
 		w->v = V_CHECK;
+	else if (r->o.deep && strcmp(w->state, "pending") == 0 && PQgetvalue(res, t, 9)[0] == 't')
+		w->v = V_CHECK, w->doubt = true; /* in doubt: its verification is due later; what is there now? */
 	else
 		w->v = V_SKIP; /* pending, failed: the outbox phase looks at those */
 	if (r->o.deep && w->v != V_SKIP) {
@@ -1250,6 +1260,7 @@ int reconcile_exit_code(json_t *report)
 	left = (long)json_integer_value(json_object_get(json_object_get(report, "repairs"), "deferred"));
 	left += (long)json_integer_value(json_object_get(json_object_get(drift, "collisions"), "count"));
 	left += (long)json_integer_value(json_object_get(json_object_get(drift, "invalid_rows"), "count"));
+	left += (long)json_integer_value(json_object_get(json_object_get(drift, "stale_content"), "count"));
 	return left > 0 ? EXIT_PENDING : EXIT_OK;
 }
 

@@ -59,6 +59,7 @@ struct vdb_req {
 	struct event *retry_ev;
 	int64_t started_us;
 	int64_t deadline_ms;   /* no attempt starts or runs past it (0: none) */
+	bool cut_short;        /* ... and it passed */
 	bool ambiguous;        /* an attempt may have been applied without a clear answer */
 	size_t body_off;       /* how much of the body this attempt has handed to libcurl */
 	char tag[80];          /* "req=N" and the caller's trace, for logs */
@@ -113,6 +114,9 @@ struct vdb {
 	struct vdb_stats stats;
 	bool freeing;
 };
+
+const char *const vdb_ambiguous_call_names[VDB_AMB_CALLS] = {"add", "delete", "other"};
+const char *const vdb_ambiguous_reason_names[VDB_AMB_REASONS] = {"timeout", "reset", "5xx", "cancelled"};
 
 const char *vdb_status_name(enum vdb_status s)
 {
@@ -267,6 +271,7 @@ static bool past_deadline(struct vdb_req *rq)
 		return false;
 	rq->cc = CURLE_OPERATION_TIMEDOUT;
 	rq->http = 0;
+	rq->cut_short = true;
 	snprintf(rq->curl_err, sizeof(rq->curl_err), "not sent: the call's deadline passed first");
 	rq->exhausted = true;
 	log_warn(COMP, "%s %s %s: not sent, its deadline passed (%d attempt(s) made)", rq->tag, rq->method, rq->path,
@@ -391,6 +396,27 @@ static bool attempt_ambiguous(const struct vdb_req *rq)
 	curl_easy_getinfo(rq->easy, CURLINFO_REQUEST_SIZE, &sent);
 	curl_easy_getinfo(rq->easy, CURLINFO_SIZE_UPLOAD_T, &up);
 	return sent > 0 && ((size_t)up >= body_len(rq) || rq->body_off >= body_len(rq));
+}
+
+/* Counts an ambiguous attempt by its call and why it is ambiguous. */
+static void count_ambiguous(struct vdb_req *rq, bool cancelled)
+{
+	enum vdb_ambiguous_call call = VDB_AMB_OTHER;
+	enum vdb_ambiguous_reason why;
+
+	if (strcmp(rq->method, "DELETE") == 0)
+		call = VDB_AMB_DELETE;
+	else if (strcmp(rq->method, "POST") == 0 && strstr(rq->path, "/vectors"))
+		call = VDB_AMB_ADD;
+	if (cancelled)
+		why = VDB_AMB_CANCELLED;
+	else if (rq->cc == CURLE_OK)
+		why = VDB_AMB_5XX;
+	else if (rq->cc == CURLE_OPERATION_TIMEDOUT)
+		why = VDB_AMB_TIMEOUT;
+	else
+		why = VDB_AMB_RESET;
+	rq->v->stats.ambiguous[call][why]++;
 }
 
 static bool transient_curl_error(CURLcode cc)
@@ -532,7 +558,10 @@ static void reap(struct vdb *v)
 		rq->cc = msg->data.result;
 		curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->http);
 		curl_easy_getinfo(rq->easy, CURLINFO_RETRY_AFTER, &retry_after);
-		rq->ambiguous = rq->ambiguous || attempt_ambiguous(rq);
+		if (attempt_ambiguous(rq)) {
+			rq->ambiguous = true;
+			count_ambiguous(rq, false);
+		}
 		curl_multi_remove_handle(v->multi, rq->easy);
 		curl_easy_cleanup(rq->easy);
 		rq->easy = NULL;
@@ -619,6 +648,7 @@ static void result_init(struct vdb_result *r, const struct vdb_req *rq)
 		r->attempts = rq->attempt;
 		r->req = rq->id;
 		r->ambiguous = rq->ambiguous;
+		r->cut_short = rq->cut_short || (rq->deadline_ms && clock_mono_ms() >= rq->deadline_ms);
 	}
 }
 
@@ -1788,7 +1818,10 @@ static void cancel(struct vdb_req *rq)
 {
 	if (rq->easy) {
 		/* On the wire: it may still be applied, and we will never know. */
-		rq->ambiguous = rq->ambiguous || strcmp(rq->method, "GET") != 0;
+		if (strcmp(rq->method, "GET") != 0) {
+			rq->ambiguous = true;
+			count_ambiguous(rq, true);
+		}
 		curl_multi_remove_handle(rq->v->multi, rq->easy);
 		curl_easy_cleanup(rq->easy);
 		rq->easy = NULL;

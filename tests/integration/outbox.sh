@@ -143,7 +143,7 @@ test_restore_inside_the_server_never_duplicates() {
   api POST /v1/restore '{}'
   assert_eq "$CODE" 202 "$BODY"
   wait_job "$(jq -r .job_id <<<"$BODY")" 20
-  assert_eq "$(jq -r .status <<<"$BODY")" done "$BODY"
+  assert_eq "$(jq -r .status <<<"$BODY")" "done" "$BODY"
   for i in 1 2 3 4 5; do
     assert_eq "$(emu_hashes "r-$i" | wc -l)" 1 "entries of r-$i after the restore"
   done
@@ -349,6 +349,22 @@ test_a_write_that_lands_after_its_timeout_is_repaired() {
   teardown_all
 }
 
+test_reconcile_deep_reports_a_ghost_write_as_stale_content_until_verified() {
+  setup_stores
+  serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=30000 SYNC_BACKOFF_MS=200
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 2000, "count": 1}'
+  post "$(ability_json deep-ghost $SVC 8 1 v1)"
+  post "$(ability_json deep-ghost $SVC 8 1 v2)"
+  sleep 2.5 # v1 landed over v2; the row is in doubt for 30 s
+  run_split env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" reconcile --dry-run --deep --json
+  assert_rc 3 "a deep dry run with drift"
+  assert_eq "$(jq -c '[.drift.stale_content.count, .drift.stale_content.sample]' <<<"$OUT")" '[1,["deep-ghost"]]' \
+    "stale content: $(jq -c .drift <<<"$OUT")"
+  run_split env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" reconcile --dry-run --json
+  assert_rc 0 "without --deep a row in doubt is the outbox's business"
+  teardown_all
+}
+
 test_a_write_that_lands_after_a_delete_is_deleted_again() {
   setup_stores
   serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=4000 SYNC_BACKOFF_MS=200
@@ -388,6 +404,30 @@ test_a_ghost_write_is_repaired_even_when_the_read_back_fails() {
   sleep 2.5
   wait_state ghost-get synced 25
   assert_vector ghost-get "$h2"
+  teardown_all
+}
+
+# The blob the service names in C and the one abilitysync.blob_name() names in
+# SQL (for rows the original app wrote) are the same, for any service name.
+test_blob_names_agree_between_c_and_sql() {
+  local svc i=0 body blob
+  rm -f "$SUITE_TMP/blobs"
+  setup_stores
+  serve
+  for svc in api.github.com 'caf\u00e9.example' 'emoji\ud83d\ude00.io' '\u65e5\u672c' A_z-9 'a b/c'; do
+    i=$((i + 1))
+    # The names are JSON string bodies: \u escapes become the characters (a 4-byte one among them).
+    body=$(ability_json "blob-$i" x 8 "$i" | jq -c --arg s "$svc" '.service_name = ("\"" + $s + "\"" | fromjson)')
+    api POST /v1/abilities "$body"
+    assert_eq "$CODE" 201 "$svc: $BODY"
+    blob=$(jq -r .blob_id <<<"$BODY")
+    assert_eq "$(pg "select abilitysync.blob_name(service_name) from abilities where ability_id = 'blob-$i'")" "$blob" \
+      "the blob of service $(jq -r .service_name <<<"$body")"
+    echo "$blob" >>"$SUITE_TMP/blobs"
+  done
+  # What JavaScript's replace(/[^a-zA-Z0-9_]/g, '_') makes of them: one '_' per UTF-16 unit.
+  assert_eq "$(paste -sd' ' "$SUITE_TMP/blobs")" "abilities_api_github_com abilities_caf__example abilities_emoji___io \
+abilities___ abilities_A_z_9 abilities_a_b_c"
   teardown_all
 }
 

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Fault soak: writes, updates and deletes run against two replicas while random
-# faults hit every part (vector DB 5xx, latency and connection resets, Postgres
-# stopped or crashed and restarted, kill -9 of a replica). At the end, with the
-# faults gone, an invariant checker: every acknowledged write is in both stores
-# with the content last acknowledged, every acknowledged delete is absent from
-# both, a reconcile dry run reports zero drift, and the replica that ran all
-# along did not grow. Then valgrind watches `serve` under load for leaks.
+# faults hit every part (vector DB 5xx, latency, connection resets, requests
+# held and released late, requests applied whose answer is lost, late or a
+# proxy's 504, Postgres stopped or crashed and restarted, kill -9 of a replica).
+# At the end, with the faults gone, an invariant checker: every acknowledged
+# write is in both stores with the content last acknowledged, every
+# acknowledged delete is absent from both, a reconcile dry run reports zero
+# drift, and the replica that ran all along did not grow. A model-based race
+# checker looks at a handful of ids that several clients write, rewrite and
+# delete at once: per id, the final state must be one a linearisation of the
+# acknowledged operations allows, in both stores, with no duplicate. Then
+# valgrind watches `serve` under load for leaks.
 #
 #   SOAK_SECONDS (180): how long the load and the faults run; `make soak
 #   SOAK_SECONDS=3600` is the long run. SOAK_SEED fixes the fault schedule.
@@ -20,6 +25,8 @@ FAST=("EMBEDDING_DIM=$DIM" SYNC_LEASE=2 SYNC_INTERVAL_MS=100 SYNC_BACKOFF_MS=100
   SYNC_CLAIM_MAX=500 SYNC_MAX_ATTEMPTS=1000 VDB_BACKOFF_MS=20 VDB_BACKOFF_MAX_MS=200 VDB_TIMEOUT_MS=2000
   SYNC_WAIT_MS=200 RECONCILE_INTERVAL=0 ALLOW_UNAUTHENTICATED=true)
 UPDATED=20 # ability ids u-0.. rewritten with new content again and again
+RACE_IDS=6 # ability ids r-0.. that the racers write and delete at once
+RACERS=3
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -81,18 +88,64 @@ deleter() {
   done
 }
 
-# One fault at a time, for 1 to 3 s, then a quiet second. Counts in faults.<kind>.
-inject_faults() {
-  local end=$1 pgdir=$2 kind hold pid
-  RANDOM=${SOAK_SEED:-$$}
+# Racers: each writes (a new version, "version <racer>.<n>") or deletes one of
+# a few shared ids at random, against a random replica, one request at a time.
+# Every operation goes to races: "id op version start_ms end_ms http_status".
+racer() {
+  local n=0 id op code start replica body
+  while [ ! -e "$SUITE_TMP/stop" ]; do
+    n=$((n + 1))
+    id="r-$((RANDOM % RACE_IDS))"
+    replica=$([ $((RANDOM % 2)) = 0 ] && echo a || echo b)
+    start=$(date +%s%3N)
+    if [ $((RANDOM % 4)) = 0 ]; then
+      op=delete
+      code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -X DELETE "$(url_of "$replica")/v1/abilities/$id" || true)
+    else
+      op="write"
+      body=$(ability_json "$id" races.example "$DIM" "$1$n" "version $1.$n")
+      code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "$body" \
+        "$(url_of "$replica")/v1/abilities" || true)
+    fi
+    echo "$id $op $1.$n $start $(date +%s%3N) $code" >>"$SUITE_TMP/races"
+    sleep 0.0$((RANDOM % 10))
+  done
+}
+
+# The vector DB's faults, one at a time, for 0.5 to 1.5 s, then a short quiet
+# time: failures that fail fast, and the ambiguous ones (held and released
+# late, applied after the client gave up, applied and then reset or answered
+# by a proxy's 504). Counts in faults.
+inject_vdb_faults() {
+  local end=$1 kind
   while [ "$(date +%s)" -lt "$end" ]; do
-    kind=$(shuf -n 1 -e vdb_5xx vdb_latency vdb_reset pg_restart pg_crash kill9)
-    hold=$((RANDOM % 3 + 1))
+    kind=$(shuf -n 1 -e vdb_5xx vdb_500 vdb_latency vdb_reset vdb_hold vdb_applied_late vdb_applied_reset \
+      vdb_applied_504)
     echo "$kind" >>"$SUITE_TMP/faults"
     case $kind in
     vdb_5xx) emu POST /_admin/faults '{"status": 503, "fraction": 0.5}' ;;
+    vdb_500) emu POST /_admin/faults '{"method": "POST", "status": 500, "fraction": 0.5}' ;;
     vdb_latency) emu POST /_admin/faults '{"latency_ms": 300, "fraction": 0.5}' ;;
     vdb_reset) emu POST /_admin/faults '{"reset": true, "fraction": 0.3}' ;;
+    vdb_hold) emu POST /_admin/faults '{"hold": true, "fraction": 0.3, "count": 20}' ;;
+    vdb_applied_late) emu POST /_admin/faults '{"method": "POST", "latency_ms": 2500, "fraction": 0.3}' ;;
+    vdb_applied_reset) emu POST /_admin/faults '{"applied": true, "reset": true, "fraction": 0.3}' ;;
+    vdb_applied_504) emu POST /_admin/faults '{"applied": true, "status": 504, "fraction": 0.3}' ;;
+    esac
+    sleep "0.$((RANDOM % 4 + 3))"
+    emu DELETE /_admin/faults # held requests are released now: late, after their client gave up
+    sleep 0.1
+  done
+}
+
+# Postgres and the replicas' processes, one fault at a time, for 1 to 3 s.
+inject_process_faults() {
+  local end=$1 pgdir=$2 kind hold pid
+  while [ "$(date +%s)" -lt "$end" ]; do
+    kind=$(shuf -n 1 -e pg_restart pg_crash kill9)
+    hold=$((RANDOM % 3 + 1))
+    echo "$kind" >>"$SUITE_TMP/faults"
+    case $kind in
     pg_restart) tools/pgcluster.sh stop "$pgdir" >/dev/null ;;
     pg_crash) tools/pgcluster.sh kill "$pgdir" >/dev/null ;;
     kill9)
@@ -103,12 +156,56 @@ inject_faults() {
     esac
     sleep "$hold"
     case $kind in
-    vdb_*) emu DELETE /_admin/faults ;;
     pg_*) tools/pgcluster.sh start "$pgdir" >/dev/null ;;
     kill9) start_replica b "$ABILITYSYNC" ;;
     esac
-    sleep 1
+    sleep 2
   done
+}
+
+inject_faults() {
+  local end=$1 pgdir=$2 vdb
+  RANDOM=${SOAK_SEED:-$$}
+  inject_vdb_faults "$end" &
+  vdb=$!
+  inject_process_faults "$end" "$pgdir"
+  wait "$vdb" || true
+}
+
+# The race checker. For each shared id, the operations that may have decided
+# its final state are those no acknowledged operation came strictly after
+# (started after it ended): the last acknowledged ones, concurrent ones, and
+# unanswered ones (no answer at all: the service may have gone on with them). The mirror must hold one of their
+# outcomes (a version, or nothing after a delete); check_stores_agree has
+# already shown the vector DB holds exactly the mirror (no duplicate, same
+# content). Prints the number of operations and of overlapping pairs checked.
+check_races() {
+  local id got allowed ops pairs
+  ops=$(grep -c . "$SUITE_TMP/races")
+  pairs=$(awk '{id[NR] = $1; s[NR] = $4; e[NR] = $5}
+    END {for (i = 1; i <= NR; i++) for (j = i + 1; j <= NR; j++) if (id[i] == id[j] && s[i] < e[j] && s[j] < e[i]) n++; print n + 0}' \
+    "$SUITE_TMP/races")
+  while read -r id; do
+    allowed=$(awk -v id="$id" '$1 == id {n++; op[n] = $2; v[n] = $3; s[n] = $4; e[n] = $5; c[n] = $6}
+      END {
+        for (i = 1; i <= n; i++) {
+          # No answer at all (000): the service may still have done it later, whatever came after.
+          dominated = 0
+          for (j = 1; j <= n && c[i] != "000"; j++) {
+            acked = (c[j] ~ /^20[012]$/) || (op[j] == "delete" && c[j] == "404")
+            if (j != i && acked && s[j] > e[i]) dominated = 1
+          }
+          if (dominated) continue
+          if (op[i] == "delete") print "absent"; else print "version " v[i]
+        }
+        if (n == 0) print "absent"
+      }' "$SUITE_TMP/races" | sort -u)
+    got=$(psql_q "$DB" -c "select coalesce(max(description), 'absent') from abilities where ability_id = '$id'")
+    grep -qxF "$got" <<<"$allowed" || fail "race on $id: the mirror holds '$got'; allowed: $(tr '\n' ';' <<<"$allowed")
+$(awk -v id="$id" '$1 == id' "$SUITE_TMP/races" | tail -n 12)"
+  done < <(cut -d' ' -f1 "$SUITE_TMP/races" | sort -u)
+  echo "races: $ops operations on $RACE_IDS shared ids by $RACERS racers, $pairs overlapping pairs; every final state linearisable, in both stores, no duplicate" |
+    tee "$TEST_TMP/soak.races"
 }
 
 # The checker. Prints what it checked; fails on the first broken invariant.
@@ -171,11 +268,13 @@ test_random_faults_under_load_lose_nothing() {
   start_replica b "$ABILITYSYNC"
   SVC_URL=$(url_of a) wait_ready
   SVC_URL=$(url_of b) wait_ready
-  touch "$SUITE_TMP/deletes" "$SUITE_TMP/delete_attempts" "$SUITE_TMP/updates" "$SUITE_TMP/faults"
+  touch "$SUITE_TMP/deletes" "$SUITE_TMP/delete_attempts" "$SUITE_TMP/updates" "$SUITE_TMP/faults" \
+    "$SUITE_TMP/races"
   end=$(($(date +%s) + SOAK_SECONDS))
   for p in 1 2; do writer "$p" & pids+=($!); done
   updater & pids+=($!)
   deleter & pids+=($!)
+  for p in $(seq 1 "$RACERS"); do racer "$p" & pids+=($!); done
   sleep $((SOAK_SECONDS / 6 + 1))
   rss_warm=$(rss_kb "$(cat "$SUITE_TMP/pid.a")")
   inject_faults "$end" "$pgdir"
@@ -188,6 +287,7 @@ test_random_faults_under_load_lose_nothing() {
   emu GET /_admin/counters
   injected=$(jq '.faults.injected + .faults.resets' <<<"$BODY")
   check_invariants
+  check_races
   rss_end=$(rss_kb "$(cat "$SUITE_TMP/pid.a")")
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$(cat "$SUITE_TMP/pid.a")/status")
   requests=$(cat "$SUITE_TMP"/load.w*.json | jq -s 'map(.requests // 0) | add')
@@ -199,7 +299,8 @@ test_random_faults_under_load_lose_nothing() {
   # Memory: what the replica holds after the load is what it held warm, give
   # or take allocator slack; a leak per request would be tens of MB here.
   [ "$rss_end" -le $((rss_warm * 3 / 2 + 8192)) ] || fail "replica a grew from $rss_warm kB to $rss_end kB"
-  [ "$(wc -l <"$SUITE_TMP/faults")" -ge 3 ] || fail "too few faults injected"
+  # At least 100 faults in the default 3 minutes (more than half a fault per second of load).
+  [ "$(wc -l <"$SUITE_TMP/faults")" -ge $((SOAK_SECONDS * 5 / 9)) ] || fail "too few faults injected"
   stop_service "$(cat "$SUITE_TMP/pid.a")"
   stop_service "$(cat "$SUITE_TMP/pid.b")"
   stop_emulator
@@ -218,7 +319,7 @@ test_valgrind_finds_no_leak_in_serve_under_load() {
   emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "status": 503, "fraction": 0.3}'
   SVC_WRAP="valgrind --leak-check=full --show-leak-kinds=definite,indirect,possible
     --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99 --log-file=$log" \
-    ABILITYSYNC=$RELEASE start_service DATABASE_URL="$DB" "${FAST[@]}" RECONCILE_INTERVAL=3
+    ABILITYSYNC=$RELEASE start_service DATABASE_URL="$DB" "${FAST[@]}" RECONCILE_INTERVAL=3 SYNC_LEASE=30
   pid=$SVC_PID
   wait_ready 60
   "$LOADGEN" --url "$SVC_URL" --requests 400 --concurrency 4 --dim "$DIM" --ack-file "$SUITE_TMP/acks.vg" \
@@ -254,4 +355,5 @@ run_suite
 rc=$?
 # The figures, for the runner's output (README, closing notes).
 [ ! -f "$TEST_TMP/soak.summary" ] || sed 's/^/# /' "$TEST_TMP/soak.summary"
+[ ! -f "$TEST_TMP/soak.races" ] || sed 's/^/# /' "$TEST_TMP/soak.races"
 exit "$rc"
