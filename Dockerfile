@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 #
-# abilitysync: a build stage with the compilers and -dev packages, and a
-# runtime stage with only the shared libraries, the two programs, the
-# migrations and the entrypoint, running as an unprivileged user.
+# abilitysync: a build stage with the compilers and -dev packages; an
+# `emulator` stage with the vector DB emulator alone (for compose and tests:
+# docker build --target emulator); and the runtime stage (the default target)
+# with only the shared libraries, abilitysync, the migrations and the
+# entrypoint, running as an unprivileged user.
 
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
@@ -15,6 +17,18 @@ COPY include/ include/
 COPY src/ src/
 RUN make BUILD=release all
 
+FROM debian:bookworm-slim AS emulator
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libjansson4 libssl3 libevent-2.1-7 libevent-openssl-2.1-7 \
+      libcurl4 libpq5 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-create-home --shell /usr/sbin/nologin emulator
+COPY --from=build /src/build/release/vdb-emulator /usr/local/bin/
+USER emulator
+EXPOSE 8765
+ENTRYPOINT ["vdb-emulator"]
+CMD ["--listen", "0.0.0.0:8765"]
+
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
@@ -23,7 +37,7 @@ RUN apt-get update \
  && groupadd --system abilitysync \
  && useradd --system --gid abilitysync --home-dir /app --no-create-home --shell /usr/sbin/nologin abilitysync
 WORKDIR /app
-COPY --from=build /src/build/release/abilitysync /src/build/release/vdb-emulator /usr/local/bin/
+COPY --from=build /src/build/release/abilitysync /usr/local/bin/
 COPY drizzle-compat/drizzle/ /app/drizzle-compat/drizzle/
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 # Listening beyond loopback needs API_KEYS (or ALLOW_UNAUTHENTICATED=true, on purpose).

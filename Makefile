@@ -59,7 +59,8 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all asan tests bench bench-tools test run deps clean lint install golden fuzz fuzz-build fuzz-targets soak
+.PHONY: all asan tests bench bench-tools test run deps clean lint install golden fuzz fuzz-build fuzz-targets soak \
+	readme-tables
 
 all: $(B)/abilitysync $(B)/vdb-emulator
 
@@ -157,6 +158,10 @@ run: deps all
 lint:
 	shellcheck -s sh docker-entrypoint.sh && shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh bench/*.sh .ci/run
 	yamllint -s docker-compose.yml
+
+# After changing the configuration table or the exit statuses / error codes: the README's copies.
+readme-tables: all
+	tools/readme-tables.sh
 
 # After adding a migration: regenerate the golden schema dump, review, commit.
 golden: all

@@ -21,6 +21,7 @@
 #define ABILITYSYNC_ABILITY_H
 
 #include "common.h"
+#include "errcode.h"
 #include "hash.h"
 #include "jsonscan.h"
 
@@ -38,6 +39,10 @@ struct ability_error {
 	char field[96];     /* e.g. "abilities[3].embedding[17]" */
 	char message[400];
 };
+
+/* Fills *err (status and code from the table of error codes) and returns false: a body refused. */
+bool ability_refuse(struct ability_error *err, enum errcode code, const char *field, const char *fmt, ...)
+	PRINTF_LIKE(4, 5);
 
 struct ability {
 	char *ability_id;

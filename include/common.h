@@ -39,9 +39,13 @@ enum exit_code {
  */
 struct errbuf {
 	char msg[1024];
+	bool usage;     /* the configuration or the command line is wrong (exit 2), not the run */
 };
 
 /* Sets the message (e may be NULL), made well-formed UTF-8 (utf8_scrub): it may quote anything. */
 void err_set(struct errbuf *e, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+/* The same, for a setting that cannot work (exit status 2). */
+void err_usage(struct errbuf *e, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
 #endif

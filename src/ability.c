@@ -1,5 +1,7 @@
 #include "ability.h"
 
+#include "errcode.h"
+
 #include "buf.h"
 #include "mem.h"
 #include "text.h"
@@ -17,22 +19,42 @@ static const char *const known_fields[] = {
 /* The four fields every vector carries, as the original writes them. */
 static const char *const core_fields[] = {"ability_id", "ability_name", "service_name", "description"};
 
-static bool refuse(struct ability_error *err, int status, const char *code, const char *prefix, const char *field,
-		   const char *fmt, ...) PRINTF_LIKE(6, 7);
+static bool vrefuse(struct ability_error *err, enum errcode code, const char *prefix, const char *field,
+		    const char *fmt, va_list ap) PRINTF_LIKE(5, 0);
 
-static bool refuse(struct ability_error *err, int status, const char *code, const char *prefix, const char *field,
+static bool vrefuse(struct ability_error *err, enum errcode code, const char *prefix, const char *field,
+		    const char *fmt, va_list ap)
+{
+	err->status = errcode_def(code)->status;
+	err->code = errcode_def(code)->code;
+	snprintf(err->field, sizeof(err->field), "%s%s", prefix, field);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	utf8_scrub(err->field); /* a cut at the buffer's end may split a character */
+	utf8_scrub(err->message);
+	return false;
+}
+
+static bool refuse(struct ability_error *err, enum errcode code, const char *prefix, const char *field,
+		   const char *fmt, ...) PRINTF_LIKE(5, 6);
+
+static bool refuse(struct ability_error *err, enum errcode code, const char *prefix, const char *field,
 		   const char *fmt, ...)
 {
 	va_list ap;
 
-	err->status = status;
-	err->code = code;
-	snprintf(err->field, sizeof(err->field), "%s%s", prefix, field);
 	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	vrefuse(err, code, prefix, field, fmt, ap);
 	va_end(ap);
-	utf8_scrub(err->field); /* a cut at the buffer's end may split a character */
-	utf8_scrub(err->message);
+	return false;
+}
+
+bool ability_refuse(struct ability_error *err, enum errcode code, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vrefuse(err, code, "", field ? field : "", fmt, ap);
+	va_end(ap);
 	return false;
 }
 
@@ -106,16 +128,16 @@ static bool check_embedding(struct jspan emb, size_t dim, const char *prefix, st
 		buf_free(&compact);
 		if (!js_number_array(emb, &count, &je)) {
 			snprintf(field, sizeof(field), "embedding[%zu]", je.index);
-			return refuse(err, 422, "invalid_embedding", prefix, field, "%s%s: %s", prefix, field, je.what);
+			return refuse(err, E_INVALID_EMBEDDING, prefix, field, "%s%s: %s", prefix, field, je.what);
 		}
 		/* Valid JSON and float32, so numeric could not hold one of them. */
-		return refuse(err, 422, "invalid_embedding", prefix, "embedding",
+		return refuse(err, E_INVALID_EMBEDDING, prefix, "embedding",
 			      "%sembedding holds a number with more than 16383 decimals, which Postgres numeric "
 			      "cannot store", prefix);
 	}
 	if (count != dim) {
 		buf_free(&compact);
-		return refuse(err, 422, "wrong_dimension", prefix, "embedding",
+		return refuse(err, E_WRONG_DIMENSION, prefix, "embedding",
 			      "%sembedding has %zu numbers; EMBEDDING_DIM is %zu", prefix, count, dim);
 	}
 	a->embedding_len = compact.len;
@@ -135,16 +157,15 @@ static bool take_string(json_t *obj, const char *name, size_t max, const char *p
 	json_t *v = json_object_get(obj, name);
 
 	if (!v || json_is_null(v))
-		return refuse(err, 422, "missing_field", prefix, name, "%s%s is required", prefix, name);
+		return refuse(err, E_MISSING_FIELD, prefix, name, "%s%s is required", prefix, name);
 	if (!json_is_string(v))
-		return refuse(err, 422, "wrong_type", prefix, name, "%s%s must be a string", prefix, name);
+		return refuse(err, E_WRONG_TYPE, prefix, name, "%s%s must be a string", prefix, name);
 	if (json_string_length(v) == 0)
-		return refuse(err, 422, "empty_field", prefix, name, "%s%s must not be empty", prefix, name);
+		return refuse(err, E_EMPTY_FIELD, prefix, name, "%s%s must not be empty", prefix, name);
 	if (json_string_length(v) > max)
-		return refuse(err, 422, "too_long", prefix, name, "%s%s is %zu bytes; at most %zu", prefix, name,
+		return refuse(err, E_TOO_LONG, prefix, name, "%s%s is %zu bytes; at most %zu", prefix, name,
 			      json_string_length(v), max);
-	if (strlen(json_string_value(v)) != json_string_length(v))
-		return refuse(err, 422, "invalid_string", prefix, name, "%s%s contains a NUL character", prefix, name);
+	/* A NUL (\u0000) never gets here: jansson refuses it (malformed_json), as jsonb would. */
 	*out = xstrdup(json_string_value(v));
 	return true;
 }
@@ -155,7 +176,7 @@ static bool check_ability_id(const char *id, const char *prefix, struct ability_
 
 	for (p = id; *p; p++)
 		if (!ability_id_char((unsigned char)*p))
-			return refuse(err, 422, "invalid_ability_id", prefix, "ability_id",
+			return refuse(err, E_INVALID_ABILITY_ID, prefix, "ability_id",
 				      "%sability_id may hold only A-Z a-z 0-9 . _ : @ - (found '%c' at %zu)", prefix,
 				      *p >= 0x20 && *p < 0x7f ? *p : '?', (size_t)(p - id));
 	return true;
@@ -170,21 +191,21 @@ static bool take_metadata(json_t *obj, const char *prefix, struct ability *a, st
 	if (!m || json_is_null(m))
 		m = json_object();
 	else if (!json_is_object(m))
-		return refuse(err, 422, "wrong_type", prefix, "metadata", "%smetadata must be an object", prefix);
+		return refuse(err, E_WRONG_TYPE, prefix, "metadata", "%smetadata must be an object", prefix);
 	else
 		json_incref(m);
 	a->metadata = m;
 	keys = json_object_get(m, "dynamic_header_keys");
 	if (keys && !json_is_null(keys)) {
 		if (!json_is_array(keys))
-			return refuse(err, 422, "wrong_type", prefix, "metadata.dynamic_header_keys",
+			return refuse(err, E_WRONG_TYPE, prefix, "metadata.dynamic_header_keys",
 				      "%smetadata.dynamic_header_keys must be an array of strings", prefix);
 		json_array_foreach(keys, i, k) {
 			char field[64];
 
 			snprintf(field, sizeof(field), "metadata.dynamic_header_keys[%zu]", i);
 			if (!json_is_string(k))
-				return refuse(err, 422, "wrong_type", prefix, field, "%s%s must be a string", prefix, field);
+				return refuse(err, E_WRONG_TYPE, prefix, field, "%s%s must be a string", prefix, field);
 		}
 		a->dynamic_header_keys = json_dumps(keys, JSON_COMPACT);
 		a->dynamic_headers_required = json_array_size(keys) > 0;
@@ -195,7 +216,7 @@ static bool take_metadata(json_t *obj, const char *prefix, struct ability *a, st
 	if (!a->metadata_text || !a->dynamic_header_keys)
 		abort();
 	if (strlen(a->metadata_text) > ABILITY_METADATA_MAX)
-		return refuse(err, 422, "too_long", prefix, "metadata", "%smetadata is %zu bytes of JSON; at most %d",
+		return refuse(err, E_TOO_LONG, prefix, "metadata", "%smetadata is %zu bytes of JSON; at most %d",
 			      prefix, strlen(a->metadata_text), ABILITY_METADATA_MAX);
 	return true;
 }
@@ -387,7 +408,7 @@ static bool take_fields(json_t *obj, const char *prefix, struct ability *a, stru
 		for (i = 0; i < ARRAY_LEN(known_fields); i++)
 			known = known || strcmp(key, known_fields[i]) == 0;
 		if (!known)
-			return refuse(err, 422, "unknown_field", prefix, key,
+			return refuse(err, E_UNKNOWN_FIELD, prefix, key,
 				      "%s%s is not a field of an ability (ability_id, ability_name, service_name, "
 				      "description, embedding, metadata)", prefix, key);
 	}
@@ -399,7 +420,7 @@ static bool take_fields(json_t *obj, const char *prefix, struct ability *a, stru
 	    !take_metadata(obj, prefix, a, err))
 		return false;
 	if (!vdb_vector_id(a->ability_id, strlen(a->ability_id), &a->vector_id, &verr))
-		return refuse(err, 422, "vector_id_out_of_range", prefix, "ability_id", "%s%s", prefix, verr.msg);
+		return refuse(err, E_VECTOR_ID_OUT_OF_RANGE, prefix, "ability_id", "%s%s", prefix, verr.msg);
 	vdb_blob_name(a->service_name, strlen(a->service_name), a->blob_id, sizeof(a->blob_id));
 	return true;
 }
@@ -415,13 +436,13 @@ bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct abil
 
 	memset(a, 0, sizeof(*a));
 	if (start == obj.p + obj.len || *start != '{')
-		return refuse(err, 422, "wrong_type", prefix, "", "%s must be an object", *prefix ? prefix : "the body");
+		return refuse(err, E_WRONG_TYPE, prefix, "", "%s must be an object", *prefix ? prefix : "the body");
 	if (!js_member(obj, "embedding", &emb, &dup)) {
-		refuse(err, 422, "missing_field", prefix, "embedding", "%sembedding is required", prefix);
+		refuse(err, E_MISSING_FIELD, prefix, "embedding", "%sembedding is required", prefix);
 		goto out;
 	}
 	if (dup) {
-		refuse(err, 422, "duplicate_field", prefix, "embedding", "%sembedding appears twice", prefix);
+		refuse(err, E_DUPLICATE_FIELD, prefix, "embedding", "%sembedding appears twice", prefix);
 		goto out;
 	}
 	if (!check_embedding(emb, dim, prefix, a, &canon, err))
@@ -432,7 +453,7 @@ bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct abil
 	buf_append(&rest, emb.p + emb.len, (size_t)(obj.p + obj.len - (emb.p + emb.len)));
 	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o) {
-		refuse(err, 400, "malformed_json", prefix, "", "%s%s", prefix, jerr.text);
+		refuse(err, E_MALFORMED_JSON, prefix, "", "%s%s", prefix, jerr.text);
 		goto out;
 	}
 	if (!take_fields(o, prefix, a, err))
@@ -495,7 +516,7 @@ static bool parse_item(struct jspan elem, size_t i, void *arg)
 	char prefix[40];
 
 	if (i >= w->max) {
-		w->failed = !refuse(w->err, 422, "batch_too_large", "", "abilities",
+		w->failed = !refuse(w->err, E_BATCH_TOO_LARGE, "", "abilities",
 				    "abilities holds more than %zu abilities (BATCH_MAX)", w->max);
 		return false;
 	}
@@ -527,10 +548,10 @@ static bool check_unique_ids(struct ability *items, size_t n, struct ability_err
 		for (k = 0; k < i; k++) {
 			snprintf(field, sizeof(field), "abilities[%zu].ability_id", i);
 			if (strcmp(items[i].ability_id, items[k].ability_id) == 0)
-				return refuse(err, 422, "duplicate_ability", "", field,
+				return refuse(err, E_DUPLICATE_ABILITY, "", field,
 					      "%s repeats abilities[%zu] (%s)", field, k, items[k].ability_id);
 			if (items[i].vector_id == items[k].vector_id && strcmp(items[i].blob_id, items[k].blob_id) == 0)
-				return refuse(err, 409, "vector_id_collision", "", field,
+				return refuse(err, E_VECTOR_ID_COLLISION, "", field,
 					      "%s (%s) and abilities[%zu] (%s) map to the same vector_id %lld in %s",
 					      field, items[i].ability_id, k, items[k].ability_id,
 					      (long long)items[i].vector_id, items[i].blob_id);
@@ -554,10 +575,10 @@ static bool check_envelope(const char *body, size_t len, struct jspan list, stru
 	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
 	buf_free(&rest);
 	if (!o)
-		return refuse(err, 400, "malformed_json", "", "", "%s", jerr.text);
+		return refuse(err, E_MALFORMED_JSON, "", "", "%s", jerr.text);
 	json_object_foreach(o, key, v) {
 		if (strcmp(key, "abilities") != 0) {
-			ok = refuse(err, 422, "unknown_field", "", key, "%s is not expected next to abilities", key);
+			ok = refuse(err, E_UNKNOWN_FIELD, "", key, "%s is not expected next to abilities", key);
 			break;
 		}
 	}
@@ -576,7 +597,7 @@ static bool parse_body(const char *body, size_t len, size_t dim, size_t max_batc
 	bool dup;
 
 	if (start == body + len || *start != '{')
-		return refuse(err, 422, "wrong_type", "", "", "the body must be an ability object or {\"abilities\": [...]}");
+		return refuse(err, E_WRONG_TYPE, "", "", "the body must be an ability object or {\"abilities\": [...]}");
 	if (!js_member(whole, "abilities", &list, &dup)) {
 		*out = xcalloc(1, sizeof(**out));
 		if (!ability_parse(whole, dim, "", *out, err)) {
@@ -589,7 +610,7 @@ static bool parse_body(const char *body, size_t len, size_t dim, size_t max_batc
 	}
 	*batch = true;
 	if (*js_skip_ws(list.p, list.p + list.len) != '[')
-		return refuse(err, 422, "wrong_type", "", "abilities", "abilities must be an array of ability objects");
+		return refuse(err, E_WRONG_TYPE, "", "abilities", "abilities must be an array of ability objects");
 	memset(&w, 0, sizeof(w));
 	w.dim = dim;
 	w.max = max_batch;
@@ -597,13 +618,13 @@ static bool parse_body(const char *body, size_t len, size_t dim, size_t max_batc
 	w.items = xcalloc(max_batch, sizeof(*w.items));
 	if (!js_array_each(list, parse_item, &w, &je) || w.failed || !check_unique_ids(w.items, w.n, err)) {
 		if (!w.failed && je.what)
-			refuse(err, 400, "malformed_json", "", "abilities", "abilities: %s", je.what);
+			refuse(err, E_MALFORMED_JSON, "", "abilities", "abilities: %s", je.what);
 		free_all(w.items, w.n);
 		return false;
 	}
 	if (w.n == 0) {
 		free_all(w.items, 0);
-		return refuse(err, 422, "empty_batch", "", "abilities", "abilities is empty");
+		return refuse(err, E_EMPTY_BATCH, "", "abilities", "abilities is empty");
 	}
 	if (!check_envelope(body, len, list, err)) {
 		free_all(w.items, w.n);
@@ -625,7 +646,7 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 	*n = 0;
 	*batch = false;
 	if (!utf8_valid(body, len, &bad))
-		return refuse(err, 400, "invalid_utf8", "", "", "the body is not valid UTF-8 (byte %zu)", bad);
+		return refuse(err, E_INVALID_UTF8, "", "", "the body is not valid UTF-8 (byte %zu)", bad);
 	if (parse_body(body, len, dim, max_batch, out, n, batch, err))
 		return true;
 	/*
@@ -634,10 +655,10 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 	 */
 	end = js_skip_value(body, body + len, &je);
 	if (!end)
-		return refuse(err, 400, "malformed_json", "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",
+		return refuse(err, E_MALFORMED_JSON, "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",
 			      je.what, je.path, je.path[0] ? ", " : "", je.offset);
 	if (js_skip_ws(end, body + len) != body + len)
-		return refuse(err, 400, "malformed_json", "", "", "the body is not valid JSON: unexpected text after "
+		return refuse(err, E_MALFORMED_JSON, "", "", "the body is not valid JSON: unexpected text after "
 			      "the value at byte %zu", (size_t)(end - body));
 	return false;
 }

@@ -3,6 +3,7 @@
 #include "ability.h"
 #include "buf.h"
 #include "clock.h"
+#include "errcode.h"
 #include "hash.h"
 #include "jsonscan.h"
 #include "log.h"
@@ -17,6 +18,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -31,6 +33,7 @@
 #define LIST_MAX 1000
 #define SEARCH_K_DEFAULT 10
 #define SEARCH_K_MAX 100
+#define RETRY_AFTER_S "2"
 
 struct api {
 	struct service *svc;
@@ -139,23 +142,39 @@ static void reply_json(struct call *c, int status, json_t *j)
 	json_decref(j);
 }
 
-static void reply_error(struct call *c, int status, const char *code, const char *field, const char *fmt, ...)
-	PRINTF_LIKE(5, 6);
-
-static void reply_error(struct call *c, int status, const char *code, const char *field, const char *fmt, ...)
+static void reply_coded(struct call *c, int status, const char *code, const char *field, const char *message)
 {
-	char message[700], name[200];
+	char text[700], name[200];
+
+	snprintf(text, sizeof(text), "%s", message);
+	snprintf(name, sizeof(name), "%s", field ? field : "");
+	/* Messages echo ids and names from the request, which need not be UTF-8 (%ff in a path). */
+	utf8_scrub(text);
+	utf8_scrub(name);
+	if (status == 503) /* a dependency is away: try again shortly */
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", RETRY_AFTER_S);
+	reply_json(c, status, json_pack("{s:{s:s, s:s, s:s?}}", "error", "code", code, "message", text, "field",
+					*name ? name : NULL));
+}
+
+/* An error answer: its status and code come from the table of error codes (errcode.h). */
+static void reply_error(struct call *c, enum errcode e, const char *field, const char *fmt, ...) PRINTF_LIKE(4, 5);
+
+static void reply_error(struct call *c, enum errcode e, const char *field, const char *fmt, ...)
+{
+	char message[700];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	snprintf(name, sizeof(name), "%s", field ? field : "");
-	/* Messages echo ids and names from the request, which need not be UTF-8 (%ff in a path). */
-	utf8_scrub(message);
-	utf8_scrub(name);
-	reply_json(c, status, json_pack("{s:{s:s, s:s, s:s?}}", "error", "code", code, "message", message, "field",
-					*name ? name : NULL));
+	reply_coded(c, errcode_def(e)->status, errcode_def(e)->code, field, message);
+}
+
+/* A request body refused by its parser (ability.c: the code and status are the table's too). */
+static void reply_refusal(struct call *c, const struct ability_error *err)
+{
+	reply_coded(c, err->status, err->code, err->field, err->message);
 }
 
 /* ---- requests -------------------------------------------------------------------- */
@@ -179,7 +198,7 @@ static bool json_content(struct call *c)
 
 	if (ct && (strncasecmp(ct, "application/json", 16) == 0) && (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' '))
 		return true;
-	reply_error(c, 415, "unsupported_media_type", NULL, "send the body as Content-Type: application/json (got %s)",
+	reply_error(c, E_UNSUPPORTED_MEDIA_TYPE, NULL, "send the body as Content-Type: application/json (got %s)",
 		    ct ? ct : "none");
 	return false;
 }
@@ -206,25 +225,40 @@ static bool needs_postgres(struct call *c, const char *what)
 {
 	if (c->api->svc->store)
 		return true;
-	reply_error(c, 501, "needs_postgres", NULL, "%s needs DATABASE_URL: without Postgres abilitysync runs "
+	reply_error(c, E_NEEDS_POSTGRES, NULL, "%s needs DATABASE_URL: without Postgres abilitysync runs "
 		    "vector-DB-only and keeps no mirror", what);
+	return false;
+}
+
+/* A database without abilitysync's tables, functions or columns: not migrated (or not fully). */
+static bool not_migrated(const struct pg_outcome *o)
+{
+	static const char *const states[] = {"42P01", "42883", "42703", "3F000"};
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(states); i++)
+		if (strcmp(o->sqlstate, states[i]) == 0)
+			return true;
 	return false;
 }
 
 static void reply_pg_failure(struct call *c, const struct pg_outcome *o)
 {
 	if (o->unavailable)
-		reply_error(c, 503, "postgres_unavailable", NULL, "Postgres is unavailable: %s", o->error);
+		reply_error(c, E_POSTGRES_UNAVAILABLE, NULL, "Postgres is unavailable: %s", o->error);
+	else if (not_migrated(o))
+		reply_error(c, E_NOT_MIGRATED, NULL, "the database is not migrated (run `abilitysync migrate up`): %s",
+			    o->error);
 	else
-		reply_error(c, 500, "postgres_error", NULL, "Postgres refused the statement: %s", o->error);
+		reply_error(c, E_POSTGRES_ERROR, NULL, "Postgres refused the statement: %s", o->error);
 }
 
 static void reply_vdb_failure(struct call *c, enum vdb_status st, const char *error)
 {
 	if (st == VDB_UNAVAILABLE || st == VDB_CANCELLED)
-		reply_error(c, 503, "vector_db_unavailable", NULL, "the vector DB is unavailable: %s", error);
+		reply_error(c, E_VECTOR_DB_UNAVAILABLE, NULL, "the vector DB is unavailable: %s", error);
 	else
-		reply_error(c, 502, "vector_db_error", NULL, "the vector DB refused: %s", error);
+		reply_error(c, E_VECTOR_DB_ERROR, NULL, "the vector DB refused: %s", error);
 }
 
 /* ---- POST /v1/abilities ----------------------------------------------------------------- */
@@ -265,7 +299,7 @@ static void reply_collision(struct call *c, const struct ability *items, const s
 		if (a->items[i].status != OB_COLLISION)
 			continue;
 		snprintf(field, sizeof(field), c->batch ? "abilities[%zu].ability_id" : "ability_id", i);
-		reply_error(c, 409, "vector_id_collision", field,
+		reply_error(c, E_VECTOR_ID_COLLISION, field,
 			    "ability_id %s maps to vector_id %lld in %s, which ability %s already uses; nothing "
 			    "was written. Choose another ability_id", items[i].ability_id, (long long)items[i].vector_id,
 			    items[i].blob_id, a->items[i].other);
@@ -351,7 +385,7 @@ static void h_abilities_post(struct call *c)
 		return;
 	body = body_of(c);
 	if (!ability_parse_body(body.p, body.len, a->o.dim, a->o.batch_max, &items, &n, &c->batch, &err)) {
-		reply_error(c, err.status, err.code, err.field, "%s", err.message);
+		reply_refusal(c, &err);
 		return;
 	}
 	g = xcalloc(1, sizeof(*g));
@@ -404,7 +438,7 @@ static void on_got(const struct ability_row *rows, size_t n, const struct pg_out
 		return;
 	}
 	if (n == 0) {
-		reply_error(c, 404, "not_found", NULL, "no ability %s", c->path_id);
+		reply_error(c, E_NOT_FOUND, NULL, "no ability %s", c->path_id);
 		return;
 	}
 	row = row_json(&rows[0]);
@@ -427,7 +461,7 @@ static void h_ability_get(struct call *c)
 	if (!needs_postgres(c, "reading an ability"))
 		return;
 	if (inc && strcmp(inc, "embedding") != 0) {
-		reply_error(c, 422, "invalid_parameter", "include", "include accepts only \"embedding\"");
+		reply_error(c, E_INVALID_PARAMETER, "include", "include accepts only \"embedding\"");
 		return;
 	}
 	store_get(c->api->svc->store, c->path_id, inc != NULL, on_got, c);
@@ -472,7 +506,7 @@ static void h_abilities_list(struct call *c)
 	if (!needs_postgres(c, "listing abilities"))
 		return;
 	if (!api_parse_limit(query_value(c, "limit"), &limit)) {
-		reply_error(c, 422, "invalid_parameter", "limit", "limit must be an integer from 1 to %d", LIST_MAX);
+		reply_error(c, E_INVALID_PARAMETER, "limit", "limit must be an integer from 1 to %d", LIST_MAX);
 		return;
 	}
 	c->limit = limit;
@@ -490,7 +524,7 @@ static void on_deleted(const struct outbox_deleted *d, void *arg)
 	if (d->pg)
 		reply_pg_failure(c, d->pg);
 	else if (!d->found)
-		reply_error(c, 404, "not_found", NULL, "no ability %s", c->path_id);
+		reply_error(c, E_NOT_FOUND, NULL, "no ability %s", c->path_id);
 	else
 		reply_json(c, strcmp(d->sync_state, "deleted") == 0 ? 200 : 202,
 			   json_pack("{s:s, s:s}", "ability_id", c->path_id, "sync_state", d->sync_state));
@@ -581,24 +615,6 @@ static void on_searched(const struct vdb_result *r, void *arg)
 	buf_free(&ids);
 }
 
-static bool refuse(struct ability_error *err, int status, const char *code, const char *field, const char *fmt, ...)
-	PRINTF_LIKE(5, 6);
-
-static bool refuse(struct ability_error *err, int status, const char *code, const char *field, const char *fmt, ...)
-{
-	va_list ap;
-
-	err->status = status;
-	err->code = code;
-	snprintf(err->field, sizeof(err->field), "%s", field);
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
-	utf8_scrub(err->field);
-	utf8_scrub(err->message);
-	return false;
-}
-
 /* Checks {"service_name", "embedding", "k"?}: the embedding in place, the rest with jansson. */
 bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k,
 		      struct ability_error *err)
@@ -614,37 +630,37 @@ bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **s
 
 	*service = NULL;
 	if (start == body.p + body.len || *start != '{' || !js_member(body, "embedding", emb, &dup))
-		return refuse(err, 422, "missing_field", "embedding",
+		return ability_refuse(err, E_MISSING_FIELD, "embedding",
 			      "the body must be an object with service_name and embedding");
 	if (!js_number_array(*emb, &count, &je))
-		return refuse(err, 422, "invalid_embedding", "embedding", "embedding[%zu]: %s", je.index, je.what);
+		return ability_refuse(err, E_INVALID_EMBEDDING, "embedding", "embedding[%zu]: %s", je.index, je.what);
 	if (count != dim)
-		return refuse(err, 422, "wrong_dimension", "embedding", "embedding has %zu numbers; EMBEDDING_DIM is %zu",
+		return ability_refuse(err, E_WRONG_DIMENSION, "embedding", "embedding has %zu numbers; EMBEDDING_DIM is %zu",
 			      count, dim);
 	buf_append(&rest, body.p, (size_t)(emb->p - body.p));
 	buf_putc(&rest, '0');
 	buf_append(&rest, emb->p + emb->len, (size_t)(body.p + body.len - emb->p - emb->len));
 	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o) {
-		refuse(err, 400, "malformed_json", "", "the body is not valid JSON: %s", jerr.text);
+		ability_refuse(err, E_MALFORMED_JSON, "", "the body is not valid JSON: %s", jerr.text);
 		goto out;
 	}
 	json_object_foreach(o, key, v) {
 		if (strcmp(key, "service_name") && strcmp(key, "embedding") && strcmp(key, "k")) {
-			refuse(err, 422, "unknown_field", key, "%s is not a field of a search (service_name, embedding, k)", key);
+			ability_refuse(err, E_UNKNOWN_FIELD, key, "%s is not a field of a search (service_name, embedding, k)", key);
 			goto out;
 		}
 	}
 	v = json_object_get(o, "service_name");
 	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > ABILITY_TEXT_MAX) {
-		refuse(err, 422, "invalid_field", "service_name", "service_name must be a string of 1 to %d bytes",
+		ability_refuse(err, E_INVALID_FIELD, "service_name", "service_name must be a string of 1 to %d bytes",
 		       ABILITY_TEXT_MAX);
 		goto out;
 	}
 	v = json_object_get(o, "k");
 	*k = v ? (long)json_integer_value(v) : SEARCH_K_DEFAULT;
 	if (v && (!json_is_integer(v) || *k < 1 || *k > SEARCH_K_MAX)) {
-		refuse(err, 422, "invalid_field", "k", "k must be an integer from 1 to %d", SEARCH_K_MAX);
+		ability_refuse(err, E_INVALID_FIELD, "k", "k must be an integer from 1 to %d", SEARCH_K_MAX);
 		goto out;
 	}
 	*service = xstrdup(json_string_value(json_object_get(o, "service_name")));
@@ -661,7 +677,7 @@ static bool parse_search(struct call *c, struct jspan body, struct jspan *emb, l
 
 	if (api_parse_search(body, c->api->o.dim, emb, &c->path_id, k, &err))
 		return true;
-	reply_error(c, err.status, err.code, err.field, "%s", err.message);
+	reply_refusal(c, &err);
 	return false;
 }
 
@@ -718,7 +734,7 @@ static void on_last_reconcile(const char *text, const struct pg_outcome *o, void
 		return;
 	}
 	if (!text) {
-		reply_error(c, 404, "not_found", NULL, "no reconcile run is recorded yet (RECONCILE_INTERVAL, or "
+		reply_error(c, E_NOT_FOUND, NULL, "no reconcile run is recorded yet (RECONCILE_INTERVAL, or "
 			    "`abilitysync reconcile`)");
 		return;
 	}
@@ -745,11 +761,11 @@ static void on_restore_answer(int64_t job_id, const char *code, const char *why,
 		reply_json(c, 202, json_pack("{s:I, s:s, s:s, s:s}", "job_id", (json_int_t)job_id, "kind", "restore",
 					     "status", "running", "href", href));
 	} else if (strcmp(code, "restore_running") == 0 || strcmp(code, "nothing_to_resume") == 0) {
-		reply_error(c, 409, code, NULL, "%s", why);
+		reply_error(c, errcode_by_name(code), NULL, "%s", why);
 	} else if (strcmp(code, "not_migrated") == 0) {
-		reply_error(c, 503, code, NULL, "%s", why);
+		reply_error(c, E_NOT_MIGRATED, NULL, "%s", why);
 	} else {
-		reply_error(c, 503, "postgres_unavailable", NULL, "%s", why);
+		reply_error(c, E_POSTGRES_UNAVAILABLE, NULL, "%s", why);
 	}
 }
 
@@ -769,12 +785,12 @@ static void h_restore_post(struct call *c)
 	if (body.len && !json_content(c))
 		return;
 	if (body.len && !(j = json_loadb(body.p, body.len, 0, &jerr))) {
-		reply_error(c, 400, "malformed_json", NULL, "the body is not valid JSON: %s", jerr.text);
+		reply_error(c, E_MALFORMED_JSON, NULL, "the body is not valid JSON: %s", jerr.text);
 		return;
 	}
 	if (j && !json_is_object(j)) {
 		json_decref(j);
-		reply_error(c, 422, "invalid_body", NULL, "the body must be an object: {\"service_name\"?, \"resume\"?}");
+		reply_error(c, E_INVALID_BODY, NULL, "the body must be an object: {\"service_name\"?, \"resume\"?}");
 		return;
 	}
 	json_object_foreach(j, key, v) {
@@ -786,7 +802,7 @@ static void h_restore_post(struct call *c)
 		} else {
 			bool known = strcmp(key, "service_name") == 0 || strcmp(key, "resume") == 0;
 
-			reply_error(c, 422, known ? "invalid_field" : "unknown_field", key,
+			reply_error(c, known ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
 				    known ? "%s: service_name is a string of 1 to 255 bytes, resume a boolean"
 					  : "%s is not a field of a restore (service_name, resume)", key);
 			json_decref(j);
@@ -795,7 +811,7 @@ static void h_restore_post(struct call *c)
 	}
 	if (svc->restore) {
 		json_decref(j);
-		reply_error(c, 409, "restore_running", NULL, "this replica is running restore job %lld: GET /v1/jobs/%lld",
+		reply_error(c, E_RESTORE_RUNNING, NULL, "this replica is running restore job %lld: GET /v1/jobs/%lld",
 			    (long long)svc->restore_job, (long long)svc->restore_job);
 		return;
 	}
@@ -813,7 +829,7 @@ static void on_job(const struct job_row *j, const struct pg_outcome *o, void *ar
 		return;
 	}
 	if (!j) {
-		reply_error(c, 404, "not_found", NULL, "no job %s", c->path_id);
+		reply_error(c, E_NOT_FOUND, NULL, "no job %s", c->path_id);
 		return;
 	}
 	progressed = (double)(j->done + j->failed);
@@ -836,7 +852,7 @@ static void h_job_get(struct call *c)
 	if (!needs_postgres(c, "jobs"))
 		return;
 	if (n == 0 || c->path_id[n] || n > 18) {
-		reply_error(c, 404, "not_found", NULL, "no job %s (job ids are numbers)", c->path_id);
+		reply_error(c, E_NOT_FOUND, NULL, "no job %s (job ids are numbers)", c->path_id);
 		return;
 	}
 	store_job(c->api->svc->store, c->path_id, on_job, c);
@@ -1147,7 +1163,7 @@ static bool authorized(struct call *c, const char *path)
 			return true;
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate", "Bearer realm=\"abilitysync\"");
-	reply_error(c, 401, "unauthorized", NULL, h ? "the API key is not valid" : "send Authorization: Bearer <API key>");
+	reply_error(c, E_UNAUTHORIZED, NULL, h ? "the API key is not valid" : "send Authorization: Bearer <API key>");
 	return false;
 }
 
@@ -1157,10 +1173,14 @@ static void request_id(struct call *c)
 	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "X-Request-Id");
 	size_t n = h ? strspn(h, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") : 0;
 
-	if (h && n > 0 && n <= 64 && h[n] == '\0')
+	if (h && n > 0 && n <= 64 && h[n] == '\0') {
 		snprintf(c->id, sizeof(c->id), "%s", h);
-	else
-		snprintf(c->id, sizeof(c->id), "%08x-%llu", (unsigned)getpid(), (unsigned long long)++c->api->next_id);
+		return;
+	}
+	snprintf(c->id, sizeof(c->id), "%08x-%llu", (unsigned)getpid(), (unsigned long long)++c->api->next_id);
+	if (h) /* it would not be safe in logs and headers as it is: say which one it became */
+		log_info(COMP, "req=%s: the client's X-Request-Id (%zu bytes) is not 1-64 of A-Z a-z 0-9 . _ : -; "
+			 "this request is %s", c->id, strlen(h), c->id);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -1189,27 +1209,27 @@ static void on_request(struct evhttp_request *req, void *arg)
 	if (!path || !*path)
 		path = "/";
 	if (query && evhttp_parse_query_str(query, &c->query) != 0) {
-		reply_error(c, 400, "bad_query", NULL, "the query string cannot be parsed");
+		reply_error(c, E_BAD_QUERY, NULL, "the query string cannot be parsed");
 		return;
 	}
 	if ((bad = query_not_text(&c->query))) {
-		reply_error(c, 400, "bad_query", bad, "the query parameter %s is not UTF-8 text", bad);
+		reply_error(c, E_BAD_QUERY, bad, "the query parameter %s is not UTF-8 text", bad);
 		return;
 	}
 	if (!authorized(c, path))
 		return;
 	switch (api_match_route(m, path, &route, &c->path_id, allow, sizeof(allow))) {
 	case API_MATCH_NOT_FOUND:
-		reply_error(c, 404, "not_found", NULL, "no route %s %s", method_text(m), path);
+		reply_error(c, E_NOT_FOUND, NULL, "no route %s %s", method_text(m), path);
 		return;
 	case API_MATCH_BAD_METHOD:
 		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Allow", allow);
-		reply_error(c, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)", method_text(m),
+		reply_error(c, E_METHOD_NOT_ALLOWED, NULL, "%s is not allowed on %s (allowed: %s)", method_text(m),
 			    path, allow);
 		return;
 	case API_MATCH_BAD_ID:
 		c->route = route;
-		reply_error(c, 400, "bad_path", NULL, "the id in %s cannot be decoded", path);
+		reply_error(c, E_BAD_PATH, NULL, "the id in %s cannot be decoded", path);
 		return;
 	case API_MATCH_OK:
 		break;
@@ -1242,6 +1262,21 @@ static bool split_listen(const char *listen, char *host, size_t hostlen, int *po
 		snprintf(host, hostlen, "%.*s", (int)(colon - listen), listen);
 	*port = (int)p;
 	return true;
+}
+
+static bool host_resolves(const char *host)
+{
+	struct evutil_addrinfo hints, *ai = NULL;
+	int rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = EVUTIL_AI_PASSIVE;
+	rc = evutil_getaddrinfo(*host ? host : NULL, "0", &hints, &ai);
+	if (ai)
+		evutil_freeaddrinfo(ai);
+	return rc == 0;
 }
 
 static bool loopback(const char *host)
@@ -1284,7 +1319,7 @@ static bool setup_tls(struct api *a, struct errbuf *err)
 	    SSL_CTX_use_PrivateKey_file(a->ssl, a->o.tls_key, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_check_private_key(a->ssl) != 1) {
 		e = ERR_get_error();
-		err_set(err, "TLS_CERT_FILE=%s / TLS_KEY_FILE=%s: %s", a->o.tls_cert, a->o.tls_key,
+		err_usage(err, "TLS_CERT_FILE=%s / TLS_KEY_FILE=%s: %s", a->o.tls_cert, a->o.tls_key,
 			ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "cannot be loaded");
 		return false;
 	}
@@ -1305,13 +1340,14 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 	a->o = *o;
 	TAILQ_INIT(&a->calls);
 	if (!split_listen(o->listen, host, sizeof(host), &port)) {
-		err_set(err, "LISTEN=\"%s\": expected host:port", o->listen);
+		err_usage(err, "LISTEN=\"%s\": expected host:port (e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080)",
+			  o->listen);
 		goto fail;
 	}
 	if (o->api_keys && *o->api_keys)
 		load_keys(a, o->api_keys);
 	if (a->nkeys == 0 && !loopback(host) && !o->allow_open) {
-		err_set(err, "LISTEN=%s is not loopback and API_KEYS is empty: set API_KEYS, or "
+		err_usage(err, "LISTEN=%s is not loopback and API_KEYS is empty: set API_KEYS, or "
 			"ALLOW_UNAUTHENTICATED=true to serve without keys on purpose", o->listen);
 		goto fail;
 	}
@@ -1321,11 +1357,23 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 					    EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
 	evhttp_set_timeout(a->http, 60);
 	evhttp_set_gencb(a->http, on_request, a);
+	if ((o->tls_cert != NULL) != (o->tls_key != NULL)) {
+		err_usage(err, "TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither for HTTP "
+			  "(only %s is set)", o->tls_cert ? "TLS_CERT_FILE" : "TLS_KEY_FILE");
+		goto fail;
+	}
+	if (!host_resolves(host)) {
+		err_usage(err, "LISTEN=%s: %s is not a host name or address this machine can listen on", o->listen, host);
+		goto fail;
+	}
 	if (o->tls_cert && o->tls_key && !setup_tls(a, err))
 		goto fail;
 	a->sock = evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)port);
 	if (!a->sock) {
-		err_set(err, "LISTEN=%s: cannot listen there (in use, or not an address of this host)", o->listen);
+		if (errno == EADDRNOTAVAIL)
+			err_usage(err, "LISTEN=%s: not an address of this host", o->listen);
+		else
+			err_set(err, "LISTEN=%s: cannot listen there: %s", o->listen, strerror(errno));
 		goto fail;
 	}
 	fd = evhttp_bound_socket_get_fd(a->sock);

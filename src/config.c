@@ -317,7 +317,7 @@ static void describe_accepted(const struct cfg_def *d, struct buf *b)
 /* Parses `value` for `d` into the config; on failure says what is accepted. */
 static bool apply_value(struct config *c, const struct cfg_def *d, const char *value, struct errbuf *err)
 {
-	struct errbuf why = {{0}};
+	struct errbuf why = {{0}, false};
 	struct buf accepted = BUF_INIT;
 	const char *const *ch;
 	char *end;

@@ -178,7 +178,7 @@ static void explain_missing_journal(const char *dir, const char *jpath, struct e
 	bool v1 = false;
 
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		err_set(err, "%s: no such directory (set MIGRATIONS_DIR or --dir)", dir);
+		err_usage(err, "%s: no such directory (set MIGRATIONS_DIR or --dir)", dir);
 		return;
 	}
 	d = opendir(dir);
@@ -195,10 +195,10 @@ static void explain_missing_journal(const char *dir, const char *jpath, struct e
 	if (d)
 		closedir(d);
 	if (v1)
-		err_set(err, "%s: missing, and %s looks like drizzle v1's folder layout "
+		err_usage(err, "%s: missing, and %s looks like drizzle v1's folder layout "
 			"(<timestamp>_<name>/migration.sql), which abilitysync does not read yet", jpath, dir);
 	else
-		err_set(err, "%s: missing; is %s a drizzle-kit migrations folder?", jpath, dir);
+		err_usage(err, "%s: missing; is %s a drizzle-kit migrations folder?", jpath, dir);
 }
 
 static bool load_migration(const char *dir, const struct journal_entry *e, size_t i, struct migration *m,

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "common.h"
 #include "config.h"
+#include "errcode.h"
 #include "log.h"
 #include "mem.h"
 #include "migrate.h"
@@ -40,6 +41,12 @@ struct flag {
 	const char *help;
 };
 
+/* What an exit status of a command means; each command's list ends with {-1, NULL}. */
+struct exit_doc {
+	int status;
+	const char *meaning;
+};
+
 struct command {
 	const char *name;
 	const char *args;    /* synopsis after the name */
@@ -48,7 +55,10 @@ struct command {
 	const struct flag *flags;
 	const char *details; /* extra help text, or NULL */
 	int (*run)(struct config *cfg, int argc, char **argv);
+	const struct exit_doc *exits;
 };
+
+#define EXIT_DOC_USAGE {EXIT_USAGE, "bad usage or configuration: the message names the flag or variable; nothing was done"}
 
 static const char *lookup_env(const char *name, void *ctx)
 {
@@ -78,6 +88,13 @@ static void command_help(FILE *f, const struct command *c)
 	fprintf(f, "usage: abilitysync %s %s\n\n%s\n", c->name, c->args, c->summary);
 	if (c->details)
 		fprintf(f, "\n%s", c->details);
+	if (c->exits) {
+		const struct exit_doc *x;
+
+		fputs("\nexit status:\n", f);
+		for (x = c->exits; x->meaning; x++)
+			fprintf(f, "  %d  %s\n", x->status, x->meaning);
+	}
 	fputs("\noptions:\n", f);
 	print_flags(f, c->flags);
 	if (c->scope) {
@@ -182,10 +199,7 @@ static const char migrate_details[] =
 	"          session advisory lock so that concurrent starts take turns\n"
 	"  status  list every migration: applied, pending, out-of-order (older than an\n"
 	"          applied one; drizzle-kit would skip it) or changed (edited after apply)\n"
-	"  plan    print the SQL `up` would run, in order; changes nothing\n"
-	"\n"
-	"exit status: 0 nothing to do or done; 1 failed; 2 usage; 3 (status, plan)\n"
-	"something is pending; 4 refused: the ledger and the folder disagree\n";
+	"  plan    print the SQL `up` would run, in order; changes nothing\n";
 
 static int cmd_migrate(struct config *cfg, int argc, char **argv)
 {
@@ -483,11 +497,7 @@ static const char reconcile_details[] =
 	"verification rewrites it). A real run takes the reconcile lock,\n"
 	"records itself in abilitysync.reconcile_runs, queues the repairs in the\n"
 	"outbox (RECONCILE_MAX_REPAIRS at most) and pushes them before exiting\n"
-	"(RECONCILE_PUSH_TIMEOUT). Collisions and invalid rows are left to you.\n"
-	"\n"
-	"exit status: 0 no drift (dry run) or everything repaired; 3 drift left\n"
-	"(found by a dry run, deferred, unrepairable, or still pending); 1 failed;\n"
-	"2 usage\n";
+	"(RECONCILE_PUSH_TIMEOUT). Collisions and invalid rows are left to you.\n";
 
 struct reconcile_wait {
 	bool done;
@@ -724,10 +734,7 @@ static const char restore_details[] =
 	"The job (abilitysync.restore_jobs) records each page as it completes: after\n"
 	"a crash, a kill or Ctrl-C, --resume goes on from there and writes nothing\n"
 	"twice. Run `abilitysync migrate up` first on a database the original\n"
-	"application made.\n"
-	"\n"
-	"exit status: 0 restored; 3 restored, but some rows could not be (see\n"
-	"`failed` in the sync status); 1 failed or refused (resumable); 2 usage\n";
+	"application made.\n";
 
 struct restore_wait {
 	bool done;
@@ -852,6 +859,13 @@ static const struct flag config_flags[] = {
 	{NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
+static bool codes_markdown;
+
+static const struct flag codes_flags[] = {
+	{"markdown", NULL, NULL, &codes_markdown, NULL, "print the README's tables"},
+	{NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
 static int cmd_config(struct config *cfg, int argc, char **argv)
 {
 	char *line, *p, *tok;
@@ -872,32 +886,117 @@ static int cmd_config(struct config *cfg, int argc, char **argv)
 
 static int cmd_version(struct config *cfg, int argc, char **argv)
 {
-	(void)cfg, (void)argc, (void)argv;
+	(void)cfg;
+	if (!no_arguments("version", argc, argv))
+		return EXIT_USAGE;
 	printf("abilitysync %s\n", ABILITYSYNC_VERSION);
 	return EXIT_OK;
 }
 
 
+static const struct exit_doc serve_exits[] = {
+	{EXIT_OK, "stopped by SIGTERM or SIGINT: every request answered; pushes still on the wire at SHUTDOWN_TIMEOUT "
+		  "are left to the outbox"},
+	{EXIT_FAIL, "could not start (the port is in use, no event loop) or failed while running"},
+	EXIT_DOC_USAGE,
+	{-1, NULL},
+};
+static const struct exit_doc migrate_exits[] = {
+	{EXIT_OK, "done, or nothing to do"},
+	{EXIT_FAIL, "failed: Postgres unreachable, a statement failed (all rolled back), a bad migration file"},
+	EXIT_DOC_USAGE,
+	{EXIT_PENDING, "status, plan: something is pending"},
+	{EXIT_REFUSED, "refused: the ledger and the folder disagree (out of order, changed after apply)"},
+	{-1, NULL},
+};
+static const struct exit_doc probe_exits[] = {
+	{EXIT_OK, "the server was studied and left clean"},
+	{EXIT_FAIL, "the server could not be reached or studied"},
+	EXIT_DOC_USAGE,
+	{-1, NULL},
+};
+static const struct exit_doc reconcile_exits[] = {
+	{EXIT_OK, "no drift (dry run), or everything repaired"},
+	{EXIT_FAIL, "failed: Postgres or the vector DB (named) went away, or the run was stopped"},
+	EXIT_DOC_USAGE,
+	{EXIT_PENDING, "drift left: found by a dry run, deferred, unrepairable (collisions, invalid rows, stale content), "
+		       "or still pending"},
+	{-1, NULL},
+};
+static const struct exit_doc restore_exits[] = {
+	{EXIT_OK, "restored"},
+	{EXIT_FAIL, "failed or refused (another restore runs, nothing to resume, not migrated); resumable"},
+	EXIT_DOC_USAGE,
+	{EXIT_PENDING, "restored, but some rows could not be (`failed` in the sync status)"},
+	{-1, NULL},
+};
+static const struct exit_doc sync_exits[] = {
+	{EXIT_OK, "the failed rows are pending again (the count is printed)"},
+	{EXIT_FAIL, "Postgres could not be reached"},
+	EXIT_DOC_USAGE,
+	{-1, NULL},
+};
+static const struct exit_doc healthcheck_exits[] = {
+	{EXIT_OK, "the local service answered /healthz with 200"},
+	{EXIT_FAIL, "it did not (one line on stderr says what happened)"},
+	EXIT_DOC_USAGE,
+	{-1, NULL},
+};
+static const struct exit_doc plain_exits[] = {
+	{EXIT_OK, "printed"},
+	EXIT_DOC_USAGE,
+	{-1, NULL},
+};
+
+static int cmd_codes(struct config *cfg, int argc, char **argv);
+
 static const struct command commands[] = {
-	{"serve", "[--listen HOST:PORT]", "Run the HTTP service.", SCOPE_SERVE, serve_flags, serve_details, cmd_serve},
+	{"serve", "[--listen HOST:PORT]", "Run the HTTP service.", SCOPE_SERVE, serve_flags, serve_details, cmd_serve,
+	 serve_exits},
 	{"migrate", "[up|status|plan] [options]", "Apply the drizzle-kit migrations, drizzle-compatibly.",
-	 SCOPE_MIGRATE, migrate_flags, migrate_details, cmd_migrate},
+	 SCOPE_MIGRATE, migrate_flags, migrate_details, cmd_migrate, migrate_exits},
 	{"probe", "[--url URL] [--max-batch N] [--json]", "Find out how a vector DB server behaves.", SCOPE_PROBE,
-	 probe_flags, probe_details, cmd_probe},
+	 probe_flags, probe_details, cmd_probe, probe_exits},
 	{"reconcile", "[--dry-run] [--json] [--service NAME] [--deep]",
 	 "Find drift between Postgres and the vector DB, and repair it.", SCOPE_RECONCILE, reconcile_flags,
-	 reconcile_details, cmd_reconcile},
+	 reconcile_details, cmd_reconcile, reconcile_exits},
 	{"restore", "[--service NAME] [--resume] [--dry-run] [--json]",
 	 "Rebuild the vector DB from Postgres, resumably.", SCOPE_RESTORE, restore_flags, restore_details,
-	 cmd_restore},
+	 cmd_restore, restore_exits},
 	{"sync", "retry-failed", "Requeue the outbox rows that failed.", SCOPE_SERVE, no_flags, sync_details,
-	 cmd_sync},
+	 cmd_sync, sync_exits},
 	{"healthcheck", "", "Exit 0 when the local service answers /healthz (for HEALTHCHECK).", SCOPE_SERVE,
-	 no_flags, NULL, cmd_healthcheck},
+	 no_flags, NULL, cmd_healthcheck, healthcheck_exits},
 	{"config", "[--markdown]", "Print the effective configuration (secrets redacted).", 0, config_flags,
-	 NULL, cmd_config},
-	{"version", "", "Print the version.", 0, no_flags, NULL, cmd_version},
+	 NULL, cmd_config, plain_exits},
+	{"codes", "[--markdown]", "Print every command's exit statuses and the HTTP API's error codes.", 0,
+	 codes_flags, NULL, cmd_codes, plain_exits},
+	{"version", "", "Print the version.", 0, no_flags, NULL, cmd_version, plain_exits},
 };
+
+/* The README's tables of exit statuses and error codes (abilitysync codes --markdown). */
+static int cmd_codes(struct config *cfg, int argc, char **argv)
+{
+	size_t i;
+	const struct exit_doc *x;
+
+	(void)cfg;
+	if (!no_arguments("codes", argc, argv))
+		return EXIT_USAGE;
+	if (!codes_markdown) {
+		for (i = 0; i < ARRAY_LEN(commands); i++)
+			for (x = commands[i].exits; x && x->meaning; x++)
+				printf("%-12s %d  %s\n", commands[i].name, x->status, x->meaning);
+		return EXIT_OK;
+	}
+	printf("| command | exit status | meaning |\n|---|---|---|\n");
+	for (i = 0; i < ARRAY_LEN(commands); i++)
+		for (x = commands[i].exits; x && x->meaning; x++)
+			printf("| `%s` | %d | %s |\n", commands[i].name, x->status, x->meaning);
+	printf("\n");
+	errcode_print_markdown(stdout);
+	return EXIT_OK;
+}
 
 static const struct command *find_command(const char *name)
 {

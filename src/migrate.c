@@ -68,7 +68,7 @@ static int run_open(struct run *r, const struct migrate_opts *o)
 	/* Like drizzle: every file is read and hashed before the database is touched. */
 	if (!journal_load(o->dir, &r->j, &err)) {
 		log_error(COMP, "%s", err.msg);
-		return EXIT_FAIL;
+		return err.usage ? EXIT_USAGE : EXIT_FAIL;
 	}
 	r->target = pg_target(o->conninfo, NULL);
 	r->conn = pg_connect_wait(&w, &err);

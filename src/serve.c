@@ -281,6 +281,9 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 		if (!(svc->pool = pgpool_new(svc->base, &po, err)))
 			return false;
 		options_store(c, svc->owner, &so);
+		if (so.write_concurrency < c->write_concurrency)
+			log_warn(COMP, "WRITE_CONCURRENCY=%lld is more than PG_POOL_SIZE - 1 (one connection stays for "
+				 "reads): %d write statements run at once", c->write_concurrency, so.write_concurrency);
 		svc->store = store_new(svc->pool, &so);
 		prepare_migration_check(s);
 		if (c->reconcile_interval > 0) {
@@ -360,8 +363,10 @@ int serve_run(const struct config *c)
 
 	memset(&s, 0, sizeof(s));
 	signal(SIGPIPE, SIG_IGN);
+	memset(&err, 0, sizeof(err));
 	if (!build(&s, c, &err)) {
 		log_error(COMP, "%s", err.msg);
+		rc = err.usage ? EXIT_USAGE : EXIT_FAIL;
 		goto out;
 	}
 	s.check = evtimer_new(s.svc.base, on_check, &s);

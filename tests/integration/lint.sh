@@ -42,6 +42,16 @@ test_readme_configuration_table_is_the_generated_one() {
   }
 }
 
+test_readme_exit_statuses_and_error_codes_are_the_generated_ones() {
+  local want got
+  want=$("$ABILITYSYNC" codes --markdown)
+  got=$(sed -n '/<!-- codes:begin -->/,/<!-- codes:end -->/p' README.md | sed '1d;$d')
+  [ "$got" = "$want" ] || {
+    diff <(echo "$want") <(echo "$got") || true
+    fail "README.md's exit statuses or error codes are stale: regenerate them with 'abilitysync codes --markdown'"
+  }
+}
+
 test_ci_runs_exactly_the_readme_test_command() {
   grep -q '^make test$' .ci/run || fail ".ci/run does not run 'make test'"
   grep -q 'make test' README.md || fail "README.md does not show 'make test'"

@@ -223,7 +223,7 @@ test_bad_folders_are_refused_naming_the_file() {
   db=$(new_db)
   rm -rf "$d" && mkdir -p "$d/meta"
   run env DATABASE_URL="$db" "$ABILITYSYNC" migrate up --dir "$d"
-  assert_rc 1 "missing journal"
+  assert_rc 2 "missing journal: not a migrations folder (a configuration error)"
   assert_contains "$OUT" "$d/meta/_journal.json: missing"
   printf '{"entries": [ {"tag": "0000_x", "when": 1,} ]}' >"$d/meta/_journal.json"
   run env DATABASE_URL="$db" "$ABILITYSYNC" migrate up --dir "$d"
@@ -239,7 +239,7 @@ test_bad_folders_are_refused_naming_the_file() {
   assert_rc 1 "missing sql"
   assert_contains "$OUT" "$d/0000_x.sql: missing (journal entry 0, tag 0000_x)"
   run env DATABASE_URL="$db" "$ABILITYSYNC" migrate up --dir "$SUITE_TMP/nowhere"
-  assert_rc 1 "missing folder"
+  assert_rc 2 "missing folder (a configuration error)"
   assert_contains "$OUT" "$SUITE_TMP/nowhere: no such directory"
   assert_eq "$(exists "$db" "$LEDGER")" f "database untouched"
 }

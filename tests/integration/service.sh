@@ -273,19 +273,67 @@ test_health_metrics_and_readiness_need_no_key() {
 }
 
 test_request_ids_are_echoed_or_made() {
-  local headers
+  local headers id
   setup
   headers=$(curl -s -D - -o /dev/null -H 'X-Request-Id: trace-42' "$SVC_URL/healthz")
   assert_contains "$headers" "X-Request-Id: trace-42"
   headers=$(curl -s -D - -o /dev/null -H 'X-Request-Id: bad id with spaces' "$SVC_URL/healthz")
   assert_not_contains "$headers" "bad id"
   assert_contains "$headers" "X-Request-Id: "
+  id=$(sed -n 's/^X-Request-Id: \([^\r]*\).*/\1/p' <<<"$headers")
+  assert_contains "$(cat "$SVC_LOG")" "the client's X-Request-Id (18 bytes) is not 1-64 of" "the log says it was replaced"
+  assert_contains "$(cat "$SVC_LOG")" "this request is $id"
   teardown
+}
+
+# The README's statements that once did not hold (issue 20), one by one.
+test_half_a_tls_configuration_is_refused_naming_both() {
+  run env TLS_CERT_FILE=/etc/hostname "$ABILITYSYNC" serve
+  assert_rc 2 "only the certificate"
+  assert_contains "$OUT" "TLS_CERT_FILE and TLS_KEY_FILE go together"
+  run env TLS_KEY_FILE=/etc/hostname "$ABILITYSYNC" serve
+  assert_rc 2 "only the key"
+  assert_contains "$OUT" "only TLS_KEY_FILE is set"
+  run env TLS_CERT_FILE=/nonexistent TLS_KEY_FILE=/nonexistent "$ABILITYSYNC" serve
+  assert_rc 2 "files that cannot be loaded"
+  assert_contains "$OUT" "TLS_CERT_FILE=/nonexistent"
+  run env LISTEN=nohost:8080 "$ABILITYSYNC" serve
+  assert_rc 2 "a host that is not one"
+  run "$ABILITYSYNC" serve --listen bogus
+  assert_rc 2 "no port"
+}
+
+test_write_concurrency_over_the_pool_is_said_and_capped() {
+  setup WRITE_CONCURRENCY=8 PG_POOL_SIZE=3
+  assert_contains "$(cat "$SVC_LOG")" "WRITE_CONCURRENCY=8 is more than PG_POOL_SIZE - 1"
+  assert_contains "$(cat "$SVC_LOG")" "2 write statements run at once"
+  teardown
+}
+
+test_a_refusing_vector_db_is_told_at_once_and_an_unmigrated_database_says_migrate() {
+  local other
+  setup SYNC_WAIT_MS=5000
+  emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "status": 400, "body": "{\"detail\": \"dimension mismatch\"}"}'
+  api POST /v1/abilities "$(ability_json refused ref.svc)"
+  assert_eq "$CODE" 202 "acknowledged: Postgres has it; $BODY"
+  assert_eq "$(jq -r '.sync_state' <<<"$BODY")" failed "the answer says the vector write failed"
+  assert_contains "$(jq -r '.last_error' <<<"$BODY")" "dimension mismatch"
+  assert_eq "$(pg "select state from abilitysync.sync_state where ability_id = 'refused'")" failed
+  teardown
+  other=$(new_db)
+  start_emulator
+  start_service DATABASE_URL="$other"
+  api POST /v1/abilities "$(ability_json early x)"
+  assert_eq "$CODE" 503 "$BODY"
+  assert_eq "$(jq -r .error.code <<<"$BODY")" not_migrated
+  assert_contains "$(jq -r .error.message <<<"$BODY")" "abilitysync migrate up"
+  stop_service
+  stop_emulator
 }
 
 test_refuses_to_listen_openly_without_keys() {
   run env LISTEN=0.0.0.0:0 "$ABILITYSYNC" serve
-  assert_rc 1
+  assert_rc 2 "a configuration error"
   assert_contains "$OUT" "LISTEN=0.0.0.0:0 is not loopback and API_KEYS is empty"
   start_emulator
   start_service LISTEN=0.0.0.0:0 ALLOW_UNAUTHENTICATED=true
@@ -299,9 +347,12 @@ test_vector_db_only_mode_acknowledges_only_what_the_vector_db_has() {
   api POST /v1/abilities "$(ability_json v-1 only.svc)"
   assert_eq "$CODE" 201 "$BODY"
   assert_eq "$(emu_count abilities_only_svc)" 1
+  assert_eq "$(jq -r .status <<<"$BODY")" written "without a mirror there is no created or updated"
   api GET /v1/abilities/v-1
   assert_eq "$CODE" 501
   assert_eq "$(jq -r .error.code <<<"$BODY")" needs_postgres
+  api GET /v1/sync/status
+  assert_eq "$CODE" 501 "the sync status needs Postgres: $BODY"
   emu POST /_admin/faults '{"path": "/vectors", "status": 500}'
   api POST /v1/abilities "$(ability_json v-2 only.svc)"
   assert_eq "$CODE" 503 "nothing acknowledged when the vector DB fails: $BODY"

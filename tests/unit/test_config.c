@@ -63,7 +63,7 @@ Test(config, every_bad_variable_is_named_with_what_it_accepts)
 	const char *env[] = {"DB_WAIT", "soon", "MIGRATE_LOCK_TIMEOUT", "0", "LOG_FORMAT", "xml",
 			     "MIGRATE_ALLOW_CHANGED", "maybe", "MIGRATIONS_SCHEMA", "", NULL};
 	struct config c;
-	struct errbuf err = {{0}};
+	struct errbuf err = {{0}, false};
 
 	cr_assert(not(config_load(&c, lookup, (void *)env, &err)));
 	cr_assert(has(err.msg, "DB_WAIT=\"soon\": not an integer (accepted: an integer from 0 to 86400)"), "%s", err.msg);
@@ -82,7 +82,7 @@ Test(config, bad_database_url_is_refused_without_echoing_it)
 {
 	const char *env[] = {"DATABASE_URL", "postgres://u:s3cret@h:notaport/db?bogus=1", NULL};
 	struct config c;
-	struct errbuf err = {{0}};
+	struct errbuf err = {{0}, false};
 
 	cr_assert(not(config_load(&c, lookup, (void *)env, &err)));
 	cr_assert(has(err.msg, "DATABASE_URL: "), "%s", err.msg);
@@ -94,7 +94,7 @@ Test(config, flags_go_through_the_same_validation)
 {
 	const char *env[] = {NULL};
 	struct config c;
-	struct errbuf err = {{0}};
+	struct errbuf err = {{0}, false};
 
 	cr_assert(config_load(&c, lookup, (void *)env, &err));
 	cr_assert(config_set(&c, "MIGRATIONS_DIR", "/x/drizzle", &err));

@@ -23,7 +23,7 @@ static bool parse(const char *json, struct errbuf *err, struct journal_entry **e
 static void expect_parse_error(const char *json, const char *needle)
 {
 	struct journal_entry *e = NULL;
-	struct errbuf err = {{0}};
+	struct errbuf err = {{0}, false};
 	size_t n = 99;
 
 	cr_assert(not(parse(json, &err, &e, &n)), "accepted: %s", json);
@@ -230,7 +230,7 @@ static void teardown_tmp(void)
 static void expect_load_error(const char *needle)
 {
 	struct journal j;
-	struct errbuf err = {{0}};
+	struct errbuf err = {{0}, false};
 
 	cr_assert(not(journal_load(tmpdir, &j, &err)));
 	cr_assert(eq(sz, j.n, 0));

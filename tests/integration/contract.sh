@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# The README is the contract: every exit status each command documents, and
+# every error code the HTTP API documents, is provoked here against the real
+# binary, and must come out as documented. The lists come from the binary
+# (`abilitysync codes`), the same tables the README's copy is generated from,
+# so a status or code added there without a way to provoke it here fails too.
+# shellcheck disable=SC2317,SC2119  # test functions are called indirectly; new_db takes an optional name
+# shellcheck source=tests/lib/harness.sh
+. "$(dirname "$0")/../lib/harness.sh"
+
+pg() { psql_q "$DB" -c "$1"; }
+
+setup() {
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_emulator
+  start_service DATABASE_URL="$DB" BATCH_MAX=3 SYNC_WAIT_MS=500 API_KEYS=k1 MAX_BODY_BYTES=1048576 "$@"
+  wait_ready
+  MAIN_URL=$SVC_URL
+}
+
+# call METHOD PATH [BODY [curl args]]: with the API key.
+call() { api "$1" "$2" "${3:-}" -H 'Authorization: Bearer k1' "${@:4}"; }
+
+OK_BODY='{"ability_id":"x","ability_name":"n","service_name":"s","description":"d","embedding":[1,2,3,4,5,6,7,8]}'
+
+# provoke CODE: one request that must be answered with that error code; sets CODE and BODY.
+provoke() {
+  local base='"ability_id":"x","ability_name":"n","service_name":"s","description":"d"'
+  case $1 in
+  malformed_json) call POST /v1/abilities '{"ability_id": ' ;;
+  invalid_utf8) call POST /v1/abilities "$(printf '{"ability_id":"x","ability_name":"\xff"}')" ;;
+  bad_query) call GET '/v1/abilities?limit=%ff' ;;
+  bad_path) call GET /v1/abilities/%ff ;;
+  unauthorized) api GET /v1/abilities ;;
+  not_found) call GET /v1/abilities/nobody ;;
+  method_not_allowed) call PATCH /v1/abilities ;;
+  vector_id_collision)
+    call POST /v1/abilities "$(ability_json c-14068 s)" >/dev/null
+    call POST /v1/abilities "$(ability_json c-33647 s)" ;;
+  restore_running)
+    call POST /v1/abilities "$(ability_json r-1 s)"
+    emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "hold": true, "count": 1}'
+    call POST /v1/restore '{}' # its page is held: the job runs until released
+    call POST /v1/restore '{}'
+    local code=$CODE body=$BODY
+    emu DELETE /_admin/faults
+    CODE=$code BODY=$body ;;
+  nothing_to_resume) call POST /v1/restore '{"resume": true}' ;;
+  payload_too_large)
+    head -c 2000000 /dev/zero | tr '\0' ' ' >"$SUITE_TMP/big.json"
+    call POST /v1/abilities "@$SUITE_TMP/big.json" ;;
+  unsupported_media_type)
+    BODY=$(curl -s -w '\n%{http_code}' -H 'Authorization: Bearer k1' -H 'Content-Type: text/plain' \
+      --data-binary "$OK_BODY" "$SVC_URL/v1/abilities")
+    CODE=$(tail -n 1 <<<"$BODY")
+    BODY=$(sed '$d' <<<"$BODY") ;;
+  missing_field) call POST /v1/abilities "{$base}" ;;
+  wrong_type) call POST /v1/abilities '[1]' ;;
+  invalid_field) call POST /v1/search '{"service_name": "s", "embedding": [1,2,3,4,5,6,7,8], "k": 0}' ;;
+  unknown_field) call POST /v1/abilities "{$base,\"embedding\":[1,2,3,4,5,6,7,8],\"embeding\":1}" ;;
+  duplicate_field) call POST /v1/abilities "{$base,\"embedding\":[1,2,3,4,5,6,7,8],\"embedding\":[1,2,3,4,5,6,7,8]}" ;;
+  empty_field) call POST /v1/abilities '{"ability_id":"x","ability_name":"","service_name":"s","description":"d","embedding":[1,2,3,4,5,6,7,8]}' ;;
+  too_long) call POST /v1/abilities "{\"ability_id\":\"$(printf 'a%.0s' $(seq 1 300))\",\"ability_name\":\"n\",\"service_name\":\"s\",\"description\":\"d\",\"embedding\":[1,2,3,4,5,6,7,8]}" ;;
+  invalid_ability_id) call POST /v1/abilities '{"ability_id":"a b","ability_name":"n","service_name":"s","description":"d","embedding":[1,2,3,4,5,6,7,8]}' ;;
+  wrong_dimension) call POST /v1/abilities "{$base,\"embedding\":[1,2,3]}" ;;
+  invalid_embedding) call POST /v1/abilities "{$base,\"embedding\":[1,2,3,4,5,6,7,1e999]}" ;;
+  empty_batch) call POST /v1/abilities '{"abilities": []}' ;;
+  batch_too_large) call POST /v1/abilities "{\"abilities\": [$OK_BODY,$OK_BODY,$OK_BODY,$OK_BODY]}" ;;
+  duplicate_ability) call POST /v1/abilities "{\"abilities\": [$OK_BODY,$OK_BODY]}" ;;
+  invalid_body) call POST /v1/restore '[]' ;;
+  invalid_parameter) call GET '/v1/abilities?limit=0' ;;
+  postgres_error)
+    pg "alter table abilities add constraint no_boom check (description <> 'boom')" >/dev/null
+    call POST /v1/abilities "$(ability_json boom s 8 1 boom)"
+    pg "alter table abilities drop constraint no_boom" >/dev/null ;;
+  needs_postgres) SVC_URL=$VDB_ONLY_URL call GET /v1/abilities ;;
+  vector_db_error)
+    emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "status": 400, "count": 1}'
+    SVC_URL=$VDB_ONLY_URL call POST /v1/abilities "$(ability_json vdb-only s)" ;;
+  postgres_unavailable) SVC_URL=$NO_PG_URL call GET /v1/abilities ;;
+  not_migrated) SVC_URL=$UNMIGRATED_URL call POST /v1/abilities "$OK_BODY" ;;
+  vector_db_unavailable)
+    emu POST /_admin/faults '{"path": "/query", "status": 503}'
+    call POST /v1/search '{"service_name": "s", "embedding": [1,2,3,4,5,6,7,8]}'
+    local code=$CODE body=$BODY
+    emu DELETE /_admin/faults
+    CODE=$code BODY=$body ;;
+  *) return 1 ;;
+  esac
+}
+
+test_every_documented_error_code_is_answered_as_documented() {
+  local status code meaning seen=0 other
+  setup VDB_MAX_ATTEMPTS=1
+  # The replicas the other codes need: without Postgres, with an unreachable one, unmigrated.
+  start_service VDB_MAX_ATTEMPTS=1 API_KEYS=k1 && VDB_ONLY_URL=$SVC_URL
+  start_service DATABASE_URL=postgres://nobody@127.0.0.1:9/x API_KEYS=k1 && NO_PG_URL=$SVC_URL
+  other=$(new_db unmigrated)
+  start_service DATABASE_URL="$other" API_KEYS=k1 && UNMIGRATED_URL=$SVC_URL
+  SVC_URL=$MAIN_URL
+  while IFS='|' read -r _ status code meaning _; do
+    code=$(tr -d ' `' <<<"$code")
+    status=$(tr -d ' ' <<<"$status")
+    [[ $status =~ ^[0-9]+$ ]] || continue
+    if [ "$code" = vector_id_out_of_range ]; then
+      # No ability_id is known whose sha256 starts with 80000000: the unit test covers the refusal.
+      grep -q the_2147483648_edge_is_refused tests/unit/test_vdbid.c || fail "no test for $code"
+      continue
+    fi
+    provoke "$code" || fail "nothing here provokes the documented error code $code ($status: $meaning)"
+    assert_eq "$CODE" "$status" "$code: the status"
+    if [ "$code" = payload_too_large ]; then
+      continue # libevent 2.1 writes the 413 itself, in HTML (documented)
+    fi
+    assert_eq "$(jq -r .error.code <<<"$BODY" 2>/dev/null)" "$code" "the code of $BODY"
+    seen=$((seen + 1))
+  done < <("$ABILITYSYNC" codes --markdown | sed -n '/^| status | code/,$p')
+  [ "$seen" -ge 30 ] || fail "only $seen codes checked"
+  echo "checked $seen error codes"
+}
+
+test_503_answers_say_when_to_retry() {
+  start_service DATABASE_URL=postgres://nobody@127.0.0.1:9/x
+  assert_contains "$(curl -s -D - -o /dev/null "$SVC_URL/v1/abilities")" "Retry-After: " "a 503's headers"
+  stop_service
+}
+
+# ---- exit statuses ---------------------------------------------------------------------------
+
+# exit_of COMMAND STATUS: runs the command so that it must end with STATUS; sets RC and OUT.
+exit_of() {
+  local cmd=$1 want=$2 d="$SUITE_TMP/ex" port
+  mkdir -p "$d"
+  case "$cmd $want" in
+  "serve 0")
+    start_service DATABASE_URL="$DB"
+    kill -TERM "$SVC_PID"
+    set +e; wait "$SVC_PID"; RC=$?; set -e; OUT="(SIGTERM)" ;;
+  "serve 1")
+    start_service DATABASE_URL="$DB"
+    port=${SVC_URL##*:}
+    run env LISTEN="127.0.0.1:$port" DATABASE_URL="$DB" "$ABILITYSYNC" serve
+    stop_service ;;
+  "serve 2") run env LISTEN=nohost "$ABILITYSYNC" serve ;;
+  "migrate 0") run env DATABASE_URL="$DB" "$ABILITYSYNC" migrate up ;;
+  "migrate 1") run env DATABASE_URL=postgres://nobody@127.0.0.1:9/x "$ABILITYSYNC" migrate up ;;
+  "migrate 2") run env DATABASE_URL="$DB" "$ABILITYSYNC" migrate sideways ;;
+  "migrate 3") run env DATABASE_URL="$(new_db fresh)" "$ABILITYSYNC" migrate status ;;
+  "migrate 4")
+    local m
+    m=$(new_db changed)
+    cp -r drizzle-compat/drizzle "$d/mig"
+    DATABASE_URL="$m" "$ABILITYSYNC" migrate up --dir "$d/mig" 2>/dev/null
+    echo "-- edited after it was applied" >>"$d/mig/0000_abilities.sql"
+    run env DATABASE_URL="$m" "$ABILITYSYNC" migrate up --dir "$d/mig" ;;
+  "probe 0") run env VECTOR_DB_API="$EMU_URL" "$ABILITYSYNC" probe ;;
+  "probe 1") run env VECTOR_DB_API=http://127.0.0.1:9 "$ABILITYSYNC" probe ;;
+  "probe 2") run "$ABILITYSYNC" probe --max-batch lots ;;
+  "reconcile 0") run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" reconcile --dry-run ;;
+  "reconcile 1") run env DATABASE_URL="$DB" VECTOR_DB_API=http://127.0.0.1:9 EMBEDDING_DIM=8 VDB_MAX_ATTEMPTS=1 \
+    "$ABILITYSYNC" reconcile --dry-run ;;
+  "reconcile 2") run env DATABASE_URL="$DB" "$ABILITYSYNC" reconcile --wet ;;
+  "reconcile 3")
+    insert_rows "$DB" s 8 behind-our-back
+    run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" reconcile --dry-run
+    pg "delete from abilities where ability_id = 'behind-our-back'" >/dev/null ;;
+  "restore 0") run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" restore ;;
+  "restore 1") run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" restore --resume ;;
+  "restore 2") run env DATABASE_URL="$DB" "$ABILITYSYNC" restore --resume --dry-run ;;
+  "restore 3")
+    insert_rows "$DB" s 4 wrong-dimension
+    run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" restore
+    pg "delete from abilities where ability_id = 'wrong-dimension'" >/dev/null ;;
+  "sync 0") run env DATABASE_URL="$DB" "$ABILITYSYNC" sync retry-failed ;;
+  "sync 1") run env DATABASE_URL=postgres://nobody@127.0.0.1:9/x "$ABILITYSYNC" sync retry-failed ;;
+  "sync 2") run env DATABASE_URL="$DB" "$ABILITYSYNC" sync retry-everything ;;
+  "healthcheck 0")
+    start_service DATABASE_URL="$DB"
+    run env LISTEN="${SVC_URL#http://}" "$ABILITYSYNC" healthcheck
+    stop_service ;;
+  "healthcheck 1") run env LISTEN=127.0.0.1:9 "$ABILITYSYNC" healthcheck ;;
+  "healthcheck 2") run "$ABILITYSYNC" healthcheck now ;;
+  "config 0") run "$ABILITYSYNC" config ;;
+  "config 2") run env DB_WAIT=soon "$ABILITYSYNC" config ;;
+  "codes 0") run "$ABILITYSYNC" codes ;;
+  "codes 2") run "$ABILITYSYNC" codes --html ;;
+  "version 0") run "$ABILITYSYNC" version ;;
+  "version 2") run "$ABILITYSYNC" version 2 ;;
+  *) return 1 ;;
+  esac
+}
+
+test_every_documented_exit_status_happens() {
+  local cmd status meaning seen=0
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_emulator
+  while read -r cmd status meaning; do
+    exit_of "$cmd" "$status" || fail "nothing here makes '$cmd' exit $status ($meaning)"
+    assert_rc "$status" "abilitysync $cmd (documented: $status $meaning)"
+    seen=$((seen + 1))
+  done < <("$ABILITYSYNC" codes)
+  echo "checked $seen exit statuses"
+  stop_emulator
+}
+
+run_suite
