@@ -32,6 +32,10 @@ struct api_opts {
 	size_t batch_max;
 	size_t dim;
 	long sync_wait_ms;       /* how long a write waits for the vector DB before answering 202 */
+	size_t headers_max;      /* request line and headers, bytes */
+	long read_timeout_ms;    /* a connection silent (or not reading) this long is closed */
+	int max_connections;     /* open at once; beyond, accepting pauses */
+	int max_in_flight;       /* requests handled at once; beyond, 503 */
 	const char *tls_cert;    /* both set: HTTPS */
 	const char *tls_key;
 };

@@ -25,7 +25,12 @@ struct pgpool_opts {
 	const char *conninfo;
 	int size;                 /* connections */
 	int queue_max;            /* statements waiting for a connection, at most */
-	long statement_timeout_ms;
+	long statement_timeout_ms;/* the server's statement_timeout */
+	long query_timeout_ms;    /* ours: a statement unanswered this long (waiting included) fails, its
+				     connection dropped; 0: statement_timeout + 2 s */
+	long connect_timeout_ms;  /* 0: 5 s */
+	long lock_timeout_ms;     /* the server's lock_timeout; 0: statement_timeout */
+	long tcp_user_timeout_ms; /* unacknowledged data this long drops the connection; 0: 10 s */
 	const char *application_name;
 };
 
@@ -113,6 +118,9 @@ void pg_array_end(struct pg_array *a);
  */
 typedef void (*pg_ready_fn)(bool ready, const char *why, void *arg);
 void pgpool_wait_ready(struct pgpool *p, long timeout_ms, pg_ready_fn done, void *arg);
+
+/* A server error that says "not now" rather than "not this" (lock, timeout, read-only, disk, shutdown). */
+bool pg_state_is_transient(const char *sqlstate);
 
 /* True when at least one connection is up. */
 bool pgpool_ready(const struct pgpool *p);

@@ -34,6 +34,7 @@ struct service {
 	char pg_why[512];
 	bool vdb_up;
 	char vdb_why[512];
+	int64_t pg_asked_ms, vdb_asked_ms; /* a check outstanding since (clock_mono_ms), or 0 */
 
 	/* The outbox as last counted (for /metrics): per-state counts and the oldest pending age. */
 	json_t *outbox_counts;
@@ -56,8 +57,16 @@ typedef void (*service_restore_fn)(int64_t job_id, const char *code, const char 
 void service_start_restore(struct service *svc, const char *service_name, bool resume, service_restore_fn answer,
 			   void *arg);
 
-/* Ready to take writes: Postgres up and migrated (or off), the vector DB up, not stopping. */
+/*
+ * Ready to take writes: Postgres up and migrated (or off), the vector DB up,
+ * not stopping. A check left unanswered for a few seconds (a dependency that
+ * hangs) counts as down.
+ */
 bool service_ready(const struct service *svc);
+
+/* Is a check of Postgres (or the vector DB) unanswered for too long? */
+bool service_pg_stalled(const struct service *svc);
+bool service_vdb_stalled(const struct service *svc);
 
 int serve_run(const struct config *cfg);
 

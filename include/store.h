@@ -29,6 +29,7 @@
 
 struct store_opts {
 	int group_max;         /* abilities in one write statement, at most */
+	size_t group_max_bytes;/* and bytes of them (a request larger than this goes alone) */
 	int write_concurrency; /* write statements in flight, at most */
 	int max_attempts;      /* pushes before a row is `failed` */
 	long lease_ms;         /* how long a push may hold an ability */

@@ -17,6 +17,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -45,6 +46,11 @@ struct api {
 	SSL_CTX *ssl;
 	TAILQ_HEAD(, call) calls;
 	int in_flight;
+	int connections;               /* open client connections (counted from their first request) */
+	void **conn_set;               /* ... which ones */
+	size_t conn_cap, conn_used;
+	bool accepting_paused;         /* at max_connections: the listener waits */
+	uint64_t rejected_in_flight, paused_accepts;
 	uint64_t next_id;
 	char address[128];
 };
@@ -873,11 +879,18 @@ static void h_readyz(struct call *c)
 		json_object_set_new(j, "postgres", json_string("off (vector-DB-only mode)"));
 	else if (!pgpool_ready(svc->pool))
 		json_object_set_new(j, "postgres", json_string("unreachable"));
+	else if (service_pg_stalled(svc))
+		json_object_set_new(j, "postgres", json_sprintf("no answer for %lld ms",
+							       (long long)(clock_mono_ms() - svc->pg_asked_ms)));
 	else if (!svc->pg_migrated)
 		json_object_set_new(j, "postgres", json_sprintf("not migrated: %s", svc->pg_why));
 	else
 		json_object_set_new(j, "postgres", json_string("up"));
-	json_object_set_new(j, "vector_db", svc->vdb_up ? json_string("up") : json_sprintf("down: %s", svc->vdb_why));
+	if (service_vdb_stalled(svc))
+		json_object_set_new(j, "vector_db", json_sprintf("no answer for %lld ms",
+								 (long long)(clock_mono_ms() - svc->vdb_asked_ms)));
+	else
+		json_object_set_new(j, "vector_db", svc->vdb_up ? json_string("up") : json_sprintf("down: %s", svc->vdb_why));
 	if (svc->stopping)
 		json_object_set_new(j, "stopping", json_true());
 	reply_json(c, json_is_true(json_object_get(j, "ready")) ? 200 : 503, j);
@@ -1024,6 +1037,15 @@ static void render_metrics(struct call *c)
 	metrics_value(&out, "abilitysync_verifications_total", "result=\"read_back\"", (double)ps.verified_by_read);
 	metrics_value(&out, "abilitysync_verifications_total", "result=\"rewritten\"", (double)ps.repaired);
 	render_reconcile(svc, &out);
+	metrics_header(&out, "abilitysync_http_connections", "gauge", "Open client connections.");
+	metrics_value(&out, "abilitysync_http_connections", NULL, c->api->connections);
+	metrics_header(&out, "abilitysync_http_rejected_total", "counter",
+		       "Requests and connections turned away by a limit, by reason (in_flight: 503 at "
+		       "HTTP_MAX_IN_FLIGHT; connections: times accepting paused at HTTP_MAX_CONNECTIONS).");
+	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"in_flight\"",
+		      (double)c->api->rejected_in_flight);
+	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"connections\"",
+		      (double)c->api->paused_accepts);
 	metrics_header(&out, "abilitysync_ready", "gauge", "1 when /readyz says ready.");
 	metrics_value(&out, "abilitysync_ready", NULL, service_ready(svc));
 	reply_typed(c, 200, "text/plain; version=0.0.4", out.data, out.len);
@@ -1183,6 +1205,8 @@ static void request_id(struct call *c)
 			 "this request is %s", c->id, strlen(h), c->id);
 }
 
+static void count_connection(struct api *a, struct evhttp_request *req);
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct api *a = arg;
@@ -1197,6 +1221,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	size_t i;
 
 	tcp_nodelay(req);
+	count_connection(a, req);
 	c->api = a;
 	c->req = req;
 	c->refs = 1;
@@ -1208,6 +1233,12 @@ static void on_request(struct evhttp_request *req, void *arg)
 	request_id(c);
 	if (!path || !*path)
 		path = "/";
+	if (a->in_flight > a->o.max_in_flight && strcmp(path, "/healthz") != 0 && strcmp(path, "/readyz") != 0) {
+		a->rejected_in_flight++;
+		reply_error(c, E_OVERLOADED, NULL, "%d requests are being handled (HTTP_MAX_IN_FLIGHT); try again shortly",
+			    a->o.max_in_flight);
+		return;
+	}
 	if (query && evhttp_parse_query_str(query, &c->query) != 0) {
 		reply_error(c, E_BAD_QUERY, NULL, "the query string cannot be parsed");
 		return;
@@ -1299,6 +1330,103 @@ static void load_keys(struct api *a, const char *list)
 	free(copy);
 }
 
+/*
+ * Connections are counted from their first request on (libevent 2.1's evhttp
+ * tells of a connection only then, and of its end by a close callback). At
+ * max_connections the listener stops accepting, and new clients wait in the
+ * kernel's accept queue until one closes. A connection that never finishes its
+ * headers is closed by the read timeout (HTTP_READ_TIMEOUT_MS).
+ */
+/* The connections counted: a set of pointers (open addressing, linear probing, tombstones). */
+#define CONN_GONE ((void *)1)
+
+static size_t conn_slot(const struct api *a, const void *evcon)
+{
+	return ((uintptr_t)evcon >> 4) * 11400714819323198485ull & (a->conn_cap - 1);
+}
+
+static bool conn_has(const struct api *a, const void *evcon)
+{
+	size_t i;
+
+	if (!a->conn_cap)
+		return false;
+	for (i = conn_slot(a, evcon); a->conn_set[i]; i = (i + 1) & (a->conn_cap - 1))
+		if (a->conn_set[i] == evcon)
+			return true;
+	return false;
+}
+
+static void conn_add(struct api *a, void *evcon);
+
+static void conn_rehash(struct api *a, size_t cap)
+{
+	void **old = a->conn_set;
+	size_t oldcap = a->conn_cap, i;
+
+	a->conn_set = xcalloc(cap, sizeof(void *));
+	a->conn_cap = cap;
+	a->conn_used = 0;
+	for (i = 0; i < oldcap; i++)
+		if (old[i] && old[i] != CONN_GONE)
+			conn_add(a, old[i]);
+	free(old);
+}
+
+static void conn_add(struct api *a, void *evcon)
+{
+	size_t i;
+
+	if ((a->conn_used + 1) * 2 > a->conn_cap)
+		conn_rehash(a, a->conn_cap ? a->conn_cap * 2 : 64);
+	for (i = conn_slot(a, evcon); a->conn_set[i] && a->conn_set[i] != CONN_GONE; i = (i + 1) & (a->conn_cap - 1))
+		;
+	a->conn_used += a->conn_set[i] == NULL;
+	a->conn_set[i] = evcon;
+}
+
+static void conn_remove(struct api *a, const void *evcon)
+{
+	size_t i;
+
+	for (i = conn_slot(a, evcon); a->conn_set[i]; i = (i + 1) & (a->conn_cap - 1)) {
+		if (a->conn_set[i] == evcon) {
+			a->conn_set[i] = CONN_GONE;
+			return;
+		}
+	}
+}
+
+static void on_connection_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct api *a = arg;
+
+	conn_remove(a, evcon);
+	a->connections--;
+	if (a->accepting_paused && a->connections < a->o.max_connections && a->sock) {
+		evconnlistener_enable(evhttp_bound_socket_get_listener(a->sock));
+		a->accepting_paused = false;
+		log_info(COMP, "accepting connections again (%d open)", a->connections);
+	}
+}
+
+static void count_connection(struct api *a, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+
+	if (!evcon || conn_has(a, evcon))
+		return;
+	conn_add(a, evcon);
+	evhttp_connection_set_closecb(evcon, on_connection_closed, a);
+	if (++a->connections >= a->o.max_connections && !a->accepting_paused && a->sock) {
+		evconnlistener_disable(evhttp_bound_socket_get_listener(a->sock));
+		a->accepting_paused = true;
+		a->paused_accepts++;
+		log_warn(COMP, "HTTP_MAX_CONNECTIONS=%d connections are open: not accepting more until one closes",
+			 a->o.max_connections);
+	}
+}
+
 static struct bufferevent *tls_bufferevent(struct event_base *base, void *arg)
 {
 	struct api *a = arg;
@@ -1355,7 +1483,12 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 	evhttp_set_max_body_size(a->http, (ev_ssize_t)o->max_body);
 	evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT |
 					    EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
-	evhttp_set_timeout(a->http, 60);
+	evhttp_set_max_headers_size(a->http, (ev_ssize_t)o->headers_max);
+	{
+		struct timeval tv = {o->read_timeout_ms / 1000, (o->read_timeout_ms % 1000) * 1000};
+
+		evhttp_set_timeout_tv(a->http, &tv);
+	}
 	evhttp_set_gencb(a->http, on_request, a);
 	if ((o->tls_cert != NULL) != (o->tls_key != NULL)) {
 		err_usage(err, "TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither for HTTP "
@@ -1421,5 +1554,6 @@ void api_free(struct api *a)
 	if (a->ssl)
 		SSL_CTX_free(a->ssl);
 	free(a->keys);
+	free(a->conn_set);
 	free(a);
 }

@@ -47,6 +47,7 @@ static const struct errcode_def defs[E_COUNT] = {
 	[E_NOT_MIGRATED] = {"not_migrated", 503, "the database lacks abilitysync's migrations: run `abilitysync migrate up`"},
 	[E_VECTOR_DB_UNAVAILABLE] = {"vector_db_unavailable", 503,
 				     "the vector DB cannot be reached (search; vector-DB-only writes)"},
+	[E_OVERLOADED] = {"overloaded", 503, "HTTP_MAX_IN_FLIGHT requests are being handled; Retry-After says when to try again"},
 };
 
 const struct errcode_def *errcode_def(enum errcode e)

@@ -33,7 +33,17 @@ void options_pgpool(const struct config *c, const char *application_name, struct
 	o->size = (int)c->pg_pool_size;
 	o->queue_max = 10000;
 	o->statement_timeout_ms = (long)c->pg_statement_timeout_ms;
+	o->lock_timeout_ms = (long)c->pg_lock_timeout_ms;
+	o->connect_timeout_ms = (long)c->pg_connect_timeout_ms;
+	o->tcp_user_timeout_ms = (long)c->pg_tcp_user_timeout_ms;
 	o->application_name = application_name;
+}
+
+/* A job's session: its statements read whole pages and answer no client. */
+static void options_job_pgpool(const struct config *c, const char *application_name, struct pgpool_opts *o)
+{
+	options_pgpool(c, application_name, o);
+	o->statement_timeout_ms = (long)c->pg_job_statement_timeout_ms;
 }
 
 static long quarantine_ms(const struct config *c)
@@ -45,6 +55,7 @@ void options_store(const struct config *c, const char *owner, struct store_opts 
 {
 	memset(o, 0, sizeof(*o));
 	o->group_max = (int)c->write_group_max;
+	o->group_max_bytes = (size_t)c->write_group_max_bytes;
 	/* Leave one connection for reads when there are several. */
 	o->write_concurrency = (int)c->write_concurrency;
 	if (c->pg_pool_size > 1 && o->write_concurrency > c->pg_pool_size - 1)
@@ -86,6 +97,10 @@ void options_api(const struct config *c, struct api_opts *o)
 	o->batch_max = (size_t)c->batch_max;
 	o->dim = (size_t)c->embedding_dim;
 	o->sync_wait_ms = (long)c->sync_wait_ms;
+	o->headers_max = (size_t)c->http_headers_max;
+	o->read_timeout_ms = (long)c->http_read_timeout_ms;
+	o->max_connections = (int)c->http_max_connections;
+	o->max_in_flight = (int)c->http_max_in_flight;
 	o->tls_cert = c->tls_cert_file;
 	o->tls_key = c->tls_key_file;
 }
@@ -93,7 +108,7 @@ void options_api(const struct config *c, struct api_opts *o)
 void options_reconcile(const struct config *c, const char *application_name, struct reconcile_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	options_pgpool(c, application_name, &o->pg);
+	options_job_pgpool(c, application_name, &o->pg);
 	o->page = (int)c->reconcile_page;
 	o->max_repairs = (long)c->reconcile_max_repairs;
 	o->overdue_s = (long)c->reconcile_overdue;
@@ -104,7 +119,7 @@ void options_reconcile(const struct config *c, const char *application_name, str
 void options_restore(const struct config *c, const char *application_name, struct restore_opts *o)
 {
 	memset(o, 0, sizeof(*o));
-	options_pgpool(c, application_name, &o->pg);
+	options_job_pgpool(c, application_name, &o->pg);
 	o->page = (int)c->restore_page;
 	o->dim = (size_t)c->embedding_dim;
 	o->progress_s = (long)c->progress_interval;

@@ -6,13 +6,14 @@
 #include "mem.h"
 #include "pgconn.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 
 #define COMP "postgres"
-#define CONNECT_TIMEOUT_MS 10000
+#define QUEUE_SWEEP_MS 250   /* how often statements waiting for a connection are checked against their deadline */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PREPARED_MAX 16
@@ -30,6 +31,7 @@ struct pg_job {
 	void *arg;
 	struct event *defer; /* a failure delivered on the next loop turn */
 	char why[256];
+	int64_t queued_ms;   /* when it began waiting for a connection */
 };
 
 enum conn_state { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
@@ -64,6 +66,8 @@ struct pgpool {
 	bool outage_logged;
 	char last_error[384];     /* why the last connection went away */
 	struct ready_wait *ready_wait;
+	struct event *sweep;      /* fails statements that waited for a connection past their deadline */
+	char connect_timeout_s[24], tcp_user_timeout[24], keepalives_idle[24];
 };
 
 static void dispatch(struct pgpool *p);
@@ -116,6 +120,48 @@ static void fail_later(struct pgpool *p, struct pg_job *j, const char *why)
 	j->defer = evtimer_new(p->base, on_deferred, j);
 	TAILQ_INSERT_TAIL(&p->deferred, j, link);
 	evtimer_add(j->defer, &now);
+}
+
+bool pg_state_is_transient(const char *sqlstate)
+{
+	/*
+	 * The server is there but cannot do it now: a lock not granted in time
+	 * (55P03), the statement timed out (57014), a read-only server or standby
+	 * (25006), no disk or memory (53xxx), shutting down or restarting (57P0x),
+	 * the connection (08xxx), a serialization failure or deadlock (40xxx).
+	 * Trying again later may work; the client is told 503.
+	 */
+	static const char *const prefixes[] = {"55P03", "57014", "25006", "53", "57P0", "08", "40"};
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(prefixes); i++)
+		if (strncmp(sqlstate, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+/* Statements that waited for a connection past their deadline give up: unavailable. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgpool *p = arg;
+	struct timeval tv = {0, QUEUE_SWEEP_MS * 1000};
+	int64_t now = clock_mono_ms();
+	struct pg_job *j, *next;
+	char why[160];
+
+	(void)fd, (void)what;
+	for (j = TAILQ_FIRST(&p->queue); j; j = next) {
+		next = TAILQ_NEXT(j, link);
+		if (now - j->queued_ms < p->o.query_timeout_ms)
+			continue;
+		TAILQ_REMOVE(&p->queue, j, link);
+		p->stats.queued--;
+		snprintf(why, sizeof(why), "no connection to postgres came free in %ld ms (every one is busy or stuck)",
+			 p->o.query_timeout_ms);
+		job_fail(j, true, why);
+	}
+	if (!TAILQ_EMPTY(&p->queue))
+		evtimer_add(p->sweep, &tv);
 }
 
 static int up_count(const struct pgpool *p)
@@ -202,6 +248,11 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	struct pg_conn *c = arg;
 
 	(void)fd, (void)what;
+	/*
+	 * The connection is dropped, not cancelled: libpq 15's PQcancel would block
+	 * the loop on a server that does not answer. The server's statement_timeout
+	 * ends the statement there, if it is still there.
+	 */
 	conn_lost(c, c->state == C_CONNECTING ? "no answer while connecting" : "no answer to a statement in time");
 }
 
@@ -253,9 +304,15 @@ static void connect_step(struct pg_conn *c)
 static void conn_start(struct pg_conn *c)
 {
 	struct pgpool *p = c->pool;
+	/*
+	 * A server that stops answering (a partition drops packets, no RST) is
+	 * noticed: unacknowledged data after tcp_user_timeout, an idle connection by
+	 * keepalives, a connect attempt by connect_timeout (and our own deadline).
+	 */
 	const char *keys[] = {"dbname", "fallback_application_name", "options", "keepalives", "keepalives_idle",
-			      "keepalives_interval", "keepalives_count", NULL};
-	const char *vals[] = {p->conninfo, p->o.application_name, p->options, "1", "30", "10", "3", NULL};
+			      "keepalives_interval", "keepalives_count", "connect_timeout", "tcp_user_timeout", NULL};
+	const char *vals[] = {p->conninfo, p->o.application_name, p->options, "1", p->keepalives_idle, "2", "3",
+			      p->connect_timeout_s, p->tcp_user_timeout, NULL};
 
 	p->stats.reconnects += c->state == C_DOWN && c->conn == NULL;
 	c->conn = PQconnectStartParams(keys, vals, 1);
@@ -267,7 +324,7 @@ static void conn_start(struct pg_conn *c)
 		return;
 	}
 	evtimer_assign(c->timer, p->base, on_deadline, c);
-	arm_timer(c, CONNECT_TIMEOUT_MS);
+	arm_timer(c, p->o.connect_timeout_ms);
 	arm_io(c, EV_WRITE); /* PQconnectPoll starts as if it had asked for writing */
 }
 
@@ -306,6 +363,7 @@ static void statement_done(struct pg_conn *c)
 
 		pg_result_error(c->result, o.error, sizeof(o.error));
 		snprintf(o.sqlstate, sizeof(o.sqlstate), "%s", state ? state : "");
+		o.unavailable = pg_state_is_transient(o.sqlstate);
 		c->pool->stats.failures++;
 	} else {
 		snprintf(o.error, sizeof(o.error), "the statement returned no result");
@@ -428,7 +486,7 @@ static void send_job(struct pg_conn *c, struct pg_job *j)
 		return;
 	}
 	evtimer_assign(c->timer, p->base, on_deadline, c);
-	arm_timer(c, p->o.statement_timeout_ms + 5000);
+	arm_timer(c, p->o.query_timeout_ms);
 	flush_then_read(c);
 }
 
@@ -454,6 +512,7 @@ static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql
 {
 	struct pg_job *j = xcalloc(1, sizeof(*j));
 	size_t n = (size_t)(nparams ? nparams : 1);
+	bool too_big = false;
 	int i;
 
 	j->pool = p;
@@ -464,17 +523,23 @@ static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql
 	j->lengths = xcalloc(n, sizeof(int));
 	j->formats = xcalloc(n, sizeof(int));
 	for (i = 0; i < nparams; i++) {
+		if (params[i].len > INT_MAX) /* libpq counts a parameter's length in an int */
+			too_big = true;
 		if (params[i].data)
 			j->params[i] = params[i].binary ? memcpy(xmalloc(params[i].len ? params[i].len : 1), params[i].data,
 								  params[i].len)
 							 : xstrndup(params[i].data, params[i].len);
-		j->lengths[i] = (int)params[i].len;
+		j->lengths[i] = params[i].len > INT_MAX ? 0 : (int)params[i].len;
 		j->formats[i] = params[i].binary;
 	}
 	j->done = done;
 	j->arg = arg;
 	if (p->freeing) {
 		job_fail(j, true, "shutting down");
+		return;
+	}
+	if (too_big) {
+		fail_later(p, j, "a parameter is over 2 GiB, more than libpq can send");
 		return;
 	}
 	if (up_count(p) == 0) {
@@ -485,9 +550,15 @@ static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql
 		fail_later(p, j, "too many statements waiting for postgres");
 		return;
 	}
+	j->queued_ms = clock_mono_ms();
 	TAILQ_INSERT_TAIL(&p->queue, j, link);
 	p->stats.queued++;
 	dispatch(p);
+	if (!TAILQ_EMPTY(&p->queue) && !evtimer_pending(p->sweep, NULL)) {
+		struct timeval tv = {0, QUEUE_SWEEP_MS * 1000};
+
+		evtimer_add(p->sweep, &tv);
+	}
 }
 
 void pgpool_query_params(struct pgpool *p, const char *sql, int nparams, const struct pg_param *params,
@@ -595,7 +666,7 @@ void pg_array_end(struct pg_array *a)
  * cached while the tables were nearly empty (hash joins over sequential scans)
  * would otherwise be reused as they grow. Parsing is still done once.
  */
-static char *merge_options(const char *conninfo, long timeout_ms)
+static char *merge_options(const char *conninfo, long timeout_ms, long lock_timeout_ms)
 {
 	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
 	struct buf b = BUF_INIT;
@@ -603,7 +674,8 @@ static char *merge_options(const char *conninfo, long timeout_ms)
 	for (o = opts; o && o->keyword; o++)
 		if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
 			buf_printf(&b, "%s ", o->val);
-	buf_printf(&b, "-c statement_timeout=%ld -c plan_cache_mode=force_custom_plan", timeout_ms);
+	buf_printf(&b, "-c statement_timeout=%ld -c lock_timeout=%ld -c plan_cache_mode=force_custom_plan", timeout_ms,
+		   lock_timeout_ms);
 	PQconninfoFree(opts);
 	return buf_steal(&b);
 }
@@ -621,7 +693,22 @@ struct pgpool *pgpool_new(struct event_base *base, const struct pgpool_opts *o, 
 	p->conninfo = xstrdup(o->conninfo);
 	p->o.conninfo = p->conninfo;
 	p->o.application_name = o->application_name ? o->application_name : "abilitysync";
-	p->options = merge_options(o->conninfo, o->statement_timeout_ms);
+	if (p->o.query_timeout_ms <= 0)
+		p->o.query_timeout_ms = o->statement_timeout_ms + 2000;
+	if (p->o.connect_timeout_ms <= 0)
+		p->o.connect_timeout_ms = 5000;
+	if (p->o.lock_timeout_ms <= 0)
+		p->o.lock_timeout_ms = o->statement_timeout_ms;
+	if (p->o.tcp_user_timeout_ms <= 0)
+		p->o.tcp_user_timeout_ms = 10000;
+	p->options = merge_options(o->conninfo, o->statement_timeout_ms, p->o.lock_timeout_ms);
+	/* libpq's connect_timeout is whole seconds, at least 2; our own deadline is exact. */
+	snprintf(p->connect_timeout_s, sizeof(p->connect_timeout_s), "%ld",
+		 (p->o.connect_timeout_ms + 999) / 1000 < 2 ? 2 : (p->o.connect_timeout_ms + 999) / 1000);
+	snprintf(p->tcp_user_timeout, sizeof(p->tcp_user_timeout), "%ld", p->o.tcp_user_timeout_ms);
+	snprintf(p->keepalives_idle, sizeof(p->keepalives_idle), "%ld",
+		 p->o.tcp_user_timeout_ms / 1000 < 1 ? 1 : p->o.tcp_user_timeout_ms / 1000);
+	p->sweep = evtimer_new(base, on_sweep, p);
 	TAILQ_INIT(&p->queue);
 	TAILQ_INIT(&p->deferred);
 	p->conns = xcalloc((size_t)o->size, sizeof(*p->conns));
@@ -665,6 +752,7 @@ void pgpool_free(struct pgpool *p)
 		event_free(c->io);
 		event_free(c->timer);
 	}
+	event_free(p->sweep);
 	free(p->conns);
 	free(p->options);
 	free(p->conninfo);

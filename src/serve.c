@@ -17,7 +17,9 @@
 #include "options.h"
 #include "pgconn.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@
 #define COMP "serve"
 #define CHECK_PERIOD_MS 5000
 #define CHECK_PERIOD_UNREADY_MS 250 /* look again soon while not ready (start-up, outages) */
+#define CHECK_STALL_MS 3000         /* a readiness check unanswered this long: the dependency hangs */
 
 struct server {
 	struct service svc;
@@ -49,6 +52,7 @@ static void on_migrations_counted(const struct pg_outcome *o, void *arg)
 	long have;
 
 	s->checking_pg = false;
+	svc->pg_asked_ms = 0;
 	if (!o->res) {
 		svc->pg_migrated = false;
 		snprintf(svc->pg_why, sizeof(svc->pg_why), "%s", o->error);
@@ -66,6 +70,7 @@ static void on_vdb_health(const struct vdb_result *r, void *arg)
 	struct server *s = arg;
 
 	s->checking_vdb = false;
+	s->svc.vdb_asked_ms = 0;
 	if (r->status == VDB_CANCELLED)
 		return;
 	if (s->svc.vdb_up && r->status != VDB_OK)
@@ -89,9 +94,20 @@ static void on_outbox(const char *text, const struct pg_outcome *o, void *arg)
 	s->svc.outbox_counts = json_loads(text, 0, &jerr);
 }
 
+bool service_pg_stalled(const struct service *svc)
+{
+	return svc->pg_asked_ms && clock_mono_ms() - svc->pg_asked_ms > CHECK_STALL_MS;
+}
+
+bool service_vdb_stalled(const struct service *svc)
+{
+	return svc->vdb_asked_ms && clock_mono_ms() - svc->vdb_asked_ms > CHECK_STALL_MS;
+}
+
 bool service_ready(const struct service *svc)
 {
-	return (!svc->pool || (pgpool_ready(svc->pool) && svc->pg_migrated)) && svc->vdb_up && !svc->stopping;
+	return (!svc->pool || (pgpool_ready(svc->pool) && svc->pg_migrated && !service_pg_stalled(svc))) &&
+	       svc->vdb_up && !service_vdb_stalled(svc) && !svc->stopping;
 }
 
 static void on_check(evutil_socket_t fd, short what, void *arg)
@@ -105,6 +121,7 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(s->check, &next);
 	if (s->svc.pool && !s->checking_pg) {
 		s->checking_pg = true;
+		s->svc.pg_asked_ms = clock_mono_ms();
 		pgpool_query(s->svc.pool, s->ledger_sql, s->whens ? 1 : 0, params, on_migrations_counted, s);
 	}
 	if (s->svc.store && !s->polling_outbox) {
@@ -113,6 +130,7 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!s->checking_vdb) {
 		s->checking_vdb = true;
+		s->svc.vdb_asked_ms = clock_mono_ms();
 		vdb_health(s->svc.vdb, on_vdb_health, s);
 	}
 }
@@ -355,6 +373,18 @@ static void announce(const struct server *s)
 	free(pg);
 }
 
+/* Every client connection is a descriptor: take what the hard limit allows (HTTP_MAX_CONNECTIONS caps use). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn(COMP, "cannot raise the descriptor limit: %s", strerror(errno));
+	}
+}
+
 int serve_run(const struct config *c)
 {
 	struct server s;
@@ -363,6 +393,7 @@ int serve_run(const struct config *c)
 
 	memset(&s, 0, sizeof(s));
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	memset(&err, 0, sizeof(err));
 	if (!build(&s, c, &err)) {
 		log_error(COMP, "%s", err.msg);

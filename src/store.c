@@ -352,6 +352,7 @@ struct write_req {
 	TAILQ_ENTRY(write_req) link;
 	const struct ability *items;
 	size_t n;
+	size_t bytes;           /* what its rows weigh in the statement's parameters */
 	store_write_fn done;
 	void *arg;
 	int alone;              /* > 0: run by itself (after its group lost a race on the ledger), that many times */
@@ -363,7 +364,7 @@ TAILQ_HEAD(write_list, write_req);
 struct write_group {
 	struct store *s;
 	struct write_list reqs;
-	size_t rows;
+	size_t rows, bytes;
 };
 
 struct store {
@@ -543,7 +544,7 @@ static void send_group(struct store *s, struct write_group *g)
 		buf_free(&p[k]);
 }
 
-/* Takes waiting requests into a group: in arrival order, no ability twice, up to group_max rows. */
+/* Takes waiting requests into a group: in arrival order, no ability twice, up to group_max rows and bytes. */
 static struct write_group *take_group(struct store *s)
 {
 	struct write_group *g = xcalloc(1, sizeof(*g));
@@ -555,7 +556,8 @@ static struct write_group *take_group(struct store *s)
 		size_t i;
 		bool clash = false;
 
-		if (g->rows && (r->alone || g->rows + r->n > (size_t)s->o.group_max))
+		if (g->rows && (r->alone || g->rows + r->n > (size_t)s->o.group_max ||
+				g->bytes + r->bytes > s->o.group_max_bytes))
 			break;
 		for (i = 0; i < r->n && !clash; i++)
 			clash = group_has(g, &r->items[i]);
@@ -564,6 +566,7 @@ static struct write_group *take_group(struct store *s)
 		TAILQ_REMOVE(&s->waiting, r, link);
 		TAILQ_INSERT_TAIL(&g->reqs, r, link);
 		g->rows += r->n;
+		g->bytes += r->bytes;
 		if (r->alone)
 			break;
 	}
@@ -576,12 +579,22 @@ static void pump(struct store *s)
 		send_group(s, take_group(s));
 }
 
+/* The bytes an ability adds to a write statement's parameters (its texts, mostly the embedding). */
+static size_t ability_weight(const struct ability *a)
+{
+	return a->embedding_len + strlen(a->description) + strlen(a->metadata_text) + strlen(a->ability_id) +
+	       strlen(a->ability_name) + strlen(a->service_name) + 2 * strlen(a->blob_id) + 256;
+}
+
 void store_write(struct store *s, const struct ability *items, size_t n, store_write_fn done, void *arg)
 {
 	struct write_req *r = xcalloc(1, sizeof(*r));
+	size_t i;
 
 	r->items = items;
 	r->n = n;
+	for (i = 0; i < n; i++)
+		r->bytes += ability_weight(&items[i]);
 	r->done = done;
 	r->arg = arg;
 	TAILQ_INSERT_TAIL(&s->waiting, r, link);

@@ -80,6 +80,15 @@ provoke() {
     SVC_URL=$VDB_ONLY_URL call POST /v1/abilities "$(ability_json vdb-only s)" ;;
   postgres_unavailable) SVC_URL=$NO_PG_URL call GET /v1/abilities ;;
   not_migrated) SVC_URL=$UNMIGRATED_URL call POST /v1/abilities "$OK_BODY" ;;
+  overloaded)
+    emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "hold": true, "count": 1}'
+    (SVC_URL=$ONE_AT_A_TIME_URL call POST /v1/abilities "$(ability_json slow s)" >/dev/null) &
+    for _ in $(seq 1 50); do emu GET /_admin/held; [ "$(jq -r .held <<<"$BODY")" = 1 ] && break; sleep 0.05; done
+    SVC_URL=$ONE_AT_A_TIME_URL call GET /v1/abilities
+    local code=$CODE body=$BODY
+    emu DELETE /_admin/faults
+    wait
+    CODE=$code BODY=$body ;;
   vector_db_unavailable)
     emu POST /_admin/faults '{"path": "/query", "status": 503}'
     call POST /v1/search '{"service_name": "s", "embedding": [1,2,3,4,5,6,7,8]}'
@@ -98,6 +107,7 @@ test_every_documented_error_code_is_answered_as_documented() {
   start_service DATABASE_URL=postgres://nobody@127.0.0.1:9/x API_KEYS=k1 && NO_PG_URL=$SVC_URL
   other=$(new_db unmigrated)
   start_service DATABASE_URL="$other" API_KEYS=k1 && UNMIGRATED_URL=$SVC_URL
+  start_service HTTP_MAX_IN_FLIGHT=1 API_KEYS=k1 && ONE_AT_A_TIME_URL=$SVC_URL
   SVC_URL=$MAIN_URL
   while IFS='|' read -r _ status code meaning _; do
     code=$(tr -d ' `' <<<"$code")

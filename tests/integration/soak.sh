@@ -34,8 +34,9 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 url_of() { cat "$SUITE_TMP/url.$1"; }
 
 # start_replica NAME BINARY: serve from BINARY, its URL in url.NAME, its pid in pid.NAME.
+# Both replicas reach Postgres and the vector DB through fault proxies (hangs).
 start_replica() {
-  ABILITYSYNC=$2 start_service DATABASE_URL="$DB" "${FAST[@]}"
+  ABILITYSYNC=$2 start_service DATABASE_URL="$PROXIED_DB" VECTOR_DB_API="$PROXIED_VDB" "${FAST[@]}"
   echo "$SVC_URL" >"$SUITE_TMP/url.$1.new"
   mv "$SUITE_TMP/url.$1.new" "$SUITE_TMP/url.$1"
   echo "$SVC_PID" >"$SUITE_TMP/pid.$1"
@@ -138,11 +139,13 @@ inject_vdb_faults() {
   done
 }
 
-# Postgres and the replicas' processes, one fault at a time, for 1 to 3 s.
+# Postgres and the replicas' processes, and the hangs (a proxy that stops
+# forwarding without a reset, a lock held, a vector DB dripping its answers),
+# one at a time, for 1 to 3 s.
 inject_process_faults() {
-  local end=$1 pgdir=$2 kind hold pid
+  local end=$1 pgdir=$2 kind hold pid locker=""
   while [ "$(date +%s)" -lt "$end" ]; do
-    kind=$(shuf -n 1 -e pg_restart pg_crash kill9)
+    kind=$(shuf -n 1 -e pg_restart pg_crash kill9 pg_blackhole vdb_blackhole vdb_drip pg_lock)
     hold=$((RANDOM % 3 + 1))
     echo "$kind" >>"$SUITE_TMP/faults"
     case $kind in
@@ -153,11 +156,22 @@ inject_process_faults() {
       kill -9 "$pid"
       wait "$pid" 2>/dev/null || true
       ;;
+    pg_blackhole) proxy_mode pg blackhole ;;
+    vdb_blackhole) proxy_mode vdb blackhole ;;
+    vdb_drip) proxy_mode vdb drip 2000 ;;
+    pg_lock)
+      psql_q "$DB" -c "begin; lock table abilitysync.sync_state in exclusive mode; select pg_sleep($hold); commit" \
+        >/dev/null 2>&1 &
+      locker=$!
+      ;;
     esac
     sleep "$hold"
     case $kind in
-    pg_*) tools/pgcluster.sh start "$pgdir" >/dev/null ;;
+    pg_restart | pg_crash) tools/pgcluster.sh start "$pgdir" >/dev/null ;;
     kill9) start_replica b "$ABILITYSYNC" ;;
+    pg_blackhole) proxy_mode pg pass ;;
+    vdb_blackhole | vdb_drip) proxy_mode vdb pass ;;
+    pg_lock) wait "$locker" 2>/dev/null || true ;;
     esac
     sleep 2
   done
@@ -261,6 +275,10 @@ test_random_faults_under_load_lose_nothing() {
   DB=$(tools/pgcluster.sh start "$pgdir")
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
   start_emulator
+  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
+  PROXIED_DB=$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")
+  start_proxy vdb "${EMU_URL#http://}"
+  PROXIED_VDB="http://127.0.0.1:$PROXY_PORT"
   # a: the release build, never killed: its memory is watched. b: the
   # sanitizer build, killed -9 and restarted by the faults; at the end its
   # last life must exit clean (no leak, no UB report).
@@ -281,6 +299,8 @@ test_random_faults_under_load_lose_nothing() {
   touch "$SUITE_TMP/stop"
   for p in "${pids[@]}"; do wait "$p" || true; done
   emu DELETE /_admin/faults
+  proxy_mode pg pass
+  proxy_mode vdb pass
   tools/pgcluster.sh start "$pgdir" >/dev/null 2>&1 || true
   kill -0 "$(cat "$SUITE_TMP/pid.b")" 2>/dev/null || start_replica b "$ABILITYSYNC"
   wait_converged "$DB" 120

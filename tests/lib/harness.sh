@@ -165,6 +165,31 @@ emu() {
   : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
 }
 
+# ---- the fault proxy ---------------------------------------------------------
+
+# start_proxy NAME HOST:PORT: a TCP proxy to HOST:PORT (tests/tools/faultproxy.js)
+# whose behaviour proxy_mode changes; sets PROXY_PORT. Stopped at the test's end.
+start_proxy() {
+  local portfile="$SUITE_TMP/proxy.$1.port"
+  rm -f "$portfile"
+  echo pass >"$SUITE_TMP/proxy.$1.mode"
+  node "$ROOT/tests/tools/faultproxy.js" --target "$2" --port-file "$portfile" \
+    --mode-file "$SUITE_TMP/proxy.$1.mode" >"$SUITE_TMP/proxy.$1.log" 2>&1 &
+  STARTED+=("$!")
+  for _ in $(seq 1 100); do
+    [ -s "$portfile" ] && { PROXY_PORT=$(cat "$portfile"); export PROXY_PORT; return; }
+    sleep 0.05
+  done
+  fail "the fault proxy did not start: $(cat "$SUITE_TMP/proxy.$1.log")"
+}
+
+# proxy_mode NAME MODE [VALUE]: pass, blackhole, reset, delay MS, drip BYTES (applies within 50 ms).
+proxy_mode() {
+  echo "$2 ${3:-}" >"$SUITE_TMP/proxy.$1.mode.new"
+  mv "$SUITE_TMP/proxy.$1.mode.new" "$SUITE_TMP/proxy.$1.mode"
+  sleep 0.1
+}
+
 # ---- the service -----------------------------------------------------------
 
 # Starts `abilitysync serve` with the given VAR=value settings (LISTEN defaults to
