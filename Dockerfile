@@ -21,7 +21,7 @@ FROM debian:bookworm-slim AS emulator
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libjansson4 libssl3 libevent-2.1-7 libevent-openssl-2.1-7 \
       libcurl4 libpq5 \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && useradd --system --no-create-home --shell /usr/sbin/nologin emulator
 COPY --from=build /src/build/release/vdb-emulator /usr/local/bin/
 USER emulator
@@ -33,7 +33,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libpq5 libjansson4 libssl3 libevent-2.1-7 libevent-openssl-2.1-7 libcurl4 ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && groupadd --system abilitysync \
  && useradd --system --gid abilitysync --home-dir /app --no-create-home --shell /usr/sbin/nologin abilitysync
 WORKDIR /app

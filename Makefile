@@ -128,8 +128,9 @@ $(B)/obj $(B)/tests:
 
 # ---- the two commands a newcomer needs -----------------------------------
 
+# NO_DEPS=1: for people who manage their own packages (make test / make run install nothing).
 deps:
-	@tools/deps.sh
+	@$(if $(NO_DEPS),echo "deps: NO_DEPS is set: installing nothing",tools/deps.sh)
 
 test: deps
 	$(MAKE) BUILD=release all tests

@@ -111,6 +111,9 @@ void config_free(struct config *c);
 /* The effective configuration as one line of NAME=value pairs, secrets redacted. */
 char *config_describe(const struct config *c);
 
+/* The same, only the values that differ from the defaults; *elided counts the others. */
+char *config_describe_changes(const struct config *c, size_t *elided);
+
 /* The help text for the variables in `scope`, and the README table. */
 void config_print_help(FILE *f, unsigned scope);
 void config_print_markdown(FILE *f);

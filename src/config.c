@@ -491,22 +491,51 @@ static void describe_value(const struct config *c, const struct cfg_def *d, stru
 	}
 }
 
+static const char *no_env(const char *name, void *ctx)
+{
+	(void)name, (void)ctx;
+	return NULL;
+}
+
 char *config_describe(const struct config *c)
 {
-	struct buf b = BUF_INIT;
-	struct buf v = BUF_INIT;
-	size_t i;
+	return config_describe_changes(c, NULL);
+}
 
+char *config_describe_changes(const struct config *c, size_t *elided)
+{
+	struct buf b = BUF_INIT;
+	struct buf v = BUF_INIT, d = BUF_INIT;
+	struct config defaults;
+	struct errbuf err;
+	size_t i, n = 0;
+
+	if (elided) {
+		*elided = 0;
+		if (!config_load(&defaults, no_env, NULL, &err))
+			abort(); /* the table's own defaults are valid (a unit test says so) */
+	}
 	for (i = 0; i < ARRAY_LEN(defs); i++) {
 		buf_reset(&v);
 		describe_value(c, &defs[i], &v);
-		buf_printf(&b, "%s%s=", i ? " " : "", defs[i].name);
+		if (elided) {
+			buf_reset(&d);
+			describe_value(&defaults, &defs[i], &d);
+			if (v.len == d.len && memcmp(buf_cstr(&v), buf_cstr(&d), v.len) == 0) {
+				(*elided)++;
+				continue;
+			}
+		}
+		buf_printf(&b, "%s%s=", n++ ? " " : "", defs[i].name);
 		if (strpbrk(buf_cstr(&v), " \t\"") || v.len == 0)
 			buf_json_str(&b, buf_cstr(&v), v.len);
 		else
 			buf_append(&b, v.data, v.len);
 	}
 	buf_free(&v);
+	buf_free(&d);
+	if (elided)
+		config_free(&defaults);
 	return buf_steal(&b);
 }
 

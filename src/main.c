@@ -1053,14 +1053,22 @@ int main(int argc, char **argv)
 		return npos == -2 ? EXIT_OK : EXIT_USAGE;
 	}
 	log_setup((enum log_format)cfg.log_format, (enum log_level)cfg.log_level);
-	if (c->scope) {
-		/* Read-only looks (migrate status/plan) keep their stderr quiet. */
+	if (c->scope && c->run != cmd_healthcheck) {
+		/*
+		 * Once, short: what differs from the defaults (secrets redacted); every
+		 * value at debug level. Read-only looks (migrate status/plan) keep their
+		 * stderr quiet.
+		 */
 		bool looking = c->run == cmd_migrate && npos > 0 && strcmp(args[0], "up") != 0;
-		char *line = config_describe(&cfg);
+		size_t elided;
+		char *line = config_describe_changes(&cfg, &elided), *all = config_describe(&cfg);
 
-		log_msg(looking ? LL_DEBUG : LL_INFO, "config", "abilitysync %s %s: %s", ABILITYSYNC_VERSION,
-			c->name, line);
+		log_msg(looking ? LL_DEBUG : LL_INFO, "config", "abilitysync %s %s: %s%s(%zu more at their defaults: "
+			"`abilitysync config` lists every value)", ABILITYSYNC_VERSION, c->name, line, *line ? " " : "",
+			elided);
+		log_debug("config", "every value: %s", all);
 		free(line);
+		free(all);
 	}
 	rc = c->run(&cfg, npos, args);
 	config_free(&cfg);

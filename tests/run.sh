@@ -41,11 +41,13 @@ suites=("$@")
 total_pass=0
 total_fail=0
 summary=()
+skipped=()
 
-add() { # suite passed failed
+add() { # suite passed failed [skipped: reason]
   total_pass=$((total_pass + $2))
   total_fail=$((total_fail + $3))
-  summary+=("$(printf '%-22s %5d passed, %d failed' "$1" "$2" "$3")")
+  summary+=("$(printf '%-22s %5d passed, %d failed%s' "$1" "$2" "$3" "${4:+ ($4)}")")
+  [ -z "${4:-}" ] || skipped+=("$1: ${4#skipped: }")
 }
 
 # Criterion binaries of both builds; a binary that dies before its synthesis
@@ -85,9 +87,9 @@ run_integration() {
     add "$suite" 0 1
     return
   fi
-  p=$(sed -E 's/# summary: ([0-9]+) passed, ([0-9]+) failed/\1/' <<<"$line")
-  f=$(sed -E 's/# summary: ([0-9]+) passed, ([0-9]+) failed/\2/' <<<"$line")
-  add "$suite" "$p" "$f"
+  p=$(sed -E 's/# summary: ([0-9]+) passed, ([0-9]+) failed.*/\1/' <<<"$line")
+  f=$(sed -E 's/# summary: ([0-9]+) passed, ([0-9]+) failed.*/\2/' <<<"$line")
+  add "$suite" "$p" "$f" "$(sed -nE 's/.*\((skipped: .*)\)$/\1/p' <<<"$line")"
 }
 
 needs_pg=false
@@ -116,5 +118,9 @@ done
 echo
 echo "== summary ($(($(date +%s) - start)) s, $ROOT)"
 printf '%s\n' "${summary[@]}"
-echo "$total_pass passed, $total_fail failed"
+if [ ${#skipped[@]} -gt 0 ]; then
+  echo "$total_pass passed, $total_fail failed (skipped: $(printf '%s; ' "${skipped[@]}" | sed 's/; $//'))"
+else
+  echo "$total_pass passed, $total_fail failed"
+fi
 [ "$total_fail" = 0 ]

@@ -18,6 +18,9 @@ PKGS=(
   valgrind                           # the soak suite: serve under memcheck, no leak
   hyperfine                          # bench: the no-op migration timings
   time                               # bench/jobs.sh: peak RSS and CPU of a job (/usr/bin/time)
+  podman podman-compose mmdebstrap uidmap slirp4netns fuse-overlayfs runc
+  golang-github-containernetworking-plugin-dnsname
+                                     # the containers suite: images built and run for real, compose brought up
   ca-certificates
 )
 

@@ -83,11 +83,12 @@ provoke() {
   overloaded)
     emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "hold": true, "count": 1}'
     (SVC_URL=$ONE_AT_A_TIME_URL call POST /v1/abilities "$(ability_json slow s)" >/dev/null) &
+    local slow=$!
     for _ in $(seq 1 50); do emu GET /_admin/held; [ "$(jq -r .held <<<"$BODY")" = 1 ] && break; sleep 0.05; done
     SVC_URL=$ONE_AT_A_TIME_URL call GET /v1/abilities
     local code=$CODE body=$BODY
     emu DELETE /_admin/faults
-    wait
+    wait "$slow"
     CODE=$code BODY=$body ;;
   vector_db_unavailable)
     emu POST /_admin/faults '{"path": "/query", "status": 503}'

@@ -398,6 +398,8 @@ own_pg() { OWN_PG+=("$1"); }
 
 kill_leftovers() {
   local pid dir
+  # A suite may define after_each: its own leftovers (containers...).
+  if declare -F after_each >/dev/null; then after_each || true; fi
   for pid in "${STARTED[@]}"; do
     kill -9 "$pid" 2>/dev/null || true
   done
