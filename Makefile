@@ -157,7 +157,7 @@ run: deps all
 	tools/run.sh
 
 lint:
-	shellcheck -s sh docker-entrypoint.sh && shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh bench/*.sh .ci/run
+	shellcheck -s sh docker-entrypoint.sh tests/containers/postgres/postgres-entrypoint.sh && shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh bench/*.sh .ci/run
 	yamllint -s docker-compose.yml
 
 # After changing the configuration table or the exit statuses / error codes: the README's copies.

@@ -66,41 +66,55 @@ f() { awk "BEGIN { printf \"$1\", $2 }"; } # f FORMAT EXPRESSION
 mb() { f "%.0f" "$1 / 1024"; }
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 
-echo "## abilitysync: \`make bench\`, $STARTED"
-echo
-echo "| figure (both sides measured in this run) | ratio | abilitysync | reference | aim |"
-echo "|---|---|---|---|---|"
-echo "| registration throughput / the peer's | **$(f %.2f "${R[abilitysync_thr]} / ${R[peer_thr]}")** |" \
-  "$(f %.0f "${R[abilitysync_thr]}") abilities/s | $(f %.0f "${R[peer_thr]}") abilities/s (peer) | ≥ 5 |"
-echo "| registration throughput / raw \`COPY\` of the same rows | **$(f %.2f "${R[abilitysync_thr]} / ${R[copy_rps]}")** |" \
-  "$(f %.0f "${R[abilitysync_thr]}") abilities/s | $(f %.0f "${R[copy_rps]}") rows/s (COPY) | ≥ 0.9 |"
-echo "| peak RSS under that load / the peer's | **$(f %.2f "${R[abilitysync_hwm_kb]} / ${R[peer_hwm_kb]}")** |" \
-  "$(mb "${R[abilitysync_hwm_kb]}") MB | $(mb "${R[peer_hwm_kb]}") MB (peer) | ≤ 0.2 |"
-echo "| p99 latency / the peer's | **$(f %.2f "${R[abilitysync_p99_ms]} / ${R[peer_p99_ms]}")** |" \
-  "$(f %.1f "${R[abilitysync_p99_ms]}") ms | $(f %.1f "${R[peer_p99_ms]}") ms (peer) | |"
-echo "| restore of ${R[restore_done]} abilities: vectors/s / the emulator's ingest ceiling | **$(f %.2f "${R[restore_done]} / ${R[restore_s]} / ${R[ceiling_vps]}")** |" \
-  "$(f %.0f "${R[restore_done]} / ${R[restore_s]}") vectors/s ($(f %.1f "${R[restore_s]}") s, $(mb "${R[restore_rss_kb]}") MB peak RSS) | $(f %.0f "${R[ceiling_vps]}") vectors/s (raw posts) | |"
-echo "| reconcile --dry-run of ${R[reconcile_checked]} abilities: peak RSS / over ${R[reconcile_half_checked]} of them | **$(f %.2f "${R[reconcile_rss_kb]} / ${R[reconcile_half_rss_kb]}")** |" \
-  "$(f %.1f "${R[reconcile_s]}") s ($(f %.0f "${R[reconcile_checked]} / ${R[reconcile_s]}") checks/s), $(mb "${R[reconcile_rss_kb]}") MB peak RSS | $(mb "${R[reconcile_half_rss_kb]}") MB peak RSS | flat (≈ 1) |"
-echo "| no-op migrate: \`npx drizzle-kit migrate\` time / \`abilitysync migrate up\` | **$(f %.1f "${R[mig_npx_ms]} / ${R[mig_abilitysync_ms]}")** |" \
-  "$(f %.1f "${R[mig_abilitysync_ms]}") ms | $(f %.0f "${R[mig_npx_ms]}") ms (drizzle-kit via npx; $(f %.0f "${R[mig_bin_ms]}") ms without npx) | ≥ 10 |"
-echo
-echo "Registration: ${R[reg_n]} abilities of ${DIM:-3072} dimensions per system, single-ability POSTs over ${R[reg_concurrency]}" \
-  "keep-alive connections (loadgen); peer: bench/peer on node ${R[node_version]}, pg pool ${R[peer_pool]}; answers:" \
-  "abilitysync ${R[abilitysync_status]}, peer ${R[peer_status]}. CPU per ability (service process): abilitysync" \
-  "${R[abilitysync_cpu_ms]} ms, peer ${R[peer_cpu_ms]} ms. COPY: median of 3. Migrate: ${R[mig_tool]}." \
-  "Restore/reconcile: ${R[jobs_n]} abilities loaded with COPY, a fresh emulator."
-echo
-echo "Machine: $(nproc) cores ($cpu), shared by Postgres, the service or the peer, the emulator and the load" \
-  "generator; load average at start $LOAD_AT_START; $(($(date +%s) - t0)) s in all."
-echo
-lost=$((R[abilitysync_lost] + R[peer_lost]))
-if [ "$lost" = 0 ] && [ "${RC[compare]}" = 0 ] && [ "${R[jobs_failures]}" = 0 ] && [ "${RC[jobs]}" = 0 ]; then
-  echo "Loss check: passed. Every acknowledged ability is in Postgres and its vector in the vector DB" \
-    "(abilitysync and peer); restore wrote ${R[restore_done]}/${R[jobs_n]}; reconcile checked ${R[reconcile_checked]}/${R[jobs_n]}, ${R[reconcile_drift]} drifted;" \
-    "${R[collisions]} vector_id collisions among the generated rows (one row of each pair kept, the other failed, as expected)."
-else
-  echo "Loss check: **FAILED**: acknowledged but lost: abilitysync ${R[abilitysync_lost]}, peer ${R[peer_lost]};" \
-    "compare.sh exit ${RC[compare]}, jobs.sh exit ${RC[jobs]} (${R[jobs_failures]} failed checks); see stderr. These numbers do not count."
-  exit 1
+# The table, on stdout; kept in build/figures/bench.md when it counts
+# (`make readme-tables` copies it into the README).
+report() {
+  echo "## abilitysync: \`make bench\`, $STARTED"
+  echo
+  echo "| figure (both sides measured in this run) | ratio | abilitysync | reference | aim |"
+  echo "|---|---|---|---|---|"
+  echo "| registration throughput / the peer's | **$(f %.2f "${R[abilitysync_thr]} / ${R[peer_thr]}")** |" \
+    "$(f %.0f "${R[abilitysync_thr]}") abilities/s | $(f %.0f "${R[peer_thr]}") abilities/s (peer) | ≥ 5 |"
+  echo "| registration throughput / raw \`COPY\` of the same rows | **$(f %.2f "${R[abilitysync_thr]} / ${R[copy_rps]}")** |" \
+    "$(f %.0f "${R[abilitysync_thr]}") abilities/s | $(f %.0f "${R[copy_rps]}") rows/s (COPY) | ≥ 0.9 |"
+  echo "| peak RSS under that load / the peer's | **$(f %.2f "${R[abilitysync_hwm_kb]} / ${R[peer_hwm_kb]}")** |" \
+    "$(mb "${R[abilitysync_hwm_kb]}") MB | $(mb "${R[peer_hwm_kb]}") MB (peer) | ≤ 0.2 |"
+  echo "| p99 latency / the peer's | **$(f %.2f "${R[abilitysync_p99_ms]} / ${R[peer_p99_ms]}")** |" \
+    "$(f %.1f "${R[abilitysync_p99_ms]}") ms | $(f %.1f "${R[peer_p99_ms]}") ms (peer) | |"
+  echo "| restore of ${R[restore_done]} abilities: vectors/s / the emulator's ingest ceiling | **$(f %.2f "${R[restore_done]} / ${R[restore_s]} / ${R[ceiling_vps]}")** |" \
+    "$(f %.0f "${R[restore_done]} / ${R[restore_s]}") vectors/s ($(f %.1f "${R[restore_s]}") s, $(mb "${R[restore_rss_kb]}") MB peak RSS) | $(f %.0f "${R[ceiling_vps]}") vectors/s (raw posts) | |"
+  echo "| reconcile --dry-run of ${R[reconcile_checked]} abilities: peak RSS / over ${R[reconcile_half_checked]} of them | **$(f %.2f "${R[reconcile_rss_kb]} / ${R[reconcile_half_rss_kb]}")** |" \
+    "$(f %.1f "${R[reconcile_s]}") s ($(f %.0f "${R[reconcile_checked]} / ${R[reconcile_s]}") checks/s), $(mb "${R[reconcile_rss_kb]}") MB peak RSS | $(mb "${R[reconcile_half_rss_kb]}") MB peak RSS | flat (≈ 1) |"
+  echo "| no-op migrate: \`npx drizzle-kit migrate\` time / \`abilitysync migrate up\` | **$(f %.1f "${R[mig_npx_ms]} / ${R[mig_abilitysync_ms]}")** |" \
+    "$(f %.1f "${R[mig_abilitysync_ms]}") ms | $(f %.0f "${R[mig_npx_ms]}") ms (drizzle-kit via npx; $(f %.0f "${R[mig_bin_ms]}") ms without npx) | ≥ 10 |"
+  echo
+  echo "Registration: ${R[reg_n]} abilities of ${DIM:-3072} dimensions per system, single-ability POSTs over ${R[reg_concurrency]}" \
+    "keep-alive connections (loadgen); peer: bench/peer on node ${R[node_version]}, pg pool ${R[peer_pool]}; answers:" \
+    "abilitysync ${R[abilitysync_status]}, peer ${R[peer_status]}. CPU per ability (service process): abilitysync" \
+    "${R[abilitysync_cpu_ms]} ms, peer ${R[peer_cpu_ms]} ms. COPY: median of 3. Migrate: ${R[mig_tool]}." \
+    "Restore/reconcile: ${R[jobs_n]} abilities loaded with COPY, a fresh emulator."
+  echo
+  echo "Machine: $(nproc) cores ($cpu), shared by Postgres, the service or the peer, the emulator and the load" \
+    "generator; load average at start $LOAD_AT_START; $(($(date +%s) - t0)) s in all."
+  echo
+  lost=$((R[abilitysync_lost] + R[peer_lost]))
+  if [ "$lost" = 0 ] && [ "${RC[compare]}" = 0 ] && [ "${R[jobs_failures]}" = 0 ] && [ "${RC[jobs]}" = 0 ]; then
+    echo "Loss check: passed. Every acknowledged ability is in Postgres and its vector in the vector DB" \
+      "(abilitysync and peer); restore wrote ${R[restore_done]}/${R[jobs_n]}; reconcile checked ${R[reconcile_checked]}/${R[jobs_n]}, ${R[reconcile_drift]} drifted;" \
+      "${R[collisions]} vector_id collisions among the generated rows (one row of each pair kept, the other failed, as expected)."
+  else
+    echo "Loss check: **FAILED**: acknowledged but lost: abilitysync ${R[abilitysync_lost]}, peer ${R[peer_lost]};" \
+      "compare.sh exit ${RC[compare]}, jobs.sh exit ${RC[jobs]} (${R[jobs_failures]} failed checks); see stderr. These numbers do not count."
+    return 1
+  fi
+}
+
+rc=0
+report >"$TMP/report.md" || rc=$?
+cat "$TMP/report.md"
+if [ "$rc" = 0 ]; then
+  mkdir -p build/figures
+  cp "$TMP/report.md" build/figures/bench.md
+  echo "bench/all.sh: the table is in build/figures/bench.md; \`make readme-tables\` copies it into README.md" >&2
 fi
+exit "$rc"

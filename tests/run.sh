@@ -77,6 +77,22 @@ run_unit() {
   done
 }
 
+# A suite's measurements (its "# " lines after the summary: the soak's
+# counts, the image size...) go to build/figures/SUITE.txt when it passed;
+# `make readme-tables` copies them into the README.
+save_figures() { # suite log failed
+  local figures
+  [ "$3" = 0 ] || return 0
+  figures=$(sed -n '/^# summary:/,$p' "$2" | grep '^# ' | grep -v '^# summary:' | sed 's/^# //')
+  [ -n "$figures" ] || return 0
+  mkdir -p build/figures
+  {
+    echo "tests/run.sh $1, $(date -u '+%Y-%m-%d'):"
+    echo
+    echo "$figures"
+  } >"build/figures/$1.txt"
+}
+
 run_integration() {
   local suite=$1 log="$TEST_TMP/$1.out" line p f
   echo "== $suite"
@@ -90,6 +106,7 @@ run_integration() {
   p=$(sed -E 's/# summary: ([0-9]+) passed, ([0-9]+) failed.*/\1/' <<<"$line")
   f=$(sed -E 's/# summary: ([0-9]+) passed, ([0-9]+) failed.*/\2/' <<<"$line")
   add "$suite" "$p" "$f" "$(sed -nE 's/.*\((skipped: .*)\)$/\1/p' <<<"$line")"
+  save_figures "$suite" "$log" "$f"
 }
 
 needs_pg=false

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# readme-tables.sh - rewrites the README's generated tables from the binary:
-# the configuration (abilitysync config --markdown) and the exit statuses and
-# error codes (abilitysync codes --markdown). The lint suite fails when they
-# are stale; run this (make readme-tables) after changing either table.
+# readme-tables.sh - rewrites the README's generated blocks:
+#   - from the binary: the configuration (abilitysync config --markdown) and the
+#     exit statuses and error codes (abilitysync codes --markdown); the lint
+#     suite fails when they are stale;
+#   - from the last measuring runs: each <!-- figure:NAME --> block becomes
+#     build/figures/NAME.md (`make bench`) or NAME.txt (a suite's figures, kept
+#     by tests/run.sh when it passed). A block without a file is left alone and
+#     named, so a figure in the README is always one some command printed.
+# Run it (make readme-tables) after changing a table or measuring.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${ABILITYSYNC:-build/release/abilitysync}
@@ -17,9 +22,26 @@ replace() {
 }
 
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.names"' EXIT
 "$bin" config --markdown >"$tmp"
 replace config-table "$tmp"
 "$bin" codes --markdown >"$tmp"
 replace codes "$tmp"
 echo "README.md: configuration table and exit statuses / error codes regenerated"
+
+sed -nE 's/^<!-- (figure:[a-z0-9-]+):begin -->$/\1/p' README.md >"$tmp.names"
+while read -r name; do
+  f=build/figures/${name#figure:}
+  if [ -f "$f.md" ]; then
+    src=$f.md
+    cp "$src" "$tmp"
+  elif [ -f "$f.txt" ]; then
+    src=$f.txt
+    { echo '```'; cat "$src"; echo '```'; } >"$tmp"
+  else
+    echo "README.md: $name left as it was: no $f.md or $f.txt (run the command that measures it)"
+    continue
+  fi
+  replace "$name" "$tmp"
+  echo "README.md: $name regenerated from $src"
+done <"$tmp.names"

@@ -42,6 +42,13 @@ events_logger = "file"
 [containers]
 default_ulimits = []
 EOF
+  # What an earlier run that was killed left behind (this suite's names only).
+  local c
+  for c in $(podman ps -a --format '{{.Names}}' | grep -E '^(abilitysync-test-[a-z]+-|abilitysynctest)[0-9]'); do
+    podman rm -f -t 0 "$c" >/dev/null 2>&1 || true
+  done
+  for c in $(podman network ls --format '{{.Name}}' | grep -E '^abilitysynctest[0-9]'); do podman network rm "$c" >/dev/null 2>&1 || true; done
+  for c in $(podman volume ls --format '{{.Name}}' | grep -E '^abilitysynctest[0-9]'); do podman volume rm "$c" >/dev/null 2>&1 || true; done
 }
 
 # The Dockerfile's base, built once per machine (podman keeps it).
@@ -65,22 +72,16 @@ build() { # TAG CONTEXT [podman build args]
     >"$SUITE_TMP/build.$(basename "$tag").log" 2>&1 || fail "podman build $tag: $(tail -n 15 "$SUITE_TMP/build.$(basename "$tag").log")"
 }
 
+# Built once per run (the layer cache makes an unchanged tree quick), so the
+# images tested are always those of this checkout.
 images() {
+  [ ! -f "$SUITE_TMP/images.built" ] || return 0
   base_image
-  podman image exists "$IMAGE" && podman image exists "$PG_IMAGE" && [ -z "${REBUILD:-}" ] && return
   build "$IMAGE" .
   build "$EMU_IMAGE" . --target emulator
   build "$PG_IMAGE" tests/containers/postgres
   podman tag "$IMAGE" localhost/abilitysync:local # the name the compose file gives it
-}
-
-free_port() {
-  local p
-  for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-  fail "no free port"
+  : >"$SUITE_TMP/images.built"
 }
 
 CONTAINERS=()
@@ -93,10 +94,12 @@ cleanup_containers() {
 COMPOSE=() # the project directory and name while a compose project is up
 compose_down() {
   [ ${#COMPOSE[@]} -eq 2 ] || return 0
-  (cd "${COMPOSE[0]}" && podman-compose -p "${COMPOSE[1]}" down -v >"$SUITE_TMP/compose.down.log" 2>&1)
+  # down reads the file too, which insists on the keys being set.
+  (cd "${COMPOSE[0]}" && ABILITYSYNC_API_KEYS=down podman-compose -p "${COMPOSE[1]}" down -v \
+    >"$SUITE_TMP/compose.down.log" 2>&1)
   local rc=$?
   COMPOSE=()
-  return $rc
+  return "$rc"
 }
 
 # The harness calls it when a test ends, whichever way.
@@ -181,29 +184,36 @@ test_two_containers_migrate_once_serve_pass_their_healthcheck_and_stop_cleanly()
 }
 
 test_the_compose_file_comes_up_serves_and_goes_down() {
-  local dir="$SUITE_TMP/compose" project="abilitysynctest$$"
+  local dir="$SUITE_TMP/compose" project="abilitysynctest$$" port url
   images
   command -v podman-compose >/dev/null || fail "podman-compose is not installed (make deps installs it)"
   mkdir -p "$dir"
   cp docker-compose.yml "$dir/"
+  port=$(free_port)
+  url="http://127.0.0.1:$port"
+  export ABILITYSYNC_API_KEYS=k1 ABILITYSYNC_PORT=$port
   COMPOSE=("$dir" "$project")
-  # The images are built already; the project name keeps its volume apart.
-  (cd "$dir" && ABILITYSYNC_API_KEYS=k1 podman-compose -p "$project" up -d --no-build abilitysync \
-    >"$SUITE_TMP/compose.up.log" 2>&1) || fail "podman-compose up: $(tail -n 20 "$SUITE_TMP/compose.up.log")"
+  # The images are built already; the project name keeps its containers and volume apart.
+  (cd "$dir" && podman-compose -p "$project" up -d --no-build abilitysync >"$SUITE_TMP/compose.up.log" 2>&1) ||
+    fail "podman-compose up: $(tail -n 20 "$SUITE_TMP/compose.up.log")"
   for _ in $(seq 1 900); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/readyz)" = 200 ] && break
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ] && break
     sleep 0.1
   done
-  SVC_URL=http://127.0.0.1:8080 api POST /v1/abilities "$(ability_json composed compose.example 3072)" \
-    -H 'Authorization: Bearer k1'
+  # No systemd here to schedule healthchecks: run each once, as the engine would.
+  podman healthcheck run "${project}_postgres_1" || fail "the Postgres container's healthcheck (pg_isready) failed"
+  podman healthcheck run "${project}_abilitysync_1" || fail "abilitysync's HEALTHCHECK failed"
+  SVC_URL=$url api POST /v1/abilities "$(ability_json composed compose.example 3072)" -H 'Authorization: Bearer k1'
   [[ $CODE == 20[12] ]] || {
     (cd "$dir" && podman-compose -p "$project" logs >"$SUITE_TMP/compose.logs" 2>&1) || true
     fail "a registration through compose: $CODE $BODY; $(tail -n 30 "$SUITE_TMP/compose.logs")"
   }
-  SVC_URL=http://127.0.0.1:8080 api GET /v1/abilities/composed -H 'Authorization: Bearer k1'
+  SVC_URL=$url api GET /v1/abilities/composed "" -H 'Authorization: Bearer k1'
   assert_eq "$CODE" 200 "read back: $BODY"
+  assert_eq "$(jq -r .sync.state <<<"$BODY")" synced "the registration reached the vector DB"
   compose_down || fail "podman-compose down: $(tail -n 20 "$SUITE_TMP/compose.down.log")"
   [ "$(podman ps -a --filter "name=$project" --format '{{.Names}}' | grep -c .)" = 0 ] || fail "containers left"
+  ! podman volume exists "${project}_pgdata" || fail "down -v left the volume ${project}_pgdata"
 }
 
 reason=$(skip_reason)

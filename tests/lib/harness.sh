@@ -219,6 +219,16 @@ start_service() {
 }
 
 # Waits until GET /readyz answers 200 (at most $1 seconds, default 15).
+# free_port: a TCP port nothing on this machine listens on (for programs that take no port 0).
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  fail "no free port"
+}
+
 wait_ready() {
   for _ in $(seq 1 $((${1:-15} * 10))); do
     [ "$(curl -sk -o /dev/null -w '%{http_code}' "$SVC_URL/readyz")" = 200 ] && return
