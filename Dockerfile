@@ -15,6 +15,7 @@ WORKDIR /src
 COPY Makefile ./
 COPY include/ include/
 COPY src/ src/
+COPY emulator/ emulator/
 RUN make BUILD=release all
 
 FROM debian:bookworm-slim AS emulator

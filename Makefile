@@ -43,14 +43,13 @@ CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude $(PKG_CFLAGS) $(EXTRA_
 LDFLAGS := $(OPT) $(EXTRA_LDFLAGS)
 LIBS := $(PKG_LIBS) -lm
 
-# Everything but the programs' own files goes into one static library that the
-# programs and the unit tests link; the emulator's modules (src/emu_*.c) into
-# a second one.
-MAINS := src/main.c src/emu_main.c
-EMU_SRCS := $(filter-out $(MAINS),$(wildcard src/emu_*.c))
-LIB_SRCS := $(filter-out $(MAINS) $(EMU_SRCS),$(wildcard src/*.c))
+# The product (src/, include/): everything but main.c goes into one static
+# library that the programs and the unit tests link. The vector DB emulator
+# (emulator/: a test double, not the product) is a second library on top of it.
+LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
-EMU_OBJS := $(EMU_SRCS:src/%.c=$(B)/obj/%.o)
+EMU_SRCS := $(filter-out emulator/emu_main.c,$(wildcard emulator/emu_*.c))
+EMU_OBJS := $(EMU_SRCS:emulator/%.c=$(B)/obj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 BENCH_SRCS := $(wildcard bench/*.c)
@@ -82,6 +81,10 @@ $(B)/obj/%.o: src/%.c | $(B)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+$(B)/obj/emu_%.o: emulator/emu_%.c | $(B)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) -Iemulator -MMD -MP -c -o $@ $<
+
 $(B)/libabilitysync.a: $(LIB_OBJS)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
@@ -98,7 +101,7 @@ $(B)/vdb-emulator: $(B)/obj/emu_main.o $(B)/libemu.a $(B)/libabilitysync.a
 
 $(B)/tests/%: tests/unit/%.c $(B)/libemu.a $(B)/libabilitysync.a | $(B)/tests
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -MMD -MP -o $@ $< $(B)/libemu.a $(B)/libabilitysync.a $(LIBS) -lcriterion
+	$(Q)$(CC) $(CFLAGS) -Wno-missing-prototypes -Wno-cast-qual -Iemulator -MMD -MP -o $@ $< $(B)/libemu.a $(B)/libabilitysync.a $(LIBS) -lcriterion
 
 # libFuzzer targets (BUILD=fuzz): tests/fuzz/fuzz_<name>.c -> build/fuzz/fuzz_<name>.
 ifeq ($(BUILD),fuzz)

@@ -6,24 +6,10 @@
  * of `abilities`, their sync state, and the ledger of every vector ever
  * written. A run walks them in keyset pages (memory bounded by a page,
  * whatever the table size) and asks the vector DB about each vector by id,
- * with the client's bounded concurrency. It counts, with the smallest ids as
- * samples:
- *
- *   missing         a synced row whose vector is not there
- *   stale           a synced row whose vector carries another content_hash
- *                   (--deep: also a row edited in Postgres behind our back)
- *   orphans         a vector still there for a ledger entry or tombstone that
- *                   no live row claims where it lies
- *   no_sync_state   a live row without sync state (written by the original
- *                   app, restored from an old dump) or with a tombstone
- *   overdue         a change pending for longer than overdue_s
- *   failed          a change that gave up (state failed)
- *   collisions      a live row whose vector_id another live ability holds
- *   invalid_rows    a row that cannot be pushed (--deep, or its vector_id)
- *   vector_differs  --deep: the vector does not find itself by self-query
- *   stale_content   --deep: a row in doubt (its last push was ambiguous) whose
- *                   vector is not its content now; its verification, once the
- *                   quarantine is over, rewrites it (no repair queued)
+ * with the client's bounded concurrency. It counts drift by category
+ * (reconcile_categories below: the one list, which the report, the metrics,
+ * `abilitysync codes --drift` and the README use), with the smallest ids of
+ * each as samples.
  *
  * A dry run reads only: no lock, no record, nothing changed anywhere, so it
  * also runs against a read-only standby. A real run takes the reconcile lock
@@ -41,6 +27,16 @@
 
 #include <event2/event.h>
 #include <jansson.h>
+
+/* A kind of drift: its name in reports and metrics, what it is, how a real run repairs it. */
+struct drift_category {
+	const char *name;
+	const char *what;   /* markdown */
+	const char *repair; /* NULL: left to a person */
+};
+
+#define RECONCILE_CATEGORIES 10
+extern const struct drift_category reconcile_categories[RECONCILE_CATEGORIES];
 
 struct reconcile_opts {
 	struct pgpool_opts pg;  /* the run opens its own connection: the lock is that session's */

@@ -490,14 +490,12 @@ static const struct flag reconcile_flags[] = {
 
 static const char reconcile_details[] =
 	"Compares the mirror with the vector DB (which cannot be listed: Postgres and\n"
-	"the ledger of every vector written are the inventory) and counts drift:\n"
-	"missing, stale, orphans, no_sync_state, overdue, failed, collisions,\n"
-	"invalid_rows, vector_differs and stale_content (--deep: a vector in doubt\n"
-	"after an ambiguous call that is not the content it should be, until its\n"
-	"verification rewrites it). A real run takes the reconcile lock,\n"
-	"records itself in abilitysync.reconcile_runs, queues the repairs in the\n"
-	"outbox (RECONCILE_MAX_REPAIRS at most) and pushes them before exiting\n"
-	"(RECONCILE_PUSH_TIMEOUT). Collisions and invalid rows are left to you.\n";
+	"the ledger of every vector written are the inventory) and counts drift by\n"
+	"category (`abilitysync codes --drift` lists them and their repairs). A real\n"
+	"run takes the reconcile lock, records itself in abilitysync.reconcile_runs,\n"
+	"queues the repairs in the outbox (RECONCILE_MAX_REPAIRS at most) and pushes\n"
+	"them before exiting (RECONCILE_PUSH_TIMEOUT). Collisions and invalid rows\n"
+	"are left to you.\n";
 
 struct reconcile_wait {
 	bool done;
@@ -859,10 +857,11 @@ static const struct flag config_flags[] = {
 	{NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
-static bool codes_markdown;
+static bool codes_markdown, codes_drift;
 
 static const struct flag codes_flags[] = {
 	{"markdown", NULL, NULL, &codes_markdown, NULL, "print the README's tables"},
+	{"drift", NULL, NULL, &codes_drift, NULL, "reconcile's drift categories instead"},
 	{NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -969,12 +968,30 @@ static const struct command commands[] = {
 	 no_flags, NULL, cmd_healthcheck, healthcheck_exits},
 	{"config", "[--markdown]", "Print the effective configuration (secrets redacted).", 0, config_flags,
 	 NULL, cmd_config, plain_exits},
-	{"codes", "[--markdown]", "Print every command's exit statuses and the HTTP API's error codes.", 0,
+	{"codes", "[--markdown] [--drift]",
+	 "Print every command's exit statuses and the HTTP API's error codes (or reconcile's drift categories).", 0,
 	 codes_flags, NULL, cmd_codes, plain_exits},
 	{"version", "", "Print the version.", 0, no_flags, NULL, cmd_version, plain_exits},
 };
 
-/* The README's tables of exit statuses and error codes (abilitysync codes --markdown). */
+static void print_drift_categories(bool markdown)
+{
+	const struct drift_category *d;
+	size_t i;
+
+	if (markdown)
+		printf("| category | what | repaired by |\n|---|---|---|\n");
+	for (i = 0; i < RECONCILE_CATEGORIES; i++) {
+		d = &reconcile_categories[i];
+		if (markdown)
+			printf("| `%s` | %s | %s |\n", d->name, d->what, d->repair ? d->repair : "nothing: a person decides");
+		else
+			printf("%-15s %s. Repaired by: %s.\n", d->name, d->what,
+			       d->repair ? d->repair : "nothing, a person decides");
+	}
+}
+
+/* The README's tables of exit statuses and error codes (abilitysync codes --markdown), or of drift. */
 static int cmd_codes(struct config *cfg, int argc, char **argv)
 {
 	size_t i;
@@ -983,6 +1000,10 @@ static int cmd_codes(struct config *cfg, int argc, char **argv)
 	(void)cfg;
 	if (!no_arguments("codes", argc, argv))
 		return EXIT_USAGE;
+	if (codes_drift) {
+		print_drift_categories(codes_markdown);
+		return EXIT_OK;
+	}
 	if (!codes_markdown) {
 		for (i = 0; i < ARRAY_LEN(commands); i++)
 			for (x = commands[i].exits; x && x->meaning; x++)

@@ -49,10 +49,35 @@ enum cat {
 	CAT_STALE_CONTENT,
 	CAT_N
 };
+_Static_assert(CAT_N == RECONCILE_CATEGORIES, "one row of reconcile_categories per category");
 
-static const char *const cat_names[CAT_N] = {"missing",	   "stale",	 "orphans",	   "no_sync_state",
-					     "overdue",	   "failed",	 "collisions",	   "invalid_rows",
-					     "vector_differs", "stale_content"};
+const struct drift_category reconcile_categories[RECONCILE_CATEGORIES] = {
+	[CAT_MISSING] = {"missing", "a synced row whose vector is gone", "pushing the row again"},
+	[CAT_STALE] = {"stale",
+		       "a synced row whose vector's `content_hash` attribute is not the one Postgres holds "
+		       "(`--deep`: also a row edited in Postgres behind our back)",
+		       "pushing the row again"},
+	[CAT_ORPHANS] = {"orphans",
+			 "a vector still there for a ledger entry or tombstone that no live row claims where it lies "
+			 "(a row deleted straight from Postgres, a deleted ability's vector written again)",
+			 "deleting it"},
+	[CAT_NO_SYNC_STATE] = {"no_sync_state",
+			       "a live row without sync state: written by the original application, or restored "
+			       "from an older dump",
+			       "claiming its vector and pushing it"},
+	[CAT_OVERDUE] = {"overdue", "a change pending for longer than `RECONCILE_OVERDUE`", "making it due now"},
+	[CAT_FAILED] = {"failed", "a change that gave up after `SYNC_MAX_ATTEMPTS`", "queueing it again"},
+	[CAT_COLLISIONS] = {"collisions", "a live row whose `vector_id` another live ability holds in its blob",
+			    NULL},
+	[CAT_INVALID] = {"invalid_rows", "a row that cannot be pushed (its `vector_id`; `--deep`: its embedding)",
+			 NULL},
+	[CAT_DIFFERS] = {"vector_differs", "`--deep`: the vector does not find itself (distance ~0) by self-query",
+			 "pushing the row again"},
+	[CAT_STALE_CONTENT] = {"stale_content",
+			       "`--deep`: a row in doubt (its last push was ambiguous: a late write may have landed) "
+			       "whose vector is not its content",
+			       "its verification, once `VDB_QUARANTINE_MS` is over"},
+};
 
 struct category {
 	long count;
@@ -238,7 +263,7 @@ static json_t *build_report(struct reconcile *r, const char *status)
 
 		for (i = 0; i < r->cats[c].nsample; i++)
 			json_array_append_new(sample, json_string(r->cats[c].sample[i]));
-		json_object_set_new(drift, cat_names[c],
+		json_object_set_new(drift, reconcile_categories[c].name,
 				    json_pack("{s:I, s:o}", "count", (json_int_t)r->cats[c].count, "sample", sample));
 		total += r->cats[c].count;
 	}

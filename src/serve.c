@@ -28,7 +28,6 @@
 #define COMP "serve"
 #define CHECK_PERIOD_MS 5000
 #define CHECK_PERIOD_UNREADY_MS 250 /* look again soon while not ready (start-up, outages) */
-#define CHECK_STALL_MS 3000         /* a readiness check unanswered this long: the dependency hangs */
 
 struct server {
 	struct service svc;
@@ -94,22 +93,6 @@ static void on_outbox(const char *text, const struct pg_outcome *o, void *arg)
 	s->svc.outbox_counts = json_loads(text, 0, &jerr);
 }
 
-bool service_pg_stalled(const struct service *svc)
-{
-	return svc->pg_asked_ms && clock_mono_ms() - svc->pg_asked_ms > CHECK_STALL_MS;
-}
-
-bool service_vdb_stalled(const struct service *svc)
-{
-	return svc->vdb_asked_ms && clock_mono_ms() - svc->vdb_asked_ms > CHECK_STALL_MS;
-}
-
-bool service_ready(const struct service *svc)
-{
-	return (!svc->pool || (pgpool_ready(svc->pool) && svc->pg_migrated && !service_pg_stalled(svc))) &&
-	       svc->vdb_up && !service_vdb_stalled(svc) && !svc->stopping;
-}
-
 static void on_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
@@ -164,64 +147,6 @@ static void prepare_migration_check(struct server *s)
 	s->ledger_sql = buf_steal(&sql);
 	s->whens = buf_steal(&whens);
 	journal_free(&j);
-}
-
-/* ---- restore jobs started over HTTP ---------------------------------------------------- */
-
-struct restore_ctx {
-	struct service *svc;
-	service_restore_fn answer;
-	void *arg;
-	bool answered;
-};
-
-static void on_restore_started(int64_t job_id, void *arg)
-{
-	struct restore_ctx *x = arg;
-
-	x->svc->restore_job = job_id;
-	x->answered = true;
-	x->answer(job_id, NULL, NULL, x->arg);
-}
-
-static void on_restore_done(enum restore_outcome outcome, json_t *summary, const char *why, void *arg)
-{
-	struct restore_ctx *x = arg;
-	const char *code = json_string_value(json_object_get(summary, "refused"));
-
-	x->svc->restore = NULL;
-	x->svc->restore_job = 0;
-	x->svc->restore_arg = NULL;
-	if (!x->answered)
-		x->answer(0, code ? code : "postgres_error", why, x->arg);
-	else if (outcome == RESTORE_DONE)
-		log_info(COMP, "restore job %lld done: %lld restored, %lld failed",
-			 (long long)json_integer_value(json_object_get(summary, "job_id")),
-			 (long long)json_integer_value(json_object_get(summary, "done")),
-			 (long long)json_integer_value(json_object_get(summary, "failed")));
-	else
-		log_warn(COMP, "restore job %lld ended early: %s",
-			 (long long)json_integer_value(json_object_get(summary, "job_id")), why);
-	free(x);
-}
-
-void service_start_restore(struct service *svc, const char *service_name, bool resume, service_restore_fn answer,
-			   void *arg)
-{
-	struct restore_ctx *x = xcalloc(1, sizeof(*x));
-	struct restore_opts o;
-	char host[256] = "";
-
-	x->svc = svc;
-	x->answer = answer;
-	x->arg = arg;
-	options_restore(svc->cfg, "abilitysync serve restore", &o);
-	gethostname(host, sizeof(host) - 1);
-	o.service = service_name;
-	o.resume = resume;
-	o.host = host;
-	svc->restore_arg = x;
-	svc->restore = restore_start(svc->base, svc->vdb, svc->outbox, svc->store, &o, on_restore_started, on_restore_done, x);
 }
 
 /* ---- stopping ----------------------------------------------------------------------- */

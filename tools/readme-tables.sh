@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # readme-tables.sh - rewrites the README's generated blocks:
-#   - from the binary: the configuration (abilitysync config --markdown) and the
-#     exit statuses and error codes (abilitysync codes --markdown); the lint
-#     suite fails when they are stale;
+#   - from the binary: the configuration (abilitysync config --markdown), the
+#     exit statuses and error codes (abilitysync codes --markdown) and the
+#     drift categories (--drift); the lint suite fails when they are stale;
 #   - from the last measuring runs: each <!-- figure:NAME --> block becomes
 #     build/figures/NAME.md (`make bench`) or NAME.txt (a suite's figures, kept
 #     by tests/run.sh when it passed). A block without a file is left alone and
@@ -27,7 +27,9 @@ trap 'rm -f "$tmp" "$tmp.names"' EXIT
 replace config-table "$tmp"
 "$bin" codes --markdown >"$tmp"
 replace codes "$tmp"
-echo "README.md: configuration table and exit statuses / error codes regenerated"
+"$bin" codes --drift --markdown >"$tmp"
+replace drift "$tmp"
+echo "README.md: configuration table, exit statuses / error codes and drift categories regenerated"
 
 sed -nE 's/^<!-- (figure:[a-z0-9-]+):begin -->$/\1/p' README.md >"$tmp.names"
 while read -r name; do

@@ -52,6 +52,17 @@ test_readme_exit_statuses_and_error_codes_are_the_generated_ones() {
   }
 }
 
+test_readme_drift_categories_are_the_generated_ones() {
+  local want got
+  want=$("$ABILITYSYNC" codes --drift --markdown)
+  got=$(sed -n '/<!-- drift:begin -->/,/<!-- drift:end -->/p' README.md | sed '1d;$d')
+  [ "$(grep -c '^| `' <<<"$want")" -ge 10 ] || fail "codes --drift --markdown lists too few categories: $want"
+  [ "$got" = "$want" ] || {
+    diff <(echo "$want") <(echo "$got") || true
+    fail "README.md's drift categories are stale: regenerate them with 'make readme-tables'"
+  }
+}
+
 test_ci_runs_exactly_the_readme_test_command() {
   grep -q '^make test$' .ci/run || fail ".ci/run does not run 'make test'"
   grep -q 'make test' README.md || fail "README.md does not show 'make test'"
