@@ -4,14 +4,11 @@
 #ifndef ABILITYSYNC_COMMON_H
 #define ABILITYSYNC_COMMON_H
 
+#include "attrs.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#define MUSTCHECK __attribute__((warn_unused_result))
-#define PRINTF_LIKE(fmt, first) __attribute__((format(printf, fmt, first)))
-#define NORETURN __attribute__((noreturn))
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #ifndef ABILITYSYNC_VERSION
 #define ABILITYSYNC_VERSION "0.1.0"

@@ -19,7 +19,7 @@
 #include "common.h"
 
 #include <event2/event.h>
-#include <libpq-fe.h>
+struct pg_result; /* libpq's PGresult: read only by pgpool.c and the store */
 
 struct pgpool_opts {
 	const char *conninfo;
@@ -36,7 +36,7 @@ struct pgpool_opts {
 
 /* How a statement ended. `res` (tuples or command OK) is cleared after the callback. */
 struct pg_outcome {
-	PGresult *res;            /* NULL on failure */
+	struct pg_result *res;    /* NULL on failure */
 	bool unavailable;         /* no connection, broken connection, full queue: retry later */
 	char sqlstate[6];         /* the server's error code, "" when none */
 	char error[512];
@@ -110,6 +110,18 @@ void pg_array_int4(struct pg_array *a, int32_t v);
 void pg_array_int8(struct pg_array *a, int64_t v);
 void pg_array_bool(struct pg_array *a, bool v);
 void pg_array_end(struct pg_array *a);
+
+/* The finished array as a binary parameter (it points into the buffer). */
+struct pg_param pg_array_param(const struct buf *b);
+
+/*
+ * Reading a result (row, col): for the store's modules, which turn results
+ * into typed rows; no other module reads a result.
+ */
+int pg_rows(const struct pg_outcome *o);                       /* 0 on failure */
+const char *pg_text(const struct pg_outcome *o, int row, int col); /* NULL when SQL NULL */
+int64_t pg_int8(const struct pg_outcome *o, int row, int col);  /* 0 when SQL NULL */
+bool pg_bool(const struct pg_outcome *o, int row, int col);     /* false when SQL NULL */
 
 /*
  * Calls `done` once a connection is up (ready true), or after timeout_ms with

@@ -41,6 +41,7 @@ struct service {
 	bool stopping;
 
 	struct reconciler *reconciler; /* NULL: RECONCILE_INTERVAL=0, or no Postgres */
+	struct restore_opts restore_opts; /* what a restore started over HTTP runs with (but its service) */
 	struct restore *restore;       /* the restore job this replica runs, if any */
 	int64_t restore_job;
 	void *restore_arg;             /* serve.c's, until the job ends */

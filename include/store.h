@@ -225,4 +225,12 @@ void store_count_waiting(struct store *s, const char *blob, store_count_fn done,
 /* Changes not settled (pending, pending_delete, failed) of one blob (NULL: all). */
 void store_count_unsettled(struct store *s, const char *blob, store_count_fn done, void *arg);
 
+/*
+ * Readiness: how many of the migrations whose `when`s are in `whens` (an
+ * array literal such as "{1,2}") the ledger table (schema-qualified) holds;
+ * whens NULL: 1 when the sync schema is there, else 0. On the service's pool,
+ * also when there is no store.
+ */
+void store_count_migrations(struct pgpool *p, const char *ledger, const char *whens, store_count_fn done, void *arg);
+
 #endif

@@ -4,7 +4,10 @@
 #ifndef ABILITYSYNC_TEXT_H
 #define ABILITYSYNC_TEXT_H
 
-#include "common.h"
+#include "attrs.h"
+
+#include <stdbool.h>
+#include <stddef.h>
 
 /*
  * True when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, nothing

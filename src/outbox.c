@@ -752,18 +752,31 @@ static void on_recorded(const enum finish_state *res, size_t n, const struct pg_
 	record_next(ob);
 }
 
+/* Why a push failed, as the sync state's last_error keeps it: with the request (or job) behind it. */
+static void failure_text(const struct op *op, const struct item *it, char *out, size_t len)
+{
+	snprintf(out, len, "%.512s%s%.72s%s", it->error[0] ? it->error : "not pushed", op->trace[0] ? " (for=" : "",
+		 op->trace, op->trace[0] ? ")" : "");
+}
+
 static void record_next(struct outbox *ob)
 {
 	struct push_done *view;
+	char (*why)[600];
 	size_t i;
 
 	if (ob->recording || ob->nqueue == 0 || ob->closing || evtimer_pending(ob->record_retry, NULL))
 		return;
 	ob->recording = ob->nqueue;
 	view = xcalloc(ob->recording, sizeof(*view));
+	why = xcalloc(ob->recording, sizeof(*why));
 	for (i = 0; i < ob->recording; i++) {
-		const struct item *it = &ob->queue[i].op->items[ob->queue[i].item];
+		const struct op *op = ob->queue[i].op;
+		const struct item *it = &op->items[ob->queue[i].item];
 		bool ok = item_ok(it);
+
+		if (!ok)
+			failure_text(op, it, why[i], sizeof(why[i]));
 
 		view[i] = (struct push_done){it->ability_id,
 					     it->generation,
@@ -773,11 +786,12 @@ static void record_next(struct outbox *ob)
 					     it->deleted,
 					     ok && it->ability ? it->ability->content_hash : NULL,
 					     ok ? it->deletes : NULL,
-					     ok ? NULL : it->error[0] ? it->error : "not pushed",
+					     ok ? NULL : why[i],
 					     outbox_backoff_ms(&ob->o, it->attempt)};
 	}
 	store_finish_pushes(ob->s, view, ob->recording, on_recorded, ob);
 	free(view);
+	free(why);
 }
 
 /* The entry's push is recorded: push again what came meanwhile, or let it go. */

@@ -658,6 +658,33 @@ void pg_array_end(struct pg_array *a)
 	set_u32(a->b->data + 12, a->n);
 }
 
+struct pg_param pg_array_param(const struct buf *b)
+{
+	return (struct pg_param){b->data, b->len, true};
+}
+
+/* ---- results ------------------------------------------------------------------- */
+
+int pg_rows(const struct pg_outcome *o)
+{
+	return o->res ? PQntuples(o->res) : 0;
+}
+
+const char *pg_text(const struct pg_outcome *o, int row, int col)
+{
+	return PQgetisnull(o->res, row, col) ? NULL : PQgetvalue(o->res, row, col);
+}
+
+int64_t pg_int8(const struct pg_outcome *o, int row, int col)
+{
+	return strtoll(PQgetvalue(o->res, row, col), NULL, 10);
+}
+
+bool pg_bool(const struct pg_outcome *o, int row, int col)
+{
+	return PQgetvalue(o->res, row, col)[0] == 't';
+}
+
 /* ---- the pool ----------------------------------------------------------------- */
 
 /*

@@ -20,8 +20,10 @@
 #include "ability.h"
 #include "buf.h"
 #include "clock.h"
+#include "job.h"
 #include "log.h"
 #include "mem.h"
+#include "store_job.h"
 #include "vdbid.h"
 
 #include <math.h>
@@ -31,7 +33,6 @@
 
 #define COMP "reconcile"
 #define SAMPLE_MAX 10
-#define READY_TIMEOUT_MS 10000
 #define SELF_QUERY_K 3
 #define SELF_DISTANCE_MAX 1e-4 /* a vector's cosine distance to itself, float32 rounding included */
 #define BLOB_MAX (ABILITY_TEXT_MAX * 2 + 16)
@@ -115,9 +116,8 @@ struct entry {
 enum phase { PH_OPEN, PH_ROWS, PH_ORPHANS, PH_OUTBOX, PH_FINISH };
 
 struct reconcile {
-	struct event_base *base;
+	struct job job;              /* the session, the start, the end, abort (job.h) */
 	struct vdb *v;
-	struct pgpool *pool;
 	struct reconcile_opts o;
 	char *service, *service_blob, *host;
 	reconcile_done_fn done;
@@ -125,27 +125,24 @@ struct reconcile {
 
 	enum phase phase;
 	int64_t run_id;              /* 0: not recorded (dry run, or not yet) */
-	int64_t started_ms, last_progress_ms;
+	int64_t last_progress_ms;
 	char started_at[LOG_TIMESTAMP_LEN];
 	char *pg_start;              /* the run's start on Postgres' clock */
-	char overdue[32], page_text[16];
+	char overdue[32];
 
 	struct category cats[CAT_N];
 	long rows_checked, vectors_checked, entries_checked;
 	long queued, deferred;
-	char error[600];             /* the first failure */
 
-	/* the page at hand */
-	char *cursor, *cursor_vid;   /* keyset position (rows, outbox: ability_id; orphans: blob, vector_id) */
+	/* the page at hand; job.out counts its vector DB requests still out */
+	char *cursor;                /* keyset position (rows, outbox: ability_id; orphans: blob) */
+	int64_t cursor_vid;          /* orphans: vector_id */
 	struct row *rows;
 	size_t nrows;
 	struct entry *entries;
 	size_t nentries;
-	size_t waiting;              /* vector DB requests of this page still out */
 	bool last_page;
 
-	bool stopping, aborted, over;
-	struct event *later;         /* the end, on a loop turn of its own */
 	json_t *report;
 	enum reconcile_outcome outcome;
 	char why[600];
@@ -155,16 +152,6 @@ static void next_page(struct reconcile *r);
 static void finish(struct reconcile *r, enum reconcile_outcome outcome, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
 /* ---- small things ------------------------------------------------------------------ */
-
-static struct pg_param array_param(const struct buf *b)
-{
-	return (struct pg_param){b->data, b->len, true};
-}
-
-static char *copy_value(PGresult *res, int row, int col)
-{
-	return PQgetisnull(res, row, col) ? NULL : xstrdup(PQgetvalue(res, row, col));
-}
 
 /* Counts one drifted ability; keeps the SAMPLE_MAX smallest ids in order. */
 static void note(struct reconcile *r, enum cat c, const char *id)
@@ -196,10 +183,9 @@ static bool take_repair(struct reconcile *r, size_t n)
 	return false;
 }
 
-static void fail_with(struct reconcile *r, const char *what, const char *error)
+static char *dup_or_null(const char *s)
 {
-	if (!r->error[0])
-		snprintf(r->error, sizeof(r->error), "%s: %.500s", what, error);
+	return s ? xstrdup(s) : NULL;
 }
 
 static void free_page(struct reconcile *r)
@@ -225,12 +211,11 @@ static void free_page(struct reconcile *r)
 	r->nentries = 0;
 }
 
-static void set_cursor(struct reconcile *r, const char *a, const char *b)
+static void set_cursor(struct reconcile *r, const char *at, int64_t vid)
 {
 	free(r->cursor);
-	free(r->cursor_vid);
-	r->cursor = a ? xstrdup(a) : NULL;
-	r->cursor_vid = b ? xstrdup(b) : NULL;
+	r->cursor = dup_or_null(at);
+	r->cursor_vid = vid;
 }
 
 static void progress(struct reconcile *r)
@@ -271,26 +256,37 @@ static json_t *build_report(struct reconcile *r, const char *status)
 	return json_pack("{s:o, s:b, s:b, s:s?, s:s, s:s?, s:s, s:s, s:f, s:{s:I, s:I, s:I}, s:o, s:I, s:{s:I, s:I}}",
 			 "run_id", r->run_id ? json_integer((json_int_t)r->run_id) : json_null(), "dry_run",
 			 r->o.dry_run, "deep", r->o.deep, "service_name", r->service, "status", status, "error",
-			 r->error[0] ? r->error : NULL, "started_at", r->started_at, "finished_at", finished, "seconds",
-			 (double)(clock_mono_ms() - r->started_ms) / 1000.0, "checked", "rows",
-			 (json_int_t)r->rows_checked, "vectors", (json_int_t)r->vectors_checked, "ledger_entries",
-			 (json_int_t)r->entries_checked, "drift", drift, "total", (json_int_t)total, "repairs", "queued",
-			 (json_int_t)r->queued, "deferred", (json_int_t)r->deferred);
+			 r->job.error[0] ? r->job.error : NULL, "started_at", r->started_at, "finished_at", finished,
+			 "seconds", job_seconds(&r->job), "checked", "rows", (json_int_t)r->rows_checked, "vectors",
+			 (json_int_t)r->vectors_checked, "ledger_entries", (json_int_t)r->entries_checked, "drift", drift,
+			 "total", (json_int_t)total, "repairs", "queued", (json_int_t)r->queued, "deferred",
+			 (json_int_t)r->deferred);
 }
 
-static void run_free(struct reconcile *r)
+static struct reconcile *of(struct job *j)
 {
+	return (struct reconcile *)j; /* `job` is the first member */
+}
+
+static void run_report(struct job *j)
+{
+	struct reconcile *r = of(j);
+
+	if (r->done)
+		r->done(r->outcome, r->report, r->why, r->arg);
+}
+
+static void run_release(struct job *j)
+{
+	struct reconcile *r = of(j);
 	int c, i;
 
 	free_page(r);
 	for (c = 0; c < CAT_N; c++)
 		for (i = 0; i < r->cats[c].nsample; i++)
 			free(r->cats[c].sample[i]);
-	if (r->later)
-		event_free(r->later);
 	json_decref(r->report);
 	free(r->cursor);
-	free(r->cursor_vid);
 	free(r->pg_start);
 	free(r->service);
 	free(r->service_blob);
@@ -298,73 +294,42 @@ static void run_free(struct reconcile *r)
 	free(r);
 }
 
-/* On a loop turn of its own: the pool may not be freed inside its own callback. */
-static void on_later(evutil_socket_t fd, short what, void *arg)
-{
-	struct reconcile *r = arg;
-
-	(void)fd, (void)what;
-	pgpool_free(r->pool); /* closes the session: the lock goes with it */
-	r->pool = NULL;
-	if (r->done)
-		r->done(r->outcome, r->report, r->why, r->arg);
-	run_free(r);
-}
-
-static void end_now(struct reconcile *r)
-{
-	struct timeval now = {0, 0};
-
-	r->over = true;
-	r->later = evtimer_new(r->base, on_later, r);
-	evtimer_add(r->later, &now);
-}
-
 static void on_recorded(const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res)
 		log_warn(COMP, "run %lld: recording the report failed: %s", (long long)r->run_id, o->error);
-	end_now(r);
+	job_end(&r->job);
 }
 
 static void finish(struct reconcile *r, enum reconcile_outcome outcome, const char *fmt, ...)
 {
 	const char *status = outcome == RECONCILE_DONE ? "ok" : "failed";
-	char *text, repairs[24], id[24];
+	char *text;
 	va_list ap;
 
-	if (r->over)
+	if (r->job.over || r->phase == PH_FINISH)
 		return;
 	r->phase = PH_FINISH;
 	r->outcome = outcome;
 	va_start(ap, fmt);
 	vsnprintf(r->why, sizeof(r->why), fmt, ap);
 	va_end(ap);
-	if (outcome == RECONCILE_FAILED && !r->error[0])
-		snprintf(r->error, sizeof(r->error), "%s", r->why);
+	if (outcome == RECONCILE_FAILED)
+		job_fail(&r->job, "%s", r->why);
 	free_page(r);
-	if (outcome == RECONCILE_SKIPPED || !r->run_id || !r->pool || !pgpool_ready(r->pool)) {
-		if (outcome != RECONCILE_SKIPPED)
-			r->report = build_report(r, status);
-		end_now(r);
+	if (outcome != RECONCILE_SKIPPED)
+		r->report = build_report(r, status);
+	if (outcome == RECONCILE_SKIPPED || !r->run_id || !r->job.pool || !pgpool_ready(r->job.pool)) {
+		job_end(&r->job);
 		return;
 	}
-	r->report = build_report(r, status);
 	text = json_dumps(r->report, JSON_COMPACT | JSON_REAL_PRECISION(10));
-	snprintf(repairs, sizeof(repairs), "%ld", r->queued);
-	snprintf(id, sizeof(id), "%lld", (long long)r->run_id);
-	{
-		const char *params[5] = {id, status, text, repairs, r->error[0] ? r->error : NULL};
-
-		pgpool_query(r->pool,
-			     "UPDATE abilitysync.reconcile_runs SET finished_at = now(), status = $2, report = $3::jsonb,"
-			     " repairs = $4::int, error = $5 WHERE id = $1::bigint",
-			     5, params, on_recorded, r);
-	}
+	store_reconcile_record_end(r->job.pool, r->run_id, status, text, r->queued,
+				   r->job.error[0] ? r->job.error : NULL, on_recorded, r);
 	free(text);
 }
 
@@ -373,57 +338,18 @@ static bool pg_failed(struct reconcile *r, const struct pg_outcome *o, const cha
 {
 	if (o->res)
 		return false;
-	fail_with(r, what, o->error);
+	job_fail(&r->job, "%s: %.500s", what, o->error);
 	finish(r, RECONCILE_FAILED, "Postgres: %s: %s", what, o->error);
 	return true;
 }
 
+/* A vector DB request failed: the page ends with this error. */
+static void vdb_failed(struct reconcile *r, const char *error)
+{
+	job_fail(&r->job, "the vector DB: %.500s", error);
+}
+
 /* ---- rows: live abilities and their vectors ------------------------------------------- */
-
-static const char rows_sql[] =
-	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, %s, coalesce(s.generation, -1),"
-	" s.doubt_until IS NOT NULL"
-	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
-	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
-	" ORDER BY a.ability_id LIMIT $3::int";
-
-/* Owners of the ledger entries where rows without sync state belong ($1 blobs, $2 vector ids). */
-static const char owners_sql[] =
-	"SELECT q.i, l.ability_id FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS q(blob_id, vector_id, i)"
-	" JOIN abilitysync.vector_ledger l ON l.blob_id = q.blob_id AND l.vector_id = q.vector_id"
-	" WHERE l.deleted_at IS NULL AND EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id)";
-
-/*
- * Repairs of live rows: claim (blob, vector_id) in the ledger unless another
- * live ability holds it, then mark the sync state pending where its vector
- * belongs now, but only if it is still the generation that was judged ($4;
- * -1: none then): a write or a delete since (a fresh tombstone) is never
- * overwritten. The outbox worker then pushes the row as it is in the mirror
- * and deletes the vectors the ledger lists elsewhere.
- */
-static const char requeue_rows_sql[] =
-	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"
-	"  AS r(ability_id, blob_id, vector_id, generation)),"
-	" claim AS ("
-	" INSERT INTO abilitysync.vector_ledger AS l (blob_id, vector_id, ability_id)"
-	" SELECT blob_id, vector_id, ability_id FROM r ORDER BY blob_id, vector_id"
-	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
-	"  last_written_at = now()"
-	" WHERE l.ability_id = excluded.ability_id OR l.deleted_at IS NOT NULL"
-	"  OR NOT EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id)"
-	" RETURNING l.ability_id),"
-	" ins AS ("
-	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, updated_at)"
-	" SELECT ability_id, blob_id, vector_id, '', 'pending', 1, 0, now(), now() FROM r"
-	" WHERE generation = -1 AND ability_id IN (SELECT ability_id FROM claim) ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO NOTHING RETURNING 1),"
-	" upd AS ("
-	" UPDATE abilitysync.sync_state s SET blob_id = r.blob_id, vector_id = r.vector_id, state = 'pending',"
-	"  generation = s.generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()"
-	" FROM r WHERE s.ability_id = r.ability_id AND s.generation = r.generation"
-	"  AND r.ability_id IN (SELECT ability_id FROM claim) RETURNING 1)"
-	" SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd)";
 
 static enum cat verdict_cat(enum verdict v)
 {
@@ -452,22 +378,20 @@ static bool needs_repair(const struct row *w)
 	return w->v == V_MISSING || w->v == V_STALE || w->v == V_NO_STATE || w->v == V_DIFFERS;
 }
 
-static void on_requeued(const struct pg_outcome *o, void *arg)
+static void on_requeued(long n, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 
-	if (r->aborted || pg_failed(r, o, "queueing repairs"))
+	if (job_gone(&r->job) || pg_failed(r, o, "queueing repairs"))
 		return;
-	r->queued += atol(PQgetvalue(o->res, 0, 0));
+	r->queued += n;
 	next_page(r);
 }
 
 /* The page is judged: count it, queue what can be repaired, go on. */
 static void rows_page_done(struct reconcile *r)
 {
-	struct buf b[4] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
-	struct pg_array arr[4];
-	struct pg_param params[4];
+	struct recon_place *repairs = xcalloc(r->nrows + 1, sizeof(*repairs));
 	size_t i, n = 0;
 	bool error = false;
 
@@ -480,64 +404,42 @@ static void rows_page_done(struct reconcile *r)
 			note(r, c, w->ability_id);
 	}
 	if (error) {
-		finish(r, RECONCILE_FAILED, "%s", r->error);
+		free(repairs);
+		finish(r, RECONCILE_FAILED, "%s", r->job.error);
 		return;
 	}
-	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
-	pg_array_begin(&arr[1], &b[1], PG_OID_TEXT);
-	pg_array_begin(&arr[2], &b[2], PG_OID_INT4);
-	pg_array_begin(&arr[3], &b[3], PG_OID_INT8);
 	for (i = 0; i < r->nrows; i++) {
 		const struct row *w = &r->rows[i];
 
-		if (!needs_repair(w))
-			continue;
-		if (!take_repair(r, n))
-			continue;
-		pg_array_text(&arr[0], w->ability_id, strlen(w->ability_id));
-		pg_array_text(&arr[1], w->blob, strlen(w->blob));
-		pg_array_int4(&arr[2], (int32_t)w->vector_id);
-		pg_array_int8(&arr[3], w->generation);
-		n++;
-	}
-	for (i = 0; i < 4; i++) {
-		pg_array_end(&arr[i]);
-		params[i] = array_param(&b[i]);
+		if (needs_repair(w) && take_repair(r, n))
+			repairs[n++] = (struct recon_place){w->ability_id, w->blob, w->vector_id, w->generation};
 	}
 	if (n)
-		pgpool_query_params(r->pool, requeue_rows_sql, 4, params, on_requeued, r);
-	for (i = 0; i < 4; i++)
-		buf_free(&b[i]);
+		store_reconcile_requeue_rows(r->job.pool, repairs, n, on_requeued, r);
+	free(repairs);
 	if (!n)
 		next_page(r);
 }
 
-static const char full_rows_sql[] =
-	"SELECT ability_id, ability_name, service_name, description, embedding::text, metadata::text"
-	" FROM public.abilities WHERE ability_id = ANY($1::text[])";
-
 /* A row about to be pushed again must be pushable: else it is invalid, and left alone. */
-static void on_full_rows(const struct pg_outcome *o, void *arg)
+static void on_full_rows(const struct ability_row *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
-	int t;
-	size_t i;
+	size_t t, i;
 
-	if (r->aborted || pg_failed(r, o, "reading abilities"))
+	if (job_gone(&r->job) || pg_failed(r, o, "reading abilities"))
 		return;
-	for (t = 0; t < PQntuples(o->res); t++) {
-		const char *id = PQgetvalue(o->res, t, 0);
+	for (t = 0; t < n; t++) {
+		const struct ability_row *x = &rows[t];
 		struct ability a;
 		struct ability_error aerr;
 
-		for (i = 0; i < r->nrows && strcmp(r->rows[i].ability_id, id) != 0; i++)
+		for (i = 0; i < r->nrows && strcmp(r->rows[i].ability_id, x->ability_id) != 0; i++)
 			;
 		if (i == r->nrows)
 			continue;
-		if (PQgetisnull(o->res, t, 4) ||
-		    !ability_from_row(id, PQgetvalue(o->res, t, 1), PQgetvalue(o->res, t, 2), PQgetvalue(o->res, t, 3),
-				      PQgetvalue(o->res, t, 4), PQgetisnull(o->res, t, 5) ? NULL : PQgetvalue(o->res, t, 5),
-				      r->o.dim, &a, &aerr))
+		if (!x->embedding || !ability_from_row(x->ability_id, x->ability_name, x->service_name, x->description,
+						       x->embedding, x->metadata, r->o.dim, &a, &aerr))
 			r->rows[i].v = V_INVALID;
 		else
 			ability_free(&a);
@@ -547,29 +449,23 @@ static void on_full_rows(const struct pg_outcome *o, void *arg)
 
 static void validate_repairs(struct reconcile *r)
 {
-	struct buf b = BUF_INIT;
-	struct pg_array arr;
-	struct pg_param param;
+	const char **ids = xcalloc(r->nrows + 1, sizeof(*ids));
 	size_t i, n = 0;
 
-	pg_array_begin(&arr, &b, PG_OID_TEXT);
 	for (i = 0; i < r->nrows; i++)
-		if (needs_repair(&r->rows[i]) && !r->rows[i].built) {
-			pg_array_text(&arr, r->rows[i].ability_id, strlen(r->rows[i].ability_id));
-			n++;
-		}
-	pg_array_end(&arr);
-	param = array_param(&b);
+		if (needs_repair(&r->rows[i]) && !r->rows[i].built)
+			ids[n++] = r->rows[i].ability_id;
 	if (n)
-		pgpool_query_params(r->pool, full_rows_sql, 1, &param, on_full_rows, r);
-	buf_free(&b);
+		store_reconcile_full_rows(r->job.pool, ids, n, on_full_rows, r);
+	free(ids);
 	if (!n)
 		rows_page_done(r);
 }
 
+/* A check of the page came back: the page is judged once none is out. */
 static void row_settled(struct reconcile *r)
 {
-	if (--r->waiting == 0 && !r->aborted)
+	if (job_back(&r->job) && r->job.out == 0)
 		validate_repairs(r);
 }
 
@@ -585,15 +481,14 @@ static void on_self_query(const struct vdb_result *res, void *arg)
 	struct reconcile *r = c->r;
 	struct row *w = c->w;
 
-	if (r->aborted) {
-		free(c);
-		if (--r->waiting == 0)
-			run_free(r);
+	free(c);
+	if (job_gone(&r->job)) {
+		row_settled(r);
 		return;
 	}
 	if (res->status != VDB_OK) {
 		w->v = V_ERROR;
-		fail_with(r, "the vector DB", res->error);
+		vdb_failed(r, res->error);
 	} else {
 		json_t *ids = json_object_get(res->reply, "ids"), *dist = json_object_get(res->reply, "distances");
 		size_t i;
@@ -605,7 +500,6 @@ static void on_self_query(const struct vdb_result *res, void *arg)
 		if (!found)
 			w->v = V_DIFFERS;
 	}
-	free(c);
 	row_settled(r);
 }
 
@@ -617,10 +511,9 @@ static void on_vector(const struct vdb_result *res, void *arg)
 	json_t *attrs;
 	const char *owner, *hash;
 
-	if (r->aborted) {
+	if (job_gone(&r->job)) {
 		free(c);
-		if (--r->waiting == 0)
-			run_free(r);
+		row_settled(r);
 		return;
 	}
 	r->vectors_checked++;
@@ -628,7 +521,7 @@ static void on_vector(const struct vdb_result *res, void *arg)
 		w->v = w->doubt ? V_STALE_CONTENT : V_MISSING;
 	} else if (res->status != VDB_OK) {
 		w->v = V_ERROR;
-		fail_with(r, "the vector DB", res->error);
+		vdb_failed(r, res->error);
 	} else {
 		attrs = json_object_get(res->reply, "attributes");
 		owner = json_string_value(json_object_get(attrs, "ability_id"));
@@ -639,7 +532,7 @@ static void on_vector(const struct vdb_result *res, void *arg)
 			w->v = w->doubt ? V_STALE_CONTENT : V_STALE;
 		else if (w->built) {
 			/* Same content: does the vector itself match? */
-			c->r->waiting++;
+			job_send(&r->job);
 			vdb_query(r->v, w->blob, w->a.embedding, w->a.embedding_len, SELF_QUERY_K, on_self_query, c);
 			row_settled(r);
 			return;
@@ -655,7 +548,7 @@ static void check_vectors(struct reconcile *r)
 {
 	size_t i;
 
-	r->waiting = 1; /* held while the requests go out */
+	job_send(&r->job); /* held while the requests go out */
 	for (i = 0; i < r->nrows; i++) {
 		struct row *w = &r->rows[i];
 		struct row_ctx *c;
@@ -665,7 +558,7 @@ static void check_vectors(struct reconcile *r)
 		c = xcalloc(1, sizeof(*c));
 		c->r = r;
 		c->w = w;
-		r->waiting++;
+		job_send(&r->job);
 		vdb_get_attributes(r->v, w->blob, w->vector_id, on_vector, c);
 	}
 	row_settled(r);
@@ -676,25 +569,23 @@ static bool same_place(const struct row *a, const struct row *b)
 	return a->vector_id == b->vector_id && strcmp(a->blob, b->blob) == 0;
 }
 
-static void on_owners(const struct pg_outcome *o, void *arg)
+static void on_owners(const struct recon_owner *owners, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 	size_t *index;
 	size_t i, j, k = 0;
-	int t;
 
-	if (r->aborted || pg_failed(r, o, "reading the ledger"))
+	if (job_gone(&r->job) || pg_failed(r, o, "reading the ledger"))
 		return;
-	/* The statement numbers the rows without sync state in page order: map back. */
+	/* The places asked were the rows without sync state, in page order: map back. */
 	index = xcalloc(r->nrows + 1, sizeof(size_t));
 	for (i = 0; i < r->nrows; i++)
 		if (r->rows[i].v == V_NO_STATE)
-			index[++k] = i;
-	for (t = 0; t < PQntuples(o->res); t++) {
-		size_t q = (size_t)atol(PQgetvalue(o->res, t, 0));
-		struct row *w = q >= 1 && q <= k ? &r->rows[index[q]] : NULL;
+			index[k++] = i;
+	for (j = 0; j < n; j++) {
+		struct row *w = owners[j].index < k ? &r->rows[index[owners[j].index]] : NULL;
 
-		if (w && strcmp(PQgetvalue(o->res, t, 1), w->ability_id) != 0)
+		if (w && strcmp(owners[j].ability_id, w->ability_id) != 0)
 			w->v = V_COLLISION;
 	}
 	free(index);
@@ -709,48 +600,35 @@ static void on_owners(const struct pg_outcome *o, void *arg)
 /* Rows without sync state would claim a vector: does another live ability hold it? */
 static void check_owners(struct reconcile *r)
 {
-	struct buf b[2] = {BUF_INIT, BUF_INIT};
-	struct pg_array arr[2];
-	struct pg_param params[2];
+	struct recon_place *places = xcalloc(r->nrows + 1, sizeof(*places));
 	size_t i, n = 0;
 
-	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
-	pg_array_begin(&arr[1], &b[1], PG_OID_INT4);
 	for (i = 0; i < r->nrows; i++) {
 		const struct row *w = &r->rows[i];
 
-		if (w->v != V_NO_STATE)
-			continue;
-		pg_array_text(&arr[0], w->blob, strlen(w->blob));
-		pg_array_int4(&arr[1], (int32_t)w->vector_id);
-		n++;
+		if (w->v == V_NO_STATE)
+			places[n++] = (struct recon_place){w->ability_id, w->blob, w->vector_id, w->generation};
 	}
-	pg_array_end(&arr[0]);
-	pg_array_end(&arr[1]);
-	params[0] = array_param(&b[0]);
-	params[1] = array_param(&b[1]);
 	if (n)
-		pgpool_query_params(r->pool, owners_sql, 2, params, on_owners, r);
-	buf_free(&b[0]);
-	buf_free(&b[1]);
+		store_reconcile_owners(r->job.pool, places, n, on_owners, r);
+	free(places);
 	if (!n)
 		check_vectors(r);
 }
 
 /* Where the row's vector belongs, and what to do with it. */
-static void judge_row(struct reconcile *r, PGresult *res, int t, struct row *w)
+static void judge_row(struct reconcile *r, const struct recon_row *x, struct row *w)
 {
-	const char *id = PQgetvalue(res, t, 0), *service = PQgetvalue(res, t, 1);
 	struct ability_error aerr;
 	struct errbuf err;
 
-	w->ability_id = xstrdup(id);
-	w->state = copy_value(res, t, 2);
-	w->hash = copy_value(res, t, 3);
-	w->generation = atoll(PQgetvalue(res, t, 8));
-	vdb_blob_name(service, strlen(service), w->blob, sizeof(w->blob));
+	w->ability_id = xstrdup(x->ability_id);
+	w->state = dup_or_null(x->state);
+	w->hash = dup_or_null(x->content_hash);
+	w->generation = x->generation;
+	vdb_blob_name(x->service_name, strlen(x->service_name), w->blob, sizeof(w->blob));
 	r->rows_checked++;
-	if (!vdb_vector_id(id, strlen(id), &w->vector_id, &err)) {
+	if (!vdb_vector_id(x->ability_id, strlen(x->ability_id), &w->vector_id, &err)) {
 		w->v = V_INVALID;
 		return;
 	}
@@ -758,137 +636,71 @@ static void judge_row(struct reconcile *r, PGresult *res, int t, struct row *w)
 		w->v = V_NO_STATE;
 	else if (strcmp(w->state, "synced") == 0)
 		w->v = V_CHECK;
-	else if (r->o.deep && strcmp(w->state, "pending") == 0 && PQgetvalue(res, t, 9)[0] == 't')
+	else if (r->o.deep && strcmp(w->state, "pending") == 0 && x->in_doubt)
 		w->v = V_CHECK, w->doubt = true; /* in doubt: its verification is due later; what is there now? */
 	else
 		w->v = V_SKIP; /* pending, failed: the outbox phase looks at those */
 	if (r->o.deep && w->v != V_SKIP) {
-		w->built = ability_from_row(id, PQgetvalue(res, t, 4), service, PQgetvalue(res, t, 5),
-					    PQgetvalue(res, t, 6), PQgetvalue(res, t, 7), r->o.dim, &w->a, &aerr);
+		w->built = x->embedding && ability_from_row(x->ability_id, x->ability_name, x->service_name,
+							    x->description, x->embedding, x->metadata, r->o.dim,
+							    &w->a, &aerr);
 		if (!w->built)
 			w->v = V_INVALID;
 	}
 }
 
-static void on_rows(const struct pg_outcome *o, void *arg)
+static void on_rows(const struct recon_row *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
-	int t, n;
+	size_t t;
 
-	if (r->aborted || pg_failed(r, o, "reading abilities"))
+	if (job_gone(&r->job) || pg_failed(r, o, "reading abilities"))
 		return;
-	n = PQntuples(o->res);
-	r->last_page = n < r->o.page;
+	r->last_page = n < (size_t)r->o.page;
 	if (n == 0) {
 		r->phase = PH_ORPHANS;
-		set_cursor(r, NULL, NULL);
+		set_cursor(r, NULL, 0);
 		next_page(r);
 		return;
 	}
-	r->rows = xcalloc((size_t)n, sizeof(*r->rows));
-	r->nrows = (size_t)n;
+	r->rows = xcalloc(n, sizeof(*r->rows));
+	r->nrows = n;
 	for (t = 0; t < n; t++)
-		judge_row(r, o->res, t, &r->rows[t]);
-	set_cursor(r, r->rows[n - 1].ability_id, NULL);
+		judge_row(r, &rows[t], &r->rows[t]);
+	set_cursor(r, r->rows[n - 1].ability_id, 0);
 	check_owners(r);
 }
 
 static void read_rows(struct reconcile *r)
 {
-	struct buf sql = BUF_INIT;
-	const char *params[3] = {r->cursor, r->service, r->page_text};
-
-	buf_printf(&sql, rows_sql,
-		   r->o.deep ? "a.ability_name, a.description, a.embedding::text, a.metadata::text"
-			     : "NULL, NULL, NULL, NULL");
-	pgpool_query(r->pool, sql.data, 3, params, on_rows, r);
-	buf_free(&sql);
+	store_reconcile_rows(r->job.pool, r->cursor, r->service, r->o.page, r->o.deep, on_rows, r);
 }
 
 /* ---- orphans: ledger entries without a live row there ------------------------------ */
 
-static const char entries_sql[] =
-	"SELECT l.blob_id, l.vector_id, l.ability_id, a.service_name, coalesce(s.generation, -1)"
-	" FROM abilitysync.vector_ledger l"
-	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = l.ability_id"
-	" LEFT JOIN public.abilities a ON a.ability_id = l.ability_id"
-	" WHERE ($1::text IS NULL OR (l.blob_id, l.vector_id) > ($1, $2::int))"
-	"  AND ($3::text IS NULL OR l.blob_id = $3)"
-	"  AND NOT (a.ability_id IS NOT NULL AND s.state IN ('synced', 'pending', 'failed')"
-	"   AND s.blob_id = l.blob_id AND s.vector_id = l.vector_id)"
-	"  AND NOT (s.state IN ('pending', 'pending_delete') AND s.updated_at > now() - $4::interval"
-	"   AND s.updated_at < $5::timestamptz)"
-	" ORDER BY l.blob_id, l.vector_id LIMIT $6::int";
-
-/*
- * Repairs of orphans, through the outbox: the ledger entry is live again (the
- * worker deletes what the ledger lists), and its ability's sync state becomes
- * pending_delete (no live row: the vector goes) or pending (a live row
- * elsewhere: its vector is pushed again and the old one deleted).
- */
-static const char requeue_orphans_sql[] =
-	"WITH o AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[])"
-	"  AS o(blob_id, vector_id, ability_id, generation)),"
-	" led AS ("
-	" UPDATE abilitysync.vector_ledger l SET deleted_at = NULL FROM o"
-	" WHERE l.blob_id = o.blob_id AND l.vector_id = o.vector_id AND l.ability_id = o.ability_id"
-	" RETURNING l.blob_id, l.vector_id, l.ability_id, o.generation),"
-	" owners AS ("
-	" SELECT DISTINCT ON (ability_id) blob_id, vector_id, ability_id, generation,"
-	"  EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = led.ability_id) AS live"
-	" FROM led ORDER BY ability_id, blob_id, vector_id),"
-	" ins AS ("
-	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, updated_at)"
-	" SELECT ability_id, blob_id, vector_id, '', CASE WHEN live THEN 'pending' ELSE 'pending_delete' END, 1, 0,"
-	"  now(), now() FROM owners WHERE generation = -1 ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO NOTHING RETURNING 1),"
-	" upd AS ("
-	" UPDATE abilitysync.sync_state s SET state = CASE WHEN w.live THEN 'pending' ELSE 'pending_delete' END,"
-	"  generation = s.generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now(),"
-	"  blob_id = CASE WHEN w.live THEN s.blob_id ELSE w.blob_id END,"
-	"  vector_id = CASE WHEN w.live THEN s.vector_id ELSE w.vector_id END"
-	" FROM owners w WHERE s.ability_id = w.ability_id AND s.generation = w.generation RETURNING 1)"
-	" SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd)";
-
 static void entries_page_done(struct reconcile *r)
 {
-	struct buf b[4] = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT};
-	struct pg_array arr[4];
-	struct pg_param params[4];
+	struct recon_place *repairs = xcalloc(r->nentries + 1, sizeof(*repairs));
 	size_t i, n = 0;
 
 	for (i = 0; i < r->nentries; i++)
 		if (r->entries[i].seen == E_ERROR) {
-			finish(r, RECONCILE_FAILED, "%s", r->error);
+			free(repairs);
+			finish(r, RECONCILE_FAILED, "%s", r->job.error);
 			return;
 		}
-	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
-	pg_array_begin(&arr[1], &b[1], PG_OID_INT4);
-	pg_array_begin(&arr[2], &b[2], PG_OID_TEXT);
-	pg_array_begin(&arr[3], &b[3], PG_OID_INT8);
 	for (i = 0; i < r->nentries; i++) {
 		const struct entry *e = &r->entries[i];
 
 		if (e->seen != E_THERE)
 			continue;
 		note(r, CAT_ORPHANS, e->ability_id);
-		if (!take_repair(r, n))
-			continue;
-		pg_array_text(&arr[0], e->blob, strlen(e->blob));
-		pg_array_int4(&arr[1], (int32_t)e->vector_id);
-		pg_array_text(&arr[2], e->ability_id, strlen(e->ability_id));
-		pg_array_int8(&arr[3], e->generation);
-		n++;
-	}
-	for (i = 0; i < 4; i++) {
-		pg_array_end(&arr[i]);
-		params[i] = array_param(&b[i]);
+		if (take_repair(r, n))
+			repairs[n++] = (struct recon_place){e->ability_id, e->blob, e->vector_id, e->generation};
 	}
 	if (n)
-		pgpool_query_params(r->pool, requeue_orphans_sql, 4, params, on_requeued, r);
-	for (i = 0; i < 4; i++)
-		buf_free(&b[i]);
+		store_reconcile_requeue_orphans(r->job.pool, repairs, n, on_requeued, r);
+	free(repairs);
 	if (!n)
 		next_page(r);
 }
@@ -905,146 +717,114 @@ static void on_entry(const struct vdb_result *res, void *arg)
 	struct entry *e = c->e;
 
 	free(c);
-	if (r->aborted) {
-		if (--r->waiting == 0)
-			run_free(r);
+	if (!job_back(&r->job))
 		return;
-	}
 	if (res->status == VDB_NOT_FOUND) {
 		e->seen = E_GONE;
 	} else if (res->status == VDB_OK) {
 		e->seen = E_THERE;
 	} else {
 		e->seen = E_ERROR;
-		fail_with(r, "the vector DB", res->error);
+		vdb_failed(r, res->error);
 	}
-	if (--r->waiting == 0)
+	if (r->job.out == 0)
 		entries_page_done(r);
 }
 
-static void on_entries(const struct pg_outcome *o, void *arg)
+/* A live row whose vector belongs right where the entry lies is the rows phase's business. */
+static bool claimed_by_its_row(const struct recon_entry *x)
+{
+	char blob[BLOB_MAX];
+	int64_t vid;
+	struct errbuf err;
+
+	if (!x->service_name)
+		return false;
+	vdb_blob_name(x->service_name, strlen(x->service_name), blob, sizeof(blob));
+	return vdb_vector_id(x->ability_id, strlen(x->ability_id), &vid, &err) && strcmp(blob, x->blob_id) == 0 &&
+	       vid == x->vector_id;
+}
+
+static void on_entries(const struct recon_entry *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
-	int t, n;
-	size_t i;
+	size_t t, i;
 
-	if (r->aborted || pg_failed(r, o, "reading the ledger"))
+	if (job_gone(&r->job) || pg_failed(r, o, "reading the ledger"))
 		return;
-	n = PQntuples(o->res);
-	r->last_page = n < r->o.page;
+	r->last_page = n < (size_t)r->o.page;
 	if (n == 0) {
 		r->phase = PH_OUTBOX;
-		set_cursor(r, NULL, NULL);
+		set_cursor(r, NULL, 0);
 		next_page(r);
 		return;
 	}
-	r->entries = xcalloc((size_t)n, sizeof(*r->entries));
+	set_cursor(r, rows[n - 1].blob_id, rows[n - 1].vector_id);
+	r->entries = xcalloc(n, sizeof(*r->entries));
 	for (t = 0; t < n; t++) {
-		const char *service = PQgetisnull(o->res, t, 3) ? NULL : PQgetvalue(o->res, t, 3);
 		struct entry *e = &r->entries[r->nentries];
-		char blob[BLOB_MAX];
-		int64_t vid;
-		struct errbuf err;
 
-		if (t == n - 1)
-			set_cursor(r, PQgetvalue(o->res, t, 0), PQgetvalue(o->res, t, 1));
-		if (service) {
-			/* A live row whose vector belongs right here is the rows phase's business. */
-			const char *id = PQgetvalue(o->res, t, 2);
-
-			vdb_blob_name(service, strlen(service), blob, sizeof(blob));
-			if (vdb_vector_id(id, strlen(id), &vid, &err) && strcmp(blob, PQgetvalue(o->res, t, 0)) == 0 &&
-			    vid == atoll(PQgetvalue(o->res, t, 1)))
-				continue;
-		}
-		e->blob = xstrdup(PQgetvalue(o->res, t, 0));
-		e->vector_id = atoll(PQgetvalue(o->res, t, 1));
-		e->ability_id = xstrdup(PQgetvalue(o->res, t, 2));
-		e->generation = atoll(PQgetvalue(o->res, t, 4));
+		if (claimed_by_its_row(&rows[t]))
+			continue;
+		e->blob = xstrdup(rows[t].blob_id);
+		e->vector_id = rows[t].vector_id;
+		e->ability_id = xstrdup(rows[t].ability_id);
+		e->generation = rows[t].generation;
 		r->nentries++;
 	}
-	r->waiting = 1;
+	job_send(&r->job); /* held while the requests go out */
 	for (i = 0; i < r->nentries; i++) {
 		struct entry_ctx *c = xcalloc(1, sizeof(*c));
 
 		c->r = r;
 		c->e = &r->entries[i];
-		r->waiting++;
+		job_send(&r->job);
 		r->entries_checked++;
 		vdb_get_attributes(r->v, c->e->blob, c->e->vector_id, on_entry, c);
 	}
-	if (--r->waiting == 0)
+	if (job_back(&r->job) && r->job.out == 0)
 		entries_page_done(r);
 }
 
 static void read_entries(struct reconcile *r)
 {
-	const char *params[6] = {r->cursor, r->cursor_vid, r->service_blob, r->overdue, r->pg_start, r->page_text};
-
-	pgpool_query(r->pool, entries_sql, 6, params, on_entries, r);
+	store_reconcile_entries(r->job.pool, r->cursor, r->cursor_vid, r->service_blob, r->overdue, r->pg_start,
+				r->o.page, on_entries, r);
 }
 
 /* ---- outbox: failed and overdue changes ----------------------------------------------- */
 
-static const char outbox_sql[] =
-	"SELECT s.ability_id, s.state = 'failed' FROM abilitysync.sync_state s"
-	" WHERE ($1::text IS NULL OR s.ability_id > $1) AND ($2::text IS NULL OR s.blob_id = $2)"
-	"  AND (s.state = 'failed' OR (s.state IN ('pending', 'pending_delete')"
-	"   AND s.updated_at < now() - $3::interval AND s.updated_at < $4::timestamptz))"
-	" ORDER BY s.ability_id LIMIT $5::int";
-
-/* A failed change goes back to what it was for; an overdue one is made due now. */
-static const char requeue_outbox_sql[] =
-	"WITH r AS ("
-	" UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state <> 'failed' THEN s.state"
-	"  WHEN EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = s.ability_id) THEN 'pending'"
-	"  ELSE 'pending_delete' END,"
-	"  attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()"
-	" WHERE s.ability_id = ANY($1::text[]) AND s.state IN ('failed', 'pending', 'pending_delete') RETURNING 1)"
-	" SELECT count(*) FROM r";
-
-static void on_outbox(const struct pg_outcome *o, void *arg)
+static void on_changes(const struct recon_change *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
-	struct buf b = BUF_INIT;
-	struct pg_array arr;
-	struct pg_param param;
-	size_t n = 0;
-	int t, rows;
+	const char **ids;
+	size_t t, k = 0;
 
-	if (r->aborted || pg_failed(r, o, "reading the outbox"))
+	if (job_gone(&r->job) || pg_failed(r, o, "reading the outbox"))
 		return;
-	rows = PQntuples(o->res);
-	r->last_page = rows < r->o.page;
-	if (rows == 0) {
+	r->last_page = n < (size_t)r->o.page;
+	if (n == 0) {
 		finish(r, RECONCILE_DONE, "done");
 		return;
 	}
-	set_cursor(r, PQgetvalue(o->res, rows - 1, 0), NULL);
-	pg_array_begin(&arr, &b, PG_OID_TEXT);
-	for (t = 0; t < rows; t++) {
-		const char *id = PQgetvalue(o->res, t, 0);
-
-		note(r, PQgetvalue(o->res, t, 1)[0] == 't' ? CAT_FAILED : CAT_OVERDUE, id);
-		if (take_repair(r, n)) {
-			pg_array_text(&arr, id, strlen(id));
-			n++;
-		}
+	set_cursor(r, rows[n - 1].ability_id, 0);
+	ids = xcalloc(n, sizeof(*ids));
+	for (t = 0; t < n; t++) {
+		note(r, rows[t].failed ? CAT_FAILED : CAT_OVERDUE, rows[t].ability_id);
+		if (take_repair(r, k))
+			ids[k++] = rows[t].ability_id;
 	}
-	pg_array_end(&arr);
-	param = array_param(&b);
-	if (n)
-		pgpool_query_params(r->pool, requeue_outbox_sql, 1, &param, on_requeued, r);
-	buf_free(&b);
-	if (!n)
+	if (k)
+		store_reconcile_requeue_changes(r->job.pool, ids, k, on_requeued, r);
+	free(ids);
+	if (!k)
 		next_page(r);
 }
 
-static void read_outbox(struct reconcile *r)
+static void read_changes(struct reconcile *r)
 {
-	const char *params[5] = {r->cursor, r->service_blob, r->overdue, r->pg_start, r->page_text};
-
-	pgpool_query(r->pool, outbox_sql, 5, params, on_outbox, r);
+	store_reconcile_changes(r->job.pool, r->cursor, r->service_blob, r->overdue, r->pg_start, r->o.page,
+				on_changes, r);
 }
 
 /* ---- the chain ---------------------------------------------------------------------------- */
@@ -1055,7 +835,7 @@ static void next_page(struct reconcile *r)
 
 	free_page(r);
 	progress(r);
-	if (r->stopping) {
+	if (r->job.stopping) {
 		finish(r, RECONCILE_FAILED, "stopped before the end");
 		return;
 	}
@@ -1064,7 +844,7 @@ static void next_page(struct reconcile *r)
 	case PH_ROWS:
 		if (was_last && r->cursor) {
 			r->phase = PH_ORPHANS;
-			set_cursor(r, NULL, NULL);
+			set_cursor(r, NULL, 0);
 			read_entries(r);
 		} else {
 			read_rows(r);
@@ -1073,8 +853,8 @@ static void next_page(struct reconcile *r)
 	case PH_ORPHANS:
 		if (was_last && r->cursor) {
 			r->phase = PH_OUTBOX;
-			set_cursor(r, NULL, NULL);
-			read_outbox(r);
+			set_cursor(r, NULL, 0);
+			read_changes(r);
 		} else {
 			read_entries(r);
 		}
@@ -1083,38 +863,11 @@ static void next_page(struct reconcile *r)
 		if (was_last && r->cursor)
 			finish(r, RECONCILE_DONE, "done");
 		else
-			read_outbox(r);
+			read_changes(r);
 		break;
 	default:
 		break;
 	}
-}
-
-static void begin_rows(struct reconcile *r);
-
-/* A vector DB that is down would fail every check only after each one's retries: ask once first. */
-static void on_health(const struct vdb_result *res, void *arg)
-{
-	struct reconcile *r = arg;
-
-	r->waiting--;
-	if (r->aborted) {
-		if (r->waiting == 0)
-			run_free(r);
-		return;
-	}
-	if (res->status != VDB_OK) {
-		fail_with(r, "the vector DB", res->error);
-		finish(r, RECONCILE_FAILED, "the vector DB is unavailable: %s", res->error);
-		return;
-	}
-	begin_rows(r);
-}
-
-static void check_vector_db(struct reconcile *r)
-{
-	r->waiting++;
-	vdb_health(r->v, on_health, r);
 }
 
 static void begin_rows(struct reconcile *r)
@@ -1128,105 +881,105 @@ static void begin_rows(struct reconcile *r)
 	log_info(COMP, "%s%s: checking %s against the vector DB", name, r->o.deep ? " (deep)" : "",
 		 r->service ? r->service : "every service");
 	r->phase = PH_ROWS;
-	set_cursor(r, NULL, NULL);
+	set_cursor(r, NULL, 0);
 	read_rows(r);
 }
 
-static void on_run_recorded(const struct pg_outcome *o, void *arg)
+/* A vector DB that is down would fail every check only after each one's retries: ask once first. */
+static void on_health(const struct vdb_result *res, void *arg)
 {
 	struct reconcile *r = arg;
 
-	if (r->aborted || pg_failed(r, o, "recording the run"))
+	if (!job_back(&r->job))
 		return;
-	r->run_id = atoll(PQgetvalue(o->res, 0, 0));
+	if (res->status != VDB_OK) {
+		vdb_failed(r, res->error);
+		finish(r, RECONCILE_FAILED, "the vector DB is unavailable: %s", res->error);
+		return;
+	}
+	begin_rows(r);
+}
+
+static void check_vector_db(struct reconcile *r)
+{
+	job_send(&r->job);
+	vdb_health(r->v, on_health, r);
+}
+
+static void on_run_recorded(int64_t id, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if (job_gone(&r->job) || pg_failed(r, o, "recording the run"))
+		return;
+	r->run_id = id;
 	check_vector_db(r);
 }
 
 static void record_run(struct reconcile *r)
 {
-	const char *params[3] = {r->o.deep ? "true" : "false", r->service, r->host};
-
-	pgpool_query(r->pool,
-		     "INSERT INTO abilitysync.reconcile_runs (dry_run, deep, service_name, host)"
-		     " VALUES (false, $1::bool, $2, $3) RETURNING id",
-		     3, params, on_run_recorded, r);
+	store_reconcile_record_run(r->job.pool, r->o.deep, r->service, r->host, on_run_recorded, r);
 }
 
-static void on_last_run(const struct pg_outcome *o, void *arg)
+static void on_last_run(bool ran, const char *seconds_ago, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 	double ago;
 
-	if (r->aborted || pg_failed(r, o, "reading the last run"))
+	if (job_gone(&r->job) || pg_failed(r, o, "reading the last run"))
 		return;
-	if (!PQgetisnull(o->res, 0, 0) && (ago = atof(PQgetvalue(o->res, 0, 0))) < r->o.min_gap_s) {
+	if (ran && seconds_ago && (ago = atof(seconds_ago)) < r->o.min_gap_s) {
 		finish(r, RECONCILE_SKIPPED, "another run started %.1f s ago", ago);
 		return;
 	}
 	record_run(r);
 }
 
-static void on_locked(const struct pg_outcome *o, void *arg)
+static void on_locked(bool locked, const char *text, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 
-	if (r->aborted || pg_failed(r, o, "taking the reconcile lock"))
+	(void)text;
+	if (job_gone(&r->job) || pg_failed(r, o, "taking the reconcile lock"))
 		return;
-	if (PQgetvalue(o->res, 0, 0)[0] != 't') {
+	if (!locked) {
 		finish(r, RECONCILE_SKIPPED, "another replica is reconciling");
 		return;
 	}
 	if (r->o.min_gap_s > 0)
-		pgpool_query(r->pool,
-			     "SELECT extract(epoch FROM now() - max(started_at)) FROM abilitysync.reconcile_runs"
-			     " WHERE NOT dry_run",
-			     0, NULL, on_last_run, r);
+		store_reconcile_last_run(r->job.pool, on_last_run, r);
 	else
 		record_run(r);
 }
 
-static void on_schema(const struct pg_outcome *o, void *arg)
+static void run_started(struct job *j, const char *pg_now)
 {
-	struct reconcile *r = arg;
-	if (r->aborted || pg_failed(r, o, "reading the sync schema"))
-		return;
-	if (PQgetvalue(o->res, 0, 0)[0] != 't') {
-		finish(r, RECONCILE_FAILED, "the sync schema (abilitysync.*) is missing: run `abilitysync migrate up` first");
-		return;
-	}
-	r->pg_start = xstrdup(PQgetvalue(o->res, 0, 1));
-	if (r->o.dry_run) {
+	struct reconcile *r = of(j);
+
+	r->pg_start = xstrdup(pg_now);
+	if (r->o.dry_run)
 		check_vector_db(r);
-		return;
-	}
-	pgpool_query(r->pool, "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1)", 0, NULL, on_locked, r);
+	else
+		store_reconcile_try_lock(r->job.pool, on_locked, r);
 }
 
-static void on_ready(bool ready, const char *why, void *arg)
+static void run_refused(struct job *j, const char *code, const char *why)
 {
-	struct reconcile *r = arg;
+	struct reconcile *r = of(j);
 
-	if (r->aborted)
-		return;
-	if (!ready) {
-		fail_with(r, "Postgres", why);
-		finish(r, RECONCILE_FAILED, "Postgres is unavailable: %s", why);
-		return;
-	}
-	pgpool_query(r->pool,
-		     "SELECT to_regclass('abilitysync.reconcile_runs') IS NOT NULL"
-		     " AND to_regclass('abilitysync.vector_ledger') IS NOT NULL, now()::text",
-		     0, NULL, on_schema, r);
+	if (strcmp(code, "postgres_error") == 0)
+		finish(r, RECONCILE_FAILED, "Postgres: %s", why);
+	else
+		finish(r, RECONCILE_FAILED, "%s", why);
 }
+
+static const struct job_ops reconcile_job = {COMP, run_started, run_refused, run_report, run_release};
 
 struct reconcile *reconcile_start(struct event_base *base, struct vdb *v, const struct reconcile_opts *o,
 				  reconcile_done_fn done, void *arg)
 {
 	struct reconcile *r = xcalloc(1, sizeof(*r));
-	struct pgpool_opts po = o->pg;
-	struct errbuf err;
 
-	r->base = base;
 	r->v = v;
 	r->o = *o;
 	r->o.service = NULL;
@@ -1242,34 +995,21 @@ struct reconcile *reconcile_start(struct event_base *base, struct vdb *v, const 
 			      strlen(o->service) + sizeof(VDB_BLOB_PREFIX));
 	}
 	snprintf(r->overdue, sizeof(r->overdue), "%ld seconds", o->overdue_s);
-	snprintf(r->page_text, sizeof(r->page_text), "%d", o->page);
-	r->started_ms = r->last_progress_ms = clock_mono_ms();
+	r->last_progress_ms = clock_mono_ms();
 	log_timestamp(r->started_at);
-	po.size = 1;
-	po.queue_max = 4;
-	if (!(r->pool = pgpool_new(base, &po, &err))) {
-		fail_with(r, "Postgres", err.msg);
-		finish(r, RECONCILE_FAILED, "%s", err.msg);
-		return r;
-	}
-	pgpool_wait_ready(r->pool, READY_TIMEOUT_MS, on_ready, r);
+	job_start(&r->job, &reconcile_job, base, &o->pg, 4);
 	return r;
 }
 
 void reconcile_stop(struct reconcile *r)
 {
-	r->stopping = true;
+	job_stop(&r->job);
 }
 
 void reconcile_abort(struct reconcile *r)
 {
-	r->aborted = true;
 	r->done = NULL;
-	pgpool_free(r->pool); /* its callbacks see `aborted` and do nothing */
-	r->pool = NULL;
-	/* Requests to the vector DB come back (at the latest cancelled when it is freed); the last frees us. */
-	if (r->waiting == 0)
-		run_free(r);
+	job_abort(&r->job);
 }
 
 int reconcile_exit_code(json_t *report)

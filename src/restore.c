@@ -13,9 +13,11 @@
 #include "ability.h"
 #include "buf.h"
 #include "clock.h"
+#include "job.h"
 #include "log.h"
 #include "mem.h"
 #include "progress.h"
+#include "store_job.h"
 #include "vdbid.h"
 
 #include <stdio.h>
@@ -24,7 +26,6 @@
 #include <sys/queue.h>
 
 #define COMP "restore"
-#define READY_TIMEOUT_MS 10000
 #define PAGES_IN_FLIGHT 3
 #define BLOB_MAX (ABILITY_TEXT_MAX * 2 + 16)
 
@@ -54,11 +55,11 @@ struct loser {
 };
 
 struct restore {
-	struct event_base *base;
+	struct job job;         /* the session, the start, the end, abort (job.h); job.out: pages in the
+				   outbox and blob preparations out */
 	struct vdb *v;
 	struct outbox *ob;
 	struct store *store;
-	struct pgpool *pool;
 	struct restore_opts o;
 	char *service, *host;
 	restore_started_fn started;
@@ -70,18 +71,13 @@ struct restore {
 	struct loser *losers;   /* rows whose vector belongs to another row (by ability_id) */
 	size_t nlosers;
 	char *fetch_cursor;
-	char page_text[16];
 	struct page_list pages;
 	size_t npages;
-	bool fetching, recording, eof, stopping, closing, over, aborted;
-	size_t vdb_waiting;     /* pages in the outbox and blob preparations out */
+	bool fetching, recording, eof, closing;
 	char **blobs;           /* the blobs of the job's services, prepared before the first page */
 	size_t nblobs, blob_next;
-	char error[600];        /* why the job stops early */
 	struct progress *progress;
-	int64_t started_ms;
 
-	struct event *later;
 	enum restore_outcome outcome;
 	json_t *summary;
 	char why[700];
@@ -99,8 +95,14 @@ static void page_free(struct page *p)
 	free(p);
 }
 
-static void job_free(struct restore *r)
+static struct restore *of(struct job *j)
 {
+	return (struct restore *)j; /* `job` is the first member */
+}
+
+static void job_release(struct job *j)
+{
+	struct restore *r = of(j);
 	struct page *p;
 
 	while ((p = TAILQ_FIRST(&r->pages)) != NULL) {
@@ -108,8 +110,6 @@ static void job_free(struct restore *r)
 		page_free(p);
 	}
 	progress_free(r->progress);
-	if (r->later)
-		event_free(r->later);
 	json_decref(r->summary);
 	for (size_t i = 0; i < r->nlosers; i++) {
 		free(r->losers[i].ability_id);
@@ -126,35 +126,28 @@ static void job_free(struct restore *r)
 	free(r);
 }
 
-static void on_later(evutil_socket_t fd, short what, void *arg)
+static void job_report(struct job *j)
 {
-	struct restore *r = arg;
+	struct restore *r = of(j);
 
-	(void)fd, (void)what;
-	pgpool_free(r->pool); /* the lock goes with the session */
-	r->pool = NULL;
 	if (r->done)
 		r->done(r->outcome, r->summary, r->why, r->arg);
-	job_free(r);
 }
 
 static void end_now(struct restore *r, enum restore_outcome outcome, const char *status)
 {
-	struct timeval now = {0, 0};
-	double secs = (double)(clock_mono_ms() - r->started_ms) / 1000.0;
+	double secs = job_seconds(&r->job);
 
 	progress_free(r->progress);
 	r->progress = NULL;
-	r->over = true;
 	r->outcome = outcome;
 	if (!r->summary)
 		r->summary = json_pack("{s:I, s:s, s:s?, s:I, s:I, s:I, s:f, s:f, s:s?}", "job_id", (json_int_t)r->job_id,
 				       "status", status, "service_name", r->service, "total", (json_int_t)r->total,
 				       "done", (json_int_t)r->done_rows, "failed", (json_int_t)r->failed_rows, "seconds",
 				       secs, "vectors_per_second", secs > 0 ? (double)r->done_rows / secs : 0.0,
-				       "error", r->error[0] ? r->error : NULL);
-	r->later = evtimer_new(r->base, on_later, r);
-	evtimer_add(r->later, &now);
+				       "error", r->job.error[0] ? r->job.error : NULL);
+	job_end(&r->job);
 }
 
 static void refuse(struct restore *r, const char *code, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -174,37 +167,29 @@ static void refuse(struct restore *r, const char *code, const char *fmt, ...)
 static void on_job_closed(const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
-	bool done = !r->error[0];
+	bool done = !r->job.error[0];
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res)
 		log_warn(COMP, "job %lld: recording its end failed: %s", (long long)r->job_id, o->error);
 	if (done)
 		snprintf(r->why, sizeof(r->why), "done");
-	end_now(r, done ? RESTORE_DONE : RESTORE_FAILED, done ? "done" : r->stopping ? "interrupted" : "failed");
+	end_now(r, done ? RESTORE_DONE : RESTORE_FAILED, done ? "done" : r->job.stopping ? "interrupted" : "failed");
 }
 
 /* Everything read is recorded (or the job stops): write the job's end. */
 static void close_job(struct restore *r)
 {
-	const char *status = !r->error[0] ? "done" : r->stopping ? "interrupted" : "failed";
-	char id[24];
-	const char *params[3] = {id, status, r->error[0] ? r->error : NULL};
+	const char *status = !r->job.error[0] ? "done" : r->job.stopping ? "interrupted" : "failed";
 
 	r->closing = true;
-	snprintf(r->why, sizeof(r->why), "%s", r->error);
-	snprintf(id, sizeof(id), "%lld", (long long)r->job_id);
-	if (!r->pool || !pgpool_ready(r->pool)) {
+	snprintf(r->why, sizeof(r->why), "%s", r->job.error);
+	if (!r->job.pool || !pgpool_ready(r->job.pool)) {
 		end_now(r, RESTORE_FAILED, status);
 		return;
 	}
-	pgpool_query(r->pool,
-		     "UPDATE abilitysync.restore_jobs SET status = $2, error = $3, updated_at = now(),"
-		     " finished_at = CASE WHEN $2 = 'done' THEN now() END,"
-		     " total = CASE WHEN $2 = 'done' THEN greatest(total, done + failed) ELSE total END"
-		     " WHERE id = $1::bigint",
-		     3, params, on_job_closed, r);
+	store_restore_close(r->job.pool, r->job_id, status, r->job.error[0] ? r->job.error : NULL, on_job_closed, r);
 }
 
 static void stop_with(struct restore *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
@@ -214,43 +199,43 @@ static void stop_with(struct restore *r, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!r->error[0]) {
+	if (!r->job.error[0]) {
 		va_start(ap, fmt);
-		vsnprintf(r->error, sizeof(r->error), fmt, ap);
+		vsnprintf(r->job.error, sizeof(r->job.error), fmt, ap);
 		va_end(ap);
 		log_error(COMP, "job %lld: %s; `abilitysync restore --resume` continues after the last recorded page",
-			  (long long)r->job_id, r->error);
+			  (long long)r->job_id, r->job.error);
 	}
 	maybe_finish(r);
 }
 
 static void maybe_finish(struct restore *r)
 {
-	if (r->over || r->closing || r->fetching || r->recording || r->vdb_waiting)
+	if (r->job.over || r->closing || r->fetching || r->recording || r->job.out)
 		return;
-	if (r->error[0] || r->stopping || (r->eof && TAILQ_EMPTY(&r->pages))) {
-		if (r->stopping && !r->error[0])
-			snprintf(r->error, sizeof(r->error), "stopped");
+	if (r->job.error[0] || r->job.stopping || (r->eof && TAILQ_EMPTY(&r->pages))) {
+		if (r->job.stopping)
+			job_fail(&r->job, "stopped");
 		close_job(r);
 	}
 }
 
 /* ---- recording pages, in order ---------------------------------------------------------- */
 
-static void on_page_recorded(const struct pg_outcome *o, void *arg)
+static void on_page_recorded(const struct restore_job_row *job, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
 	struct page *p = TAILQ_FIRST(&r->pages);
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	r->recording = false;
-	if (!o->res || PQntuples(o->res) != 1) {
+	if (!job) {
 		stop_with(r, "recording a page: %s", o->res ? "the job row is gone" : o->error);
 		return;
 	}
-	r->done_rows = atoll(PQgetvalue(o->res, 0, 0));
-	r->failed_rows = atoll(PQgetvalue(o->res, 0, 1));
+	r->done_rows = job->done;
+	r->failed_rows = job->failed;
 	if (r->progress)
 		progress_set(r->progress, r->done_rows, r->failed_rows);
 	TAILQ_REMOVE(&r->pages, p, link);
@@ -264,24 +249,16 @@ static void on_page_recorded(const struct pg_outcome *o, void *arg)
 /* The page's rows are recorded by the outbox; the job's counters and cursor follow. */
 static void send_record(struct restore *r, struct page *p)
 {
-	char ok[24], bad[24], id[24];
-	const char *params[4] = {ok, bad, p->last_id, id};
-
-	snprintf(ok, sizeof(ok), "%zu", p->synced + p->deferred);
-	snprintf(bad, sizeof(bad), "%zu", p->failed);
-	snprintf(id, sizeof(id), "%lld", (long long)r->job_id);
 	r->recording = true;
-	pgpool_query(r->pool,
-		     "UPDATE abilitysync.restore_jobs SET done = done + $1::bigint, failed = failed + $2::bigint,"
-		     " cursor = $3, updated_at = now() WHERE id = $4::bigint RETURNING done, failed",
-		     4, params, on_page_recorded, r);
+	store_restore_record_page(r->job.pool, r->job_id, p->synced + p->deferred, p->failed, p->last_id,
+				  on_page_recorded, r);
 }
 
 static void record_ready(struct restore *r)
 {
 	struct page *p = TAILQ_FIRST(&r->pages);
 
-	if (r->recording || r->over || !p || !p->pushed)
+	if (r->recording || r->job.over || !p || !p->pushed)
 		return;
 	if (p->why[0]) {
 		stop_with(r, "%s", p->why);
@@ -291,12 +268,6 @@ static void record_ready(struct restore *r)
 }
 
 /* ---- pages through the outbox ------------------------------------------------------------ */
-
-static void page_out(struct restore *r)
-{
-	if (--r->vdb_waiting == 0 && r->aborted)
-		job_free(r);
-}
 
 static void on_page_pushed(const struct outbox_page *res, void *arg)
 {
@@ -309,11 +280,8 @@ static void on_page_pushed(const struct outbox_page *res, void *arg)
 	if (res->unavailable)
 		snprintf(p->why, sizeof(p->why), "%s", res->unavailable);
 	p->pushed = true;
-	if (r->aborted) {
-		page_out(r);
+	if (!job_back(&r->job))
 		return;
-	}
-	r->vdb_waiting--;
 	if (res->deferred)
 		log_debug(COMP, "job %lld: %zu row(s) of the page up to %s left to the outbox", (long long)r->job_id,
 			  res->deferred, p->last_id);
@@ -327,13 +295,9 @@ static void on_page_claimed(size_t rows, const char *last_id, const struct pg_ou
 	struct restore *r = p->r;
 
 	r->fetching = false;
-	if (r->aborted) {
-		if (rows == 0)
-			page_out(r);
-		return;
-	}
 	if (pg || rows == 0) {
-		r->vdb_waiting--;
+		if (!job_back(&r->job)) /* no push follows */
+			return;
 		TAILQ_REMOVE(&r->pages, p, link);
 		r->npages--;
 		page_free(p);
@@ -344,6 +308,8 @@ static void on_page_claimed(size_t rows, const char *last_id, const struct pg_ou
 		maybe_finish(r);
 		return;
 	}
+	if (job_gone(&r->job)) /* the push follows: on_page_pushed */
+		return;
 	p->claimed = true;
 	p->last_id = xstrdup(last_id);
 	free(r->fetch_cursor);
@@ -384,75 +350,52 @@ static const struct loser *find_loser(const struct restore *r, const char *abili
 	return r->nlosers ? bsearch(ability_id, r->losers, r->nlosers, sizeof(*r->losers), loser_key_cmp) : NULL;
 }
 
-/*
- * Every row that shares its vector_id with another row (of any service: the
- * blob is named in C, as the client names it), and the ledger's live owners of
- * those vector_ids. One pass over ability_id and service_name: the embeddings
- * are not read. The vector_id is vdb_vector_id's (bigint: abs of INT_MIN is
- * the row's own error later).
- */
-static const char collisions_sql[] =
-	"WITH a AS (SELECT ability_id, service_name,"
-	"  abs(('x' || left(encode(sha256(convert_to(ability_id, 'UTF8')), 'hex'), 8))::bit(32)::int::bigint) AS v"
-	"  FROM public.abilities),"
-	" c AS (SELECT ability_id, service_name, v FROM (SELECT *, count(*) OVER (PARTITION BY v) AS n FROM a) x"
-	"  WHERE n > 1)"
-	" SELECT 'row', ability_id, service_name, v FROM c"
-	" UNION ALL SELECT 'ledger', l.ability_id, l.blob_id, l.vector_id FROM abilitysync.vector_ledger l"
-	"  WHERE l.deleted_at IS NULL AND l.vector_id IN (SELECT v FROM c)"
-	" ORDER BY 4";
-
 static void start_fetching(struct restore *r);
 static void finish_dry_run(struct restore *r);
 
-static bool is_row(PGresult *res, int t)
-{
-	return strcmp(PQgetvalue(res, t, 0), "row") == 0;
-}
-
 /*
- * The rows[0..n) of one (blob, vector_id): which keeps the vector? The
- * ledger's live owner when it is one of them (lines lo..hi of res hold
- * everything of this vector_id), else the smallest ability_id.
+ * The rows c[lo..hi) (one vector_id) in one blob, rows[0..n): which keeps the
+ * vector? The ledger's live owner when it is one of them, else the smallest
+ * ability_id.
  */
-static const char *owner_of(PGresult *res, int lo, int hi, const int *rows, int n, const char *blob)
+static const char *owner_of(const struct restore_collision *c, size_t lo, size_t hi, const size_t *rows, size_t n,
+			    const char *blob)
 {
 	const char *owner = NULL;
-	int t, k;
+	size_t t, k;
 
 	for (t = lo; t < hi; t++) {
-		if (is_row(res, t) || strcmp(PQgetvalue(res, t, 2), blob) != 0)
+		if (c[t].is_row || strcmp(c[t].where, blob) != 0)
 			continue;
 		for (k = 0; k < n; k++)
-			if (strcmp(PQgetvalue(res, rows[k], 1), PQgetvalue(res, t, 1)) == 0)
-				return PQgetvalue(res, t, 1);
+			if (strcmp(c[rows[k]].ability_id, c[t].ability_id) == 0)
+				return c[t].ability_id;
 	}
 	for (k = 0; k < n; k++)
-		if (!owner || strcmp(PQgetvalue(res, rows[k], 1), owner) < 0)
-			owner = PQgetvalue(res, rows[k], 1);
+		if (!owner || strcmp(c[rows[k]].ability_id, owner) < 0)
+			owner = c[rows[k]].ability_id;
 	return owner;
 }
 
-static void add_loser(struct restore *r, PGresult *res, int t, const char *blob, const char *owner)
+static void add_loser(struct restore *r, const struct restore_collision *c, const char *blob, const char *owner)
 {
-	int64_t v = atoll(PQgetvalue(res, t, 3));
 	struct loser *l;
 
 	r->losers = xrealloc(r->losers, (r->nlosers + 1) * sizeof(*r->losers));
 	l = &r->losers[r->nlosers++];
-	*l = (struct loser){xstrdup(PQgetvalue(res, t, 1)), xstrdup(owner), xstrdup(PQgetvalue(res, t, 2)), "", v};
+	*l = (struct loser){xstrdup(c->ability_id), xstrdup(owner), xstrdup(c->where), "", c->vector_id};
 	snprintf(l->blob, sizeof(l->blob), "%s", blob);
-	log_warn(COMP, "%s shares vector_id %lld in blob %s with %s, which keeps it: %s", l->ability_id, (long long)v,
-		 blob, owner, r->o.dry_run ? "a restore would fail it" : "not pushed");
+	log_warn(COMP, "%s shares vector_id %lld in blob %s with %s, which keeps it: %s", l->ability_id,
+		 (long long)l->vector_id, blob, owner, r->o.dry_run ? "a restore would fail it" : "not pushed");
 }
 
-static void on_collisions(const struct pg_outcome *o, void *arg)
+static void on_collisions(const struct restore_collision *c, size_t nres, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
-	int nres, lo, hi, t, u, n, *rows;
+	size_t lo, hi, t, u, n, *rows;
 	char (*blobs)[BLOB_MAX];
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
 		r->fetching = false;
@@ -462,28 +405,26 @@ static void on_collisions(const struct pg_outcome *o, void *arg)
 			stop_with(r, "looking for vector_id collisions: %s", o->error);
 		return;
 	}
-	nres = PQntuples(o->res);
-	blobs = xcalloc((size_t)nres + 1, sizeof(*blobs));
-	rows = xcalloc((size_t)nres + 1, sizeof(*rows));
+	blobs = xcalloc(nres + 1, sizeof(*blobs));
+	rows = xcalloc(nres + 1, sizeof(*rows));
 	for (t = 0; t < nres; t++)
-		if (is_row(o->res, t))
-			vdb_blob_name(PQgetvalue(o->res, t, 2), (size_t)PQgetlength(o->res, t, 2), blobs[t],
-				      sizeof(blobs[t]));
+		if (c[t].is_row)
+			vdb_blob_name(c[t].where, strlen(c[t].where), blobs[t], sizeof(blobs[t]));
 	/* Sorted by vector_id, a few lines each (31-bit hashes): within one, group by blob. */
 	for (lo = 0; lo < nres; lo = hi) {
-		for (hi = lo + 1; hi < nres && strcmp(PQgetvalue(o->res, hi, 3), PQgetvalue(o->res, lo, 3)) == 0; hi++)
+		for (hi = lo + 1; hi < nres && c[hi].vector_id == c[lo].vector_id; hi++)
 			;
 		for (t = lo; t < hi; t++) {
 			const char *owner;
 
-			if (!is_row(o->res, t))
+			if (!c[t].is_row)
 				continue;
 			for (n = 0, u = lo; u < hi; u++)
-				if (is_row(o->res, u) && strcmp(blobs[u], blobs[t]) == 0)
+				if (c[u].is_row && strcmp(blobs[u], blobs[t]) == 0)
 					rows[n++] = u;
-			owner = n > 1 ? owner_of(o->res, lo, hi, rows, n, blobs[t]) : NULL;
-			if (owner && strcmp(owner, PQgetvalue(o->res, t, 1)) != 0)
-				add_loser(r, o->res, t, blobs[t], owner);
+			owner = n > 1 ? owner_of(c, lo, hi, rows, n, blobs[t]) : NULL;
+			if (owner && strcmp(owner, c[t].ability_id) != 0)
+				add_loser(r, &c[t], blobs[t], owner);
 		}
 	}
 	free(rows);
@@ -503,14 +444,15 @@ static void fetch_more(struct restore *r)
 	struct page *p;
 	char trace[48];
 
-	if (r->fetching || r->eof || r->stopping || r->error[0] || r->over || r->npages >= PAGES_IN_FLIGHT)
+	if (r->fetching || r->eof || r->job.stopping || r->job.error[0] || r->job.over ||
+	    r->npages >= PAGES_IN_FLIGHT)
 		return;
 	p = xcalloc(1, sizeof(*p));
 	p->r = r;
 	TAILQ_INSERT_TAIL(&r->pages, p, link);
 	r->npages++;
 	r->fetching = true;
-	r->vdb_waiting++;
+	job_send(&r->job);
 	snprintf(trace, sizeof(trace), "restore-%lld", (long long)r->job_id);
 	outbox_restore_page(r->ob, r->fetch_cursor, r->service, r->o.page, trace, is_loser, on_page_claimed,
 			    on_page_pushed, p);
@@ -530,7 +472,7 @@ static void on_epoch(const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res)
 		log_warn(COMP, "job %lld: recording blob %s's creation: %s (its vectors will be deleted before "
@@ -543,12 +485,8 @@ static void on_blob_ensured(const struct vdb_result *res, void *arg)
 	struct restore *r = arg;
 	const char *blob = r->blobs[r->blob_next - 1];
 
-	r->vdb_waiting--;
-	if (r->aborted) {
-		if (r->vdb_waiting == 0)
-			job_free(r);
+	if (!job_back(&r->job))
 		return;
-	}
 	if (res->status == VDB_OK && vdb_created_blob(r->v, blob)) {
 		store_blob_created(r->store, blob, on_epoch, r);
 		return;
@@ -566,13 +504,13 @@ static void on_creating(const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
 		stop_with(r, "recording blobs: %s", o->error);
 		return;
 	}
-	r->vdb_waiting++;
+	job_send(&r->job);
 	vdb_ensure_blob(r->v, r->blobs[r->blob_next - 1], on_blob_ensured, r);
 }
 
@@ -592,151 +530,130 @@ static void prepare_next_blob(struct restore *r)
 	maybe_finish(r);
 }
 
-static void on_services(const struct pg_outcome *o, void *arg)
+static char *blob_of(const char *service)
+{
+	size_t len = strlen(service) * 2 + sizeof(VDB_BLOB_PREFIX);
+	char *blob = xmalloc(len);
+
+	vdb_blob_name(service, strlen(service), blob, len);
+	return blob;
+}
+
+static void on_services(const struct service_count *s, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
-	int t, n;
+	size_t t;
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
 		r->fetching = false;
 		stop_with(r, "listing services: %s", o->error);
 		return;
 	}
-	n = PQntuples(o->res);
-	r->blobs = xcalloc((size_t)n + 1, sizeof(char *));
-	for (t = 0; t < n; t++) {
-		const char *service = PQgetvalue(o->res, t, 0);
-		size_t len = strlen(service) * 2 + sizeof(VDB_BLOB_PREFIX);
-
-		r->blobs[r->nblobs] = xmalloc(len);
-		vdb_blob_name(service, strlen(service), r->blobs[r->nblobs], len);
-		r->nblobs++;
-	}
+	r->blobs = xcalloc(n + 1, sizeof(char *));
+	for (t = 0; t < n; t++)
+		r->blobs[r->nblobs++] = blob_of(s[t].service_name);
 	prepare_next_blob(r);
 }
 
 /* ---- starting ------------------------------------------------------------------------------- */
 
-static void begin(struct restore *r, PGresult *res)
+static void begin(struct restore *r, const struct restore_job_row *job)
 {
 	char label[48];
 
-	r->job_id = atoll(PQgetvalue(res, 0, 0));
-	r->total = atoll(PQgetvalue(res, 0, 1));
-	r->done_rows = atoll(PQgetvalue(res, 0, 2));
-	r->failed_rows = atoll(PQgetvalue(res, 0, 3));
-	r->fetch_cursor = PQgetisnull(res, 0, 4) ? NULL : xstrdup(PQgetvalue(res, 0, 4));
+	r->job_id = job->id;
+	r->total = job->total;
+	r->done_rows = job->done;
+	r->failed_rows = job->failed;
+	r->fetch_cursor = job->cursor ? xstrdup(job->cursor) : NULL;
 	log_info(COMP, "job %lld: %s %s: %lld abilities%s%s", (long long)r->job_id,
 		 r->o.resume ? "resuming" : "restoring", r->service ? r->service : "every service", (long long)r->total,
 		 r->fetch_cursor ? ", after " : "", r->fetch_cursor ? r->fetch_cursor : "");
 	snprintf(label, sizeof(label), "job %lld", (long long)r->job_id);
-	r->progress = progress_new(r->base, COMP, label, r->total, r->done_rows, r->o.progress_s, r->o.progress_bar);
+	r->progress =
+		progress_new(r->job.base, COMP, label, r->total, r->done_rows, r->o.progress_s, r->o.progress_bar);
 	progress_set(r->progress, r->done_rows, r->failed_rows);
 	if (r->started)
 		r->started(r->job_id, r->arg);
 	r->fetching = true; /* until the collisions are known: nothing is read before */
-	pgpool_query(r->pool, collisions_sql, 0, NULL, on_collisions, r);
+	store_restore_collisions(r->job.pool, on_collisions, r);
 }
 
 static void start_fetching(struct restore *r)
 {
-	const char *params[1] = {r->service};
-
 	r->fetching = true; /* until the blobs are prepared */
-	pgpool_query(r->pool,
-		     "SELECT DISTINCT service_name FROM public.abilities WHERE $1::text IS NULL OR service_name = $1",
-		     1, params, on_services, r);
+	store_restore_services(r->job.pool, r->service, on_services, r);
 }
 
-static void on_job(const struct pg_outcome *o, void *arg)
+static void on_job(const struct restore_job_row *job, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
 		refuse(r, "postgres_error", "creating the job: %s", o->error);
 		return;
 	}
-	if (PQntuples(o->res) == 0) {
+	if (!job) {
 		refuse(r, "nothing_to_resume", "nothing to resume: no unfinished restore job%s%s (start one without --resume)",
 		       r->service ? " for service " : "", r->service ? r->service : "");
 		return;
 	}
-	begin(r, o->res);
+	begin(r, job);
 }
 
-static void on_locked(const struct pg_outcome *o, void *arg)
+static void on_locked(bool locked, const char *running, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
-	const char *params[2] = {r->service, r->host};
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
 		refuse(r, "postgres_error", "taking the restore lock: %s", o->error);
 		return;
 	}
-	if (PQgetvalue(o->res, 0, 0)[0] != 't') {
+	if (!locked) {
 		refuse(r, "restore_running", "another restore is running (job %s); wait for it, or stop it and use --resume",
-		       PQgetisnull(o->res, 0, 1) ? "?" : PQgetvalue(o->res, 0, 1));
+		       running ? running : "?");
 		return;
 	}
 	/* We hold the lock: any job still marked running belongs to a process that is gone. */
-	if (r->o.resume)
-		pgpool_query(r->pool,
-			     "UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
-			     " updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
-			     "  WHERE status IN ('running', 'interrupted', 'failed') AND service_name IS NOT DISTINCT FROM $1"
-			     "  ORDER BY id DESC LIMIT 1)"
-			     " RETURNING id, total, done, failed, cursor",
-			     2, params, on_job, r);
-	else
-		pgpool_query(r->pool,
-			     "WITH stale AS (UPDATE abilitysync.restore_jobs SET status = 'interrupted', updated_at = now()"
-			     "  WHERE status = 'running')"
-			     " INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
-			     " SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
-			     " RETURNING id, total, done, failed, cursor",
-			     2, params, on_job, r);
+	store_restore_open(r->job.pool, r->o.resume, r->service, r->host, on_job, r);
 }
 
-static void on_counted(const struct pg_outcome *o, void *arg)
+static void on_counted(const struct service_count *s, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
 	json_t *blobs = json_object();
 	int64_t total = 0;
-	int t;
+	size_t t;
 
-	if (r->aborted)
+	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
 		json_decref(blobs);
 		refuse(r, "postgres_error", "counting abilities: %s", o->error);
 		return;
 	}
-	for (t = 0; t < PQntuples(o->res); t++) {
-		const char *service = PQgetvalue(o->res, t, 0);
-		char *blob = xmalloc(strlen(service) + sizeof(VDB_BLOB_PREFIX));
-		int64_t n = atoll(PQgetvalue(o->res, t, 1));
+	for (t = 0; t < n; t++) {
+		char *blob = blob_of(s[t].service_name);
 
-		vdb_blob_name(service, strlen(service), blob, strlen(service) + sizeof(VDB_BLOB_PREFIX));
-		json_object_set_new(blobs, blob, json_integer(json_integer_value(json_object_get(blobs, blob)) + n));
-		total += n;
+		json_object_set_new(blobs, blob, json_integer(json_integer_value(json_object_get(blobs, blob)) + s[t].n));
+		total += s[t].n;
 		free(blob);
 	}
 	r->summary = json_pack("{s:b, s:s?, s:I, s:o}", "dry_run", true, "service_name", r->service, "total",
 			       (json_int_t)total, "blobs", blobs);
 	/* The rows a real run would fail for a vector_id collision: counted next (on_collisions). */
 	r->fetching = true;
-	pgpool_query(r->pool, collisions_sql, 0, NULL, on_collisions, r);
+	store_restore_collisions(r->job.pool, on_collisions, r);
 }
 
 static void finish_dry_run(struct restore *r)
 {
-	struct timeval now = {0, 0};
 	size_t i, n = 0;
 
 	r->fetching = false;
@@ -744,61 +661,33 @@ static void finish_dry_run(struct restore *r)
 		n += !r->service || strcmp(r->losers[i].service, r->service) == 0;
 	json_object_set_new(r->summary, "collisions", json_integer((json_int_t)n));
 	snprintf(r->why, sizeof(r->why), "dry run");
-	r->over = true;
 	r->outcome = RESTORE_DONE;
-	r->later = evtimer_new(r->base, on_later, r);
-	evtimer_add(r->later, &now);
+	job_end(&r->job);
 }
 
-static void on_schema(const struct pg_outcome *o, void *arg)
+static void job_started(struct job *j, const char *pg_now)
 {
-	struct restore *r = arg;
-	const char *params[1] = {r->service};
+	struct restore *r = of(j);
 
-	if (r->aborted)
-		return;
-	if (!o->res) {
-		refuse(r, "postgres_error", "reading the sync schema: %s", o->error);
-		return;
-	}
-	if (PQgetvalue(o->res, 0, 0)[0] != 't') {
-		refuse(r, "not_migrated", "the sync schema (abilitysync.*) is missing: run `abilitysync migrate up` first");
-		return;
-	}
-	if (r->o.dry_run) {
-		pgpool_query(r->pool,
-			     "SELECT service_name, count(*) FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
-			     " GROUP BY service_name ORDER BY service_name",
-			     1, params, on_counted, r);
-		return;
-	}
-	pgpool_query(r->pool,
-		     "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
-		     " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')",
-		     0, NULL, on_locked, r);
+	(void)pg_now;
+	if (r->o.dry_run)
+		store_restore_services(r->job.pool, r->service, on_counted, r);
+	else
+		store_restore_try_lock(r->job.pool, on_locked, r);
 }
 
-static void on_ready(bool ready, const char *why, void *arg)
+static void job_refused(struct job *j, const char *code, const char *why)
 {
-	struct restore *r = arg;
-
-	if (r->aborted)
-		return;
-	if (!ready) {
-		refuse(r, "postgres_unavailable", "Postgres is unavailable: %s", why);
-		return;
-	}
-	pgpool_query(r->pool, "SELECT to_regclass('abilitysync.restore_jobs') IS NOT NULL", 0, NULL, on_schema, r);
+	refuse(of(j), code, "%s", why);
 }
+
+static const struct job_ops restore_job = {COMP, job_started, job_refused, job_report, job_release};
 
 struct restore *restore_start(struct event_base *base, struct vdb *v, struct outbox *ob, struct store *st,
 			      const struct restore_opts *o, restore_started_fn started, restore_done_fn done, void *arg)
 {
 	struct restore *r = xcalloc(1, sizeof(*r));
-	struct pgpool_opts po = o->pg;
-	struct errbuf err;
 
-	r->base = base;
 	r->v = v;
 	r->ob = ob;
 	r->store = st;
@@ -811,34 +700,22 @@ struct restore *restore_start(struct event_base *base, struct vdb *v, struct out
 	r->started = started;
 	r->done = done;
 	r->arg = arg;
-	r->started_ms = clock_mono_ms();
 	TAILQ_INIT(&r->pages);
-	snprintf(r->page_text, sizeof(r->page_text), "%d", o->page);
-	po.size = 1;
-	po.queue_max = 8;
-	if (!(r->pool = pgpool_new(base, &po, &err))) {
-		refuse(r, "postgres_unavailable", "%s", err.msg);
-		return r;
-	}
-	pgpool_wait_ready(r->pool, READY_TIMEOUT_MS, on_ready, r);
+	job_start(&r->job, &restore_job, base, &o->pg, 8);
 	return r;
 }
 
 void restore_stop(struct restore *r)
 {
-	if (r->stopping || r->over)
+	if (r->job.stopping || r->job.over)
 		return;
-	r->stopping = true;
+	job_stop(&r->job);
 	log_info(COMP, "job %lld: stopping after the pages in flight", (long long)r->job_id);
 	maybe_finish(r);
 }
 
 void restore_abort(struct restore *r)
 {
-	r->aborted = true;
 	r->done = NULL;
-	pgpool_free(r->pool);
-	r->pool = NULL;
-	if (r->vdb_waiting == 0)
-		job_free(r);
+	job_abort(&r->job);
 }

@@ -36,19 +36,18 @@ struct server {
 	struct event *sigterm, *sigint;
 	struct event *drain;       /* while stopping: done yet? */
 	int64_t stop_deadline;
-	char *ledger_sql;          /* counts the journal's migrations in the ledger */
-	char *whens;               /* the journal's `when`s as an array literal */
+	char *ledger;              /* the ledger table, schema-qualified */
+	char *whens;               /* the journal's `when`s as an array literal; NULL: no journal */
 	size_t nmigrations;
 	bool checking_pg, checking_vdb, polling_outbox;
 };
 
 /* ---- readiness ----------------------------------------------------------------- */
 
-static void on_migrations_counted(const struct pg_outcome *o, void *arg)
+static void on_migrations_counted(long have, const struct pg_outcome *o, void *arg)
 {
 	struct server *s = arg;
 	struct service *svc = &s->svc;
-	long have;
 
 	s->checking_pg = false;
 	svc->pg_asked_ms = 0;
@@ -57,7 +56,6 @@ static void on_migrations_counted(const struct pg_outcome *o, void *arg)
 		snprintf(svc->pg_why, sizeof(svc->pg_why), "%s", o->error);
 		return;
 	}
-	have = atol(PQgetvalue(o->res, 0, 0));
 	svc->pg_migrated = s->nmigrations ? (size_t)have == s->nmigrations : have > 0;
 	if (!svc->pg_migrated)
 		snprintf(svc->pg_why, sizeof(svc->pg_why), "%ld of %zu migrations applied: run abilitysync migrate up",
@@ -96,7 +94,6 @@ static void on_outbox(const char *text, const struct pg_outcome *o, void *arg)
 static void on_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
-	const char *params[1] = {s->whens};
 	long ms = service_ready(&s->svc) ? CHECK_PERIOD_MS : CHECK_PERIOD_UNREADY_MS;
 	struct timeval next = {ms / 1000, (ms % 1000) * 1000};
 
@@ -105,7 +102,7 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
 	if (s->svc.pool && !s->checking_pg) {
 		s->checking_pg = true;
 		s->svc.pg_asked_ms = clock_mono_ms();
-		pgpool_query(s->svc.pool, s->ledger_sql, s->whens ? 1 : 0, params, on_migrations_counted, s);
+		store_count_migrations(s->svc.pool, s->ledger, s->whens, on_migrations_counted, s);
 	}
 	if (s->svc.store && !s->polling_outbox) {
 		s->polling_outbox = true;
@@ -127,24 +124,19 @@ static void prepare_migration_check(struct server *s)
 	const struct config *c = s->svc.cfg;
 	struct journal j;
 	struct errbuf err;
-	struct buf sql = BUF_INIT, whens = BUF_INIT;
-	char *ledger;
+	struct buf whens = BUF_INIT;
 	size_t i;
 
+	s->ledger = ledger_qualified_name(c->migrations_schema, c->migrations_table);
 	if (!journal_load(c->migrations_dir, &j, &err)) {
 		log_warn(COMP, "%s: readiness will only check that abilitysync's tables exist", err.msg);
-		s->ledger_sql = xstrdup("SELECT (to_regclass('abilitysync.sync_state') IS NOT NULL)::int");
 		return;
 	}
 	buf_putc(&whens, '{');
 	for (i = 0; i < j.n; i++)
 		buf_printf(&whens, "%s%lld", i ? "," : "", (long long)j.m[i].when);
 	buf_putc(&whens, '}');
-	ledger = ledger_qualified_name(c->migrations_schema, c->migrations_table);
-	buf_printf(&sql, "SELECT count(DISTINCT created_at) FROM %s WHERE created_at = ANY($1::bigint[])", ledger);
-	free(ledger);
 	s->nmigrations = j.n;
-	s->ledger_sql = buf_steal(&sql);
 	s->whens = buf_steal(&whens);
 	journal_free(&j);
 }
@@ -228,6 +220,7 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 			log_warn(COMP, "WRITE_CONCURRENCY=%lld is more than PG_POOL_SIZE - 1 (one connection stays for "
 				 "reads): %d write statements run at once", c->write_concurrency, so.write_concurrency);
 		svc->store = store_new(svc->pool, &so);
+		options_restore(c, "abilitysync serve restore", &svc->restore_opts);
 		prepare_migration_check(s);
 		if (c->reconcile_interval > 0) {
 			struct reconcile_opts ro;
@@ -280,7 +273,7 @@ static void teardown(struct server *s)
 		event_free(s->sigterm);
 	if (s->sigint)
 		event_free(s->sigint);
-	free(s->ledger_sql);
+	free(s->ledger);
 	free(s->whens);
 	if (svc->base)
 		event_base_free(svc->base);

@@ -10,7 +10,6 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
-#include "options.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -79,13 +78,12 @@ void service_start_restore(struct service *svc, const char *service_name, bool r
 			   void *arg)
 {
 	struct restore_ctx *x = xcalloc(1, sizeof(*x));
-	struct restore_opts o;
+	struct restore_opts o = svc->restore_opts;
 	char host[256] = "";
 
 	x->svc = svc;
 	x->answer = answer;
 	x->arg = arg;
-	options_restore(svc->cfg, "abilitysync serve restore", &o);
 	gethostname(host, sizeof(host) - 1);
 	o.service = service_name;
 	o.resume = resume;

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "mem.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1102,6 +1103,22 @@ void store_retry_failed(struct store *s, store_count_fn done, void *arg)
 	x->done = done;
 	x->arg = arg;
 	pgpool_query(s->pool, retry_failed_sql, 0, NULL, on_count, x);
+}
+
+void store_count_migrations(struct pgpool *p, const char *ledger, const char *whens, store_count_fn done, void *arg)
+{
+	struct count_ctx *x = xcalloc(1, sizeof(*x));
+	struct buf sql = BUF_INIT;
+	const char *params[1] = {whens};
+
+	x->done = done;
+	x->arg = arg;
+	if (whens)
+		buf_printf(&sql, "SELECT count(DISTINCT created_at) FROM %s WHERE created_at = ANY($1::bigint[])", ledger);
+	else
+		buf_puts(&sql, "SELECT (to_regclass('abilitysync.sync_state') IS NOT NULL)::int");
+	pgpool_query(p, sql.data, whens ? 1 : 0, params, on_count, x);
+	buf_free(&sql);
 }
 
 struct store *store_new(struct pgpool *pool, const struct store_opts *o)

@@ -1,5 +1,6 @@
 #include "text.h"
 
+#include <stdint.h>
 #include <string.h>
 
 bool utf8_valid(const char *str, size_t len, size_t *bad)

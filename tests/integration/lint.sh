@@ -63,6 +63,20 @@ test_readme_drift_categories_are_the_generated_ones() {
   }
 }
 
+# ARCHITECTURE.md's layering: no module uses one that uses it back.
+test_the_module_graph_has_no_cycle() {
+  tools/modgraph.sh --check
+}
+
+# Row shapes stay in the store: the service's modules get typed rows. The
+# migrator (migrate.c, ledger.c: drizzle's ledger, blocking libpq) is apart.
+test_only_the_store_pgpool_and_the_migrator_read_postgres_results() {
+  local readers
+  readers=$(grep -l -E 'PQgetvalue|PQntuples|PQgetisnull|pg_text\(|pg_int8\(|pg_bool\(' src/*.c | xargs -n1 basename | tr '\n' ' ')
+  assert_eq "$readers" "ledger.c migrate.c pgpool.c store.c store_job.c " "modules that read a Postgres result"
+  ! grep -l 'libpq-fe.h' include/*.h | grep -v -E 'include/(pgconn|ledger)\.h' || fail "a header outside the migrator includes libpq"
+}
+
 test_ci_runs_exactly_the_readme_test_command() {
   grep -q '^make test$' .ci/run || fail ".ci/run does not run 'make test'"
   grep -q 'make test' README.md || fail "README.md does not show 'make test'"

@@ -1,0 +1,172 @@
+/*
+ * store_job.h - what the long jobs (reconcile runs, restore jobs) read from and
+ * write to Postgres: the job's row, its lock, its pages, its repairs.
+ *
+ * Part of the store (the service's statements are in store.h): the SQL and
+ * the row shapes are here, callers get typed rows, strings valid during the
+ * callback only. Unlike the service's store, each call takes the job's own
+ * pool: a job holds its advisory lock in its own session, and the lock goes
+ * when that session does. Every callback runs exactly once, never inside the
+ * call; `o->res` is NULL when the statement failed (o->error says why).
+ */
+#ifndef ABILITYSYNC_STORE_JOB_H
+#define ABILITYSYNC_STORE_JOB_H
+
+#include "pgpool.h"
+#include "store.h"
+
+/* yes/no with a text (what it is depends on the call). */
+typedef void (*store_flag_fn)(bool yes, const char *text, const struct pg_outcome *o, void *arg);
+/* An id, or -1 when there is none. */
+typedef void (*store_id_fn)(int64_t id, const struct pg_outcome *o, void *arg);
+
+/* Is the sync schema there (abilitysync's job tables and ledger)? text: now() on Postgres' clock. */
+void store_job_schema(struct pgpool *p, store_flag_fn done, void *arg);
+
+/* ---- reconcile --------------------------------------------------------------------- */
+
+/* The reconcile lock (one run at a time across replicas), tried: yes when taken. */
+void store_reconcile_try_lock(struct pgpool *p, store_flag_fn done, void *arg);
+
+/* Seconds since the last real run started (text, NULL: never). */
+void store_reconcile_last_run(struct pgpool *p, store_flag_fn done, void *arg);
+
+/* A real run's row: its id. */
+void store_reconcile_record_run(struct pgpool *p, bool deep, const char *service, const char *host, store_id_fn done,
+				void *arg);
+
+/* The run's end: status, the report (JSON text), repairs queued, the first error. */
+void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *status, const char *report,
+				long repairs, const char *error, pg_done_fn done, void *arg);
+
+/* A live ability as reconcile judges it. */
+struct recon_row {
+	const char *ability_id, *service_name;
+	const char *state;          /* NULL: no sync state */
+	const char *content_hash;   /* the sync state's */
+	int64_t generation;         /* -1: no sync state */
+	bool in_doubt;              /* its last push was ambiguous */
+	const char *ability_name, *description, *embedding, *metadata; /* `deep` only, else NULL */
+};
+typedef void (*store_recon_rows_fn)(const struct recon_row *rows, size_t n, const struct pg_outcome *o, void *arg);
+
+/* Up to `limit` live abilities after `after` (NULL: the first), of one service (NULL: all), by ability_id. */
+void store_reconcile_rows(struct pgpool *p, const char *after, const char *service, int limit, bool deep,
+			  store_recon_rows_fn done, void *arg);
+
+/* A place in the vector DB and who it is for. */
+struct recon_place {
+	const char *ability_id;
+	const char *blob_id;
+	int64_t vector_id;
+	int64_t generation;         /* of the ability's sync state when judged; -1: none */
+};
+
+/* For each place (0-based index into `places`), the live ability the ledger says holds it, if any. */
+struct recon_owner {
+	size_t index;
+	const char *ability_id;
+};
+typedef void (*store_owners_fn)(const struct recon_owner *owners, size_t n, const struct pg_outcome *o, void *arg);
+void store_reconcile_owners(struct pgpool *p, const struct recon_place *places, size_t n, store_owners_fn done,
+			    void *arg);
+
+/* The mirror rows of `ids`, to see whether they can be pushed (store.h's row; no sync fields). */
+void store_reconcile_full_rows(struct pgpool *p, const char *const *ids, size_t n, store_rows_fn done, void *arg);
+
+/*
+ * Repairs of live rows: claim each place in the ledger unless another live
+ * ability holds it, and make the sync state pending there, only where it is
+ * still the generation judged (a write or delete since is never overwritten).
+ * done: how many were queued.
+ */
+void store_reconcile_requeue_rows(struct pgpool *p, const struct recon_place *rows, size_t n, store_count_fn done,
+				  void *arg);
+
+/* A ledger entry that no live row claims where it lies (maybe an orphan). */
+struct recon_entry {
+	const char *blob_id;
+	int64_t vector_id;
+	const char *ability_id;
+	const char *service_name;   /* its ability's live row's, NULL: none */
+	int64_t generation;         /* of its ability's sync state; -1: none */
+};
+typedef void (*store_entries_fn)(const struct recon_entry *e, size_t n, const struct pg_outcome *o, void *arg);
+
+/*
+ * Up to `limit` ledger entries after (after_blob, after_vid) (NULL: the
+ * first), of one blob (NULL: all), leaving out changes younger than `overdue`
+ * that started before `pg_start` (in flight: not drift).
+ */
+void store_reconcile_entries(struct pgpool *p, const char *after_blob, int64_t after_vid, const char *blob,
+			     const char *overdue, const char *pg_start, int limit, store_entries_fn done, void *arg);
+
+/* Repairs of orphans: the entry is live again, its ability pending (a live row) or pending_delete. */
+void store_reconcile_requeue_orphans(struct pgpool *p, const struct recon_place *entries, size_t n,
+				     store_count_fn done, void *arg);
+
+/* A change that gave up (failed) or is overdue. */
+struct recon_change {
+	const char *ability_id;
+	bool failed;
+};
+typedef void (*store_changes_fn)(const struct recon_change *c, size_t n, const struct pg_outcome *o, void *arg);
+void store_reconcile_changes(struct pgpool *p, const char *after, const char *blob, const char *overdue,
+			     const char *pg_start, int limit, store_changes_fn done, void *arg);
+
+/* Failed changes go back to what they were for; overdue ones are due now. done: how many. */
+void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, size_t n, store_count_fn done,
+				     void *arg);
+
+/* ---- restore ----------------------------------------------------------------------- */
+
+/* The restore lock, tried: yes when taken; text: the id of a job marked running, or NULL. */
+void store_restore_try_lock(struct pgpool *p, store_flag_fn done, void *arg);
+
+/* A restore job as it starts or resumes. */
+struct restore_job_row {
+	int64_t id, total, done, failed;
+	const char *cursor;         /* the last ability_id of the last recorded page; NULL: none */
+};
+typedef void (*store_restore_job_fn)(const struct restore_job_row *job, const struct pg_outcome *o, void *arg);
+
+/*
+ * With the lock held: a new job (jobs still marked running are marked
+ * interrupted), or with `resume` the newest unfinished one of this service
+ * (job NULL: none).
+ */
+void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host,
+			store_restore_job_fn done, void *arg);
+
+/* A page is in: the job's counters and cursor move. job NULL: its row is gone. */
+void store_restore_record_page(struct pgpool *p, int64_t job_id, size_t ok, size_t failed, const char *cursor,
+			       store_restore_job_fn done, void *arg);
+
+/* The job's end: status (done, interrupted, failed) and the error, if any. */
+void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, pg_done_fn done,
+			 void *arg);
+
+/*
+ * Rows that share their vector_id with another row, and the ledger's live
+ * owners of those vector_ids, sorted by vector_id: is_row rows name their
+ * service, ledger lines their blob.
+ */
+struct restore_collision {
+	bool is_row;
+	const char *ability_id;
+	const char *where;          /* is_row: service_name; else blob_id */
+	int64_t vector_id;
+};
+typedef void (*store_collisions_fn)(const struct restore_collision *c, size_t n, const struct pg_outcome *o,
+				    void *arg);
+void store_restore_collisions(struct pgpool *p, store_collisions_fn done, void *arg);
+
+/* Abilities per service (one service, or NULL: all), by service_name. */
+struct service_count {
+	const char *service_name;
+	int64_t n;
+};
+typedef void (*store_services_fn)(const struct service_count *s, size_t n, const struct pg_outcome *o, void *arg);
+void store_restore_services(struct pgpool *p, const char *service, store_services_fn done, void *arg);
+
+#endif

@@ -1,0 +1,621 @@
+/*
+ * store_job.c - the long jobs' statements and row shapes (store_job.h).
+ */
+#include "store_job.h"
+
+#include "buf.h"
+#include "mem.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every call: its typed callback and argument, and what the trampoline needs to build rows. */
+struct call {
+	union {
+		store_flag_fn flag;
+		store_id_fn id;
+		store_count_fn count;
+		store_recon_rows_fn recon_rows;
+		store_owners_fn owners;
+		store_rows_fn rows;
+		store_entries_fn entries;
+		store_changes_fn changes;
+		store_restore_job_fn job;
+		store_collisions_fn collisions;
+		store_services_fn services;
+		pg_done_fn plain;
+	} fn;
+	void *arg;
+};
+
+static struct call *call_new(void *arg)
+{
+	struct call *c = xcalloc(1, sizeof(*c));
+
+	c->arg = arg;
+	return c;
+}
+
+/* Text of an int64 parameter. */
+struct num {
+	char s[24];
+};
+
+static struct num num(int64_t v)
+{
+	struct num n;
+
+	snprintf(n.s, sizeof(n.s), "%lld", (long long)v);
+	return n;
+}
+
+/* ---- common ------------------------------------------------------------------------ */
+
+static void on_flag(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+
+	if (pg_rows(o) == 1)
+		c->fn.flag(pg_bool(o, 0, 0), pg_text(o, 0, 1), o, c->arg);
+	else
+		c->fn.flag(false, NULL, o, c->arg);
+	free(c);
+}
+
+static void flag_query(struct pgpool *p, const char *sql, int nparams, const char *const *params, store_flag_fn done,
+		       void *arg)
+{
+	struct call *c = call_new(arg);
+
+	c->fn.flag = done;
+	pgpool_query(p, sql, nparams, params, on_flag, c);
+}
+
+void store_job_schema(struct pgpool *p, store_flag_fn done, void *arg)
+{
+	flag_query(p,
+		   "SELECT to_regclass('abilitysync.reconcile_runs') IS NOT NULL"
+		   " AND to_regclass('abilitysync.restore_jobs') IS NOT NULL"
+		   " AND to_regclass('abilitysync.vector_ledger') IS NOT NULL, now()::text",
+		   0, NULL, done, arg);
+}
+
+static void on_count(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+
+	c->fn.count(pg_rows(o) == 1 ? (long)pg_int8(o, 0, 0) : 0, o, c->arg);
+	free(c);
+}
+
+static void count_query(struct pgpool *p, const char *sql, int nparams, const struct pg_param *params,
+			store_count_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+
+	c->fn.count = done;
+	pgpool_query_params(p, sql, nparams, params, on_count, c);
+}
+
+/* ---- reconcile --------------------------------------------------------------------- */
+
+void store_reconcile_try_lock(struct pgpool *p, store_flag_fn done, void *arg)
+{
+	flag_query(p, "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1), NULL", 0, NULL, done, arg);
+}
+
+void store_reconcile_last_run(struct pgpool *p, store_flag_fn done, void *arg)
+{
+	flag_query(p,
+		   "SELECT max(started_at) IS NOT NULL, extract(epoch FROM now() - max(started_at))::text"
+		   " FROM abilitysync.reconcile_runs WHERE NOT dry_run",
+		   0, NULL, done, arg);
+}
+
+static void on_id(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+
+	c->fn.id(pg_rows(o) == 1 ? pg_int8(o, 0, 0) : -1, o, c->arg);
+	free(c);
+}
+
+void store_reconcile_record_run(struct pgpool *p, bool deep, const char *service, const char *host, store_id_fn done,
+				void *arg)
+{
+	struct call *c = call_new(arg);
+	const char *params[3] = {deep ? "true" : "false", service, host};
+
+	c->fn.id = done;
+	pgpool_query(p,
+		     "INSERT INTO abilitysync.reconcile_runs (dry_run, deep, service_name, host)"
+		     " VALUES (false, $1::bool, $2, $3) RETURNING id",
+		     3, params, on_id, c);
+}
+
+void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *status, const char *report,
+				long repairs, const char *error, pg_done_fn done, void *arg)
+{
+	struct num id = num(run_id), n = num(repairs);
+	const char *params[5] = {id.s, status, report, n.s, error};
+
+	pgpool_query(p,
+		     "UPDATE abilitysync.reconcile_runs SET finished_at = now(), status = $2, report = $3::jsonb,"
+		     " repairs = $4::int, error = $5 WHERE id = $1::bigint",
+		     5, params, done, arg);
+}
+
+static const char recon_rows_sql[] =
+	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, coalesce(s.generation, -1),"
+	" s.doubt_until IS NOT NULL, %s"
+	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
+	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
+	" ORDER BY a.ability_id LIMIT $3::int";
+
+static void on_recon_rows(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	struct recon_row *rows = xcalloc((size_t)n + 1, sizeof(*rows));
+
+	for (t = 0; t < n; t++)
+		rows[t] = (struct recon_row){pg_text(o, t, 0), pg_text(o, t, 1), pg_text(o, t, 2), pg_text(o, t, 3),
+					     pg_int8(o, t, 4), pg_bool(o, t, 5), pg_text(o, t, 6), pg_text(o, t, 7),
+					     pg_text(o, t, 8), pg_text(o, t, 9)};
+	c->fn.recon_rows(rows, (size_t)n, o, c->arg);
+	free(rows);
+	free(c);
+}
+
+void store_reconcile_rows(struct pgpool *p, const char *after, const char *service, int limit, bool deep,
+			  store_recon_rows_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct buf sql = BUF_INIT;
+	struct num lim = num(limit);
+	const char *params[3] = {after, service, lim.s};
+
+	c->fn.recon_rows = done;
+	buf_printf(&sql, recon_rows_sql,
+		   deep ? "a.ability_name, a.description, a.embedding::text, a.metadata::text"
+			: "NULL, NULL, NULL, NULL");
+	pgpool_query(p, sql.data, 3, params, on_recon_rows, c);
+	buf_free(&sql);
+}
+
+/* Parameters of a set of places: one binary array per column, in the order the statement unnests them. */
+struct place_arrays {
+	struct buf b[4];
+	struct pg_param params[4];
+};
+
+enum place_col { P_ABILITY, P_BLOB, P_VECTOR, P_GENERATION };
+
+static void place_arrays_build(struct place_arrays *pa, const struct recon_place *pl, size_t n,
+			       const enum place_col *cols, int ncols)
+{
+	static const uint32_t oids[] = {PG_OID_TEXT, PG_OID_TEXT, PG_OID_INT4, PG_OID_INT8};
+	struct pg_array arr;
+	size_t i;
+	int k;
+
+	for (k = 0; k < ncols; k++) {
+		pa->b[k] = (struct buf)BUF_INIT;
+		pg_array_begin(&arr, &pa->b[k], oids[cols[k]]);
+		for (i = 0; i < n; i++) {
+			switch (cols[k]) {
+			case P_ABILITY:
+				pg_array_text(&arr, pl[i].ability_id, strlen(pl[i].ability_id));
+				break;
+			case P_BLOB:
+				pg_array_text(&arr, pl[i].blob_id, strlen(pl[i].blob_id));
+				break;
+			case P_VECTOR:
+				pg_array_int4(&arr, (int32_t)pl[i].vector_id);
+				break;
+			case P_GENERATION:
+				pg_array_int8(&arr, pl[i].generation);
+				break;
+			}
+		}
+		pg_array_end(&arr);
+		pa->params[k] = pg_array_param(&pa->b[k]);
+	}
+}
+
+static void place_arrays_free(struct place_arrays *pa, int ncols)
+{
+	int k;
+
+	for (k = 0; k < ncols; k++)
+		buf_free(&pa->b[k]);
+}
+
+/* Owners of the ledger entries at the places ($1 blobs, $2 vector ids), numbered from 1 in order. */
+static const char owners_sql[] =
+	"SELECT q.i, l.ability_id FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS q(blob_id, vector_id, i)"
+	" JOIN abilitysync.vector_ledger l ON l.blob_id = q.blob_id AND l.vector_id = q.vector_id"
+	" WHERE l.deleted_at IS NULL AND EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id)";
+
+static void on_owners(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	struct recon_owner *w = xcalloc((size_t)n + 1, sizeof(*w));
+
+	for (t = 0; t < n; t++)
+		w[t] = (struct recon_owner){(size_t)pg_int8(o, t, 0) - 1, pg_text(o, t, 1)};
+	c->fn.owners(w, (size_t)n, o, c->arg);
+	free(w);
+	free(c);
+}
+
+void store_reconcile_owners(struct pgpool *p, const struct recon_place *places, size_t n, store_owners_fn done,
+			    void *arg)
+{
+	static const enum place_col cols[] = {P_BLOB, P_VECTOR};
+	struct call *c = call_new(arg);
+	struct place_arrays pa;
+
+	c->fn.owners = done;
+	place_arrays_build(&pa, places, n, cols, 2);
+	pgpool_query_params(p, owners_sql, 2, pa.params, on_owners, c);
+	place_arrays_free(&pa, 2);
+}
+
+static void on_full_rows(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	struct ability_row *rows = xcalloc((size_t)n + 1, sizeof(*rows));
+
+	for (t = 0; t < n; t++)
+		rows[t] = (struct ability_row){.ability_id = pg_text(o, t, 0),
+					       .ability_name = pg_text(o, t, 1),
+					       .service_name = pg_text(o, t, 2),
+					       .description = pg_text(o, t, 3),
+					       .embedding = pg_text(o, t, 4),
+					       .metadata = pg_text(o, t, 5)};
+	c->fn.rows(rows, (size_t)n, o, c->arg);
+	free(rows);
+	free(c);
+}
+
+void store_reconcile_full_rows(struct pgpool *p, const char *const *ids, size_t n, store_rows_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct buf b = BUF_INIT;
+	struct pg_array arr;
+	struct pg_param param;
+	size_t i;
+
+	c->fn.rows = done;
+	pg_array_begin(&arr, &b, PG_OID_TEXT);
+	for (i = 0; i < n; i++)
+		pg_array_text(&arr, ids[i], strlen(ids[i]));
+	pg_array_end(&arr);
+	param = pg_array_param(&b);
+	pgpool_query_params(p,
+			    "SELECT ability_id, ability_name, service_name, description, embedding::text, metadata::text"
+			    " FROM public.abilities WHERE ability_id = ANY($1::text[])",
+			    1, &param, on_full_rows, c);
+	buf_free(&b);
+}
+
+/*
+ * The ledger claim, then the sync state made pending where its vector belongs
+ * now, only if still the generation judged ($4; -1: none then). The outbox
+ * worker then pushes the row as the mirror has it and deletes the vectors the
+ * ledger lists elsewhere.
+ */
+static const char requeue_rows_sql[] =
+	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"
+	"  AS r(ability_id, blob_id, vector_id, generation)),"
+	" claim AS ("
+	" INSERT INTO abilitysync.vector_ledger AS l (blob_id, vector_id, ability_id)"
+	" SELECT blob_id, vector_id, ability_id FROM r ORDER BY blob_id, vector_id"
+	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
+	"  last_written_at = now()"
+	" WHERE l.ability_id = excluded.ability_id OR l.deleted_at IS NOT NULL"
+	"  OR NOT EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id)"
+	" RETURNING l.ability_id),"
+	" ins AS ("
+	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	"  attempts, next_attempt_at, updated_at)"
+	" SELECT ability_id, blob_id, vector_id, '', 'pending', 1, 0, now(), now() FROM r"
+	" WHERE generation = -1 AND ability_id IN (SELECT ability_id FROM claim) ORDER BY ability_id"
+	" ON CONFLICT (ability_id) DO NOTHING RETURNING 1),"
+	" upd AS ("
+	" UPDATE abilitysync.sync_state s SET blob_id = r.blob_id, vector_id = r.vector_id, state = 'pending',"
+	"  generation = s.generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()"
+	" FROM r WHERE s.ability_id = r.ability_id AND s.generation = r.generation"
+	"  AND r.ability_id IN (SELECT ability_id FROM claim) RETURNING 1)"
+	" SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd)";
+
+void store_reconcile_requeue_rows(struct pgpool *p, const struct recon_place *rows, size_t n, store_count_fn done,
+				  void *arg)
+{
+	static const enum place_col cols[] = {P_ABILITY, P_BLOB, P_VECTOR, P_GENERATION};
+	struct place_arrays pa;
+
+	place_arrays_build(&pa, rows, n, cols, 4);
+	count_query(p, requeue_rows_sql, 4, pa.params, done, arg);
+	place_arrays_free(&pa, 4);
+}
+
+static const char entries_sql[] =
+	"SELECT l.blob_id, l.vector_id, l.ability_id, a.service_name, coalesce(s.generation, -1)"
+	" FROM abilitysync.vector_ledger l"
+	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = l.ability_id"
+	" LEFT JOIN public.abilities a ON a.ability_id = l.ability_id"
+	" WHERE ($1::text IS NULL OR (l.blob_id, l.vector_id) > ($1, $2::int))"
+	"  AND ($3::text IS NULL OR l.blob_id = $3)"
+	"  AND NOT (a.ability_id IS NOT NULL AND s.state IN ('synced', 'pending', 'failed')"
+	"   AND s.blob_id = l.blob_id AND s.vector_id = l.vector_id)"
+	"  AND NOT (s.state IN ('pending', 'pending_delete') AND s.updated_at > now() - $4::interval"
+	"   AND s.updated_at < $5::timestamptz)"
+	" ORDER BY l.blob_id, l.vector_id LIMIT $6::int";
+
+static void on_entries(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	struct recon_entry *e = xcalloc((size_t)n + 1, sizeof(*e));
+
+	for (t = 0; t < n; t++)
+		e[t] = (struct recon_entry){pg_text(o, t, 0), pg_int8(o, t, 1), pg_text(o, t, 2), pg_text(o, t, 3),
+					    pg_int8(o, t, 4)};
+	c->fn.entries(e, (size_t)n, o, c->arg);
+	free(e);
+	free(c);
+}
+
+void store_reconcile_entries(struct pgpool *p, const char *after_blob, int64_t after_vid, const char *blob,
+			     const char *overdue, const char *pg_start, int limit, store_entries_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct num vid = num(after_vid), lim = num(limit);
+	const char *params[6] = {after_blob, vid.s, blob, overdue, pg_start, lim.s};
+
+	c->fn.entries = done;
+	pgpool_query(p, entries_sql, 6, params, on_entries, c);
+}
+
+/*
+ * The ledger entry is live again (the worker deletes what the ledger lists),
+ * and its ability's sync state becomes pending_delete (no live row: the
+ * vector goes) or pending (a live row elsewhere: pushed again, the old one
+ * deleted), only where it is still the generation judged.
+ */
+static const char requeue_orphans_sql[] =
+	"WITH o AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[])"
+	"  AS o(blob_id, vector_id, ability_id, generation)),"
+	" led AS ("
+	" UPDATE abilitysync.vector_ledger l SET deleted_at = NULL FROM o"
+	" WHERE l.blob_id = o.blob_id AND l.vector_id = o.vector_id AND l.ability_id = o.ability_id"
+	" RETURNING l.blob_id, l.vector_id, l.ability_id, o.generation),"
+	" owners AS ("
+	" SELECT DISTINCT ON (ability_id) blob_id, vector_id, ability_id, generation,"
+	"  EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = led.ability_id) AS live"
+	" FROM led ORDER BY ability_id, blob_id, vector_id),"
+	" ins AS ("
+	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	"  attempts, next_attempt_at, updated_at)"
+	" SELECT ability_id, blob_id, vector_id, '', CASE WHEN live THEN 'pending' ELSE 'pending_delete' END, 1, 0,"
+	"  now(), now() FROM owners WHERE generation = -1 ORDER BY ability_id"
+	" ON CONFLICT (ability_id) DO NOTHING RETURNING 1),"
+	" upd AS ("
+	" UPDATE abilitysync.sync_state s SET state = CASE WHEN w.live THEN 'pending' ELSE 'pending_delete' END,"
+	"  generation = s.generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now(),"
+	"  blob_id = CASE WHEN w.live THEN s.blob_id ELSE w.blob_id END,"
+	"  vector_id = CASE WHEN w.live THEN s.vector_id ELSE w.vector_id END"
+	" FROM owners w WHERE s.ability_id = w.ability_id AND s.generation = w.generation RETURNING 1)"
+	" SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM upd)";
+
+void store_reconcile_requeue_orphans(struct pgpool *p, const struct recon_place *entries, size_t n,
+				     store_count_fn done, void *arg)
+{
+	static const enum place_col cols[] = {P_BLOB, P_VECTOR, P_ABILITY, P_GENERATION};
+	struct place_arrays pa;
+
+	place_arrays_build(&pa, entries, n, cols, 4);
+	count_query(p, requeue_orphans_sql, 4, pa.params, done, arg);
+	place_arrays_free(&pa, 4);
+}
+
+static void on_changes(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	struct recon_change *w = xcalloc((size_t)n + 1, sizeof(*w));
+
+	for (t = 0; t < n; t++)
+		w[t] = (struct recon_change){pg_text(o, t, 0), pg_bool(o, t, 1)};
+	c->fn.changes(w, (size_t)n, o, c->arg);
+	free(w);
+	free(c);
+}
+
+void store_reconcile_changes(struct pgpool *p, const char *after, const char *blob, const char *overdue,
+			     const char *pg_start, int limit, store_changes_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct num lim = num(limit);
+	const char *params[5] = {after, blob, overdue, pg_start, lim.s};
+
+	c->fn.changes = done;
+	pgpool_query(p,
+		     "SELECT s.ability_id, s.state = 'failed' FROM abilitysync.sync_state s"
+		     " WHERE ($1::text IS NULL OR s.ability_id > $1) AND ($2::text IS NULL OR s.blob_id = $2)"
+		     "  AND (s.state = 'failed' OR (s.state IN ('pending', 'pending_delete')"
+		     "   AND s.updated_at < now() - $3::interval AND s.updated_at < $4::timestamptz))"
+		     " ORDER BY s.ability_id LIMIT $5::int",
+		     5, params, on_changes, c);
+}
+
+void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, size_t n, store_count_fn done,
+				     void *arg)
+{
+	struct buf b = BUF_INIT;
+	struct pg_array arr;
+	struct pg_param param;
+	size_t i;
+
+	pg_array_begin(&arr, &b, PG_OID_TEXT);
+	for (i = 0; i < n; i++)
+		pg_array_text(&arr, ids[i], strlen(ids[i]));
+	pg_array_end(&arr);
+	param = pg_array_param(&b);
+	count_query(p,
+		    "WITH r AS ("
+		    " UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state <> 'failed' THEN s.state"
+		    "  WHEN EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = s.ability_id) THEN 'pending'"
+		    "  ELSE 'pending_delete' END,"
+		    "  attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()"
+		    " WHERE s.ability_id = ANY($1::text[]) AND s.state IN ('failed', 'pending', 'pending_delete')"
+		    " RETURNING 1)"
+		    " SELECT count(*) FROM r",
+		    1, &param, done, arg);
+	buf_free(&b);
+}
+
+/* ---- restore ----------------------------------------------------------------------- */
+
+void store_restore_try_lock(struct pgpool *p, store_flag_fn done, void *arg)
+{
+	flag_query(p,
+		   "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
+		   " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')::text",
+		   0, NULL, done, arg);
+}
+
+static void on_restore_job(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	struct restore_job_row j;
+	bool one = pg_rows(o) == 1;
+
+	if (one)
+		j = (struct restore_job_row){pg_int8(o, 0, 0), pg_int8(o, 0, 1), pg_int8(o, 0, 2), pg_int8(o, 0, 3),
+					     pg_text(o, 0, 4)};
+	c->fn.job(one ? &j : NULL, o, c->arg);
+	free(c);
+}
+
+void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host,
+			store_restore_job_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	const char *params[2] = {service, host};
+
+	c->fn.job = done;
+	if (resume)
+		pgpool_query(p,
+			     "UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
+			     " updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
+			     "  WHERE status IN ('running', 'interrupted', 'failed') AND service_name IS NOT DISTINCT FROM $1"
+			     "  ORDER BY id DESC LIMIT 1)"
+			     " RETURNING id, total, done, failed, cursor",
+			     2, params, on_restore_job, c);
+	else
+		pgpool_query(p,
+			     "WITH stale AS (UPDATE abilitysync.restore_jobs SET status = 'interrupted', updated_at = now()"
+			     "  WHERE status = 'running')"
+			     " INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
+			     " SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
+			     " RETURNING id, total, done, failed, cursor",
+			     2, params, on_restore_job, c);
+}
+
+void store_restore_record_page(struct pgpool *p, int64_t job_id, size_t ok, size_t failed, const char *cursor,
+			       store_restore_job_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct num good = num((int64_t)ok), bad = num((int64_t)failed), id = num(job_id);
+	const char *params[4] = {good.s, bad.s, cursor, id.s};
+
+	c->fn.job = done;
+	pgpool_query(p,
+		     "UPDATE abilitysync.restore_jobs SET done = done + $1::bigint, failed = failed + $2::bigint,"
+		     " cursor = $3, updated_at = now() WHERE id = $4::bigint RETURNING id, total, done, failed, cursor",
+		     4, params, on_restore_job, c);
+}
+
+void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, pg_done_fn done,
+			 void *arg)
+{
+	struct num id = num(job_id);
+	const char *params[3] = {id.s, status, error};
+
+	pgpool_query(p,
+		     "UPDATE abilitysync.restore_jobs SET status = $2, error = $3, updated_at = now(),"
+		     " finished_at = CASE WHEN $2 = 'done' THEN now() END,"
+		     " total = CASE WHEN $2 = 'done' THEN greatest(total, done + failed) ELSE total END"
+		     " WHERE id = $1::bigint",
+		     3, params, done, arg);
+}
+
+/*
+ * Every row sharing its vector_id with another row (of any service: the blob
+ * is named in C, as the client names it), and the ledger's live owners of
+ * those vector_ids. One pass over ability_id and service_name: the embeddings
+ * are not read. The vector_id is vdb_vector_id's (bigint: abs of INT_MIN is
+ * the row's own error later).
+ */
+static const char collisions_sql[] =
+	"WITH a AS (SELECT ability_id, service_name,"
+	"  abs(('x' || left(encode(sha256(convert_to(ability_id, 'UTF8')), 'hex'), 8))::bit(32)::int::bigint) AS v"
+	"  FROM public.abilities),"
+	" c AS (SELECT ability_id, service_name, v FROM (SELECT *, count(*) OVER (PARTITION BY v) AS n FROM a) x"
+	"  WHERE n > 1)"
+	" SELECT true, ability_id, service_name, v FROM c"
+	" UNION ALL SELECT false, l.ability_id, l.blob_id, l.vector_id FROM abilitysync.vector_ledger l"
+	"  WHERE l.deleted_at IS NULL AND l.vector_id IN (SELECT v FROM c)"
+	" ORDER BY 4";
+
+static void on_collisions(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	struct restore_collision *w = xcalloc((size_t)n + 1, sizeof(*w));
+
+	for (t = 0; t < n; t++)
+		w[t] = (struct restore_collision){pg_bool(o, t, 0), pg_text(o, t, 1), pg_text(o, t, 2), pg_int8(o, t, 3)};
+	c->fn.collisions(w, (size_t)n, o, c->arg);
+	free(w);
+	free(c);
+}
+
+void store_restore_collisions(struct pgpool *p, store_collisions_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+
+	c->fn.collisions = done;
+	pgpool_query(p, collisions_sql, 0, NULL, on_collisions, c);
+}
+
+static void on_services(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	struct service_count *w = xcalloc((size_t)n + 1, sizeof(*w));
+
+	for (t = 0; t < n; t++)
+		w[t] = (struct service_count){pg_text(o, t, 0), pg_int8(o, t, 1)};
+	c->fn.services(w, (size_t)n, o, c->arg);
+	free(w);
+	free(c);
+}
+
+void store_restore_services(struct pgpool *p, const char *service, store_services_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	const char *params[1] = {service};
+
+	c->fn.services = done;
+	pgpool_query(p,
+		     "SELECT service_name, count(*) FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
+		     " GROUP BY service_name ORDER BY service_name",
+		     1, params, on_services, c);
+}

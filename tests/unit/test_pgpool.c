@@ -1,0 +1,151 @@
+/*
+ * pgpool against a real Postgres: a full queue and a server nobody answers
+ * fail at once (never a hang), a statement past its deadline fails as
+ * transient, and a killed connection comes back by itself.
+ */
+#include "pgtest.h"
+
+struct outcome {
+	bool done;
+	bool ok, unavailable;
+	char sqlstate[6];
+	char error[512];
+	long ms;
+};
+
+static long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long started;
+
+static void on_done(const struct pg_outcome *o, void *arg)
+{
+	struct outcome *x = arg;
+
+	x->done = true;
+	x->ok = o->res != NULL;
+	x->unavailable = o->unavailable;
+	memcpy(x->sqlstate, o->sqlstate, sizeof(x->sqlstate));
+	snprintf(x->error, sizeof(x->error), "%s", o->error);
+	x->ms = now_ms() - started;
+}
+
+Test(pgpool, a_full_queue_fails_at_once_and_the_rest_go_through)
+{
+	struct pgtest t;
+	struct outcome x[4];
+	int i;
+
+	memset(x, 0, sizeof(x));
+	pgtest_open(&t, "pool_queue", false, 1);
+	pgpool_free(t.pool);
+	{
+		struct pgpool_opts po = {.conninfo = t.url, .size = 1, .queue_max = 2, .statement_timeout_ms = 10000};
+		struct errbuf err;
+		bool ready = false;
+
+		t.pool = pgpool_new(t.base, &po, &err);
+		cr_assert(t.pool != NULL, "%s", err.msg);
+		pgpool_wait_ready(t.pool, 10000, pgtest_on_ready, &ready);
+		pgtest_wait(&t, &ready);
+	}
+	started = now_ms();
+	pgpool_query(t.pool, "SELECT pg_sleep(0.3)", 0, NULL, on_done, &x[0]); /* on the connection */
+	pgpool_query(t.pool, "SELECT 1", 0, NULL, on_done, &x[1]);            /* queued */
+	pgpool_query(t.pool, "SELECT 2", 0, NULL, on_done, &x[2]);            /* queued */
+	pgpool_query(t.pool, "SELECT 3", 0, NULL, on_done, &x[3]);            /* no room */
+	pgtest_wait(&t, &x[3].done);
+	cr_assert(x[3].unavailable, "a full queue says unavailable: %s", x[3].error);
+	cr_assert(lt(long, x[3].ms, 200), "at once, not after the sleep (%ld ms)", x[3].ms);
+	for (i = 0; i < 3; i++) {
+		pgtest_wait(&t, &x[i].done);
+		cr_assert(x[i].ok, "statement %d: %s", i, x[i].error);
+	}
+	pgtest_close(&t);
+}
+
+Test(pgpool, a_statement_past_its_deadline_fails_as_transient)
+{
+	struct pgtest t;
+	struct outcome x = {0};
+
+	pgtest_open(&t, "pool_deadline", false, 1);
+	pgpool_free(t.pool);
+	{
+		struct pgpool_opts po = {.conninfo = t.url, .size = 1, .queue_max = 4, .statement_timeout_ms = 300};
+		struct errbuf err;
+		bool ready = false;
+
+		t.pool = pgpool_new(t.base, &po, &err);
+		cr_assert(t.pool != NULL, "%s", err.msg);
+		pgpool_wait_ready(t.pool, 10000, pgtest_on_ready, &ready);
+		pgtest_wait(&t, &ready);
+	}
+	started = now_ms();
+	pgpool_query(t.pool, "SELECT pg_sleep(5)", 0, NULL, on_done, &x);
+	pgtest_wait(&t, &x.done);
+	cr_assert(not(x.ok));
+	cr_assert(eq(str, x.sqlstate, "57014"), "the server's statement_timeout: %s (%s)", x.sqlstate, x.error);
+	cr_assert(pg_state_is_transient(x.sqlstate), "a time-out is 'not now', not 'not this'");
+	cr_assert(lt(long, x.ms, 3000), "%ld ms", x.ms);
+	pgtest_close(&t);
+}
+
+Test(pgpool, nobody_answering_fails_statements_at_once)
+{
+	struct event_base *base = event_base_new();
+	struct pgpool_opts po = {.conninfo = "postgres://postgres@127.0.0.1:1/x", .size = 1, .queue_max = 4,
+				 .statement_timeout_ms = 10000};
+	struct errbuf err;
+	struct pgpool *p = pgpool_new(base, &po, &err);
+	struct outcome x = {0};
+	struct pgtest t = {.base = base};
+
+	cr_assert(p != NULL, "%s", err.msg);
+	started = now_ms();
+	pgpool_query(p, "SELECT 1", 0, NULL, on_done, &x);
+	pgtest_wait(&t, &x.done);
+	cr_assert(x.unavailable, "%s", x.error);
+	cr_assert(lt(long, x.ms, 500), "no connection up: fail now, do not queue into a void (%ld ms)", x.ms);
+	pgpool_free(p);
+	event_base_free(base);
+}
+
+Test(pgpool, a_killed_connection_comes_back_by_itself)
+{
+	struct pgtest t;
+	struct outcome x;
+	char sql[256];
+	int i;
+	bool back = false;
+
+	pgtest_open(&t, "pool_reconnect", false, 1);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '%s'"
+		 " AND application_name = 'unit'",
+		 t.dbname);
+	free(pgtest_value(&t, sql));
+	for (i = 0; i < 100 && !back; i++) { /* at most 10 s */
+		memset(&x, 0, sizeof(x));
+		pgpool_query(t.pool, "SELECT 1", 0, NULL, on_done, &x);
+		pgtest_wait(&t, &x.done);
+		back = x.ok;
+		if (!back) {
+			cr_assert(x.unavailable, "a broken connection says unavailable: %s", x.error);
+			usleep(100 * 1000);
+			{
+				struct timeval slice = {0, 1000};
+
+				event_base_loopexit(t.base, &slice);
+				event_base_dispatch(t.base);
+			}
+		}
+	}
+	cr_assert(back, "the pool reconnected");
+	pgtest_close(&t);
+}
