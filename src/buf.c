@@ -122,6 +122,7 @@ char *buf_steal(struct buf *b)
 	char *p;
 
 	buf_reserve(b, 0);
+	b->data[b->len] = '\0'; /* a buffer never written holds no terminator yet */
 	p = b->data;
 	b->data = NULL;
 	b->len = b->cap = 0;

@@ -110,7 +110,7 @@ run_integration() {
 }
 
 needs_pg=false
-for s in "${suites[@]}"; do [ "$s" = unit ] || [ "$s" = fuzz ] || needs_pg=true; done
+for s in "${suites[@]}"; do [ "$s" = fuzz ] || needs_pg=true; done # the unit tests of the store need one too
 if $needs_pg; then
   if [ -n "${TEST_DATABASE_URL:-}" ]; then
     TEST_PG_URL=$TEST_DATABASE_URL

@@ -122,6 +122,30 @@ Test(config, effective_config_line_redacts_the_password)
 	config_free(&c);
 }
 
+Test(config, start_up_line_names_only_what_differs_from_the_defaults)
+{
+	const char *none[] = {NULL};
+	const char *env[] = {"DATABASE_URL", "postgresql://app:hunter2@db:5432/x", "DB_WAIT", "5", NULL};
+	struct config c;
+	struct errbuf err;
+	size_t elided, all;
+	char *line;
+
+	cr_assert(config_load(&c, lookup, (void *)none, &err), "%s", err.msg);
+	line = config_describe_changes(&c, &all);
+	cr_assert(eq(str, line, ""), "every value a default: nothing to name (was: %s)", line);
+	cr_assert(gt(sz, all, 40));
+	free(line);
+	config_free(&c);
+
+	cr_assert(config_load(&c, lookup, (void *)env, &err), "%s", err.msg);
+	line = config_describe_changes(&c, &elided);
+	cr_assert(eq(str, line, "DATABASE_URL=postgresql://app:***@db:5432/x DB_WAIT=5"), "%s", line);
+	cr_assert(eq(sz, elided, all - 2));
+	free(line);
+	config_free(&c);
+}
+
 Test(config, help_and_markdown_come_from_the_table)
 {
 	char *out = NULL;

@@ -84,6 +84,21 @@ Test(buf, printf_grows)
 	buf_free(&b);
 }
 
+/* What `abilitysync probe` logged when every value was a default: an empty line, stolen. */
+Test(buf, steal_of_a_buffer_never_written_is_an_empty_string)
+{
+	struct buf b = BUF_INIT;
+	char *s;
+
+	s = buf_steal(&b);
+	cr_assert(eq(str, s, ""));
+	free(s);
+	buf_reserve(&b, 16); /* room, but nothing written */
+	s = buf_steal(&b);
+	cr_assert(eq(str, s, ""));
+	free(s);
+}
+
 Test(hash, sha256_known_vectors)
 {
 	char hex[65];

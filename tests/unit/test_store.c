@@ -1,0 +1,280 @@
+/*
+ * The store against a real Postgres: what one write statement decides, the
+ * leases claims take, and that an outcome is recorded only under the lease.
+ */
+#include "pgtest.h"
+#include "store.h"
+
+struct writes {
+	bool done;
+	size_t n;
+	struct write_result r[4];
+	char other[4][64];
+	char lease[4][128];     /* the lease each was written under, if leased */
+	char error[512];
+};
+
+static void on_written(const struct write_result *res, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct writes *w = arg;
+	size_t i;
+
+	w->done = true;
+	snprintf(w->error, sizeof(w->error), "%s", res ? "" : o->error);
+	w->n = res ? n : 0;
+	for (i = 0; res && i < n && i < 4; i++) {
+		w->r[i] = res[i];
+		w->r[i].state = NULL; /* valid during the callback only */
+		w->r[i].stale = NULL;
+		snprintf(w->other[i], sizeof(w->other[i]), "%s", res[i].other ? res[i].other : "");
+		w->r[i].other = NULL;
+		snprintf(w->lease[i], sizeof(w->lease[i]), "%s", res[i].lease ? res[i].lease : "");
+		w->r[i].lease = NULL;
+	}
+}
+
+static void write_one(struct pgtest *t, struct store *s, const struct ability *a, struct writes *w)
+{
+	memset(w, 0, sizeof(*w));
+	store_write(s, a, 1, on_written, w);
+	pgtest_wait(t, &w->done);
+	cr_assert(eq(str, w->error, ""), "the write failed: %s", w->error);
+	cr_assert(eq(sz, w->n, 1));
+}
+
+static struct store *new_store(struct pgtest *t, const char *owner, long lease_ms)
+{
+	struct store_opts so = {.group_max = 16,
+				.group_max_bytes = 1 << 20,
+				.write_concurrency = 1,
+				.max_attempts = 3,
+				.lease_ms = lease_ms,
+				.quarantine_ms = 1000,
+				.owner = owner};
+
+	return store_new(t->pool, &so);
+}
+
+Test(store, a_write_then_the_same_content_then_new_content)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability a1, a2;
+	struct writes w;
+	char *v;
+
+	pgtest_open(&t, "store_write", true, 2);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
+	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
+
+	write_one(&t, s, &a1, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	cr_assert(eq(i64, w.r[0].generation, 1));
+	cr_assert(w.r[0].leased, "the writer holds the lease of what it wrote");
+
+	write_one(&t, s, &a1, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_UNCHANGED), "the same content writes nothing");
+
+	write_one(&t, s, &a2, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	cr_assert(eq(i64, w.r[0].generation, 2), "new content is a new generation");
+
+	v = pgtest_value(&t, "SELECT state || ' ' || generation || ' ' || split_part(lease_owner, '#', 1)"
+			     " FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending 2 replica-a"));
+	free(v);
+	v = pgtest_value(&t, "SELECT lease_owner FROM abilitysync.sync_state");
+	cr_assert(eq(str, w.lease[0], v), "the write says which lease it took");
+	free(v);
+	v = pgtest_value(&t, "SELECT embedding->>0 FROM abilities WHERE ability_id = 'get-user'");
+	cr_assert(eq(str, v, "2"), "the mirror row holds the last write");
+	free(v);
+	ability_free(&a1);
+	ability_free(&a2);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+/* c-14068 and c-33647 hash to one vector_id: in one blob the second is refused, in another it is fine. */
+Test(store, a_vector_id_another_live_ability_holds_is_refused)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability a, b, c;
+	struct writes w;
+
+	pgtest_open(&t, "store_collide", true, 2);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a, "c-14068", "svc.one", 1.0);
+	pgtest_ability(&b, "c-33647", "svc.one", 1.0);
+	pgtest_ability(&c, "c-33647", "svc.two", 1.0);
+	cr_assert(eq(i64, a.vector_id, b.vector_id), "the pair collides");
+
+	write_one(&t, s, &a, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	write_one(&t, s, &b, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_COLLISION));
+	cr_assert(eq(str, w.other[0], "c-14068"), "the collision names the holder");
+	write_one(&t, s, &c, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN), "another blob: no collision");
+	ability_free(&a);
+	ability_free(&b);
+	ability_free(&c);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+struct claims {
+	bool done;
+	size_t n;
+	bool leased;
+	int64_t generation;
+	char lease[128];
+};
+
+static void on_claimed(const struct claimed_row *rows, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct claims *c = arg;
+
+	c->done = true;
+	cr_assert(o->res != NULL, "claim failed: %s", o->error);
+	c->n = n;
+	if (n) {
+		c->leased = rows[0].leased;
+		c->generation = rows[0].generation;
+		snprintf(c->lease, sizeof(c->lease), "%s", rows[0].lease ? rows[0].lease : "");
+	}
+}
+
+struct finishes {
+	bool done;
+	enum finish_state state;
+};
+
+static void on_finished(const enum finish_state *res, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct finishes *f = arg;
+
+	f->done = true;
+	cr_assert(res && n == 1, "finish failed: %s", o->error);
+	f->state = res[0];
+}
+
+static enum finish_state finish_ok(struct pgtest *t, struct store *s, const struct ability *a, int64_t generation,
+				   const char *lease)
+{
+	struct finishes f = {0};
+	struct push_done d = {.ability_id = a->ability_id,
+			      .generation = generation,
+			      .result = PUSH_OK,
+			      .clears_doubt = true,
+			      .content_hash = a->content_hash,
+			      .lease = lease};
+
+	store_finish_pushes(s, &d, 1, on_finished, &f);
+	pgtest_wait(t, &f.done);
+	return f.state;
+}
+
+/*
+ * Replica a writes and holds the lease; b finds nothing due. Once a's lease
+ * has run out b claims the row, and a's late outcome is refused (lost), b's
+ * is recorded.
+ */
+Test(store, an_outcome_is_recorded_only_under_the_lease)
+{
+	struct pgtest t;
+	struct store *a, *b;
+	struct ability x;
+	struct writes w;
+	struct claims c = {0};
+	char *v;
+
+	pgtest_open(&t, "store_lease", true, 3);
+	a = new_store(&t, "replica-a", 300);
+	b = new_store(&t, "replica-b", 30000);
+	pgtest_ability(&x, "get-user", "api.github.com", 1.0);
+	write_one(&t, a, &x, &w);
+	cr_assert(w.r[0].leased);
+
+	store_claim_due(b, 10, on_claimed, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 0), "a row leased by another replica is not due");
+
+	usleep(400 * 1000); /* a's lease runs out */
+	memset(&c, 0, sizeof(c));
+	store_claim_due(b, 10, on_claimed, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 1), "once the lease has run out the row is due");
+	cr_assert(c.leased);
+	cr_assert(eq(i64, c.generation, 1));
+
+	cr_assert(eq(int, finish_ok(&t, a, &x, 1, w.lease[0]), FINISH_LOST),
+		  "a's lease is gone: its outcome is not recorded");
+	v = pgtest_value(&t, "SELECT state || ' ' || split_part(lease_owner, '#', 1) FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending replica-b"));
+	free(v);
+	cr_assert(eq(int, finish_ok(&t, b, &x, 1, c.lease), FINISH_SYNCED));
+	v = pgtest_value(&t, "SELECT state || ' ' || coalesce(lease_owner, '-') FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "synced -"));
+	free(v);
+	ability_free(&x);
+	store_free(a);
+	store_free(b);
+	pgtest_close(&t);
+}
+
+/*
+ * The soak's lost vectors: replica a pushed X (its ADD confirmed) but could
+ * not record it (Postgres down) and its lease ran out; b took X over, its
+ * delete-then-add deleted the vector and failed to add it; a took X again
+ * (a new lease, its old push still unrecorded). a's old outcome must not
+ * count under that new lease: it said "synced" about a vector that b has
+ * deleted since.
+ */
+Test(store, an_outcome_counts_only_under_the_lease_it_was_pushed_under)
+{
+	struct pgtest t;
+	struct store *a, *b;
+	struct ability x;
+	struct writes w;
+	struct claims c = {0};
+	struct finishes f = {0};
+	struct push_done failed;
+	char *v;
+
+	pgtest_open(&t, "store_token", true, 3);
+	a = new_store(&t, "replica-a", 300);
+	b = new_store(&t, "replica-b", 300);
+	pgtest_ability(&x, "get-user", "api.github.com", 1.0);
+	write_one(&t, a, &x, &w); /* a's lease, generation 1: a pushes, its record is held up */
+	cr_assert(w.r[0].leased);
+
+	usleep(400 * 1000);
+	store_claim_due(b, 10, on_claimed, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 1), "b takes the row over");
+	failed = (struct push_done){.ability_id = x.ability_id, .generation = 1, .result = PUSH_FAILED,
+				    .error = "adding: HTTP 503", .retry_in_ms = 0, .lease = c.lease};
+	store_finish_pushes(b, &failed, 1, on_finished, &f);
+	pgtest_wait(&t, &f.done);
+	cr_assert(eq(int, f.state, FINISH_PENDING), "b's push failed: pending");
+
+	usleep(1300 * 1000); /* the doubt of b's takeover (its lease end + the quarantine) is over: X is due */
+	memset(&c, 0, sizeof(c));
+	store_claim_due(a, 10, on_claimed, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 1), "a takes the row again");
+
+	cr_assert(eq(int, finish_ok(&t, a, &x, 1, w.lease[0]), FINISH_LOST),
+		  "a's old push was not made under this lease: its outcome is stale");
+	v = pgtest_value(&t, "SELECT state FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending"), "not synced: the vector b deleted is not there");
+	free(v);
+	cr_assert(eq(int, finish_ok(&t, a, &x, 1, c.lease), FINISH_SYNCED), "a push under the new lease counts");
+	ability_free(&x);
+	store_free(a);
+	store_free(b);
+	pgtest_close(&t);
+}
