@@ -17,7 +17,8 @@
  * The sync rules (leases, generations, doubt) are the outbox's (outbox.h);
  * the store carries them out in SQL: every statement that starts a push takes
  * the ability's lease (or reports who holds it), and the statement recording a
- * push's outcome only changes rows whose lease this replica still holds.
+ * push's outcome only changes rows still under the lease it was pushed under
+ * (a lease taken again, even by this replica, is another lease).
  */
 #ifndef ABILITYSYNC_STORE_H
 #define ABILITYSYNC_STORE_H
@@ -54,6 +55,7 @@ struct write_result {
 	bool doubt;                     /* an earlier ambiguous call may still land: a push now cannot settle it */
 	bool may_exist;                 /* a vector may already be at (blob, vector_id) */
 	const char *stale;              /* "blob vector_id,..." of its other vectors that may exist, or NULL */
+	const char *lease;              /* leased: the lease (push under it, record with it) */
 	const char *other;              /* WRITE_COLLISION: the ability holding the vector */
 };
 
@@ -78,6 +80,7 @@ struct claimed_row {
 	bool may_exist;
 	const char *deletes;        /* "blob vector_id,..." to delete (stale vectors; for a delete, its own) */
 	const char *collision;      /* another live ability holds the mirror row's (blob, vector_id), or NULL */
+	const char *lease;          /* leased: the lease it was taken under (its outcome is recorded with it) */
 	bool gone;                  /* no mirror row: the vector goes */
 	const char *ability_name, *service_name, *description, *embedding, *metadata; /* the mirror row */
 };
@@ -102,6 +105,7 @@ struct delete_result {
 	int64_t vector_id;
 	bool leased, doubt;
 	const char *deletes;        /* "blob vector_id,..." every vector of it that may exist */
+	const char *lease;          /* leased: the lease (its outcome is recorded with it) */
 };
 typedef void (*store_delete_fn)(const struct delete_result *r, const struct pg_outcome *o, void *arg);
 void store_delete(struct store *s, const char *ability_id, store_delete_fn done, void *arg);
@@ -135,6 +139,7 @@ struct push_done {
 	const char *deletes;      /* vectors deleted on the way ("blob vector_id,...") */
 	const char *error;        /* not PUSH_OK: why */
 	long retry_in_ms;
+	const char *lease;        /* the lease it was pushed under: recorded only if the row still has it */
 };
 
 /* What became of a recorded push. */

@@ -81,6 +81,7 @@ struct item {
 	const struct ability *ability; /* NULL: nothing to add (a delete, or a row that cannot be pushed) */
 	bool may_exist, doubt, verify, permanent, deleted;
 	char *deletes;              /* "blob vector_id,..." to delete, owned */
+	const char *lease;          /* the lease it is pushed under, its outcome recorded with (NULL: no Postgres) */
 	int attempt;
 	/* how it went */
 	bool add_ok, deletes_ok, ambiguous, verified, unavailable;
@@ -363,8 +364,11 @@ static void entry_notify(struct entry *e, int64_t generation, const char *sync_s
 
 static char *op_keep(struct op *op, const char *s)
 {
-	char *copy = xstrdup(s);
+	char *copy;
 
+	if (!s)
+		return NULL;
+	copy = xstrdup(s);
 	op->owned = xgrow(op->owned, &op->capowned, op->nowned + 1, sizeof(char *));
 	op->owned[op->nowned++] = copy;
 	return copy;
@@ -787,7 +791,8 @@ static void record_next(struct outbox *ob)
 					     ok && it->ability ? it->ability->content_hash : NULL,
 					     ok ? it->deletes : NULL,
 					     ok ? NULL : why[i],
-					     outbox_backoff_ms(&ob->o, it->attempt)};
+					     outbox_backoff_ms(&ob->o, it->attempt),
+					     it->lease};
 	}
 	store_finish_pushes(ob->s, view, ob->recording, on_recorded, ob);
 	free(view);
@@ -838,6 +843,7 @@ static void item_from_row(struct op *op, const struct claimed_row *row, struct i
 	it->doubt = row->doubt;
 	it->verify = row->verify;
 	it->deletes = row->deletes ? xstrdup(row->deletes) : NULL;
+	it->lease = op_keep(op, row->lease);
 	if (strcmp(row->state, "pending_delete") == 0 || row->gone) {
 		/* The mirror is the source of truth: no row, no vector. */
 		it->deleted = true;
@@ -1105,6 +1111,7 @@ static void on_written(const struct write_result *res, size_t n, const struct pg
 					     .may_exist = w->may_exist,
 					     .doubt = w->doubt,
 					     .deletes = w->stale ? xstrdup(w->stale) : NULL,
+					     .lease = op_keep(op, w->lease),
 					     .attempt = 1};
 		k++;
 	}
@@ -1192,6 +1199,7 @@ static void on_store_deleted(const struct delete_result *d, const struct pg_outc
 						     .doubt = d->doubt,
 						     .deleted = true,
 						     .deletes = d->deletes ? xstrdup(d->deletes) : NULL,
+						     .lease = op_keep(op, d->lease),
 						     .attempt = 1};
 			op_run(op);
 		}

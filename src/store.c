@@ -14,12 +14,24 @@
 #define ALONE_RETRIES 3 /* a request retried by itself after a race on the ledger, at most */
 
 /*
- * Who may take an ability's lease: nobody holds it, it ran out, or it is ours.
- * A lease that ran out without being released may have left a request on the
+ * A lease is held as "<owner>#<token>": the token is new each time a lease is
+ * taken (the taking transaction's id), and a push's outcome counts only under
+ * the token it was pushed under. The owner alone would not do: a replica whose
+ * lease ran out while it could not record a push, and that takes the row
+ * again after another replica pushed it, must not record its old push under
+ * the new lease (it would call synced a vector the other push replaced).
+ *
+ * Who may take an ability's lease: nobody holds it, it ran out, or it is ours
+ * (a live lease of ours keeps its token: a push under it is on its way). A
+ * lease that ran out without being released may have left a request on the
  * wire: whoever takes it over puts the ability in doubt until that request
  * can no longer land (lease end + quarantine).
  */
-#define LEASE_FREE(s, owner) "(" s ".lease_until IS NULL OR " s ".lease_until < now() OR " s ".lease_owner = " owner ")"
+#define LEASE_MINE(s, owner) "split_part(" s ".lease_owner, '#', 1) = " owner
+#define LEASE_NEW(owner) "(" owner " || '#' || txid_current())"
+#define LEASE_FREE(s, owner) "(" s ".lease_until IS NULL OR " s ".lease_until < now() OR " LEASE_MINE(s, owner) ")"
+#define LEASE_TOKEN(s, owner) \
+	"CASE WHEN " s ".lease_until >= now() AND " LEASE_MINE(s, owner) " THEN " s ".lease_owner ELSE " LEASE_NEW(owner) " END"
 #define DOUBT_ON_TAKEOVER(s, quarantine)                                                                      \
 	"CASE WHEN " s ".lease_until < now() THEN greatest(" s ".doubt_until, " s ".lease_until + " quarantine \
 	"::interval) ELSE " s ".doubt_until END"
@@ -93,16 +105,17 @@ static const char write_sql[] =
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, last_error, updated_at, lease_until, lease_owner)"
 	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now(), NULL, now(),"
-	"  now() + $14::interval, $12"
+	"  now() + $14::interval, " LEASE_NEW("$12")
 	" FROM todo WHERE NOT same OR ability_id IN (SELECT ability_id FROM up) ORDER BY ability_id"
 	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id,"
 	"  content_hash = excluded.content_hash, state = 'pending', generation = s.generation + 1, attempts = 0,"
 	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
 	"  lease_until = CASE WHEN " LEASE_FREE("s", "$12") " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$12") " THEN $12 ELSE s.lease_owner END,"
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$12") " THEN " LEASE_TOKEN("s", "$12") " ELSE s.lease_owner END,"
 	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$15")
 	" WHERE s.content_hash IS DISTINCT FROM excluded.content_hash OR s.state IN ('pending_delete', 'deleted')"
-	" RETURNING ability_id, generation, lease_owner = $12 AS leased, coalesce(doubt_until > now(), false) AS doubt),"
+	" RETURNING ability_id, generation, " LEASE_MINE("s", "$12") " AS leased, coalesce(doubt_until > now(), false) AS doubt,"
+	"  lease_owner AS lease),"
 	" claim AS ("
 	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
 	" SELECT blob_id, vector_id, ability_id FROM todo"
@@ -126,7 +139,8 @@ static const char write_sql[] =
 	"   UNION SELECT d.row_blob || ' ' || d.row_vid"
 	"   WHERE d.has_row AND (d.row_blob, d.row_vid) IS DISTINCT FROM (d.blob_id, d.vector_id)"
 	"    AND NOT EXISTS (SELECT 1 FROM abilitysync.vector_ledger o WHERE o.blob_id = d.row_blob"
-	"     AND o.vector_id = d.row_vid AND o.ability_id <> d.ability_id)) v) END"
+	"     AND o.vector_id = d.row_vid AND o.ability_id <> d.ability_id)) v) END,"
+	"  CASE WHEN ss.leased THEN ss.lease END"
 	" FROM decided d LEFT JOIN ss USING (ability_id) ORDER BY d.ord";
 
 /*
@@ -143,19 +157,21 @@ static const char delete_sql[] =
 	" ss AS ("
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
-	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + $3::interval, $2"
+	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + $3::interval,"
+	"  " LEASE_NEW("$2")
 	" FROM d"
 	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0,"
 	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
 	"  lease_until = CASE WHEN " LEASE_FREE("s", "$2") " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$2") " THEN $2 ELSE s.lease_owner END,"
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$2") " THEN " LEASE_TOKEN("s", "$2") " ELSE s.lease_owner END,"
 	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$4")
-	" RETURNING ability_id, generation, blob_id, vector_id, lease_owner = $2 AS leased,"
-	"  coalesce(doubt_until > now(), false) AS doubt)"
+	" RETURNING ability_id, generation, blob_id, vector_id, " LEASE_MINE("s", "$2") " AS leased,"
+	"  coalesce(doubt_until > now(), false) AS doubt, lease_owner AS lease)"
 	" SELECT ss.generation, ss.blob_id, ss.vector_id, ss.leased, ss.doubt,"
 	"  (SELECT string_agg(p, ',') FROM (SELECT l.blob_id || ' ' || l.vector_id AS p FROM abilitysync.vector_ledger l"
 	"   WHERE l.ability_id = ss.ability_id AND l.deleted_at IS NULL"
-	"   UNION SELECT ss.blob_id || ' ' || ss.vector_id UNION SELECT d.blob_id || ' ' || d.vector_id) v)"
+	"   UNION SELECT ss.blob_id || ' ' || ss.vector_id UNION SELECT d.blob_id || ' ' || d.vector_id) v),"
+	"  CASE WHEN ss.leased THEN ss.lease END"
 	" FROM ss, d";
 
 /*
@@ -165,7 +181,7 @@ static const char delete_sql[] =
  * other one the ledger lists for the ability (for a delete, all of them).
  */
 #define CLAIMED_COLUMNS                                                                                         \
-	" c.ability_id, c.generation, c.state, c.blob_id, c.vector_id, c.attempts, c.lease_owner = $1 AS leased,"  \
+	" c.ability_id, c.generation, c.state, c.blob_id, c.vector_id, c.attempts, " LEASE_MINE("c", "$1") " AS leased," \
 	" coalesce(c.doubt_until > now(), false), coalesce(c.doubt_until <= now(), false), c.may_exist,"           \
 	" (SELECT string_agg(p, ',') FROM (SELECT l.blob_id || ' ' || l.vector_id AS p"                             \
 	"   FROM abilitysync.vector_ledger l WHERE l.ability_id = c.ability_id AND l.deleted_at IS NULL"              \
@@ -174,13 +190,14 @@ static const char delete_sql[] =
 	"   OR v.p <> abilitysync.blob_name(a.service_name) || ' ' || a.vector_id),"                                  \
 	" (SELECT o.ability_id FROM abilitysync.vector_ledger o WHERE o.blob_id = abilitysync.blob_name(a.service_name)" \
 	"   AND o.vector_id = a.vector_id AND o.ability_id <> c.ability_id AND o.deleted_at IS NULL),"                \
-	" a.ability_id IS NULL, a.ability_name, a.service_name, a.description, a.embedding::text, a.metadata::text"
+	" a.ability_id IS NULL, a.ability_name, a.service_name, a.description, a.embedding::text, a.metadata::text," \
+	" CASE WHEN " LEASE_MINE("c", "$1") " THEN c.lease_owner END"
 
 /* A live row about to be pushed claims its vector's ledger entry first (if no one holds it). */
 #define INTENT_CTE                                                                                        \
 	" intent AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"                 \
 	"  SELECT DISTINCT ON (1, 2) abilitysync.blob_name(a.service_name), a.vector_id, c.ability_id FROM c"  \
-	"  JOIN public.abilities a USING (ability_id) WHERE c.state = 'pending' AND c.lease_owner = $1"        \
+	"  JOIN public.abilities a USING (ability_id) WHERE c.state = 'pending' AND " LEASE_MINE("c", "$1")      \
 	"  ORDER BY 1, 2, 3 ON CONFLICT (blob_id, vector_id) DO UPDATE SET last_written_at = now()"            \
 	"  WHERE abilitysync.vector_ledger.ability_id = excluded.ability_id)"
 
@@ -190,7 +207,7 @@ static const char delete_sql[] =
  */
 static const char claim_due_sql[] =
 	"WITH c AS ("
-	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = $1,"
+	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = " LEASE_TOKEN("s", "$1") ","
 	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
 	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state"
 	"  WHERE state IN ('pending', 'pending_delete') AND next_attempt_at <= now()"
@@ -203,7 +220,7 @@ static const char claim_due_sql[] =
 /* These rows ($4), if pending and theirs to take: the follow-up of a push a newer write overtook. */
 static const char claim_ids_sql[] =
 	"WITH c AS ("
-	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = $1,"
+	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = " LEASE_TOKEN("s", "$1") ","
 	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
 	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state s2"
 	"  WHERE s2.ability_id = ANY($4::text[]) AND s2.state IN ('pending', 'pending_delete')"
@@ -239,7 +256,7 @@ static const char claim_page_sql[] =
 	"   THEN s.generation + 1 ELSE s.generation END,"
 	"  next_attempt_at = CASE WHEN " LEASE_FREE("s", "$1") " THEN now() ELSE s.next_attempt_at END,"
 	"  lease_until = CASE WHEN " LEASE_FREE("s", "$1") " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$1") " THEN $1 ELSE s.lease_owner END,"
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$1") " THEN " LEASE_TOKEN("s", "$1") " ELSE s.lease_owner END,"
 	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$3") ","
 	"  updated_at = CASE WHEN " LEASE_FREE("s", "$1") " THEN now() ELSE s.updated_at END"
 	" RETURNING s.*),"
@@ -258,15 +275,15 @@ static const char claim_page_sql[] =
  */
 static const char finish_sql[] =
 	"WITH d AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bool[], $5::bool[], $6::bool[],"
-	"  $7::text[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY AS d(ability_id, generation, result,"
-	"  ambiguous, clears, deleted, content_hash, deletes, error, retry_in, ord)),"
+	"  $7::text[], $8::text[], $9::text[], $10::text[], $12::text[]) WITH ORDINALITY AS d(ability_id, generation,"
+	"  result, ambiguous, clears, deleted, content_hash, deletes, error, retry_in, lease, ord)),"
 	" x AS ("
 	" SELECT d.*, s.generation = d.generation"
 	"  AND (d.deleted OR EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = d.ability_id)) AS current,"
 	"  s.attempts,"
 	"  CASE WHEN d.ambiguous THEN greatest(s.doubt_until, now() + $11::interval)"
 	"   WHEN d.clears THEN NULL ELSE s.doubt_until END AS doubt"
-	" FROM d JOIN abilitysync.sync_state s USING (ability_id) WHERE s.lease_owner = $12 FOR UPDATE OF s),"
+	" FROM d JOIN abilitysync.sync_state s USING (ability_id) WHERE s.lease_owner = d.lease FOR UPDATE OF s),"
 	" y AS (SELECT x.*, CASE WHEN NOT current THEN 'superseded'"
 	"   WHEN result = 'ok' AND doubt IS NULL THEN CASE WHEN deleted THEN 'deleted' ELSE 'synced' END"
 	"   WHEN result = 'permanent' OR (result = 'failed' AND attempts >= $13::int) THEN 'failed'"
@@ -305,7 +322,7 @@ static const char fail_rows_sql[] =
 	"UPDATE abilitysync.sync_state s SET state = 'failed', last_error = f.error, lease_until = NULL,"
 	" lease_owner = NULL, updated_at = now()"
 	" FROM unnest($1::text[], $2::text[]) AS f(ability_id, error)"
-	" WHERE s.ability_id = f.ability_id AND (s.lease_owner IS NULL OR s.lease_owner = $3 OR s.lease_until < now())";
+	" WHERE s.ability_id = f.ability_id AND (s.lease_owner IS NULL OR " LEASE_MINE("s", "$3") " OR s.lease_until < now())";
 
 static const char row_columns[] =
 	"a.ability_id, a.vector_id, a.ability_name, a.service_name, a.description, a.metadata::text,"
@@ -448,7 +465,7 @@ static void build_params(const struct write_group *g, struct buf p[12])
 
 /* Columns of write_sql's result, in order. */
 enum { W_ORD, W_COLLIDES, W_REFUSED, W_GENERATION, W_REWROTE, W_OWNER, W_STATE, W_LEASED, W_DOUBT, W_MAY_EXIST,
-       W_STALE };
+       W_STALE, W_LEASE };
 
 static void parse_row(PGresult *res, int row, struct write_result *w)
 {
@@ -466,6 +483,7 @@ static void parse_row(PGresult *res, int row, struct write_result *w)
 		w->doubt = is_true(res, row, W_DOUBT);
 		w->may_exist = is_true(res, row, W_MAY_EXIST);
 		w->stale = text_or_null(res, row, W_STALE);
+		w->lease = text_or_null(res, row, W_LEASE);
 	} else {
 		w->outcome = is_true(res, row, W_REWROTE) ? WRITE_REPAIRED : WRITE_UNCHANGED;
 	}
@@ -623,6 +641,7 @@ static void on_deleted(const struct pg_outcome *o, void *arg)
 		r.leased = is_true(o->res, 0, 3);
 		r.doubt = is_true(o->res, 0, 4);
 		r.deletes = text_or_null(o->res, 0, 5);
+		r.lease = text_or_null(o->res, 0, 6);
 	}
 	x->done(o->res ? &r : NULL, o, x->arg);
 	free(x);
@@ -646,7 +665,7 @@ struct claim_ctx {
 
 /* Columns of CLAIMED_COLUMNS, in order. */
 enum { C_ID, C_GENERATION, C_STATE, C_BLOB, C_VID, C_ATTEMPTS, C_LEASED, C_DOUBT, C_VERIFY, C_MAY_EXIST, C_DELETES,
-       C_COLLISION, C_GONE, C_NAME, C_SERVICE, C_DESCRIPTION, C_EMBEDDING, C_METADATA };
+       C_COLLISION, C_GONE, C_NAME, C_SERVICE, C_DESCRIPTION, C_EMBEDDING, C_METADATA, C_LEASE };
 
 static void on_claimed(const struct pg_outcome *o, void *arg)
 {
@@ -678,6 +697,7 @@ static void on_claimed(const struct pg_outcome *o, void *arg)
 		c->description = text_or_null(res, r, C_DESCRIPTION);
 		c->embedding = text_or_null(res, r, C_EMBEDDING);
 		c->metadata = text_or_null(res, r, C_METADATA);
+		c->lease = text_or_null(res, r, C_LEASE);
 	}
 	x->done(rows, (size_t)n, o, x->arg);
 	free(rows);
@@ -788,17 +808,17 @@ static const char *push_result_text(enum push_result r)
 
 void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, store_finish_fn done, void *arg)
 {
-	static const uint32_t oids[10] = {PG_OID_TEXT, PG_OID_INT8, PG_OID_TEXT, PG_OID_BOOL, PG_OID_BOOL,
-					  PG_OID_BOOL, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT};
+	static const uint32_t oids[11] = {PG_OID_TEXT, PG_OID_INT8, PG_OID_TEXT, PG_OID_BOOL, PG_OID_BOOL,
+					  PG_OID_BOOL, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT};
 	struct finish_ctx *x = xcalloc(1, sizeof(*x));
-	struct buf b[10];
-	struct pg_array arr[10];
+	struct buf b[11];
+	struct pg_array arr[11];
 	struct pg_param params[13];
 	size_t i;
 	int k;
 
 	memset(b, 0, sizeof(b));
-	for (k = 0; k < 10; k++)
+	for (k = 0; k < 11; k++)
 		pg_array_begin(&arr[k], &b[k], oids[k]);
 	x->done = done;
 	x->arg = arg;
@@ -819,16 +839,17 @@ void store_finish_pushes(struct store *s, const struct push_done *items, size_t 
 		pg_array_text(&arr[7], d->deletes, d->deletes ? strlen(d->deletes) : 0);
 		pg_array_text(&arr[8], d->error, d->error ? strlen(d->error) : 0);
 		pg_array_text(&arr[9], retry, strlen(retry));
+		pg_array_text(&arr[10], d->lease, d->lease ? strlen(d->lease) : 0);
 	}
-	for (k = 0; k < 10; k++) {
+	for (k = 0; k < 11; k++)
 		pg_array_end(&arr[k]);
+	for (k = 0; k < 10; k++)
 		params[k] = array_param(&b[k]);
-	}
 	params[10] = text_param(s->quarantine);
-	params[11] = text_param(s->owner);
+	params[11] = array_param(&b[10]); /* the lease each was pushed under */
 	params[12] = text_param(s->attempts);
 	pgpool_execute(s->pool, &finish_stmt, 13, params, on_finished, x);
-	for (k = 0; k < 10; k++)
+	for (k = 0; k < 11; k++)
 		buf_free(&b[k]);
 }
 

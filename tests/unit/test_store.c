@@ -10,6 +10,7 @@ struct writes {
 	size_t n;
 	struct write_result r[4];
 	char other[4][64];
+	char lease[4][128];     /* the lease each was written under, if leased */
 	char error[512];
 };
 
@@ -27,6 +28,8 @@ static void on_written(const struct write_result *res, size_t n, const struct pg
 		w->r[i].stale = NULL;
 		snprintf(w->other[i], sizeof(w->other[i]), "%s", res[i].other ? res[i].other : "");
 		w->r[i].other = NULL;
+		snprintf(w->lease[i], sizeof(w->lease[i]), "%s", res[i].lease ? res[i].lease : "");
+		w->r[i].lease = NULL;
 	}
 }
 
@@ -77,8 +80,12 @@ Test(store, a_write_then_the_same_content_then_new_content)
 	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
 	cr_assert(eq(i64, w.r[0].generation, 2), "new content is a new generation");
 
-	v = pgtest_value(&t, "SELECT state || ' ' || generation || ' ' || lease_owner FROM abilitysync.sync_state");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation || ' ' || split_part(lease_owner, '#', 1)"
+			     " FROM abilitysync.sync_state");
 	cr_assert(eq(str, v, "pending 2 replica-a"));
+	free(v);
+	v = pgtest_value(&t, "SELECT lease_owner FROM abilitysync.sync_state");
+	cr_assert(eq(str, w.lease[0], v), "the write says which lease it took");
 	free(v);
 	v = pgtest_value(&t, "SELECT embedding->>0 FROM abilities WHERE ability_id = 'get-user'");
 	cr_assert(eq(str, v, "2"), "the mirror row holds the last write");
@@ -123,6 +130,7 @@ struct claims {
 	size_t n;
 	bool leased;
 	int64_t generation;
+	char lease[128];
 };
 
 static void on_claimed(const struct claimed_row *rows, size_t n, const struct pg_outcome *o, void *arg)
@@ -135,6 +143,7 @@ static void on_claimed(const struct claimed_row *rows, size_t n, const struct pg
 	if (n) {
 		c->leased = rows[0].leased;
 		c->generation = rows[0].generation;
+		snprintf(c->lease, sizeof(c->lease), "%s", rows[0].lease ? rows[0].lease : "");
 	}
 }
 
@@ -152,14 +161,16 @@ static void on_finished(const enum finish_state *res, size_t n, const struct pg_
 	f->state = res[0];
 }
 
-static enum finish_state finish_ok(struct pgtest *t, struct store *s, const struct ability *a, int64_t generation)
+static enum finish_state finish_ok(struct pgtest *t, struct store *s, const struct ability *a, int64_t generation,
+				   const char *lease)
 {
 	struct finishes f = {0};
 	struct push_done d = {.ability_id = a->ability_id,
 			      .generation = generation,
 			      .result = PUSH_OK,
 			      .clears_doubt = true,
-			      .content_hash = a->content_hash};
+			      .content_hash = a->content_hash,
+			      .lease = lease};
 
 	store_finish_pushes(s, &d, 1, on_finished, &f);
 	pgtest_wait(t, &f.done);
@@ -199,14 +210,69 @@ Test(store, an_outcome_is_recorded_only_under_the_lease)
 	cr_assert(c.leased);
 	cr_assert(eq(i64, c.generation, 1));
 
-	cr_assert(eq(int, finish_ok(&t, a, &x, 1), FINISH_LOST), "a's lease is gone: its outcome is not recorded");
-	v = pgtest_value(&t, "SELECT state || ' ' || lease_owner FROM abilitysync.sync_state");
+	cr_assert(eq(int, finish_ok(&t, a, &x, 1, w.lease[0]), FINISH_LOST),
+		  "a's lease is gone: its outcome is not recorded");
+	v = pgtest_value(&t, "SELECT state || ' ' || split_part(lease_owner, '#', 1) FROM abilitysync.sync_state");
 	cr_assert(eq(str, v, "pending replica-b"));
 	free(v);
-	cr_assert(eq(int, finish_ok(&t, b, &x, 1), FINISH_SYNCED));
+	cr_assert(eq(int, finish_ok(&t, b, &x, 1, c.lease), FINISH_SYNCED));
 	v = pgtest_value(&t, "SELECT state || ' ' || coalesce(lease_owner, '-') FROM abilitysync.sync_state");
 	cr_assert(eq(str, v, "synced -"));
 	free(v);
+	ability_free(&x);
+	store_free(a);
+	store_free(b);
+	pgtest_close(&t);
+}
+
+/*
+ * The soak's lost vectors: replica a pushed X (its ADD confirmed) but could
+ * not record it (Postgres down) and its lease ran out; b took X over, its
+ * delete-then-add deleted the vector and failed to add it; a took X again
+ * (a new lease, its old push still unrecorded). a's old outcome must not
+ * count under that new lease: it said "synced" about a vector that b has
+ * deleted since.
+ */
+Test(store, an_outcome_counts_only_under_the_lease_it_was_pushed_under)
+{
+	struct pgtest t;
+	struct store *a, *b;
+	struct ability x;
+	struct writes w;
+	struct claims c = {0};
+	struct finishes f = {0};
+	struct push_done failed;
+	char *v;
+
+	pgtest_open(&t, "store_token", true, 3);
+	a = new_store(&t, "replica-a", 300);
+	b = new_store(&t, "replica-b", 300);
+	pgtest_ability(&x, "get-user", "api.github.com", 1.0);
+	write_one(&t, a, &x, &w); /* a's lease, generation 1: a pushes, its record is held up */
+	cr_assert(w.r[0].leased);
+
+	usleep(400 * 1000);
+	store_claim_due(b, 10, on_claimed, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 1), "b takes the row over");
+	failed = (struct push_done){.ability_id = x.ability_id, .generation = 1, .result = PUSH_FAILED,
+				    .error = "adding: HTTP 503", .retry_in_ms = 0, .lease = c.lease};
+	store_finish_pushes(b, &failed, 1, on_finished, &f);
+	pgtest_wait(&t, &f.done);
+	cr_assert(eq(int, f.state, FINISH_PENDING), "b's push failed: pending");
+
+	usleep(1300 * 1000); /* the doubt of b's takeover (its lease end + the quarantine) is over: X is due */
+	memset(&c, 0, sizeof(c));
+	store_claim_due(a, 10, on_claimed, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 1), "a takes the row again");
+
+	cr_assert(eq(int, finish_ok(&t, a, &x, 1, w.lease[0]), FINISH_LOST),
+		  "a's old push was not made under this lease: its outcome is stale");
+	v = pgtest_value(&t, "SELECT state FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending"), "not synced: the vector b deleted is not there");
+	free(v);
+	cr_assert(eq(int, finish_ok(&t, a, &x, 1, c.lease), FINISH_SYNCED), "a push under the new lease counts");
 	ability_free(&x);
 	store_free(a);
 	store_free(b);
