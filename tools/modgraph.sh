@@ -13,9 +13,12 @@ edges=$(mktemp)
 trap 'rm -f "$edges"' EXIT
 for c in src/*.c; do
   m=$(basename "$c" .c)
-  for dep in $(cat "$c" "include/$m.h" 2>/dev/null | sed -nE 's/^#include "([a-z_]+)\.h"/\1/p' | sort -u); do
-    [ "$dep" != "$m" ] && [ -f "src/$dep.c" ] && echo "$m $dep"
-  done
+  h=include/$m.h
+  [ -f "$h" ] || h=/dev/null
+  cat "$c" "$h" | sed -nE 's/^#include "([a-z_]+)\.h"/\1/p' | sort -u |
+    while read -r dep; do
+      if [ "$dep" != "$m" ] && [ -f "src/$dep.c" ]; then echo "$m $dep"; fi
+    done
   echo "$m $m" # every module, even one without dependencies
 done >"$edges"
 

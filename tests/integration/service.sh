@@ -402,6 +402,25 @@ test_rows_that_keep_failing_become_failed_until_retried() {
   teardown
 }
 
+# The request travels with its push: the vector DB's log lines and the sync
+# state's last_error name it, so a failure can be tied to the call that caused it.
+test_a_failed_push_names_its_request() {
+  local err
+  setup SYNC_WAIT_MS=100 VDB_MAX_ATTEMPTS=1 SYNC_BACKOFF_MS=30000 SYNC_BACKOFF_MAX_MS=30000 VDB_QUARANTINE_MS=100
+  emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "status": 400, "body": "{\"detail\": \"bad vector\"}"}'
+  api POST /v1/abilities "$(ability_json traced-1 trace.svc)" -H 'X-Request-Id: trace-me-42'
+  [[ $CODE == 20[12] ]] || fail "$CODE $BODY"
+  for _ in $(seq 1 50); do
+    err=$(pg "select coalesce(last_error, '') from abilitysync.sync_state where ability_id = 'traced-1'")
+    [ -n "$err" ] && break
+    sleep 0.1
+  done
+  assert_contains "$err" "bad vector"
+  assert_contains "$err" "(for=trace-me-42)"
+  assert_contains "$(cat "$SVC_LOG")" "for=trace-me-42"
+  teardown
+}
+
 test_a_vector_id_collision_is_refused_whole() {
   setup
   # Both ids map to vector_id 91458538 (see tests/unit/test_vdbid.c).
@@ -450,13 +469,17 @@ test_readiness_follows_the_vector_db() {
 test_sigterm_finishes_what_is_in_flight() {
   local pids=() i
   setup SYNC_WAIT_MS=5000
-  emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "latency_ms": 800}'
+  emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "latency_ms": 2000}'
   for i in 1 2 3 4; do
     curl -s -o "$SUITE_TMP/term.$i" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
       --data-binary "$(ability_json "t-$i" term.svc 8 "$i")" "$SVC_URL/v1/abilities" >"$SUITE_TMP/term.$i.code" &
     pids+=($!)
   done
-  sleep 0.3
+  # In flight: written to Postgres, their pushes held up by the vector DB (on a busy machine this takes a while).
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from abilitysync.sync_state")" = 4 ] && break
+    sleep 0.05
+  done
   kill -TERM "$SVC_PID"
   for i in "${pids[@]}"; do wait "$i"; done
   for i in 1 2 3 4; do
