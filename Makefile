@@ -49,7 +49,7 @@ LIBS := $(PKG_LIBS) -lm
 LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 EMU_SRCS := $(filter-out emulator/emu_main.c,$(wildcard emulator/emu_*.c))
-EMU_OBJS := $(EMU_SRCS:emulator/%.c=$(B)/obj/%.o)
+EMU_OBJS := $(EMU_SRCS:emulator/%.c=$(B)/obj/emu/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 BENCH_SRCS := $(wildcard bench/*.c)
@@ -81,7 +81,7 @@ $(B)/obj/%.o: src/%.c | $(B)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-$(B)/obj/emu_%.o: emulator/emu_%.c | $(B)/obj
+$(B)/obj/emu/%.o: emulator/%.c | $(B)/obj/emu
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -Iemulator -MMD -MP -c -o $@ $<
 
@@ -95,7 +95,7 @@ $(B)/abilitysync: $(B)/obj/main.o $(B)/libabilitysync.a
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/vdb-emulator: $(B)/obj/emu_main.o $(B)/libemu.a $(B)/libabilitysync.a
+$(B)/vdb-emulator: $(B)/obj/emu/emu_main.o $(B)/libemu.a $(B)/libabilitysync.a
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
@@ -124,10 +124,10 @@ $(B)/%: bench/%.c $(B)/obj/benchkit.o $(B)/libabilitysync.a
 	@$(if $(Q),echo "  BENCH   $@")
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(B)/obj/benchkit.o $(B)/libabilitysync.a $(LIBS)
 
-$(B)/obj $(B)/tests:
+$(B)/obj $(B)/obj/emu $(B)/tests:
 	$(Q)mkdir -p $@
 
--include $(wildcard $(B)/obj/*.d $(B)/tests/*.d $(B)/fuzz_*.d $(BENCH_BINS:%=%.d))
+-include $(wildcard $(B)/obj/*.d $(B)/obj/emu/*.d $(B)/tests/*.d $(B)/fuzz_*.d $(BENCH_BINS:%=%.d))
 
 # ---- the two commands a newcomer needs -----------------------------------
 
