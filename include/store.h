@@ -18,7 +18,8 @@
  * the store carries them out in SQL: every statement that starts a push takes
  * the ability's lease (or reports who holds it), and the statement recording a
  * push's outcome only changes rows still under the lease it was pushed under
- * (a lease taken again, even by this replica, is another lease).
+ * (once another replica has taken the row, even a lease this replica takes
+ * back is another lease).
  */
 #ifndef ABILITYSYNC_STORE_H
 #define ABILITYSYNC_STORE_H

@@ -14,24 +14,25 @@
 #define ALONE_RETRIES 3 /* a request retried by itself after a race on the ledger, at most */
 
 /*
- * A lease is held as "<owner>#<token>": the token is new each time a lease is
- * taken (the taking transaction's id), and a push's outcome counts only under
- * the token it was pushed under. The owner alone would not do: a replica whose
- * lease ran out while it could not record a push, and that takes the row
- * again after another replica pushed it, must not record its old push under
- * the new lease (it would call synced a vector the other push replaced).
+ * A lease is held as "<owner>#<token>", and a push's outcome counts only under
+ * the token it was pushed under. A replica that takes a row whose lease is
+ * still its own (live, or run out with nobody taking it since) keeps the
+ * token: no other push can have happened in between. Anything else gets a new
+ * token (the taking transaction's id). The owner alone would not do: a
+ * replica whose lease ran out while it could not record a push, and that
+ * takes the row again after another replica pushed it, must not record its
+ * old push under the new lease (it would call synced a vector the other push
+ * replaced).
  *
- * Who may take an ability's lease: nobody holds it, it ran out, or it is ours
- * (a live lease of ours keeps its token: a push under it is on its way). A
- * lease that ran out without being released may have left a request on the
+ * Who may take an ability's lease: nobody holds it, it ran out, or it is ours.
+ * A lease that ran out without being released may have left a request on the
  * wire: whoever takes it over puts the ability in doubt until that request
  * can no longer land (lease end + quarantine).
  */
 #define LEASE_MINE(s, owner) "split_part(" s ".lease_owner, '#', 1) = " owner
 #define LEASE_NEW(owner) "(" owner " || '#' || txid_current())"
 #define LEASE_FREE(s, owner) "(" s ".lease_until IS NULL OR " s ".lease_until < now() OR " LEASE_MINE(s, owner) ")"
-#define LEASE_TOKEN(s, owner) \
-	"CASE WHEN " s ".lease_until >= now() AND " LEASE_MINE(s, owner) " THEN " s ".lease_owner ELSE " LEASE_NEW(owner) " END"
+#define LEASE_TOKEN(s, owner) "CASE WHEN " LEASE_MINE(s, owner) " THEN " s ".lease_owner ELSE " LEASE_NEW(owner) " END"
 #define DOUBT_ON_TAKEOVER(s, quarantine)                                                                      \
 	"CASE WHEN " s ".lease_until < now() THEN greatest(" s ".doubt_until, " s ".lease_until + " quarantine \
 	"::interval) ELSE " s ".doubt_until END"

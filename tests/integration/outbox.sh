@@ -87,15 +87,15 @@ test_a_failed_batch_push_never_deletes_an_unchanged_ability() {
   local a b
   setup_stores
   serve
-  a=$(ability_json keep-me $SVC 8 1)
-  b=$(ability_json change-me $SVC 8 2)
+  a=$(ability_json keep-me "$SVC" 8 1)
+  b=$(ability_json change-me "$SVC" 8 2)
   api POST /v1/abilities "{\"abilities\": [$a, $b]}"
   assert_eq "$CODE" 201 "$BODY"
   post "$a"
   local ha=$HASH
   # The batch re-sends keep-me unchanged and changes change-me; the vector DB refuses the add.
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "status": 400, "count": 1}'
-  b=$(ability_json change-me $SVC 8 2 changed)
+  b=$(ability_json change-me "$SVC" 8 2 changed)
   api POST /v1/abilities "{\"abilities\": [$a, $b]}"
   assert_eq "$(jq -r '[.results[].status] | join(",")' <<<"$BODY")" "unchanged,updated" "$BODY"
   sleep 0.5
@@ -108,10 +108,10 @@ test_a_slow_older_write_never_overwrites_a_newer_one() {
   setup_stores
   serve
   hold_next POST /vectors >/dev/null
-  post "$(ability_json slow $SVC 8 1 v1)"
+  post "$(ability_json slow "$SVC" 8 1 v1)"
   assert_eq "$CODE" 202 "v1 waits for the held POST: $BODY"
   wait_held 1
-  post "$(ability_json slow $SVC 8 1 v2)"
+  post "$(ability_json slow "$SVC" 8 1 v2)"
   local h2=$HASH
   assert_eq "$CODE" 202 "v2 waits behind v1's push: $BODY"
   release
@@ -124,7 +124,7 @@ test_a_slow_earlier_write_never_resurrects_a_delete() {
   setup_stores
   serve
   hold_next POST /vectors >/dev/null
-  post "$(ability_json doomed $SVC 8 1)"
+  post "$(ability_json doomed "$SVC" 8 1)"
   wait_held 1
   api DELETE /v1/abilities/doomed
   assert_eq "$CODE" 202 "the delete waits behind the write's push: $BODY"
@@ -138,7 +138,7 @@ test_restore_inside_the_server_never_duplicates() {
   local i
   setup_stores --duplicate-ids duplicate
   serve
-  for i in 1 2 3 4 5; do post "$(ability_json "r-$i" $SVC 8 "$i")"; done
+  for i in 1 2 3 4 5; do post "$(ability_json "r-$i" "$SVC" 8 "$i")"; done
   wait_converged "$DB" 10
   api POST /v1/restore '{}'
   assert_eq "$CODE" 202 "$BODY"
@@ -161,10 +161,10 @@ test_a_push_that_outlives_its_lease_never_lands_over_a_newer_write() {
   start_service DATABASE_URL="$DB" SYNC_WAIT_MS=400 "${settings[@]}"
   wait_ready
   hold_next POST /vectors >/dev/null
-  SVC_URL=$first post "$(ability_json leased $SVC 8 1 v1)"
+  SVC_URL=$first post "$(ability_json leased "$SVC" 8 1 v1)"
   wait_held 1
   sleep 3 # the lease is over; the other replica's worker may take the row
-  post "$(ability_json leased $SVC 8 1 v2)"
+  post "$(ability_json leased "$SVC" 8 1 v2)"
   h2=$HASH
   sleep 1
   release # v1 lands now
@@ -178,7 +178,7 @@ test_an_edited_mirror_row_is_put_back_by_a_resend() {
   local body
   setup_stores
   serve
-  body=$(ability_json tamper $SVC 8 1 original)
+  body=$(ability_json tamper "$SVC" 8 1 original)
   post "$body"
   assert_eq "$CODE" 201
   pg "update abilities set description = 'edited behind our back' where ability_id = 'tamper'" >/dev/null
@@ -196,7 +196,7 @@ test_a_pending_row_whose_mirror_row_vanished_becomes_a_tombstone() {
   setup_stores
   serve SYNC_BACKOFF_MS=200 SYNC_BACKOFF_MAX_MS=400
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "status": 503}'
-  post "$(ability_json vanished $SVC 8 1)"
+  post "$(ability_json vanished "$SVC" 8 1)"
   assert_eq "$CODE" 202
   pg "delete from abilities where ability_id = 'vanished'" >/dev/null
   emu DELETE /_admin/faults
@@ -209,7 +209,7 @@ test_a_reconcile_repair_never_overwrites_a_fresh_tombstone() {
   local vid
   setup_stores
   serve
-  post "$(ability_json tomb $SVC 8 1)"
+  post "$(ability_json tomb "$SVC" 8 1)"
   assert_eq "$CODE" 201
   vid=$(vid_of tomb)
   emu DELETE "/tenants/$TENANT/blobs/$BLOB/vectors/$vid" # the vector is lost: reconcile will call it missing
@@ -243,9 +243,9 @@ adopt() { # id service
 
 test_an_adopted_row_is_rewritten_without_a_duplicate() {
   setup_stores --duplicate-ids duplicate
-  adopt adopted $SVC
+  adopt adopted "$SVC"
   serve
-  post "$(ability_json adopted $SVC 8 1 rewritten)"
+  post "$(ability_json adopted "$SVC" 8 1 rewritten)"
   assert_eq "$CODE" 201 "$BODY"
   assert_vector adopted "$HASH"
   teardown_all
@@ -292,7 +292,7 @@ test_shutdown_with_pushes_in_flight_exits_cleanly_and_loses_nothing() {
   setup_stores
   serve SHUTDOWN_TIMEOUT=1 SYNC_LEASE=3
   hold_next POST /vectors >/dev/null
-  post "$(ability_json in-flight $SVC 8 1)"
+  post "$(ability_json in-flight "$SVC" 8 1)"
   assert_eq "$CODE" 202
   wait_held 1
   stop_service # SIGTERM: the push is still held when SHUTDOWN_TIMEOUT ends
@@ -316,9 +316,9 @@ test_colliding_ids_written_at_once_get_201_and_409() {
     embedding) values ('c-14068', 0, 'x', 'x', 'x', '[]'); select pg_sleep(2); rollback" >/dev/null &
   blocker=$!
   sleep 0.3
-  (api POST /v1/abilities "$(ability_json c-14068 $SVC)"; echo "$CODE $BODY" >"$first") &
+  (api POST /v1/abilities "$(ability_json c-14068 "$SVC")"; echo "$CODE $BODY" >"$first") &
   sleep 0.3
-  (api POST /v1/abilities "$(ability_json c-33647 $SVC 8 2)"; echo "$CODE $BODY" >"$second") &
+  (api POST /v1/abilities "$(ability_json c-33647 "$SVC" 8 2)"; echo "$CODE $BODY" >"$second") &
   wait "$blocker"
   for _ in $(seq 1 50); do [ -s "$first" ] && [ -s "$second" ] && break; sleep 0.1; done
   outcome="$(cut -d' ' -f1 "$first") $(cut -d' ' -f1 "$second")"
@@ -338,9 +338,9 @@ test_a_write_that_lands_after_its_timeout_is_repaired() {
   setup_stores
   serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=4000 SYNC_BACKOFF_MS=200
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 3000, "count": 1}'
-  post "$(ability_json ghost $SVC 8 1 v1)"
+  post "$(ability_json ghost "$SVC" 8 1 v1)"
   assert_eq "$CODE" 202 "v1 timed out: $BODY"
-  post "$(ability_json ghost $SVC 8 1 v2)"
+  post "$(ability_json ghost "$SVC" 8 1 v2)"
   local h2=$HASH
   assert_eq "$(jq -r .sync_state <<<"$BODY")" pending "v2 is in doubt until v1's window ends: $BODY"
   sleep 3 # v1 lands now, over v2
@@ -353,8 +353,8 @@ test_reconcile_deep_reports_a_ghost_write_as_stale_content_until_verified() {
   setup_stores
   serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=30000 SYNC_BACKOFF_MS=200
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 2000, "count": 1}'
-  post "$(ability_json deep-ghost $SVC 8 1 v1)"
-  post "$(ability_json deep-ghost $SVC 8 1 v2)"
+  post "$(ability_json deep-ghost "$SVC" 8 1 v1)"
+  post "$(ability_json deep-ghost "$SVC" 8 1 v2)"
   sleep 2.5 # v1 landed over v2; the row is in doubt for 30 s
   run_split env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 "$ABILITYSYNC" reconcile --dry-run --deep --json
   assert_rc 3 "a deep dry run with drift"
@@ -369,7 +369,7 @@ test_a_write_that_lands_after_a_delete_is_deleted_again() {
   setup_stores
   serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=4000 SYNC_BACKOFF_MS=200
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 3000, "count": 1}'
-  post "$(ability_json ghost-del $SVC 8 1)"
+  post "$(ability_json ghost-del "$SVC" 8 1)"
   api DELETE /v1/abilities/ghost-del
   sleep 3 # the add lands after the delete
   wait_state ghost-del deleted 20
@@ -381,11 +381,11 @@ test_an_applied_write_whose_answer_was_lost_leaves_no_duplicate() {
   setup_stores --duplicate-ids duplicate
   serve VDB_QUARANTINE_MS=1500 VDB_BACKOFF_MS=50
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "applied": true, "reset": true, "count": 1}'
-  post "$(ability_json dup $SVC 8 1)"
+  post "$(ability_json dup "$SVC" 8 1)"
   wait_state dup synced 20
   assert_vector dup "$HASH"
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "applied": true, "status": 504, "count": 1}'
-  post "$(ability_json dup $SVC 8 1 again)"
+  post "$(ability_json dup "$SVC" 8 1 again)"
   wait_state dup synced 20
   assert_vector dup "$HASH"
   teardown_all
@@ -398,8 +398,8 @@ test_a_ghost_write_is_repaired_even_when_the_read_back_fails() {
   vid=$(vid_of ghost-get)
   emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 2500, "count": 1}'
   emu POST /_admin/faults "{\"method\": \"GET\", \"path\": \"/vectors/$vid\", \"status\": 503, \"count\": 2}"
-  post "$(ability_json ghost-get $SVC 8 1 v1)"
-  post "$(ability_json ghost-get $SVC 8 1 v2)"
+  post "$(ability_json ghost-get "$SVC" 8 1 v1)"
+  post "$(ability_json ghost-get "$SVC" 8 1 v2)"
   local h2=$HASH
   sleep 2.5
   wait_state ghost-get synced 25
@@ -440,4 +440,44 @@ teardown_all() {
   stop_emulator
 }
 
+
+# What verification costs: nothing on the fast path; for an ambiguous call,
+# after the window, the rewrite (a delete and an add, delete-then-add mode).
+test_verification_costs_calls_only_after_an_ambiguous_outcome() {
+  local c0 c1 c2 adds deletes reads i
+  setup_stores
+  serve VDB_QUARANTINE_MS=500 SYNC_INTERVAL_MS=100
+  calls() { # "adds deletes reads" of vectors so far
+    emu GET /_admin/counters
+    jq -r '[.by_route["POST /tenants/{t}/blobs/{b}/vectors"] // 0, .by_route["DELETE /tenants/{t}/blobs/{b}/vectors/{id}"] // 0,
+      .by_route["GET /tenants/{t}/blobs/{b}/vectors/{id}"] // 0] | join(" ")' <<<"$BODY"
+  }
+  c0=$(calls)
+  for i in $(seq 1 20); do
+    api POST /v1/abilities "$(ability_json "fast-$i" "$SVC")"
+    assert_eq "$CODE" 201 "$BODY"
+  done
+  c1=$(calls)
+  read -r adds deletes reads <<<"$(paste -d' ' <(tr ' ' '\n' <<<"$c1") <(tr ' ' '\n' <<<"$c0") | awk '{printf "%d ", $1 - $2}')"
+  assert_eq "$adds $deletes $reads" "20 0 0" "the fast path: one add per new ability, no delete, no read"
+  for i in $(seq 1 5); do # each add: applied, then answered 504 once
+    emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "applied": true, "status": 504, "count": 1}'
+    api POST /v1/abilities "$(ability_json "doubt-$i" "$SVC")"
+    [[ $CODE == 20[12] ]] || fail "$CODE $BODY"
+  done
+  for i in $(seq 1 5); do wait_state "doubt-$i" synced; done
+  c2=$(calls)
+  read -r adds deletes reads <<<"$(paste -d' ' <(tr ' ' '\n' <<<"$c2") <(tr ' ' '\n' <<<"$c1") | awk '{printf "%d ", $1 - $2}')"
+  # Each: the add that was applied but answered 504, the client's retry, then (after the window) the rewrite.
+  assert_eq "$adds $deletes $reads" "15 5 0" "5 ambiguous adds: retried, then verified by delete and add"
+  echo "verification: 20 registrations on the fast path cost 20 adds, 0 deletes, 0 reads; 5 ambiguous adds cost 2 calls more each (a delete and an add, after VDB_QUARANTINE_MS)" |
+    tee "$TEST_TMP/outbox.verification"
+  for i in $(seq 1 5); do assert_vector "doubt-$i" "$(pg "select content_hash from abilitysync.sync_state where ability_id = 'doubt-$i'")"; done
+  stop_service
+  stop_emulator
+}
+
 run_suite
+rc=$?
+[ ! -f "$TEST_TMP/outbox.verification" ] || sed 's/^/# /' "$TEST_TMP/outbox.verification"
+exit "$rc"

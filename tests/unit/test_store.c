@@ -279,6 +279,30 @@ Test(store, an_outcome_counts_only_under_the_lease_it_was_pushed_under)
 	pgtest_close(&t);
 }
 
+/* Nobody took the row since: a replica that takes back its own run-out lease keeps it, and its push counts. */
+Test(store, a_lease_nobody_took_since_stays_the_same_lease)
+{
+	struct pgtest t;
+	struct store *a;
+	struct ability x;
+	struct writes w;
+	struct claims c = {0};
+
+	pgtest_open(&t, "store_same", true, 2);
+	a = new_store(&t, "replica-a", 300);
+	pgtest_ability(&x, "get-user", "api.github.com", 1.0);
+	write_one(&t, a, &x, &w);
+	usleep(400 * 1000); /* a could not record its push; its lease ran out */
+	store_claim_due(a, 10, on_claimed, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 1));
+	cr_assert(eq(str, c.lease, w.lease[0]), "the same lease: no other push can have happened");
+	cr_assert(eq(int, finish_ok(&t, a, &x, 1, w.lease[0]), FINISH_SYNCED), "a's push, recorded late, counts");
+	ability_free(&x);
+	store_free(a);
+	pgtest_close(&t);
+}
+
 struct counts {
 	bool done;
 	long n;
