@@ -32,35 +32,30 @@ test_dockerfile_is_multistage_nonroot_with_healthcheck_and_entrypoint() {
   assert_not_contains "$runtime" " gcc" "runtime stage packages"
 }
 
-test_readme_configuration_table_is_the_generated_one() {
-  local want got
-  want=$("$ABILITYSYNC" config --markdown)
-  got=$(sed -n '/<!-- config-table:begin -->/,/<!-- config-table:end -->/p' README.md | sed '1d;$d')
+# assert_readme_block BLOCK WHAT ARGS...: the README's block BLOCK is what `abilitysync ARGS` prints.
+assert_readme_block() {
+  local block=$1 what=$2 want got
+  shift 2
+  want=$("$ABILITYSYNC" "$@")
+  [ "$(grep -c '^| ' <<<"$want")" -ge 5 ] || fail "abilitysync $* prints no table: $want"
+  got=$(sed -n "/<!-- $block:begin -->/,/<!-- $block:end -->/p" README.md | sed '1d;$d')
   [ "$got" = "$want" ] || {
     diff <(echo "$want") <(echo "$got") || true
-    fail "README.md's configuration table is stale: regenerate it with 'abilitysync config --markdown'"
+    fail "README.md's $what is stale: regenerate it with 'make readme-tables' (abilitysync $*)"
   }
+}
+
+test_readme_configuration_table_is_the_generated_one() {
+  assert_readme_block config-table "configuration table" config --markdown
 }
 
 test_readme_exit_statuses_and_error_codes_are_the_generated_ones() {
-  local want got
-  want=$("$ABILITYSYNC" codes --markdown)
-  got=$(sed -n '/<!-- codes:begin -->/,/<!-- codes:end -->/p' README.md | sed '1d;$d')
-  [ "$got" = "$want" ] || {
-    diff <(echo "$want") <(echo "$got") || true
-    fail "README.md's exit statuses or error codes are stale: regenerate them with 'abilitysync codes --markdown'"
-  }
+  assert_readme_block codes "exit statuses and error codes" codes --markdown
 }
 
 test_readme_drift_categories_are_the_generated_ones() {
-  local want got
-  want=$("$ABILITYSYNC" codes --drift --markdown)
-  got=$(sed -n '/<!-- drift:begin -->/,/<!-- drift:end -->/p' README.md | sed '1d;$d')
-  [ "$(grep -c '^| `' <<<"$want")" -ge 10 ] || fail "codes --drift --markdown lists too few categories: $want"
-  [ "$got" = "$want" ] || {
-    diff <(echo "$want") <(echo "$got") || true
-    fail "README.md's drift categories are stale: regenerate them with 'make readme-tables'"
-  }
+  assert_readme_block drift "drift categories" codes --drift --markdown
+  [ "$(grep -c '^| `' <<<"$("$ABILITYSYNC" codes --drift --markdown)")" -ge 10 ] || fail "too few drift categories"
 }
 
 # ARCHITECTURE.md's layering: no module uses one that uses it back.

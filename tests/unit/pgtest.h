@@ -93,14 +93,28 @@ static inline void pgtest_on_ready(bool ready, const char *why, void *arg)
 	*(bool *)arg = true;
 }
 
+/* The test's pool replaced by one with these options (on its database), connected. */
+static inline void pgtest_repool(struct pgtest *t, const struct pgpool_opts *opts)
+{
+	struct pgpool_opts po = *opts;
+	struct errbuf err;
+	bool ready = false;
+
+	pgpool_free(t->pool);
+	po.conninfo = t->url;
+	po.application_name = "unit";
+	t->pool = pgpool_new(t->base, &po, &err);
+	cr_assert(t->pool != NULL, "%s", err.msg);
+	pgpool_wait_ready(t->pool, 10000, pgtest_on_ready, &ready);
+	pgtest_wait(t, &ready);
+}
+
 /* A fresh database, migrated (migrate: false leaves it empty), and a pool of `size` on a new loop. */
 static inline void pgtest_open(struct pgtest *t, const char *name, bool migrate, int size)
 {
 	char admin[512], sql[128];
 	struct pgpool_opts po = {0};
 	struct migrate_opts mo = {0};
-	struct errbuf err;
-	bool ready = false;
 
 	memset(t, 0, sizeof(*t));
 	log_setup(LOG_TEXT, LL_WARN); /* the migrator's lines are not the test's */
@@ -121,15 +135,10 @@ static inline void pgtest_open(struct pgtest *t, const char *name, bool migrate,
 		cr_assert(eq(int, migrate_up(&mo), EXIT_OK), "migrating %s", t->dbname);
 	}
 	t->base = event_base_new();
-	po.conninfo = t->url;
 	po.size = size;
 	po.queue_max = 64;
 	po.statement_timeout_ms = 10000;
-	po.application_name = "unit";
-	t->pool = pgpool_new(t->base, &po, &err);
-	cr_assert(t->pool != NULL, "%s", err.msg);
-	pgpool_wait_ready(t->pool, 10000, pgtest_on_ready, &ready);
-	pgtest_wait(t, &ready);
+	pgtest_repool(t, &po);
 }
 
 static inline void pgtest_close(struct pgtest *t)

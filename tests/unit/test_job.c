@@ -83,6 +83,20 @@ Test(job, a_database_without_the_sync_schema_is_refused)
 	pgtest_close(&pt);
 }
 
+/* Runs the loop until the job has started (at most 20 s). */
+static void wait_started(struct pgtest *pt, struct tjob *t)
+{
+	int i;
+
+	for (i = 0; i < 1000 && !strstr(t->events, "started"); i++) {
+		struct timeval slice = {0, 20000};
+
+		event_base_loopexit(pt->base, &slice);
+		event_base_dispatch(pt->base);
+	}
+	cr_assert(strstr(t->events, "started") != NULL, "the job did not start: %s", t->events);
+}
+
 static void end_later(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
@@ -98,12 +112,7 @@ Test(job, a_migrated_database_starts_it_and_the_end_comes_on_its_own_turn)
 
 	pgtest_open(&pt, "job_ok", true, 1);
 	start(&pt, &t, &released);
-	while (!strstr(t.events, "started")) {
-		struct timeval slice = {0, 20000};
-
-		event_base_loopexit(pt.base, &slice);
-		event_base_dispatch(pt.base);
-	}
+	wait_started(&pt, &t);
 	cr_assert(t.job.pool != NULL, "the job's own session is open while it runs");
 	cr_assert(eq(str, t.code, ""));
 	event_base_once(pt.base, -1, EV_TIMEOUT, end_later, &t.job, &now);
@@ -120,12 +129,7 @@ Test(job, an_aborted_job_lives_until_its_last_request_comes_back)
 
 	pgtest_open(&pt, "job_abort", true, 1);
 	start(&pt, &t, &released);
-	while (!strstr(t.events, "started")) {
-		struct timeval slice = {0, 20000};
-
-		event_base_loopexit(pt.base, &slice);
-		event_base_dispatch(pt.base);
-	}
+	wait_started(&pt, &t);
 	job_send(&t.job); /* two requests out (vector DB calls, say) */
 	job_send(&t.job);
 	job_abort(&t.job);

@@ -43,17 +43,7 @@ Test(pgpool, a_full_queue_fails_at_once_and_the_rest_go_through)
 
 	memset(x, 0, sizeof(x));
 	pgtest_open(&t, "pool_queue", false, 1);
-	pgpool_free(t.pool);
-	{
-		struct pgpool_opts po = {.conninfo = t.url, .size = 1, .queue_max = 2, .statement_timeout_ms = 10000};
-		struct errbuf err;
-		bool ready = false;
-
-		t.pool = pgpool_new(t.base, &po, &err);
-		cr_assert(t.pool != NULL, "%s", err.msg);
-		pgpool_wait_ready(t.pool, 10000, pgtest_on_ready, &ready);
-		pgtest_wait(&t, &ready);
-	}
+	pgtest_repool(&t, &(struct pgpool_opts){.size = 1, .queue_max = 2, .statement_timeout_ms = 10000});
 	started = now_ms();
 	pgpool_query(t.pool, "SELECT pg_sleep(0.3)", 0, NULL, on_done, &x[0]); /* on the connection */
 	pgpool_query(t.pool, "SELECT 1", 0, NULL, on_done, &x[1]);            /* queued */
@@ -75,17 +65,7 @@ Test(pgpool, a_statement_past_its_deadline_fails_as_transient)
 	struct outcome x = {0};
 
 	pgtest_open(&t, "pool_deadline", false, 1);
-	pgpool_free(t.pool);
-	{
-		struct pgpool_opts po = {.conninfo = t.url, .size = 1, .queue_max = 4, .statement_timeout_ms = 300};
-		struct errbuf err;
-		bool ready = false;
-
-		t.pool = pgpool_new(t.base, &po, &err);
-		cr_assert(t.pool != NULL, "%s", err.msg);
-		pgpool_wait_ready(t.pool, 10000, pgtest_on_ready, &ready);
-		pgtest_wait(&t, &ready);
-	}
+	pgtest_repool(&t, &(struct pgpool_opts){.size = 1, .queue_max = 4, .statement_timeout_ms = 300});
 	started = now_ms();
 	pgpool_query(t.pool, "SELECT pg_sleep(5)", 0, NULL, on_done, &x);
 	pgtest_wait(&t, &x.done);

@@ -147,6 +147,14 @@ static void on_claimed(const struct claimed_row *rows, size_t n, const struct pg
 	}
 }
 
+/* Claims what is due for `s`, into *c. */
+static void claim_due(struct pgtest *t, struct store *s, struct claims *c)
+{
+	memset(c, 0, sizeof(*c));
+	store_claim_due(s, 10, on_claimed, c);
+	pgtest_wait(t, &c->done);
+}
+
 struct finishes {
 	bool done;
 	enum finish_state state;
@@ -198,14 +206,11 @@ Test(store, an_outcome_is_recorded_only_under_the_lease)
 	write_one(&t, a, &x, &w);
 	cr_assert(w.r[0].leased);
 
-	store_claim_due(b, 10, on_claimed, &c);
-	pgtest_wait(&t, &c.done);
+	claim_due(&t, b, &c);
 	cr_assert(eq(sz, c.n, 0), "a row leased by another replica is not due");
 
 	usleep(400 * 1000); /* a's lease runs out */
-	memset(&c, 0, sizeof(c));
-	store_claim_due(b, 10, on_claimed, &c);
-	pgtest_wait(&t, &c.done);
+	claim_due(&t, b, &c);
 	cr_assert(eq(sz, c.n, 1), "once the lease has run out the row is due");
 	cr_assert(c.leased);
 	cr_assert(eq(i64, c.generation, 1));
@@ -252,8 +257,7 @@ Test(store, an_outcome_counts_only_under_the_lease_it_was_pushed_under)
 	cr_assert(w.r[0].leased);
 
 	usleep(400 * 1000);
-	store_claim_due(b, 10, on_claimed, &c);
-	pgtest_wait(&t, &c.done);
+	claim_due(&t, b, &c);
 	cr_assert(eq(sz, c.n, 1), "b takes the row over");
 	failed = (struct push_done){.ability_id = x.ability_id, .generation = 1, .result = PUSH_FAILED,
 				    .error = "adding: HTTP 503", .retry_in_ms = 0, .lease = c.lease};
@@ -262,9 +266,7 @@ Test(store, an_outcome_counts_only_under_the_lease_it_was_pushed_under)
 	cr_assert(eq(int, f.state, FINISH_PENDING), "b's push failed: pending");
 
 	usleep(1300 * 1000); /* the doubt of b's takeover (its lease end + the quarantine) is over: X is due */
-	memset(&c, 0, sizeof(c));
-	store_claim_due(a, 10, on_claimed, &c);
-	pgtest_wait(&t, &c.done);
+	claim_due(&t, a, &c);
 	cr_assert(eq(sz, c.n, 1), "a takes the row again");
 
 	cr_assert(eq(int, finish_ok(&t, a, &x, 1, w.lease[0]), FINISH_LOST),
@@ -293,8 +295,7 @@ Test(store, a_lease_nobody_took_since_stays_the_same_lease)
 	pgtest_ability(&x, "get-user", "api.github.com", 1.0);
 	write_one(&t, a, &x, &w);
 	usleep(400 * 1000); /* a could not record its push; its lease ran out */
-	store_claim_due(a, 10, on_claimed, &c);
-	pgtest_wait(&t, &c.done);
+	claim_due(&t, a, &c);
 	cr_assert(eq(sz, c.n, 1));
 	cr_assert(eq(str, c.lease, w.lease[0]), "the same lease: no other push can have happened");
 	cr_assert(eq(int, finish_ok(&t, a, &x, 1, w.lease[0]), FINISH_SYNCED), "a's push, recorded late, counts");
