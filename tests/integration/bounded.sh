@@ -38,7 +38,7 @@ setup_pg_proxy() {
 
 test_postgres_that_stops_answering_gives_503_in_bounded_time_and_recovers() {
   local i acks="$SUITE_TMP/acks"
-  setup_pg_proxy SYNC_WAIT_MS=500
+  setup_pg_proxy SYNC_WAIT_MS=500 VDB_QUARANTINE_MS=3000
   : >"$acks"
   for i in 1 2 3; do
     api POST /v1/abilities "$(ability_json "before-$i" pg.hang)"
@@ -74,7 +74,7 @@ test_postgres_that_stops_answering_gives_503_in_bounded_time_and_recovers() {
   api POST /v1/abilities "$(ability_json after pg.hang)"
   [[ $CODE == 20[12] ]] || fail "a write after the partition healed: $CODE $BODY"
   echo "after $CODE" >>"$acks"
-  wait_converged "$DB" 30
+  wait_converged "$DB" 60
   check_stores_agree "$DB" "$acks"
   stop_service
   stop_emulator
