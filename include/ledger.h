@@ -17,8 +17,6 @@
 #include "common.h"
 #include "journal.h"
 
-#include <libpq-fe.h>
-
 struct ledger_row {
 	int64_t id;
 	char *hash;
@@ -38,9 +36,8 @@ struct ledger {
 /* "schema"."table", quoted for SQL. The caller frees it. */
 char *ledger_qualified_name(const char *schema, const char *table);
 
-/* Reads the whole ledger (it holds one row per migration: tens of rows). */
-bool ledger_read(PGconn *conn, const char *schema, const char *table, struct ledger *l,
-		 struct errbuf *err) MUSTCHECK;
+/* An empty ledger of that table (names quoted for SQL); store_ledger.h reads it. */
+void ledger_init(struct ledger *l, const char *schema, const char *table);
 void ledger_free(struct ledger *l);
 
 enum mig_state {

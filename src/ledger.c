@@ -2,7 +2,6 @@
 
 #include "buf.h"
 #include "mem.h"
-#include "pgconn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,45 +40,9 @@ char *ledger_qualified_name(const char *schema, const char *table)
 	return buf_steal(&q);
 }
 
-static bool read_rows(PGconn *conn, struct ledger *l, struct errbuf *err)
-{
-	struct buf sql = BUF_INIT;
-	PGresult *res;
-	char msg[768];
-	int i;
-	bool ok = false;
-
-	buf_printf(&sql, "SELECT id, hash, created_at FROM %s ORDER BY id", l->qualified);
-	res = PQexec(conn, sql.data);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pg_result_error(res, msg, sizeof(msg));
-		err_set(err, "reading the ledger %s: %s", l->qualified, msg);
-		goto out;
-	}
-	l->n = (size_t)PQntuples(res);
-	l->rows = xcalloc(l->n, sizeof(*l->rows));
-	for (i = 0; i < PQntuples(res); i++) {
-		struct ledger_row *r = &l->rows[i];
-
-		r->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-		r->hash = xstrdup(PQgetvalue(res, i, 1));
-		r->created_at_null = PQgetisnull(res, i, 2);
-		r->created_at = r->created_at_null ? 0 : strtoll(PQgetvalue(res, i, 2), NULL, 10);
-	}
-	ok = true;
-out:
-	PQclear(res);
-	buf_free(&sql);
-	return ok;
-}
-
-bool ledger_read(PGconn *conn, const char *schema, const char *table, struct ledger *l, struct errbuf *err)
+void ledger_init(struct ledger *l, const char *schema, const char *table)
 {
 	struct buf q = BUF_INIT;
-	const char *params[1];
-	PGresult *res;
-	char msg[768];
-	bool ok = false;
 
 	memset(l, 0, sizeof(*l));
 	quote_ident(&q, schema);
@@ -87,24 +50,6 @@ bool ledger_read(PGconn *conn, const char *schema, const char *table, struct led
 	buf_putc(&q, '.');
 	quote_ident(&q, table);
 	l->qualified = buf_steal(&q);
-
-	params[0] = l->qualified;
-	res = PQexecParams(conn,
-			   "SELECT to_regclass($1) IS NOT NULL, "
-			   "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) "
-			   "AND attname = 'name' AND NOT attisdropped)",
-			   1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pg_result_error(res, msg, sizeof(msg));
-		err_set(err, "looking for the ledger %s: %s", l->qualified, msg);
-		goto out;
-	}
-	l->exists = PQgetvalue(res, 0, 0)[0] == 't';
-	l->has_name = PQgetvalue(res, 0, 1)[0] == 't';
-	ok = !l->exists || read_rows(conn, l, err);
-out:
-	PQclear(res);
-	return ok;
 }
 
 void ledger_free(struct ledger *l)

@@ -5,6 +5,7 @@
 #include "hash.h"
 #include "journal.h"
 #include "ledger.h"
+#include "store_ledger.h"
 #include "log.h"
 #include "mem.h"
 #include "pgconn.h"
@@ -204,53 +205,22 @@ int64_t migrate_lock_key(const char *dbname, const char *schema, const char *tab
 	return (int64_t)k;
 }
 
-/* Returns "pid N (application, client)" of the lock holder, or "an unknown session". */
-static void lock_holder(PGconn *conn, int64_t key, char *out, size_t outlen)
-{
-	char classid[16], objid[16];
-	const char *params[2] = {classid, objid};
-	PGresult *res;
-
-	snprintf(classid, sizeof(classid), "%u", (unsigned)((uint64_t)key >> 32));
-	snprintf(objid, sizeof(objid), "%u", (unsigned)((uint64_t)key & 0xffffffffu));
-	res = PQexecParams(conn,
-			   "SELECT l.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local') "
-			   "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-			   "WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = $2::oid "
-			   "AND l.objsubid = 1 AND l.granted LIMIT 1",
-			   2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-		snprintf(out, outlen, "pid %s (\"%s\", %s)", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
-			 PQgetvalue(res, 0, 2));
-	else
-		snprintf(out, outlen, "another session");
-	PQclear(res);
-}
-
 /* Takes the session advisory lock, waiting at most lock_timeout_s. */
 static bool take_lock(struct run *r, int64_t key)
 {
-	char keytext[24], holder[256] = "";
-	const char *params[1] = {keytext};
+	char holder[256] = "";
 	int64_t start = clock_mono_ms(), next_report = 0;
 	int64_t deadline = start + (int64_t)r->o->lock_timeout_s * 1000;
 
-	snprintf(keytext, sizeof(keytext), "%lld", (long long)key);
 	for (;;) {
-		PGresult *res = PQexecParams(r->conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params,
-					     NULL, NULL, 0);
-		char msg[512];
-		bool got;
+		struct errbuf err;
+		bool got = false;
 		int64_t now;
 
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			pg_result_error(res, msg, sizeof(msg));
-			log_error(COMP, "taking the migration lock: %s", msg);
-			PQclear(res);
+		if (!ledger_try_lock(r->conn, key, &got, &err)) {
+			log_error(COMP, "%s", err.msg);
 			return false;
 		}
-		got = PQgetvalue(res, 0, 0)[0] == 't';
-		PQclear(res);
 		now = clock_mono_ms();
 		if (got) {
 			if (now - start > 100)
@@ -258,14 +228,14 @@ static bool take_lock(struct run *r, int64_t key)
 			return true;
 		}
 		if (now >= deadline) {
-			lock_holder(r->conn, key, holder, sizeof(holder));
-			log_error(COMP, "timed out after %lld s waiting for the migration lock (advisory lock %s on "
+			ledger_lock_holder(r->conn, key, holder, sizeof(holder));
+			log_error(COMP, "timed out after %lld s waiting for the migration lock (advisory lock %lld on "
 				  "%s), held by %s. Is another migrator stuck? Raise MIGRATE_LOCK_TIMEOUT or end "
-				  "that session", (long long)r->o->lock_timeout_s, keytext, r->target, holder);
+				  "that session", (long long)r->o->lock_timeout_s, (long long)key, r->target, holder);
 			return false;
 		}
 		if (now >= next_report) {
-			lock_holder(r->conn, key, holder, sizeof(holder));
+			ledger_lock_holder(r->conn, key, holder, sizeof(holder));
 			log_info(COMP, "another migrator is at work: waiting for the migration lock, held by %s "
 				 "(%.0f s of %lld s)", holder, (double)(now - start) / 1000.0,
 				 (long long)r->o->lock_timeout_s);
@@ -273,82 +243,6 @@ static bool take_lock(struct run *r, int64_t key)
 		}
 		clock_sleep_ms(100 + clock_jitter_ms(150));
 	}
-}
-
-static void release_lock(struct run *r, int64_t key)
-{
-	char keytext[24];
-	const char *params[1] = {keytext};
-
-	snprintf(keytext, sizeof(keytext), "%lld", (long long)key);
-	/* Closing the session releases it too; this is for tidiness, errors ignored. */
-	PQclear(PQexecParams(r->conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, params, NULL, NULL, 0));
-}
-
-static bool create_ledger(struct run *r, struct errbuf *err)
-{
-	struct buf sql = BUF_INIT;
-	bool ok;
-
-	buf_printf(&sql, "CREATE SCHEMA IF NOT EXISTS %s", r->l.qschema);
-	ok = pg_exec_ok(r->conn, sql.data, "creating the ledger's schema", err);
-	buf_reset(&sql);
-	/* drizzle's own definition, so drizzle (0.x and v1's upgrade) recognises the table. */
-	buf_printf(&sql, "CREATE TABLE IF NOT EXISTS %s (\n\tid SERIAL PRIMARY KEY,\n\thash text NOT NULL,\n"
-		   "\tcreated_at bigint\n)", r->l.qualified);
-	ok = ok && pg_exec_ok(r->conn, sql.data, "creating the ledger", err);
-	buf_free(&sql);
-	return ok;
-}
-
-static bool record_applied(struct run *r, const struct migration *m, struct errbuf *err)
-{
-	struct buf sql = BUF_INIT;
-	char when[24], name[256];
-	const char *params[3] = {m->hash, when, name};
-	PGresult *res;
-	char msg[512];
-	bool ok;
-
-	snprintf(when, sizeof(when), "%lld", (long long)m->when);
-	ledger_v1_name(m->tag, m->when, name, sizeof(name));
-	if (r->l.has_name)
-		buf_printf(&sql, "insert into %s (\"hash\", \"created_at\", \"name\") values($1, $2, $3)",
-			   r->l.qualified);
-	else
-		buf_printf(&sql, "insert into %s (\"hash\", \"created_at\") values($1, $2)", r->l.qualified);
-	res = PQexecParams(r->conn, sql.data, r->l.has_name ? 3 : 2, NULL, params, NULL, NULL, 0);
-	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-	if (!ok) {
-		pg_result_error(res, msg, sizeof(msg));
-		err_set(err, "recording %s in the ledger: %s", m->tag, msg);
-	}
-	PQclear(res);
-	buf_free(&sql);
-	return ok;
-}
-
-static bool apply_one(struct run *r, const struct migration *m, struct errbuf *err)
-{
-	size_t c;
-
-	for (c = 0; c < m->nchunks; c++) {
-		PGresult *res = PQexec(r->conn, m->chunks[c]);
-		ExecStatusType st = PQresultStatus(res);
-		char msg[768], near[80];
-
-		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) {
-			PQclear(res);
-			continue;
-		}
-		pg_result_error(res, msg, sizeof(msg));
-		pg_one_line(m->chunks[c], near, sizeof(near));
-		err_set(err, "%s statement %zu of %zu failed: %s [statement: %s%s]", m->path, c + 1, m->nchunks,
-			msg, near, strlen(near) >= sizeof(near) - 1 ? "..." : "");
-		PQclear(res);
-		return false;
-	}
-	return record_applied(r, m, err);
 }
 
 /* Applies everything pending in one transaction; all or nothing. */
@@ -359,29 +253,29 @@ static bool apply_all(struct run *r)
 	struct errbuf err;
 	size_t i, n = 0;
 
-	if (!pg_exec_ok(r->conn, "begin", "starting the transaction", &err))
+	if (!ledger_begin(r->conn, &err))
 		goto fail;
-	if (!r->l.exists && !create_ledger(r, &err))
+	if (!r->l.exists && !ledger_create(r->conn, &r->l, &err))
 		goto fail;
 	for (i = 0; i < r->j.n; i++) {
 		int64_t t0 = clock_mono_ms();
 
 		if (!will_apply(r, i))
 			continue;
-		if (!apply_one(r, &r->j.m[i], &err))
+		if (!ledger_apply(r->conn, &r->l, &r->j.m[i], &err))
 			goto fail;
 		log_info(COMP, "applied %s (%zu statements, %lld ms)", r->j.m[i].tag, r->j.m[i].nchunks,
 			 (long long)(clock_mono_ms() - t0));
 		buf_printf(&tags, "%s%s", n++ ? ", " : "", r->j.m[i].tag);
 	}
-	if (!pg_exec_ok(r->conn, "commit", "committing", &err))
+	if (!ledger_commit(r->conn, &err))
 		goto fail;
 	log_info(COMP, "committed %zu migration(s) in %lld ms: %s", n, (long long)(clock_mono_ms() - start),
 		 buf_cstr(&tags));
 	buf_free(&tags);
 	return true;
 fail:
-	PQclear(PQexec(r->conn, "rollback"));
+	ledger_rollback(r->conn);
 	log_error(COMP, "%s", err.msg);
 	log_error(COMP, "rolled back: nothing from this run was applied or recorded");
 	buf_free(&tags);
@@ -446,7 +340,7 @@ int migrate_up(const struct migrate_opts *o)
 		rc = EXIT_OK;
 out:
 	if (locked)
-		release_lock(&r, key);
+		ledger_unlock(r.conn, key);
 	run_close(&r);
 	return rc;
 }

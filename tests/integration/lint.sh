@@ -64,12 +64,12 @@ test_the_module_graph_has_no_cycle() {
 }
 
 # Row shapes stay in the store: the service's modules get typed rows. The
-# migrator (migrate.c, ledger.c: drizzle's ledger, blocking libpq) is apart.
-test_only_the_store_pgpool_and_the_migrator_read_postgres_results() {
+# migrator's statements are the store's too (store_ledger.c: blocking libpq).
+test_only_the_stores_and_pgpool_read_postgres_results() {
   local readers
   readers=$(grep -l -E 'PQgetvalue|PQntuples|PQgetisnull|pg_text\(|pg_int8\(|pg_bool\(' src/*.c | xargs -n1 basename | tr '\n' ' ')
-  assert_eq "$readers" "ledger.c migrate.c pgpool.c store.c store_job.c " "modules that read a Postgres result"
-  ! grep -l 'libpq-fe.h' include/*.h | grep -v -E 'include/(pgconn|ledger)\.h' || fail "a header outside the migrator includes libpq"
+  assert_eq "$readers" "pgpool.c store.c store_job.c store_ledger.c " "modules that read a Postgres result"
+  ! grep -l 'libpq-fe.h' include/*.h | grep -v -E 'include/(pgconn|store_ledger)\.h' || fail "a header outside the migrator's connection and statements includes libpq"
 }
 
 test_ci_runs_exactly_the_readme_test_command() {
