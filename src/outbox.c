@@ -4,13 +4,13 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "sync_rules.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define COMP "outbox"
-#define LEASE_MARGIN_MS 2000   /* a push's calls end this long before its lease (recording), at most a quarter */
 #define RECORD_RETRY_MS 1000   /* a failed recording is tried again after this, doubling */
 #define RECORD_RETRY_MAX_MS 10000
 #define TABLE_MIN 64
@@ -403,37 +403,36 @@ static void op_free(struct op *op)
 	free(op);
 }
 
-static bool item_ok(const struct item *it)
+static struct push_facts item_facts(const struct item *it)
 {
-	return !it->permanent && it->add_ok && it->deletes_ok;
+	return (struct push_facts){.deleted = it->deleted, .permanent = it->permanent, .add_ok = it->add_ok,
+				   .deletes_ok = it->deletes_ok, .ambiguous = it->ambiguous, .doubt = it->doubt};
 }
 
-/* Settled by this push alone: confirmed, nothing ambiguous, no doubt from before. */
-static bool item_settled(const struct item *it)
+static bool item_ok(const struct item *it)
 {
-	return item_ok(it) && !it->ambiguous && !it->doubt;
+	struct push_facts f = item_facts(it);
+
+	return sync_confirmed(&f);
 }
 
 static const char *item_sync_state(const struct item *it)
 {
-	if (it->permanent)
-		return "failed";
-	if (item_settled(it))
-		return it->deleted ? "deleted" : "synced";
-	return it->deleted ? "pending_delete" : "pending";
+	struct push_facts f = item_facts(it);
+
+	return sync_state_after(&f);
 }
 
 static void note_failure(struct op *op, struct item *it, const struct vdb_result *r)
 {
+	struct call_failure f = sync_call_failure(r->status, r->cut_short);
+
 	(void)op;
 	if (!it->error[0])
 		snprintf(it->error, sizeof(it->error), "%s", r->error);
 	it->status = r->status;
-	/* A push cut short by its lease is slow, not a vector DB that is down: it is retried like any failure. */
-	it->unavailable = it->unavailable || ((r->status == VDB_UNAVAILABLE || r->status == VDB_CANCELLED) && !r->cut_short);
-	/* The vector DB refused the request itself: pushing it again changes nothing. */
-	if (r->status == VDB_REJECTED || r->status == VDB_BAD_REPLY)
-		it->permanent = true;
+	it->unavailable = it->unavailable || f.unavailable;
+	it->permanent = it->permanent || f.permanent;
 }
 
 static void op_step_done(struct op *op);
@@ -632,12 +631,14 @@ static void on_read_back(const struct vdb_result *r, void *arg)
 	struct item *it = &op->items[c->item];
 	json_t *hash = json_object_get(json_object_get(r->reply, "attributes"), "content_hash");
 
-	if (r->status == VDB_OK && json_is_string(hash) &&
-	    strcmp(json_string_value(hash), it->ability->content_hash) == 0) {
+	switch (sync_readback(r->status, json_is_string(hash) ? json_string_value(hash) : NULL,
+			      it->ability->content_hash)) {
+	case READBACK_PROVEN:
 		it->verified = true;
 		it->add_ok = true;
 		op->ob->stats.verified_by_read++;
-	} else if (r->status != VDB_OK && r->status != VDB_NOT_FOUND) {
+		break;
+	case READBACK_UNKNOWN:
 		/* Not known either way: try again later (the doubt stays). */
 		snprintf(it->error, sizeof(it->error), "verifying: %.490s", r->error);
 		it->permanent = false;
@@ -650,8 +651,10 @@ static void on_read_back(const struct vdb_result *r, void *arg)
 		free(it->deletes);
 		it->deletes = NULL;
 		it->doubt = true;
-	} else {
+		break;
+	case READBACK_REWRITE:
 		op->ob->stats.repaired++;
+		break;
 	}
 	free(c);
 	if (--op->pending == 0)
@@ -667,11 +670,13 @@ static void start_verifies(struct op *op)
 	for (i = 0; i < op->n; i++) {
 		struct item *it = &op->items[i];
 		struct verify_ctx *c;
+		enum verify_how how;
 
-		if (!it->verify || it->permanent)
+		how = sync_verify_how(it->verify, it->permanent, it->ability != NULL, op->ob->o.verify_by_reading);
+		if (how == VERIFY_NONE)
 			continue;
 		op->ob->stats.verifications++;
-		if (!it->ability || !op->ob->o.verify_by_reading) {
+		if (how == VERIFY_REWRITE) {
 			/* A delete is deleted again; elsewhere the row is written again, its delete first. */
 			it->may_exist = true;
 			op->ob->stats.repaired++;
@@ -693,8 +698,7 @@ static void op_run(struct op *op)
 	size_t i;
 
 	ob->in_flight++;
-	op->call.deadline_ms = clock_mono_ms() + ob->o.lease_ms -
-			       (ob->o.lease_ms / 4 < LEASE_MARGIN_MS ? ob->o.lease_ms / 4 : LEASE_MARGIN_MS);
+	op->call.deadline_ms = clock_mono_ms() + sync_call_window_ms(ob->o.lease_ms);
 	op->call.trace = op->trace;
 	for (i = 0; i < op->n; i++) {
 		struct item *it = &op->items[i];
