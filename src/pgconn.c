@@ -28,15 +28,63 @@ static bool is_url(const char *s)
 	return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0;
 }
 
-/* Copies a URL, replacing user:PASSWORD@ and ?password=VALUE with ***. */
+/* A parameter libpq hides in forms (dispchar '*'): password, sslpassword, and any it adds. */
+static bool is_secret_key(const char *key, size_t len)
+{
+	PQconninfoOption *opts = PQconndefaults(), *o;
+	bool secret = len == 8 && strncmp(key, "password", 8) == 0; /* even without the defaults */
+
+	for (o = opts; o && o->keyword && !secret; o++)
+		secret = o->dispchar && o->dispchar[0] == '*' && strlen(o->keyword) == len &&
+			 strncmp(o->keyword, key, len) == 0;
+	PQconninfoFree(opts);
+	return secret;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char)(c | 0x20);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A URL parameter's name as libpq reads it: percent-decoded. */
+static bool is_secret_url_key(const char *key, size_t len)
+{
+	struct buf k = BUF_INIT;
+	size_t i;
+	bool secret;
+
+	for (i = 0; i < len; i++) {
+		int hi, lo;
+
+		if (key[i] == '%' && i + 2 < len &&
+		    (hi = hex_digit(key[i + 1])) >= 0 && (lo = hex_digit(key[i + 2])) >= 0) {
+			buf_putc(&k, (char)(hi << 4 | lo));
+			i += 2;
+		} else {
+			buf_putc(&k, key[i]);
+		}
+	}
+	secret = is_secret_key(buf_cstr(&k), k.len);
+	buf_free(&k);
+	return secret;
+}
+
+/* Copies a URL, replacing user:PASSWORD@ and the value of every secret parameter with ***. */
 static void redact_url(const char *s, struct buf *out)
 {
 	const char *auth = strstr(s, "://") + 3;
-	const char *at = strrchr(auth, '@');
-	const char *p = auth;
-	const char *colon;
+	const char *query = strchr(auth, '?');
+	const char *end = query ? query : auth + strlen(auth);
+	const char *at = NULL, *p, *colon;
 
+	for (p = auth; p < end; p++)
+		if (*p == '@')
+			at = p;
 	buf_append(out, s, (size_t)(auth - s));
+	p = auth;
 	if (at) {
 		colon = memchr(auth, ':', (size_t)(at - auth));
 		if (colon) {
@@ -45,25 +93,23 @@ static void redact_url(const char *s, struct buf *out)
 			p = at;
 		}
 	}
-	/* The query string may carry ?password=... too. */
-	while (*p) {
-		const char *q = strstr(p, "password=");
+	buf_append(out, p, (size_t)(end - p));
+	for (p = end; *p;) {
+		const char *key = p + 1, *amp = strchr(key, '&'), *stop = amp ? amp : key + strlen(key);
+		const char *eq = memchr(key, '=', (size_t)(stop - key));
 
-		if (!q) {
-			buf_puts(out, p);
-			break;
-		}
-		buf_append(out, p, (size_t)(q - p) + 9);
-		p = q + 9;
-		if (q[-1] == '?' || q[-1] == '&') {
+		buf_putc(out, *p); /* '?' or '&' */
+		if (eq && is_secret_url_key(key, (size_t)(eq - key))) {
+			buf_append(out, key, (size_t)(eq - key) + 1);
 			buf_puts(out, "***");
-			while (*p && *p != '&')
-				p++;
+		} else {
+			buf_append(out, key, (size_t)(stop - key));
 		}
+		p = stop;
 	}
 }
 
-/* Copies key=value pairs, replacing the value of password with ***. */
+/* Copies key=value pairs, replacing the value of every secret parameter with ***. */
 static void redact_kv(const char *s, struct buf *out)
 {
 	const char *p = s;
@@ -97,7 +143,7 @@ static void redact_kv(const char *s, struct buf *out)
 			while (*p && *p != ' ' && *p != '\t' && *p != '\n')
 				p++;
 		}
-		if (klen == 8 && strncmp(key, "password", 8) == 0)
+		if (is_secret_key(key, klen))
 			buf_puts(out, "***");
 		else
 			buf_append(out, val, (size_t)(p - val));

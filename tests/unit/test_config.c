@@ -196,6 +196,16 @@ Test(redact, passwords_everywhere_they_can_hide)
 	expect_redacted("host=h user=u", "host=h user=u");
 }
 
+Test(redact, the_key_password_and_every_other_secret_parameter)
+{
+	expect_redacted("postgres://u@h/db?sslmode=verify-full&sslpassword=kp&x=1",
+			"postgres://u@h/db?sslmode=verify-full&sslpassword=***&x=1");
+	expect_redacted("host=h sslpassword=kp sslkey=/k", "host=h sslpassword=*** sslkey=/k");
+	/* libpq decodes a parameter's name too: pass%77ord is password */
+	expect_redacted("postgres://u@h/db?pass%77ord=pw", "postgres://u@h/db?pass%77ord=***");
+	expect_redacted("postgres://u:p%40w@h/db?application_name=x", "postgres://u:***@h/db?application_name=x");
+}
+
 Test(redact, target_never_shows_user_or_password)
 {
 	char *t = pg_target("postgres://u:pw@db.example:6543/app", NULL);
