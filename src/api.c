@@ -869,10 +869,30 @@ static void h_healthz(struct call *c)
 	reply_json(c, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+static bool key_valid(const struct call *c);
+
+/* A check's state: the detailed text, or only its first words (before ':') for a caller without a key. */
+static json_t *check_state(bool detail, json_t *text)
+{
+	const char *s = json_string_value(text);
+	json_t *short_form;
+
+	if (detail || !strchr(s, ':'))
+		return text;
+	short_form = json_stringn(s, (size_t)(strchr(s, ':') - s));
+	json_decref(text);
+	return short_form;
+}
+
+/*
+ * Readiness: what is up. Error texts (libpq's and libcurl's name hosts, users
+ * and databases) only for a caller with a valid key, or when no key is needed.
+ */
 static void h_readyz(struct call *c)
 {
 	struct service *svc = c->api->svc;
 	json_t *j = json_object();
+	bool detail = c->api->nkeys == 0 || key_valid(c);
 
 	json_object_set_new(j, "ready", json_boolean(service_ready(svc)));
 	if (!svc->pool)
@@ -883,14 +903,16 @@ static void h_readyz(struct call *c)
 		json_object_set_new(j, "postgres", json_sprintf("no answer for %lld ms",
 							       (long long)(clock_mono_ms() - svc->pg_asked_ms)));
 	else if (!svc->pg_migrated)
-		json_object_set_new(j, "postgres", json_sprintf("not migrated: %s", svc->pg_why));
+		json_object_set_new(j, "postgres", check_state(detail, json_sprintf("not migrated: %s", svc->pg_why)));
 	else
 		json_object_set_new(j, "postgres", json_string("up"));
 	if (service_vdb_stalled(svc))
 		json_object_set_new(j, "vector_db", json_sprintf("no answer for %lld ms",
 								 (long long)(clock_mono_ms() - svc->vdb_asked_ms)));
+	else if (svc->vdb_up)
+		json_object_set_new(j, "vector_db", json_string("up"));
 	else
-		json_object_set_new(j, "vector_db", svc->vdb_up ? json_string("up") : json_sprintf("down: %s", svc->vdb_why));
+		json_object_set_new(j, "vector_db", check_state(detail, json_sprintf("down: %s", svc->vdb_why)));
 	if (svc->stopping)
 		json_object_set_new(j, "stopping", json_true());
 	reply_json(c, json_is_true(json_object_get(j, "ready")) ? 200 : 503, j);
@@ -1168,22 +1190,28 @@ enum api_match api_match_route(enum evhttp_cmd_type method, const char *path, en
 	return API_MATCH_OK;
 }
 
-static bool authorized(struct call *c, const char *path)
+/* The request carries one of the API keys (compared in constant time). */
+static bool key_valid(const struct call *c)
 {
 	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
 	uint8_t digest[SHA256_LEN];
 	size_t i;
 	int match = 0;
 
-	if (c->api->nkeys == 0 || strncmp(path, "/v1/", 4) != 0)
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return false;
+	sha256(h + 7, strlen(h + 7), digest);
+	for (i = 0; i < c->api->nkeys; i++)
+		match |= CRYPTO_memcmp(digest, c->api->keys[i], SHA256_LEN) == 0;
+	return match != 0;
+}
+
+static bool authorized(struct call *c, const char *path)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
+
+	if (c->api->nkeys == 0 || strncmp(path, "/v1/", 4) != 0 || key_valid(c))
 		return true;
-	if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-		sha256(h + 7, strlen(h + 7), digest);
-		for (i = 0; i < c->api->nkeys; i++)
-			match |= CRYPTO_memcmp(digest, c->api->keys[i], SHA256_LEN) == 0;
-		if (match)
-			return true;
-	}
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate", "Bearer realm=\"abilitysync\"");
 	reply_error(c, E_UNAUTHORIZED, NULL, h ? "the API key is not valid" : "send Authorization: Bearer <API key>");
 	return false;

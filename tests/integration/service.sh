@@ -272,6 +272,30 @@ test_health_metrics_and_readiness_need_no_key() {
   teardown
 }
 
+# libcurl's and libpq's error texts name hosts, users and databases: a caller
+# without a key sees only what is up.
+test_readiness_tells_why_only_to_a_caller_with_a_key() {
+  local state
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_service DATABASE_URL="$DB" VECTOR_DB_API="http://127.0.0.1:$(free_port)" API_KEYS=secret
+  for _ in $(seq 1 100); do
+    api GET /readyz "" -H "Authorization: Bearer secret"
+    [[ $(jq -r .vector_db <<<"$BODY") == down:* ]] && break
+    sleep 0.1
+  done
+  assert_eq "$CODE" 503 "$BODY"
+  assert_contains "$(jq -r .vector_db <<<"$BODY")" "127.0.0.1" "with the key: why it is down"
+  api GET /readyz
+  assert_eq "$CODE" 503
+  state=$(jq -r .vector_db <<<"$BODY")
+  assert_eq "$state" down "without a key: the state only ($BODY)"
+  assert_not_contains "$BODY" "127.0.0.1" "an unauthenticated answer"
+  api GET /readyz "" -H "Authorization: Bearer wrong"
+  assert_eq "$(jq -r .vector_db <<<"$BODY")" down "a wrong key is no key"
+  stop_service
+}
+
 test_request_ids_are_echoed_or_made() {
   local headers id
   setup
