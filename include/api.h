@@ -26,7 +26,11 @@
 
 struct api_opts {
 	const char *listen;      /* host:port */
-	const char *api_keys;    /* comma-separated; NULL: none */
+	const char *api_keys;    /* entries, comma-separated (keys.h); NULL: none */
+	const char *api_keys_file; /* entries, one per line; re-read by api_reload_keys; NULL: none */
+	bool metrics_auth;       /* /metrics needs a key with the read scope */
+	double rate_rps;         /* per key; 0: no limit */
+	int rate_burst;
 	bool allow_open;         /* serve beyond loopback without keys */
 	size_t max_body;
 	size_t batch_max;
@@ -43,6 +47,13 @@ struct api_opts {
 struct api;
 
 struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf *err) MUSTCHECK;
+
+/*
+ * Re-reads API_KEYS_FILE (SIGHUP): the new keys take effect for the next
+ * request. On any error, or a file that would leave no key at all, the old
+ * keys stay and the error is logged.
+ */
+bool api_reload_keys(struct api *a);
 
 /* Stops accepting connections; requests already in flight go on. */
 void api_stop_accepting(struct api *a);

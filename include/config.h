@@ -56,6 +56,10 @@ struct config {
 	long long vdb_quarantine_ms;
 	char *listen;
 	char *api_keys;
+	char *api_keys_file;
+	bool metrics_auth;
+	long long rate_limit_rps;
+	long long rate_limit_burst;
 	bool allow_unauthenticated;
 	char *tls_cert_file;
 	char *tls_key_file;

@@ -6,6 +6,7 @@
 #include "errcode.h"
 #include "hash.h"
 #include "jsonscan.h"
+#include "keys.h"
 #include "log.h"
 #include "mem.h"
 #include "tcp.h"
@@ -41,8 +42,8 @@ struct api {
 	struct api_opts o;
 	struct evhttp *http;
 	struct evhttp_bound_socket *sock;
-	uint8_t (*keys)[SHA256_LEN];   /* sha256 of each key: compared in constant time, length hidden */
-	size_t nkeys;
+	struct keyring ring;            /* API_KEYS and API_KEYS_FILE; empty: no auth */
+	struct bucket *buckets;        /* RATE_LIMIT_RPS: one per key, the last for callers without one */
 	SSL_CTX *ssl;
 	TAILQ_HEAD(, call) calls;
 	int in_flight;
@@ -74,6 +75,9 @@ struct call {
 	bool batch;                   /* POST /v1/abilities: {"abilities": [...]} */
 	json_t *hits;                 /* search: the vector DB's answer, while the mirror is asked */
 	int limit;                    /* list: the page size asked */
+	char key[KEY_NAME_MAX + 1];   /* the caller's key's name, "" without a valid key */
+	unsigned scopes;              /* its scopes */
+	size_t key_index;             /* its place in the ring (ring.n: none) */
 };
 
 /* ---- answers ------------------------------------------------------------------ */
@@ -86,12 +90,14 @@ static const char *reason(int status)
 	case 202: return "Accepted";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Entity";
+	case 429: return "Too Many Requests";
 	case 500: return "Internal Server Error";
 	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
@@ -125,10 +131,11 @@ static void reply_typed(struct call *c, int status, const char *type, const char
 	c->replied = true;
 	http_metrics_observe(&c->api->svc->http, c->route, status, secs);
 	if (status >= 500 && c->route != ROUTE_READYZ) /* not ready is a normal answer there */
-		log_warn(COMP, "req=%s %s -> %d in %.1f ms: %.*s", c->id, route_name(c->route), status, secs * 1000,
-			 (int)(len > 300 ? 300 : len), body);
+		log_warn(COMP, "req=%s%s%s %s -> %d in %.1f ms: %.*s", c->id, c->key[0] ? " key=" : "", c->key,
+			 route_name(c->route), status, secs * 1000, (int)(len > 300 ? 300 : len), body);
 	else
-		log_debug(COMP, "req=%s %s -> %d in %.1f ms", c->id, route_name(c->route), status, secs * 1000);
+		log_debug(COMP, "req=%s%s%s %s -> %d in %.1f ms", c->id, c->key[0] ? " key=" : "", c->key,
+			  route_name(c->route), status, secs * 1000);
 	call_release(c);
 }
 
@@ -869,8 +876,6 @@ static void h_healthz(struct call *c)
 	reply_json(c, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-static bool key_valid(const struct call *c);
-
 /* A check's state: the detailed text, or only its first words (before ':') for a caller without a key. */
 static json_t *check_state(bool detail, json_t *text)
 {
@@ -892,7 +897,7 @@ static void h_readyz(struct call *c)
 {
 	struct service *svc = c->api->svc;
 	json_t *j = json_object();
-	bool detail = c->api->nkeys == 0 || key_valid(c);
+	bool detail = c->api->ring.n == 0 || (c->scopes & KEY_READ);
 
 	json_object_set_new(j, "ready", json_boolean(service_ready(svc)));
 	if (!svc->pool)
@@ -1106,21 +1111,22 @@ struct route_def {
 	bool with_id;
 	enum route route;
 	void (*handler)(struct call *c);
+	unsigned scope;         /* what a key needs (keys.h); 0: open to anyone */
 };
 
 static const struct route_def route_table[] = {
-	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, h_abilities_post},
-	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, h_abilities_list},
-	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, h_ability_get},
-	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete},
-	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search},
-	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status},
-	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last},
-	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post},
-	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get},
-	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz},
-	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz},
-	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics},
+	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, h_abilities_post, KEY_WRITE},
+	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, h_abilities_list, KEY_READ},
+	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, h_ability_get, KEY_READ},
+	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete, KEY_WRITE},
+	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ},
+	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ},
+	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last, KEY_READ},
+	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post, KEY_ADMIN},
+	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get, KEY_READ},
+	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz, 0},
+	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz, 0},
+	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics, 0},
 };
 
 static const char *method_text(enum evhttp_cmd_type m)
@@ -1190,30 +1196,99 @@ enum api_match api_match_route(enum evhttp_cmd_type method, const char *path, en
 	return API_MATCH_OK;
 }
 
-/* The request carries one of the API keys (compared in constant time). */
-static bool key_valid(const struct call *c)
+/* Who the caller is: the key it presented, if it is one of ours. */
+static void identify(struct call *c)
 {
 	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
-	uint8_t digest[SHA256_LEN];
-	size_t i;
-	int match = 0;
+	const struct api_key *k;
 
-	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-		return false;
-	sha256(h + 7, strlen(h + 7), digest);
-	for (i = 0; i < c->api->nkeys; i++)
-		match |= CRYPTO_memcmp(digest, c->api->keys[i], SHA256_LEN) == 0;
-	return match != 0;
+	c->key_index = c->api->ring.n;
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !(k = keyring_find(&c->api->ring, h + 7, strlen(h + 7))))
+		return;
+	snprintf(c->key, sizeof(c->key), "%s", k->name);
+	c->scopes = k->scopes;
+	c->key_index = (size_t)(k - c->api->ring.keys);
 }
 
-static bool authorized(struct call *c, const char *path)
+static void reply_unauthorized(struct call *c)
 {
-	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
+	bool presented = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization") != NULL;
 
-	if (c->api->nkeys == 0 || strncmp(path, "/v1/", 4) != 0 || key_valid(c))
-		return true;
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate", "Bearer realm=\"abilitysync\"");
-	reply_error(c, E_UNAUTHORIZED, NULL, h ? "the API key is not valid" : "send Authorization: Bearer <API key>");
+	reply_error(c, E_UNAUTHORIZED, NULL, presented ? "the API key is not valid" : "send Authorization: Bearer <API key>");
+}
+
+/* With keys configured, /v1/ needs one whatever the route: an unknown caller learns nothing of the routes. */
+static bool authenticated(struct call *c, const char *path)
+{
+	if (c->api->ring.n == 0 || strncmp(path, "/v1/", 4) != 0 || c->key[0])
+		return true;
+	reply_unauthorized(c);
+	return false;
+}
+
+/* The route's scope, held by the caller's key (403 naming the scope needed otherwise). */
+static bool permitted(struct call *c, const struct route_def *d)
+{
+	unsigned need = d->route == ROUTE_METRICS && c->api->o.metrics_auth ? KEY_READ : d->scope;
+	char has[32], needs[16];
+
+	if (c->api->ring.n == 0 || need == 0 || (c->scopes & need))
+		return true;
+	if (!c->key[0]) {
+		reply_unauthorized(c);
+		return false;
+	}
+	key_scopes_text(need, needs, sizeof(needs));
+	key_scopes_text(c->scopes, has, sizeof(has));
+	reply_error(c, E_FORBIDDEN, NULL, "the key %s (%s) lacks the %s scope %s %s needs", c->key, has, needs,
+		    method_text(d->method), d->path);
+	return false;
+}
+
+/* ---- rate limits: a token bucket per key --------------------------------------------- */
+
+struct bucket {
+	double tokens;
+	int64_t at_us;
+};
+
+static void buckets_reset(struct api *a)
+{
+	size_t i;
+
+	free(a->buckets);
+	a->buckets = NULL;
+	if (a->o.rate_rps <= 0)
+		return;
+	a->buckets = xcalloc(a->ring.n + 1, sizeof(*a->buckets));
+	for (i = 0; i <= a->ring.n; i++)
+		a->buckets[i] = (struct bucket){(double)a->o.rate_burst, clock_mono_us()};
+}
+
+/* A token for this caller's key (callers without one share the last bucket), or 429 with Retry-After. */
+static bool within_rate(struct call *c, const char *path)
+{
+	struct api *a = c->api;
+	struct bucket *b;
+	int64_t now = clock_mono_us();
+	char after[16];
+
+	if (!a->buckets || strncmp(path, "/v1/", 4) != 0)
+		return true;
+	b = &a->buckets[c->key_index <= a->ring.n ? c->key_index : a->ring.n];
+	b->tokens += (double)(now - b->at_us) / 1e6 * a->o.rate_rps;
+	if (b->tokens > a->o.rate_burst)
+		b->tokens = a->o.rate_burst;
+	b->at_us = now;
+	if (b->tokens >= 1.0) {
+		b->tokens -= 1.0;
+		return true;
+	}
+	snprintf(after, sizeof(after), "%d", (int)((1.0 - b->tokens) / a->o.rate_rps) + 1);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", after);
+	reply_error(c, E_RATE_LIMITED, NULL, "%s: over RATE_LIMIT_RPS=%g (burst %d); try again in %s s",
+		    c->key[0] ? c->key : "callers without a key", a->o.rate_rps, a->o.rate_burst, after);
 	return false;
 }
 
@@ -1275,7 +1350,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		reply_error(c, E_BAD_QUERY, bad, "the query parameter %s is not UTF-8 text", bad);
 		return;
 	}
-	if (!authorized(c, path))
+	identify(c);
+	if (!authenticated(c, path))
 		return;
 	switch (api_match_route(m, path, &route, &c->path_id, allow, sizeof(allow))) {
 	case API_MATCH_NOT_FOUND:
@@ -1296,7 +1372,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 	c->route = route;
 	for (i = 0; i < ARRAY_LEN(route_table); i++) {
 		if (route_table[i].route == route) {
-			route_table[i].handler(c);
+			if (permitted(c, &route_table[i]) && within_rate(c, path))
+				route_table[i].handler(c);
 			return;
 		}
 	}
@@ -1347,15 +1424,59 @@ static bool loopback(const char *host)
 	return inet_pton(AF_INET, host, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
-static void load_keys(struct api *a, const char *list)
+/* The keys of API_KEYS and API_KEYS_FILE, into a new ring (*r untouched on error). */
+static bool load_keys(const struct api_opts *o, struct keyring *r, struct errbuf *err)
 {
-	char *copy = xstrdup(list), *tok, *save = NULL;
+	struct keyring fresh = {0};
 
-	a->keys = xcalloc(strlen(list) / 2 + 1, sizeof(*a->keys));
-	for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save))
-		sha256(tok, strlen(tok), a->keys[a->nkeys++]);
-	memset(copy, 0, strlen(list));
-	free(copy);
+	if ((o->api_keys && !keyring_add(&fresh, o->api_keys, false, "API_KEYS", err)) ||
+	    (o->api_keys_file && !keyring_add_file(&fresh, o->api_keys_file, err))) {
+		keyring_free(&fresh);
+		return false;
+	}
+	keyring_free(r);
+	*r = fresh;
+	return true;
+}
+
+static void log_keys(const struct api *a, const char *what)
+{
+	struct buf names = BUF_INIT;
+	char scopes[32];
+	size_t i;
+
+	for (i = 0; i < a->ring.n; i++) {
+		key_scopes_text(a->ring.keys[i].scopes, scopes, sizeof(scopes));
+		buf_printf(&names, "%s%s (%s)", i ? ", " : "", a->ring.keys[i].name, scopes);
+	}
+	log_info(COMP, "%s %zu API key(s)%s%s", what, a->ring.n, a->ring.n ? ": " : "", buf_cstr(&names));
+	buf_free(&names);
+}
+
+bool api_reload_keys(struct api *a)
+{
+	struct keyring r = {0};
+	struct errbuf err;
+
+	if (!a->o.api_keys_file) {
+		log_info(COMP, "SIGHUP: no API_KEYS_FILE to re-read; the keys stay as they are");
+		return true;
+	}
+	if (!load_keys(&a->o, &r, &err)) {
+		log_error(COMP, "SIGHUP: %s; the keys stay as they were", err.msg);
+		return false;
+	}
+	if (r.n == 0 && a->ring.n > 0) {
+		log_error(COMP, "SIGHUP: %s holds no key now, which would open the API to anyone; the keys stay as "
+			  "they were", a->o.api_keys_file);
+		keyring_free(&r);
+		return false;
+	}
+	keyring_free(&a->ring);
+	a->ring = r;
+	buckets_reset(a);
+	log_keys(a, "SIGHUP: re-read API_KEYS_FILE:");
+	return true;
 }
 
 /*
@@ -1500,9 +1621,12 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 			  o->listen);
 		goto fail;
 	}
-	if (o->api_keys && *o->api_keys)
-		load_keys(a, o->api_keys);
-	if (a->nkeys == 0 && !loopback(host) && !o->allow_open) {
+	if (!load_keys(o, &a->ring, err))
+		goto fail;
+	buckets_reset(a);
+	if (a->ring.n)
+		log_keys(a, "serving with");
+	if (a->ring.n == 0 && !loopback(host) && !o->allow_open) {
 		err_usage(err, "LISTEN=%s is not loopback and API_KEYS is empty: set API_KEYS, or "
 			"ALLOW_UNAUTHENTICATED=true to serve without keys on purpose", o->listen);
 		goto fail;
@@ -1581,7 +1705,8 @@ void api_free(struct api *a)
 	}
 	if (a->ssl)
 		SSL_CTX_free(a->ssl);
-	free(a->keys);
+	keyring_free(&a->ring);
+	free(a->buckets);
 	free(a->conn_set);
 	free(a);
 }

@@ -170,8 +170,20 @@ static const struct cfg_def defs[] = {
 		"Where `serve` listens. Beyond loopback it needs API_KEYS (or ALLOW_UNAUTHENTICATED).",
 		.check = check_nonempty, .accepts = "host:port"),
 	ROW_STR("API_KEYS", api_keys, NULL, SCOPE_SERVE,
-		"Keys clients send as `Authorization: Bearer <key>` on /v1/; unset: no auth (loopback only).",
-		.flags = CFG_SECRET, .accepts = "comma-separated keys"),
+		"Keys clients send as `Authorization: Bearer <key>` on /v1/: bare keys (every scope) or "
+		"`<name>:<scopes>:<key>`, scopes read, write, admin joined by `+`; a key may be `sha256:<hex>`. "
+		"Unset (and no API_KEYS_FILE): no auth, loopback only.",
+		.flags = CFG_SECRET, .accepts = "comma-separated entries"),
+	ROW_STR("API_KEYS_FILE", api_keys_file, NULL, SCOPE_SERVE,
+		"API_KEYS entries from a file, one per line (`#` comments); re-read on SIGHUP, so keys rotate "
+		"without a restart.", .accepts = "a path"),
+	ROW_BOOL("METRICS_AUTH", metrics_auth, "false", SCOPE_SERVE,
+		"/metrics needs a key with the read scope (when keys are set)."),
+	ROW_INT("RATE_LIMIT_RPS", rate_limit_rps, "0", 0, 1000000, SCOPE_SERVE,
+		"Requests a second to /v1/ per key (callers without a key share one bucket); beyond, 429 with "
+		"Retry-After. 0: no limit."),
+	ROW_INT("RATE_LIMIT_BURST", rate_limit_burst, "0", 0, 1000000, SCOPE_SERVE,
+		"Requests a key may send at once before RATE_LIMIT_RPS applies. 0: as many as RATE_LIMIT_RPS."),
 	ROW_BOOL("ALLOW_UNAUTHENTICATED", allow_unauthenticated, "false", SCOPE_SERVE,
 		"Serve beyond loopback without API_KEYS, on purpose."),
 	ROW_STR("TLS_CERT_FILE", tls_cert_file, NULL, SCOPE_SERVE,

@@ -11,6 +11,7 @@ static const struct errcode_def defs[E_COUNT] = {
 	[E_BAD_QUERY] = {"bad_query", 400, "the query string cannot be parsed, or a parameter is not UTF-8"},
 	[E_BAD_PATH] = {"bad_path", 400, "the id in the path cannot be decoded, or is not UTF-8"},
 	[E_UNAUTHORIZED] = {"unauthorized", 401, "no API key, or not a valid one (API_KEYS)"},
+	[E_FORBIDDEN] = {"forbidden", 403, "the key lacks the scope the route needs (read, write, admin; the message names it)"},
 	[E_NOT_FOUND] = {"not_found", 404, "no such route, ability, job or reconcile run"},
 	[E_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405, "the route exists with other methods (the Allow header lists them)"},
 	[E_VECTOR_ID_COLLISION] = {"vector_id_collision", 409,
@@ -47,6 +48,8 @@ static const struct errcode_def defs[E_COUNT] = {
 	[E_NOT_MIGRATED] = {"not_migrated", 503, "the database lacks abilitysync's migrations: run `abilitysync migrate up`"},
 	[E_VECTOR_DB_UNAVAILABLE] = {"vector_db_unavailable", 503,
 				     "the vector DB cannot be reached (search; vector-DB-only writes)"},
+	[E_RATE_LIMITED] = {"rate_limited", 429,
+			     "the key sent more than RATE_LIMIT_RPS requests a second (burst RATE_LIMIT_BURST); Retry-After says when"},
 	[E_OVERLOADED] = {"overloaded", 503, "HTTP_MAX_IN_FLIGHT requests are being handled; Retry-After says when to try again"},
 };
 

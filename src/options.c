@@ -92,6 +92,10 @@ void options_api(const struct config *c, struct api_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->listen = c->listen;
 	o->api_keys = c->api_keys;
+	o->api_keys_file = c->api_keys_file;
+	o->metrics_auth = c->metrics_auth;
+	o->rate_rps = (double)c->rate_limit_rps;
+	o->rate_burst = c->rate_limit_burst ? (int)c->rate_limit_burst : (int)c->rate_limit_rps;
 	o->allow_open = c->allow_unauthenticated;
 	o->max_body = (size_t)c->max_body_bytes;
 	o->batch_max = (size_t)c->batch_max;

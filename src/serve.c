@@ -33,7 +33,7 @@ struct server {
 	struct service svc;
 	struct api *api;
 	struct event *check;       /* readiness and outbox, every CHECK_PERIOD_MS */
-	struct event *sigterm, *sigint;
+	struct event *sigterm, *sigint, *sighup;
 	struct event *drain;       /* while stopping: done yet? */
 	int64_t stop_deadline;
 	char *ledger;              /* the ledger table, schema-qualified */
@@ -167,6 +167,16 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(s->drain, &tick);
 }
 
+/* SIGHUP: the API keys' file is read again (keys rotate without a restart). */
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)sig, (void)what;
+	if (!api_reload_keys(s->api))
+		log_warn(COMP, "SIGHUP: nothing changed");
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *s = arg;
@@ -273,6 +283,8 @@ static void teardown(struct server *s)
 		event_free(s->sigterm);
 	if (s->sigint)
 		event_free(s->sigint);
+	if (s->sighup)
+		event_free(s->sighup);
 	free(s->ledger);
 	free(s->whens);
 	if (svc->base)
@@ -323,6 +335,8 @@ int serve_run(const struct config *c)
 	s.sigint = evsignal_new(s.svc.base, SIGINT, on_signal, &s);
 	evsignal_add(s.sigterm, NULL);
 	evsignal_add(s.sigint, NULL);
+	s.sighup = evsignal_new(s.svc.base, SIGHUP, on_sighup, &s);
+	evsignal_add(s.sighup, NULL);
 	outbox_start_worker(s.svc.outbox);
 	announce(&s);
 	on_check(-1, 0, &s);

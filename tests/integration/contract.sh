@@ -14,7 +14,7 @@ setup() {
   DB=$(new_db)
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
   start_emulator
-  start_service DATABASE_URL="$DB" BATCH_MAX=3 SYNC_WAIT_MS=500 API_KEYS=k1 MAX_BODY_BYTES=1048576 "$@"
+  start_service DATABASE_URL="$DB" BATCH_MAX=3 SYNC_WAIT_MS=500 API_KEYS=k1,reader:read:k2 MAX_BODY_BYTES=1048576 "$@"
   wait_ready
   MAIN_URL=$SVC_URL
 }
@@ -33,6 +33,8 @@ provoke() {
   bad_query) call GET '/v1/abilities?limit=%ff' ;;
   bad_path) call GET /v1/abilities/%ff ;;
   unauthorized) api GET /v1/abilities ;;
+  forbidden) api POST /v1/abilities "$OK_BODY" -H 'Authorization: Bearer k2' ;;
+  rate_limited) SVC_URL=$LIMITED_URL call GET /v1/abilities >/dev/null && SVC_URL=$LIMITED_URL call GET /v1/abilities ;;
   not_found) call GET /v1/abilities/nobody ;;
   method_not_allowed) call PATCH /v1/abilities ;;
   vector_id_collision)
@@ -109,6 +111,7 @@ test_every_documented_error_code_is_answered_as_documented() {
   other=$(new_db unmigrated)
   start_service DATABASE_URL="$other" API_KEYS=k1 && UNMIGRATED_URL=$SVC_URL
   start_service HTTP_MAX_IN_FLIGHT=1 API_KEYS=k1 && ONE_AT_A_TIME_URL=$SVC_URL
+  start_service DATABASE_URL="$DB" RATE_LIMIT_RPS=1 API_KEYS=k1 && LIMITED_URL=$SVC_URL
   SVC_URL=$MAIN_URL
   while IFS='|' read -r _ status code meaning _; do
     code=$(tr -d ' `' <<<"$code")

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Who may do what: scoped API keys over every route, keys rotated by SIGHUP
+# from a file (plain or sha256), limits per key, /metrics behind a key, and
+# key names (never keys) in the logs. The real binary over real sockets.
+# shellcheck disable=SC2317,SC2119  # test functions are called indirectly; new_db takes an optional name
+# shellcheck source=tests/lib/harness.sh
+. "$(dirname "$0")/../lib/harness.sh"
+
+KEYS='reader:read:kr-7f3a,writer:write:kw-91cc,boss:admin:ka-0d2e,kall-55b1'
+
+setup() {
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_emulator
+  start_service DATABASE_URL="$DB" SYNC_WAIT_MS=2000 "$@"
+  wait_ready
+}
+
+teardown() {
+  stop_service
+  stop_emulator
+}
+
+as() { # KEY METHOD PATH [BODY]: one request with that key ("-": none)
+  local key=$1
+  shift
+  if [ "$key" = - ]; then
+    api "$@"
+  else
+    api "$1" "$2" "${3:-}" -H "Authorization: Bearer $key"
+  fi
+}
+
+# Every route of the route table, one request each that succeeds for a key with the scope.
+# METHOD PATH BODY SCOPE (open: anyone).
+route_requests() {
+  local ok emb='[1,2,3,4,5,6,7,8]'
+  ok=$(ability_json "m-\$KEY" scoped.svc)
+  cat <<EOF
+POST|/v1/abilities|$ok|write
+GET|/v1/abilities||read
+GET|/v1/abilities/m-kall-55b1||read
+DELETE|/v1/abilities/d-\$KEY||write
+POST|/v1/search|{"service_name": "scoped.svc", "embedding": $emb}|read
+GET|/v1/sync/status||read
+GET|/v1/reconcile/last||read
+POST|/v1/restore|{}|admin
+GET|/v1/jobs/1||read
+GET|/healthz||open
+GET|/readyz||open
+GET|/metrics||open
+EOF
+}
+
+test_every_route_answers_each_scope_as_documented() {
+  local method path body scope key name want matrix="$SUITE_TMP/matrix" n=0 routes
+  setup API_KEYS="$KEYS" LOG_LEVEL=debug
+  routes=$(grep -c '^	{EVHTTP_REQ_' src/api.c)
+  assert_eq "$(route_requests | wc -l)" "$routes" "a request for every route of src/api.c's table"
+  for key in kw-91cc kall-55b1; do as kall-55b1 POST /v1/abilities "$(ability_json "d-$key" scoped.svc)"; done
+  as kall-55b1 POST /v1/abilities "$(ability_json m-kall-55b1 scoped.svc)"
+  printf '%-8s %-24s %-6s %-6s %-6s %-6s %-6s\n' method route none read write admin all >"$matrix"
+  while IFS='|' read -r method path body scope; do
+    local row
+    row=$(printf '%-8s %-24s' "$method" "$(sed -E 's#/(m|d)-[^/]*$#/{id}#' <<<"$path")")
+    for key in - kr-7f3a kw-91cc ka-0d2e kall-55b1; do
+      case $key in -) name=none ;; kr-7f3a) name=read ;; kw-91cc) name=write ;; ka-0d2e) name=admin ;; *) name=all ;; esac
+      if [ "$scope" = open ] || [ "$name" = all ] || [ "$name" = "$scope" ]; then
+        want=allowed
+      elif [ "$name" = none ]; then
+        want=401
+      else
+        want=403
+      fi
+      as "$key" "$method" "${path//\$KEY/$key}" "${body//\$KEY/$key}"
+      case $want in
+        allowed) [[ $CODE != 401 && $CODE != 403 && $CODE != 000 ]] || fail "$method $path as $name: $CODE $BODY" ;;
+        401) assert_eq "$CODE $(jq -r .error.code <<<"$BODY")" "401 unauthorized" "$method $path without a key" ;;
+        403)
+          assert_eq "$CODE $(jq -r .error.code <<<"$BODY")" "403 forbidden" "$method $path as $name"
+          assert_contains "$(jq -r .error.message <<<"$BODY")" "lacks the $scope scope" "the 403 names the scope"
+          ;;
+      esac
+      row+=$(printf ' %-6s' "$CODE")
+      n=$((n + 1))
+    done
+    echo "$row" >>"$matrix"
+  done < <(route_requests)
+  [ "$n" -ge 60 ] || fail "only $n requests"
+  assert_contains "$(cat "$SVC_LOG")" "key=writer POST /v1/abilities -> 201" "the key's name in the request's log line"
+  assert_not_contains "$(cat "$SVC_LOG")" "kw-91cc" "a key in the service's log"
+  sed 's/^/route x scope: /' "$matrix" >"$TEST_TMP/security.matrix"
+  cat "$matrix"
+  teardown
+}
+
+test_keys_rotate_on_sighup_without_a_restart() {
+  local file="$SUITE_TMP/keys" hashed
+  printf '# the ingest job\ningest:write:old-key-1\nops:read:ops-key\n' >"$file"
+  setup API_KEYS_FILE="$file"
+  as old-key-1 POST /v1/abilities "$(ability_json r-1 rot.svc)"
+  assert_eq "$CODE" 201 "the file's key works: $BODY"
+  hashed=$(printf '%s' new-key-2 | sha256sum | cut -d' ' -f1)
+  printf 'ingest:write:sha256:%s\nops:read:ops-key\n' "$hashed" >"$file"
+  kill -HUP "$SVC_PID"
+  for _ in $(seq 1 50); do grep -q 're-read API_KEYS_FILE' "$SVC_LOG" && break; sleep 0.1; done
+  as old-key-1 POST /v1/abilities "$(ability_json r-2 rot.svc)"
+  assert_eq "$CODE" 401 "the rotated-out key: $BODY"
+  as new-key-2 POST /v1/abilities "$(ability_json r-2 rot.svc)"
+  assert_eq "$CODE" 201 "the new key, given as its sha256: $BODY"
+  # A broken file changes nothing: the keys stay, the log names the line.
+  printf 'ingest:write:sha256:%s\nops:raed:ops-key\n' "$hashed" >"$file"
+  kill -HUP "$SVC_PID"
+  for _ in $(seq 1 50); do grep -q 'the keys stay as they were' "$SVC_LOG" && break; sleep 0.1; done
+  assert_contains "$(cat "$SVC_LOG")" "$file line 2 (ops): the scopes are" "the log names the file and line"
+  as new-key-2 GET /v1/sync/status
+  assert_eq "$CODE" 403 "the old keys still apply (ingest has write only)"
+  as ops-key GET /v1/sync/status
+  assert_eq "$CODE" 200 "$BODY"
+  kill -0 "$SVC_PID" || fail "SIGHUP stopped the service"
+  assert_not_contains "$(cat "$SVC_LOG")" "new-key-2" "a key in the log"
+  assert_not_contains "$(cat "$SVC_LOG")" "ops-key" "a key in the log"
+  teardown
+}
+
+test_a_key_over_its_rate_gets_429_and_the_others_do_not() {
+  local i codes=""
+  setup API_KEYS="$KEYS" RATE_LIMIT_RPS=2 RATE_LIMIT_BURST=3
+  for i in 1 2 3 4 5; do
+    as kr-7f3a GET /v1/sync/status
+    codes+="$CODE "
+  done
+  assert_eq "$codes" "200 200 200 429 429 " "a burst of 3, then 429"
+  assert_eq "$(jq -r .error.code <<<"$BODY")" rate_limited
+  assert_contains "$(jq -r .error.message <<<"$BODY")" "reader: over RATE_LIMIT_RPS=2"
+  assert_contains "$(curl -s -D - -o /dev/null -H 'Authorization: Bearer kr-7f3a' "$SVC_URL/v1/sync/status")" \
+    "Retry-After: 1" "a 429 says when to try again"
+  as ka-0d2e GET /v1/sync/status
+  assert_eq "$CODE" 403 "another key has its own bucket (and no read scope)"
+  as kall-55b1 GET /v1/sync/status
+  assert_eq "$CODE" 200 "another key is not limited by the first"
+  api GET /healthz
+  assert_eq "$CODE" 200 "probes are never limited"
+  sleep 1.1
+  as kr-7f3a GET /v1/sync/status
+  assert_eq "$CODE" 200 "tokens come back at RATE_LIMIT_RPS"
+  teardown
+}
+
+test_metrics_can_require_a_read_key() {
+  setup API_KEYS="$KEYS" METRICS_AUTH=true
+  api GET /metrics
+  assert_eq "$CODE" 401 "without a key"
+  as kw-91cc GET /metrics
+  assert_eq "$CODE" 403 "a write-only key"
+  as kr-7f3a GET /metrics
+  assert_eq "$CODE" 200
+  assert_contains "$BODY" "abilitysync_ready"
+  api GET /healthz
+  assert_eq "$CODE" 200 "liveness stays open"
+  teardown
+}
+
+test_bad_key_entries_refuse_to_start_naming_the_entry() {
+  run env LISTEN=127.0.0.1:0 API_KEYS='ok:read:Secret-1,bad:rw:Secret-2' "$ABILITYSYNC" serve
+  assert_rc 2 "a bad entry is a usage error"
+  assert_contains "$OUT" "API_KEYS entry 2 (bad): the scopes are read, write and admin"
+  assert_not_contains "$OUT" "Secret-" "the error quotes a key"
+  run env LISTEN=127.0.0.1:0 API_KEYS_FILE=/nonexistent/keys "$ABILITYSYNC" serve
+  assert_rc 2
+  assert_contains "$OUT" "API_KEYS_FILE /nonexistent/keys: No such file or directory"
+}
+
+run_suite
+rc=$?
+[ ! -f "$TEST_TMP/security.matrix" ] || sed 's/^/# /' "$TEST_TMP/security.matrix"
+exit "$rc"
