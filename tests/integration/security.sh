@@ -64,7 +64,7 @@ test_every_route_answers_each_scope_as_documented() {
     local row
     row=$(printf '%-8s %-24s' "$method" "$(sed -E 's#/(m|d)-[^/]*$#/{id}#' <<<"$path")")
     for key in - kr-7f3a kw-91cc ka-0d2e kall-55b1; do
-      case $key in -) name=none ;; kr-7f3a) name=read ;; kw-91cc) name=write ;; ka-0d2e) name=admin ;; *) name=all ;; esac
+      case $key in -) name=none ;; kr-7f3a) name="read" ;; kw-91cc) name="write" ;; ka-0d2e) name="admin" ;; *) name=all ;; esac
       if [ "$scope" = open ] || [ "$name" = all ] || [ "$name" = "$scope" ]; then
         want=allowed
       elif [ "$name" = none ]; then
@@ -124,9 +124,9 @@ test_keys_rotate_on_sighup_without_a_restart() {
 }
 
 test_a_key_over_its_rate_gets_429_and_the_others_do_not() {
-  local i codes=""
+  local codes=""
   setup API_KEYS="$KEYS" RATE_LIMIT_RPS=2 RATE_LIMIT_BURST=3
-  for i in 1 2 3 4 5; do
+  for _ in 1 2 3 4 5; do
     as kr-7f3a GET /v1/sync/status
     codes+="$CODE "
   done
