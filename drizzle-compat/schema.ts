@@ -164,3 +164,20 @@ export const restoreJobs = abilitysync.table(
     ),
   ],
 );
+
+// Who did what to many abilities at once: every admin action (a restore
+// started, ...) with the key's name (never the key), kept AUDIT_RETENTION_DAYS.
+export const auditLog = abilitysync.table(
+  "audit_log",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    at: tstz("at").notNull().defaultNow(),
+    key_name: text("key_name"),
+    action: text("action").notNull(),
+    params: jsonb("params"),
+    status: integer("status").notNull(),
+    request_id: text("request_id").notNull(),
+    host: text("host"),
+  },
+  (t) => [index("audit_log_at_idx").on(t.at)],
+);

@@ -43,6 +43,41 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: audit_log; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.audit_log (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    key_name text,
+    action text NOT NULL,
+    params jsonb,
+    status integer NOT NULL,
+    request_id text NOT NULL,
+    host text
+);
+
+
+--
+-- Name: audit_log_id_seq; Type: SEQUENCE; Schema: abilitysync; Owner: -
+--
+
+CREATE SEQUENCE abilitysync.audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: audit_log_id_seq; Type: SEQUENCE OWNED BY; Schema: abilitysync; Owner: -
+--
+
+ALTER SEQUENCE abilitysync.audit_log_id_seq OWNED BY abilitysync.audit_log.id;
+
+
+--
 -- Name: blobs; Type: TABLE; Schema: abilitysync; Owner: -
 --
 
@@ -221,6 +256,13 @@ CREATE TABLE public.abilities (
 
 
 --
+-- Name: audit_log id; Type: DEFAULT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.audit_log ALTER COLUMN id SET DEFAULT nextval('abilitysync.audit_log_id_seq'::regclass);
+
+
+--
 -- Name: reconcile_runs id; Type: DEFAULT; Schema: abilitysync; Owner: -
 --
 
@@ -239,6 +281,14 @@ ALTER TABLE ONLY abilitysync.restore_jobs ALTER COLUMN id SET DEFAULT nextval('a
 --
 
 ALTER TABLE ONLY drizzle.__drizzle_migrations ALTER COLUMN id SET DEFAULT nextval('drizzle.__drizzle_migrations_id_seq'::regclass);
+
+
+--
+-- Name: audit_log audit_log_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
 
 
 --
@@ -295,6 +345,13 @@ ALTER TABLE ONLY drizzle.__drizzle_migrations
 
 ALTER TABLE ONLY public.abilities
     ADD CONSTRAINT abilities_pkey PRIMARY KEY (ability_id);
+
+
+--
+-- Name: audit_log_at_idx; Type: INDEX; Schema: abilitysync; Owner: -
+--
+
+CREATE INDEX audit_log_at_idx ON abilitysync.audit_log USING btree (at);
 
 
 --
