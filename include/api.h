@@ -31,6 +31,7 @@ struct api_opts {
 	bool metrics_auth;       /* /metrics needs a key with the read scope */
 	double rate_rps;         /* per key; 0: no limit */
 	int rate_burst;
+	int audit_days;          /* audit entries are kept this long */
 	bool allow_open;         /* serve beyond loopback without keys */
 	size_t max_body;
 	size_t batch_max;

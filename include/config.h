@@ -60,6 +60,7 @@ struct config {
 	bool metrics_auth;
 	long long rate_limit_rps;
 	long long rate_limit_burst;
+	long long audit_retention_days;
 	bool allow_unauthenticated;
 	char *tls_cert_file;
 	char *tls_key_file;

@@ -218,6 +218,31 @@ struct job_row {
 typedef void (*store_job_fn)(const struct job_row *job, const struct pg_outcome *o, void *arg);
 void store_job(struct store *s, const char *job_id, store_job_fn done, void *arg);
 
+/* ---- the audit trail ---------------------------------------------------------------- */
+
+/* An admin action, answered. */
+struct audit_entry {
+	const char *key_name;       /* NULL: no keys configured */
+	const char *action;         /* "POST /v1/restore" */
+	const char *params;         /* a JSON object, or NULL */
+	int status;
+	const char *request_id;
+};
+
+/* Records it (with this replica's name); entries older than retention_days go in the same statement. */
+void store_audit_record(struct store *s, const struct audit_entry *e, int retention_days, pg_done_fn done,
+			void *arg);
+
+struct audit_row {
+	int64_t id;
+	const char *at, *key_name, *action, *params, *request_id, *host; /* NULL when null */
+	int status;
+};
+typedef void (*store_audit_fn)(const struct audit_row *rows, size_t n, const struct pg_outcome *o, void *arg);
+
+/* Up to `limit` entries, newest first, older than entry `before` (0: from the newest). */
+void store_audit_list(struct store *s, int64_t before, int limit, store_audit_fn done, void *arg);
+
 /* How many `failed` rows were made pending again. */
 typedef void (*store_count_fn)(long n, const struct pg_outcome *o, void *arg);
 void store_retry_failed(struct store *s, store_count_fn done, void *arg);

@@ -75,6 +75,8 @@ struct call {
 	bool batch;                   /* POST /v1/abilities: {"abilities": [...]} */
 	json_t *hits;                 /* search: the vector DB's answer, while the mirror is asked */
 	int limit;                    /* list: the page size asked */
+	bool audited;                 /* an admin action: its answer goes into the audit trail */
+	char *audit_params;           /* its body, when a small JSON object */
 	char key[KEY_NAME_MAX + 1];   /* the caller's key's name, "" without a valid key */
 	unsigned scopes;              /* its scopes */
 	size_t key_index;             /* its place in the ring (ring.n: none) */
@@ -114,9 +116,12 @@ static void call_release(struct call *c)
 	TAILQ_REMOVE(&c->api->calls, c, link);
 	free(c->path_id);
 	json_decref(c->hits);
+	free(c->audit_params);
 	evhttp_clear_headers(&c->query);
 	free(c);
 }
+
+static void audit_record(struct call *c, int status);
 
 static void reply_typed(struct call *c, int status, const char *type, const char *body, size_t len)
 {
@@ -136,6 +141,8 @@ static void reply_typed(struct call *c, int status, const char *type, const char
 	else
 		log_debug(COMP, "req=%s%s%s %s -> %d in %.1f ms", c->id, c->key[0] ? " key=" : "", c->key,
 			  route_name(c->route), status, secs * 1000);
+	if (c->audited)
+		audit_record(c, status);
 	call_release(c);
 }
 
@@ -858,6 +865,93 @@ static void on_job(const struct job_row *j, const struct pg_outcome *o, void *ar
 			     string_or_null(j->finished_at), "error", string_or_null(j->error)));
 }
 
+/* ---- the audit trail ------------------------------------------------------------------------ */
+
+#define AUDIT_PARAMS_MAX 4096
+
+/* The body of an audited request, when it is a small JSON object: what was asked. */
+static void audit_keep_params(struct call *c)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+	size_t len = evbuffer_get_length(in);
+	json_t *j;
+
+	if (len == 0 || len > AUDIT_PARAMS_MAX)
+		return;
+	j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, NULL);
+	if (json_is_object(j))
+		c->audit_params = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(j);
+}
+
+static void on_audit_recorded(const struct pg_outcome *o, void *arg)
+{
+	char *what = arg;
+
+	if (!o->res)
+		log_error(COMP, "audit: %s was answered but could not be recorded: %s", what, o->error);
+	free(what);
+}
+
+/* An audited route was answered: who (the key's name), what, when, how it went. */
+static void audit_record(struct call *c, int status)
+{
+	struct store *st = c->api->svc->store;
+	const char *action = route_name(c->route);
+	struct audit_entry e = {c->key[0] ? c->key : NULL, action, c->audit_params, status, c->id};
+	char what[160];
+
+	if (!st)
+		return;
+	snprintf(what, sizeof(what), "req=%s%s%s %s -> %d", c->id, c->key[0] ? " key=" : "", c->key, action, status);
+	log_info(COMP, "audit: %s", what);
+	store_audit_record(st, &e, c->api->o.audit_days, on_audit_recorded, xstrdup(what));
+}
+
+static void on_audit_listed(const struct audit_row *rows, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	json_t *entries = json_array(), *params;
+	size_t i, shown = n > (size_t)c->limit ? (size_t)c->limit : n;
+
+	if (!o->res) {
+		json_decref(entries);
+		reply_pg_failure(c, o);
+		return;
+	}
+	for (i = 0; i < shown; i++) {
+		params = rows[i].params ? json_loads(rows[i].params, 0, NULL) : NULL;
+		json_array_append_new(entries,
+				      json_pack("{s:I, s:o, s:o, s:s, s:o, s:i, s:o, s:o}", "id", (json_int_t)rows[i].id,
+						"at", string_or_null(rows[i].at), "key", string_or_null(rows[i].key_name),
+						"action", rows[i].action, "params", params ? params : json_null(),
+						"status", rows[i].status, "request_id", string_or_null(rows[i].request_id),
+						"host", string_or_null(rows[i].host)));
+	}
+	reply_json(c, 200, json_pack("{s:o, s:o}", "entries", entries, "next_before",
+				     n > shown ? json_integer((json_int_t)rows[shown - 1].id) : json_null()));
+}
+
+static void h_audit(struct call *c)
+{
+	const char *before = query_value(c, "before");
+	size_t n = before ? strspn(before, "0123456789") : 0;
+	int limit;
+
+	if (!needs_postgres(c, "the audit trail"))
+		return;
+	if (!api_parse_limit(query_value(c, "limit"), &limit)) {
+		reply_error(c, E_INVALID_PARAMETER, "limit", "limit must be an integer from 1 to %d", LIST_MAX);
+		return;
+	}
+	if (before && (n == 0 || before[n] || n > 18)) {
+		reply_error(c, E_INVALID_PARAMETER, "before", "before must be an entry id (next_before of a page)");
+		return;
+	}
+	c->limit = limit;
+	store_audit_list(c->api->svc->store, before ? strtoll(before, NULL, 10) : 0, limit + 1, on_audit_listed, c);
+}
+
 static void h_job_get(struct call *c)
 {
 	size_t n = strspn(c->path_id, "0123456789");
@@ -1112,21 +1206,23 @@ struct route_def {
 	enum route route;
 	void (*handler)(struct call *c);
 	unsigned scope;         /* what a key needs (keys.h); 0: open to anyone */
+	bool audited;           /* its answer is recorded in the audit trail */
 };
 
 static const struct route_def route_table[] = {
-	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, h_abilities_post, KEY_WRITE},
-	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, h_abilities_list, KEY_READ},
-	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, h_ability_get, KEY_READ},
-	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete, KEY_WRITE},
-	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ},
-	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ},
-	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last, KEY_READ},
-	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post, KEY_ADMIN},
-	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get, KEY_READ},
-	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz, 0},
-	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz, 0},
-	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics, 0},
+	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, h_abilities_post, KEY_WRITE, false},
+	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, h_abilities_list, KEY_READ, false},
+	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, h_ability_get, KEY_READ, false},
+	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete, KEY_WRITE, false},
+	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ, false},
+	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ, false},
+	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last, KEY_READ, false},
+	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post, KEY_ADMIN, true},
+	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get, KEY_READ, false},
+	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, h_audit, KEY_ADMIN, false},
+	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz, 0, false},
+	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz, 0, false},
+	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics, 0, false},
 };
 
 static const char *method_text(enum evhttp_cmd_type m)
@@ -1372,8 +1468,13 @@ static void on_request(struct evhttp_request *req, void *arg)
 	c->route = route;
 	for (i = 0; i < ARRAY_LEN(route_table); i++) {
 		if (route_table[i].route == route) {
-			if (permitted(c, &route_table[i]) && within_rate(c, path))
-				route_table[i].handler(c);
+			/* An admin route is audited whatever the answer: a refused attempt is worth a line too. */
+			c->audited = route_table[i].audited;
+			if (c->audited)
+				audit_keep_params(c);
+			if (!permitted(c, &route_table[i]) || !within_rate(c, path))
+				return;
+			route_table[i].handler(c);
 			return;
 		}
 	}

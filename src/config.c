@@ -184,6 +184,8 @@ static const struct cfg_def defs[] = {
 		"Retry-After. 0: no limit."),
 	ROW_INT("RATE_LIMIT_BURST", rate_limit_burst, "0", 0, 1000000, SCOPE_SERVE,
 		"Requests a key may send at once before RATE_LIMIT_RPS applies. 0: as many as RATE_LIMIT_RPS."),
+	ROW_INT("AUDIT_RETENTION_DAYS", audit_retention_days, "90", 1, 36500, SCOPE_SERVE,
+		"Days the audit trail (abilitysync.audit_log: every admin action, by key name) keeps an entry."),
 	ROW_BOOL("ALLOW_UNAUTHENTICATED", allow_unauthenticated, "false", SCOPE_SERVE,
 		"Serve beyond loopback without API_KEYS, on purpose."),
 	ROW_STR("TLS_CERT_FILE", tls_cert_file, NULL, SCOPE_SERVE,

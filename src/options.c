@@ -94,6 +94,7 @@ void options_api(const struct config *c, struct api_opts *o)
 	o->api_keys = c->api_keys;
 	o->api_keys_file = c->api_keys_file;
 	o->metrics_auth = c->metrics_auth;
+	o->audit_days = (int)c->audit_retention_days;
 	o->rate_rps = (double)c->rate_limit_rps;
 	o->rate_burst = c->rate_limit_burst ? (int)c->rate_limit_burst : (int)c->rate_limit_rps;
 	o->allow_open = c->allow_unauthenticated;

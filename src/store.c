@@ -1072,6 +1072,57 @@ void store_job(struct store *s, const char *job_id, store_job_fn done, void *arg
 		     1, params, on_job, x);
 }
 
+void store_audit_record(struct store *s, const struct audit_entry *e, int retention_days, pg_done_fn done,
+			void *arg)
+{
+	char status[16], days[16];
+	const char *params[7] = {e->key_name, e->action, e->params, status, e->request_id, s->owner, days};
+
+	snprintf(status, sizeof(status), "%d", e->status);
+	snprintf(days, sizeof(days), "%d", retention_days);
+	pgpool_query(s->pool,
+		     "WITH gone AS (DELETE FROM abilitysync.audit_log WHERE at < now() - make_interval(days => $7::int))"
+		     " INSERT INTO abilitysync.audit_log (key_name, action, params, status, request_id, host)"
+		     " VALUES ($1, $2, $3::jsonb, $4::int, $5, $6)",
+		     7, params, done, arg);
+}
+
+struct audit_ctx {
+	store_audit_fn done;
+	void *arg;
+};
+
+static void on_audit_rows(const struct pg_outcome *o, void *arg)
+{
+	struct audit_ctx *x = arg;
+	int n = pg_rows(o), i;
+	struct audit_row *rows = xcalloc((size_t)n + 1, sizeof(*rows));
+
+	for (i = 0; i < n; i++)
+		rows[i] = (struct audit_row){pg_int8(o, i, 0), pg_text(o, i, 1), pg_text(o, i, 2), pg_text(o, i, 3),
+					     pg_text(o, i, 4), pg_text(o, i, 5), pg_text(o, i, 6), (int)pg_int8(o, i, 7)};
+	x->done(rows, (size_t)n, o, x->arg);
+	free(rows);
+	free(x);
+}
+
+void store_audit_list(struct store *s, int64_t before, int limit, store_audit_fn done, void *arg)
+{
+	struct audit_ctx *x = xcalloc(1, sizeof(*x));
+	char b[24], l[16];
+	const char *params[2] = {b, l};
+
+	x->done = done;
+	x->arg = arg;
+	snprintf(b, sizeof(b), "%lld", (long long)before);
+	snprintf(l, sizeof(l), "%d", limit);
+	pgpool_query(s->pool,
+		     "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), key_name, action,"
+		     " params::text, request_id, host, status FROM abilitysync.audit_log"
+		     " WHERE $1::bigint = 0 OR id < $1::bigint ORDER BY id DESC LIMIT $2::int",
+		     2, params, on_audit_rows, x);
+}
+
 struct count_ctx {
 	store_count_fn done;
 	void *arg;

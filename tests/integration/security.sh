@@ -8,6 +8,8 @@
 
 KEYS='reader:read:kr-7f3a,writer:write:kw-91cc,boss:admin:ka-0d2e,kall-55b1'
 
+pg() { psql_q "$DB" -c "$1"; }
+
 setup() {
   DB=$(new_db)
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
@@ -46,6 +48,7 @@ GET|/v1/sync/status||read
 GET|/v1/reconcile/last||read
 POST|/v1/restore|{}|admin
 GET|/v1/jobs/1||read
+GET|/v1/audit||admin
 GET|/healthz||open
 GET|/readyz||open
 GET|/metrics||open
@@ -169,6 +172,38 @@ test_bad_key_entries_refuse_to_start_naming_the_entry() {
   run env LISTEN=127.0.0.1:0 API_KEYS_FILE=/nonexistent/keys "$ABILITYSYNC" serve
   assert_rc 2
   assert_contains "$OUT" "API_KEYS_FILE /nonexistent/keys: No such file or directory"
+}
+
+test_admin_actions_are_audited_by_key_name_and_kept_for_the_retention() {
+  local first
+  setup API_KEYS="$KEYS" AUDIT_RETENTION_DAYS=30
+  pg "insert into abilitysync.audit_log (at, action, status, request_id) values (now() - interval '31 days', 'old', 200, 'r0')"
+  api POST /v1/restore '{"service_name": "audit.svc"}' -H 'Authorization: Bearer ka-0d2e' -H 'X-Request-Id: audit-1'
+  assert_eq "$CODE" 202 "$BODY"
+  as kr-7f3a POST /v1/restore '{}'
+  assert_eq "$CODE" 403
+  for _ in $(seq 1 50); do
+    as ka-0d2e GET /v1/audit
+    [ "$(jq '.entries | length' <<<"$BODY")" -ge 2 ] && break
+    sleep 0.1
+  done
+  assert_eq "$(jq -c '[.entries[] | [.key, .action, .status]]' <<<"$BODY")" \
+    '[["reader","POST /v1/restore",403],["boss","POST /v1/restore",202]]' "newest first, refusals too"
+  assert_eq "$(jq -c '.entries[1] | [.params, .request_id, (.host | length > 0), (.at | test("^20..-..-..T"))]' <<<"$BODY")" \
+    '[{"service_name":"audit.svc"},"audit-1",true,true]' "what was asked, the request id, the replica, when"
+  assert_eq "$(pg "select count(*) from abilitysync.audit_log where action = 'old'")" 0 "an entry past AUDIT_RETENTION_DAYS"
+  as ka-0d2e GET '/v1/audit?limit=1'
+  first=$(jq -r '.entries[0].key' <<<"$BODY")
+  assert_eq "$first" reader
+  as ka-0d2e GET "/v1/audit?limit=1&before=$(jq -r .next_before <<<"$BODY")"
+  assert_eq "$(jq -r '.entries[0].key + " " + (.next_before | tostring)' <<<"$BODY")" "boss null" "the next page"
+  as kr-7f3a GET /v1/audit
+  assert_eq "$CODE" 403 "the trail is for admin keys"
+  as ka-0d2e GET '/v1/audit?before=x'
+  assert_eq "$CODE $(jq -r .error.field <<<"$BODY")" "422 before"
+  assert_not_contains "$(pg "select string_agg(coalesce(key_name, '') || coalesce(params::text, ''), ' ') from abilitysync.audit_log")" \
+    "ka-0d2e" "a key in the trail"
+  teardown
 }
 
 run_suite
