@@ -492,6 +492,7 @@ static void on_blob_ensured(const struct vdb_result *res, void *arg)
 		return;
 	}
 	if (res->status == VDB_UNAVAILABLE || res->status == VDB_CANCELLED) {
+		r->fetching = false; /* the blobs will not be prepared: nothing is read */
 		stop_with(r, "creating blob %s: %s", blob, res->error);
 		return;
 	}
@@ -507,6 +508,7 @@ static void on_creating(const struct pg_outcome *o, void *arg)
 	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
+		r->fetching = false;
 		stop_with(r, "recording blobs: %s", o->error);
 		return;
 	}

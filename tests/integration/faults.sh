@@ -34,7 +34,7 @@ test_a_vector_db_failing_during_a_load_of_2000_loses_nothing() {
   wait_ready
   emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "status": 500}'
   load 2000 8 "$SVC_URL" "$acks"
-  assert_eq "$(acked "$acks")" 2000 "every request acknowledged while the vector DB failed"
+  assert_eq "$(acked "$acks")" 2000 "every request acknowledged while the vector DB failed (answers: $(jq -c .status "$SUITE_TMP/load.acks.500.json"))"
   assert_eq "$(jq -r '.status["202"] // 0' "$SUITE_TMP/load.acks.500.json")" 2000 "all answered 202 (pending)"
   emu GET /_admin/counters
   [ "$(jq '.faults.injected' <<<"$BODY")" -gt 2000 ] || fail "the faults did not fire: $BODY"

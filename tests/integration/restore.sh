@@ -326,6 +326,23 @@ test_a_vector_db_outage_fails_the_job_and_resume_finishes_it() {
   stop_emulator
 }
 
+# Found by the canary scan: a vector DB that refuses connections while the
+# blobs are prepared failed the job but never ended the process.
+test_a_vector_db_that_refuses_connections_fails_the_job_at_once() {
+  local port
+  migrated_db
+  gen_rows "$DB" r 20 2 $DIM
+  port=$(free_port)
+  SECONDS=0
+  EMU_URL="http://127.0.0.1:$port" restore_cmd VDB_MAX_ATTEMPTS=2 --json
+  run_split timeout -k 2 30 "${CMD[@]}"
+  assert_rc 1 "restore with no vector DB"
+  [ "$SECONDS" -le 15 ] || fail "it took $SECONDS s to give up"
+  assert_eq "$(jq -r .status <<<"$OUT")" failed "$OUT"
+  assert_contains "$ERR" "creating blob"
+  assert_eq "$(pg "select status from abilitysync.restore_jobs order by id desc limit 1")" failed
+}
+
 test_rows_that_cannot_be_written_end_done_with_failures() {
   migrated_db
   gen_rows "$DB" f 20 2 $DIM

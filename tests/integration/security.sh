@@ -206,6 +206,77 @@ test_admin_actions_are_audited_by_key_name_and_kept_for_the_retention() {
   teardown
 }
 
+# Canary secrets in every secret setting; scenarios that put libpq's and
+# libcurl's errors into logs (Postgres unreachable, the vector DB failing and
+# gone), every command that prints configuration, jobs, the audit trail: no
+# canary may show in any log, answer, or row the service wrote.
+test_no_secret_leaves_the_process() {
+  local out="$SUITE_TMP/seen" keys="$SUITE_TMP/canary-keys" url bad_url c n=0
+  local canaries=(CANARY-PGPW-71c2 CANARY-SSLPW-9e04 CANARY-VDBKEY-3b8d CANARY-APIKEY-5a1f CANARY-FILEKEY-c7d3)
+  openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 -keyout "$SUITE_TMP/key.pem" \
+    -out "$SUITE_TMP/cert.pem" 2>/dev/null
+  printf 'viewer:read:CANARY-FILEKEY-c7d3\n' >"$keys"
+  DB=$(new_db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  url=$(sed -E 's#://([^:@/]+)@#://\1:CANARY-PGPW-71c2@#' <<<"$DB")'?sslpassword=CANARY-SSLPW-9e04&application_name=canary'
+  bad_url=$(sed -E 's#@([^:/]+):[0-9]+/#@\1:9/#' <<<"$url")
+  local secrets=(DATABASE_URL="$url" VECTOR_DB_API_KEY=CANARY-VDBKEY-3b8d API_KEYS=ops:read+write+admin:CANARY-APIKEY-5a1f
+    API_KEYS_FILE="$keys" TLS_CERT_FILE="$SUITE_TMP/cert.pem" TLS_KEY_FILE="$SUITE_TMP/key.pem" LOG_LEVEL=debug)
+  : >"$out"
+  say() { printf '%s %s\n' "$CODE" "$BODY" >>"$out"; }
+  ops() { api "$1" "$2" "${3:-}" -k -H 'Authorization: Bearer CANARY-APIKEY-5a1f'; say; }
+  start_emulator
+  start_service "${secrets[@]}" SYNC_WAIT_MS=500 VDB_MAX_ATTEMPTS=1
+  wait_ready
+  ops POST /v1/abilities "$(ability_json c-1 canary.svc)"
+  ops POST /v1/abilities "{\"abilities\": [$(ability_json c-2 canary.svc), $(ability_json c-3 canary.svc)]}"
+  ops POST /v1/abilities '{"ability_id": '
+  api GET /v1/abilities "" -k -H 'Authorization: Bearer wrong'; say
+  api POST /v1/abilities "$(ability_json c-4 canary.svc)" -k -H 'Authorization: Bearer CANARY-FILEKEY-c7d3'; say
+  api GET /readyz "" -k; say
+  ops GET /readyz
+  ops GET /metrics
+  ops GET /v1/sync/status
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "status": 500}'
+  ops POST /v1/abilities "$(ability_json c-5 canary.svc 8 2)"
+  ops POST /v1/restore '{}'
+  sleep 1
+  ops GET "/v1/jobs/$(jq -r '.job_id // 1' <<<"$BODY")"
+  ops GET /v1/audit
+  kill -HUP "$SVC_PID"
+  stop_emulator
+  ops POST /v1/abilities "$(ability_json c-6 canary.svc)"
+  sleep 1.5
+  ops GET /readyz
+  ops GET /v1/sync/status
+  stop_service
+  # Postgres unreachable: libpq's errors in the log and the answers.
+  start_service "${secrets[@]}" DATABASE_URL="$bad_url" VECTOR_DB_API=http://127.0.0.1:9
+  ops POST /v1/abilities "$(ability_json c-7 canary.svc)"
+  ops GET /readyz
+  stop_service
+  # Every command that prints configuration or talks to both stores.
+  for c in "config" "serve --help" "migrate status" "reconcile" "restore" "sync" "probe"; do
+    # shellcheck disable=SC2086 # c is words
+    env "${secrets[@]}" VECTOR_DB_API=http://127.0.0.1:9 VDB_TIMEOUT_MS=500 DB_WAIT=0 timeout -k 2 8 "$ABILITYSYNC" $c \
+      >>"$out" 2>&1 || true
+  done
+  env "${secrets[@]}" DATABASE_URL="$bad_url" "$ABILITYSYNC" migrate status >>"$out" 2>&1 || true
+  pg_dump --data-only "$DB" >>"$out"
+  cat "$SUITE_TMP"/service.*.log >>"$out"
+  for c in "${canaries[@]}" $(grep -v -- '-----' "$SUITE_TMP/key.pem"); do
+    if grep -q -F -- "$c" "$out"; then
+      grep -n -F -- "$c" "$out" | head -n 3 >&2
+      fail "a secret left the process: ${c:0:20}..."
+    fi
+    n=$((n + 1))
+  done
+  [ "$(wc -l <"$out")" -gt 100 ] || fail "the scenarios printed only $(wc -l <"$out") lines"
+  assert_contains "$(cat "$out")" "Connection refused" "libpq's and libcurl's errors were in the output"
+  assert_contains "$(cat "$out")" "key=ops" "the key's name was"
+  echo "no secret in $(wc -l <"$out") lines of logs, answers, command output and rows ($n secrets looked for)"
+}
+
 run_suite
 rc=$?
 [ ! -f "$TEST_TMP/security.matrix" ] || sed 's/^/# /' "$TEST_TMP/security.matrix"
