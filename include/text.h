@@ -1,5 +1,6 @@
 /*
- * text.h - checks on text that comes from outside: files, requests, replies.
+ * text.h - checks on text that comes from outside (files, requests, replies),
+ * and integers as text.
  */
 #ifndef ABILITYSYNC_TEXT_H
 #define ABILITYSYNC_TEXT_H
@@ -8,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * True when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, nothing
@@ -22,5 +24,11 @@ bool utf8_valid(const char *s, size_t len, size_t *bad) MUSTCHECK;
  * JSON (jansson refuses to build a string that is not UTF-8).
  */
 void utf8_scrub(char *s);
+
+/* An integer as text (a SQL parameter, a header value), held by value: num(42).s is "42". */
+struct num {
+	char s[24];
+};
+struct num num(int64_t v);
 
 #endif

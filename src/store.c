@@ -3,6 +3,7 @@
 #include "buf.h"
 #include "log.h"
 #include "mem.h"
+#include "text.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -1075,11 +1076,9 @@ void store_job(struct store *s, const char *job_id, store_job_fn done, void *arg
 void store_audit_record(struct store *s, const struct audit_entry *e, int retention_days, pg_done_fn done,
 			void *arg)
 {
-	char status[16], days[16];
-	const char *params[7] = {e->key_name, e->action, e->params, status, e->request_id, s->owner, days};
+	struct num status = num(e->status), days = num(retention_days);
+	const char *params[7] = {e->key_name, e->action, e->params, status.s, e->request_id, s->owner, days.s};
 
-	snprintf(status, sizeof(status), "%d", e->status);
-	snprintf(days, sizeof(days), "%d", retention_days);
 	pgpool_query(s->pool,
 		     "WITH gone AS (DELETE FROM abilitysync.audit_log WHERE at < now() - make_interval(days => $7::int))"
 		     " INSERT INTO abilitysync.audit_log (key_name, action, params, status, request_id, host)"
@@ -1109,13 +1108,11 @@ static void on_audit_rows(const struct pg_outcome *o, void *arg)
 void store_audit_list(struct store *s, int64_t before, int limit, store_audit_fn done, void *arg)
 {
 	struct audit_ctx *x = xcalloc(1, sizeof(*x));
-	char b[24], l[16];
-	const char *params[2] = {b, l};
+	struct num b = num(before), l = num(limit);
+	const char *params[2] = {b.s, l.s};
 
 	x->done = done;
 	x->arg = arg;
-	snprintf(b, sizeof(b), "%lld", (long long)before);
-	snprintf(l, sizeof(l), "%d", limit);
 	pgpool_query(s->pool,
 		     "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), key_name, action,"
 		     " params::text, request_id, host, status FROM abilitysync.audit_log"

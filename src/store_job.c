@@ -5,6 +5,7 @@
 
 #include "buf.h"
 #include "mem.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,19 +36,6 @@ static struct call *call_new(void *arg)
 
 	c->arg = arg;
 	return c;
-}
-
-/* Text of an int64 parameter. */
-struct num {
-	char s[24];
-};
-
-static struct num num(int64_t v)
-{
-	struct num n;
-
-	snprintf(n.s, sizeof(n.s), "%lld", (long long)v);
-	return n;
 }
 
 /* ---- common ------------------------------------------------------------------------ */

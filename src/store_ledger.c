@@ -3,6 +3,7 @@
 #include "buf.h"
 #include "mem.h"
 #include "pgconn.h"
+#include "text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,22 +149,9 @@ bool ledger_apply(PGconn *conn, const struct ledger *l, const struct migration *
 	return record_applied(conn, l, m, err);
 }
 
-/* The key as text, for a bigint parameter. */
-struct keytext {
-	char s[24];
-};
-
-static struct keytext key_text(int64_t key)
-{
-	struct keytext k;
-
-	snprintf(k.s, sizeof(k.s), "%lld", (long long)key);
-	return k;
-}
-
 bool ledger_try_lock(PGconn *conn, int64_t key, bool *got, struct errbuf *err)
 {
-	struct keytext k = key_text(key);
+	struct num k = num(key);
 	const char *params[1] = {k.s};
 	PGresult *res = PQexecParams(conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
 	char msg[512];
@@ -181,7 +169,7 @@ bool ledger_try_lock(PGconn *conn, int64_t key, bool *got, struct errbuf *err)
 
 void ledger_unlock(PGconn *conn, int64_t key)
 {
-	struct keytext k = key_text(key);
+	struct num k = num(key);
 	const char *params[1] = {k.s};
 
 	/* Closing the session releases it too; this is for tidiness, errors ignored. */

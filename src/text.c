@@ -1,6 +1,7 @@
 #include "text.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 bool utf8_valid(const char *str, size_t len, size_t *bad)
@@ -56,4 +57,12 @@ void utf8_scrub(char *s)
 		s[i + bad] = '?';
 		i += bad + 1;
 	}
+}
+
+struct num num(int64_t v)
+{
+	struct num n;
+
+	snprintf(n.s, sizeof(n.s), "%lld", (long long)v);
+	return n;
 }

@@ -10,18 +10,6 @@ KEYS='reader:read:kr-7f3a,writer:write:kw-91cc,boss:admin:ka-0d2e,kall-55b1'
 
 pg() { psql_q "$DB" -c "$1"; }
 
-setup() {
-  DB=$(new_db)
-  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
-  start_emulator
-  start_service DATABASE_URL="$DB" SYNC_WAIT_MS=2000 "$@"
-  wait_ready
-}
-
-teardown() {
-  stop_service
-  stop_emulator
-}
 
 as() { # KEY METHOD PATH [BODY]: one request with that key ("-": none)
   local key=$1

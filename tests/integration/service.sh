@@ -7,19 +7,6 @@
 
 TENANT=reverse_engineer
 
-# A migrated database, an emulator, and a service on both; extra VAR=value settings pass through.
-setup() {
-  DB=$(new_db)
-  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
-  start_emulator
-  start_service DATABASE_URL="$DB" SYNC_WAIT_MS=2000 "$@"
-  wait_ready
-}
-
-teardown() {
-  stop_service
-  stop_emulator
-}
 
 emu_ids() { # blob: the ids the emulator holds, one per line
   emu GET "/_admin/tenants/$TENANT/blobs/$1/ids"

@@ -10,7 +10,7 @@
 #   ABILITYSYNC      the binary under test (default: the ASan + UBSan build)
 #   TEST_PG_URL      a Postgres server where we may CREATE DATABASE, any dbname
 #   TEST_TMP         scratch directory
-# shellcheck disable=SC2317  # test functions are called indirectly
+# shellcheck disable=SC2317,SC2119,SC2120  # test functions are called indirectly; helpers take optional arguments
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export ROOT
@@ -216,6 +216,22 @@ start_service() {
   done
   cat "$log" >&2
   fail "the service did not say where it listens"
+}
+
+# setup [VAR=value...]: a migrated database ($DB), an emulator, and a service on
+# both (SYNC_WAIT_MS=2000 unless given), ready; teardown stops the service and
+# the emulator. Suites with other needs define their own.
+setup() {
+  DB=$(new_db db)
+  DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
+  start_emulator
+  start_service DATABASE_URL="$DB" SYNC_WAIT_MS=2000 "$@"
+  wait_ready
+}
+
+teardown() {
+  stop_service
+  stop_emulator
 }
 
 # Waits until GET /readyz answers 200 (at most $1 seconds, default 15).
