@@ -70,28 +70,50 @@ static const char templates[] =
 
 /*
  * Does msg quote key k? Names are quoted on purpose and the messages have
- * fixed words: a key (8 bytes or more) counts when it shows in what is left
- * of msg with every entry's name blanked out, and is not one of those words.
+ * fixed words: a key keys.c would accept (8 bytes or more, not one of those
+ * words) counts when it shows in msg clear of every name.
  */
 static bool quoted(const char *msg, struct entry k, const struct entry *entries, size_t n)
 {
-	size_t len = strlen(msg), i;
-	char *rest;
-	bool found;
+	size_t len = strlen(msg), i, at, b;
+	bool *named, found = false;
 
-	if (k.len < 8 || memmem(templates, sizeof(templates) - 1, k.p, k.len))
+	if (k.len < 8 || k.len > len || memmem(templates, sizeof(templates) - 1, k.p, k.len))
 		return false;
-	rest = fuzz_copy((const uint8_t *)msg, len);
+	for (i = 0; i < k.len; i++)
+		if (k.p[i] <= ' ' || k.p[i] > '~' || k.p[i] == ',')
+			return false; /* not a key keys.c accepts: a message may well hold such text */
+	named = calloc(len + 1, sizeof(bool));
+	CHECK(named != NULL, "out of memory");
+	/* Where messages put names: "(name)", and after "the same key as " or "another key: ". */
+	for (at = 0, b = 0; at < len; at++) {
+		b += msg[at] == '(';
+		named[at] = b > 0;
+		b -= msg[at] == ')' && b > 0;
+	}
+	for (const char *const *tail = (const char *const[]){"the same key as ", "another key: ", NULL}; *tail; tail++) {
+		const char *t = strstr(msg, *tail);
+
+		for (at = t ? (size_t)(t - msg) + strlen(*tail) : len; at < len; at++)
+			named[at] = true;
+	}
 	for (i = 0; i < n; i++) {
 		const char *colon = memchr(entries[i].p, ':', entries[i].len);
 		size_t nl = colon ? (size_t)(colon - entries[i].p) : 0;
-		char *at;
 
-		while (nl && (at = memmem(rest, len, entries[i].p, nl)))
-			memset(at, '\001', nl);
+		for (at = 0; nl && at + nl <= len; at++)
+			if (memcmp(msg + at, entries[i].p, nl) == 0)
+				for (b = at; b < at + nl; b++)
+					named[b] = true;
 	}
-	found = memmem(rest, len, k.p, k.len) != NULL;
-	free(rest);
+	for (at = 0; at + k.len <= len && !found; at++) {
+		if (memcmp(msg + at, k.p, k.len) != 0)
+			continue;
+		found = true;
+		for (b = at; b < at + k.len; b++)
+			found = found && !named[b];
+	}
+	free(named);
 	return found;
 }
 
