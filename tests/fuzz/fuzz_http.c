@@ -57,6 +57,7 @@ static const struct {
 	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, "GET"},
 	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, "POST"},
 	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, "GET"},
+	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, "GET"},
 	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, "GET"},
 	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, "GET"},
 	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, "GET"},
