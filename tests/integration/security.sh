@@ -265,6 +265,43 @@ test_no_secret_leaves_the_process() {
   echo "no secret in $(wc -l <"$out") lines of logs, answers, command output and rows ($n secrets looked for)"
 }
 
+# TLS both ways: the service speaks TLS 1.2 at least and a plain request to its
+# port fails cleanly; the vector DB client trusts VECTOR_DB_CA_FILE and refuses
+# a server that CA did not sign (openssl s_server stands in for a TLS vector DB).
+test_tls_both_ways() {
+  local dir="$SUITE_TMP/tls" port svc=()
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 1 \
+    -keyout "$dir/vdb-key.pem" -out "$dir/vdb.pem" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=other -days 1 -keyout "$dir/other-key.pem" \
+    -out "$dir/other.pem" 2>/dev/null
+  echo '{"status": "ok"}' >"$dir/health"
+  port=$(free_port)
+  (cd "$dir" && exec openssl s_server -accept "127.0.0.1:$port" -cert vdb.pem -key vdb-key.pem -WWW -quiet) \
+    >/dev/null 2>&1 &
+  STARTED+=("$!")
+  for _ in $(seq 1 50); do curl -s --cacert "$dir/vdb.pem" "https://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  svc=(VECTOR_DB_API="https://127.0.0.1:$port" TLS_CERT_FILE="$dir/vdb.pem" TLS_KEY_FILE="$dir/vdb-key.pem")
+  start_service "${svc[@]}" VECTOR_DB_CA_FILE="$dir/other.pem"
+  for _ in $(seq 1 50); do api GET /readyz "" -k; [[ $(jq -r .vector_db <<<"$BODY") == down:* ]] && break; sleep 0.1; done
+  assert_eq "$CODE" 503 "a vector DB whose certificate the CA did not sign: $BODY"
+  assert_contains "$(jq -r .vector_db <<<"$BODY")" "certificate" "the refusal says why"
+  stop_service
+  start_service "${svc[@]}" VECTOR_DB_CA_FILE="$dir/vdb.pem"
+  wait_ready
+  assert_eq "$(curl -sk "$SVC_URL/readyz" | jq -r .vector_db)" up "the CA that signed it"
+  run openssl s_client -connect "${SVC_URL#https://}" -tls1_1 -cipher 'DEFAULT@SECLEVEL=0' </dev/null
+  assert_ne "$RC" 0 "a TLS 1.1 handshake"
+  assert_contains "$OUT" "alert protocol version"
+  run openssl s_client -connect "${SVC_URL#https://}" -tls1_2 </dev/null
+  assert_contains "$OUT" "Protocol  : TLSv1.2"
+  run curl -s -m 5 "http://${SVC_URL#https://}/healthz"
+  assert_ne "$RC" 0 "plain HTTP to the TLS port"
+  [ "$RC" != 28 ] || fail "plain HTTP to the TLS port hung until curl's time-out"
+  assert_eq "$(curl -sk "$SVC_URL/healthz" | jq -r .status)" ok "still serving"
+  stop_service
+}
+
 run_suite
 rc=$?
 [ ! -f "$TEST_TMP/security.matrix" ] || sed 's/^/# /' "$TEST_TMP/security.matrix"
