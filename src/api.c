@@ -44,6 +44,7 @@ struct api {
 	struct evhttp_bound_socket *sock;
 	struct keyring ring;            /* API_KEYS and API_KEYS_FILE; empty: no auth */
 	struct bucket *buckets;        /* RATE_LIMIT_RPS: one per key, the last for callers without one */
+	uint64_t *by_key;              /* requests answered per key, the last for callers without one */
 	SSL_CTX *ssl;
 	TAILQ_HEAD(, call) calls;
 	int in_flight;
@@ -143,6 +144,8 @@ static void reply_typed(struct call *c, int status, const char *type, const char
 			  route_name(c->route), status, secs * 1000);
 	if (c->audited)
 		audit_record(c, status);
+	/* Counted by its place in the ring now (a SIGHUP between question and answer may shift it). */
+	c->api->by_key[c->key_index < c->api->ring.n ? c->key_index : c->api->ring.n]++;
 	call_release(c);
 }
 
@@ -1126,6 +1129,20 @@ static void render_reconcile(const struct service *svc, struct buf *out)
 	metrics_value(out, "abilitysync_reconcile_runs_total", "result=\"skipped\"", (double)rs.skipped);
 }
 
+/* Requests answered per key name (key=""; callers without a key); a SIGHUP starts the counts again. */
+static void render_by_key(const struct api *a, struct buf *out)
+{
+	char label[KEY_NAME_MAX + 16];
+	size_t i;
+
+	metrics_header(out, "abilitysync_http_requests_by_key_total", "counter",
+		       "Requests answered, by the name of the API key sent (\"\": none or not valid).");
+	for (i = 0; i <= a->ring.n; i++) {
+		snprintf(label, sizeof(label), "key=\"%s\"", i < a->ring.n ? a->ring.keys[i].name : "");
+		metrics_value(out, "abilitysync_http_requests_by_key_total", label, (double)a->by_key[i]);
+	}
+}
+
 static void render_metrics(struct call *c)
 {
 	struct service *svc = c->api->svc;
@@ -1167,6 +1184,7 @@ static void render_metrics(struct call *c)
 		      (double)c->api->rejected_in_flight);
 	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"connections\"",
 		      (double)c->api->paused_accepts);
+	render_by_key(c->api, &out);
 	metrics_header(&out, "abilitysync_ready", "gauge", "1 when /readyz says ready.");
 	metrics_value(&out, "abilitysync_ready", NULL, service_ready(svc));
 	reply_typed(c, 200, "text/plain; version=0.0.4", out.data, out.len);
@@ -1349,12 +1367,15 @@ struct bucket {
 	int64_t at_us;
 };
 
-static void buckets_reset(struct api *a)
+/* The state kept per key (rate buckets, request counts), sized to the ring; the last is for no key. */
+static void per_key_reset(struct api *a)
 {
 	size_t i;
 
 	free(a->buckets);
 	a->buckets = NULL;
+	free(a->by_key);
+	a->by_key = xcalloc(a->ring.n + 1, sizeof(*a->by_key));
 	if (a->o.rate_rps <= 0)
 		return;
 	a->buckets = xcalloc(a->ring.n + 1, sizeof(*a->buckets));
@@ -1425,6 +1446,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	c->req = req;
 	c->refs = 1;
 	c->route = ROUTE_OTHER;
+	c->key_index = a->ring.n; /* no key until identify() finds one */
 	c->start_us = clock_mono_us();
 	TAILQ_INIT(&c->query);
 	TAILQ_INSERT_TAIL(&a->calls, c, link);
@@ -1575,7 +1597,7 @@ bool api_reload_keys(struct api *a)
 	}
 	keyring_free(&a->ring);
 	a->ring = r;
-	buckets_reset(a);
+	per_key_reset(a);
 	log_keys(a, "SIGHUP: re-read API_KEYS_FILE:");
 	return true;
 }
@@ -1724,7 +1746,7 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 	}
 	if (!load_keys(o, &a->ring, err))
 		goto fail;
-	buckets_reset(a);
+	per_key_reset(a);
 	if (a->ring.n)
 		log_keys(a, "serving with");
 	if (a->ring.n == 0 && !loopback(host) && !o->allow_open) {
@@ -1808,6 +1830,7 @@ void api_free(struct api *a)
 		SSL_CTX_free(a->ssl);
 	keyring_free(&a->ring);
 	free(a->buckets);
+	free(a->by_key);
 	free(a->conn_set);
 	free(a);
 }

@@ -147,6 +147,9 @@ test_metrics_can_require_a_read_key() {
   as kr-7f3a GET /metrics
   assert_eq "$CODE" 200
   assert_contains "$BODY" "abilitysync_ready"
+  assert_contains "$BODY" 'abilitysync_http_requests_by_key_total{key="writer"} 1' "requests by key name"
+  grep -q -E '^abilitysync_http_requests_by_key_total\{key=""\} [1-9]' <<<"$BODY" || fail "no count without a key"
+  assert_not_contains "$BODY" "kw-91cc" "a key in the metrics"
   api GET /healthz
   assert_eq "$CODE" 200 "liveness stays open"
   teardown
