@@ -522,16 +522,23 @@ bool api_parse_limit(const char *text, int *limit)
 	return true;
 }
 
+/* ?limit= of a paged listing, or a 422 answered. */
+static bool page_limit(struct call *c, int *limit)
+{
+	if (api_parse_limit(query_value(c, "limit"), limit))
+		return true;
+	reply_error(c, E_INVALID_PARAMETER, "limit", "limit must be an integer from 1 to %d", LIST_MAX);
+	return false;
+}
+
 static void h_abilities_list(struct call *c)
 {
 	int limit;
 
 	if (!needs_postgres(c, "listing abilities"))
 		return;
-	if (!api_parse_limit(query_value(c, "limit"), &limit)) {
-		reply_error(c, E_INVALID_PARAMETER, "limit", "limit must be an integer from 1 to %d", LIST_MAX);
+	if (!page_limit(c, &limit))
 		return;
-	}
 	c->limit = limit;
 	/* One more than asked tells whether there is a next page. */
 	store_list(c->api->svc->store, query_value(c, "service_name"), query_value(c, "cursor"), limit + 1,
@@ -943,10 +950,8 @@ static void h_audit(struct call *c)
 
 	if (!needs_postgres(c, "the audit trail"))
 		return;
-	if (!api_parse_limit(query_value(c, "limit"), &limit)) {
-		reply_error(c, E_INVALID_PARAMETER, "limit", "limit must be an integer from 1 to %d", LIST_MAX);
+	if (!page_limit(c, &limit))
 		return;
-	}
 	if (before && (n == 0 || before[n] || n > 18)) {
 		reply_error(c, E_INVALID_PARAMETER, "before", "before must be an entry id (next_before of a page)");
 		return;
