@@ -17,4 +17,7 @@ void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1]);
 
 void hex_encode(const uint8_t *in, size_t len, char *out);
 
+/* The value of one hex digit (either case), or -1. */
+int hex_value(char c);
+
 #endif

@@ -1322,7 +1322,8 @@ static void identify(struct call *c)
 	const struct api_key *k;
 
 	c->key_index = c->api->ring.n;
-	if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !(k = keyring_find(&c->api->ring, h + 7, strlen(h + 7))))
+	if (c->api->ring.n == 0 || !h || strncasecmp(h, "Bearer ", 7) != 0 ||
+	    !(k = keyring_find(&c->api->ring, h + 7, strlen(h + 7))))
 		return;
 	snprintf(c->key, sizeof(c->key), "%s", k->name);
 	c->scopes = k->scopes;

@@ -62,17 +62,6 @@ static bool parse_scopes(const char *s, size_t len, unsigned *out)
 	return *out != 0;
 }
 
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* `sha256:<64 hex>`: the digest itself. */
 static bool parse_hashed(const char *s, size_t len, uint8_t out[SHA256_LEN])
 {

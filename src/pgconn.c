@@ -2,6 +2,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "hash.h"
 #include "log.h"
 #include "mem.h"
 
@@ -41,14 +42,6 @@ static bool is_secret_key(const char *key, size_t len)
 	return secret;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)(c | 0x20);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* A URL parameter's name as libpq reads it: percent-decoded. */
 static bool is_secret_url_key(const char *key, size_t len)
 {
@@ -60,7 +53,7 @@ static bool is_secret_url_key(const char *key, size_t len)
 		int hi, lo;
 
 		if (key[i] == '%' && i + 2 < len &&
-		    (hi = hex_digit(key[i + 1])) >= 0 && (lo = hex_digit(key[i + 2])) >= 0) {
+		    (hi = hex_value(key[i + 1])) >= 0 && (lo = hex_value(key[i + 2])) >= 0) {
 			buf_putc(&k, (char)(hi << 4 | lo));
 			i += 2;
 		} else {

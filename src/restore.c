@@ -192,6 +192,18 @@ static void close_job(struct restore *r)
 	store_restore_close(r->job.pool, r->job_id, status, r->job.error[0] ? r->job.error : NULL, on_job_closed, r);
 }
 
+static void vstop_with(struct restore *r, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
+
+static void vstop_with(struct restore *r, const char *fmt, va_list ap)
+{
+	if (!r->job.error[0]) {
+		vsnprintf(r->job.error, sizeof(r->job.error), fmt, ap);
+		log_error(COMP, "job %lld: %s; `abilitysync restore --resume` continues after the last recorded page",
+			  (long long)r->job_id, r->job.error);
+	}
+	maybe_finish(r);
+}
+
 static void stop_with(struct restore *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
 /* Something went wrong: read no more; close once what is on the wire is back. */
@@ -199,14 +211,26 @@ static void stop_with(struct restore *r, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!r->job.error[0]) {
-		va_start(ap, fmt);
-		vsnprintf(r->job.error, sizeof(r->job.error), fmt, ap);
-		va_end(ap);
-		log_error(COMP, "job %lld: %s; `abilitysync restore --resume` continues after the last recorded page",
-			  (long long)r->job_id, r->job.error);
-	}
-	maybe_finish(r);
+	va_start(ap, fmt);
+	vstop_with(r, fmt, ap);
+	va_end(ap);
+}
+
+static void stop_preparing(struct restore *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+/*
+ * A step before the first page failed (collisions, services, blobs): reading
+ * is held back by `fetching` until they are done, so it is released here, or
+ * the job would wait for a first page that never comes.
+ */
+static void stop_preparing(struct restore *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->fetching = false;
+	va_start(ap, fmt);
+	vstop_with(r, fmt, ap);
+	va_end(ap);
 }
 
 static void maybe_finish(struct restore *r)
@@ -398,11 +422,12 @@ static void on_collisions(const struct restore_collision *c, size_t nres, const 
 	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
-		r->fetching = false;
-		if (r->o.dry_run)
+		if (r->o.dry_run) {
+			r->fetching = false;
 			refuse(r, "postgres_error", "looking for vector_id collisions: %s", o->error);
-		else
-			stop_with(r, "looking for vector_id collisions: %s", o->error);
+		} else {
+			stop_preparing(r, "looking for vector_id collisions: %s", o->error);
+		}
 		return;
 	}
 	blobs = xcalloc(nres + 1, sizeof(*blobs));
@@ -492,8 +517,7 @@ static void on_blob_ensured(const struct vdb_result *res, void *arg)
 		return;
 	}
 	if (res->status == VDB_UNAVAILABLE || res->status == VDB_CANCELLED) {
-		r->fetching = false; /* the blobs will not be prepared: nothing is read */
-		stop_with(r, "creating blob %s: %s", blob, res->error);
+		stop_preparing(r, "creating blob %s: %s", blob, res->error);
 		return;
 	}
 	if (res->status != VDB_OK) /* a blob the server will not create: its rows fail, the others go on */
@@ -508,8 +532,7 @@ static void on_creating(const struct pg_outcome *o, void *arg)
 	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
-		r->fetching = false;
-		stop_with(r, "recording blobs: %s", o->error);
+		stop_preparing(r, "recording blobs: %s", o->error);
 		return;
 	}
 	job_send(&r->job);
@@ -549,8 +572,7 @@ static void on_services(const struct service_count *s, size_t n, const struct pg
 	if (job_gone(&r->job))
 		return;
 	if (!o->res) {
-		r->fetching = false;
-		stop_with(r, "listing services: %s", o->error);
+		stop_preparing(r, "listing services: %s", o->error);
 		return;
 	}
 	r->blobs = xcalloc(n + 1, sizeof(char *));
