@@ -47,6 +47,7 @@ typedef void (*pg_done_fn)(const struct pg_outcome *o, void *arg);
 struct pgpool_stats {
 	int size, up, busy, queued;
 	uint64_t statements, failures, reconnects;
+	uint64_t backends_ended;  /* backends of connections dropped at their deadline, ended since */
 };
 
 struct pgpool;

@@ -17,6 +17,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <event2/http_struct.h> /* major, minor: see evhttp_send_error() */
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <arpa/inet.h>
@@ -53,6 +54,7 @@ struct api {
 	size_t conn_cap, conn_used;
 	bool accepting_paused;         /* at max_connections: the listener waits */
 	uint64_t rejected_in_flight, paused_accepts;
+	uint64_t rejected_body, rejected_header; /* 413 and 400 libevent gave (evhttp_send_error) */
 	uint64_t next_id;
 	char address[128];
 };
@@ -1104,6 +1106,9 @@ static void render_pg(const struct service *svc, struct buf *out)
 	metrics_value(out, "abilitysync_pg_statements_total", NULL, (double)st.statements);
 	metrics_header(out, "abilitysync_pg_failures_total", "counter", "Statements that failed.");
 	metrics_value(out, "abilitysync_pg_failures_total", NULL, (double)st.failures);
+	metrics_header(out, "abilitysync_pg_backends_ended_total", "counter",
+		       "Backends of connections dropped at their deadline that a later connection ended.");
+	metrics_value(out, "abilitysync_pg_backends_ended_total", NULL, (double)st.backends_ended);
 }
 
 /* Drift as the last finished reconcile run (of any replica) found it, and this replica's runs. */
@@ -1184,11 +1189,15 @@ static void render_metrics(struct call *c)
 	metrics_value(&out, "abilitysync_http_connections", NULL, c->api->connections);
 	metrics_header(&out, "abilitysync_http_rejected_total", "counter",
 		       "Requests and connections turned away by a limit, by reason (in_flight: 503 at "
-		       "HTTP_MAX_IN_FLIGHT; connections: times accepting paused at HTTP_MAX_CONNECTIONS).");
+		       "HTTP_MAX_IN_FLIGHT; connections: times accepting paused at HTTP_MAX_CONNECTIONS; "
+		       "body: 413 over MAX_BODY_BYTES; headers: 400 for a request line or headers over "
+		       "HTTP_HEADERS_MAX or unparsable).");
 	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"in_flight\"",
 		      (double)c->api->rejected_in_flight);
 	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"connections\"",
 		      (double)c->api->paused_accepts);
+	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"body\"", (double)c->api->rejected_body);
+	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"headers\"", (double)c->api->rejected_header);
 	render_by_key(c->api, &out);
 	metrics_header(&out, "abilitysync_ready", "gauge", "1 when /readyz says ready.");
 	metrics_value(&out, "abilitysync_ready", NULL, service_ready(svc));
@@ -1433,10 +1442,27 @@ static void request_id(struct call *c)
 
 static void count_connection(struct api *a, struct evhttp_request *req);
 
+static struct call *call_new(struct api *a, struct evhttp_request *req)
+{
+	struct call *c = xcalloc(1, sizeof(*c));
+
+	c->api = a;
+	c->req = req;
+	c->refs = 1;
+	c->route = ROUTE_OTHER;
+	c->key_index = a->ring.n; /* no key until identify() finds one */
+	c->start_us = clock_mono_us();
+	TAILQ_INIT(&c->query);
+	TAILQ_INSERT_TAIL(&a->calls, c, link);
+	a->in_flight++;
+	request_id(c);
+	return c;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct api *a = arg;
-	struct call *c = xcalloc(1, sizeof(*c));
+	struct call *c;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -1448,16 +1474,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 	tcp_nodelay(req);
 	count_connection(a, req);
-	c->api = a;
-	c->req = req;
-	c->refs = 1;
-	c->route = ROUTE_OTHER;
-	c->key_index = a->ring.n; /* no key until identify() finds one */
-	c->start_us = clock_mono_us();
-	TAILQ_INIT(&c->query);
-	TAILQ_INSERT_TAIL(&a->calls, c, link);
-	a->in_flight++;
-	request_id(c);
+	c = call_new(a, req);
 	if (!path || !*path)
 		path = "/";
 	if (a->in_flight > a->o.max_in_flight && strcmp(path, "/healthz") != 0 && strcmp(path, "/readyz") != 0) {
@@ -1505,6 +1522,57 @@ static void on_request(struct evhttp_request *req, void *arg)
 			route_table[i].handler(c);
 			return;
 		}
+	}
+}
+
+/* ---- answers libevent gives by itself ---------------------------------------------- */
+
+/*
+ * libevent 2.1 answers some requests before any handler sees them: a body over
+ * MAX_BODY_BYTES (413, before it is read), a request line or header block it cannot
+ * parse or that is over HTTP_HEADERS_MAX (400), an Expect it does not know (417), a
+ * method outside the allowed set (501). Each of those answers goes through
+ * evhttp_send_error(), which libevent exports and calls through the PLT, so defining it
+ * here replaces its HTML page with the JSON error every other answer has (libevent 2.2
+ * added evhttp_set_errorcb for this). Its callers give no context, hence the one
+ * pointer below: the api this process serves. The service suite's 20 MB body and the
+ * contract suite's error codes fail if a libevent build stops calling this.
+ */
+static struct api *serving;
+
+void evhttp_send_error(struct evhttp_request *req, int status, const char *why)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct call *c;
+
+	(void)why;
+	if (req->major == 0) { /* the request line never parsed: answer in HTTP/1.1 */
+		req->major = 1;
+		req->minor = 1;
+	}
+	evhttp_clear_headers(h);
+	evhttp_add_header(h, "Connection", "close");
+	if (!serving) {
+		evhttp_send_reply(req, status, reason(status), NULL);
+		return;
+	}
+	c = call_new(serving, req);
+	switch (status) {
+	case 413:
+		serving->rejected_body++;
+		reply_error(c, E_PAYLOAD_TOO_LARGE, NULL, "the body is over MAX_BODY_BYTES (%zu bytes); nothing was read",
+			    serving->o.max_body);
+		break;
+	case 417:
+		reply_error(c, E_EXPECTATION_FAILED, NULL, "the only Expect this server knows is 100-continue");
+		break;
+	case 501:
+		reply_error(c, E_METHOD_NOT_IMPLEMENTED, NULL, "no route takes this method");
+		break;
+	default:
+		serving->rejected_header++;
+		reply_coded(c, status, errcode_def(E_BAD_REQUEST)->code, NULL,
+			    "the request line or headers cannot be parsed, or are over HTTP_HEADERS_MAX");
 	}
 }
 
@@ -1795,6 +1863,7 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 						      : ((struct sockaddr_in *)&ss)->sin_port);
 	snprintf(a->address, sizeof(a->address), "%s%s:%d", o->tls_cert ? "https://" : "http://", host, port);
+	serving = a;
 	return a;
 fail:
 	api_free(a);
@@ -1827,6 +1896,8 @@ void api_free(struct api *a)
 		return;
 	if (a->http)
 		evhttp_free(a->http);
+	if (serving == a)
+		serving = NULL;
 	/* Calls still waiting for something that will never come (a job let go at teardown). */
 	while ((c = TAILQ_FIRST(&a->calls)) != NULL) {
 		c->refs = 1;

@@ -195,7 +195,7 @@ static const struct cfg_def defs[] = {
 	ROW_INT("MAX_BODY_BYTES", max_body_bytes, "16777216", 1024, 1073741824, SCOPE_SERVE,
 		"Largest request body; larger ones get 413 before they are read."),
 	ROW_INT("HTTP_HEADERS_MAX", http_headers_max, "16384", 1024, 1048576, SCOPE_SERVE,
-		"Largest request line plus headers, in bytes; larger: 413 (libevent's own answer) before any handler runs."),
+		"Largest request line plus headers, in bytes; larger: 400 bad_request before any handler runs."),
 	ROW_INT("HTTP_READ_TIMEOUT_MS", http_read_timeout_ms, "10000", 100, 3600000, SCOPE_SERVE,
 		"A connection that sends nothing for this long (headers or body trickled byte by byte included), or "
 		"cannot take the answer for this long, is closed; so is an idle keep-alive connection."),

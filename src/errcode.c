@@ -5,6 +5,8 @@
 #include <string.h>
 
 static const struct errcode_def defs[E_COUNT] = {
+	[E_BAD_REQUEST] = {"bad_request", 400,
+			   "the request line or headers cannot be parsed, or are over HTTP_HEADERS_MAX (answered before any handler)"},
 	[E_MALFORMED_JSON] = {"malformed_json", 400,
 			      "the body is not JSON, a member appears twice in an object, or a string holds \\u0000"},
 	[E_INVALID_UTF8] = {"invalid_utf8", 400, "the body is not UTF-8 (the message gives the byte)"},
@@ -19,7 +21,8 @@ static const struct errcode_def defs[E_COUNT] = {
 	[E_RESTORE_RUNNING] = {"restore_running", 409, "a restore job runs already (this replica or another)"},
 	[E_NOTHING_TO_RESUME] = {"nothing_to_resume", 409, "`resume` asked, and no unfinished restore job exists"},
 	[E_PAYLOAD_TOO_LARGE] = {"payload_too_large", 413,
-				 "the body is over MAX_BODY_BYTES (libevent answers this one itself, in HTML)"},
+				 "the body is over MAX_BODY_BYTES (refused before it is read)"},
+	[E_EXPECTATION_FAILED] = {"expectation_failed", 417, "an Expect header other than 100-continue"},
 	[E_UNSUPPORTED_MEDIA_TYPE] = {"unsupported_media_type", 415, "the body is not sent as application/json"},
 	[E_MISSING_FIELD] = {"missing_field", 422, "a required field is absent"},
 	[E_WRONG_TYPE] = {"wrong_type", 422, "a field has the wrong JSON type"},
@@ -42,6 +45,7 @@ static const struct errcode_def defs[E_COUNT] = {
 	[E_INVALID_PARAMETER] = {"invalid_parameter", 422, "a query parameter's value is not allowed (limit, include)"},
 	[E_POSTGRES_ERROR] = {"postgres_error", 500, "Postgres refused a statement (the message quotes it)"},
 	[E_NEEDS_POSTGRES] = {"needs_postgres", 501, "the route needs DATABASE_URL (vector-DB-only mode)"},
+	[E_METHOD_NOT_IMPLEMENTED] = {"method_not_implemented", 501, "a method the API has no route for anywhere (TRACE, CONNECT)"},
 	[E_VECTOR_DB_ERROR] = {"vector_db_error", 502, "vector-DB-only mode: the vector DB refused the write"},
 	[E_POSTGRES_UNAVAILABLE] = {"postgres_unavailable", 503,
 				    "Postgres cannot be reached or did not answer in time; Retry-After says when to try again"},

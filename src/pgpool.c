@@ -17,6 +17,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PREPARED_MAX 16
+#define ORPHANS_MAX 32
 
 struct pg_job {
 	TAILQ_ENTRY(pg_job) link;
@@ -68,9 +69,14 @@ struct pgpool {
 	struct ready_wait *ready_wait;
 	struct event *sweep;      /* fails statements that waited for a connection past their deadline */
 	char connect_timeout_s[24], tcp_user_timeout[24], keepalives_idle[24];
+	int orphans[ORPHANS_MAX];  /* backends of connections dropped mid-statement, still to be ended */
+	int norphans;
+	int orphans_sent;         /* how many of them the statement in flight ends (0: none in flight) */
 };
 
 static void dispatch(struct pgpool *p);
+static struct pg_job *job_new(struct pgpool *p, const struct pg_stmt *stmt, const char *sql, int nparams,
+			      const struct pg_param *params, pg_done_fn done, void *arg, bool *too_big);
 static void conn_start(struct pg_conn *c);
 static void on_io(evutil_socket_t fd, short what, void *arg);
 static void ready_wait_end(struct pgpool *p, bool ready, const char *why);
@@ -250,9 +256,13 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	/*
 	 * The connection is dropped, not cancelled: libpq 15's PQcancel would block
-	 * the loop on a server that does not answer. The server's statement_timeout
-	 * ends the statement there, if it is still there.
+	 * the loop on a server that does not answer. Its backend may still be there,
+	 * though (only this connection stalled, or the server is slow), running the
+	 * statement or holding its locks: the next connection that works ends it
+	 * (end_orphans).
 	 */
+	if (c->state == C_BUSY && c->pool->norphans < ORPHANS_MAX && PQbackendPID(c->conn) > 0)
+		c->pool->orphans[c->pool->norphans++] = PQbackendPID(c->conn);
 	conn_lost(c, c->state == C_CONNECTING ? "no answer while connecting" : "no answer to a statement in time");
 }
 
@@ -490,29 +500,84 @@ static void send_job(struct pg_conn *c, struct pg_job *j)
 	flush_then_read(c);
 }
 
+/* ---- backends left behind ------------------------------------------------------------ */
+
+/*
+ * Ends the backends of connections dropped at their deadline (on_deadline) with
+ * pg_terminate_backend: a cancel would not reach a backend blocked writing to a
+ * stalled client, nor release what an open transaction holds. Only backends of
+ * our user that started before the deadline's statement was sent: a pid the
+ * server gave out again since is left alone.
+ */
+static const char end_orphans_sql[] =
+	"WITH left_behind AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[]) "
+	"AND usename = current_user AND backend_start < now() - $2::int * interval '1 millisecond') "
+	"SELECT pid FROM left_behind WHERE pg_terminate_backend(pid)";
+
+static void on_orphans_ended(const struct pg_outcome *o, void *arg)
+{
+	struct pgpool *p = arg;
+	int n = p->orphans_sent;
+
+	p->orphans_sent = 0;
+	if (!o->res) {
+		log_warn(COMP, "could not end the %d backend%s of stuck connections (tried again on the next "
+			 "connection free): %s", n, n == 1 ? "" : "s", o->error);
+		return;
+	}
+	memmove(p->orphans, p->orphans + n, (size_t)(p->norphans - n) * sizeof(p->orphans[0]));
+	p->norphans -= n;
+	p->stats.backends_ended += (uint64_t)PQntuples(o->res);
+	log_info(COMP, "ended %d backend%s of stuck connections (of %d; the others had gone)", PQntuples(o->res),
+		 PQntuples(o->res) == 1 ? "" : "s", n);
+}
+
+static void end_orphans(struct pg_conn *c)
+{
+	struct pgpool *p = c->pool;
+	char pids[ORPHANS_MAX * 12 + 3], ms[24];
+	struct pg_param params[2];
+	size_t len = 0;
+	bool too_big = false;
+	int i;
+
+	for (i = 0; i < p->norphans; i++)
+		len += (size_t)snprintf(pids + len, sizeof(pids) - len, "%c%d", i ? ',' : '{', p->orphans[i]);
+	snprintf(pids + len, sizeof(pids) - len, "}");
+	snprintf(ms, sizeof(ms), "%ld", p->o.query_timeout_ms);
+	params[0] = (struct pg_param){pids, strlen(pids), false};
+	params[1] = (struct pg_param){ms, strlen(ms), false};
+	p->orphans_sent = p->norphans;
+	send_job(c, job_new(p, NULL, end_orphans_sql, 2, params, on_orphans_ended, p, &too_big));
+}
+
 static void dispatch(struct pgpool *p)
 {
 	int i;
 
-	for (i = 0; i < p->o.size && !TAILQ_EMPTY(&p->queue); i++) {
+	for (i = 0; i < p->o.size; i++) {
 		struct pg_conn *c = &p->conns[i];
 		struct pg_job *j;
 
 		if (c->state != C_IDLE)
 			continue;
-		j = TAILQ_FIRST(&p->queue);
+		if (p->norphans > 0 && p->orphans_sent == 0) {
+			end_orphans(c);
+			continue;
+		}
+		if ((j = TAILQ_FIRST(&p->queue)) == NULL)
+			break;
 		TAILQ_REMOVE(&p->queue, j, link);
 		p->stats.queued--;
 		send_job(c, j);
 	}
 }
 
-static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql, int nparams,
-		   const struct pg_param *params, pg_done_fn done, void *arg)
+static struct pg_job *job_new(struct pgpool *p, const struct pg_stmt *stmt, const char *sql, int nparams,
+			      const struct pg_param *params, pg_done_fn done, void *arg, bool *too_big)
 {
 	struct pg_job *j = xcalloc(1, sizeof(*j));
 	size_t n = (size_t)(nparams ? nparams : 1);
-	bool too_big = false;
 	int i;
 
 	j->pool = p;
@@ -524,7 +589,7 @@ static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql
 	j->formats = xcalloc(n, sizeof(int));
 	for (i = 0; i < nparams; i++) {
 		if (params[i].len > INT_MAX) /* libpq counts a parameter's length in an int */
-			too_big = true;
+			*too_big = true;
 		if (params[i].data)
 			j->params[i] = params[i].binary ? memcpy(xmalloc(params[i].len ? params[i].len : 1), params[i].data,
 								  params[i].len)
@@ -534,6 +599,15 @@ static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql
 	}
 	j->done = done;
 	j->arg = arg;
+	return j;
+}
+
+static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql, int nparams,
+		   const struct pg_param *params, pg_done_fn done, void *arg)
+{
+	bool too_big = false;
+	struct pg_job *j = job_new(p, stmt, sql, nparams, params, done, arg, &too_big);
+
 	if (p->freeing) {
 		job_fail(j, true, "shutting down");
 		return;

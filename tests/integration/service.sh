@@ -215,7 +215,7 @@ test_forty_bad_requests_change_nothing() {
   bad 415 unsupported_media_type "text/plain" -X POST -H 'Content-Type: text/plain' --data-binary "$ok" "$SVC_URL/v1/abilities"
   bad 415 unsupported_media_type "no content type" -X POST -H 'Content-Type:' --data-binary "$ok" "$SVC_URL/v1/abilities"
   head -c 20000000 /dev/zero | tr '\0' ' ' >"$SUITE_TMP/20mb.json"
-  bad 413 - "a 20 MB body" -X POST -H 'Content-Type: application/json' --data-binary "@$SUITE_TMP/20mb.json" "$SVC_URL/v1/abilities"
+  bad 413 payload_too_large "a 20 MB body" -X POST -H 'Content-Type: application/json' --data-binary "@$SUITE_TMP/20mb.json" "$SVC_URL/v1/abilities"
   bad 404 not_found "an unknown route" "$SVC_URL/v1/nowhere"
   bad 405 method_not_allowed "PUT on the collection" -X PUT "$SVC_URL/v1/abilities"
   bad 405 method_not_allowed "PATCH on an ability" -X PATCH "$SVC_URL/v1/abilities/x"

@@ -10,6 +10,9 @@
 //   blackhole     accept, read nothing more, forward nothing, answer nothing,
 //                 never reset: the peer's kernel keeps acknowledging, so only
 //                 the client's own deadlines can tell
+//   stall         blackhole the connections open now, and keep their upstream
+//                 open when the client closes (its FIN is lost in the partition);
+//                 new connections pass: one flow through a dead NAT or load balancer
 //   reset         close every connection with an RST; new ones too
 //   delay MS      forward each chunk MS milliseconds late
 //   drip BYTES    forward at most BYTES bytes a second towards the client
@@ -53,12 +56,24 @@ function readMode() {
   const [name, value] = text.split(/\s+/);
   if (name === mode.name && Number(value || 0) === mode.value) return;
   mode = { name, value: Number(value || 0) };
-  for (const p of pairs) apply(p);
+  for (const p of pairs) {
+    if (name === 'stall') p.stalled = true;
+    else if (p.stalled) {
+      p.stalled = false;
+      if (p.clientGone) { close(p); continue; }
+    }
+    apply(p);
+  }
 }
 
 // One client connection and its upstream: data is queued per direction, and
 // flows only when the mode lets it.
 function apply(p) {
+  if (p.stalled) {
+    p.client.pause();
+    if (p.upstream) p.upstream.pause();
+    return;
+  }
   if (mode.name === 'reset') {
     p.client.resetAndDestroy();
     if (p.upstream) p.upstream.destroy();
@@ -81,7 +96,7 @@ function send(p, dir, chunk) {
 }
 
 function flush(p) {
-  if (mode.name === 'blackhole' || !p.upstream || p.closed) return;
+  if (mode.name === 'blackhole' || p.stalled || !p.upstream || p.closed) return;
   for (const dir of ['up', 'down']) {
     const q = p.queues[dir];
     const to = dir === 'up' ? p.upstream : p.client;
@@ -128,8 +143,9 @@ const server = net.createServer((client) => {
   client.setNoDelay(true);
   pairs.add(p);
   client.on('data', (d) => send(p, 'up', d));
-  client.on('error', () => close(p));
-  client.on('close', () => close(p));
+  const gone = () => { if (p.stalled) p.clientGone = true; else close(p); };
+  client.on('error', gone);
+  client.on('close', gone);
   apply(p);
 });
 
