@@ -37,6 +37,7 @@ struct api_opts {
 	size_t batch_max;
 	size_t dim;
 	long sync_wait_ms;       /* how long a write waits for the vector DB before answering 202 */
+	long sync_wait_max_ms;   /* the longest a client may ask for (Prefer: wait=N) */
 	size_t headers_max;      /* request line and headers, bytes */
 	long read_timeout_ms;    /* a connection silent (or not reading) this long is closed */
 	int max_connections;     /* open at once; beyond, accepting pauses */

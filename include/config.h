@@ -71,6 +71,7 @@ struct config {
 	long long http_max_in_flight;
 	long long batch_max;
 	long long sync_wait_ms;
+	long long sync_wait_max_ms;
 	long long shutdown_timeout;
 	long long pg_pool_size;
 	long long pg_statement_timeout_ms;

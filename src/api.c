@@ -167,6 +167,57 @@ static void reply_json(struct call *c, int status, json_t *j)
 	json_decref(j);
 }
 
+/* A field as the parsers name it (abilities[3].embedding[17]) as a JSON pointer (/abilities/3/embedding/17). */
+static void field_pointer(const char *field, struct buf *out)
+{
+	const char *p;
+
+	for (p = field; *p; p++) {
+		if (p == field || *p == '.' || *p == '[')
+			buf_append(out, "/", 1);
+		if (*p == '.' || *p == '[' || *p == ']')
+			continue;
+		if (*p == '~' || *p == '/')
+			buf_append(out, *p == '~' ? "~0" : "~1", 2);
+		else
+			buf_append(out, p, 1);
+	}
+}
+
+/*
+ * Every error is a problem details object (RFC 9457): type (one URI per code),
+ * title (what the code means), status, detail (this occurrence, in words), plus
+ * code, the request id, and for a request field the errors array with its JSON
+ * pointer. "error" keeps the shape of the first releases ({code, message,
+ * field}) for the clients written against it.
+ */
+static void reply_problem(struct call *c, int status, const char *code, const char *field, const char *detail)
+{
+	enum errcode e = errcode_by_name(code);
+	char type[96];
+	struct buf ptr = BUF_INIT;
+	json_t *j;
+	char *text;
+
+	snprintf(type, sizeof(type), "urn:abilitysync:problem:%s", code);
+	j = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
+		      e < E_COUNT ? errcode_def(e)->meaning : reason(status), "status", status, "detail", detail,
+		      "code", code, "request_id", c->id);
+	if (field) {
+		field_pointer(field, &ptr);
+		json_object_set_new(j, "errors", json_pack("[{s:s, s:s, s:s}]", "pointer", ptr.data, "code", code,
+							     "detail", detail));
+	}
+	json_object_set_new(j, "error", json_pack("{s:s, s:s, s:s?}", "code", code, "message", detail, "field", field));
+	text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!text)
+		abort();
+	reply_typed(c, status, "application/problem+json", text, strlen(text));
+	free(text);
+	json_decref(j);
+	buf_free(&ptr);
+}
+
 static void reply_coded(struct call *c, int status, const char *code, const char *field, const char *message)
 {
 	char text[700], name[200];
@@ -178,8 +229,7 @@ static void reply_coded(struct call *c, int status, const char *code, const char
 	utf8_scrub(name);
 	if (status == 503) /* a dependency is away: try again shortly */
 		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", RETRY_AFTER_S);
-	reply_json(c, status, json_pack("{s:{s:s, s:s, s:s?}}", "error", "code", code, "message", text, "field",
-					*name ? name : NULL));
+	reply_problem(c, status, code, *name ? name : NULL, text);
 }
 
 /* An error answer: its status and code come from the table of error codes (errcode.h). */
@@ -333,6 +383,53 @@ static void reply_collision(struct call *c, const struct ability *items, const s
 }
 
 /*
+ * How long a write waits for the vector DB: SYNC_WAIT_MS, or what the client
+ * prefers (RFC 7240 `Prefer: wait=N`, seconds) up to SYNC_WAIT_MAX_MS; an
+ * honoured preference is echoed in Preference-Applied.
+ */
+static long sync_wait_of(struct call *c)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Prefer");
+	const char *p = h;
+	long max = c->api->o.sync_wait_max_ms;
+
+	while (p && *p) {
+		char *end;
+		long secs;
+
+		p += strspn(p, " \t,");
+		if (strncasecmp(p, "wait=", 5) == 0 && p[5] >= '0' && p[5] <= '9') {
+			secs = strtol(p + 5, &end, 10);
+			if (*end == '\0' || *end == ',' || *end == ';' || *end == ' ') {
+				char applied[32];
+				long ms = secs > max / 1000 ? max : secs * 1000;
+
+				snprintf(applied, sizeof(applied), "wait=%ld", ms / 1000);
+				evhttp_add_header(evhttp_request_get_output_headers(c->req), "Preference-Applied", applied);
+				return ms;
+			}
+		}
+		p = strchr(p, ',');
+	}
+	return c->api->o.sync_wait_ms;
+}
+
+/* A 202 says where to look next: the ability (the first one not yet in the vector DB, of a batch). */
+static void locate(struct call *c, const char *ability_id)
+{
+	char href[300];
+
+	snprintf(href, sizeof(href), "/v1/abilities/%s", ability_id);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
+}
+
+/* The item was written to a store (not unchanged, repaired or refused). */
+static bool wrote(const struct outbox_item *r)
+{
+	return r->status == OB_CREATED || r->status == OB_UPDATED || r->status == OB_WRITTEN;
+}
+
+/*
  * 201: both stores hold what was written; 202: Postgres does and the vector DB
  * does not yet (pending, or failed: refused, with last_error); 200: nothing
  * needed writing (unchanged, or only the mirror row was put back).
@@ -345,7 +442,7 @@ static int written_status(const struct outbox_answer *a)
 	for (i = 0; i < a->n; i++) {
 		const struct outbox_item *r = &a->items[i];
 
-		if (r->status != OB_CREATED && r->status != OB_UPDATED && r->status != OB_WRITTEN)
+		if (!wrote(r))
 			continue;
 		written = true;
 		pending = pending || strcmp(r->sync_state, "synced") != 0;
@@ -378,6 +475,12 @@ static void on_registered(const struct outbox_answer *a, void *arg)
 		if (a->items[i].status == OB_COLLISION) {
 			reply_collision(c, g->items, a);
 			goto out;
+		}
+	}
+	for (i = 0; i < a->n && written_status(a) == 202; i++) {
+		if (wrote(&a->items[i]) && strcmp(a->items[i].sync_state, "synced") != 0) {
+			locate(c, g->items[i].ability_id);
+			break;
 		}
 	}
 	if (!c->batch) {
@@ -416,7 +519,7 @@ static void h_abilities_post(struct call *c)
 	g = xcalloc(1, sizeof(*g));
 	g->c = c;
 	g->items = items;
-	outbox_register(a->svc->outbox, items, n, c->id, a->o.sync_wait_ms, on_registered, g);
+	outbox_register(a->svc->outbox, items, n, c->id, sync_wait_of(c), on_registered, g);
 }
 
 /* ---- GET /v1/abilities/{id}, GET /v1/abilities -------------------------------------------- */
@@ -557,16 +660,20 @@ static void on_deleted(const struct outbox_deleted *d, void *arg)
 		reply_pg_failure(c, d->pg);
 	else if (!d->found)
 		reply_error(c, E_NOT_FOUND, NULL, "no ability %s", c->path_id);
-	else
-		reply_json(c, strcmp(d->sync_state, "deleted") == 0 ? 200 : 202,
+	else if (strcmp(d->sync_state, "deleted") == 0)
+		reply_json(c, 200, json_pack("{s:s, s:s}", "ability_id", c->path_id, "sync_state", d->sync_state));
+	else {
+		locate(c, c->path_id);
+		reply_json(c, 202,
 			   json_pack("{s:s, s:s}", "ability_id", c->path_id, "sync_state", d->sync_state));
+	}
 }
 
 static void h_ability_delete(struct call *c)
 {
 	if (!needs_postgres(c, "deleting an ability"))
 		return;
-	outbox_delete(c->api->svc->outbox, c->path_id, c->id, c->api->o.sync_wait_ms, on_deleted, c);
+	outbox_delete(c->api->svc->outbox, c->path_id, c->id, sync_wait_of(c), on_deleted, c);
 }
 
 /* ---- POST /v1/search ---------------------------------------------------------------------------- */

@@ -207,7 +207,10 @@ static const struct cfg_def defs[] = {
 	ROW_INT("BATCH_MAX", batch_max, "100", 1, 10000, SCOPE_SERVE,
 		"Abilities in one {\"abilities\": [...]} request, at most."),
 	ROW_INT("SYNC_WAIT_MS", sync_wait_ms, "2000", 0, 600000, SCOPE_SERVE,
-		"How long a write waits for the vector DB before answering 202 (the push goes on)."),
+		"How long a write waits for the vector DB before answering 202 (the push goes on); a client may "
+		"ask for another wait with Prefer: wait=N (seconds), up to SYNC_WAIT_MAX_MS."),
+	ROW_INT("SYNC_WAIT_MAX_MS", sync_wait_max_ms, "30000", 0, 600000, SCOPE_SERVE,
+		"The longest wait a client may ask for with Prefer: wait=N."),
 	ROW_INT("SHUTDOWN_TIMEOUT", shutdown_timeout, "30", 1, 3600, SCOPE_SERVE,
 		"Seconds SIGTERM/SIGINT waits for requests and pushes in flight before exiting."),
 	ROW_INT("PG_POOL_SIZE", pg_pool_size, "4", 1, 64, PG_SCOPE,

@@ -128,12 +128,45 @@ test_every_documented_error_code_is_answered_as_documented() {
     provoke "$code" || fail "nothing here provokes the documented error code $code ($status: $meaning)"
     assert_eq "$CODE" "$status" "$code: the status"
     assert_eq "$(jq -r .error.code <<<"$BODY" 2>/dev/null)" "$code" "the code of $BODY"
+    assert_eq "$(jq -r '[.type, .status, .code] | map(tostring) | join(" ")' <<<"$BODY" 2>/dev/null)" \
+      "urn:abilitysync:problem:$code $status $code" "the problem details of $BODY"
     seen=$((seen + 1))
   done < <("$ABILITYSYNC" codes --markdown | sed -n '/^| status | code/,$p')
   [ "$seen" -ge 30 ] || fail "only $seen codes checked"
   echo "checked $seen error codes"
 }
 
+
+# Errors are RFC 9457 problem details; a 202 says where to look next, and a
+# client may wait longer for the vector DB than SYNC_WAIT_MS (Prefer: wait=N).
+test_errors_are_problem_details_and_a_202_says_where_to_look() {
+  local out e7='[1,2,3,4,5,6,7]' slow='{"method": "POST", "path": "/vectors", "latency_ms": 2000, "count": 1}'
+  setup SYNC_WAIT_MAX_MS=5000
+  out=$(curl -s -D "$SUITE_TMP/h" -H 'Authorization: Bearer k1' -H 'Content-Type: application/json' \
+    --data-binary "{\"abilities\": [$OK_BODY, {\"ability_id\":\"y\",\"ability_name\":\"n\",\"service_name\":\"s\",\"description\":\"d\",\"embedding\":$e7}]}" \
+    "$SVC_URL/v1/abilities")
+  assert_contains "$(tr -d '\r' <"$SUITE_TMP/h")" "Content-Type: application/problem+json" "a refusal's headers"
+  assert_eq "$(jq -r '[.type, .status, .code, (.title | length > 0), (.detail | length > 0)] | map(tostring) | join(" ")' <<<"$out")" \
+    "urn:abilitysync:problem:wrong_dimension 422 wrong_dimension true true" "the problem details: $out"
+  assert_eq "$(jq -r '.errors[0].pointer' <<<"$out")" /abilities/1/embedding "the bad field's JSON pointer: $out"
+
+  emu POST /_admin/faults "$slow"
+  out=$(curl -s -D "$SUITE_TMP/h" -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer k1' \
+    -H 'Content-Type: application/json' -H 'Prefer: wait=4' --data-binary "$OK_BODY" "$SVC_URL/v1/abilities")
+  assert_eq "$out" 201 "a write that waits 4 s for a vector DB taking 2 s (SYNC_WAIT_MS 500 ms)"
+  assert_contains "$(tr -d '\r' <"$SUITE_TMP/h")" "Preference-Applied: wait=4" "the answer's headers"
+
+  emu POST /_admin/faults "$slow"
+  out=$(curl -s -D "$SUITE_TMP/h" -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer k1' \
+    -H 'Content-Type: application/json' --data-binary "${OK_BODY/\"x\"/\"x2\"}" "$SVC_URL/v1/abilities")
+  assert_eq "$out" 202 "the same without Prefer"
+  assert_contains "$(tr -d '\r' <"$SUITE_TMP/h")" "Location: /v1/abilities/x2" "a 202's headers"
+  wait_converged "$DB" 30
+
+  out=$(curl -s -D - -o /dev/null -H 'Authorization: Bearer k1' -H 'Content-Type: application/json' \
+    -H 'Prefer: respond-async, wait=999' --data-binary "${OK_BODY/\"x\"/\"x3\"}" "$SVC_URL/v1/abilities")
+  assert_contains "$(tr -d '\r' <<<"$out")" "Preference-Applied: wait=5" "a wait over SYNC_WAIT_MAX_MS (5 s) is cut to it"
+}
 test_503_answers_say_when_to_retry() {
   start_service DATABASE_URL=postgres://nobody@127.0.0.1:9/x
   assert_contains "$(curl -s -D - -o /dev/null "$SVC_URL/v1/abilities")" "Retry-After: " "a 503's headers"
