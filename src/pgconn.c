@@ -65,27 +65,35 @@ static bool is_secret_url_key(const char *key, size_t len)
 	return secret;
 }
 
-/* Copies a URL, replacing user:PASSWORD@ and the value of every secret parameter with ***. */
+/*
+ * Copies a URL, replacing user:PASSWORD@ and the value of every secret
+ * parameter with ***. libpq ends the userinfo at the first '@' before any '/',
+ * a '?' included (postgres://u:a?b@h is user u, password a?b); a password with
+ * an '@' of its own not percent-encoded ends at the last one, for the reader.
+ * Where a '?' makes the end ambiguous, everything after the user is hidden.
+ */
 static void redact_url(const char *s, struct buf *out)
 {
 	const char *auth = strstr(s, "://") + 3;
-	const char *query = strchr(auth, '?');
-	const char *end = query ? query : auth + strlen(auth);
-	const char *at = NULL, *p, *colon;
+	const char *slash = strchr(auth, '/');
+	const char *limit = slash ? slash : auth + strlen(auth);
+	const char *p, *at = NULL, *colon, *end;
 
-	for (p = auth; p < end; p++)
+	for (p = auth; p < limit; p++)
 		if (*p == '@')
 			at = p;
 	buf_append(out, s, (size_t)(auth - s));
 	p = auth;
-	if (at) {
-		colon = memchr(auth, ':', (size_t)(at - auth));
-		if (colon) {
-			buf_append(out, auth, (size_t)(colon - auth) + 1);
-			buf_puts(out, "***");
-			p = at;
-		}
+	if (at && (colon = memchr(auth, ':', (size_t)(at - auth))) != NULL) {
+		buf_append(out, auth, (size_t)(colon - auth) + 1);
+		buf_puts(out, "***");
+		if (memchr(colon, '?', (size_t)(at - colon)))
+			return;
+		p = at;
 	}
+	end = strchr(p, '?');
+	if (!end)
+		end = p + strlen(p);
 	buf_append(out, p, (size_t)(end - p));
 	for (p = end; *p;) {
 		const char *key = p + 1, *amp = strchr(key, '&'), *stop = amp ? amp : key + strlen(key);

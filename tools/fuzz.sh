@@ -5,6 +5,8 @@
 # and prints per target the executions, the corpus size and the crashes.
 #
 #   FUZZ_SECONDS=60            per target; 0 only replays the corpus
+#   FUZZ_RUNS=10000000         instead: this many executions per target, however
+#                              long it takes (each line then says how long it took)
 #   FUZZ_TARGETS="http journal" some targets (fuzz_ prefix optional); default all
 #   FUZZ_WORK=dir              scratch corpora, logs and artifacts (default: a
 #                              new /tmp/abilitysync-fuzz.XXXXXX, removed after a
@@ -26,6 +28,11 @@ REGRESSIONS=tests/fuzz/regressions
 
 case $SECONDS_EACH in
   '' | *[!0-9]*) echo "fuzz: FUZZ_SECONDS must be a whole number of seconds, not [$SECONDS_EACH]" >&2; exit 2 ;;
+esac
+RUNS=${FUZZ_RUNS:-}
+case $RUNS in
+  '') ;;
+  *[!0-9]* | 0) echo "fuzz: FUZZ_RUNS must be a whole number of executions above 0, not [$RUNS]" >&2; exit 2 ;;
 esac
 
 # Inputs longer than this are cut: the parsers' interesting cases are short,
@@ -65,9 +72,14 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 count_files() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
 
-echo "fuzz: ${#targets[@]} target(s), $SECONDS_EACH s each, in $WORK"
+if [ -n "$RUNS" ]; then
+  echo "fuzz: ${#targets[@]} target(s), $RUNS executions each, in $WORK"
+else
+  echo "fuzz: ${#targets[@]} target(s), $SECONDS_EACH s each, in $WORK"
+fi
 total_execs=0
 total_crashes=0
+lines=()
 failed=()
 for t in "${targets[@]}"; do
   name=${t#fuzz_}
@@ -79,11 +91,14 @@ for t in "${targets[@]}"; do
   done
   seeds=$(count_files "$dir/corpus")
   len=$(max_len "$t")
-  if [ "$SECONDS_EACH" = 0 ]; then
+  if [ -n "$RUNS" ]; then
+    run_flags=(-runs="$RUNS")
+  elif [ "$SECONDS_EACH" = 0 ]; then
     run_flags=(-runs=0)
   else
     run_flags=(-max_total_time="$SECONDS_EACH")
   fi
+  t0=$(date +%s)
   "$BIN/$t" "${run_flags[@]}" -max_len="$len" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$dir/artifacts/" "$dir/corpus" >"$dir/log" 2>&1
   rc=$?
@@ -95,7 +110,10 @@ for t in "${targets[@]}"; do
   [ "$rc" != 0 ] && [ "$crashes" = 0 ] && crashes=1 # died without an artifact: still a failure
   total_execs=$((total_execs + execs))
   total_crashes=$((total_crashes + crashes))
-  printf '%-18s %12d execs  corpus %5d (%d seeds)  crashes %d\n' "$t" "$execs" "$corpus" "$seeds" "$crashes"
+  line=$(printf '%-18s %12d execs in %5d s  corpus %5d (%d seeds)  crashes %d' "$t" "$execs" $(($(date +%s) - t0)) \
+    "$corpus" "$seeds" "$crashes")
+  echo "$line"
+  lines+=("$line")
   if [ "$crashes" != 0 ]; then
     failed+=("$t")
     grep -a -E -A 1 -m 1 'invariant broken|ERROR: (Address|Leak)Sanitizer|runtime error' "$dir/log" | cut -c 1-300 |
@@ -123,3 +141,13 @@ if [ ${#failed[@]} -gt 0 ]; then
   exit 1
 fi
 [ -n "${FUZZ_WORK:-}" ] || rm -rf "$WORK"
+# A run of every target to FUZZ_RUNS without a crash is the README's figure (make readme-tables).
+if [ -n "$RUNS" ] && [ -z "${FUZZ_TARGETS:-}" ]; then
+  mkdir -p build/figures
+  {
+    echo "FUZZ_RUNS=$RUNS make fuzz, $(date -u +%Y-%m-%d), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg):"
+    echo
+    printf '%s\n' "${lines[@]}"
+    echo "total: ${#targets[@]} targets, $total_execs execs, $total_crashes crashes"
+  } >build/figures/fuzz.txt
+fi

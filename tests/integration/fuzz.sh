@@ -46,6 +46,7 @@ test_journal_parser_and_statement_splitter() { fuzz_for journal; }
 test_vector_db_reply_parser() { fuzz_for vdb_reply; }
 test_http_route_query_and_search_parsing() { fuzz_for http; }
 test_api_keys_entries() { fuzz_for keys; }
+test_configuration_from_the_environment() { fuzz_for config; }
 
 test_every_target_is_built_and_has_seeds() {
   local t n

@@ -187,6 +187,9 @@ Test(redact, passwords_everywhere_they_can_hide)
 	expect_redacted("postgresql://u@h:5432/db", "postgresql://u@h:5432/db");
 	expect_redacted("postgres://h/db", "postgres://h/db");
 	expect_redacted("postgres://u:p@ss:w0rd@h/db", "postgres://u:***@h/db");
+	/* fuzz_config found this one: libpq reads the password a?b (a '?' does not end the userinfo) */
+	expect_redacted("postgres://u:a?bcdefgh@h/db", "postgres://u:***");
+	expect_redacted("postgres://u:pw@h?sslpassword=x@y", "postgres://u:***");
 	expect_redacted("postgres://u@h/db?sslmode=require&password=pw&x=1",
 			"postgres://u@h/db?sslmode=require&password=***&x=1");
 	expect_redacted("postgres://u@h/db?password=pw", "postgres://u@h/db?password=***");
