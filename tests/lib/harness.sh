@@ -18,6 +18,9 @@ ABILITYSYNC=${ABILITYSYNC:-$ROOT/build/asan/abilitysync}
 EMULATOR=${EMULATOR:-$ROOT/build/asan/vdb-emulator}
 LOADGEN=${LOADGEN:-$ROOT/build/release/loadgen}
 export ABILITYSYNC EMULATOR LOADGEN
+# Canary secrets every service gets (start_service); none may show anywhere.
+CANARY_PGPW=CANARY-PGPW-allsuites-5d2e
+CANARY_VDBKEY=CANARY-VDBKEY-allsuites-8a1b
 # Sanitizer reports get exit codes no test expects, so they can never pass as a
 # "clean failure".
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:exitcode=86:abort_on_error=0}
@@ -197,10 +200,18 @@ proxy_mode() {
 # answers /healthz. Sets SVC_URL and SVC_PID; its log is $SUITE_TMP/service.<pid>.log.
 # SVC_WRAP, when set, is a command line the service runs under (valgrind ...); SVC_PID is then its pid.
 start_service() {
-  local log="$SUITE_TMP/service.starting.$RANDOM.log"
+  local log="$SUITE_TMP/service.starting.$RANDOM.log" args=() a
+  # Every service of every suite holds canary secrets: a Postgres password
+  # (trust auth never asks for it) and a vector DB key (the emulator asks for
+  # none unless told), unless the test sets its own. No answer (api) and no
+  # service log (run_suite) may ever show them.
+  for a in "$@"; do
+    [[ $a =~ ^DATABASE_URL=postgres(ql)?://[^:@/]+@ ]] && a=$(sed -E "s#^(DATABASE_URL=postgres(ql)?://[^:@/]+)@#\1:$CANARY_PGPW@#" <<<"$a")
+    args+=("$a")
+  done
   # shellcheck disable=SC2086 # SVC_WRAP is words
   env LISTEN=127.0.0.1:0 VECTOR_DB_API="${EMU_URL:-http://127.0.0.1:9}" EMBEDDING_DIM=8 SYNC_INTERVAL_MS=200 \
-    "$@" ${SVC_WRAP:-} "$ABILITYSYNC" serve >"$log" 2>&1 &
+    VECTOR_DB_API_KEY="$CANARY_VDBKEY" "${args[@]}" ${SVC_WRAP:-} "$ABILITYSYNC" serve >"$log" 2>&1 &
   SVC_PID=$!
   for _ in $(seq 1 200); do
     if grep -q "serving on" "$log" 2>/dev/null; then
@@ -274,6 +285,9 @@ api() {
   fi
   BODY=$(cat "$out")
   rm -f "$out"
+  if [[ $BODY == *"$CANARY_PGPW"* || $BODY == *"$CANARY_VDBKEY"* ]]; then
+    fail "an answer shows a secret: $method $path -> $CODE $BODY"
+  fi
   : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
 }
 
@@ -449,6 +463,10 @@ run_suite() {
       "$fn"
     ) >"$log" 2>&1
     rc=$?
+    if [ "$rc" = 0 ] && grep -l -e "$CANARY_PGPW" -e "$CANARY_VDBKEY" "$SUITE_TMP"/service.*.log >"$log.leaks" 2>/dev/null; then
+      echo "FAIL: a canary secret is in a service log: $(tr '\n' ' ' <"$log.leaks")" >>"$log"
+      rc=1
+    fi
     ms=$((($(date +%s%N) - start) / 1000000))
     if [ "$rc" = 0 ]; then
       PASSED=$((PASSED + 1))
