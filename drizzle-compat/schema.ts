@@ -133,7 +133,10 @@ export const reconcileRuns = abilitysync.table(
     host: text("host"),
   },
   (t) => [
-    check("reconcile_runs_status_check", sql`${t.status} IN ('running', 'ok', 'failed')`),
+    check(
+      "reconcile_runs_status_check",
+      sql`${t.status} IN ('running', 'ok', 'failed', 'cancelled')`,
+    ),
   ],
 );
 
@@ -160,7 +163,7 @@ export const restoreJobs = abilitysync.table(
   (t) => [
     check(
       "restore_jobs_status_check",
-      sql`${t.status} IN ('running', 'done', 'failed', 'interrupted')`,
+      sql`${t.status} IN ('running', 'done', 'failed', 'interrupted', 'cancelled')`,
     ),
   ],
 );
@@ -181,3 +184,4 @@ export const auditLog = abilitysync.table(
   },
   (t) => [index("audit_log_at_idx").on(t.at)],
 );
+

@@ -86,6 +86,8 @@ struct reconciler *reconciler_new(struct event_base *base, struct vdb *v, const 
 /* Stops the timer and asks a run in progress to stop. */
 void reconciler_stop(struct reconciler *rc);
 bool reconciler_busy(const struct reconciler *rc);
+/* Stops this replica's run `run_id` (cancelled), if it is the one running: true then. */
+bool reconciler_cancel(struct reconciler *rc, int64_t run_id);
 void reconciler_free(struct reconciler *rc);
 
 struct reconciler_stats {

@@ -210,13 +210,38 @@ void store_status(struct store *s, store_text_fn done, void *arg);
 /* The newest reconcile run: its report as stored (text), or while running a summary object; NULL: none. */
 void store_last_reconcile(struct store *s, store_text_fn done, void *arg);
 
-/* A restore job. */
+/*
+ * A long job of any kind (restore, reconcile) as the jobs API shows it:
+ * state is one of queued, running, succeeded, failed, cancelled for every
+ * kind, status the kind's own word; total, done, failed are -1 where the kind
+ * does not count them (reconcile). cursor pages after this row.
+ */
 struct job_row {
-	int64_t id, total, done, failed;
-	const char *status, *service_name, *started_at, *updated_at, *finished_at, *error; /* NULL when null */
+	const char *kind;
+	int64_t id;
+	const char *state, *status, *service_name;
+	int64_t total, done, failed;
+	bool dry_run;
+	const char *started_at, *updated_at, *finished_at, *error; /* NULL when null */
+	const char *cursor;
 };
-typedef void (*store_job_fn)(const struct job_row *job, const struct pg_outcome *o, void *arg);
-void store_job(struct store *s, const char *job_id, store_job_fn done, void *arg);
+typedef void (*store_jobs_fn)(const struct job_row *jobs, size_t n, const struct pg_outcome *o, void *arg);
+
+/* One job (n 0: none such). */
+void store_job(struct store *s, const char *kind, int64_t id, store_jobs_fn done, void *arg);
+
+/* Up to `limit` jobs, newest first, of one kind and state (NULL: any), after `cursor` (NULL: the newest). */
+void store_jobs_list(struct store *s, const char *kind, const char *state, const char *cursor, int limit,
+		     store_jobs_fn done, void *arg);
+
+/*
+ * Marks a running job cancelled (error: why), for whichever replica runs it to
+ * see: cancelled true when it was running; before: its status before (NULL: no
+ * such job).
+ */
+typedef void (*store_cancel_fn)(bool cancelled, const char *before, const struct pg_outcome *o, void *arg);
+void store_job_cancel(struct store *s, const char *kind, int64_t id, const char *why, store_cancel_fn done,
+		      void *arg);
 
 /* ---- the audit trail ---------------------------------------------------------------- */
 

@@ -127,6 +127,7 @@ void store_restore_try_lock(struct pgpool *p, store_flag_fn done, void *arg);
 struct restore_job_row {
 	int64_t id, total, done, failed;
 	const char *cursor;         /* the last ability_id of the last recorded page; NULL: none */
+	bool cancelled;             /* someone cancelled it (POST /v1/jobs/{id}/cancel): stop */
 };
 typedef void (*store_restore_job_fn)(const struct restore_job_row *job, const struct pg_outcome *o, void *arg);
 
@@ -138,11 +139,11 @@ typedef void (*store_restore_job_fn)(const struct restore_job_row *job, const st
 void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host,
 			store_restore_job_fn done, void *arg);
 
-/* A page is in: the job's counters and cursor move. job NULL: its row is gone. */
+/* A page is in: the job's counters and cursor move (also once cancelled). job NULL: its row is gone. */
 void store_restore_record_page(struct pgpool *p, int64_t job_id, size_t ok, size_t failed, const char *cursor,
 			       store_restore_job_fn done, void *arg);
 
-/* The job's end: status (done, interrupted, failed) and the error, if any. */
+/* The job's end: status (done, interrupted, failed) and the error, if any; a cancelled job stays so. */
 void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, pg_done_fn done,
 			 void *arg);
 

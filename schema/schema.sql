@@ -104,7 +104,7 @@ CREATE TABLE abilitysync.reconcile_runs (
     repairs integer DEFAULT 0 NOT NULL,
     error text,
     host text,
-    CONSTRAINT reconcile_runs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'ok'::text, 'failed'::text])))
+    CONSTRAINT reconcile_runs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'ok'::text, 'failed'::text, 'cancelled'::text])))
 );
 
 
@@ -145,7 +145,7 @@ CREATE TABLE abilitysync.restore_jobs (
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
-    CONSTRAINT restore_jobs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text, 'interrupted'::text])))
+    CONSTRAINT restore_jobs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text, 'interrupted'::text, 'cancelled'::text])))
 );
 
 

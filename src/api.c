@@ -895,10 +895,11 @@ static void on_restore_answer(int64_t job_id, const char *code, const char *why,
 	if (job_id > 0) {
 		char href[48];
 
-		snprintf(href, sizeof(href), "/v1/jobs/%lld", (long long)job_id);
+		snprintf(href, sizeof(href), "/v1/jobs/restore-%lld", (long long)job_id);
 		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
-		reply_json(c, 202, json_pack("{s:I, s:s, s:s, s:s}", "job_id", (json_int_t)job_id, "kind", "restore",
-					     "status", "running", "href", href));
+		reply_json(c, 202, json_pack("{s:s, s:I, s:s, s:s, s:s, s:s}", "id", href + 9, "job_id",
+					     (json_int_t)job_id, "kind", "restore", "state", "running", "status", "running",
+					     "href", href));
 	} else if (strcmp(code, "restore_running") == 0 || strcmp(code, "nothing_to_resume") == 0) {
 		reply_error(c, errcode_by_name(code), NULL, "%s", why);
 	} else if (strcmp(code, "not_migrated") == 0) {
@@ -958,30 +959,194 @@ static void h_restore_post(struct call *c)
 	json_decref(j);
 }
 
-static void on_job(const struct job_row *j, const struct pg_outcome *o, void *arg)
+/* ---- jobs: restore jobs and reconcile runs ------------------------------------------ */
+
+static bool one_of(const char *s, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcmp(s, *list) == 0)
+			return true;
+	return false;
+}
+
+static json_t *count_or_null(int64_t n)
+{
+	return n >= 0 ? json_integer((json_int_t)n) : json_null();
+}
+
+static json_t *job_json(const struct job_row *j)
+{
+	char id[48], href[64];
+	json_t *percent = json_null();
+
+	snprintf(id, sizeof(id), "%s-%lld", j->kind, (long long)j->id);
+	snprintf(href, sizeof(href), "/v1/jobs/%s", id);
+	if (strcmp(j->state, "succeeded") == 0) {
+		percent = json_real(100.0);
+	} else if (j->total > 0) {
+		double p = (double)(j->done + j->failed) * 100.0 / (double)j->total;
+
+		percent = json_real((double)(long)((p > 100.0 ? 100.0 : p) * 10.0) / 10.0);
+	} else if (j->total == 0) {
+		percent = json_real(0.0);
+	}
+	return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:s}", "id", id,
+			 "kind", j->kind, "job_id", (json_int_t)j->id, "state", j->state, "status", j->status,
+			 "service_name", string_or_null(j->service_name), "dry_run", j->dry_run, "total",
+			 count_or_null(j->total), "done", count_or_null(j->done), "failed", count_or_null(j->failed),
+			 "percent_complete", percent, "started_at", string_or_null(j->started_at), "updated_at",
+			 string_or_null(j->updated_at), "finished_at", string_or_null(j->finished_at), "error",
+			 string_or_null(j->error), "href", href);
+}
+
+/*
+ * A job's id in the API: <kind>-<n> (restore-12, reconcile-5); a bare number
+ * is a restore job's (the ids of the first releases).
+ */
+static bool job_ref(const char *s, const char **kind, int64_t *id)
+{
+	static const char *const kinds[] = {"restore", "reconcile"};
+	const char *digits = s;
+	size_t i, n;
+
+	*kind = "restore";
+	for (i = 0; i < ARRAY_LEN(kinds); i++) {
+		size_t k = strlen(kinds[i]);
+
+		if (strncmp(s, kinds[i], k) == 0 && s[k] == '-') {
+			*kind = kinds[i];
+			digits = s + k + 1;
+		}
+	}
+	n = strspn(digits, "0123456789");
+	if (n == 0 || digits[n] || n > 18)
+		return false;
+	*id = strtoll(digits, NULL, 10);
+	return true;
+}
+
+static void on_job(const struct job_row *jobs, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
-	double progressed, percent;
+
+	if (!o->res)
+		reply_pg_failure(c, o);
+	else if (n == 0)
+		reply_error(c, E_NOT_FOUND, NULL, "no job %s", c->path_id);
+	else
+		reply_json(c, 200, job_json(&jobs[0]));
+}
+
+static void h_job_get(struct call *c)
+{
+	const char *kind;
+	int64_t id;
+
+	if (!needs_postgres(c, "jobs"))
+		return;
+	if (!job_ref(c->path_id, &kind, &id)) {
+		reply_error(c, E_NOT_FOUND, NULL, "no job %s (job ids are restore-N or reconcile-N)", c->path_id);
+		return;
+	}
+	store_job(c->api->svc->store, kind, id, on_job, c);
+}
+
+static void on_jobs_listed(const struct job_row *jobs, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	json_t *items;
+	size_t i, shown;
 
 	if (!o->res) {
 		reply_pg_failure(c, o);
 		return;
 	}
-	if (!j) {
+	shown = n > (size_t)c->limit ? (size_t)c->limit : n;
+	items = json_array();
+	for (i = 0; i < shown; i++)
+		json_array_append_new(items, job_json(&jobs[i]));
+	reply_json(c, 200, json_pack("{s:o, s:o}", "jobs", items, "next_cursor",
+				     n > shown ? json_string(jobs[shown - 1].cursor) : json_null()));
+}
+
+/* GET /v1/jobs?kind=K&state=S&limit=N&cursor=C: newest first. */
+static void h_jobs_list(struct call *c)
+{
+	static const char *const kinds[] = {"restore", "reconcile", NULL};
+	static const char *const states[] = {"queued", "running", "succeeded", "failed", "cancelled", NULL};
+	const char *kind = query_value(c, "kind"), *state = query_value(c, "state"), *cursor = query_value(c, "cursor");
+	int limit;
+
+	if (!needs_postgres(c, "jobs"))
+		return;
+	if (kind && !one_of(kind, kinds)) {
+		reply_error(c, E_INVALID_PARAMETER, "kind", "kind is restore or reconcile, not %s", kind);
+		return;
+	}
+	if (state && !one_of(state, states)) {
+		reply_error(c, E_INVALID_PARAMETER, "state",
+			    "state is queued, running, succeeded, failed or cancelled, not %s", state);
+		return;
+	}
+	if (cursor && (strlen(cursor) > 64 || strspn(cursor, "0123456789.restoncil") != strlen(cursor) ||
+		       strchr(cursor, '.') == NULL)) {
+		reply_error(c, E_INVALID_PARAMETER, "cursor", "cursor must be a next_cursor of a page");
+		return;
+	}
+	if (!page_limit(c, &limit))
+		return;
+	c->limit = limit;
+	store_jobs_list(c->api->svc->store, kind, state, cursor, limit + 1, on_jobs_listed, c);
+}
+
+static void on_job_cancelled(bool cancelled, const char *before, const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	struct service *svc = c->api->svc;
+	const char *kind;
+	int64_t id;
+	char href[64];
+
+	if (!o->res) {
+		reply_pg_failure(c, o);
+		return;
+	}
+	if (!before) {
 		reply_error(c, E_NOT_FOUND, NULL, "no job %s", c->path_id);
 		return;
 	}
-	progressed = (double)(j->done + j->failed);
-	percent = j->total > 0 ? progressed * 100.0 / (double)j->total : strcmp(j->status, "done") == 0 ? 100.0 : 0.0;
-	if (percent > 100.0)
-		percent = 100.0;
-	reply_json(c, 200,
-		   json_pack("{s:I, s:s, s:s, s:o, s:I, s:I, s:I, s:f, s:o, s:o, s:o, s:o}", "job_id", (json_int_t)j->id,
-			     "kind", "restore", "status", j->status, "service_name", string_or_null(j->service_name),
-			     "total", (json_int_t)j->total, "done", (json_int_t)j->done, "failed", (json_int_t)j->failed,
-			     "percent_complete", (double)(long)(percent * 10.0) / 10.0, "started_at",
-			     string_or_null(j->started_at), "updated_at", string_or_null(j->updated_at), "finished_at",
-			     string_or_null(j->finished_at), "error", string_or_null(j->error)));
+	if (!cancelled) {
+		reply_error(c, E_JOB_NOT_RUNNING, NULL, "job %s is %s: only a running job can be cancelled", c->path_id,
+			    before);
+		return;
+	}
+	(void)job_ref(c->path_id, &kind, &id);
+	/* This replica runs it: stop now. Another does: it sees the row at its next page. */
+	if (strcmp(kind, "restore") == 0 && svc->restore && svc->restore_job == id)
+		restore_stop(svc->restore);
+	else if (strcmp(kind, "reconcile") == 0)
+		(void)reconciler_cancel(svc->reconciler, id);
+	snprintf(href, sizeof(href), "/v1/jobs/%s-%lld", kind, (long long)id);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
+	reply_json(c, 202, json_pack("{s:s, s:s, s:s}", "id", href + 9, "state", "cancelled", "href", href));
+}
+
+/* POST /v1/jobs/{id}/cancel: the job stops after the page it is on; a cancelled restore resumes later. */
+static void h_job_cancel(struct call *c)
+{
+	const char *kind;
+	int64_t id;
+	char why[256];
+
+	if (!needs_postgres(c, "jobs"))
+		return;
+	if (!job_ref(c->path_id, &kind, &id)) {
+		reply_error(c, E_NOT_FOUND, NULL, "no job %s (job ids are restore-N or reconcile-N)", c->path_id);
+		return;
+	}
+	snprintf(why, sizeof(why), "cancelled by %s%s (request %s)", c->key[0] ? "key " : "a caller without a key",
+		 c->key, c->id);
+	store_job_cancel(c->api->svc->store, kind, id, why, on_job_cancelled, c);
 }
 
 /* ---- the audit trail ------------------------------------------------------------------------ */
@@ -1067,19 +1232,6 @@ static void h_audit(struct call *c)
 	}
 	c->limit = limit;
 	store_audit_list(c->api->svc->store, before ? strtoll(before, NULL, 10) : 0, limit + 1, on_audit_listed, c);
-}
-
-static void h_job_get(struct call *c)
-{
-	size_t n = strspn(c->path_id, "0123456789");
-
-	if (!needs_postgres(c, "jobs"))
-		return;
-	if (n == 0 || c->path_id[n] || n > 18) {
-		reply_error(c, E_NOT_FOUND, NULL, "no job %s (job ids are numbers)", c->path_id);
-		return;
-	}
-	store_job(c->api->svc->store, c->path_id, on_job, c);
 }
 
 static void h_healthz(struct call *c)
@@ -1346,22 +1498,25 @@ struct route_def {
 	void (*handler)(struct call *c);
 	unsigned scope;         /* what a key needs (keys.h); 0: open to anyone */
 	bool audited;           /* its answer is recorded in the audit trail */
+	const char *suffix;     /* with_id: what follows the id ("/cancel"), or NULL */
 };
 
 static const struct route_def route_table[] = {
-	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, h_abilities_post, KEY_WRITE, false},
-	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, h_abilities_list, KEY_READ, false},
-	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, h_ability_get, KEY_READ, false},
-	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete, KEY_WRITE, false},
-	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ, false},
-	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ, false},
-	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last, KEY_READ, false},
-	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post, KEY_ADMIN, true},
-	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get, KEY_READ, false},
-	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, h_audit, KEY_ADMIN, false},
-	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz, 0, false},
-	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz, 0, false},
-	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics, 0, false},
+	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, h_abilities_post, KEY_WRITE, false, NULL},
+	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, h_abilities_list, KEY_READ, false, NULL},
+	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, h_ability_get, KEY_READ, false, NULL},
+	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete, KEY_WRITE, false, NULL},
+	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ, false, NULL},
+	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ, false, NULL},
+	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last, KEY_READ, false, NULL},
+	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post, KEY_ADMIN, true, NULL},
+	{EVHTTP_REQ_GET, "/v1/jobs", false, ROUTE_JOBS_LIST, h_jobs_list, KEY_READ, false, NULL},
+	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get, KEY_READ, false, NULL},
+	{EVHTTP_REQ_POST, "/v1/jobs/", true, ROUTE_JOB_CANCEL, h_job_cancel, KEY_ADMIN, true, "/cancel"},
+	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, h_audit, KEY_ADMIN, false, NULL},
+	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz, 0, false, NULL},
+	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz, 0, false, NULL},
+	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics, 0, false, NULL},
 };
 
 static const char *method_text(enum evhttp_cmd_type m)
@@ -1383,13 +1538,22 @@ static bool path_matches(const struct route_def *d, const char *path, char **id)
 {
 	size_t n = strlen(d->path);
 	size_t len;
+	const char *end;
 
 	if (!d->with_id)
 		return strcmp(path, d->path) == 0;
-	if (strncmp(path, d->path, n) != 0 || !path[n] || strchr(path + n, '/'))
+	if (strncmp(path, d->path, n) != 0 || !path[n])
 		return false;
+	end = strchr(path + n, '/');
+	if (d->suffix ? !end || strcmp(end, d->suffix) != 0 : end != NULL)
+		return false;
+	if (!end)
+		end = path + strlen(path);
 	if (id) {
-		*id = evhttp_uridecode(path + n, 0, &len);
+		char *raw = xstrndup(path + n, (size_t)(end - path - n));
+
+		*id = evhttp_uridecode(raw, 0, &len);
+		free(raw);
 		if (*id && (strlen(*id) != len || !utf8_valid(*id, len, &len))) { /* an encoded NUL, or not text */
 			free(*id);
 			*id = NULL;

@@ -20,6 +20,7 @@ static const struct errcode_def defs[E_COUNT] = {
 				   "the ability's vector_id is another ability's in the same blob; nothing was written"},
 	[E_RESTORE_RUNNING] = {"restore_running", 409, "a restore job runs already (this replica or another)"},
 	[E_NOTHING_TO_RESUME] = {"nothing_to_resume", 409, "`resume` asked, and no unfinished restore job exists"},
+	[E_JOB_NOT_RUNNING] = {"job_not_running", 409, "a cancel asked of a job that is no longer running"},
 	[E_PAYLOAD_TOO_LARGE] = {"payload_too_large", 413,
 				 "the body is over MAX_BODY_BYTES (refused before it is read)"},
 	[E_EXPECTATION_FAILED] = {"expectation_failed", 417, "an Expect header other than 100-continue"},

@@ -1124,6 +1124,15 @@ bool reconciler_busy(const struct reconciler *rc)
 	return rc && rc->run;
 }
 
+bool reconciler_cancel(struct reconciler *rc, int64_t run_id)
+{
+	if (!rc || !rc->run || rc->run->run_id != run_id)
+		return false;
+	log_info(COMP, "run %lld was cancelled: stopping after the page it is on", (long long)run_id);
+	reconcile_stop(rc->run);
+	return true;
+}
+
 void reconciler_get_stats(const struct reconciler *rc, struct reconciler_stats *out)
 {
 	memset(out, 0, sizeof(*out));

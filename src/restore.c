@@ -265,6 +265,11 @@ static void on_page_recorded(const struct restore_job_row *job, const struct pg_
 	TAILQ_REMOVE(&r->pages, p, link);
 	r->npages--;
 	page_free(p);
+	if (job->cancelled && !r->job.stopping) {
+		log_info(COMP, "job %lld was cancelled: stopping after the pages in flight (resume picks it up)",
+			 (long long)r->job_id);
+		restore_stop(r);
+	}
 	record_ready(r);
 	fetch_more(r);
 	maybe_finish(r);

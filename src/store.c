@@ -1036,41 +1036,116 @@ void store_last_reconcile(struct store *s, store_text_fn done, void *arg)
 		   done, arg);
 }
 
+/*
+ * Every long job as one list: restore jobs and reconcile runs, with one state
+ * vocabulary (queued, running, succeeded, failed, cancelled) beside each
+ * kind's own status word, and a paging key (started_at in microseconds, kind,
+ * id) that is also the list's order, newest first.
+ */
+#define JOBS_CTE                                                                                              \
+	"WITH jobs AS (SELECT 'restore' AS kind, id, status,"                                                  \
+	"  CASE status WHEN 'done' THEN 'succeeded' WHEN 'interrupted' THEN 'failed' ELSE status END AS state," \
+	"  service_name, total, done, failed, dry_run, started_at, updated_at, finished_at, error"           \
+	"  FROM abilitysync.restore_jobs"                                                                      \
+	" UNION ALL SELECT 'reconcile', id, status, CASE status WHEN 'ok' THEN 'succeeded' ELSE status END,"  \
+	"  service_name, NULL, NULL, NULL, dry_run, started_at, coalesce(finished_at, started_at), finished_at," \
+	"  error FROM abilitysync.reconcile_runs),"                                                           \
+	" keyed AS (SELECT *, (extract(epoch FROM started_at) * 1000000)::bigint AS us FROM jobs)"
+#define JOBS_COLUMNS                                                                                   \
+	" SELECT kind, id, state, status, service_name, total, done, failed, dry_run,"                  \
+	" to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"                  \
+	" to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"                  \
+	" to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), error,"          \
+	" us || '.' || kind || '.' || id FROM keyed"
+
 struct job_ctx {
-	store_job_fn done;
+	store_jobs_fn done;
 	void *arg;
 };
 
-static void on_job(const struct pg_outcome *o, void *arg)
+static void on_jobs(const struct pg_outcome *o, void *arg)
 {
 	struct job_ctx *x = arg;
-	struct job_row j;
-	PGresult *res = o->res;
-	bool found = res && PQntuples(res) == 1;
+	int n = pg_rows(o), i;
+	struct job_row *rows = xcalloc((size_t)n + 1, sizeof(*rows));
 
-	if (found)
-		j = (struct job_row){strtoll(PQgetvalue(res, 0, 0), NULL, 10), strtoll(PQgetvalue(res, 0, 3), NULL, 10),
-				     strtoll(PQgetvalue(res, 0, 4), NULL, 10), strtoll(PQgetvalue(res, 0, 5), NULL, 10),
-				     PQgetvalue(res, 0, 1), text_or_null(res, 0, 2), text_or_null(res, 0, 6),
-				     text_or_null(res, 0, 7), text_or_null(res, 0, 8), text_or_null(res, 0, 9)};
-	x->done(found ? &j : NULL, o, x->arg);
+	for (i = 0; i < n; i++)
+		rows[i] = (struct job_row){pg_text(o, i, 0), pg_int8(o, i, 1), pg_text(o, i, 2), pg_text(o, i, 3),
+					   pg_text(o, i, 4), pg_text(o, i, 5) ? pg_int8(o, i, 5) : -1,
+					   pg_text(o, i, 6) ? pg_int8(o, i, 6) : -1, pg_text(o, i, 7) ? pg_int8(o, i, 7) : -1, pg_bool(o, i, 8), pg_text(o, i, 9), pg_text(o, i, 10),
+					   pg_text(o, i, 11), pg_text(o, i, 12), pg_text(o, i, 13)};
+	x->done(rows, (size_t)n, o, x->arg);
+	free(rows);
 	free(x);
 }
 
-void store_job(struct store *s, const char *job_id, store_job_fn done, void *arg)
+static struct job_ctx *job_ctx_new(store_jobs_fn done, void *arg)
 {
 	struct job_ctx *x = xcalloc(1, sizeof(*x));
-	const char *params[1] = {job_id};
 
 	x->done = done;
 	x->arg = arg;
+	return x;
+}
+
+void store_job(struct store *s, const char *kind, int64_t id, store_jobs_fn done, void *arg)
+{
+	struct num n = num(id);
+	const char *params[2] = {kind, n.s};
+
+	pgpool_query(s->pool, JOBS_CTE JOBS_COLUMNS " WHERE kind = $1 AND id = $2::bigint", 2, params, on_jobs,
+		     job_ctx_new(done, arg));
+}
+
+void store_jobs_list(struct store *s, const char *kind, const char *state, const char *cursor, int limit,
+		     store_jobs_fn done, void *arg)
+{
+	struct num n = num(limit);
+	const char *params[4] = {kind, state, cursor, n.s};
+
 	pgpool_query(s->pool,
-		     "SELECT id, status, service_name, total, done, failed,"
-		     " to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-		     " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-		     " to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), error"
-		     " FROM abilitysync.restore_jobs WHERE id = $1::bigint",
-		     1, params, on_job, x);
+		     JOBS_CTE JOBS_COLUMNS " WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR state = $2)"
+		     " AND ($3::text IS NULL OR (us, kind, id) < (split_part($3, '.', 1)::bigint, split_part($3, '.', 2),"
+		     "  split_part($3, '.', 3)::bigint))"
+		     " ORDER BY us DESC, kind DESC, id DESC LIMIT $4::int",
+		     4, params, on_jobs, job_ctx_new(done, arg));
+}
+
+struct cancel_ctx {
+	store_cancel_fn done;
+	void *arg;
+};
+
+static void on_cancelled(const struct pg_outcome *o, void *arg)
+{
+	struct cancel_ctx *x = arg;
+	bool one = pg_rows(o) == 1;
+
+	x->done(one && pg_bool(o, 0, 0), one ? pg_text(o, 0, 1) : NULL, o, x->arg);
+	free(x);
+}
+
+void store_job_cancel(struct store *s, const char *kind, int64_t id, const char *why, store_cancel_fn done,
+		      void *arg)
+{
+	struct cancel_ctx *x = xcalloc(1, sizeof(*x));
+	struct num n = num(id);
+	const char *params[2] = {n.s, why};
+	bool restore = strcmp(kind, "restore") == 0;
+
+	x->done = done;
+	x->arg = arg;
+	/* The status before: the outer SELECT sees the table as the statement began. */
+	pgpool_query(s->pool,
+		     restore ? "WITH u AS (UPDATE abilitysync.restore_jobs SET status = 'cancelled', error = $2,"
+			       " updated_at = now() WHERE id = $1::bigint AND status = 'running' RETURNING id)"
+			       " SELECT EXISTS (SELECT 1 FROM u),"
+			       " (SELECT status FROM abilitysync.restore_jobs WHERE id = $1::bigint)"
+			     : "WITH u AS (UPDATE abilitysync.reconcile_runs SET status = 'cancelled', error = $2,"
+			       " finished_at = now() WHERE id = $1::bigint AND status = 'running' RETURNING id)"
+			       " SELECT EXISTS (SELECT 1 FROM u),"
+			       " (SELECT status FROM abilitysync.reconcile_runs WHERE id = $1::bigint)",
+		     2, params, on_cancelled, x);
 }
 
 void store_audit_record(struct store *s, const struct audit_entry *e, int retention_days, pg_done_fn done,

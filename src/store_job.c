@@ -129,8 +129,9 @@ void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *st
 	const char *params[5] = {id.s, status, report, n.s, error};
 
 	pgpool_query(p,
-		     "UPDATE abilitysync.reconcile_runs SET finished_at = now(), status = $2, report = $3::jsonb,"
-		     " repairs = $4::int, error = $5 WHERE id = $1::bigint",
+		     "UPDATE abilitysync.reconcile_runs SET finished_at = coalesce(finished_at, now()),"
+		     " status = CASE status WHEN 'cancelled' THEN status ELSE $2 END, report = $3::jsonb,"
+		     " repairs = $4::int, error = coalesce(error, $5) WHERE id = $1::bigint",
 		     5, params, done, arg);
 }
 
@@ -486,7 +487,7 @@ static void on_restore_job(const struct pg_outcome *o, void *arg)
 
 	if (one)
 		j = (struct restore_job_row){pg_int8(o, 0, 0), pg_int8(o, 0, 1), pg_int8(o, 0, 2), pg_int8(o, 0, 3),
-					     pg_text(o, 0, 4)};
+					     pg_text(o, 0, 4), pg_bool(o, 0, 5)};
 	c->fn.job(one ? &j : NULL, o, c->arg);
 	free(c);
 }
@@ -502,9 +503,10 @@ void store_restore_open(struct pgpool *p, bool resume, const char *service, cons
 		pgpool_query(p,
 			     "UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
 			     " updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
-			     "  WHERE status IN ('running', 'interrupted', 'failed') AND service_name IS NOT DISTINCT FROM $1"
+			     "  WHERE status IN ('running', 'interrupted', 'failed', 'cancelled')"
+			     "  AND service_name IS NOT DISTINCT FROM $1"
 			     "  ORDER BY id DESC LIMIT 1)"
-			     " RETURNING id, total, done, failed, cursor",
+			     " RETURNING id, total, done, failed, cursor, false",
 			     2, params, on_restore_job, c);
 	else
 		pgpool_query(p,
@@ -512,7 +514,7 @@ void store_restore_open(struct pgpool *p, bool resume, const char *service, cons
 			     "  WHERE status = 'running')"
 			     " INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
 			     " SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
-			     " RETURNING id, total, done, failed, cursor",
+			     " RETURNING id, total, done, failed, cursor, false",
 			     2, params, on_restore_job, c);
 }
 
@@ -526,7 +528,8 @@ void store_restore_record_page(struct pgpool *p, int64_t job_id, size_t ok, size
 	c->fn.job = done;
 	pgpool_query(p,
 		     "UPDATE abilitysync.restore_jobs SET done = done + $1::bigint, failed = failed + $2::bigint,"
-		     " cursor = $3, updated_at = now() WHERE id = $4::bigint RETURNING id, total, done, failed, cursor",
+		     " cursor = $3, updated_at = now() WHERE id = $4::bigint"
+		     " RETURNING id, total, done, failed, cursor, status = 'cancelled'",
 		     4, params, on_restore_job, c);
 }
 
@@ -540,7 +543,7 @@ void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, c
 		     "UPDATE abilitysync.restore_jobs SET status = $2, error = $3, updated_at = now(),"
 		     " finished_at = CASE WHEN $2 = 'done' THEN now() END,"
 		     " total = CASE WHEN $2 = 'done' THEN greatest(total, done + failed) ELSE total END"
-		     " WHERE id = $1::bigint",
+		     " WHERE id = $1::bigint AND status <> 'cancelled'",
 		     3, params, done, arg);
 }
 

@@ -141,13 +141,15 @@ if [ ${#failed[@]} -gt 0 ]; then
   exit 1
 fi
 [ -n "${FUZZ_WORK:-}" ] || rm -rf "$WORK"
-# A run of every target to FUZZ_RUNS without a crash is the README's figure (make readme-tables).
-if [ -n "$RUNS" ] && [ -z "${FUZZ_TARGETS:-}" ]; then
+# Each target's last run to FUZZ_RUNS without a crash is its line of the README's
+# figure (build/figures/fuzz.txt, then make readme-tables), dated.
+if [ -n "$RUNS" ] && [ "$total_crashes" = 0 ]; then
   mkdir -p build/figures
-  {
-    echo "FUZZ_RUNS=$RUNS make fuzz, $(date -u +%Y-%m-%d), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg):"
-    echo
-    printf '%s\n' "${lines[@]}"
-    echo "total: ${#targets[@]} targets, $total_execs execs, $total_crashes crashes"
-  } >build/figures/fuzz.txt
+  fig=build/figures/fuzz.txt
+  for line in "${lines[@]}"; do
+    t=${line%% *}
+    { [ -f "$fig" ] && grep -v "^$t " "$fig" | grep '^fuzz_'; echo "$line  ($(date -u +%Y-%m-%d), $(nproc) cores)"; } |
+      sort >"$fig.new"
+    mv "$fig.new" "$fig"
+  done
 fi

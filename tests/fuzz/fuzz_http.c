@@ -47,29 +47,44 @@ static const struct {
 	bool with_id;
 	enum route route;
 	const char *name;
+	const char *suffix; /* after the id */
 } model[] = {
-	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, "POST"},
-	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, "GET"},
-	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, "GET"},
-	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, "DELETE"},
-	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, "POST"},
-	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, "GET"},
-	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, "GET"},
-	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, "POST"},
-	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, "GET"},
-	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, "GET"},
-	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, "GET"},
-	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, "GET"},
-	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, "GET"},
+	{EVHTTP_REQ_POST, "/v1/abilities", false, ROUTE_ABILITIES_POST, "POST", NULL},
+	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, "GET", NULL},
+	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, "GET", NULL},
+	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, "DELETE", NULL},
+	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, "POST", NULL},
+	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, "GET", NULL},
+	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, "GET", NULL},
+	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, "POST", NULL},
+	{EVHTTP_REQ_GET, "/v1/jobs", false, ROUTE_JOBS_LIST, "GET", NULL},
+	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, "GET", NULL},
+	{EVHTTP_REQ_POST, "/v1/jobs/", true, ROUTE_JOB_CANCEL, "POST", "/cancel"},
+	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, "GET", NULL},
+	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, "GET", NULL},
+	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, "GET", NULL},
+	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, "GET", NULL},
 };
+
+/* The id part of a path of a route with an id: from the prefix to the suffix (or the end). */
+static size_t model_id_len(size_t i, const char *path)
+{
+	const char *start = path + strlen(model[i].path), *slash = strchr(start, '/');
+
+	return (size_t)((slash ? slash : start + strlen(start)) - start);
+}
 
 static bool model_has_path(size_t i, const char *path)
 {
 	size_t n = strlen(model[i].path);
+	const char *slash;
 
 	if (!model[i].with_id)
 		return strcmp(path, model[i].path) == 0;
-	return strncmp(path, model[i].path, n) == 0 && path[n] && !strchr(path + n, '/');
+	if (strncmp(path, model[i].path, n) != 0 || !path[n])
+		return false;
+	slash = strchr(path + n, '/');
+	return model[i].suffix ? slash && strcmp(slash, model[i].suffix) == 0 : !slash;
 }
 
 static int hexval(char c)
@@ -162,7 +177,12 @@ static void check_route(const char *path)
 			CHECK(got == API_MATCH_OK && !id, "%s %s: %d", method_name(meth), path, (int)got);
 			continue;
 		}
-		dec = percent_decode(path + strlen(model[hit].path), &declen);
+		{
+			char *raw = strndup(path + strlen(model[hit].path), model_id_len((size_t)hit, path));
+
+			dec = percent_decode(raw, &declen);
+			free(raw);
+		}
 		if (declen == 0 || strlen(dec) != declen || !utf8_valid(dec, declen, &bad)) {
 			CHECK(got == API_MATCH_BAD_ID && !id, "%s %s: %d, expected BAD_ID", method_name(meth), path, (int)got);
 			answer_buildable(NULL, "the id in %s cannot be decoded", path);
@@ -173,8 +193,8 @@ static void check_route(const char *path)
 			CHECK(got == API_MATCH_OK && id, "%s %s: %d, expected OK", method_name(meth), path, (int)got);
 			CHECK(strcmp(id, dec) == 0, "id [%s], decoded [%s]", id, dec);
 			CHECK(*id && utf8_valid(id, strlen(id), &bad), "id [%s]", id);
-			again = malloc(strlen(model[hit].path) + strlen(enc) + 1);
-			sprintf(again, "%s%s", model[hit].path, enc);
+			again = malloc(strlen(model[hit].path) + strlen(enc) + 16);
+			sprintf(again, "%s%s%s", model[hit].path, enc, model[hit].suffix ? model[hit].suffix : "");
 			CHECK(api_match_route(meth, again, &route2, &id2, NULL, 0) == API_MATCH_OK && route2 == route &&
 				      strcmp(id2, id) == 0, "encoded again as %s: another route or id", again);
 			free(id2);

@@ -52,6 +52,16 @@ provoke() {
     emu DELETE /_admin/faults
     CODE=$code BODY=$body ;;
   nothing_to_resume) call POST /v1/restore '{"resume": true}' ;;
+  job_not_running)
+    call POST /v1/restore '{}'
+    local job
+    job=$(jq -r .id <<<"$BODY")
+    for _ in $(seq 1 100); do
+      call GET "/v1/jobs/$job"
+      [ "$(jq -r .state <<<"$BODY")" = running ] || break
+      sleep 0.1
+    done
+    call POST "/v1/jobs/$job/cancel" ;;
   payload_too_large)
     head -c 2000000 /dev/zero | tr '\0' ' ' >"$SUITE_TMP/big.json"
     call POST /v1/abilities "@$SUITE_TMP/big.json" ;;

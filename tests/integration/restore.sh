@@ -244,7 +244,7 @@ test_post_restore_runs_a_job_the_api_reports() {
   api POST /v1/restore '{}'
   assert_eq "$CODE" 202 "$BODY"
   id=$(jq -r .job_id <<<"$BODY")
-  assert_eq "$(jq -c '[.status, .href]' <<<"$BODY")" "[\"running\",\"/v1/jobs/$id\"]" "status, href"
+  assert_eq "$(jq -c '[.status, .state, .href]' <<<"$BODY")" "[\"running\",\"running\",\"/v1/jobs/restore-$id\"]" "status, state, href"
   api POST /v1/restore '{"resume": true}'
   assert_eq "$CODE" 409 "a second restore while one runs: $BODY"
   assert_eq "$(jq -r .error.code <<<"$BODY")" restore_running
@@ -278,6 +278,73 @@ test_post_restore_runs_a_job_the_api_reports() {
   stop_emulator
 }
 
+
+# POST /v1/jobs/{id}/cancel stops a restore after the pages in flight; resume
+# picks the same job up where it stopped, and no vector is written twice.
+# GET /v1/jobs lists restores and reconcile runs together, newest first.
+test_a_cancelled_restore_resumes_where_it_stopped_and_jobs_are_listed() {
+  local id n done_before
+  migrated_db
+  gen_rows "$DB" k 300 3 $DIM
+  start_emulator
+  slow_adds 300
+  start_service DATABASE_URL="$DB" RESTORE_PAGE=50 VDB_BATCH_MAX=25 VDB_MAX_INFLIGHT=1
+  wait_ready
+  api POST /v1/restore '{}'
+  assert_eq "$CODE" 202 "$BODY"
+  id=$(jq -r .id <<<"$BODY")
+  n=$(jq -r .job_id <<<"$BODY")
+  assert_eq "$id" "restore-$n" "the job's id"
+  for _ in $(seq 1 100); do
+    api GET "/v1/jobs/$id"
+    [ "$(jq -r .done <<<"$BODY")" -gt 0 ] && break
+    sleep 0.1
+  done
+  api POST "/v1/jobs/$id/cancel"
+  assert_eq "$CODE" 202 "cancel: $BODY"
+  assert_eq "$(jq -r .state <<<"$BODY")" cancelled
+  api GET "/v1/jobs/$id"
+  assert_eq "$(jq -r '[.state, .status] | join(" ")' <<<"$BODY")" "cancelled cancelled" "the job once cancelled: $BODY"
+  assert_contains "$(jq -r .error <<<"$BODY")" "cancelled by" "who cancelled"
+  # It stops after the pages in flight; then it can be resumed.
+  for _ in $(seq 1 100); do
+    api POST /v1/restore '{"resume": true}'
+    [ "$CODE" = 409 ] || break
+    sleep 0.1
+  done
+  assert_eq "$CODE" 202 "resume after the cancel: $BODY"
+  assert_eq "$(jq -r .id <<<"$BODY")" "$id" "resume picks the cancelled job up"
+  done_before=$(pg "select done from abilitysync.restore_jobs where id = $n")
+  [ "$done_before" -lt 300 ] || fail "the job finished before it was cancelled"
+  emu DELETE /_admin/faults
+  wait_job "$id"
+  assert_eq "$(jq -c '[.state, .status, .total, .done, .failed]' <<<"$BODY")" '["succeeded","done",300,300,0]' \
+    "the resumed job: $BODY"
+  check_stores_agree "$DB"
+  assert_each_vector_once
+  api POST "/v1/jobs/$id/cancel"
+  assert_eq "$CODE" 409 "cancelling a finished job: $BODY"
+  assert_eq "$(jq -r .code <<<"$BODY")" job_not_running
+  api POST /v1/jobs/restore-999999/cancel
+  assert_eq "$CODE" 404 "cancelling no job: $BODY"
+
+  run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM="$DIM" "$ABILITYSYNC" reconcile
+  api GET '/v1/jobs?limit=1'
+  assert_eq "$(jq -r '[.jobs[0].kind, .jobs[0].state, (.jobs | length)] | map(tostring) | join(" ")' <<<"$BODY")" \
+    "reconcile succeeded 1" "the newest job first: $BODY"
+  api GET "/v1/jobs?limit=1&cursor=$(jq -r .next_cursor <<<"$BODY")"
+  assert_eq "$(jq -r '[.jobs[0].id, .next_cursor] | map(tostring) | join(" ")' <<<"$BODY")" "$id null" \
+    "the second page: $BODY"
+  api GET '/v1/jobs?kind=reconcile&state=succeeded'
+  assert_eq "$(jq -r '.jobs | length' <<<"$BODY")" 1 "one reconcile run: $BODY"
+  api GET "/v1/jobs/$(jq -r '.jobs[0].id' <<<"$BODY")"
+  assert_eq "$(jq -r '[.kind, .percent_complete, .total] | map(tostring) | join(" ")' <<<"$BODY")" \
+    "reconcile 100 null" "a reconcile run as a job: $BODY"
+  api GET '/v1/jobs?state=done'
+  assert_eq "$(jq -r '[.code, .errors[0].pointer] | join(" ")' <<<"$BODY")" "invalid_parameter /state" "$BODY"
+  stop_service
+  stop_emulator
+}
 test_progress_lines_on_stderr_when_not_a_terminal() {
   local lines
   migrated_db

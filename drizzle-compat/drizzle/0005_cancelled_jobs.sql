@@ -1,0 +1,4 @@
+ALTER TABLE "abilitysync"."reconcile_runs" DROP CONSTRAINT "reconcile_runs_status_check";--> statement-breakpoint
+ALTER TABLE "abilitysync"."restore_jobs" DROP CONSTRAINT "restore_jobs_status_check";--> statement-breakpoint
+ALTER TABLE "abilitysync"."reconcile_runs" ADD CONSTRAINT "reconcile_runs_status_check" CHECK ("abilitysync"."reconcile_runs"."status" IN ('running', 'ok', 'failed', 'cancelled'));--> statement-breakpoint
+ALTER TABLE "abilitysync"."restore_jobs" ADD CONSTRAINT "restore_jobs_status_check" CHECK ("abilitysync"."restore_jobs"."status" IN ('running', 'done', 'failed', 'interrupted', 'cancelled'));
