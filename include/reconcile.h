@@ -11,8 +11,9 @@
  * `abilitysync codes --drift` and the README use), with the smallest ids of
  * each as samples.
  *
- * A dry run reads only: no lock, no record, nothing changed anywhere, so it
- * also runs against a read-only standby. A real run takes the reconcile lock
+ * A dry run reads only: no lock, no record (unless started over HTTP, where it
+ * is a job to poll), nothing changed anywhere, so it also runs against a
+ * read-only standby. A real run takes the reconcile lock
  * (pg_try_advisory_lock: of all replicas one runs, the others skip), records
  * itself in abilitysync.reconcile_runs, and repairs through the outbox: it
  * marks what drifted pending (or pending_delete), at most max_repairs
@@ -50,6 +51,11 @@ struct reconcile_opts {
 	double min_gap_s;       /* skip when a real run started less than this ago (periodic runs); 0: never */
 	long progress_s;        /* a progress line this often (0: none) */
 	const char *host;       /* recorded with the run */
+	/*
+	 * Called with the run's id once its row exists, before any check (NULL:
+	 * none); set, it has a dry run recorded too (started over HTTP, as a job).
+	 */
+	void (*recorded)(int64_t run_id, void *arg);
 };
 
 enum reconcile_outcome {

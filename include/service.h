@@ -42,6 +42,10 @@ struct service {
 
 	struct reconciler *reconciler; /* NULL: RECONCILE_INTERVAL=0, or no Postgres */
 	struct restore_opts restore_opts; /* what a restore started over HTTP runs with (but its service) */
+	struct reconcile_opts reconcile_opts; /* what a reconcile started over HTTP runs with (but dry, deep, service) */
+	struct reconcile *reconcile;   /* the reconcile run started over HTTP in this replica, if any */
+	int64_t reconcile_run;
+	void *reconcile_arg;           /* service.c's, until the run ends */
 	struct restore *restore;       /* the restore job this replica runs, if any */
 	int64_t restore_job;
 	void *restore_arg;             /* serve.c's, until the job ends */
@@ -57,6 +61,15 @@ typedef void (*service_restore_fn)(int64_t job_id, const char *code, const char 
 /* Starts a restore job in this replica; `answer` runs once, never inside this call. */
 void service_start_restore(struct service *svc, const char *service_name, bool resume, service_restore_fn answer,
 			   void *arg);
+
+/*
+ * Starts a reconcile run in this replica, recorded as a job (a dry one too);
+ * `answer` as for a restore: job_id > 0 once its row exists, else the code
+ * reconcile_running (another replica's real run holds the lock),
+ * postgres_unavailable or postgres_error, and why.
+ */
+void service_start_reconcile(struct service *svc, const char *service_name, bool dry_run, bool deep,
+			     service_restore_fn answer, void *arg);
 
 /*
  * Ready to take writes: Postgres up and migrated (or off), the vector DB up,

@@ -268,9 +268,20 @@ typedef void (*store_audit_fn)(const struct audit_row *rows, size_t n, const str
 /* Up to `limit` entries, newest first, older than entry `before` (0: from the newest). */
 void store_audit_list(struct store *s, int64_t before, int limit, store_audit_fn done, void *arg);
 
-/* How many `failed` rows were made pending again. */
 typedef void (*store_count_fn)(long n, const struct pg_outcome *o, void *arg);
-void store_retry_failed(struct store *s, store_count_fn done, void *arg);
+
+/* Which changes a retry picks: the failed ones (or the pending ones), narrowed by the others when set. */
+struct retry_selector {
+	bool pending;               /* pending and pending_delete rather than failed */
+	const char *service;        /* NULL: every service */
+	const char *error_contains; /* NULL: any error */
+	int64_t older_than_s;       /* -1: any age */
+	bool dry_run;               /* count only */
+};
+
+/* The changes picked are due now, attempts reset (failed ones pending again): how many matched, how many changed. */
+typedef void (*store_retry_fn)(int64_t matched, int64_t retried, const struct pg_outcome *o, void *arg);
+void store_sync_retry(struct store *s, const struct retry_selector *sel, store_retry_fn done, void *arg);
 
 /*
  * Changes of one blob (NULL: all) about to be pushed: pending and due, or

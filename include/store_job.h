@@ -31,9 +31,9 @@ void store_reconcile_try_lock(struct pgpool *p, store_flag_fn done, void *arg);
 /* Seconds since the last real run started (text, NULL: never). */
 void store_reconcile_last_run(struct pgpool *p, store_flag_fn done, void *arg);
 
-/* A real run's row: its id. */
-void store_reconcile_record_run(struct pgpool *p, bool deep, const char *service, const char *host, store_id_fn done,
-				void *arg);
+/* A run's row (a real one, or a dry one started over HTTP): its id. */
+void store_reconcile_record_run(struct pgpool *p, bool dry_run, bool deep, const char *service, const char *host,
+				store_id_fn done, void *arg);
 
 /* The run's end: status, the report (JSON text), repairs queued, the first error. */
 void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *status, const char *report,

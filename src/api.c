@@ -278,6 +278,15 @@ static bool json_content(struct call *c)
 	return false;
 }
 
+/* Is s one of the NULL-terminated list? */
+static bool one_of(const char *s, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcmp(s, *list) == 0)
+			return true;
+	return false;
+}
+
 static const char *query_value(struct call *c, const char *key)
 {
 	return evhttp_find_header(&c->query, key);
@@ -909,33 +918,49 @@ static void on_restore_answer(int64_t job_id, const char *code, const char *why,
 	}
 }
 
+/*
+ * A job's body: an object of optional fields, or nothing. NULL and answered
+ * when it is not JSON or not an object; an empty object for no body.
+ */
+static json_t *job_body(struct call *c, const char *fields)
+{
+	struct jspan body = body_of(c);
+	json_error_t jerr;
+	json_t *j;
+
+	if (body.len && !json_content(c))
+		return NULL;
+	if (!body.len)
+		return json_object();
+	if (!(j = json_loadb(body.p, body.len, 0, &jerr))) {
+		reply_error(c, E_MALFORMED_JSON, NULL, "the body is not valid JSON: %s", jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		reply_error(c, E_INVALID_BODY, NULL, "the body must be an object: {%s}", fields);
+		return NULL;
+	}
+	return j;
+}
+
+static bool service_name_value(json_t *v)
+{
+	return json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) <= ABILITY_TEXT_MAX;
+}
+
 /* POST /v1/restore {"service_name"?: S, "resume"?: bool}: starts a job, answers once its row exists. */
 static void h_restore_post(struct call *c)
 {
 	struct service *svc = c->api->svc;
-	struct jspan body;
-	json_t *j = NULL, *v;
-	json_error_t jerr;
+	json_t *j, *v;
 	const char *key, *service = NULL;
 	bool resume = false;
 
-	if (!needs_postgres(c, "restore"))
+	if (!needs_postgres(c, "restore") || !(j = job_body(c, "\"service_name\"?, \"resume\"?")))
 		return;
-	body = body_of(c);
-	if (body.len && !json_content(c))
-		return;
-	if (body.len && !(j = json_loadb(body.p, body.len, 0, &jerr))) {
-		reply_error(c, E_MALFORMED_JSON, NULL, "the body is not valid JSON: %s", jerr.text);
-		return;
-	}
-	if (j && !json_is_object(j)) {
-		json_decref(j);
-		reply_error(c, E_INVALID_BODY, NULL, "the body must be an object: {\"service_name\"?, \"resume\"?}");
-		return;
-	}
 	json_object_foreach(j, key, v) {
-		if (strcmp(key, "service_name") == 0 && json_is_string(v) && json_string_length(v) > 0 &&
-		    json_string_length(v) <= ABILITY_TEXT_MAX) {
+		if (strcmp(key, "service_name") == 0 && service_name_value(v)) {
 			service = json_string_value(v);
 		} else if (strcmp(key, "resume") == 0 && json_is_boolean(v)) {
 			resume = json_is_true(v);
@@ -959,15 +984,116 @@ static void h_restore_post(struct call *c)
 	json_decref(j);
 }
 
-/* ---- jobs: restore jobs and reconcile runs ------------------------------------------ */
-
-static bool one_of(const char *s, const char *const *list)
+static void on_reconcile_answer(int64_t run_id, const char *code, const char *why, void *arg)
 {
-	for (; *list; list++)
-		if (strcmp(s, *list) == 0)
-			return true;
-	return false;
+	struct call *c = arg;
+
+	if (run_id > 0) {
+		char href[48];
+
+		snprintf(href, sizeof(href), "/v1/jobs/reconcile-%lld", (long long)run_id);
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
+		reply_json(c, 202, json_pack("{s:s, s:I, s:s, s:s, s:s}", "id", href + 9, "job_id", (json_int_t)run_id,
+					     "kind", "reconcile", "state", "running", "href", href));
+	} else if (strcmp(code, "reconcile_running") == 0) {
+		reply_error(c, E_RECONCILE_RUNNING, NULL, "%s", why);
+	} else {
+		reply_error(c, E_POSTGRES_UNAVAILABLE, NULL, "%s", why ? why : "the run did not start");
+	}
 }
+
+/* POST /v1/reconcile {"dry_run"?: bool (true), "service_name"?: S, "deep"?: bool}: a run as a job. */
+static void h_reconcile_post(struct call *c)
+{
+	struct service *svc = c->api->svc;
+	json_t *j, *v;
+	const char *key, *service = NULL;
+	bool dry = true, deep = false;
+
+	if (!needs_postgres(c, "reconcile") || !(j = job_body(c, "\"dry_run\"?, \"service_name\"?, \"deep\"?")))
+		return;
+	json_object_foreach(j, key, v) {
+		if (strcmp(key, "service_name") == 0 && service_name_value(v)) {
+			service = json_string_value(v);
+		} else if ((strcmp(key, "dry_run") == 0 || strcmp(key, "deep") == 0) && json_is_boolean(v)) {
+			*(strcmp(key, "deep") == 0 ? &deep : &dry) = json_is_true(v);
+		} else {
+			bool known = strcmp(key, "service_name") == 0 || strcmp(key, "dry_run") == 0 ||
+				     strcmp(key, "deep") == 0;
+
+			reply_error(c, known ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
+				    known ? "%s: service_name is a string of 1 to 255 bytes, dry_run and deep booleans"
+					  : "%s is not a field of a reconcile (dry_run, service_name, deep)", key);
+			json_decref(j);
+			return;
+		}
+	}
+	if (svc->reconcile) {
+		json_decref(j);
+		reply_error(c, E_RECONCILE_RUNNING, NULL, "this replica is running reconcile-%lld: GET /v1/jobs/reconcile-%lld",
+			    (long long)svc->reconcile_run, (long long)svc->reconcile_run);
+		return;
+	}
+	service_start_reconcile(svc, service, dry, deep, on_reconcile_answer, c);
+	json_decref(j);
+}
+
+static void on_retried(int64_t matched, int64_t retried, const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+
+	if (!o->res)
+		reply_pg_failure(c, o);
+	else
+		reply_json(c, 200, json_pack("{s:I, s:I}", "matched", (json_int_t)matched, "retried", (json_int_t)retried));
+}
+
+/*
+ * POST /v1/sync/retry {"state"?: "failed" | "pending", "service_name"?, "error_contains"?,
+ * "older_than_s"?, "dry_run"?}: the changes picked are due now (after fixing what failed them).
+ */
+static void h_sync_retry(struct call *c)
+{
+	static const char fields[] = "\"state\"?, \"service_name\"?, \"error_contains\"?, \"older_than_s\"?, \"dry_run\"?";
+	struct retry_selector sel = {false, NULL, NULL, -1, false};
+	json_t *j, *v;
+	const char *key;
+
+	if (!needs_postgres(c, "retrying changes") || !(j = job_body(c, fields)))
+		return;
+	json_object_foreach(j, key, v) {
+		const char *text = json_string_value(v);
+
+		if (strcmp(key, "state") == 0 && text && (strcmp(text, "failed") == 0 || strcmp(text, "pending") == 0)) {
+			sel.pending = strcmp(text, "pending") == 0;
+		} else if (strcmp(key, "service_name") == 0 && service_name_value(v)) {
+			sel.service = text;
+		} else if (strcmp(key, "error_contains") == 0 && text && *text && json_string_length(v) <= 255) {
+			sel.error_contains = text;
+		} else if (strcmp(key, "older_than_s") == 0 && json_is_integer(v) && json_integer_value(v) >= 0 &&
+			   json_integer_value(v) <= 100LL * 365 * 86400) {
+			sel.older_than_s = (int64_t)json_integer_value(v);
+		} else if (strcmp(key, "dry_run") == 0 && json_is_boolean(v)) {
+			sel.dry_run = json_is_true(v);
+		} else {
+			static const char *const names[] = {"state", "service_name", "error_contains", "older_than_s",
+							    "dry_run", NULL};
+			bool known = one_of(key, names);
+
+			reply_error(c, known ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
+				    known ? "%s: state is failed or pending, service_name and error_contains strings of 1 "
+					    "to 255 bytes, older_than_s a whole number of seconds, dry_run a boolean"
+					  : "%s is not a selector of a retry (state, service_name, error_contains, "
+					    "older_than_s, dry_run)", key);
+			json_decref(j);
+			return;
+		}
+	}
+	store_sync_retry(c->api->svc->store, &sel, on_retried, c);
+	json_decref(j);
+}
+
+/* ---- jobs: restore jobs and reconcile runs ------------------------------------------ */
 
 static json_t *count_or_null(int64_t n)
 {
@@ -1124,6 +1250,8 @@ static void on_job_cancelled(bool cancelled, const char *before, const struct pg
 	/* This replica runs it: stop now. Another does: it sees the row at its next page. */
 	if (strcmp(kind, "restore") == 0 && svc->restore && svc->restore_job == id)
 		restore_stop(svc->restore);
+	else if (strcmp(kind, "reconcile") == 0 && svc->reconcile && svc->reconcile_run == id)
+		reconcile_stop(svc->reconcile);
 	else if (strcmp(kind, "reconcile") == 0)
 		(void)reconciler_cancel(svc->reconciler, id);
 	snprintf(href, sizeof(href), "/v1/jobs/%s-%lld", kind, (long long)id);
@@ -1286,6 +1414,49 @@ static void h_readyz(struct call *c)
 	reply_json(c, json_is_true(json_object_get(j, "ready")) ? 200 : 503, j);
 }
 
+/* Freshness per blob (one per service): what waits for the vector DB, and for how long. */
+static void render_backlog(const struct service *svc, struct buf *out)
+{
+	json_t *by_blob = json_object_get(svc->outbox_counts, "by_blob"), *b;
+	json_t *last = json_object_get(svc->outbox_counts, "last_success");
+	json_t *restore = json_object_get(svc->outbox_counts, "restore");
+	const char *blob;
+	char label[300];
+
+	metrics_header(out, "abilitysync_backlog_pending", "gauge",
+		       "Changes waiting for the vector DB (pending, pending_delete), by blob (one per service).");
+	json_object_foreach(by_blob, blob, b) {
+		snprintf(label, sizeof(label), "blob=\"%s\"", blob);
+		metrics_value(out, "abilitysync_backlog_pending", label, json_number_value(json_object_get(b, "pending")));
+	}
+	metrics_header(out, "abilitysync_backlog_oldest_pending_seconds", "gauge",
+		       "Age of the oldest change waiting for the vector DB, by blob.");
+	json_object_foreach(by_blob, blob, b) {
+		snprintf(label, sizeof(label), "blob=\"%s\"", blob);
+		metrics_value(out, "abilitysync_backlog_oldest_pending_seconds", label,
+			      json_number_value(json_object_get(b, "oldest_pending_seconds")));
+	}
+	metrics_header(out, "abilitysync_last_success_timestamp_seconds", "gauge",
+		       "When the last real reconcile run finished ok, and the last restore job done (any replica); "
+		       "absent: never.");
+	if (json_is_number(json_object_get(last, "reconcile")))
+		metrics_value(out, "abilitysync_last_success_timestamp_seconds", "job=\"reconcile\"",
+			      json_number_value(json_object_get(last, "reconcile")));
+	if (json_is_number(json_object_get(last, "restore")))
+		metrics_value(out, "abilitysync_last_success_timestamp_seconds", "job=\"restore\"",
+			      json_number_value(json_object_get(last, "restore")));
+	metrics_header(out, "abilitysync_restore_rows", "gauge",
+		       "The running restore job (any replica): its rows in total, done and failed; absent: none runs.");
+	if (json_is_object(restore)) {
+		metrics_value(out, "abilitysync_restore_rows", "count=\"total\"",
+			      json_number_value(json_object_get(restore, "total")));
+		metrics_value(out, "abilitysync_restore_rows", "count=\"done\"",
+			      json_number_value(json_object_get(restore, "done")));
+		metrics_value(out, "abilitysync_restore_rows", "count=\"failed\"",
+			      json_number_value(json_object_get(restore, "failed")));
+	}
+}
+
 static void render_outbox(const struct service *svc, struct buf *out)
 {
 	static const char *const states[] = {"pending", "synced", "pending_delete", "deleted", "failed"};
@@ -1309,6 +1480,7 @@ static void render_outbox(const struct service *svc, struct buf *out)
 		       "Abilities whose vector is in doubt (an ambiguous call may still land), awaiting verification.");
 	metrics_value(out, "abilitysync_outbox_in_doubt", NULL,
 		      json_number_value(json_object_get(svc->outbox_counts, "in_doubt")));
+	render_backlog(svc, out);
 }
 
 static void render_vdb(const struct service *svc, struct buf *out)
@@ -1508,7 +1680,9 @@ static const struct route_def route_table[] = {
 	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete, KEY_WRITE, false, NULL},
 	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ, false, NULL},
 	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ, false, NULL},
+	{EVHTTP_REQ_POST, "/v1/sync/retry", false, ROUTE_SYNC_RETRY, h_sync_retry, KEY_ADMIN, true, NULL},
 	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last, KEY_READ, false, NULL},
+	{EVHTTP_REQ_POST, "/v1/reconcile", false, ROUTE_RECONCILE_POST, h_reconcile_post, KEY_ADMIN, true, NULL},
 	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post, KEY_ADMIN, true, NULL},
 	{EVHTTP_REQ_GET, "/v1/jobs", false, ROUTE_JOBS_LIST, h_jobs_list, KEY_READ, false, NULL},
 	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get, KEY_READ, false, NULL},

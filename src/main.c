@@ -303,13 +303,14 @@ struct wait_result {
 	char text[600];
 };
 
-static void on_retry_failed(long n, const struct pg_outcome *o, void *arg)
+static void on_retry_failed(int64_t matched, int64_t n, const struct pg_outcome *o, void *arg)
 {
 	struct wait_result *w = arg;
 
+	(void)matched;
 	w->ok = n >= 0;
 	if (w->ok)
-		snprintf(w->text, sizeof(w->text), "%ld", n);
+		snprintf(w->text, sizeof(w->text), "%lld", (long long)n);
 	else
 		snprintf(w->text, sizeof(w->text), "%s", o->error);
 	w->done = true;
@@ -360,7 +361,7 @@ static int cmd_sync(struct config *cfg, int argc, char **argv)
 	options_owner(owner, sizeof(owner));
 	options_store(cfg, owner, &so);
 	st = store_new(pool, &so);
-	store_retry_failed(st, on_retry_failed, &w);
+	store_sync_retry(st, &(struct retry_selector){false, NULL, NULL, -1, false}, on_retry_failed, &w);
 	pgpool_run_until(pool, &w.done);
 	if (w.ok)
 		printf("%s failed row(s) made pending again\n", w.text);

@@ -913,12 +913,14 @@ static void on_run_recorded(int64_t id, const struct pg_outcome *o, void *arg)
 	if (job_gone(&r->job) || pg_failed(r, o, "recording the run"))
 		return;
 	r->run_id = id;
+	if (r->o.recorded)
+		r->o.recorded(id, r->arg);
 	check_vector_db(r);
 }
 
 static void record_run(struct reconcile *r)
 {
-	store_reconcile_record_run(r->job.pool, r->o.deep, r->service, r->host, on_run_recorded, r);
+	store_reconcile_record_run(r->job.pool, r->o.dry_run, r->o.deep, r->service, r->host, on_run_recorded, r);
 }
 
 static void on_last_run(bool ran, const char *seconds_ago, const struct pg_outcome *o, void *arg)
@@ -957,7 +959,9 @@ static void run_started(struct job *j, const char *pg_now)
 	struct reconcile *r = of(j);
 
 	r->pg_start = xstrdup(pg_now);
-	if (r->o.dry_run)
+	if (r->o.dry_run && r->o.recorded)
+		record_run(r); /* a job to poll, so recorded; no lock: a dry run changes nothing */
+	else if (r->o.dry_run)
 		check_vector_db(r);
 	else
 		store_reconcile_try_lock(r->job.pool, on_locked, r);

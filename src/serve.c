@@ -149,7 +149,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 	struct timeval tick = {0, 50000};
 	int requests = api_in_flight(s->api);
 	bool pushing = outbox_busy(s->svc.outbox);
-	bool jobs = reconciler_busy(s->svc.reconciler) || s->svc.restore;
+	bool jobs = reconciler_busy(s->svc.reconciler) || s->svc.restore || s->svc.reconcile;
 
 	(void)fd, (void)what;
 	if (requests == 0 && !pushing && !jobs) {
@@ -195,6 +195,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	reconciler_stop(s->svc.reconciler);
 	if (s->svc.restore)
 		restore_stop(s->svc.restore);
+	if (s->svc.reconcile)
+		reconcile_stop(s->svc.reconcile);
 	s->stop_deadline = clock_mono_ms() + s->svc.cfg->shutdown_timeout * 1000;
 	s->drain = evtimer_new(s->svc.base, on_drain, s);
 	on_drain(-1, 0, s);
@@ -231,6 +233,8 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 				 "reads): %d write statements run at once", c->write_concurrency, so.write_concurrency);
 		svc->store = store_new(svc->pool, &so);
 		options_restore(c, "abilitysync serve restore", &svc->restore_opts);
+		options_reconcile(c, "abilitysync serve reconcile", &svc->reconcile_opts);
+		svc->reconcile_opts.progress_s = 0;
 		prepare_migration_check(s);
 		if (c->reconcile_interval > 0) {
 			struct reconcile_opts ro;
@@ -265,6 +269,10 @@ static void teardown(struct server *s)
 	if (svc->restore) {
 		restore_abort(svc->restore);
 		free(svc->restore_arg);
+	}
+	if (svc->reconcile) {
+		reconcile_abort(svc->reconcile);
+		free(svc->reconcile_arg);
 	}
 	if (svc->vdb)
 		vdb_cancel_all(svc->vdb);

@@ -1,6 +1,6 @@
 /*
  * service.c - what the HTTP handlers may ask of the running service: is it
- * ready, and start a restore job in this replica. serve.c builds the service
+ * ready, and start a restore job or a reconcile run in this replica. serve.c builds the service
  * and refreshes the readiness it reads; api.c borrows it. (Keeping these here
  * rather than in serve.c is what keeps api.c and serve.c from depending on
  * each other.)
@@ -72,6 +72,54 @@ static void on_restore_done(enum restore_outcome outcome, json_t *summary, const
 		log_warn(COMP, "restore job %lld ended early: %s",
 			 (long long)json_integer_value(json_object_get(summary, "job_id")), why);
 	free(x);
+}
+
+/* ---- reconcile runs started over HTTP ------------------------------------------------- */
+
+static void on_reconcile_recorded(int64_t run_id, void *arg)
+{
+	struct restore_ctx *x = arg;
+
+	x->svc->reconcile_run = run_id;
+	x->answered = true;
+	x->answer(run_id, NULL, NULL, x->arg);
+}
+
+static void on_reconcile_done(enum reconcile_outcome outcome, json_t *report, const char *why, void *arg)
+{
+	struct restore_ctx *x = arg;
+	int64_t run = x->svc->reconcile_run;
+
+	x->svc->reconcile = NULL;
+	x->svc->reconcile_run = 0;
+	x->svc->reconcile_arg = NULL;
+	if (!x->answered)
+		x->answer(0, outcome == RECONCILE_SKIPPED ? "reconcile_running" : "postgres_unavailable", why, x->arg);
+	else if (outcome == RECONCILE_DONE)
+		log_info(COMP, "reconcile run %lld done: exit verdict %d", (long long)run, reconcile_exit_code(report));
+	else
+		log_warn(COMP, "reconcile run %lld ended early: %s", (long long)run, why);
+	free(x);
+}
+
+void service_start_reconcile(struct service *svc, const char *service_name, bool dry_run, bool deep,
+			     service_restore_fn answer, void *arg)
+{
+	struct restore_ctx *x = xcalloc(1, sizeof(*x));
+	struct reconcile_opts o = svc->reconcile_opts;
+	char host[256] = "";
+
+	x->svc = svc;
+	x->answer = answer;
+	x->arg = arg;
+	gethostname(host, sizeof(host) - 1);
+	o.service = service_name;
+	o.dry_run = dry_run;
+	o.deep = deep;
+	o.host = host;
+	o.recorded = on_reconcile_recorded;
+	svc->reconcile_arg = x;
+	svc->reconcile = reconcile_start(svc->base, svc->vdb, &o, on_reconcile_done, x);
 }
 
 void service_start_restore(struct service *svc, const char *service_name, bool resume, service_restore_fn answer,

@@ -349,14 +349,36 @@ static const char status_sql[] =
 	"   WHERE last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10) e),"
 	" 'reconcile', (SELECT json_build_object('run_id', id, 'status', status, 'finished_at', finished_at,"
 	"   'total', report->'total', 'drift', (SELECT json_object_agg(k, v->'count') FROM jsonb_each(report->'drift') d(k, v)))"
-	"  FROM abilitysync.reconcile_runs WHERE report IS NOT NULL ORDER BY id DESC LIMIT 1))::text";
+	"  FROM abilitysync.reconcile_runs WHERE report IS NOT NULL ORDER BY id DESC LIMIT 1),"
+	" 'by_blob', (SELECT coalesce(json_object_agg(blob_id, json_build_object('pending', n,"
+	"   'oldest_pending_seconds', age)), '{}') FROM (SELECT blob_id, count(*) AS n,"
+	"   round(extract(epoch FROM now() - min(updated_at))::numeric, 3) AS age FROM abilitysync.sync_state"
+	"   WHERE state IN ('pending', 'pending_delete') GROUP BY blob_id) b),"
+	" 'last_success', json_build_object("
+	"  'reconcile', (SELECT extract(epoch FROM max(finished_at)) FROM abilitysync.reconcile_runs"
+	"   WHERE status = 'ok' AND NOT dry_run),"
+	"  'restore', (SELECT extract(epoch FROM max(finished_at)) FROM abilitysync.restore_jobs WHERE status = 'done')),"
+	" 'restore', (SELECT json_build_object('job_id', id, 'total', total, 'done', done, 'failed', failed)"
+	"  FROM abilitysync.restore_jobs WHERE status = 'running' ORDER BY id DESC LIMIT 1))::text";
 
 /* A failed row goes back to what it was for: an upsert if its row exists, else a delete. */
-static const char retry_failed_sql[] =
-	"WITH r AS (UPDATE abilitysync.sync_state s SET state = CASE WHEN EXISTS"
+/*
+ * Changes picked by selectors ($1 state: failed, or pending for both kinds of
+ * pending; $2 service; $3 a text in last_error; $4 seconds since the last
+ * change), made due now with their attempts reset; a failed one becomes
+ * pending again (pending_delete when its row is gone). $5: count only.
+ */
+static const char retry_sql[] =
+	"WITH m AS (SELECT s.ability_id FROM abilitysync.sync_state s"
+	" WHERE s.state = ANY (CASE $1 WHEN 'pending' THEN ARRAY['pending', 'pending_delete'] ELSE ARRAY['failed'] END)"
+	"  AND ($2::text IS NULL OR s.blob_id = abilitysync.blob_name($2))"
+	"  AND ($3::text IS NULL OR strpos(coalesce(s.last_error, ''), $3) > 0)"
+	"  AND ($4::bigint IS NULL OR s.updated_at < now() - make_interval(secs => $4::bigint))),"
+	" r AS (UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state <> 'failed' THEN s.state WHEN EXISTS"
 	" (SELECT 1 FROM public.abilities a WHERE a.ability_id = s.ability_id) THEN 'pending' ELSE 'pending_delete' END,"
-	" attempts = 0, next_attempt_at = now(), updated_at = now() WHERE s.state = 'failed' RETURNING 1)"
-	" SELECT count(*) FROM r";
+	" attempts = 0, next_attempt_at = now(), updated_at = now() FROM m"
+	" WHERE s.ability_id = m.ability_id AND NOT $5::bool RETURNING 1)"
+	" SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM r)";
 
 /* The statements run for every ability: prepared once per connection. */
 static const struct pg_stmt write_stmt = {"abilitysync_write", write_sql};
@@ -1241,13 +1263,30 @@ void store_count_unsettled(struct store *s, const char *blob, store_count_fn don
 		     1, params, on_count, x);
 }
 
-void store_retry_failed(struct store *s, store_count_fn done, void *arg)
+struct retry_ctx {
+	store_retry_fn done;
+	void *arg;
+};
+
+static void on_retried(const struct pg_outcome *o, void *arg)
 {
-	struct count_ctx *x = xcalloc(1, sizeof(*x));
+	struct retry_ctx *x = arg;
+	bool one = pg_rows(o) == 1;
+
+	x->done(one ? pg_int8(o, 0, 0) : -1, one ? pg_int8(o, 0, 1) : -1, o, x->arg);
+	free(x);
+}
+
+void store_sync_retry(struct store *s, const struct retry_selector *sel, store_retry_fn done, void *arg)
+{
+	struct retry_ctx *x = xcalloc(1, sizeof(*x));
+	struct num older = num(sel->older_than_s);
+	const char *params[5] = {sel->pending ? "pending" : "failed", sel->service, sel->error_contains,
+				 sel->older_than_s >= 0 ? older.s : NULL, sel->dry_run ? "true" : "false"};
 
 	x->done = done;
 	x->arg = arg;
-	pgpool_query(s->pool, retry_failed_sql, 0, NULL, on_count, x);
+	pgpool_query(s->pool, retry_sql, 5, params, on_retried, x);
 }
 
 void store_count_migrations(struct pgpool *p, const char *ledger, const char *whens, store_count_fn done, void *arg)

@@ -109,17 +109,17 @@ static void on_id(const struct pg_outcome *o, void *arg)
 	free(c);
 }
 
-void store_reconcile_record_run(struct pgpool *p, bool deep, const char *service, const char *host, store_id_fn done,
-				void *arg)
+void store_reconcile_record_run(struct pgpool *p, bool dry_run, bool deep, const char *service, const char *host,
+				store_id_fn done, void *arg)
 {
 	struct call *c = call_new(arg);
-	const char *params[3] = {deep ? "true" : "false", service, host};
+	const char *params[4] = {deep ? "true" : "false", service, host, dry_run ? "true" : "false"};
 
 	c->fn.id = done;
 	pgpool_query(p,
 		     "INSERT INTO abilitysync.reconcile_runs (dry_run, deep, service_name, host)"
-		     " VALUES (false, $1::bool, $2, $3) RETURNING id",
-		     3, params, on_id, c);
+		     " VALUES ($4::bool, $1::bool, $2, $3) RETURNING id",
+		     4, params, on_id, c);
 }
 
 void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *status, const char *report,

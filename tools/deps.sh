@@ -16,6 +16,7 @@ PKGS=(
   jq curl                            # integration tests read JSON and speak HTTP
   shellcheck yamllint                # the lint suite
   valgrind                           # the soak suite: serve under memcheck, no leak
+  prometheus                         # promtool: the shipped alert rules' unit tests (suite lint)
   hyperfine                          # bench: the no-op migration timings
   time                               # bench/jobs.sh: peak RSS and CPU of a job (/usr/bin/time)
   podman podman-compose mmdebstrap uidmap slirp4netns fuse-overlayfs runc

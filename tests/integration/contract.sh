@@ -52,6 +52,13 @@ provoke() {
     emu DELETE /_admin/faults
     CODE=$code BODY=$body ;;
   nothing_to_resume) call POST /v1/restore '{"resume": true}' ;;
+  reconcile_running)
+    emu POST /_admin/faults '{"method": "GET", "path": "/vectors/", "hold": true, "count": 1}'
+    call POST /v1/reconcile '{}' # its first look at a vector is held: the run goes on until released
+    call POST /v1/reconcile '{"dry_run": false}'
+    local code=$CODE body=$BODY
+    emu DELETE /_admin/faults
+    CODE=$code BODY=$body ;;
   job_not_running)
     call POST /v1/restore '{}'
     local job

@@ -10,8 +10,22 @@ test_shell_scripts_are_shellcheck_clean() {
   shellcheck -x tools/*.sh tests/run.sh tests/lib/*.sh tests/integration/*.sh bench/*.sh .ci/run
 }
 
-test_compose_file_is_yamllint_clean() {
-  yamllint -s docker-compose.yml
+test_compose_file_and_alert_rules_are_yamllint_clean() {
+  yamllint -s docker-compose.yml deploy/prometheus/alerts.yml deploy/prometheus/alerts.test.yml
+}
+
+# The shipped alert rules are valid, pass their own unit tests, and read only
+# metrics the service exports (a renamed metric would silence an alert).
+test_alert_rules_pass_promtool_and_read_exported_metrics() {
+  local m n=0
+  command -v promtool >/dev/null || fail "promtool is not installed: run make deps (Debian package prometheus)"
+  promtool check rules deploy/prometheus/alerts.yml
+  (cd deploy/prometheus && promtool test rules alerts.test.yml)
+  while read -r m; do
+    grep -q "\"$m\"" src/api.c || fail "alerts.yml reads $m, which src/api.c does not export"
+    n=$((n + 1))
+  done < <(grep -o 'abilitysync_[a-z_]*' deploy/prometheus/alerts.yml | sort -u)
+  [ "$n" -ge 5 ] || fail "only $n metrics found in alerts.yml"
 }
 
 test_dockerfile_lints_clean() {

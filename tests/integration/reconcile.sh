@@ -444,6 +444,66 @@ test_the_service_repairs_drift_periodically() {
   stop_emulator
 }
 
+
+# POST /v1/reconcile runs a reconcile as a job: a dry run first (the default),
+# which finds the drift and changes nothing, then a repair; a held run can be
+# cancelled and says so.
+test_post_reconcile_runs_a_dry_run_then_a_repair_as_jobs() {
+  local id
+  setup RECONCILE_INTERVAL=0
+  register one.svc job 4
+  wait_converged "$DB" 30
+  vector_delete one.svc job-02
+  api POST /v1/reconcile '{}'
+  assert_eq "$CODE" 202 "a dry run: $BODY"
+  id=$(jq -r .id <<<"$BODY")
+  [[ $id == reconcile-* ]] || fail "the run's id: $BODY"
+  wait_job "$id"
+  assert_eq "$(jq -c '[.kind, .state, .dry_run, .percent_complete]' <<<"$BODY")" '["reconcile","succeeded",true,100]' \
+    "the dry run as a job: $BODY"
+  api GET /v1/reconcile/last
+  assert_eq "$(jq -c '[.dry_run, .drift.missing.count, .drift.missing.sample]' <<<"$BODY")" '[true,1,["job-02"]]' \
+    "the dry run's report: $BODY"
+  emu GET "$(vpath one.svc job-02)"
+  assert_eq "$CODE" 404 "a dry run repairs nothing"
+
+  api POST /v1/reconcile '{"dry_run": false, "service_name": "one.svc"}'
+  assert_eq "$CODE" 202 "a repair: $BODY"
+  wait_job "$(jq -r .id <<<"$BODY")"
+  assert_eq "$(jq -c '[.state, .dry_run, .service_name]' <<<"$BODY")" '["succeeded",false,"one.svc"]' "the repair: $BODY"
+  for _ in $(seq 1 100); do
+    curl -s "$SVC_URL/metrics" | grep -q '^abilitysync_last_success_timestamp_seconds{job="reconcile"} ' && break
+    sleep 0.1
+  done
+  assert_contains "$(curl -s "$SVC_URL/metrics")" 'abilitysync_last_success_timestamp_seconds{job="reconcile"} ' \
+    "the last good real run, for the alert that no run finished"
+  wait_converged "$DB" 30
+  emu GET "$(vpath one.svc job-02)"
+  assert_eq "$CODE" 200 "the repair put the vector back"
+
+  emu POST /_admin/faults '{"method": "GET", "path": "/vectors/", "hold": true, "count": 1}'
+  api POST /v1/reconcile '{"dry_run": false}'
+  id=$(jq -r .id <<<"$BODY")
+  api POST /v1/reconcile '{}'
+  assert_eq "$CODE" 409 "a second run in this replica: $BODY"
+  assert_eq "$(jq -r .code <<<"$BODY")" reconcile_running
+  api POST "/v1/jobs/$id/cancel"
+  assert_eq "$CODE" 202 "cancelling the held run: $BODY"
+  emu DELETE /_admin/faults
+  for _ in $(seq 1 100); do
+    api POST /v1/reconcile '{}'
+    [ "$CODE" = 409 ] || break
+    sleep 0.1
+  done
+  assert_eq "$CODE" 202 "a new run once the cancelled one stopped: $BODY"
+  api GET "/v1/jobs/$id"
+  assert_eq "$(jq -r .state <<<"$BODY")" cancelled "the cancelled run: $BODY"
+  api POST /v1/reconcile '{"dry_run": "yes"}'
+  assert_eq "$(jq -r '[.status, .code, .errors[0].pointer] | map(tostring) | join(" ")' <<<"$BODY")" \
+    "422 invalid_field /dry_run" "a bad field: $BODY"
+  stop_service
+  stop_emulator
+}
 test_last_report_is_404_until_a_run_is_recorded() {
   setup RECONCILE_INTERVAL=0
   api GET /v1/reconcile/last

@@ -33,7 +33,9 @@ GET|/v1/abilities/m-kall-55b1||read
 DELETE|/v1/abilities/d-\$KEY||write
 POST|/v1/search|{"service_name": "scoped.svc", "embedding": $emb}|read
 GET|/v1/sync/status||read
+POST|/v1/sync/retry|{"dry_run": true}|admin
 GET|/v1/reconcile/last||read
+POST|/v1/reconcile|{"dry_run": true}|admin
 POST|/v1/restore|{}|admin
 GET|/v1/jobs||read
 GET|/v1/jobs/1||read

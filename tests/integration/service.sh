@@ -387,6 +387,13 @@ test_a_vector_db_outage_answers_202_and_the_worker_catches_up() {
   assert_eq "$CODE" 202 "$BODY"
   assert_eq "$(jq -r .sync_state <<<"$BODY")" pending
   assert_eq "$(pg "select count(*) from abilities")" 1 "acknowledged means in Postgres"
+  for _ in $(seq 1 100); do
+    curl -s "$SVC_URL/metrics" | grep -q '^abilitysync_backlog_pending{blob="abilities_outage_svc"} 1$' && break
+    sleep 0.1
+  done
+  assert_contains "$(curl -s "$SVC_URL/metrics")" 'abilitysync_backlog_pending{blob="abilities_outage_svc"} 1' \
+    "the backlog of the service, while the vector DB is away"
+  assert_contains "$(curl -s "$SVC_URL/metrics")" 'abilitysync_backlog_oldest_pending_seconds{blob="abilities_outage_svc"}'
   emu DELETE /_admin/faults
   wait_for_state o-1 synced
   assert_eq "$(emu_count abilities_outage_svc)" 1 "the retry worker pushed it"
@@ -413,6 +420,38 @@ test_rows_that_keep_failing_become_failed_until_retried() {
   teardown
 }
 
+
+# POST /v1/sync/retry picks failed changes by service, error text and age
+# (a dry run counts them first), and only those are pushed again.
+test_sync_retry_picks_failed_changes_by_selector() {
+  setup SYNC_WAIT_MS=100 VDB_MAX_ATTEMPTS=1 SYNC_MAX_ATTEMPTS=1 SYNC_BACKOFF_MS=50 SYNC_BACKOFF_MAX_MS=100 \
+    VDB_QUARANTINE_MS=100
+  emu POST /_admin/faults '{"path": "abilities_hot_svc/vectors", "method": "POST", "status": 400, "body": "{\"detail\": \"disk on fire\"}"}'
+  emu POST /_admin/faults '{"path": "abilities_cold_svc/vectors", "method": "POST", "status": 400, "body": "{\"detail\": \"quota exceeded\"}"}'
+  api POST /v1/abilities "$(ability_json h-1 hot.svc)"
+  api POST /v1/abilities "$(ability_json h-2 hot.svc)"
+  api POST /v1/abilities "$(ability_json c-1 cold.svc)"
+  wait_for_state h-1 failed
+  wait_for_state h-2 failed
+  wait_for_state c-1 failed
+  emu DELETE /_admin/faults
+  api POST /v1/sync/retry '{"service_name": "hot.svc", "dry_run": true}'
+  assert_eq "$CODE $(jq -c '[.matched, .retried]' <<<"$BODY")" "200 [2,0]" "a dry run counts: $BODY"
+  api POST /v1/sync/retry '{"older_than_s": 3600}'
+  assert_eq "$(jq -c '[.matched, .retried]' <<<"$BODY")" "[0,0]" "none failed an hour ago: $BODY"
+  api POST /v1/sync/retry '{"error_contains": "disk on fire"}'
+  assert_eq "$CODE $(jq -c '[.matched, .retried]' <<<"$BODY")" "200 [2,2]" "the ones the disk failed: $BODY"
+  wait_for_state h-1 synced
+  wait_for_state h-2 synced
+  sleep 0.5
+  assert_eq "$(pg "select state from abilitysync.sync_state where ability_id = 'c-1'")" failed "the other stays failed"
+  api POST /v1/sync/retry '{"state": "gone"}'
+  assert_eq "$CODE $(jq -r '.errors[0].pointer' <<<"$BODY")" "422 /state" "a bad selector: $BODY"
+  api POST /v1/sync/retry '{}'
+  assert_eq "$(jq -c '[.matched, .retried]' <<<"$BODY")" "[1,1]" "every failed one: $BODY"
+  wait_for_state c-1 synced
+  teardown
+}
 # The request travels with its push: the vector DB's log lines and the sync
 # state's last_error name it, so a failure can be tied to the call that caused it.
 test_a_failed_push_names_its_request() {
