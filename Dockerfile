@@ -15,6 +15,7 @@ WORKDIR /src
 COPY Makefile ./
 COPY include/ include/
 COPY src/ src/
+COPY api/openapi.json api/openapi.json
 COPY emulator/ emulator/
 RUN make BUILD=release all
 

@@ -47,7 +47,7 @@ LIBS := $(PKG_LIBS) -lm
 # library that the programs and the unit tests link. The vector DB emulator
 # (emulator/: a test double, not the product) is a second library on top of it.
 LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o) $(B)/obj/openapi_doc.o
 EMU_SRCS := $(filter-out emulator/emu_main.c,$(wildcard emulator/emu_*.c))
 EMU_OBJS := $(EMU_SRCS:emulator/%.c=$(B)/obj/emu/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -59,7 +59,7 @@ FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(B)/%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all asan tests bench bench-tools test run deps clean lint install golden fuzz fuzz-build fuzz-targets soak \
-	readme-tables
+	readme-tables openapi
 
 all: $(B)/abilitysync $(B)/vdb-emulator
 
@@ -80,6 +80,20 @@ bench: deps all bench-tools
 $(B)/obj/%.o: src/%.c | $(B)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# The OpenAPI document (api/openapi.json, made from api/openapi.yaml by `make
+# openapi`) as a C string, served at /v1/openapi.json.
+$(B)/obj/openapi_doc.c: api/openapi.json | $(B)/obj
+	$(Q){ echo '#include "openapi.h"'; echo 'const char openapi_json[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; \
+	  echo 'const size_t openapi_json_len = sizeof(openapi_json) - 1;'; } >$@
+
+$(B)/obj/openapi_doc.o: $(B)/obj/openapi_doc.c
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+openapi:
+	node tools/openapi.js
 
 $(B)/obj/emu/%.o: emulator/%.c | $(B)/obj/emu
 	@$(if $(Q),echo "  CC      $@")

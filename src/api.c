@@ -9,6 +9,7 @@
 #include "keys.h"
 #include "log.h"
 #include "mem.h"
+#include "openapi.h"
 #include "tcp.h"
 #include "text.h"
 #include "vdbid.h"
@@ -1362,6 +1363,11 @@ static void h_audit(struct call *c)
 	store_audit_list(c->api->svc->store, before ? strtoll(before, NULL, 10) : 0, limit + 1, on_audit_listed, c);
 }
 
+static void h_openapi(struct call *c)
+{
+	reply_typed(c, 200, "application/json", openapi_json, openapi_json_len);
+}
+
 static void h_healthz(struct call *c)
 {
 	reply_json(c, 200, json_pack("{s:s}", "status", "ok"));
@@ -1688,6 +1694,7 @@ static const struct route_def route_table[] = {
 	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, h_job_get, KEY_READ, false, NULL},
 	{EVHTTP_REQ_POST, "/v1/jobs/", true, ROUTE_JOB_CANCEL, h_job_cancel, KEY_ADMIN, true, "/cancel"},
 	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, h_audit, KEY_ADMIN, false, NULL},
+	{EVHTTP_REQ_GET, "/v1/openapi.json", false, ROUTE_OPENAPI, h_openapi, 0, false, NULL},
 	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, h_healthz, 0, false, NULL},
 	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, h_readyz, 0, false, NULL},
 	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, h_metrics, 0, false, NULL},
@@ -1792,10 +1799,13 @@ static void reply_unauthorized(struct call *c)
 	reply_error(c, E_UNAUTHORIZED, NULL, presented ? "the API key is not valid" : "send Authorization: Bearer <API key>");
 }
 
-/* With keys configured, /v1/ needs one whatever the route: an unknown caller learns nothing of the routes. */
+/*
+ * With keys configured, /v1/ needs one whatever the route (an unknown caller
+ * learns nothing of the routes), but for the API's own description.
+ */
 static bool authenticated(struct call *c, const char *path)
 {
-	if (c->api->ring.n == 0 || strncmp(path, "/v1/", 4) != 0 || c->key[0])
+	if (c->api->ring.n == 0 || strncmp(path, "/v1/", 4) != 0 || c->key[0] || strcmp(path, "/v1/openapi.json") == 0)
 		return true;
 	reply_unauthorized(c);
 	return false;

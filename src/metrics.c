@@ -13,7 +13,7 @@ static const char *const routes[ROUTE_COUNT] = {
 	"POST /v1/abilities", "GET /v1/abilities", "GET /v1/abilities/{id}", "DELETE /v1/abilities/{id}",
 	"POST /v1/search", "GET /v1/sync/status", "POST /v1/sync/retry",
 	"GET /v1/reconcile/last", "POST /v1/reconcile", "POST /v1/restore", "GET /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel",
-	"GET /v1/audit", "GET /healthz", "GET /readyz", "GET /metrics", "other",
+	"GET /v1/audit", "GET /v1/openapi.json", "GET /healthz", "GET /readyz", "GET /metrics", "other",
 };
 
 const char *route_name(enum route r)

@@ -63,6 +63,7 @@ static const struct {
 	{EVHTTP_REQ_GET, "/v1/jobs/", true, ROUTE_JOB_GET, "GET", NULL},
 	{EVHTTP_REQ_POST, "/v1/jobs/", true, ROUTE_JOB_CANCEL, "POST", "/cancel"},
 	{EVHTTP_REQ_GET, "/v1/audit", false, ROUTE_AUDIT, "GET", NULL},
+	{EVHTTP_REQ_GET, "/v1/openapi.json", false, ROUTE_OPENAPI, "GET", NULL},
 	{EVHTTP_REQ_GET, "/healthz", false, ROUTE_HEALTHZ, "GET", NULL},
 	{EVHTTP_REQ_GET, "/readyz", false, ROUTE_READYZ, "GET", NULL},
 	{EVHTTP_REQ_GET, "/metrics", false, ROUTE_METRICS, "GET", NULL},

@@ -14,6 +14,14 @@ test_compose_file_and_alert_rules_are_yamllint_clean() {
   yamllint -s docker-compose.yml deploy/prometheus/alerts.yml deploy/prometheus/alerts.test.yml
 }
 
+# The OpenAPI document passes Redocly's linter, and the JSON the service
+# serves is the YAML's (make openapi).
+test_openapi_document_lints_clean_and_is_current() {
+  [ -x tools/lint/node_modules/.bin/redocly ] || fail "@redocly/cli is not installed: run make deps"
+  REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true tools/lint/node_modules/.bin/redocly lint --config api/redocly.yaml api/openapi.yaml
+  node tools/openapi.js --check
+}
+
 # The shipped alert rules are valid, pass their own unit tests, and read only
 # metrics the service exports (a renamed metric would silence an alert).
 test_alert_rules_pass_promtool_and_read_exported_metrics() {

@@ -41,6 +41,7 @@ GET|/v1/jobs||read
 GET|/v1/jobs/1||read
 POST|/v1/jobs/restore-1/cancel||admin
 GET|/v1/audit||admin
+GET|/v1/openapi.json||open
 GET|/healthz||open
 GET|/readyz||open
 GET|/metrics||open

@@ -144,15 +144,15 @@ bad() {
   local status=$1 code=$2 what=$3 out got_code key=${BAD_KEY-k1}
   shift 3
   if [ -n "$key" ]; then
-    out=$(curl -s -w '\n%{http_code}' -H "Authorization: Bearer $key" "$@")
+    answer -H "Authorization: Bearer $key" "$@"
   else
-    out=$(curl -s -w '\n%{http_code}' "$@")
+    answer "$@"
   fi
-  got_code=$(tail -n 1 <<<"$out")
-  [ "$got_code" = "$status" ] || fail "$what: expected $status, got $got_code: $(head -n -1 <<<"$out")"
+  got_code=$CODE
+  out=$BODY
+  [ "$got_code" = "$status" ] || fail "$what: expected $status, got $got_code: $out"
   if [ "$code" != - ]; then
-    [ "$(head -n -1 <<<"$out" | jq -r .error.code 2>/dev/null)" = "$code" ] ||
-      fail "$what: expected code $code: $(head -n -1 <<<"$out")"
+    [ "$(jq -r .code <<<"$out" 2>/dev/null)" = "$code" ] || fail "$what: expected code $code: $out"
   fi
   BAD_COUNT=$((BAD_COUNT + 1))
 }

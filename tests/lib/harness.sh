@@ -29,6 +29,8 @@ TEST_TMP=${TEST_TMP:-$(mktemp -d /tmp/abilitysync-suite.XXXXXX)}
 SUITE=$(basename "$0" .sh)
 SUITE_TMP="$TEST_TMP/$SUITE"
 mkdir -p "$SUITE_TMP"
+ANSWERS="$SUITE_TMP/answers" # what api() received, for the OpenAPI check at the suite's end
+mkdir -p "$ANSWERS"
 
 # ---- assertions (each ends the current test when it fails) --------------
 
@@ -274,21 +276,47 @@ stop_service() {
 
 # api METHOD PATH [JSON [extra curl args...]]: sets BODY and CODE, like emu.
 api() {
-  local method=$1 path=$2 data=${3:-} out
+  local method=$1 path=$2 data=${3:-} out meta
   shift 3 2>/dev/null || shift $#
-  out=$(mktemp "$SUITE_TMP/api-out.XXXXXX")
+  # Every answer is kept, to be checked against the OpenAPI document when the suite ends.
+  out=$(mktemp "$ANSWERS/XXXXXXXX")
   if [ -n "$data" ]; then
-    CODE=$(curl -s -o "$out" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
+    meta=$(curl -s -o "$out.body" -w '%{http_code}\t%{content_type}' -X "$method" -H 'Content-Type: application/json' \
       --data-binary "$data" "$@" "$SVC_URL$path" || true)
   else
-    CODE=$(curl -s -o "$out" -w '%{http_code}' -X "$method" "$@" "$SVC_URL$path" || true)
+    meta=$(curl -s -o "$out.body" -w '%{http_code}\t%{content_type}' -X "$method" "$@" "$SVC_URL$path" || true)
   fi
-  BODY=$(cat "$out")
+  CODE=${meta%%$'\t'*}
+  touch "$out.body"
+  printf '%s\t%s\t%s\t%s\n' "$method" "$path" "$CODE" "${meta#*$'\t'}" >"$out.meta"
   rm -f "$out"
+  BODY=$(cat "$out.body")
   if [[ $BODY == *"$CANARY_PGPW"* || $BODY == *"$CANARY_VDBKEY"* ]]; then
     fail "an answer shows a secret: $method $path -> $CODE $BODY"
   fi
   : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
+}
+
+# answer CURL-ARGS...: one request of curl's, kept like api()'s (for the OpenAPI
+# check) and checked for secrets; CODE and BODY hold the answer.
+answer() {
+  local out meta method=GET url="" a prev=""
+  for a in "$@"; do
+    case $prev in -X) method=$a ;; esac
+    case $a in http://* | https://*) url=$a ;; --data* | -d) [ "$method" != GET ] || method=POST ;; esac
+    prev=$a
+  done
+  out=$(mktemp "$ANSWERS/XXXXXXXX")
+  meta=$(curl -s -o "$out.body" -w '%{http_code}\t%{content_type}' "$@" || true)
+  CODE=${meta%%$'\t'*}
+  touch "$out.body"
+  printf '%s\t%s\t%s\t%s\n' "$method" "/${url#*://*/}" "$CODE" "${meta#*$'\t'}" >"$out.meta"
+  rm -f "$out"
+  BODY=$(cat "$out.body")
+  if [[ $BODY == *"$CANARY_PGPW"* || $BODY == *"$CANARY_VDBKEY"* ]]; then
+    fail "an answer shows a secret: $method $url -> $CODE $BODY"
+  fi
+  : "$BODY" "$CODE"
 }
 
 # wait_job ID [SECONDS]: polls GET /v1/jobs/ID (at most SECONDS, default 30)
@@ -477,6 +505,22 @@ run_suite() {
       tail -n 30 "$log" | sed 's/^/    | /'
     fi
   done
+  check_answers
   echo "# summary: $PASSED passed, $FAILED failed"
   [ "$FAILED" = 0 ]
+}
+
+# Every answer the suite's tests received through api() must be one the
+# OpenAPI document describes (tests/tools/validate-answers.js): one more test.
+check_answers() {
+  local log="$SUITE_TMP/answers_match_the_openapi_document.log"
+  [ -n "$(find "$ANSWERS" -name '*.meta' -print -quit)" ] || return 0
+  if node "$ROOT/tests/tools/validate-answers.js" "$ANSWERS" >"$log" 2>&1; then
+    PASSED=$((PASSED + 1))
+    printf 'ok     %-58s %s\n' "$SUITE/answers_match_the_openapi_document" "$(tail -n 1 "$log")"
+  else
+    FAILED=$((FAILED + 1))
+    printf 'FAILED %-58s (log: %s)\n' "$SUITE/answers_match_the_openapi_document" "$log"
+    tail -n 30 "$log" | sed 's/^/    | /'
+  fi
 }
