@@ -86,12 +86,13 @@ enum api_match api_match_route(enum evhttp_cmd_type method, const char *path, en
 bool api_parse_limit(const char *text, int *limit) MUSTCHECK;
 
 /*
- * The body of POST /v1/search, {"service_name", "embedding", "k"?}, for
- * embeddings of `dim` numbers: *emb is the embedding's span of the body,
- * *service the service (free it), *k the neighbours asked. On failure err is
- * the answer (status, code, field, message).
+ * The body of POST /v1/search, {"service_name", "embedding", "k"?,
+ * "min_score"?}, for embeddings of `dim` numbers: *emb is the embedding's span
+ * of the body, *service the service (free it), *k the neighbours asked,
+ * *min_score the least cosine similarity (1 - distance) wanted (-2: any). On
+ * failure err is the answer (status, code, field, message).
  */
-bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k,
+bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k, double *min_score,
 		      struct ability_error *err) MUSTCHECK;
 
 #endif

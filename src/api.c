@@ -37,6 +37,7 @@
 #define LIST_MAX 1000
 #define SEARCH_K_DEFAULT 10
 #define SEARCH_K_MAX 100
+#define SEARCH_FETCH_MAX 400 /* hits asked of the vector DB at most, to find k live ones */
 #define RETRY_AFTER_S "2"
 
 struct api {
@@ -78,6 +79,7 @@ struct call {
 	struct evkeyvalq query;
 	bool batch;                   /* POST /v1/abilities: {"abilities": [...]} */
 	json_t *hits;                 /* search: the vector DB's answer, while the mirror is asked */
+	struct search *search;        /* search: what was asked, to ask again for more */
 	int limit;                    /* list: the page size asked */
 	bool audited;                 /* an admin action: its answer goes into the audit trail */
 	char *audit_params;           /* its body, when a small JSON object */
@@ -120,6 +122,7 @@ static void call_release(struct call *c)
 	TAILQ_REMOVE(&c->api->calls, c, link);
 	free(c->path_id);
 	json_decref(c->hits);
+	free(c->search);
 	free(c->audit_params);
 	evhttp_clear_headers(&c->query);
 	free(c);
@@ -706,22 +709,63 @@ static json_t *hit_json(json_t *hits, size_t i, json_t *row_attrs)
 	return o;
 }
 
-/* Joins the vector DB's hits with the mirror's rows (rows NULL: no mirror). */
-static void reply_hits(struct call *c, const struct vector_row *rows, size_t nrows)
+/*
+ * A search: k live hits are wanted. The vector DB is asked for more than k
+ * (a hit whose mirror row is gone, a delete on its way, is dropped), and
+ * asked again for twice as many while it answered all it was asked and fewer
+ * than k were live, up to SEARCH_FETCH_MAX.
+ */
+struct search {
+	struct jspan emb;             /* in the request's body, alive as long as the call */
+	long k, fetch;
+	double min_score;             /* -2: any */
+	char blob[ABILITY_TEXT_MAX * 2 + 16];
+};
+
+static void on_searched(const struct vdb_result *r, void *arg);
+
+static bool ask_again(struct call *c, size_t live)
+{
+	struct search *s = c->search;
+	size_t asked = json_array_size(json_object_get(c->hits, "ids"));
+
+	if (live >= (size_t)s->k || asked < (size_t)s->fetch || s->fetch >= SEARCH_FETCH_MAX)
+		return false;
+	s->fetch = s->fetch * 2 > SEARCH_FETCH_MAX ? SEARCH_FETCH_MAX : s->fetch * 2;
+	json_decref(c->hits);
+	c->hits = NULL;
+	vdb_query(c->api->svc->vdb, s->blob, s->emb.p, s->emb.len, (int)s->fetch, on_searched, c);
+	return true;
+}
+
+/* Joins the vector DB's hits with the mirror's rows (rows NULL: no mirror, every hit counts). */
+static void reply_hits(struct call *c, const struct vector_row *rows, size_t nrows, bool mirror)
 {
 	json_t *ids = json_object_get(c->hits, "ids"), *results = json_array();
-	size_t i, r;
+	json_t *distances = json_object_get(c->hits, "distances");
+	size_t i, r, live = 0;
 
-	for (i = 0; i < json_array_size(ids); i++) {
-		json_t *row = NULL;
+	for (i = 0; i < json_array_size(ids) && live < (size_t)c->search->k; i++) {
+		json_t *row = NULL, *hit;
 
+		if (1.0 - json_number_value(json_array_get(distances, i)) < c->search->min_score)
+			break; /* nearest first: the rest are further */
 		for (r = 0; rows && r < nrows && !row; r++)
 			if (rows[r].vector_id == json_integer_value(json_array_get(ids, i)))
 				row = json_pack("{s:s, s:s, s:s, s:o}", "ability_id", rows[r].ability_id, "ability_name",
 						rows[r].ability_name, "description", rows[r].description, "metadata",
 						json_or_null(rows[r].metadata));
-		json_array_append_new(results, hit_json(c->hits, i, row));
+		if (mirror && !row)
+			continue; /* deleted, or on its way out: not a result */
+		hit = hit_json(c->hits, i, row);
+		json_object_set_new(hit, "score", json_real(1.0 - json_number_value(json_array_get(distances, i))));
+		json_array_append_new(results, hit);
 		json_decref(row);
+		live++;
+	}
+	if (i == json_array_size(ids) && mirror && ask_again(c, live)) {
+		json_decref(results);
+		return;
 	}
 	reply_json(c, 200, json_pack("{s:o, s:I}", "results", results, "count", (json_int_t)json_array_size(results)));
 }
@@ -732,7 +776,7 @@ static void on_search_rows(const struct vector_row *rows, size_t n, const struct
 
 	if (!o->res)
 		log_warn(COMP, "req=%s: search results not joined with the mirror: %s", c->id, o->error);
-	reply_hits(c, o->res ? rows : NULL, n);
+	reply_hits(c, o->res ? rows : NULL, n, o->res != NULL);
 }
 
 static void on_searched(const struct vdb_result *r, void *arg)
@@ -753,7 +797,7 @@ static void on_searched(const struct vdb_result *r, void *arg)
 	}
 	c->hits = json_incref(r->reply);
 	if (!c->api->svc->store) {
-		reply_hits(c, NULL, 0);
+		reply_hits(c, NULL, 0, false);
 		return;
 	}
 	buf_putc(&ids, '{');
@@ -765,7 +809,7 @@ static void on_searched(const struct vdb_result *r, void *arg)
 }
 
 /* Checks {"service_name", "embedding", "k"?}: the embedding in place, the rest with jansson. */
-bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k,
+bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k, double *min_score,
 		      struct ability_error *err)
 {
 	const char *start = js_skip_ws(body.p, body.p + body.len);
@@ -795,8 +839,9 @@ bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **s
 		goto out;
 	}
 	json_object_foreach(o, key, v) {
-		if (strcmp(key, "service_name") && strcmp(key, "embedding") && strcmp(key, "k")) {
-			ability_refuse(err, E_UNKNOWN_FIELD, key, "%s is not a field of a search (service_name, embedding, k)", key);
+		if (strcmp(key, "service_name") && strcmp(key, "embedding") && strcmp(key, "k") && strcmp(key, "min_score")) {
+			ability_refuse(err, E_UNKNOWN_FIELD, key,
+				       "%s is not a field of a search (service_name, embedding, k, min_score)", key);
 			goto out;
 		}
 	}
@@ -812,6 +857,13 @@ bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **s
 		ability_refuse(err, E_INVALID_FIELD, "k", "k must be an integer from 1 to %d", SEARCH_K_MAX);
 		goto out;
 	}
+	v = json_object_get(o, "min_score");
+	*min_score = v ? json_number_value(v) : -2.0; /* cosine similarity is never below -1 */
+	if (v && (!json_is_number(v) || *min_score < -1.0 || *min_score > 1.0)) {
+		ability_refuse(err, E_INVALID_FIELD, "min_score", "min_score must be a number from -1 to 1 (a cosine "
+			       "similarity: 1 - distance)");
+		goto out;
+	}
 	*service = xstrdup(json_string_value(json_object_get(o, "service_name")));
 	ok = true;
 out:
@@ -820,26 +872,22 @@ out:
 	return ok;
 }
 
-static bool parse_search(struct call *c, struct jspan body, struct jspan *emb, long *k)
-{
-	struct ability_error err;
-
-	if (api_parse_search(body, c->api->o.dim, emb, &c->path_id, k, &err))
-		return true;
-	reply_refusal(c, &err);
-	return false;
-}
-
 static void h_search(struct call *c)
 {
-	char blob[ABILITY_TEXT_MAX * 2 + 16];
-	struct jspan emb;
-	long k;
+	struct search *s;
+	struct ability_error err;
 
-	if (!json_content(c) || !parse_search(c, body_of(c), &emb, &k))
+	if (!json_content(c))
 		return;
-	vdb_blob_name(c->path_id, strlen(c->path_id), blob, sizeof(blob));
-	vdb_query(c->api->svc->vdb, blob, emb.p, emb.len, (int)k, on_searched, c);
+	s = c->search = xcalloc(1, sizeof(*s));
+	if (!api_parse_search(body_of(c), c->api->o.dim, &s->emb, &c->path_id, &s->k, &s->min_score, &err)) {
+		reply_refusal(c, &err);
+		return;
+	}
+	/* Half as many again, and a few: most of the time one question is enough. */
+	s->fetch = s->k + s->k / 2 + 5;
+	vdb_blob_name(c->path_id, strlen(c->path_id), s->blob, sizeof(s->blob));
+	vdb_query(c->api->svc->vdb, s->blob, s->emb.p, s->emb.len, (int)s->fetch, on_searched, c);
 }
 
 /* ---- status, health, readiness, metrics ------------------------------------------------------------ */

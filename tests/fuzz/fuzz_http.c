@@ -290,10 +290,11 @@ static void check_search(const char *body, size_t len, size_t dim)
 	json_t *o, *e, *kv;
 	char *service = (char *)1;
 	long k = -1;
+	double min_score = 9;
 	size_t count = 0, bad;
 
 	memset(&err, 0, sizeof(err));
-	if (!api_parse_search(span, dim, &emb, &service, &k, &err)) {
+	if (!api_parse_search(span, dim, &emb, &service, &k, &min_score, &err)) {
 		CHECK(!service, "a refusal left a service behind");
 		CHECK(err.status == 400 || err.status == 422, "status %d", err.status);
 		CHECK(err.code && *err.code && err.message[0], "an incomplete refusal");
@@ -306,6 +307,7 @@ static void check_search(const char *body, size_t len, size_t dim)
 	CHECK(emb.len >= 2 && emb.p[0] == '[' && emb.p[emb.len - 1] == ']', "the span is not the array");
 	CHECK(service && *service && strlen(service) <= ABILITY_TEXT_MAX, "service [%s]", service ? service : "(null)");
 	CHECK(k >= 1 && k <= 100, "k %ld", k);
+	CHECK(min_score == -2.0 || (min_score >= -1.0 && min_score <= 1.0), "min_score %g", min_score);
 
 	o = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
 	CHECK(json_is_object(o), "accepted what jansson does not read: %s", jerr.text);

@@ -138,6 +138,39 @@ test_search_finds_the_ability_and_joins_the_mirror() {
   teardown
 }
 
+
+# A search answers k live abilities when at least k exist: hits whose mirror
+# row is gone (a delete on its way to a vector DB that refuses it) are dropped,
+# and the vector DB is asked for more to fill k. min_score cuts the far ones.
+test_search_returns_k_live_results_and_honours_min_score() {
+  local q i
+  setup SYNC_WAIT_MS=300 VDB_MAX_ATTEMPTS=1 SYNC_BACKOFF_MS=60000 SYNC_BACKOFF_MAX_MS=60000
+  for i in $(seq -w 1 14); do
+    api POST /v1/abilities "$(ability_json "k-$i" k.svc 8 "$((100 + 10#$i))")"
+  done
+  wait_converged "$DB" 30
+  # Twelve of fourteen go; the vector DB refuses their deletes, so their vectors stay.
+  emu POST /_admin/faults '{"path": "/vectors/", "method": "DELETE", "status": 503}'
+  for i in $(seq -w 1 12); do
+    api DELETE "/v1/abilities/k-$i"
+    [[ $CODE == 20[02] ]] || fail "delete k-$i: $CODE $BODY"
+  done
+  q=$(ability_json k-01 k.svc 8 101 | jq -c '{service_name, embedding, k: 2}')
+  api POST /v1/search "$q"
+  assert_eq "$CODE" 200 "$BODY"
+  assert_eq "$(jq -c '[.count, ([.results[].ability_id] | sort)]' <<<"$BODY")" '[2,["k-13","k-14"]]' \
+    "the two live abilities, found past twelve deleted nearer ones: $BODY"
+  jq -e 'all(.results[]; .in_mirror and (.score - (1 - .distance) | fabs) < 1e-9)' <<<"$BODY" >/dev/null ||
+    fail "scores: $BODY"
+  api POST /v1/search "$(jq -c '.k = 5' <<<"$q")"
+  assert_eq "$(jq .count <<<"$BODY")" 2 "fewer live than k: all of them: $BODY"
+  api POST /v1/search "$(jq -c '.min_score = 1' <<<"$q")"
+  assert_eq "$(jq .count <<<"$BODY")" 0 "nothing live is that close: $BODY"
+  api POST /v1/search "$(jq -c '.min_score = 2' <<<"$q")"
+  assert_eq "$CODE $(jq -r '.errors[0].pointer' <<<"$BODY")" "422 /min_score" "$BODY"
+  emu DELETE /_admin/faults
+  teardown
+}
 # bad STATUS CODE WHAT CURL-ARGS...: the request must be refused with that status and code.
 # It carries the key k1 unless BAD_KEY says otherwise ("" for none).
 bad() {
