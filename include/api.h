@@ -38,6 +38,7 @@ struct api_opts {
 	size_t dim;
 	long sync_wait_ms;       /* how long a write waits for the vector DB before answering 202 */
 	long sync_wait_max_ms;   /* the longest a client may ask for (Prefer: wait=N) */
+	int jobs_max;            /* long jobs this replica runs at once, at most */
 	size_t headers_max;      /* request line and headers, bytes */
 	long read_timeout_ms;    /* a connection silent (or not reading) this long is closed */
 	int max_connections;     /* open at once; beyond, accepting pauses */

@@ -89,6 +89,7 @@ struct config {
 	long long sync_backoff_max_ms;
 	long long sync_lease;
 	long long reconcile_interval;
+	long long jobs_max;
 	long long reconcile_max_repairs;
 	long long reconcile_page;
 	long long reconcile_overdue;

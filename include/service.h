@@ -78,6 +78,9 @@ void service_start_reconcile(struct service *svc, const char *service_name, bool
  */
 bool service_ready(const struct service *svc);
 
+/* Long jobs this replica runs now: its restore, its reconcile run started over HTTP, its periodic run. */
+int service_jobs_running(const struct service *svc);
+
 /* Is a check of Postgres (or the vector DB) unanswered for too long? */
 bool service_pg_stalled(const struct service *svc);
 bool service_vdb_stalled(const struct service *svc);

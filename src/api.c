@@ -993,6 +993,18 @@ static json_t *job_body(struct call *c, const char *fields)
 	return j;
 }
 
+/* Is there room for one more long job in this replica (JOBS_MAX)? Answered when not. */
+static bool job_room(struct call *c)
+{
+	int running = service_jobs_running(c->api->svc);
+
+	if (running < c->api->o.jobs_max)
+		return true;
+	reply_error(c, E_TOO_MANY_JOBS, NULL, "%d long jobs run in this replica (JOBS_MAX=%d): GET /v1/jobs?state=running",
+		    running, c->api->o.jobs_max);
+	return false;
+}
+
 static bool service_name_value(json_t *v)
 {
 	return json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) <= ABILITY_TEXT_MAX;
@@ -1027,6 +1039,10 @@ static void h_restore_post(struct call *c)
 		json_decref(j);
 		reply_error(c, E_RESTORE_RUNNING, NULL, "this replica is running restore job %lld: GET /v1/jobs/%lld",
 			    (long long)svc->restore_job, (long long)svc->restore_job);
+		return;
+	}
+	if (!job_room(c)) {
+		json_decref(j);
 		return;
 	}
 	service_start_restore(svc, service, resume, on_restore_answer, c);
@@ -1081,6 +1097,10 @@ static void h_reconcile_post(struct call *c)
 		json_decref(j);
 		reply_error(c, E_RECONCILE_RUNNING, NULL, "this replica is running reconcile-%lld: GET /v1/jobs/reconcile-%lld",
 			    (long long)svc->reconcile_run, (long long)svc->reconcile_run);
+		return;
+	}
+	if (!job_room(c)) {
+		json_decref(j);
 		return;
 	}
 	service_start_reconcile(svc, service, dry, deep, on_reconcile_answer, c);

@@ -252,6 +252,9 @@ static const struct cfg_def defs[] = {
 	ROW_INT("RECONCILE_INTERVAL", reconcile_interval, "3600", 0, 604800, SCOPE_SERVE,
 		"Seconds between reconcile runs inside `serve`; of all replicas, the one holding the lock runs "
 		"it, once per period. 0: never."),
+	ROW_INT("JOBS_MAX", jobs_max, "2", 1, 16, SCOPE_SERVE,
+		"Long jobs (restore, reconcile runs, the periodic one included) one replica runs at once, at most; "
+		"one more asked over HTTP gets 503 too_many_jobs with Retry-After."),
 	ROW_INT("RECONCILE_MAX_REPAIRS", reconcile_max_repairs, "1000", 0, 10000000, SCOPE_SERVE | SCOPE_RECONCILE,
 		"Drifted abilities one reconcile run queues for repair, at most; the rest wait for the next run. "
 		"0: report only."),

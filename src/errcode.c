@@ -57,6 +57,8 @@ static const struct errcode_def defs[E_COUNT] = {
 				     "the vector DB cannot be reached (search; vector-DB-only writes)"},
 	[E_RATE_LIMITED] = {"rate_limited", 429,
 			     "the key sent more than RATE_LIMIT_RPS requests a second (burst RATE_LIMIT_BURST); Retry-After says when"},
+	[E_TOO_MANY_JOBS] = {"too_many_jobs", 503,
+			     "JOBS_MAX long jobs run in this replica; Retry-After says when to try again"},
 	[E_OVERLOADED] = {"overloaded", 503, "HTTP_MAX_IN_FLIGHT requests are being handled; Retry-After says when to try again"},
 };
 

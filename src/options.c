@@ -103,6 +103,7 @@ void options_api(const struct config *c, struct api_opts *o)
 	o->dim = (size_t)c->embedding_dim;
 	o->sync_wait_ms = (long)c->sync_wait_ms;
 	o->sync_wait_max_ms = (long)c->sync_wait_max_ms;
+	o->jobs_max = (int)c->jobs_max;
 	o->headers_max = (size_t)c->http_headers_max;
 	o->read_timeout_ms = (long)c->http_read_timeout_ms;
 	o->max_connections = (int)c->http_max_connections;

@@ -35,6 +35,11 @@ bool service_ready(const struct service *svc)
 	       svc->vdb_up && !service_vdb_stalled(svc) && !svc->stopping;
 }
 
+int service_jobs_running(const struct service *svc)
+{
+	return (svc->restore != NULL) + (svc->reconcile != NULL) + reconciler_busy(svc->reconciler);
+}
+
 /* ---- restore jobs started over HTTP ---------------------------------------------------- */
 
 struct restore_ctx {

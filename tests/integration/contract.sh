@@ -52,6 +52,13 @@ provoke() {
     emu DELETE /_admin/faults
     CODE=$code BODY=$body ;;
   nothing_to_resume) call POST /v1/restore '{"resume": true}' ;;
+  too_many_jobs)
+    emu POST /_admin/faults '{"method": "GET", "path": "/vectors/", "hold": true, "count": 1}'
+    SVC_URL=$ONE_JOB_URL call POST /v1/reconcile '{}' # held at its first vector: it runs until released
+    SVC_URL=$ONE_JOB_URL call POST /v1/restore '{}'
+    local code=$CODE body=$BODY
+    emu DELETE /_admin/faults
+    CODE=$code BODY=$body ;;
   reconcile_running)
     emu POST /_admin/faults '{"method": "GET", "path": "/vectors/", "hold": true, "count": 1}'
     call POST /v1/reconcile '{}' # its first look at a vector is held: the run goes on until released
@@ -132,6 +139,7 @@ test_every_documented_error_code_is_answered_as_documented() {
   start_service DATABASE_URL="$other" API_KEYS=k1 && UNMIGRATED_URL=$SVC_URL
   start_service HTTP_MAX_IN_FLIGHT=1 API_KEYS=k1 && ONE_AT_A_TIME_URL=$SVC_URL
   start_service DATABASE_URL="$DB" RATE_LIMIT_RPS=1 API_KEYS=k1 && LIMITED_URL=$SVC_URL
+  start_service DATABASE_URL="$DB" JOBS_MAX=1 API_KEYS=k1 && ONE_JOB_URL=$SVC_URL
   SVC_URL=$MAIN_URL
   while IFS='|' read -r _ status code meaning _; do
     code=$(tr -d ' `' <<<"$code")
