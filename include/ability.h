@@ -33,11 +33,25 @@
 #define ABILITY_METADATA_MAX (256 * 1024)
 
 /* Why an ability was refused: an HTTP status, a stable code, the field. */
+#define ABILITY_ERRORS_MAX 16
+
+/*
+ * Why a body was refused: the first problem found (status, code, field,
+ * message) and, for a body (ability_parse_body), every other bad field found
+ * after it, up to ABILITY_ERRORS_MAX in all (`more` counts those left out).
+ */
 struct ability_error {
 	int status;         /* 400 malformed, 422 invalid */
 	const char *code;   /* e.g. "invalid_embedding" */
 	char field[96];     /* e.g. "abilities[3].embedding[17]" */
 	char message[400];
+	bool collect;       /* a later problem never replaces the first; with collect it is named in `others` */
+	size_t nothers, more;
+	struct {
+		const char *code;
+		char field[96];
+		char message[200];
+	} others[ABILITY_ERRORS_MAX - 1];
 };
 
 /* Fills *err (status and code from the table of error codes) and returns false: a body refused. */

@@ -25,6 +25,21 @@ static bool vrefuse(struct ability_error *err, enum errcode code, const char *pr
 static bool vrefuse(struct ability_error *err, enum errcode code, const char *prefix, const char *field,
 		    const char *fmt, va_list ap)
 {
+	if (err->code) { /* one more bad field: named too in a body (collect), else the first one stands */
+		if (!err->collect)
+			return false;
+		if (err->nothers == ARRAY_LEN(err->others)) {
+			err->more++;
+			return false;
+		}
+		err->others[err->nothers].code = errcode_def(code)->code;
+		snprintf(err->others[err->nothers].field, sizeof(err->others[0].field), "%s%s", prefix, field);
+		vsnprintf(err->others[err->nothers].message, sizeof(err->others[0].message), fmt, ap);
+		utf8_scrub(err->others[err->nothers].field);
+		utf8_scrub(err->others[err->nothers].message);
+		err->nothers++;
+		return false;
+	}
 	err->status = errcode_def(code)->status;
 	err->code = errcode_def(code)->code;
 	snprintf(err->field, sizeof(err->field), "%s%s", prefix, field);
@@ -402,25 +417,30 @@ static bool take_fields(json_t *obj, const char *prefix, struct ability *a, stru
 	json_t *v;
 	size_t i;
 
+	bool ok = true, id_ok;
+
+	/* Every bad field is named, not only the first (err->collect keeps them all). */
 	json_object_foreach(obj, key, v) {
 		bool known = false;
 
 		for (i = 0; i < ARRAY_LEN(known_fields); i++)
 			known = known || strcmp(key, known_fields[i]) == 0;
 		if (!known)
-			return refuse(err, E_UNKNOWN_FIELD, prefix, key,
-				      "%s%s is not a field of an ability (ability_id, ability_name, service_name, "
-				      "description, embedding, metadata)", prefix, key);
+			ok = refuse(err, E_UNKNOWN_FIELD, prefix, key,
+				    "%s%s is not a field of an ability (ability_id, ability_name, service_name, "
+				    "description, embedding, metadata)", prefix, key);
 	}
-	if (!take_string(obj, "ability_id", ABILITY_ID_MAX, prefix, &a->ability_id, err) ||
-	    !check_ability_id(a->ability_id, prefix, err) ||
-	    !take_string(obj, "ability_name", ABILITY_TEXT_MAX, prefix, &a->ability_name, err) ||
-	    !take_string(obj, "service_name", ABILITY_TEXT_MAX, prefix, &a->service_name, err) ||
-	    !take_string(obj, "description", ABILITY_DESCRIPTION_MAX, prefix, &a->description, err) ||
-	    !take_metadata(obj, prefix, a, err))
+	id_ok = take_string(obj, "ability_id", ABILITY_ID_MAX, prefix, &a->ability_id, err) &&
+		check_ability_id(a->ability_id, prefix, err);
+	ok = id_ok && ok;
+	ok = take_string(obj, "ability_name", ABILITY_TEXT_MAX, prefix, &a->ability_name, err) && ok;
+	ok = take_string(obj, "service_name", ABILITY_TEXT_MAX, prefix, &a->service_name, err) && ok;
+	ok = take_string(obj, "description", ABILITY_DESCRIPTION_MAX, prefix, &a->description, err) && ok;
+	ok = take_metadata(obj, prefix, a, err) && ok;
+	if (id_ok && !vdb_vector_id(a->ability_id, strlen(a->ability_id), &a->vector_id, &verr))
+		ok = refuse(err, E_VECTOR_ID_OUT_OF_RANGE, prefix, "ability_id", "%s%s", prefix, verr.msg);
+	if (!ok)
 		return false;
-	if (!vdb_vector_id(a->ability_id, strlen(a->ability_id), &a->vector_id, &verr))
-		return refuse(err, E_VECTOR_ID_OUT_OF_RANGE, prefix, "ability_id", "%s%s", prefix, verr.msg);
 	vdb_blob_name(a->service_name, strlen(a->service_name), a->blob_id, sizeof(a->blob_id));
 	return true;
 }
@@ -434,29 +454,34 @@ bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct abil
 	json_t *o = NULL;
 	bool dup, ok = false;
 
+	bool has_emb, emb_ok = false;
+
 	memset(a, 0, sizeof(*a));
 	if (start == obj.p + obj.len || *start != '{')
 		return refuse(err, E_WRONG_TYPE, prefix, "", "%s must be an object", *prefix ? prefix : "the body");
-	if (!js_member(obj, "embedding", &emb, &dup)) {
+	has_emb = js_member(obj, "embedding", &emb, &dup);
+	if (!has_emb)
 		refuse(err, E_MISSING_FIELD, prefix, "embedding", "%sembedding is required", prefix);
-		goto out;
-	}
-	if (dup) {
+	else if (dup)
 		refuse(err, E_DUPLICATE_FIELD, prefix, "embedding", "%sembedding appears twice", prefix);
-		goto out;
-	}
-	if (!check_embedding(emb, dim, prefix, a, &canon, err))
-		goto out;
+	else
+		emb_ok = check_embedding(emb, dim, prefix, a, &canon, err);
+	if ((!emb_ok && !err->collect) || dup)
+		goto out; /* outside a body one problem is enough */
 	/* The rest goes to jansson with the embedding's thousands of numbers replaced by one. */
-	buf_append(&rest, obj.p, (size_t)(emb.p - obj.p));
-	buf_putc(&rest, '0');
-	buf_append(&rest, emb.p + emb.len, (size_t)(obj.p + obj.len - (emb.p + emb.len)));
-	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
+	if (has_emb) {
+		buf_append(&rest, obj.p, (size_t)(emb.p - obj.p));
+		buf_putc(&rest, '0');
+		buf_append(&rest, emb.p + emb.len, (size_t)(obj.p + obj.len - (emb.p + emb.len)));
+		o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
+	} else {
+		o = json_loadb(obj.p, obj.len, JSON_REJECT_DUPLICATES, &jerr); /* no embedding: the other fields */
+	}
 	if (!o) {
 		refuse(err, E_MALFORMED_JSON, prefix, "", "%s%s", prefix, jerr.text);
 		goto out;
 	}
-	if (!take_fields(o, prefix, a, err))
+	if (!take_fields(o, prefix, a, err) || !emb_ok)
 		goto out;
 	build_attributes(a, &canon);
 	ok = true;
@@ -479,6 +504,7 @@ bool ability_from_row(const char *ability_id, const char *ability_name, const ch
 	json_t *o;
 	bool ok;
 
+	memset(err, 0, sizeof(*err));
 	memset(a, 0, sizeof(*a));
 	if (!check_embedding(emb, dim, "", a, &canon, err)) {
 		buf_free(&canon);
@@ -521,11 +547,12 @@ static bool parse_item(struct jspan elem, size_t i, void *arg)
 		return false;
 	}
 	snprintf(prefix, sizeof(prefix), "abilities[%zu].", i);
-	if (!ability_parse(elem, w->dim, prefix, &w->items[i], w->err)) {
-		w->failed = true;
-		return false;
-	}
 	w->n++;
+	if (!ability_parse(elem, w->dim, prefix, &w->items[i], w->err)) {
+		/* Go on to name the other bad abilities, unless there is no room left to name them. */
+		w->failed = true;
+		return w->err->more == 0;
+	}
 	return true;
 }
 
@@ -645,8 +672,10 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 	*out = NULL;
 	*n = 0;
 	*batch = false;
+	memset(err, 0, sizeof(*err));
 	if (!utf8_valid(body, len, &bad))
 		return refuse(err, E_INVALID_UTF8, "", "", "the body is not valid UTF-8 (byte %zu)", bad);
+	err->collect = true;
 	if (parse_body(body, len, dim, max_batch, out, n, batch, err))
 		return true;
 	/*
@@ -654,6 +683,8 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 	 * grammar only now, off the happy path (which has checked it along the way).
 	 */
 	end = js_skip_value(body, body + len, &je);
+	if (!end || js_skip_ws(end, body + len) != body + len)
+		memset(err, 0, sizeof(*err)); /* the only problem worth naming */
 	if (!end)
 		return refuse(err, E_MALFORMED_JSON, "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",
 			      je.what, je.path, je.path[0] ? ", " : "", je.offset);

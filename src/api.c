@@ -195,23 +195,42 @@ static void field_pointer(const char *field, struct buf *out)
  * pointer. "error" keeps the shape of the first releases ({code, message,
  * field}) for the clients written against it.
  */
-static void reply_problem(struct call *c, int status, const char *code, const char *field, const char *detail)
+static json_t *field_error(const char *field, const char *code, const char *detail)
+{
+	struct buf ptr = BUF_INIT;
+	json_t *j;
+
+	field_pointer(field, &ptr);
+	j = json_pack("{s:s, s:s, s:s}", "pointer", ptr.data ? ptr.data : "", "code", code, "detail", detail);
+	buf_free(&ptr);
+	return j;
+}
+
+static void reply_problem(struct call *c, int status, const char *code, const char *field, const char *detail,
+			  const struct ability_error *all)
 {
 	enum errcode e = errcode_by_name(code);
 	char type[96];
-	struct buf ptr = BUF_INIT;
-	json_t *j;
+	json_t *j, *errors = NULL;
 	char *text;
+	size_t i;
 
 	snprintf(type, sizeof(type), "urn:abilitysync:problem:%s", code);
 	j = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
 		      e < E_COUNT ? errcode_def(e)->meaning : reason(status), "status", status, "detail", detail,
 		      "code", code, "request_id", c->id);
-	if (field) {
-		field_pointer(field, &ptr);
-		json_object_set_new(j, "errors", json_pack("[{s:s, s:s, s:s}]", "pointer", ptr.data, "code", code,
-							     "detail", detail));
+	if (field)
+		json_array_append_new(errors = json_array(), field_error(field, code, detail));
+	for (i = 0; all && i < all->nothers; i++) {
+		if (!errors)
+			errors = json_array();
+		json_array_append_new(errors, field_error(all->others[i].field, all->others[i].code,
+							  all->others[i].message));
 	}
+	if (errors)
+		json_object_set_new(j, "errors", errors);
+	if (all && all->more)
+		json_object_set_new(j, "errors_left_out", json_integer((json_int_t)all->more));
 	json_object_set_new(j, "error", json_pack("{s:s, s:s, s:s?}", "code", code, "message", detail, "field", field));
 	text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (!text)
@@ -219,10 +238,10 @@ static void reply_problem(struct call *c, int status, const char *code, const ch
 	reply_typed(c, status, "application/problem+json", text, strlen(text));
 	free(text);
 	json_decref(j);
-	buf_free(&ptr);
 }
 
-static void reply_coded(struct call *c, int status, const char *code, const char *field, const char *message)
+static void reply_coded(struct call *c, int status, const char *code, const char *field, const char *message,
+			const struct ability_error *all)
 {
 	char text[700], name[200];
 
@@ -233,7 +252,7 @@ static void reply_coded(struct call *c, int status, const char *code, const char
 	utf8_scrub(name);
 	if (status == 503) /* a dependency is away: try again shortly */
 		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", RETRY_AFTER_S);
-	reply_problem(c, status, code, *name ? name : NULL, text);
+	reply_problem(c, status, code, *name ? name : NULL, text, all);
 }
 
 /* An error answer: its status and code come from the table of error codes (errcode.h). */
@@ -247,13 +266,13 @@ static void reply_error(struct call *c, enum errcode e, const char *field, const
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	reply_coded(c, errcode_def(e)->status, errcode_def(e)->code, field, message);
+	reply_coded(c, errcode_def(e)->status, errcode_def(e)->code, field, message, NULL);
 }
 
 /* A request body refused by its parser (ability.c: the code and status are the table's too). */
 static void reply_refusal(struct call *c, const struct ability_error *err)
 {
-	reply_coded(c, err->status, err->code, err->field, err->message);
+	reply_coded(c, err->status, err->code, err->field, err->message, err);
 }
 
 /* ---- requests -------------------------------------------------------------------- */
@@ -821,6 +840,7 @@ bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **s
 	size_t count;
 	bool dup, ok = false;
 
+	memset(err, 0, sizeof(*err));
 	*service = NULL;
 	if (start == body.p + body.len || *start != '{' || !js_member(body, "embedding", emb, &dup))
 		return ability_refuse(err, E_MISSING_FIELD, "embedding",
@@ -2095,7 +2115,7 @@ void evhttp_send_error(struct evhttp_request *req, int status, const char *why)
 	default:
 		serving->rejected_header++;
 		reply_coded(c, status, errcode_def(E_BAD_REQUEST)->code, NULL,
-			    "the request line or headers cannot be parsed, or are over HTTP_HEADERS_MAX");
+			    "the request line or headers cannot be parsed, or are over HTTP_HEADERS_MAX", NULL);
 	}
 }
 

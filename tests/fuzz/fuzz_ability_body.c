@@ -4,6 +4,7 @@
  *
  * Invariants:
  *   - a refusal is a complete answer: status 400/409/422, a code, a message,
+ *     and so is every other bad field it names;
  *     the field named (but for whole-body errors), all of it valid UTF-8 so
  *     that api.c can send it as JSON, and the message names the field;
  *   - an accepted body gives 1..max abilities, ids unique; each embedding is
@@ -60,6 +61,14 @@ static void check_refusal(const struct ability_error *err)
 			   err->field[0] ? err->field : NULL);
 	CHECK(answer, "%s: the answer cannot be built as JSON", err->code);
 	json_decref(answer);
+	/* Every other bad field named (a body names them all, up to ABILITY_ERRORS_MAX): complete too. */
+	CHECK(err->nothers <= ABILITY_ERRORS_MAX - 1, "%zu others", err->nothers);
+	for (size_t i = 0; i < err->nothers; i++) {
+		CHECK(err->others[i].code && *err->others[i].code, "other %zu: no code", i);
+		CHECK(err->others[i].message[0] && valid_utf8(err->others[i].message), "other %zu: message [%s]", i,
+		      err->others[i].message);
+		CHECK(valid_utf8(err->others[i].field), "other %zu: field [%s]", i, err->others[i].field);
+	}
 	/* Whole-body errors name no field; nor does an unknown member whose name is "". */
 	if (strcmp(err->code, "invalid_utf8") != 0 && strcmp(err->code, "malformed_json") != 0 &&
 	    strcmp(err->code, "wrong_type") != 0 && strncmp(err->message, " is not a field", 15) != 0)

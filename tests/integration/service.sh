@@ -171,6 +171,26 @@ test_search_returns_k_live_results_and_honours_min_score() {
   emu DELETE /_admin/faults
   teardown
 }
+
+# A refused request names every bad field it has (RFC 9457 errors, a JSON
+# pointer each), not only the first; and still changes nothing.
+test_a_refusal_names_every_bad_field() {
+  local body
+  setup API_KEYS=k1 BATCH_MAX=5
+  body='{"abilities": [
+    {"ability_id": "ok-1", "ability_name": "n", "service_name": "s", "description": "d", "embedding": [1,2,3,4,5,6,7,8]},
+    {"ability_id": "bad id", "ability_name": "", "service_name": "s", "description": "d", "embedding": [1,2,3]},
+    {"ability_id": "ok-3", "ability_name": "n", "service_name": "s", "description": "d", "embedding": [1,2,3,4,5,6,7,8], "colour": "red"},
+    {"ability_name": "n", "service_name": "s", "description": "d", "embedding": [1,2,3,4,5,6,7,"x"]}]}'
+  api POST /v1/abilities "$body" -H 'Authorization: Bearer k1'
+  assert_eq "$CODE" 422 "$BODY"
+  assert_eq "$(jq -c '[.errors[] | .pointer + " " + .code]' <<<"$BODY")" \
+    '["/abilities/1/embedding wrong_dimension","/abilities/1/ability_id invalid_ability_id","/abilities/1/ability_name empty_field","/abilities/2/colour unknown_field","/abilities/3/embedding/7 invalid_embedding","/abilities/3/ability_id missing_field"]' \
+    "every bad field: $BODY"
+  assert_eq "$(jq -r '.code + " " + .error.code' <<<"$BODY")" "wrong_dimension wrong_dimension" "the first one is the answer's code"
+  assert_eq "$(pg "select count(*) from abilities")" 0 "nothing written"
+  teardown
+}
 # bad STATUS CODE WHAT CURL-ARGS...: the request must be refused with that status and code.
 # It carries the key k1 unless BAD_KEY says otherwise ("" for none).
 bad() {
