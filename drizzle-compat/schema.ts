@@ -185,3 +185,18 @@ export const auditLog = abilitysync.table(
   (t) => [index("audit_log_at_idx").on(t.at)],
 );
 
+
+// The outbox paused for every replica (POST /v1/sync/pause, e.g. during a
+// vector DB maintenance window): at most one row; none while the outbox runs.
+export const syncPause = abilitysync.table(
+  "sync_pause",
+  {
+    id: integer("id").primaryKey().default(1),
+    paused_at: tstz("paused_at").notNull().defaultNow(),
+    key_name: text("key_name"),
+    reason: text("reason"),
+    request_id: text("request_id"),
+    host: text("host"),
+  },
+  (t) => [check("sync_pause_one_row", sql`${t.id} = 1`)],
+);

@@ -159,6 +159,15 @@ void outbox_restore_page(struct outbox *ob, const char *after, const char *servi
 void outbox_start_worker(struct outbox *ob);
 void outbox_stop_worker(struct outbox *ob);
 
+/*
+ * Paused (POST /v1/sync/pause, for every replica through Postgres): the worker
+ * claims nothing and writes and deletes are acknowledged without a push (202,
+ * pending); pushes already on their way finish. Resumed, the worker takes
+ * what waited; what a paused write leased, once its lease (SYNC_LEASE) runs out.
+ */
+void outbox_set_paused(struct outbox *ob, bool paused);
+bool outbox_paused(const struct outbox *ob);
+
 /* Anything still on its way (a push, a claim, an outcome to record)? */
 bool outbox_busy(const struct outbox *ob);
 

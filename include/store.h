@@ -207,6 +207,23 @@ void store_by_vectors(struct store *s, const char *service, const char *ids, sto
 typedef void (*store_text_fn)(const char *text, const struct pg_outcome *o, void *arg);
 void store_status(struct store *s, store_text_fn done, void *arg);
 
+/*
+ * Lets go of leases taken by writes that will not be pushed under them (the
+ * outbox paused or closing): no vector DB call was made, so whoever pushes the
+ * row next takes it over without doubt. Only rows still under that lease.
+ */
+void store_release_leases(struct store *s, const char *const *ids, const char *const *leases, size_t n,
+			  pg_done_fn done, void *arg);
+
+/*
+ * The outbox paused for every replica (an admin action: who, why, which
+ * request): the pause as JSON text, the one already in force if any. Resumed:
+ * the pause that ended, "null" when none was in force.
+ */
+void store_sync_pause(struct store *s, const char *key, const char *reason, const char *request_id,
+		      store_text_fn done, void *arg);
+void store_sync_resume(struct store *s, store_text_fn done, void *arg);
+
 /* The newest reconcile run: its report as stored (text), or while running a summary object; NULL: none. */
 void store_last_reconcile(struct store *s, store_text_fn done, void *arg);
 

@@ -1127,6 +1127,54 @@ static void h_reconcile_post(struct call *c)
 	json_decref(j);
 }
 
+static void on_pause_changed(const char *text, const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	bool pause = c->route == ROUTE_SYNC_PAUSE;
+	json_error_t jerr;
+	json_t *p;
+
+	if (!o->res || !text) {
+		reply_pg_failure(c, o);
+		return;
+	}
+	/* This replica at once; the others at their next look at Postgres (a few seconds). */
+	outbox_set_paused(c->api->svc->outbox, pause);
+	p = json_loads(text, JSON_DECODE_ANY, &jerr);
+	reply_json(c, 200, json_pack("{s:b, s:o}", "paused", pause, pause ? "pause" : "ended", p ? p : json_null()));
+}
+
+/* POST /v1/sync/pause {"reason"?}: every replica stops pushing; writes are still acknowledged (202, pending). */
+static void h_sync_pause(struct call *c)
+{
+	json_t *j, *v;
+	const char *key, *reason = NULL;
+
+	if (!needs_postgres(c, "pausing the outbox") || !(j = job_body(c, "\"reason\"?")))
+		return;
+	json_object_foreach(j, key, v) {
+		if (strcmp(key, "reason") == 0 && json_is_string(v) && json_string_length(v) <= 1000) {
+			reason = json_string_value(v);
+		} else {
+			reply_error(c, strcmp(key, "reason") == 0 ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
+				    strcmp(key, "reason") == 0 ? "reason is a string of at most 1000 bytes"
+							       : "%s is not a field of a pause (reason)", key);
+			json_decref(j);
+			return;
+		}
+	}
+	store_sync_pause(c->api->svc->store, c->key[0] ? c->key : NULL, reason, c->id, on_pause_changed, c);
+	json_decref(j);
+}
+
+/* POST /v1/sync/resume: pushing goes on, on every replica. */
+static void h_sync_resume(struct call *c)
+{
+	if (!needs_postgres(c, "resuming the outbox"))
+		return;
+	store_sync_resume(c->api->svc->store, on_pause_changed, c);
+}
+
 static void on_retried(int64_t matched, int64_t retried, const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
@@ -1370,17 +1418,22 @@ static void h_job_cancel(struct call *c)
 
 #define AUDIT_PARAMS_MAX 4096
 
-/* The body of an audited request, when it is a small JSON object: what was asked. */
+/* What an audited request asked: its body, when a small JSON object, and the id in its path ("id"). */
 static void audit_keep_params(struct call *c)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
 	size_t len = evbuffer_get_length(in);
-	json_t *j;
+	json_t *j = NULL;
 
-	if (len == 0 || len > AUDIT_PARAMS_MAX)
-		return;
-	j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, NULL);
-	if (json_is_object(j))
+	if (len > 0 && len <= AUDIT_PARAMS_MAX)
+		j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		j = c->path_id ? json_object() : NULL;
+	}
+	if (j && c->path_id)
+		json_object_set_new(j, "id", json_string(c->path_id));
+	if (j)
 		c->audit_params = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(j);
 }
@@ -1570,6 +1623,9 @@ static void render_outbox(const struct service *svc, struct buf *out)
 	metrics_header(out, "abilitysync_outbox_oldest_pending_seconds", "gauge", "Age of the oldest pending change.");
 	metrics_value(out, "abilitysync_outbox_oldest_pending_seconds", NULL,
 		      json_number_value(json_object_get(svc->outbox_counts, "oldest_pending_seconds")));
+	metrics_header(out, "abilitysync_outbox_paused", "gauge",
+		       "1 while the outbox is paused (POST /v1/sync/pause): nothing is pushed.");
+	metrics_value(out, "abilitysync_outbox_paused", NULL, outbox_paused(svc->outbox));
 	metrics_header(out, "abilitysync_outbox_in_doubt", "gauge",
 		       "Abilities whose vector is in doubt (an ambiguous call may still land), awaiting verification.");
 	metrics_value(out, "abilitysync_outbox_in_doubt", NULL,
@@ -1775,6 +1831,8 @@ static const struct route_def route_table[] = {
 	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ, false, NULL},
 	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ, false, NULL},
 	{EVHTTP_REQ_POST, "/v1/sync/retry", false, ROUTE_SYNC_RETRY, h_sync_retry, KEY_ADMIN, true, NULL},
+	{EVHTTP_REQ_POST, "/v1/sync/pause", false, ROUTE_SYNC_PAUSE, h_sync_pause, KEY_ADMIN, true, NULL},
+	{EVHTTP_REQ_POST, "/v1/sync/resume", false, ROUTE_SYNC_RESUME, h_sync_resume, KEY_ADMIN, true, NULL},
 	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, h_reconcile_last, KEY_READ, false, NULL},
 	{EVHTTP_REQ_POST, "/v1/reconcile", false, ROUTE_RECONCILE_POST, h_reconcile_post, KEY_ADMIN, true, NULL},
 	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, h_restore_post, KEY_ADMIN, true, NULL},

@@ -125,6 +125,7 @@ struct outbox {
 	struct event *tick;
 	struct event *record_retry;
 	bool worker_on, claiming, closing;
+	bool paused;                /* POST /v1/sync/pause: nothing is pushed, writes are only acknowledged */
 	int in_flight;              /* ops */
 	int claims_out;             /* follow-up and page claims in flight */
 	struct pending_record *queue;
@@ -812,7 +813,7 @@ static void op_item_recorded(struct op *op, size_t i)
 
 	if (it->fin == FINISH_SUPERSEDED)
 		ob->stats.superseded++;
-	if (e && (e->again || it->fin == FINISH_SUPERSEDED) && it->fin != FINISH_LOST) {
+	if (e && (e->again || it->fin == FINISH_SUPERSEDED) && it->fin != FINISH_LOST && !ob->paused) {
 		char *id = xstrdup(e->ability_id);
 
 		e->again = false;
@@ -969,6 +970,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	if (!ob->worker_on || ob->claiming || !ob->s || ob->closing)
 		return;
+	if (ob->paused) {
+		schedule_tick(ob, ob->o.interval_ms);
+		return;
+	}
 	ob->claiming = true;
 	store_claim_due(ob->s, ob->o.claim_max, on_claimed_due, ob);
 }
@@ -1063,6 +1068,29 @@ static const char *stored_state(const char *state)
 	return "pending";
 }
 
+static void on_released(const struct pg_outcome *o, void *arg)
+{
+	(void)arg;
+	if (!o->res)
+		log_debug(COMP, "letting go of unused leases failed (%s): they run out by themselves (SYNC_LEASE)",
+			  o->error);
+}
+
+/*
+ * May this replica push what it just leased? Not while paused or closing; then
+ * the lease goes back at once, unless a push of the same ability is on its way
+ * here (its recording lets go of the lease they share). No vector DB call was
+ * made under it, so whoever pushes the row later takes it over without doubt.
+ */
+static bool may_push(struct outbox *ob, const char *ability_id, const char *lease)
+{
+	if (!ob->paused && !ob->closing)
+		return true;
+	if (lease && !entry_find(&ob->table, ability_id))
+		store_release_leases(ob->s, &ability_id, &lease, 1, on_released, NULL);
+	return false;
+}
+
 /* The write is committed: answer what needs no push, push what this replica may. */
 static void on_written(const struct write_result *res, size_t n, const struct pg_outcome *o, void *arg)
 {
@@ -1094,8 +1122,8 @@ static void on_written(const struct write_result *res, size_t n, const struct pg
 			continue;
 		}
 		r->res[i].sync_state = "pending";
-		if (!w->leased || ob->closing)
-			continue; /* another replica's push of it runs: that one pushes what is current */
+		if (!w->leased || !may_push(ob, r->items[i].ability_id, w->lease))
+			continue; /* another replica's push of it runs (that one pushes what is current), or none may */
 		r->waiting++;
 		if ((e = entry_find(&ob->table, r->items[i].ability_id)) != NULL) {
 			/* A push of it is on the way here: this write follows it. */
@@ -1184,7 +1212,7 @@ static void on_store_deleted(const struct delete_result *d, const struct pg_outc
 		return;
 	}
 	r->res[0].sync_state = "pending_delete";
-	if (d->leased && !ob->closing) {
+	if (d->leased && may_push(ob, r->delete_id, d->lease)) {
 		r->waiting = 1;
 		if ((e = entry_find(&ob->table, r->delete_id)) != NULL) {
 			/* A push of it is on the way here: the delete follows it, never the other way round. */
@@ -1305,6 +1333,20 @@ void outbox_start_worker(struct outbox *ob)
 {
 	ob->worker_on = ob->s != NULL;
 	schedule_tick(ob, ob->o.interval_ms);
+}
+
+void outbox_set_paused(struct outbox *ob, bool paused)
+{
+	if (ob->paused == paused)
+		return;
+	ob->paused = paused;
+	log_info(COMP, "%s", paused ? "paused: writes are acknowledged and kept, nothing is pushed until resumed"
+				    : "resumed: pushing what waited (what a paused write leased, once its lease runs out)");
+}
+
+bool outbox_paused(const struct outbox *ob)
+{
+	return ob->paused;
 }
 
 void outbox_stop_worker(struct outbox *ob)

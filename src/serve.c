@@ -89,6 +89,9 @@ static void on_outbox(const char *text, const struct pg_outcome *o, void *arg)
 		return;
 	json_decref(s->svc.outbox_counts);
 	s->svc.outbox_counts = json_loads(text, 0, &jerr);
+	/* A pause asked of any replica reaches this one here, within a check period. */
+	if (s->svc.outbox_counts)
+		outbox_set_paused(s->svc.outbox, json_is_object(json_object_get(s->svc.outbox_counts, "paused")));
 }
 
 static void on_check(evutil_socket_t fd, short what, void *arg)

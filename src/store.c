@@ -337,6 +337,10 @@ static const char row_sync_columns[] =
 	" to_char(s.synced_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)";
 
+#define PAUSE_JSON                                                                                   \
+	"json_build_object('paused_at', to_char(paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), " \
+	"'key', key_name, 'reason', reason, 'request_id', request_id, 'host', host)"
+
 static const char status_sql[] =
 	"SELECT json_build_object("
 	" 'counts', (SELECT coalesce(json_object_agg(state, n), '{}') FROM"
@@ -359,7 +363,8 @@ static const char status_sql[] =
 	"   WHERE status = 'ok' AND NOT dry_run),"
 	"  'restore', (SELECT extract(epoch FROM max(finished_at)) FROM abilitysync.restore_jobs WHERE status = 'done')),"
 	" 'restore', (SELECT json_build_object('job_id', id, 'total', total, 'done', done, 'failed', failed)"
-	"  FROM abilitysync.restore_jobs WHERE status = 'running' ORDER BY id DESC LIMIT 1))::text";
+	"  FROM abilitysync.restore_jobs WHERE status = 'running' ORDER BY id DESC LIMIT 1),"
+	" 'paused', (SELECT " PAUSE_JSON " FROM abilitysync.sync_pause))::text";
 
 /* A failed row goes back to what it was for: an upsert if its row exists, else a delete. */
 /*
@@ -1035,13 +1040,19 @@ static void on_text(const struct pg_outcome *o, void *arg)
 	free(x);
 }
 
-static void text_query(struct store *s, const char *sql, store_text_fn done, void *arg)
+static void text_query_params(struct store *s, const char *sql, int nparams, const char *const *params,
+			      store_text_fn done, void *arg)
 {
 	struct text_ctx *x = xcalloc(1, sizeof(*x));
 
 	x->done = done;
 	x->arg = arg;
-	pgpool_query(s->pool, sql, 0, NULL, on_text, x);
+	pgpool_query(s->pool, sql, nparams, params, on_text, x);
+}
+
+static void text_query(struct store *s, const char *sql, store_text_fn done, void *arg)
+{
+	text_query_params(s, sql, 0, NULL, done, arg);
 }
 
 void store_status(struct store *s, store_text_fn done, void *arg)
@@ -1168,6 +1179,56 @@ void store_job_cancel(struct store *s, const char *kind, int64_t id, const char 
 			       " SELECT EXISTS (SELECT 1 FROM u),"
 			       " (SELECT status FROM abilitysync.reconcile_runs WHERE id = $1::bigint)",
 		     2, params, on_cancelled, x);
+}
+
+void store_release_leases(struct store *s, const char *const *ids, const char *const *leases, size_t n,
+			  pg_done_fn done, void *arg)
+{
+	struct buf b[2] = {BUF_INIT, BUF_INIT};
+	struct pg_array arr[2];
+	struct pg_param params[2];
+	size_t i;
+
+	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
+	pg_array_begin(&arr[1], &b[1], PG_OID_TEXT);
+	for (i = 0; i < n; i++) {
+		pg_array_text(&arr[0], ids[i], strlen(ids[i]));
+		pg_array_text(&arr[1], leases[i], strlen(leases[i]));
+	}
+	pg_array_end(&arr[0]);
+	pg_array_end(&arr[1]);
+	params[0] = array_param(&b[0]);
+	params[1] = array_param(&b[1]);
+	pgpool_query_params(s->pool,
+			    "UPDATE abilitysync.sync_state s SET lease_until = NULL, lease_owner = NULL"
+			    " FROM unnest($1::text[], $2::text[]) AS r(ability_id, lease)"
+			    " WHERE s.ability_id = r.ability_id AND s.lease_owner = r.lease",
+			    2, params, done, arg);
+	buf_free(&b[0]);
+	buf_free(&b[1]);
+}
+
+void store_sync_pause(struct store *s, const char *key, const char *reason, const char *request_id,
+		      store_text_fn done, void *arg)
+{
+	const char *params[4] = {key, reason, request_id, s->owner};
+
+	text_query_params(s,
+			  "WITH p AS (INSERT INTO abilitysync.sync_pause (key_name, reason, request_id, host)"
+			  " VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING)"
+			  " SELECT coalesce((SELECT " PAUSE_JSON " FROM abilitysync.sync_pause),"
+			  " json_build_object('paused_at', to_char(now() AT TIME ZONE 'UTC',"
+			  " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'key', $1::text, 'reason', $2::text, 'request_id', $3::text,"
+			  " 'host', $4::text))::text",
+			  4, params, done, arg);
+}
+
+void store_sync_resume(struct store *s, store_text_fn done, void *arg)
+{
+	text_query_params(s,
+			  "WITH r AS (DELETE FROM abilitysync.sync_pause RETURNING *)"
+			  " SELECT coalesce((SELECT " PAUSE_JSON " FROM r), 'null'::json)::text",
+			  0, NULL, done, arg);
 }
 
 void store_audit_record(struct store *s, const struct audit_entry *e, int retention_days, pg_done_fn done,

@@ -56,6 +56,8 @@ static const struct {
 	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, "POST", NULL},
 	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, "GET", NULL},
 	{EVHTTP_REQ_POST, "/v1/sync/retry", false, ROUTE_SYNC_RETRY, "POST", NULL},
+	{EVHTTP_REQ_POST, "/v1/sync/pause", false, ROUTE_SYNC_PAUSE, "POST", NULL},
+	{EVHTTP_REQ_POST, "/v1/sync/resume", false, ROUTE_SYNC_RESUME, "POST", NULL},
 	{EVHTTP_REQ_GET, "/v1/reconcile/last", false, ROUTE_RECONCILE_LAST, "GET", NULL},
 	{EVHTTP_REQ_POST, "/v1/reconcile", false, ROUTE_RECONCILE_POST, "POST", NULL},
 	{EVHTTP_REQ_POST, "/v1/restore", false, ROUTE_RESTORE_POST, "POST", NULL},

@@ -327,6 +327,9 @@ test_a_cancelled_restore_resumes_where_it_stopped_and_jobs_are_listed() {
   assert_eq "$(jq -r .code <<<"$BODY")" job_not_running
   api POST /v1/jobs/restore-999999/cancel
   assert_eq "$CODE" 404 "cancelling no job: $BODY"
+  api GET /v1/audit
+  assert_eq "$(jq -c --arg id "$id" '[.entries[] | select(.action == "POST /v1/jobs/{id}/cancel" and .params.id == $id)
+    | .status] | sort' <<<"$BODY")" '[202,409]' "the cancels of $id are in the audit trail: $BODY"
 
   run env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM="$DIM" "$ABILITYSYNC" reconcile
   api GET '/v1/jobs?limit=1'

@@ -34,6 +34,8 @@ DELETE|/v1/abilities/d-\$KEY||write
 POST|/v1/search|{"service_name": "scoped.svc", "embedding": $emb}|read
 GET|/v1/sync/status||read
 POST|/v1/sync/retry|{"dry_run": true}|admin
+POST|/v1/sync/pause|{"reason": "matrix"}|admin
+POST|/v1/sync/resume||admin
 GET|/v1/reconcile/last||read
 POST|/v1/reconcile|{"dry_run": true}|admin
 POST|/v1/restore|{}|admin

@@ -191,6 +191,47 @@ test_a_refusal_names_every_bad_field() {
   assert_eq "$(pg "select count(*) from abilities")" 0 "nothing written"
   teardown
 }
+
+# POST /v1/sync/pause (a vector DB maintenance window): every replica, not
+# only the one asked, stops pushing; writes and deletes are still acknowledged
+# and kept (202, pending); POST /v1/sync/resume pushes what waited.
+test_a_paused_outbox_keeps_writes_and_pushes_them_once_resumed() {
+  local one one_pid two t0 ms
+  setup SYNC_LEASE=2 SYNC_WAIT_MS=2000
+  one=$SVC_URL
+  one_pid=$SVC_PID
+  api POST /v1/abilities "$(ability_json p-0 pause.svc)"
+  assert_eq "$CODE" 201 "before the pause: $BODY"
+  start_service DATABASE_URL="$DB" SYNC_LEASE=2 SYNC_WAIT_MS=2000
+  two=$SVC_URL
+  SVC_URL=$one api POST /v1/sync/pause '{"reason": "vector DB maintenance"}'
+  assert_eq "$CODE $(jq -c '[.paused, .pause.reason]' <<<"$BODY")" '200 [true,"vector DB maintenance"]' "$BODY"
+  for _ in $(seq 1 150); do
+    curl -s "$two/metrics" | grep -q '^abilitysync_outbox_paused 1$' && break
+    sleep 0.1
+  done
+  assert_contains "$(curl -s "$two/metrics")" "abilitysync_outbox_paused 1" "the other replica learned of the pause"
+  t0=$(date +%s%N)
+  SVC_URL=$two api POST /v1/abilities "$(ability_json p-1 pause.svc)"
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending" "a write while paused: $BODY"
+  [ "$ms" -lt 1500 ] || fail "a paused write waited ${ms} ms for a push that cannot come"
+  SVC_URL=$two api DELETE /v1/abilities/p-0
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending_delete" "a delete while paused: $BODY"
+  sleep 1
+  assert_eq "$(emu_count abilities_pause_svc)" 1 "nothing pushed while paused (p-0 still there, p-1 not yet)"
+  SVC_URL=$one api GET /v1/sync/status
+  assert_eq "$(jq -r .paused.reason <<<"$BODY")" "vector DB maintenance" "the status says so: $BODY"
+  SVC_URL=$one api POST /v1/sync/resume
+  assert_eq "$CODE $(jq -c '[.paused, .ended.reason]' <<<"$BODY")" '200 [false,"vector DB maintenance"]' "$BODY"
+  wait_converged "$DB" 30
+  assert_eq "$(emu_count abilities_pause_svc)" 1 "after the resume: p-1 pushed, p-0 deleted"
+  emu GET "/tenants/reverse_engineer/blobs/abilities_pause_svc/vectors/$(pg "select vector_id from abilities where ability_id = 'p-1'")"
+  assert_eq "$CODE" 200 "p-1's vector"
+  stop_service
+  SVC_URL=$one SVC_PID=$one_pid
+  teardown
+}
 # bad STATUS CODE WHAT CURL-ARGS...: the request must be refused with that status and code.
 # It carries the key k1 unless BAD_KEY says otherwise ("" for none).
 bad() {
