@@ -966,18 +966,23 @@ static void h_reconcile_last(struct call *c)
 	store_last_reconcile(c->api->svc->store, on_last_reconcile, c);
 }
 
+/* 202: the job's row exists; Location and href name it. */
+static void reply_job_started(struct call *c, const char *kind, int64_t id)
+{
+	char href[48];
+
+	snprintf(href, sizeof(href), "/v1/jobs/%s-%lld", kind, (long long)id);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
+	reply_json(c, 202, json_pack("{s:s, s:I, s:s, s:s, s:s, s:s}", "id", href + 9, "job_id", (json_int_t)id, "kind",
+				     kind, "state", "running", "status", "running", "href", href));
+}
+
 static void on_restore_answer(int64_t job_id, const char *code, const char *why, void *arg)
 {
 	struct call *c = arg;
 
 	if (job_id > 0) {
-		char href[48];
-
-		snprintf(href, sizeof(href), "/v1/jobs/restore-%lld", (long long)job_id);
-		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
-		reply_json(c, 202, json_pack("{s:s, s:I, s:s, s:s, s:s, s:s}", "id", href + 9, "job_id",
-					     (json_int_t)job_id, "kind", "restore", "state", "running", "status", "running",
-					     "href", href));
+		reply_job_started(c, "restore", job_id);
 	} else if (strcmp(code, "restore_running") == 0 || strcmp(code, "nothing_to_resume") == 0) {
 		reply_error(c, errcode_by_name(code), NULL, "%s", why);
 	} else if (strcmp(code, "not_migrated") == 0) {
@@ -1074,12 +1079,7 @@ static void on_reconcile_answer(int64_t run_id, const char *code, const char *wh
 	struct call *c = arg;
 
 	if (run_id > 0) {
-		char href[48];
-
-		snprintf(href, sizeof(href), "/v1/jobs/reconcile-%lld", (long long)run_id);
-		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
-		reply_json(c, 202, json_pack("{s:s, s:I, s:s, s:s, s:s}", "id", href + 9, "job_id", (json_int_t)run_id,
-					     "kind", "reconcile", "state", "running", "href", href));
+		reply_job_started(c, "reconcile", run_id);
 	} else if (strcmp(code, "reconcile_running") == 0) {
 		reply_error(c, E_RECONCILE_RUNNING, NULL, "%s", why);
 	} else {

@@ -42,25 +42,38 @@ int service_jobs_running(const struct service *svc)
 
 /* ---- restore jobs started over HTTP ---------------------------------------------------- */
 
-struct restore_ctx {
+/* A job started over HTTP: the request waits for its row (its id) or its refusal. */
+struct job_ctx {
 	struct service *svc;
 	service_restore_fn answer;
 	void *arg;
 	bool answered;
+	int64_t *id;                   /* where the service keeps the running job's id */
 };
 
-static void on_restore_started(int64_t job_id, void *arg)
+static struct job_ctx *job_ctx_new(struct service *svc, int64_t *id, service_restore_fn answer, void *arg)
 {
-	struct restore_ctx *x = arg;
+	struct job_ctx *x = xcalloc(1, sizeof(*x));
 
-	x->svc->restore_job = job_id;
+	x->svc = svc;
+	x->id = id;
+	x->answer = answer;
+	x->arg = arg;
+	return x;
+}
+
+static void on_job_started(int64_t job_id, void *arg)
+{
+	struct job_ctx *x = arg;
+
+	*x->id = job_id;
 	x->answered = true;
 	x->answer(job_id, NULL, NULL, x->arg);
 }
 
 static void on_restore_done(enum restore_outcome outcome, json_t *summary, const char *why, void *arg)
 {
-	struct restore_ctx *x = arg;
+	struct job_ctx *x = arg;
 	const char *code = json_string_value(json_object_get(summary, "refused"));
 
 	x->svc->restore = NULL;
@@ -81,18 +94,9 @@ static void on_restore_done(enum restore_outcome outcome, json_t *summary, const
 
 /* ---- reconcile runs started over HTTP ------------------------------------------------- */
 
-static void on_reconcile_recorded(int64_t run_id, void *arg)
-{
-	struct restore_ctx *x = arg;
-
-	x->svc->reconcile_run = run_id;
-	x->answered = true;
-	x->answer(run_id, NULL, NULL, x->arg);
-}
-
 static void on_reconcile_done(enum reconcile_outcome outcome, json_t *report, const char *why, void *arg)
 {
-	struct restore_ctx *x = arg;
+	struct job_ctx *x = arg;
 	int64_t run = x->svc->reconcile_run;
 
 	x->svc->reconcile = NULL;
@@ -110,19 +114,16 @@ static void on_reconcile_done(enum reconcile_outcome outcome, json_t *report, co
 void service_start_reconcile(struct service *svc, const char *service_name, bool dry_run, bool deep,
 			     service_restore_fn answer, void *arg)
 {
-	struct restore_ctx *x = xcalloc(1, sizeof(*x));
+	struct job_ctx *x = job_ctx_new(svc, &svc->reconcile_run, answer, arg);
 	struct reconcile_opts o = svc->reconcile_opts;
 	char host[256] = "";
 
-	x->svc = svc;
-	x->answer = answer;
-	x->arg = arg;
 	gethostname(host, sizeof(host) - 1);
 	o.service = service_name;
 	o.dry_run = dry_run;
 	o.deep = deep;
 	o.host = host;
-	o.recorded = on_reconcile_recorded;
+	o.recorded = on_job_started;
 	svc->reconcile_arg = x;
 	svc->reconcile = reconcile_start(svc->base, svc->vdb, &o, on_reconcile_done, x);
 }
@@ -130,18 +131,15 @@ void service_start_reconcile(struct service *svc, const char *service_name, bool
 void service_start_restore(struct service *svc, const char *service_name, bool resume, service_restore_fn answer,
 			   void *arg)
 {
-	struct restore_ctx *x = xcalloc(1, sizeof(*x));
+	struct job_ctx *x = job_ctx_new(svc, &svc->restore_job, answer, arg);
 	struct restore_opts o = svc->restore_opts;
 	char host[256] = "";
 
-	x->svc = svc;
-	x->answer = answer;
-	x->arg = arg;
 	gethostname(host, sizeof(host) - 1);
 	o.service = service_name;
 	o.resume = resume;
 	o.host = host;
 	svc->restore_arg = x;
-	svc->restore = restore_start(svc->base, svc->vdb, svc->outbox, svc->store, &o, on_restore_started, on_restore_done, x);
+	svc->restore = restore_start(svc->base, svc->vdb, svc->outbox, svc->store, &o, on_job_started, on_restore_done, x);
 }
 

@@ -276,29 +276,17 @@ stop_service() {
 
 # api METHOD PATH [JSON [extra curl args...]]: sets BODY and CODE, like emu.
 api() {
-  local method=$1 path=$2 data=${3:-} out meta
+  local method=$1 path=$2 data=${3:-}
   shift 3 2>/dev/null || shift $#
-  # Every answer is kept, to be checked against the OpenAPI document when the suite ends.
-  out=$(mktemp "$ANSWERS/XXXXXXXX")
   if [ -n "$data" ]; then
-    meta=$(curl -s -o "$out.body" -w '%{http_code}\t%{content_type}' -X "$method" -H 'Content-Type: application/json' \
-      --data-binary "$data" "$@" "$SVC_URL$path" || true)
+    answer -X "$method" -H 'Content-Type: application/json' --data-binary "$data" "$@" "$SVC_URL$path"
   else
-    meta=$(curl -s -o "$out.body" -w '%{http_code}\t%{content_type}' -X "$method" "$@" "$SVC_URL$path" || true)
+    answer -X "$method" "$@" "$SVC_URL$path"
   fi
-  CODE=${meta%%$'\t'*}
-  touch "$out.body"
-  printf '%s\t%s\t%s\t%s\n' "$method" "$path" "$CODE" "${meta#*$'\t'}" >"$out.meta"
-  rm -f "$out"
-  BODY=$(cat "$out.body")
-  if [[ $BODY == *"$CANARY_PGPW"* || $BODY == *"$CANARY_VDBKEY"* ]]; then
-    fail "an answer shows a secret: $method $path -> $CODE $BODY"
-  fi
-  : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
 }
 
-# answer CURL-ARGS...: one request of curl's, kept like api()'s (for the OpenAPI
-# check) and checked for secrets; CODE and BODY hold the answer.
+# answer CURL-ARGS...: one request of curl's (api's too), kept for the OpenAPI
+# check at the suite's end and checked for secrets; CODE and BODY hold the answer.
 answer() {
   local out meta method=GET url="" a prev=""
   for a in "$@"; do
@@ -316,7 +304,7 @@ answer() {
   if [[ $BODY == *"$CANARY_PGPW"* || $BODY == *"$CANARY_VDBKEY"* ]]; then
     fail "an answer shows a secret: $method $url -> $CODE $BODY"
   fi
-  : "$BODY" "$CODE"
+  : "$BODY" "$CODE" # read by the caller (not exported: a listing can outgrow the environment)
 }
 
 # wait_job ID [SECONDS]: polls GET /v1/jobs/ID (at most SECONDS, default 30)
