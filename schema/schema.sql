@@ -169,6 +169,21 @@ ALTER SEQUENCE abilitysync.restore_jobs_id_seq OWNED BY abilitysync.restore_jobs
 
 
 --
+-- Name: sync_pause; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.sync_pause (
+    id integer DEFAULT 1 NOT NULL,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    key_name text,
+    reason text,
+    request_id text,
+    host text,
+    CONSTRAINT sync_pause_one_row CHECK ((id = 1))
+);
+
+
+--
 -- Name: sync_state; Type: TABLE; Schema: abilitysync; Owner: -
 --
 
@@ -313,6 +328,14 @@ ALTER TABLE ONLY abilitysync.reconcile_runs
 
 ALTER TABLE ONLY abilitysync.restore_jobs
     ADD CONSTRAINT restore_jobs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: sync_pause sync_pause_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.sync_pause
+    ADD CONSTRAINT sync_pause_pkey PRIMARY KEY (id);
 
 
 --

@@ -92,7 +92,8 @@ test_postgres_stopped_during_a_load_answers_503_and_recovers_without_restart() {
   kill -0 "$pid" || fail "the service died"
   wait_converged "$DB" 60
   check_stores_agree "$DB" "$acks"
-  # It serves again without a restart.
+  # It serves again without a restart: ready again within 30 s (the pool reconnects with backoff).
+  wait_ready 30
   api POST /v1/abilities "$(ability_json after-outage svc $DIM)"
   assert_eq "$CODE" 201
   stop_service
