@@ -1332,6 +1332,24 @@ static void on_jobs_listed(const struct job_row *jobs, size_t n, const struct pg
 				     n > shown ? json_string(jobs[shown - 1].cursor) : json_null()));
 }
 
+/* A next_cursor of GET /v1/jobs: <microseconds>.<kind>.<id>. */
+static bool jobs_cursor_valid(const char *s)
+{
+	size_t us = strspn(s, "0123456789"), id;
+	const char *kind = s + us + 1;
+
+	if (us == 0 || us > 18 || s[us] != '.')
+		return false;
+	if (strncmp(kind, "restore.", 8) == 0)
+		kind += 8;
+	else if (strncmp(kind, "reconcile.", 10) == 0)
+		kind += 10;
+	else
+		return false;
+	id = strspn(kind, "0123456789");
+	return id > 0 && id <= 18 && kind[id] == '\0';
+}
+
 /* GET /v1/jobs?kind=K&state=S&limit=N&cursor=C: newest first. */
 static void h_jobs_list(struct call *c)
 {
@@ -1351,8 +1369,7 @@ static void h_jobs_list(struct call *c)
 			    "state is queued, running, succeeded, failed or cancelled, not %s", state);
 		return;
 	}
-	if (cursor && (strlen(cursor) > 64 || strspn(cursor, "0123456789.restoncil") != strlen(cursor) ||
-		       strchr(cursor, '.') == NULL)) {
+	if (cursor && !jobs_cursor_valid(cursor)) {
 		reply_error(c, E_INVALID_PARAMETER, "cursor", "cursor must be a next_cursor of a page");
 		return;
 	}

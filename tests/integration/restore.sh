@@ -283,7 +283,7 @@ test_post_restore_runs_a_job_the_api_reports() {
 # picks the same job up where it stopped, and no vector is written twice.
 # GET /v1/jobs lists restores and reconcile runs together, newest first.
 test_a_cancelled_restore_resumes_where_it_stopped_and_jobs_are_listed() {
-  local id n done_before
+  local id n done_before cursor
   migrated_db
   gen_rows "$DB" k 300 3 $DIM
   start_emulator
@@ -345,6 +345,10 @@ test_a_cancelled_restore_resumes_where_it_stopped_and_jobs_are_listed() {
     "reconcile 100 null" "a reconcile run as a job: $BODY"
   api GET '/v1/jobs?state=done'
   assert_eq "$(jq -r '[.code, .errors[0].pointer] | join(" ")' <<<"$BODY")" "invalid_parameter /state" "$BODY"
+  for cursor in ... 1.x.2 1.restore. 1.reconcile.2x 1234567890123456789.restore.1; do
+    api GET "/v1/jobs?cursor=$cursor"
+    assert_eq "$CODE $(jq -r .code <<<"$BODY")" "422 invalid_parameter" "cursor $cursor: $BODY"
+  done
   stop_service
   stop_emulator
 }
