@@ -468,8 +468,10 @@ test_verification_costs_calls_only_after_an_ambiguous_outcome() {
   for i in $(seq 1 5); do wait_state "doubt-$i" synced; done
   c2=$(calls)
   read -r adds deletes reads <<<"$(paste -d' ' <(tr ' ' '\n' <<<"$c2") <(tr ' ' '\n' <<<"$c1") | awk '{printf "%d ", $1 - $2}')"
-  # Each: the add that was applied but answered 504, the client's retry, then (after the window) the rewrite.
-  assert_eq "$adds $deletes $reads" "15 5 0" "5 ambiguous adds: retried, then verified by delete and add"
+  # Each: the add that was applied but answered 504, the client's retry (when the push's call window
+  # still allows one: not always on a loaded machine), then (after the window) the rewrite.
+  assert_eq "$deletes $reads" "5 0" "5 ambiguous adds verified by a delete each (and an add), no read"
+  { [ "$adds" -ge 10 ] && [ "$adds" -le 15 ]; } || fail "5 ambiguous adds cost $adds adds (10 to 15 expected)"
   echo "verification: 20 registrations on the fast path cost 20 adds, 0 deletes, 0 reads; 5 ambiguous adds cost 2 calls more each (a delete and an add, after VDB_QUARANTINE_MS)" |
     tee "$TEST_TMP/outbox.verification"
   for i in $(seq 1 5); do assert_vector "doubt-$i" "$(pg "select content_hash from abilitysync.sync_state where ability_id = 'doubt-$i'")"; done
