@@ -188,13 +188,7 @@ static void field_pointer(const char *field, struct buf *out)
 	}
 }
 
-/*
- * Every error is a problem details object (RFC 9457): type (one URI per code),
- * title (what the code means), status, detail (this occurrence, in words), plus
- * code, the request id, and for a request field the errors array with its JSON
- * pointer. "error" keeps the shape of the first releases ({code, message,
- * field}) for the clients written against it.
- */
+/* One entry of a problem's errors array. */
 static json_t *field_error(const char *field, const char *code, const char *detail)
 {
 	struct buf ptr = BUF_INIT;
@@ -206,6 +200,13 @@ static json_t *field_error(const char *field, const char *code, const char *deta
 	return j;
 }
 
+/*
+ * Every error is a problem details object (RFC 9457): type (one URI per code),
+ * title (what the code means), status, detail (this occurrence, in words), plus
+ * code, the request id, and for a request field the errors array with its JSON
+ * pointer (every bad field of a refused body: `all`). "error" keeps the shape of the first releases ({code, message,
+ * field}) for the clients written against it.
+ */
 static void reply_problem(struct call *c, int status, const char *code, const char *field, const char *detail,
 			  const struct ability_error *all)
 {
