@@ -1,19 +1,14 @@
 /*
- * api.h - the HTTP API (libevent's evhttp), versioned under /v1.
+ * api.h - the HTTP API (libevent's evhttp), versioned under /v1: abilities
+ * (one or a batch, read, list, delete, a service's full set), search, the
+ * sync's status and controls, restore and reconcile jobs, the audit trail,
+ * and /healthz /readyz /metrics /v1/openapi.json. api/openapi.yaml describes
+ * every route and answer; the route table in api.c says which scope each needs.
  *
- *   POST   /v1/abilities        one ability, or {"abilities": [...]}
- *   GET    /v1/abilities        ?service_name=&limit=&cursor=  (keyset pages)
- *   GET    /v1/abilities/{id}   ?include=embedding
- *   DELETE /v1/abilities/{id}
- *   POST   /v1/search           {"service_name", "embedding", "k"}
- *   GET    /v1/sync/status
- *   GET    /healthz /readyz /metrics  (never need a key)
- *
- * Every answer is JSON and carries X-Request-Id (the client's, when it sent a
- * sane one). Errors are {"error": {"code", "message", "field"}}. With API_KEYS
- * set, /v1/ wants `Authorization: Bearer <key>` (compared in constant time).
- * Bodies over MAX_BODY_BYTES are refused with 413 by libevent before they are
- * read into memory (its body for that one answer is HTML, not JSON).
+ * Every answer carries X-Request-Id (the client's, when it sent a sane one);
+ * every error, libevent's own refusals included, is a problem details object
+ * (RFC 9457, application/problem+json). With API_KEYS set, /v1/ wants
+ * `Authorization: Bearer <key>` (compared in constant time).
  */
 #ifndef ABILITYSYNC_API_H
 #define ABILITYSYNC_API_H
