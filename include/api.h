@@ -91,4 +91,8 @@ bool api_parse_limit(const char *text, int *limit) MUSTCHECK;
 bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **service, long *k, double *min_score,
 		      struct ability_error *err) MUSTCHECK;
 
+/* The bodies the admin routes take (reqbody.h), NULL-terminated: the fuzz tests drive each. */
+struct body_spec;
+extern const struct body_spec *const api_admin_bodies[];
+
 #endif

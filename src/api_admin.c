@@ -1,6 +1,8 @@
 /* Operating the sync: its status, retry and pause, restore and reconcile jobs, the audit trail. */
 #include "api_call.h"
 
+#include "reqbody.h"
+
 /* ---- GET /v1/sync/status ------------------------------------------------------------------------ */
 
 static void on_status(const char *text, const struct pg_outcome *o, void *arg)
@@ -84,29 +86,23 @@ static void on_restore_answer(int64_t job_id, const char *code, const char *why,
 }
 
 /*
- * A job's body: an object of optional fields, or nothing. NULL and answered
- * when it is not JSON or not an object; an empty object for no body.
+ * An admin route's body, checked against its table (reqbody.h). False and
+ * answered when it is not one: a JSON body wants Content-Type application/json.
  */
-static json_t *job_body(struct call *c, const char *fields)
+static bool admin_body(struct call *c, const struct body_spec *spec, struct reqbody *b)
 {
 	struct jspan body = body_of(c);
-	json_error_t jerr;
-	json_t *j;
+	struct ability_error err;
 
-	if (body.len && !json_content(c))
-		return NULL;
-	if (!body.len)
-		return json_object();
-	if (!(j = json_loadb(body.p, body.len, 0, &jerr))) {
-		reply_error(c, E_MALFORMED_JSON, NULL, "the body is not valid JSON: %s", jerr.text);
-		return NULL;
+	if (body.len && !json_content(c)) {
+		memset(b, 0, sizeof(*b));
+		return false;
 	}
-	if (!json_is_object(j)) {
-		json_decref(j);
-		reply_error(c, E_INVALID_BODY, NULL, "the body must be an object: {%s}", fields);
-		return NULL;
-	}
-	return j;
+	if (reqbody_parse(body.p, body.len, spec, b, &err))
+		return true;
+	reply_refusal(c, &err);
+	reqbody_free(b);
+	return false;
 }
 
 /* Is there room for one more long job in this replica (JOBS_MAX)? Answered when not. */
@@ -121,48 +117,26 @@ static bool job_room(struct call *c)
 	return false;
 }
 
-static bool service_name_value(json_t *v)
-{
-	return json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) <= ABILITY_TEXT_MAX;
-}
+static const struct field_spec restore_fields[] = {
+	{"service_name", FIELD_NAME, 0, 0, NULL},
+	{"resume", FIELD_BOOL, 0, 0, NULL},
+};
+static const struct body_spec restore_body = {"a restore", restore_fields, ARRAY_LEN(restore_fields)};
 
 /* POST /v1/restore {"service_name"?: S, "resume"?: bool}: starts a job, answers once its row exists. */
 void h_restore_post(struct call *c)
 {
 	struct service *svc = c->api->svc;
-	json_t *j, *v;
-	const char *key, *service = NULL;
-	bool resume = false;
+	struct reqbody b;
 
-	if (!needs_postgres(c, "restore") || !(j = job_body(c, "\"service_name\"?, \"resume\"?")))
+	if (!needs_postgres(c, "restore") || !admin_body(c, &restore_body, &b))
 		return;
-	json_object_foreach(j, key, v) {
-		if (strcmp(key, "service_name") == 0 && service_name_value(v)) {
-			service = json_string_value(v);
-		} else if (strcmp(key, "resume") == 0 && json_is_boolean(v)) {
-			resume = json_is_true(v);
-		} else {
-			bool known = strcmp(key, "service_name") == 0 || strcmp(key, "resume") == 0;
-
-			reply_error(c, known ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
-				    known ? "%s: service_name is a string of 1 to 255 bytes, resume a boolean"
-					  : "%s is not a field of a restore (service_name, resume)", key);
-			json_decref(j);
-			return;
-		}
-	}
-	if (svc->restore) {
-		json_decref(j);
+	if (svc->restore)
 		reply_error(c, E_RESTORE_RUNNING, NULL, "this replica is running restore job %lld: GET /v1/jobs/%lld",
 			    (long long)svc->restore_job, (long long)svc->restore_job);
-		return;
-	}
-	if (!job_room(c)) {
-		json_decref(j);
-		return;
-	}
-	service_start_restore(svc, service, resume, on_restore_answer, c);
-	json_decref(j);
+	else if (job_room(c))
+		service_start_restore(svc, b.v[0].s, b.v[1].b, on_restore_answer, c);
+	reqbody_free(&b);
 }
 
 static void on_reconcile_answer(int64_t run_id, const char *code, const char *why, void *arg)
@@ -178,44 +152,27 @@ static void on_reconcile_answer(int64_t run_id, const char *code, const char *wh
 	}
 }
 
+static const struct field_spec reconcile_fields[] = {
+	{"dry_run", FIELD_BOOL, 0, 0, NULL},
+	{"service_name", FIELD_NAME, 0, 0, NULL},
+	{"deep", FIELD_BOOL, 0, 0, NULL},
+};
+static const struct body_spec reconcile_body = {"a reconcile", reconcile_fields, ARRAY_LEN(reconcile_fields)};
+
 /* POST /v1/reconcile {"dry_run"?: bool (true), "service_name"?: S, "deep"?: bool}: a run as a job. */
 void h_reconcile_post(struct call *c)
 {
 	struct service *svc = c->api->svc;
-	json_t *j, *v;
-	const char *key, *service = NULL;
-	bool dry = true, deep = false;
+	struct reqbody b;
 
-	if (!needs_postgres(c, "reconcile") || !(j = job_body(c, "\"dry_run\"?, \"service_name\"?, \"deep\"?")))
+	if (!needs_postgres(c, "reconcile") || !admin_body(c, &reconcile_body, &b))
 		return;
-	json_object_foreach(j, key, v) {
-		if (strcmp(key, "service_name") == 0 && service_name_value(v)) {
-			service = json_string_value(v);
-		} else if ((strcmp(key, "dry_run") == 0 || strcmp(key, "deep") == 0) && json_is_boolean(v)) {
-			*(strcmp(key, "deep") == 0 ? &deep : &dry) = json_is_true(v);
-		} else {
-			bool known = strcmp(key, "service_name") == 0 || strcmp(key, "dry_run") == 0 ||
-				     strcmp(key, "deep") == 0;
-
-			reply_error(c, known ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
-				    known ? "%s: service_name is a string of 1 to 255 bytes, dry_run and deep booleans"
-					  : "%s is not a field of a reconcile (dry_run, service_name, deep)", key);
-			json_decref(j);
-			return;
-		}
-	}
-	if (svc->reconcile) {
-		json_decref(j);
+	if (svc->reconcile)
 		reply_error(c, E_RECONCILE_RUNNING, NULL, "this replica is running reconcile-%lld: GET /v1/jobs/reconcile-%lld",
 			    (long long)svc->reconcile_run, (long long)svc->reconcile_run);
-		return;
-	}
-	if (!job_room(c)) {
-		json_decref(j);
-		return;
-	}
-	service_start_reconcile(svc, service, dry, deep, on_reconcile_answer, c);
-	json_decref(j);
+	else if (job_room(c))
+		service_start_reconcile(svc, b.v[1].s, !b.v[0].set || b.v[0].b, b.v[2].b, on_reconcile_answer, c);
+	reqbody_free(&b);
 }
 
 static void on_pause_changed(const char *text, const struct pg_outcome *o, void *arg)
@@ -235,27 +192,20 @@ static void on_pause_changed(const char *text, const struct pg_outcome *o, void 
 	reply_json(c, 200, json_pack("{s:b, s:o}", "paused", pause, pause ? "pause" : "ended", p ? p : json_null()));
 }
 
+static const struct field_spec pause_fields[] = {
+	{"reason", FIELD_TEXT, 0, 1000, NULL},
+};
+static const struct body_spec pause_body = {"a pause", pause_fields, ARRAY_LEN(pause_fields)};
+
 /* POST /v1/sync/pause {"reason"?}: every replica stops pushing; writes are still acknowledged (202, pending). */
 void h_sync_pause(struct call *c)
 {
-	json_t *j, *v;
-	const char *key, *reason = NULL;
+	struct reqbody b;
 
-	if (!needs_postgres(c, "pausing the outbox") || !(j = job_body(c, "\"reason\"?")))
+	if (!needs_postgres(c, "pausing the outbox") || !admin_body(c, &pause_body, &b))
 		return;
-	json_object_foreach(j, key, v) {
-		if (strcmp(key, "reason") == 0 && json_is_string(v) && json_string_length(v) <= 1000) {
-			reason = json_string_value(v);
-		} else {
-			reply_error(c, strcmp(key, "reason") == 0 ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
-				    strcmp(key, "reason") == 0 ? "reason is a string of at most 1000 bytes"
-							       : "%s is not a field of a pause (reason)", key);
-			json_decref(j);
-			return;
-		}
-	}
-	store_sync_pause(c->api->svc->store, c->key[0] ? c->key : NULL, reason, c->id, on_pause_changed, c);
-	json_decref(j);
+	store_sync_pause(c->api->svc->store, c->key[0] ? c->key : NULL, b.v[0].s, c->id, on_pause_changed, c);
+	reqbody_free(&b);
 }
 
 /* POST /v1/sync/resume: pushing goes on, on every replica. */
@@ -276,50 +226,34 @@ static void on_retried(int64_t matched, int64_t retried, const struct pg_outcome
 		reply_json(c, 200, json_pack("{s:I, s:I}", "matched", (json_int_t)matched, "retried", (json_int_t)retried));
 }
 
+static const char *const retry_states[] = {"failed", "pending", NULL};
+static const struct field_spec retry_fields[] = {
+	{"state", FIELD_CHOICE, 0, 0, retry_states},
+	{"service_name", FIELD_NAME, 0, 0, NULL},
+	{"error_contains", FIELD_TEXT, 1, 255, NULL},
+	{"older_than_s", FIELD_INT, 0, 100LL * 365 * 86400, NULL},
+	{"dry_run", FIELD_BOOL, 0, 0, NULL},
+};
+static const struct body_spec retry_body = {"a retry", retry_fields, ARRAY_LEN(retry_fields)};
+
 /*
  * POST /v1/sync/retry {"state"?: "failed" | "pending", "service_name"?, "error_contains"?,
  * "older_than_s"?, "dry_run"?}: the changes picked are due now (after fixing what failed them).
  */
 void h_sync_retry(struct call *c)
 {
-	static const char fields[] = "\"state\"?, \"service_name\"?, \"error_contains\"?, \"older_than_s\"?, \"dry_run\"?";
-	struct retry_selector sel = {false, NULL, NULL, -1, false};
-	json_t *j, *v;
-	const char *key;
+	struct retry_selector sel;
+	struct reqbody b;
 
-	if (!needs_postgres(c, "retrying changes") || !(j = job_body(c, fields)))
+	if (!needs_postgres(c, "retrying changes") || !admin_body(c, &retry_body, &b))
 		return;
-	json_object_foreach(j, key, v) {
-		const char *text = json_string_value(v);
-
-		if (strcmp(key, "state") == 0 && text && (strcmp(text, "failed") == 0 || strcmp(text, "pending") == 0)) {
-			sel.pending = strcmp(text, "pending") == 0;
-		} else if (strcmp(key, "service_name") == 0 && service_name_value(v)) {
-			sel.service = text;
-		} else if (strcmp(key, "error_contains") == 0 && text && *text && json_string_length(v) <= 255) {
-			sel.error_contains = text;
-		} else if (strcmp(key, "older_than_s") == 0 && json_is_integer(v) && json_integer_value(v) >= 0 &&
-			   json_integer_value(v) <= 100LL * 365 * 86400) {
-			sel.older_than_s = (int64_t)json_integer_value(v);
-		} else if (strcmp(key, "dry_run") == 0 && json_is_boolean(v)) {
-			sel.dry_run = json_is_true(v);
-		} else {
-			static const char *const names[] = {"state", "service_name", "error_contains", "older_than_s",
-							    "dry_run", NULL};
-			bool known = one_of(key, names);
-
-			reply_error(c, known ? E_INVALID_FIELD : E_UNKNOWN_FIELD, key,
-				    known ? "%s: state is failed or pending, service_name and error_contains strings of 1 "
-					    "to 255 bytes, older_than_s a whole number of seconds, dry_run a boolean"
-					  : "%s is not a selector of a retry (state, service_name, error_contains, "
-					    "older_than_s, dry_run)", key);
-			json_decref(j);
-			return;
-		}
-	}
+	sel = (struct retry_selector){b.v[0].set && strcmp(b.v[0].s, "pending") == 0, b.v[1].s, b.v[2].s,
+				      b.v[3].set ? (int64_t)b.v[3].i : -1, b.v[4].b};
 	store_sync_retry(c->api->svc->store, &sel, on_retried, c);
-	json_decref(j);
+	reqbody_free(&b);
 }
+
+const struct body_spec *const api_admin_bodies[] = {&restore_body, &reconcile_body, &pause_body, &retry_body, NULL};
 
 /* ---- jobs: restore jobs and reconcile runs ------------------------------------------ */
 

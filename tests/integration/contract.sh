@@ -192,6 +192,30 @@ test_errors_are_problem_details_and_a_202_says_where_to_look() {
     -H 'Prefer: respond-async, wait=999' --data-binary "${OK_BODY/\"x\"/\"x3\"}" "$SVC_URL/v1/abilities")
   assert_contains "$(tr -d '\r' <<<"$out")" "Preference-Applied: wait=5" "a wait over SYNC_WAIT_MAX_MS (5 s) is cut to it"
 }
+# The admin routes' bodies go through one parser (reqbody.c): every bad field is
+# named with what it must be, a duplicate is refused, and nothing starts or changes.
+test_admin_bodies_name_every_bad_field_and_change_nothing() {
+  setup
+  call POST /v1/sync/retry '{"state": "stuck", "older_than_s": -1, "colour": 1}'
+  assert_eq "$CODE" 422 "a retry with three bad fields: $BODY"
+  assert_eq "$(jq -r '[.errors[] | .pointer + " " + .code] | join(",")' <<<"$BODY")" \
+    "/state invalid_field,/older_than_s invalid_field,/colour unknown_field" "every bad field, in order: $BODY"
+  assert_contains "$(jq -r '.errors[0].detail' <<<"$BODY")" "state is failed or pending" "what state must be"
+  assert_contains "$(jq -r '.errors[2].detail' <<<"$BODY")" "colour is not a field of a retry (state, service_name" \
+    "what a retry takes"
+  call POST /v1/restore '{"resume": "yes", "service_name": ""}'
+  assert_eq "$CODE $(jq -r '[.errors[].pointer] | join(",")' <<<"$BODY")" "422 /resume,/service_name" "a restore: $BODY"
+  call POST /v1/restore '{"resume": true, "resume": false}'
+  assert_eq "$CODE $(jq -r .code <<<"$BODY")" "400 malformed_json" "a duplicate field: $BODY"
+  call POST /v1/reconcile '{"dry_run": false, "deep": 1}'
+  assert_eq "$CODE $(jq -r '.errors[0].pointer' <<<"$BODY")" "422 /deep" "a reconcile: $BODY"
+  call POST /v1/sync/pause '{"reason": 5}'
+  assert_eq "$CODE $(jq -r '.errors[0].detail' <<<"$BODY")" "422 reason is a string of 0 to 1000 bytes" "a pause: $BODY"
+  call GET /v1/jobs
+  assert_eq "$(jq '.jobs | length' <<<"$BODY")" 0 "jobs started by refused bodies"
+  call POST /v1/abilities "$OK_BODY"
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "201 synced" "a write after the refused pause (not paused)"
+}
 test_503_answers_say_when_to_retry() {
   start_service DATABASE_URL=postgres://nobody@127.0.0.1:9/x
   assert_contains "$(curl -s -D - -o /dev/null "$SVC_URL/v1/abilities")" "Retry-After: " "a 503's headers"
