@@ -53,7 +53,7 @@ struct api {
 	struct evhttp_bound_socket *sock;
 	struct keyring ring;            /* API_KEYS and API_KEYS_FILE; empty: no auth */
 	struct bucket *buckets;        /* RATE_LIMIT_RPS: one per key, the last for callers without one */
-	uint64_t *by_key;              /* requests answered per key, the last for callers without one */
+	struct http_metrics http_counts; /* answers by key, route and status; latency by route */
 	SSL_CTX *ssl;
 	TAILQ_HEAD(, call) calls;
 	int in_flight;

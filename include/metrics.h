@@ -38,17 +38,29 @@ struct status_count {
 	uint64_t n;
 };
 
+#define STATUSES_PER_ROUTE 16
+
+/* What the HTTP layer counts: answers by API key, route and status; latency by route. */
 struct http_metrics {
-	struct status_count by_status[ROUTE_COUNT][16];
+	struct status_count (*by_status)[ROUTE_COUNT][STATUSES_PER_ROUTE]; /* [key slot][route][...] */
+	size_t keys;                   /* slots: one per API key, the last for callers without one */
 	struct histogram latency[ROUTE_COUNT];
 };
 
-void http_metrics_observe(struct http_metrics *m, enum route r, int status, double seconds);
+/* Makes `keys` key slots, every answer count zero (keys rotated: their counts start again). */
+void http_metrics_keys(struct http_metrics *m, size_t keys);
+
+/* `key`: the caller's key slot (keys - 1: none). */
+void http_metrics_observe(struct http_metrics *m, size_t key, enum route r, int status, double seconds);
+
+/* key_names[i] names slot i ("" for the last). */
+void http_metrics_render(const struct http_metrics *m, const char *const *key_names, struct buf *out);
+
+void http_metrics_free(struct http_metrics *m);
 
 /* Writers for the renderer. */
 void metrics_header(struct buf *out, const char *name, const char *type, const char *help);
 void metrics_value(struct buf *out, const char *name, const char *labels, double v);
 void metrics_histogram(struct buf *out, const char *name, const char *labels, const struct histogram *h);
-void http_metrics_render(const struct http_metrics *m, struct buf *out);
 
 #endif

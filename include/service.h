@@ -27,7 +27,6 @@ struct service {
 	struct vdb *vdb;
 	struct outbox *outbox;
 	char owner[OWNER_MAX];   /* this replica's name on the leases it takes */
-	struct http_metrics http;
 
 	/* Readiness, refreshed by timers in serve.c. */
 	bool pg_migrated;

@@ -195,8 +195,7 @@ static void per_key_reset(struct api *a)
 
 	free(a->buckets);
 	a->buckets = NULL;
-	free(a->by_key);
-	a->by_key = xcalloc(a->ring.n + 1, sizeof(*a->by_key));
+	http_metrics_keys(&a->http_counts, a->ring.n + 1);
 	if (a->o.rate_rps <= 0)
 		return;
 	a->buckets = xcalloc(a->ring.n + 1, sizeof(*a->buckets));
@@ -713,7 +712,7 @@ void api_free(struct api *a)
 		SSL_CTX_free(a->ssl);
 	keyring_free(&a->ring);
 	free(a->buckets);
-	free(a->by_key);
+	http_metrics_free(&a->http_counts);
 	free(a->conn_set);
 	free(a);
 }

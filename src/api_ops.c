@@ -219,18 +219,16 @@ static void render_reconcile(const struct service *svc, struct buf *out)
 	metrics_value(out, "abilitysync_reconcile_runs_total", "result=\"skipped\"", (double)rs.skipped);
 }
 
-/* Requests answered per key name (key=""; callers without a key); a SIGHUP starts the counts again. */
-static void render_by_key(const struct api *a, struct buf *out)
+/* The names of the key slots of the answer counts: the ring's, then "" for callers without a key. */
+static const char **key_names(const struct api *a)
 {
-	char label[KEY_NAME_MAX + 16];
+	const char **names = xcalloc(a->ring.n + 1, sizeof(*names));
 	size_t i;
 
-	metrics_header(out, "abilitysync_http_requests_by_key_total", "counter",
-		       "Requests answered, by the name of the API key sent (\"\": none or not valid).");
-	for (i = 0; i <= a->ring.n; i++) {
-		snprintf(label, sizeof(label), "key=\"%s\"", i < a->ring.n ? a->ring.keys[i].name : "");
-		metrics_value(out, "abilitysync_http_requests_by_key_total", label, (double)a->by_key[i]);
-	}
+	for (i = 0; i < a->ring.n; i++)
+		names[i] = a->ring.keys[i].name;
+	names[a->ring.n] = "";
+	return names;
 }
 
 static void render_metrics(struct call *c)
@@ -238,8 +236,10 @@ static void render_metrics(struct call *c)
 	struct service *svc = c->api->svc;
 	struct outbox_stats ps;
 	struct buf out = BUF_INIT;
+	const char **names = key_names(c->api);
 
-	http_metrics_render(&svc->http, &out);
+	http_metrics_render(&c->api->http_counts, names, &out);
+	free(names);
 	render_vdb(svc, &out);
 	render_pg(svc, &out);
 	render_outbox(svc, &out);
@@ -278,7 +278,6 @@ static void render_metrics(struct call *c)
 		      (double)c->api->paused_accepts);
 	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"body\"", (double)c->api->rejected_body);
 	metrics_value(&out, "abilitysync_http_rejected_total", "reason=\"headers\"", (double)c->api->rejected_header);
-	render_by_key(c->api, &out);
 	metrics_header(&out, "abilitysync_ready", "gauge", "1 when /readyz says ready.");
 	metrics_value(&out, "abilitysync_ready", NULL, service_ready(svc));
 	reply_typed(c, 200, "text/plain; version=0.0.4", out.data, out.len);

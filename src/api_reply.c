@@ -52,7 +52,9 @@ void reply_typed(struct call *c, int status, const char *type, const char *body,
 	evbuffer_add(evhttp_request_get_output_buffer(c->req), body, len);
 	evhttp_send_reply(c->req, status, reason(status), NULL);
 	c->replied = true;
-	http_metrics_observe(&c->api->svc->http, c->route, status, secs);
+	/* Counted by its place in the ring now (a SIGHUP between question and answer may shift it). */
+	http_metrics_observe(&c->api->http_counts, c->key_index < c->api->ring.n ? c->key_index : c->api->ring.n,
+			     c->route, status, secs);
 	if (status >= 500 && c->route != ROUTE_READYZ) /* not ready is a normal answer there */
 		log_warn(COMP, "req=%s%s%s %s -> %d in %.1f ms: %.*s", c->id, c->key[0] ? " key=" : "", c->key,
 			 route_name(c->route), status, secs * 1000, (int)(len > 300 ? 300 : len), body);
@@ -61,8 +63,6 @@ void reply_typed(struct call *c, int status, const char *type, const char *body,
 			  route_name(c->route), status, secs * 1000);
 	if (c->audited)
 		audit_record(c, status);
-	/* Counted by its place in the ring now (a SIGHUP between question and answer may shift it). */
-	c->api->by_key[c->key_index < c->api->ring.n ? c->key_index : c->api->ring.n]++;
 	call_release(c);
 }
 

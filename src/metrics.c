@@ -1,8 +1,10 @@
 #include "metrics.h"
 
 #include "buf.h"
+#include "mem.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const double bounds[HISTOGRAM_BUCKETS - 1] = {
@@ -32,13 +34,20 @@ void histogram_observe(struct histogram *h, double seconds)
 	h->sum += seconds;
 }
 
-void http_metrics_observe(struct http_metrics *m, enum route r, int status, double seconds)
+void http_metrics_keys(struct http_metrics *m, size_t keys)
 {
-	struct status_count *sc = m->by_status[r];
+	free(m->by_status);
+	m->by_status = xcalloc(keys, sizeof(*m->by_status));
+	m->keys = keys;
+}
+
+void http_metrics_observe(struct http_metrics *m, size_t key, enum route r, int status, double seconds)
+{
+	struct status_count *sc = m->by_status[key < m->keys ? key : m->keys - 1][r];
 	size_t i;
 
 	histogram_observe(&m->latency[r], seconds);
-	for (i = 0; i < ARRAY_LEN(m->by_status[r]); i++) {
+	for (i = 0; i < STATUSES_PER_ROUTE; i++) {
 		if (sc[i].status == status || sc[i].status == 0) {
 			sc[i].status = status;
 			sc[i].n++;
@@ -46,7 +55,13 @@ void http_metrics_observe(struct http_metrics *m, enum route r, int status, doub
 		}
 	}
 	/* More than 16 distinct statuses on one route: the last slot takes the rest. */
-	sc[ARRAY_LEN(m->by_status[r]) - 1].n++;
+	sc[STATUSES_PER_ROUTE - 1].n++;
+}
+
+void http_metrics_free(struct http_metrics *m)
+{
+	free(m->by_status);
+	memset(m, 0, sizeof(*m));
 }
 
 void metrics_header(struct buf *out, const char *name, const char *type, const char *help)
@@ -81,17 +96,24 @@ void metrics_histogram(struct buf *out, const char *name, const char *labels, co
 		   (unsigned long long)h->count);
 }
 
-void http_metrics_render(const struct http_metrics *m, struct buf *out)
+void http_metrics_render(const struct http_metrics *m, const char *const *key_names, struct buf *out)
 {
 	struct buf labels = BUF_INIT;
-	size_t r, i;
+	size_t k, r, i;
 
-	metrics_header(out, "abilitysync_http_requests_total", "counter", "HTTP requests answered, by route and status.");
-	for (r = 0; r < ROUTE_COUNT; r++) {
-		for (i = 0; i < ARRAY_LEN(m->by_status[r]) && m->by_status[r][i].status; i++) {
-			buf_reset(&labels);
-			buf_printf(&labels, "route=\"%s\",status=\"%d\"", routes[r], m->by_status[r][i].status);
-			metrics_value(out, "abilitysync_http_requests_total", labels.data, (double)m->by_status[r][i].n);
+	metrics_header(out, "abilitysync_http_requests_total", "counter",
+		       "HTTP requests answered, by route, status and the name of the API key sent (\"\": none or not "
+		       "valid); a key rotation (SIGHUP) starts the counts again.");
+	for (k = 0; k < m->keys; k++) {
+		for (r = 0; r < ROUTE_COUNT; r++) {
+			const struct status_count *sc = m->by_status[k][r];
+
+			for (i = 0; i < STATUSES_PER_ROUTE && sc[i].status; i++) {
+				buf_reset(&labels);
+				buf_printf(&labels, "route=\"%s\",status=\"%d\",key=\"%s\"", routes[r], sc[i].status,
+					   key_names[k]);
+				metrics_value(out, "abilitysync_http_requests_total", labels.data, (double)sc[i].n);
+			}
 		}
 	}
 	metrics_header(out, "abilitysync_http_request_duration_seconds", "histogram",

@@ -154,8 +154,10 @@ test_metrics_can_require_a_read_key() {
   as kr-7f3a GET /metrics
   assert_eq "$CODE" 200
   assert_contains "$BODY" "abilitysync_ready"
-  assert_contains "$BODY" 'abilitysync_http_requests_by_key_total{key="writer"} 1' "requests by key name"
-  grep -q -E '^abilitysync_http_requests_by_key_total\{key=""\} [1-9]' <<<"$BODY" || fail "no count without a key"
+  assert_contains "$BODY" 'abilitysync_http_requests_total{route="GET /metrics",status="403",key="writer"} 1' \
+    "requests by route, status and key name"
+  assert_contains "$BODY" 'abilitysync_http_requests_total{route="GET /metrics",status="401",key=""} 1' \
+    "requests without a key"
   assert_not_contains "$BODY" "kw-91cc" "a key in the metrics"
   api GET /healthz
   assert_eq "$CODE" 200 "liveness stays open"

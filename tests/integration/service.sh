@@ -586,9 +586,9 @@ test_metrics_count_requests_and_vector_db_calls() {
   api POST /v1/abilities "$(ability_json m-1 metrics.svc)"
   api GET /v1/abilities/nobody
   api GET /metrics
-  assert_contains "$BODY" 'abilitysync_http_requests_total{route="POST /v1/abilities",status="201"} 1'
-  assert_contains "$BODY" 'abilitysync_http_requests_total{route="POST /v1/abilities",status="200"} 1'
-  assert_contains "$BODY" 'abilitysync_http_requests_total{route="GET /v1/abilities/{id}",status="404"} 1'
+  assert_contains "$BODY" 'abilitysync_http_requests_total{route="POST /v1/abilities",status="201",key=""} 1'
+  assert_contains "$BODY" 'abilitysync_http_requests_total{route="POST /v1/abilities",status="200",key=""} 1'
+  assert_contains "$BODY" 'abilitysync_http_requests_total{route="GET /v1/abilities/{id}",status="404",key=""} 1'
   assert_contains "$BODY" 'abilitysync_http_request_duration_seconds_count{route="POST /v1/abilities"} 2'
   assert_contains "$BODY" 'abilitysync_vdb_replies_total{class="2xx"}'
   assert_contains "$BODY" 'abilitysync_pushes_total{result="pushed"} 1'
