@@ -200,3 +200,28 @@ export const syncPause = abilitysync.table(
   },
   (t) => [check("sync_pause_one_row", sql`${t.id} = 1`)],
 );
+
+// A service's full set (PUT /v1/services/{service}/abilities) on its way in:
+// staged in groups while the request body is read, then planned or applied by
+// one statement (which removes the set's rows). A set left behind by a replica
+// that died mid-way goes with the next set staged a day later.
+export const fullsetStage = abilitysync.table(
+  "fullset_stage",
+  {
+    set_id: text("set_id").notNull(),
+    ord: bigint("ord", { mode: "number" }).notNull(),
+    ability_id: text("ability_id").notNull(),
+    vector_id: integer("vector_id").notNull(),
+    ability_name: text("ability_name").notNull(),
+    service_name: text("service_name").notNull(),
+    description: text("description").notNull(),
+    embedding: text("embedding").notNull(),
+    metadata: text("metadata").notNull(),
+    dynamic_header_keys: text("dynamic_header_keys").notNull(),
+    dynamic_headers_required: boolean("dynamic_headers_required").notNull(),
+    blob_id: text("blob_id").notNull(),
+    content_hash: text("content_hash").notNull(),
+    staged_at: tstz("staged_at").notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.set_id, t.ord] }), index("fullset_stage_staged_at_idx").on(t.staged_at)],
+);

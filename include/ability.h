@@ -107,4 +107,35 @@ bool ability_canon_number(const char *tok, size_t len, struct buf *out) MUSTCHEC
 bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_batch, struct ability **out,
 			size_t *n, bool *batch, struct ability_error *err) MUSTCHECK;
 
+/*
+ * A service's full set (PUT /v1/services/{service}/abilities), {"abilities":
+ * [...]}, read one ability at a time so that a set of thousands is never in
+ * memory parsed at once: ability_set_open checks the whole body (UTF-8, JSON,
+ * nothing beside "abilities", an array; it may be empty) and
+ * ability_set_next parses the next ability, which must be of `service`. Every
+ * bad ability is named in the same err (collected, up to ABILITY_ERRORS_MAX);
+ * ability_set_check_ids, once all are read, refuses an ability_id given twice
+ * and two abilities on one vector_id. The body must outlive the set.
+ */
+struct ability_set {
+	const char *p, *end;     /* the next element, the array's end */
+	const char *service;
+	size_t dim, index;
+	struct set_id *ids;      /* every ability read: its id, vector_id and place */
+	size_t nids, capids;
+};
+
+bool ability_set_open(const char *body, size_t len, const char *service, size_t dim, struct ability_set *set,
+		      struct ability_error *err) MUSTCHECK;
+
+/* 1: *a holds the next ability (free it); 0: none left; -1: refused (err), the next one may be asked for. */
+int ability_set_next(struct ability_set *set, struct ability *a, struct ability_error *err) MUSTCHECK;
+
+bool ability_set_check_ids(struct ability_set *set, struct ability_error *err) MUSTCHECK;
+
+/* How many were read so far. */
+size_t ability_set_count(const struct ability_set *set);
+
+void ability_set_free(struct ability_set *set);
+
 #endif

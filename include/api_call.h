@@ -81,7 +81,7 @@ struct call {
 	int64_t start_us;
 	int refs;
 	bool replied;
-	char *path_id;                /* {id} of /v1/abilities/{id}, decoded */
+	char *path_id;                /* {id} of /v1/abilities/{id} (or {service}, ...), decoded */
 	struct evkeyvalq query;
 	bool batch;                   /* POST /v1/abilities: {"abilities": [...]} */
 	json_t *hits;                 /* search: the vector DB's answer, while the mirror is asked */
@@ -130,6 +130,7 @@ void h_abilities_post(struct call *c);
 void h_abilities_list(struct call *c);
 void h_ability_get(struct call *c);
 void h_ability_delete(struct call *c);
+void h_service_set(struct call *c);
 void h_search(struct call *c);
 void h_sync_status(struct call *c);
 void h_sync_retry(struct call *c);

@@ -156,6 +156,15 @@ void outbox_delete(struct outbox *ob, const char *ability_id, const char *trace,
 void outbox_restore_page(struct outbox *ob, const char *after, const char *service, int limit, const char *trace,
 			 outbox_skip_fn skip, outbox_claimed_fn claimed, outbox_page_fn done, void *arg);
 
+/*
+ * A service's full set, staged under set_id (store_stage): with dry_run the
+ * plan; else applied in one statement, and what it changed is left to the
+ * retry worker, woken at once (the leases the statement took are let go:
+ * no call was made under them, so the worker takes the rows without doubt).
+ */
+void outbox_apply_set(struct outbox *ob, const char *set_id, const char *service, bool dry_run, store_set_fn done,
+		      void *arg);
+
 void outbox_start_worker(struct outbox *ob);
 void outbox_stop_worker(struct outbox *ob);
 

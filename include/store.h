@@ -168,6 +168,41 @@ void store_fail_rows(struct store *s, const char *const *ids, const char *const 
 void store_blob_creating(struct store *s, const char *blob, pg_done_fn done, void *arg);
 void store_blob_created(struct store *s, const char *blob, pg_done_fn done, void *arg);
 
+/* ---- a service's full set -------------------------------------------------------------- */
+
+/*
+ * Stages abilities of a full set: set_id names the set (unique to its
+ * request), ord is items[0]'s place in it. Nothing is visible to anyone until
+ * store_apply_set.
+ */
+void store_stage(struct store *s, const char *set_id, int64_t ord, const struct ability *items, size_t n,
+		 pg_done_fn done, void *arg);
+
+/* Lets go of a staged set that will not be applied (refused, or its request gone). */
+void store_stage_drop(struct store *s, const char *set_id, pg_done_fn done, void *arg);
+
+enum set_action { SET_ADD, SET_UPDATE, SET_UNCHANGED, SET_DELETE, SET_COLLISION, SET_REFUSED };
+
+/* An ability of the set, or of the service and not in the set (SET_DELETE). Strings valid during the callback. */
+struct set_row {
+	const char *ability_id;
+	enum set_action action;
+	const char *other;          /* SET_COLLISION: the ability holding its vector */
+	const char *lease;          /* applied and leased by this replica: the lease, else NULL */
+};
+typedef void (*store_set_fn)(const struct set_row *rows, size_t n, const struct pg_outcome *o, void *arg);
+
+/*
+ * The staged set against the service's abilities now, by ability_id: with
+ * dry_run what applying it would do, else done in one statement (written as a
+ * write writes, the service's other abilities deleted as a delete does, each
+ * leased for this replica unless another holds it). A collision refuses the
+ * whole set (SET_COLLISION and SET_REFUSED rows, nothing changed). The staged
+ * rows go when the statement succeeds.
+ */
+void store_apply_set(struct store *s, const char *set_id, const char *service, bool dry_run, store_set_fn done,
+		     void *arg);
+
 /* ---- reads for the API -------------------------------------------------------------- */
 
 /* One ability as the API shows it; strings valid during the callback. */

@@ -693,3 +693,150 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 			      "the value at byte %zu", (size_t)(end - body));
 	return false;
 }
+
+/* ---- a service's full set, read one ability at a time ----------------------------- */
+
+struct set_id {
+	char *ability_id;
+	int64_t vector_id;
+	size_t index;
+};
+
+bool ability_set_open(const char *body, size_t len, const char *service, size_t dim, struct ability_set *set,
+		      struct ability_error *err)
+{
+	struct jspan whole = {body, len}, list;
+	struct js_error je = {.what = NULL};
+	const char *start = js_skip_ws(body, body + len), *end;
+	size_t bad;
+	bool dup;
+
+	memset(set, 0, sizeof(*set));
+	memset(err, 0, sizeof(*err));
+	err->collect = true;
+	if (!utf8_valid(body, len, &bad))
+		return refuse(err, E_INVALID_UTF8, "", "", "the body is not valid UTF-8 (byte %zu)", bad);
+	end = js_skip_value(body, body + len, &je);
+	if (!end)
+		return refuse(err, E_MALFORMED_JSON, "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",
+			      je.what, je.path, je.path[0] ? ", " : "", je.offset);
+	if (js_skip_ws(end, body + len) != body + len)
+		return refuse(err, E_MALFORMED_JSON, "", "", "the body is not valid JSON: unexpected text after the "
+			      "value at byte %zu", (size_t)(end - body));
+	if (*start != '{')
+		return refuse(err, E_WRONG_TYPE, "", "", "the body must be {\"abilities\": [...]}: the service's "
+			      "complete set");
+	if (!js_member(whole, "abilities", &list, &dup))
+		return refuse(err, E_MISSING_FIELD, "", "abilities", "abilities is required: the service's complete set "
+			      "(an empty array deletes all of them)");
+	if (dup)
+		return refuse(err, E_DUPLICATE_FIELD, "", "abilities", "abilities appears twice");
+	start = js_skip_ws(list.p, list.p + list.len);
+	if (*start != '[')
+		return refuse(err, E_WRONG_TYPE, "", "abilities", "abilities must be an array of ability objects");
+	if (!check_envelope(body, len, list, err))
+		return false;
+	set->p = start + 1;
+	set->end = list.p + list.len;
+	set->service = service;
+	set->dim = dim;
+	return true;
+}
+
+static void set_remember(struct ability_set *set, const struct ability *a, size_t index)
+{
+	if (set->nids == set->capids) {
+		set->capids = set->capids ? set->capids * 2 : 64;
+		set->ids = xrealloc(set->ids, set->capids * sizeof(*set->ids));
+	}
+	set->ids[set->nids++] = (struct set_id){xstrdup(a->ability_id), a->vector_id, index};
+}
+
+int ability_set_next(struct ability_set *set, struct ability *a, struct ability_error *err)
+{
+	struct js_error je = {.what = NULL};
+	const char *p = js_skip_ws(set->p, set->end), *next;
+	char prefix[48];
+	size_t i = set->index;
+
+	memset(a, 0, sizeof(*a));
+	if (p >= set->end || *p == ']')
+		return 0;
+	next = js_skip_value(p, set->end, &je); /* checked by ability_set_open: it cannot fail here */
+	if (!next)
+		abort();
+	set->p = js_skip_ws(next, set->end);
+	if (set->p < set->end && *set->p == ',')
+		set->p++;
+	set->index++;
+	snprintf(prefix, sizeof(prefix), "abilities[%zu].", i);
+	if (!ability_parse((struct jspan){p, (size_t)(next - p)}, set->dim, prefix, a, err))
+		return -1;
+	if (strcmp(a->service_name, set->service) != 0) {
+		refuse(err, E_INVALID_FIELD, prefix, "service_name", "%sservice_name is %s: this set is %s's (the "
+		       "path's service)", prefix, a->service_name, set->service);
+		ability_free(a);
+		return -1;
+	}
+	set_remember(set, a, i);
+	return 1;
+}
+
+static int by_id(const void *x, const void *y)
+{
+	const struct set_id *a = x, *b = y;
+	int c = strcmp(a->ability_id, b->ability_id);
+
+	return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+static int by_vector(const void *x, const void *y)
+{
+	const struct set_id *a = x, *b = y;
+
+	if (a->vector_id != b->vector_id)
+		return a->vector_id < b->vector_id ? -1 : 1;
+	return (a->index > b->index) - (a->index < b->index);
+}
+
+bool ability_set_check_ids(struct ability_set *set, struct ability_error *err)
+{
+	size_t i;
+	char field[64];
+
+	if (set->nids < 2)
+		return true;
+	qsort(set->ids, set->nids, sizeof(*set->ids), by_id);
+	for (i = 1; i < set->nids; i++) {
+		if (strcmp(set->ids[i].ability_id, set->ids[i - 1].ability_id) != 0)
+			continue;
+		snprintf(field, sizeof(field), "abilities[%zu].ability_id", set->ids[i].index);
+		return refuse(err, E_DUPLICATE_ABILITY, "", field, "%s repeats abilities[%zu] (%s)", field,
+			      set->ids[i - 1].index, set->ids[i].ability_id);
+	}
+	qsort(set->ids, set->nids, sizeof(*set->ids), by_vector);
+	for (i = 1; i < set->nids; i++) {
+		if (set->ids[i].vector_id != set->ids[i - 1].vector_id)
+			continue;
+		snprintf(field, sizeof(field), "abilities[%zu].ability_id", set->ids[i].index);
+		return refuse(err, E_VECTOR_ID_COLLISION, "", field, "%s (%s) and abilities[%zu] (%s) map to the same "
+			      "vector_id %lld", field, set->ids[i].ability_id, set->ids[i - 1].index,
+			      set->ids[i - 1].ability_id, (long long)set->ids[i].vector_id);
+	}
+	return true;
+}
+
+size_t ability_set_count(const struct ability_set *set)
+{
+	return set->index;
+}
+
+void ability_set_free(struct ability_set *set)
+{
+	size_t i;
+
+	for (i = 0; i < set->nids; i++)
+		free(set->ids[i].ability_id);
+	free(set->ids);
+	memset(set, 0, sizeof(*set));
+}

@@ -33,6 +33,7 @@ static const struct route_def route_table[] = {
 	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, h_abilities_list, KEY_READ, false, NULL},
 	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, h_ability_get, KEY_READ, false, NULL},
 	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, h_ability_delete, KEY_WRITE, false, NULL},
+	{EVHTTP_REQ_PUT, "/v1/services/", true, ROUTE_SERVICE_SET, h_service_set, KEY_WRITE, true, "/abilities"},
 	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, h_search, KEY_READ, false, NULL},
 	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, h_sync_status, KEY_READ, false, NULL},
 	{EVHTTP_REQ_POST, "/v1/sync/retry", false, ROUTE_SYNC_RETRY, h_sync_retry, KEY_ADMIN, true, NULL},
@@ -318,7 +319,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	c->route = route;
 	for (i = 0; i < ARRAY_LEN(route_table); i++) {
 		if (route_table[i].route == route) {
-			/* An admin route is audited whatever the answer: a refused attempt is worth a line too. */
+			/* An audited route is recorded whatever the answer: a refused attempt is worth a line too. */
 			c->audited = route_table[i].audited;
 			if (c->audited)
 				audit_keep_params(c);

@@ -1,6 +1,8 @@
 /* Abilities one at a time or in batches: register, read, list, delete (the outbox does the syncing). */
 #include "api_call.h"
 
+#include "fullset.h"
+
 /* ---- POST /v1/abilities ----------------------------------------------------------------- */
 
 static const char *status_text(enum outbox_status st)
@@ -302,4 +304,93 @@ void h_ability_delete(struct call *c)
 	if (!needs_postgres(c, "deleting an ability"))
 		return;
 	outbox_delete(c->api->svc->outbox, c->path_id, c->id, sync_wait_of(c), on_deleted, c);
+}
+
+/* ---- PUT /v1/services/{service}/abilities ---------------------------------------------- */
+
+static const char *const set_actions[] = {"add", "update", "unchanged", "delete", "collision", "refused"};
+
+static void reply_set_collision(struct call *c, const struct fullset_answer *a)
+{
+	size_t i;
+
+	for (i = 0; i < a->n && a->rows[i].action != SET_COLLISION; i++)
+		;
+	reply_error(c, E_VECTOR_ID_COLLISION, NULL, "ability_id %s maps to the vector_id that ability %s already "
+		    "uses in this service's blob; nothing was changed. Choose another ability_id", a->rows[i].ability_id,
+		    a->rows[i].other);
+}
+
+/*
+ * The plan, or what was done: counts and ids per action. 200 for a dry run
+ * or a set that changed nothing; 202 when the vector DB has changes to take
+ * (the retry worker pushes them; the service's listing shows their state).
+ */
+static void on_set(const struct fullset_answer *a, void *arg)
+{
+	struct call *c = arg;
+	bool dry = query_value(c, "dry_run") && strcmp(query_value(c, "dry_run"), "true") == 0;
+	json_t *lists[4], *counts, *j;
+	size_t i, changed = 0;
+	char href[300];
+
+	if (a->refused) {
+		reply_refusal(c, a->refused);
+		return;
+	}
+	if (a->pg) {
+		reply_pg_failure(c, a->pg);
+		return;
+	}
+	for (i = 0; i < a->n; i++) {
+		if (a->rows[i].action == SET_COLLISION) {
+			reply_set_collision(c, a);
+			return;
+		}
+	}
+	for (i = 0; i < 4; i++)
+		lists[i] = json_array();
+	for (i = 0; i < a->n; i++) {
+		if (a->rows[i].action <= SET_DELETE)
+			json_array_append_new(lists[a->rows[i].action], json_string(a->rows[i].ability_id));
+		changed += a->rows[i].action != SET_UNCHANGED;
+	}
+	counts = json_object();
+	j = json_pack("{s:s, s:b, s:I}", "service_name", c->path_id, "dry_run", dry, "abilities", (json_int_t)a->count);
+	for (i = 0; i < 4; i++) {
+		json_object_set_new(counts, set_actions[i], json_integer((json_int_t)json_array_size(lists[i])));
+		json_object_set_new(j, set_actions[i], lists[i]);
+	}
+	json_object_set_new(j, "counts", counts);
+	if (!dry && changed) {
+		snprintf(href, sizeof(href), "/v1/abilities?service_name=%s", c->path_id);
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
+	}
+	reply_json(c, !dry && changed ? 202 : 200, j);
+}
+
+/* PUT /v1/services/{service}/abilities[?dry_run=true] {"abilities": [...]}: the service's complete set. */
+void h_service_set(struct call *c)
+{
+	struct api *a = c->api;
+	const char *dry = query_value(c, "dry_run");
+	struct fullset_opts o;
+	struct jspan body;
+
+	if (!needs_postgres(c, "a full-set sync"))
+		return;
+	if (strlen(c->path_id) > ABILITY_TEXT_MAX) {
+		reply_error(c, E_INVALID_PARAMETER, "service_name", "the service name is over %d bytes", ABILITY_TEXT_MAX);
+		return;
+	}
+	if (dry && strcmp(dry, "true") != 0 && strcmp(dry, "false") != 0) {
+		reply_error(c, E_INVALID_PARAMETER, "dry_run", "dry_run is true or false, not %s", dry);
+		return;
+	}
+	if (!json_content(c))
+		return;
+	body = body_of(c);
+	o = (struct fullset_opts){a->svc->base, c->path_id, a->o.dim, a->o.batch_max, dry && strcmp(dry, "true") == 0,
+				  c->id};
+	fullset_run(a->svc->store, a->svc->outbox, body.p, body.len, &o, on_set, c);
 }

@@ -460,21 +460,29 @@ void h_job_cancel(struct call *c)
 
 #define AUDIT_PARAMS_MAX 4096
 
-/* What an audited request asked: its body, when a small JSON object, and the id in its path ("id"). */
+/*
+ * What an audited request asked: its body, when a small JSON object, the id
+ * in its path ("id") and its query parameters (a full set's body is the set:
+ * only its service and dry_run are kept).
+ */
 void audit_keep_params(struct call *c)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
 	size_t len = evbuffer_get_length(in);
+	const struct evkeyval *kv;
 	json_t *j = NULL;
 
 	if (len > 0 && len <= AUDIT_PARAMS_MAX)
 		j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_object(j)) {
 		json_decref(j);
-		j = c->path_id ? json_object() : NULL;
+		j = c->path_id || !TAILQ_EMPTY(&c->query) ? json_object() : NULL;
 	}
 	if (j && c->path_id)
 		json_object_set_new(j, "id", json_string(c->path_id));
+	TAILQ_FOREACH(kv, &c->query, next) /* UTF-8: query_not_text refused the others */
+		if (strcmp(kv->key, "id") != 0)
+			json_object_set_new(j, kv->key, json_string(kv->value));
 	if (j)
 		c->audit_params = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(j);

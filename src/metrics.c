@@ -13,7 +13,7 @@ static const double bounds[HISTOGRAM_BUCKETS - 1] = {
 
 static const char *const routes[ROUTE_COUNT] = {
 	"POST /v1/abilities", "GET /v1/abilities", "GET /v1/abilities/{id}", "DELETE /v1/abilities/{id}",
-	"POST /v1/search", "GET /v1/sync/status", "POST /v1/sync/retry", "POST /v1/sync/pause", "POST /v1/sync/resume",
+	"PUT /v1/services/{service}/abilities", 	"POST /v1/search", "GET /v1/sync/status", "POST /v1/sync/retry", "POST /v1/sync/pause", "POST /v1/sync/resume",
 	"GET /v1/reconcile/last", "POST /v1/reconcile", "POST /v1/restore", "GET /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel",
 	"GET /v1/audit", "GET /v1/openapi.json", "GET /healthz", "GET /readyz", "GET /metrics", "other",
 };

@@ -62,76 +62,84 @@
  * The result says per row what happened, the generation to push, whether this
  * replica holds the lease, and which other vectors of the ability may exist.
  */
-static const char write_sql[] =
-	"WITH input AS ("
-	" SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-	"  $8::text[], $9::bool[], $10::text[], $11::text[], $13::int[]) WITH ORDINALITY"
-	"  AS i(ability_id, vector_id, ability_name, service_name, description, embedding, metadata,"
-	"   dynamic_header_keys, dynamic_headers_required, blob_id, content_hash, req, ord)),"
-	" held AS ("
-	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at FROM abilitysync.vector_ledger l"
-	"  JOIN input i ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id"
-	"  ORDER BY l.blob_id, l.vector_id FOR UPDATE OF l),"
-	" judged AS ("
-	" SELECT i.*, coalesce(s.state, '') AS old_state, s.ability_id IS NOT NULL AS has_state,"
-	"  a.ability_id IS NOT NULL AS has_row, abilitysync.blob_name(a.service_name) AS row_blob, a.vector_id AS row_vid,"
-	"  l.ability_id AS owner,"
-	"  (l.ability_id IS NOT NULL AND l.ability_id <> i.ability_id AND l.deleted_at IS NULL) AS collides,"
-	"  (s.content_hash IS NOT DISTINCT FROM i.content_hash AND s.state IN ('pending', 'synced', 'failed')) AS same,"
-	"  (l.ability_id IS NOT NULL OR abilitysync.blob_name(a.service_name) = i.blob_id"
-	"   OR (s.state <> 'deleted' AND s.blob_id = i.blob_id)) IS TRUE AS may_exist"
-	" FROM input i"
-	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = i.ability_id"
-	" LEFT JOIN public.abilities a ON a.ability_id = i.ability_id"
-	" LEFT JOIN held l ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id),"
-	" decided AS (SELECT j.*, bool_or(j.collides) OVER (PARTITION BY j.req) AS refused FROM judged j),"
+#define WRITE_INPUT_ARRAYS \
+	" SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]," \
+	"  $8::text[], $9::bool[], $10::text[], $11::text[], $13::int[]) WITH ORDINALITY" \
+	"  AS i(ability_id, vector_id, ability_name, service_name, description, embedding, metadata," \
+	"   dynamic_header_keys, dynamic_headers_required, blob_id, content_hash, req, ord)"
+
+/* The write's judgement of its input (held, judged, decided, todo): what it would do, nothing done yet. */
+#define WRITE_JUDGE \
+	" held AS (" \
+	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at FROM abilitysync.vector_ledger l" \
+	"  JOIN input i ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id" \
+	"  ORDER BY l.blob_id, l.vector_id FOR UPDATE OF l)," \
+	" judged AS (" \
+	" SELECT i.*, coalesce(s.state, '') AS old_state, s.ability_id IS NOT NULL AS has_state," \
+	"  a.ability_id IS NOT NULL AS has_row, abilitysync.blob_name(a.service_name) AS row_blob, a.vector_id AS row_vid," \
+	"  l.ability_id AS owner," \
+	"  (l.ability_id IS NOT NULL AND l.ability_id <> i.ability_id AND l.deleted_at IS NULL) AS collides," \
+	"  (s.content_hash IS NOT DISTINCT FROM i.content_hash AND s.state IN ('pending', 'synced', 'failed')) AS same," \
+	"  (l.ability_id IS NOT NULL OR abilitysync.blob_name(a.service_name) = i.blob_id" \
+	"   OR (s.state <> 'deleted' AND s.blob_id = i.blob_id)) IS TRUE AS may_exist" \
+	" FROM input i" \
+	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = i.ability_id" \
+	" LEFT JOIN public.abilities a ON a.ability_id = i.ability_id" \
+	" LEFT JOIN held l ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id)," \
+	" decided AS (SELECT j.*, bool_or(j.collides) OVER (PARTITION BY j.req) AS refused FROM judged j)," \
 	" todo AS (SELECT * FROM decided WHERE NOT refused),"
-	" up AS ("
-	" INSERT INTO public.abilities AS a (ability_id, vector_id, ability_name, service_name, description, embedding,"
-	"  dynamic_header_keys, dynamic_headers_required, metadata, created_at, updated_at)"
-	" SELECT ability_id, vector_id, ability_name, service_name, description, embedding::jsonb,"
-	"  dynamic_header_keys::jsonb, dynamic_headers_required, metadata::jsonb, now() AT TIME ZONE 'UTC',"
-	"  now() AT TIME ZONE 'UTC'"
-	" FROM todo ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO UPDATE SET vector_id = excluded.vector_id, ability_name = excluded.ability_name,"
-	"  service_name = excluded.service_name, description = excluded.description, embedding = excluded.embedding,"
-	"  dynamic_header_keys = excluded.dynamic_header_keys,"
-	"  dynamic_headers_required = excluded.dynamic_headers_required, metadata = excluded.metadata,"
-	"  updated_at = excluded.updated_at"
-	" WHERE (a.vector_id, a.ability_name, a.service_name, a.description, a.embedding, a.dynamic_header_keys,"
-	"  a.dynamic_headers_required, a.metadata) IS DISTINCT FROM (excluded.vector_id, excluded.ability_name,"
-	"  excluded.service_name, excluded.description, excluded.embedding, excluded.dynamic_header_keys,"
-	"  excluded.dynamic_headers_required, excluded.metadata)"
-	" RETURNING ability_id),"
-	" ss AS ("
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, last_error, updated_at, lease_until, lease_owner)"
-	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now(), NULL, now(),"
-	"  now() + $14::interval, " LEASE_NEW("$12")
-	" FROM todo WHERE NOT same OR ability_id IN (SELECT ability_id FROM up) ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id,"
-	"  content_hash = excluded.content_hash, state = 'pending', generation = s.generation + 1, attempts = 0,"
-	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
-	"  lease_until = CASE WHEN " LEASE_FREE("s", "$12") " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$12") " THEN " LEASE_TOKEN("s", "$12") " ELSE s.lease_owner END,"
-	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$15")
-	" WHERE s.content_hash IS DISTINCT FROM excluded.content_hash OR s.state IN ('pending_delete', 'deleted')"
-	" RETURNING ability_id, generation, " LEASE_MINE("s", "$12") " AS leased, coalesce(doubt_until > now(), false) AS doubt,"
-	"  lease_owner AS lease),"
-	" claim AS ("
-	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
-	" SELECT blob_id, vector_id, ability_id FROM todo"
-	" WHERE owner IS NULL AND ability_id IN (SELECT ability_id FROM ss) ORDER BY blob_id, vector_id),"
-	" reclaim AS ("
-	" UPDATE abilitysync.vector_ledger l SET ability_id = t.ability_id, deleted_at = NULL, last_written_at = now()"
-	" FROM todo t WHERE t.owner IS NOT NULL AND t.ability_id IN (SELECT ability_id FROM ss)"
-	"  AND l.blob_id = t.blob_id AND l.vector_id = t.vector_id),"
-	" old AS ("
-	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
-	" SELECT row_blob, row_vid, ability_id FROM todo"
-	" WHERE has_row AND (row_blob, row_vid) IS DISTINCT FROM (blob_id, vector_id)"
-	"  AND ability_id IN (SELECT ability_id FROM ss) ORDER BY row_blob, row_vid"
+
+/* The write itself (up, ss, claim, reclaim, old), leases taken for `owner`. */
+#define WRITE_CTES(owner, lease, quarantine) \
+	" up AS (" \
+	" INSERT INTO public.abilities AS a (ability_id, vector_id, ability_name, service_name, description, embedding," \
+	"  dynamic_header_keys, dynamic_headers_required, metadata, created_at, updated_at)" \
+	" SELECT ability_id, vector_id, ability_name, service_name, description, embedding::jsonb," \
+	"  dynamic_header_keys::jsonb, dynamic_headers_required, metadata::jsonb, now() AT TIME ZONE 'UTC'," \
+	"  now() AT TIME ZONE 'UTC'" \
+	" FROM todo ORDER BY ability_id" \
+	" ON CONFLICT (ability_id) DO UPDATE SET vector_id = excluded.vector_id, ability_name = excluded.ability_name," \
+	"  service_name = excluded.service_name, description = excluded.description, embedding = excluded.embedding," \
+	"  dynamic_header_keys = excluded.dynamic_header_keys," \
+	"  dynamic_headers_required = excluded.dynamic_headers_required, metadata = excluded.metadata," \
+	"  updated_at = excluded.updated_at" \
+	" WHERE (a.vector_id, a.ability_name, a.service_name, a.description, a.embedding, a.dynamic_header_keys," \
+	"  a.dynamic_headers_required, a.metadata) IS DISTINCT FROM (excluded.vector_id, excluded.ability_name," \
+	"  excluded.service_name, excluded.description, excluded.embedding, excluded.dynamic_header_keys," \
+	"  excluded.dynamic_headers_required, excluded.metadata)" \
+	" RETURNING ability_id)," \
+	" ss AS (" \
+	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation," \
+	"  attempts, next_attempt_at, last_error, updated_at, lease_until, lease_owner)" \
+	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now(), NULL, now()," \
+	"  now() + " lease "::interval, " LEASE_NEW(owner) \
+	" FROM todo WHERE NOT same OR ability_id IN (SELECT ability_id FROM up) ORDER BY ability_id" \
+	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id," \
+	"  content_hash = excluded.content_hash, state = 'pending', generation = s.generation + 1, attempts = 0," \
+	"  next_attempt_at = now(), last_error = NULL, updated_at = now()," \
+	"  lease_until = CASE WHEN " LEASE_FREE("s", owner) " THEN excluded.lease_until ELSE s.lease_until END," \
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_TOKEN("s", owner) " ELSE s.lease_owner END," \
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", quarantine) \
+	" WHERE s.content_hash IS DISTINCT FROM excluded.content_hash OR s.state IN ('pending_delete', 'deleted')" \
+	" RETURNING ability_id, generation, " LEASE_MINE("s", owner) " AS leased, coalesce(doubt_until > now(), false) AS doubt," \
+	"  lease_owner AS lease)," \
+	" claim AS (" \
+	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)" \
+	" SELECT blob_id, vector_id, ability_id FROM todo" \
+	" WHERE owner IS NULL AND ability_id IN (SELECT ability_id FROM ss) ORDER BY blob_id, vector_id)," \
+	" reclaim AS (" \
+	" UPDATE abilitysync.vector_ledger l SET ability_id = t.ability_id, deleted_at = NULL, last_written_at = now()" \
+	" FROM todo t WHERE t.owner IS NOT NULL AND t.ability_id IN (SELECT ability_id FROM ss)" \
+	"  AND l.blob_id = t.blob_id AND l.vector_id = t.vector_id)," \
+	" old AS (" \
+	" INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)" \
+	" SELECT row_blob, row_vid, ability_id FROM todo" \
+	" WHERE has_row AND (row_blob, row_vid) IS DISTINCT FROM (blob_id, vector_id)" \
+	"  AND ability_id IN (SELECT ability_id FROM ss) ORDER BY row_blob, row_vid" \
 	" ON CONFLICT (blob_id, vector_id) DO NOTHING)"
+
+static const char write_sql[] =
+	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE WRITE_CTES("$12", "$14", "$15")
 	" SELECT d.ord, d.collides, d.refused, ss.generation, d.ability_id IN (SELECT ability_id FROM up),"
 	"  coalesce(d.owner, ''), d.old_state, coalesce(ss.leased, false), coalesce(ss.doubt, false), d.may_exist,"
 	"  CASE WHEN ss.generation IS NOT NULL THEN (SELECT string_agg(p, ',') FROM ("
@@ -144,6 +152,76 @@ static const char write_sql[] =
 	"     AND o.vector_id = d.row_vid AND o.ability_id <> d.ability_id)) v) END,"
 	"  CASE WHEN ss.leased THEN ss.lease END"
 	" FROM decided d LEFT JOIN ss USING (ability_id) ORDER BY d.ord";
+
+/*
+ * A service's full set. Its abilities are staged a group at a time
+ * (stage_sql: sets left behind a day ago go on the way), then one statement
+ * judges the staged set against the service's abilities now, exactly as a
+ * write judges its input (WRITE_JUDGE): the plan (set_plan_sql) or the
+ * change (set_apply_sql: the write's CTEs, plus every other live ability of
+ * the service deleted into a pending_delete tombstone, leased like a delete).
+ * A collision refuses the whole set. Both remove the staged rows; each row of
+ * the result is an ability and its action.
+ */
+static const char stage_sql[] =
+	"WITH old AS (DELETE FROM abilitysync.fullset_stage WHERE staged_at < now() - interval '1 day')"
+	" INSERT INTO abilitysync.fullset_stage (set_id, ord, ability_id, vector_id, ability_name, service_name,"
+	"  description, embedding, metadata, dynamic_header_keys, dynamic_headers_required, blob_id, content_hash)"
+	" SELECT $12, $13::bigint + i.ord, i.ability_id, i.vector_id, i.ability_name, i.service_name, i.description,"
+	"  i.embedding, i.metadata, i.dynamic_header_keys, i.dynamic_headers_required, i.blob_id, i.content_hash"
+	" FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
+	"  $9::bool[], $10::text[], $11::text[]) WITH ORDINALITY AS i(ability_id, vector_id, ability_name, service_name,"
+	"  description, embedding, metadata, dynamic_header_keys, dynamic_headers_required, blob_id, content_hash, ord)";
+
+#define SET_INPUT                                                                                             \
+	" SELECT ability_id, vector_id, ability_name, service_name, description, embedding, metadata,"           \
+	"  dynamic_header_keys, dynamic_headers_required, blob_id, content_hash, 1 AS req, ord"                   \
+	" FROM abilitysync.fullset_stage WHERE set_id = $1"
+
+/* The service's live abilities that are not in the set ($2: the service). */
+#define SET_OTHERS \
+	" FROM public.abilities a WHERE a.service_name = $2 AND NOT EXISTS (SELECT 1 FROM input i WHERE i.ability_id = a.ability_id)"
+
+#define SET_ACTION(written)                                                                              \
+	" CASE WHEN d.collides THEN 'collision' WHEN d.refused THEN 'refused' WHEN NOT d.has_row THEN 'add'"    \
+	"  WHEN " written " THEN 'update' ELSE 'unchanged' END"
+
+static const char set_plan_sql[] =
+	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE
+	" gone AS (SELECT a.ability_id" SET_OTHERS "),"
+	" dropped AS (DELETE FROM abilitysync.fullset_stage WHERE set_id = $1)"
+	" SELECT d.ability_id," SET_ACTION("NOT d.same OR (a.vector_id, a.ability_name, a.service_name, a.description,"
+	"  a.embedding, a.dynamic_header_keys, a.dynamic_headers_required, a.metadata) IS DISTINCT FROM (d.vector_id,"
+	"  d.ability_name, d.service_name, d.description, d.embedding::jsonb, d.dynamic_header_keys::jsonb,"
+	"  d.dynamic_headers_required, d.metadata::jsonb)") ", coalesce(d.owner, ''), NULL"
+	" FROM decided d LEFT JOIN public.abilities a ON a.ability_id = d.ability_id"
+	" UNION ALL SELECT ability_id, 'delete', '', NULL FROM gone ORDER BY 1";
+
+static const char set_apply_sql[] =
+	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE WRITE_CTES("$3", "$4", "$5") ","
+	" refusal AS (SELECT coalesce(bool_or(refused), false) AS refused FROM decided),"
+	" gone AS (DELETE" SET_OTHERS " AND NOT (SELECT refused FROM refusal)"
+	"  RETURNING a.ability_id, a.vector_id, abilitysync.blob_name(a.service_name) AS blob_id),"
+	" gone_led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
+	"  SELECT blob_id, vector_id, ability_id FROM gone ORDER BY blob_id, vector_id"
+	"  ON CONFLICT (blob_id, vector_id) DO NOTHING),"
+	" gone_ss AS ("
+	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
+	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
+	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + $4::interval,"
+	"  " LEASE_NEW("$3")
+	" FROM gone ORDER BY ability_id"
+	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0,"
+	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
+	"  lease_until = CASE WHEN " LEASE_FREE("s", "$3") " THEN excluded.lease_until ELSE s.lease_until END,"
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$3") " THEN " LEASE_TOKEN("s", "$3") " ELSE s.lease_owner END,"
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$5")
+	" RETURNING ability_id, " LEASE_MINE("s", "$3") " AS leased, lease_owner AS lease),"
+	" dropped AS (DELETE FROM abilitysync.fullset_stage WHERE set_id = $1)"
+	" SELECT d.ability_id," SET_ACTION("ss.generation IS NOT NULL OR d.ability_id IN (SELECT ability_id FROM up)")
+	"  , coalesce(d.owner, ''), CASE WHEN ss.leased THEN ss.lease END"
+	" FROM decided d LEFT JOIN ss USING (ability_id)"
+	" UNION ALL SELECT ability_id, 'delete', '', CASE WHEN leased THEN lease END FROM gone_ss ORDER BY 1";
 
 /*
  * A delete: the row goes and a pending_delete tombstone (leased like a write)
@@ -457,34 +535,41 @@ static bool group_has(const struct write_group *g, const struct ability *a)
 	return false;
 }
 
+/* The binary array types of an ability's columns, as put_ability appends them, and of its request number. */
+static const uint32_t ability_oids[12] = {PG_OID_TEXT, PG_OID_INT4, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT,
+					  PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_BOOL, PG_OID_TEXT,
+					  PG_OID_TEXT, PG_OID_INT4};
+
+/* Appends an ability to the 11 column arrays of a write's (or a stage's) input. */
+static void put_ability(struct pg_array arr[11], const struct ability *a)
+{
+	pg_array_text(&arr[0], a->ability_id, strlen(a->ability_id));
+	pg_array_int4(&arr[1], (int32_t)a->vector_id);
+	pg_array_text(&arr[2], a->ability_name, strlen(a->ability_name));
+	pg_array_text(&arr[3], a->service_name, strlen(a->service_name));
+	pg_array_text(&arr[4], a->description, strlen(a->description));
+	pg_array_text(&arr[5], a->embedding, a->embedding_len);
+	pg_array_text(&arr[6], a->metadata_text, strlen(a->metadata_text));
+	pg_array_text(&arr[7], a->dynamic_header_keys, strlen(a->dynamic_header_keys));
+	pg_array_bool(&arr[8], a->dynamic_headers_required);
+	pg_array_text(&arr[9], a->blob_id, strlen(a->blob_id));
+	pg_array_text(&arr[10], a->content_hash, strlen(a->content_hash));
+}
+
 /* The 12 row arrays of a group ($1..$11, $13), binary, in request order. */
 static void build_params(const struct write_group *g, struct buf p[12])
 {
-	static const uint32_t oids[12] = {PG_OID_TEXT, PG_OID_INT4, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT, PG_OID_TEXT,
-					  PG_OID_TEXT, PG_OID_TEXT, PG_OID_BOOL, PG_OID_TEXT, PG_OID_TEXT, PG_OID_INT4};
 	struct pg_array arr[12];
 	const struct write_req *r;
 	size_t i, k;
 	int req = 0;
 
 	for (k = 0; k < 12; k++)
-		pg_array_begin(&arr[k], &p[k], oids[k]);
+		pg_array_begin(&arr[k], &p[k], ability_oids[k]);
 	TAILQ_FOREACH(r, &g->reqs, link) {
 		req++;
 		for (i = 0; i < r->n; i++) {
-			const struct ability *a = &r->items[i];
-
-			pg_array_text(&arr[0], a->ability_id, strlen(a->ability_id));
-			pg_array_int4(&arr[1], (int32_t)a->vector_id);
-			pg_array_text(&arr[2], a->ability_name, strlen(a->ability_name));
-			pg_array_text(&arr[3], a->service_name, strlen(a->service_name));
-			pg_array_text(&arr[4], a->description, strlen(a->description));
-			pg_array_text(&arr[5], a->embedding, a->embedding_len);
-			pg_array_text(&arr[6], a->metadata_text, strlen(a->metadata_text));
-			pg_array_text(&arr[7], a->dynamic_header_keys, strlen(a->dynamic_header_keys));
-			pg_array_bool(&arr[8], a->dynamic_headers_required);
-			pg_array_text(&arr[9], a->blob_id, strlen(a->blob_id));
-			pg_array_text(&arr[10], a->content_hash, strlen(a->content_hash));
+			put_ability(arr, &r->items[i]);
 			pg_array_int4(&arr[11], req);
 		}
 	}
@@ -1348,6 +1433,106 @@ void store_sync_retry(struct store *s, const struct retry_selector *sel, store_r
 	x->done = done;
 	x->arg = arg;
 	pgpool_query(s->pool, retry_sql, 5, params, on_retried, x);
+}
+
+/* ---- a service's full set ------------------------------------------------------------ */
+
+void store_stage(struct store *s, const char *set_id, int64_t ord, const struct ability *items, size_t n,
+		 pg_done_fn done, void *arg)
+{
+	struct buf b[11];
+	struct pg_array arr[11];
+	struct pg_param params[13];
+	struct num first = num(ord);
+	size_t i, k;
+
+	memset(b, 0, sizeof(b));
+	for (k = 0; k < 11; k++) {
+		pg_array_begin(&arr[k], &b[k], ability_oids[k]);
+	}
+	for (i = 0; i < n; i++)
+		put_ability(arr, &items[i]);
+	for (k = 0; k < 11; k++) {
+		pg_array_end(&arr[k]);
+		params[k] = array_param(&b[k]);
+	}
+	params[11] = text_param(set_id);
+	params[12] = text_param(first.s);
+	pgpool_query_params(s->pool, stage_sql, 13, params, done, arg);
+	for (k = 0; k < 11; k++)
+		buf_free(&b[k]);
+}
+
+void store_stage_drop(struct store *s, const char *set_id, pg_done_fn done, void *arg)
+{
+	const char *params[1] = {set_id};
+
+	pgpool_query(s->pool, "DELETE FROM abilitysync.fullset_stage WHERE set_id = $1", 1, params, done, arg);
+}
+
+struct set_ctx {
+	struct store *s;
+	char *set_id, *service;
+	bool dry_run;
+	int tries;
+	store_set_fn done;
+	void *arg;
+};
+
+static void send_set(struct set_ctx *x);
+
+static enum set_action set_action_of(const char *text)
+{
+	static const char *const names[] = {"add", "update", "unchanged", "delete", "collision", "refused"};
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(names); i++)
+		if (strcmp(text, names[i]) == 0)
+			return (enum set_action)i;
+	return SET_REFUSED;
+}
+
+static void on_set(const struct pg_outcome *o, void *arg)
+{
+	struct set_ctx *x = arg;
+	struct set_row *rows = NULL;
+	int n = o->res ? PQntuples(o->res) : 0, i;
+	bool race = !o->res && (strcmp(o->sqlstate, "23505") == 0 || strcmp(o->sqlstate, "40P01") == 0);
+
+	if (race && ++x->tries < ALONE_RETRIES) {
+		/* A write claimed one of its vectors meanwhile, or locked ledger entries crosswise: judge again. */
+		log_info(COMP, "full set of %s: a concurrent write raced it (%s); judging it again", x->service,
+			 o->sqlstate);
+		send_set(x);
+		return;
+	}
+	if (o->res) {
+		rows = xcalloc(n ? (size_t)n : 1, sizeof(*rows));
+		for (i = 0; i < n; i++)
+			rows[i] = (struct set_row){PQgetvalue(o->res, i, 0), set_action_of(PQgetvalue(o->res, i, 1)),
+						   PQgetvalue(o->res, i, 2), text_or_null(o->res, i, 3)};
+	}
+	x->done(rows, (size_t)n, o, x->arg);
+	free(rows);
+	free(x->set_id);
+	free(x->service);
+	free(x);
+}
+
+static void send_set(struct set_ctx *x)
+{
+	const char *params[5] = {x->set_id, x->service, x->s->owner, x->s->lease, x->s->quarantine};
+
+	pgpool_query(x->s->pool, x->dry_run ? set_plan_sql : set_apply_sql, x->dry_run ? 2 : 5, params, on_set, x);
+}
+
+void store_apply_set(struct store *s, const char *set_id, const char *service, bool dry_run, store_set_fn done,
+		     void *arg)
+{
+	struct set_ctx *x = xcalloc(1, sizeof(*x));
+
+	*x = (struct set_ctx){s, xstrdup(set_id), xstrdup(service), dry_run, 0, done, arg};
+	send_set(x);
 }
 
 void store_count_migrations(struct pgpool *p, const char *ledger, const char *whens, store_count_fn done, void *arg)
