@@ -89,6 +89,28 @@ CREATE TABLE abilitysync.blobs (
 
 
 --
+-- Name: fullset_stage; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.fullset_stage (
+    set_id text NOT NULL,
+    ord bigint NOT NULL,
+    ability_id text NOT NULL,
+    vector_id integer NOT NULL,
+    ability_name text NOT NULL,
+    service_name text NOT NULL,
+    description text NOT NULL,
+    embedding text NOT NULL,
+    metadata text NOT NULL,
+    dynamic_header_keys text NOT NULL,
+    dynamic_headers_required boolean NOT NULL,
+    blob_id text NOT NULL,
+    content_hash text NOT NULL,
+    staged_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
 -- Name: reconcile_runs; Type: TABLE; Schema: abilitysync; Owner: -
 --
 
@@ -315,6 +337,14 @@ ALTER TABLE ONLY abilitysync.blobs
 
 
 --
+-- Name: fullset_stage fullset_stage_set_id_ord_pk; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.fullset_stage
+    ADD CONSTRAINT fullset_stage_set_id_ord_pk PRIMARY KEY (set_id, ord);
+
+
+--
 -- Name: reconcile_runs reconcile_runs_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
 --
 
@@ -375,6 +405,13 @@ ALTER TABLE ONLY public.abilities
 --
 
 CREATE INDEX audit_log_at_idx ON abilitysync.audit_log USING btree (at);
+
+
+--
+-- Name: fullset_stage_staged_at_idx; Type: INDEX; Schema: abilitysync; Owner: -
+--
+
+CREATE INDEX fullset_stage_staged_at_idx ON abilitysync.fullset_stage USING btree (staged_at);
 
 
 --

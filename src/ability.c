@@ -675,6 +675,9 @@ bool ability_parse_body(const char *body, size_t len, size_t dim, size_t max_bat
 	memset(err, 0, sizeof(*err));
 	if (!utf8_valid(body, len, &bad))
 		return refuse(err, E_INVALID_UTF8, "", "", "the body is not valid UTF-8 (byte %zu)", bad);
+	if (memchr(body, '\0', len)) /* never JSON, and jansson reads some as the end of the text */
+		return refuse(err, E_MALFORMED_JSON, "", "", "the body is not valid JSON: a NUL byte at byte %zu",
+			      (size_t)((const char *)memchr(body, '\0', len) - body));
 	err->collect = true;
 	if (parse_body(body, len, dim, max_batch, out, n, batch, err))
 		return true;
@@ -716,6 +719,9 @@ bool ability_set_open(const char *body, size_t len, const char *service, size_t 
 	err->collect = true;
 	if (!utf8_valid(body, len, &bad))
 		return refuse(err, E_INVALID_UTF8, "", "", "the body is not valid UTF-8 (byte %zu)", bad);
+	if (memchr(body, '\0', len))
+		return refuse(err, E_MALFORMED_JSON, "", "", "the body is not valid JSON: a NUL byte at byte %zu",
+			      (size_t)((const char *)memchr(body, '\0', len) - body));
 	end = js_skip_value(body, body + len, &je);
 	if (!end)
 		return refuse(err, E_MALFORMED_JSON, "", je.path, "the body is not valid JSON: %s at %s%sbyte %zu",

@@ -141,6 +141,9 @@ bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **s
 
 	memset(err, 0, sizeof(*err));
 	*service = NULL;
+	if (memchr(body.p, '\0', body.len)) /* never JSON, and jansson reads some as the end of the text */
+		return ability_refuse(err, E_MALFORMED_JSON, "", "the body is not valid JSON: a NUL byte at byte %zu",
+				      (size_t)((const char *)memchr(body.p, '\0', body.len) - body.p));
 	if (start == body.p + body.len || *start != '{' || !js_member(body, "embedding", emb, &dup))
 		return ability_refuse(err, E_MISSING_FIELD, "embedding",
 			      "the body must be an object with service_name and embedding");

@@ -98,6 +98,9 @@ bool reqbody_parse(const char *body, size_t len, const struct body_spec *spec, s
 	err->collect = true;
 	if (len == 0)
 		return true;
+	if (memchr(body, '\0', len)) /* never JSON, and jansson reads some as the end of the text */
+		return ability_refuse(err, E_MALFORMED_JSON, NULL, "the body is not valid JSON: a NUL byte at byte %zu",
+				      (size_t)((const char *)memchr(body, '\0', len) - body));
 	out->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!out->root)
 		return ability_refuse(err, E_MALFORMED_JSON, NULL, "the body is not valid JSON: %s", jerr.text);

@@ -53,6 +53,7 @@ static const struct {
 	{EVHTTP_REQ_GET, "/v1/abilities", false, ROUTE_ABILITIES_LIST, "GET", NULL},
 	{EVHTTP_REQ_GET, "/v1/abilities/", true, ROUTE_ABILITY_GET, "GET", NULL},
 	{EVHTTP_REQ_DELETE, "/v1/abilities/", true, ROUTE_ABILITY_DELETE, "DELETE", NULL},
+	{EVHTTP_REQ_PUT, "/v1/services/", true, ROUTE_SERVICE_SET, "PUT", "/abilities"},
 	{EVHTTP_REQ_POST, "/v1/search", false, ROUTE_SEARCH, "POST", NULL},
 	{EVHTTP_REQ_GET, "/v1/sync/status", false, ROUTE_SYNC_STATUS, "GET", NULL},
 	{EVHTTP_REQ_POST, "/v1/sync/retry", false, ROUTE_SYNC_RETRY, "POST", NULL},

@@ -116,7 +116,8 @@ static void check_one(const struct body_spec *spec, const char *body, size_t len
 {
 	struct reqbody b;
 	struct ability_error err;
-	json_t *o = len ? json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+	/* jansson reads some NUL bytes as the end of the text: never JSON, for the oracle too. */
+	json_t *o = len && !memchr(body, '\0', len) ? json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
 	bool ok = reqbody_parse(body, len, spec, &b, &err);
 	size_t i;
 

@@ -31,6 +31,7 @@ POST|/v1/abilities|$ok|write
 GET|/v1/abilities||read
 GET|/v1/abilities/m-kall-55b1||read
 DELETE|/v1/abilities/d-\$KEY||write
+PUT|/v1/services/scoped.svc/abilities?dry_run=true|{"abilities": [$ok]}|write
 POST|/v1/search|{"service_name": "scoped.svc", "embedding": $emb}|read
 GET|/v1/sync/status||read
 POST|/v1/sync/retry|{"dry_run": true}|admin

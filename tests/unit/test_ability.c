@@ -254,3 +254,64 @@ Test(ability, fuzz_regressions)
 	cr_assert(utf8_valid(err.field, strlen(err.field), &bad), "field [%s] at %zu", err.field, bad);
 	cr_assert(utf8_valid(err.message, strlen(err.message), &bad), "message [%s] at %zu", err.message, bad);
 }
+
+/*
+ * Found by fuzz_set_body: a NUL byte between tokens ({"abilities": [...]<NUL>})
+ * was accepted by the batch parser, because jansson reads some NULs as the end
+ * of the text; fuzz_http found the same in a search body. No JSON holds one.
+ */
+Test(ability, a_nul_byte_between_tokens_is_refused)
+{
+	static const char body[] = "{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}]\0}";
+	struct ability_error err;
+	struct ability *a = NULL;
+	struct ability_set set;
+	size_t n;
+	bool batch;
+
+	cr_assert(not(ability_parse_body(body, sizeof(body) - 1, DIM, 3, &a, &n, &batch, &err)));
+	cr_assert(eq(str, (char *)err.code, "malformed_json"));
+	cr_assert(not(eq(ptr, strstr(err.message, "NUL byte"), NULL)), "%s", err.message);
+	cr_assert(not(ability_set_open(body, sizeof(body) - 1, "s", DIM, &set, &err)));
+	cr_assert(eq(str, (char *)err.code, "malformed_json"));
+}
+
+/* A full set read one ability at a time: every bad one named, then the ids checked once all are read. */
+Test(ability, a_full_set_is_read_one_ability_at_a_time)
+{
+	static const char ok_set[] = "{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]},"
+				   " {\"ability_id\":\"b\",\"ability_name\":\"n\",\"service_name\":\"s\","
+				   "\"description\":\"d\",\"embedding\":[1,2,3,4]}]}";
+	static const char bad_set[] = "{\"abilities\": [{" BASE ",\"embedding\":[1,2,3]}, {\"ability_id\":\"b\","
+				  "\"ability_name\":\"n\",\"service_name\":\"t\",\"description\":\"d\",\"embedding\":[1,2,3,4]},"
+				  " {" BASE ",\"embedding\":[1,2,3,4]}, {" BASE ",\"embedding\":[1,2,3,4]}]}";
+	struct ability_error err;
+	struct ability_set set;
+	struct ability a;
+
+	cr_assert(ability_set_open(ok_set, sizeof(ok_set) - 1, "s", DIM, &set, &err), "%s", err.message);
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), 1));
+	cr_assert(eq(str, a.ability_id, "a"));
+	ability_free(&a);
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), 1));
+	cr_assert(eq(str, a.ability_id, "b"));
+	ability_free(&a);
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), 0));
+	cr_assert(ability_set_check_ids(&set, &err));
+	cr_assert(eq(sz, ability_set_count(&set), 2));
+	ability_set_free(&set);
+
+	cr_assert(ability_set_open(bad_set, sizeof(bad_set) - 1, "s", DIM, &set, &err));
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), -1));
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), -1));
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), 1));
+	ability_free(&a);
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), 1));
+	ability_free(&a);
+	cr_assert(eq(int, ability_set_next(&set, &a, &err), 0));
+	cr_assert(eq(str, err.field, "abilities[0].embedding"));
+	cr_assert(eq(str, err.others[0].field, "abilities[1].service_name"));
+	cr_assert(not(ability_set_check_ids(&set, &err)));
+	cr_assert(eq(str, err.others[1].field, "abilities[3].ability_id"), "the id given twice: %s", err.others[1].message);
+	ability_set_free(&set);
+}
