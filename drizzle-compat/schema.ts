@@ -72,6 +72,10 @@ export const syncState = abilitysync.table(
     lease_until: tstz("lease_until"),
     lease_owner: text("lease_owner"),
     doubt_until: tstz("doubt_until"),
+    // Since when the vector DB lags this ability: set by a trigger (0009) when it
+    // leaves synced or deleted for pending or pending_delete, kept until it is
+    // settled again; what the acknowledged-to-synced latency is measured from.
+    pending_since: tstz("pending_since"),
   },
   (t) => [
     check(

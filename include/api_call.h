@@ -120,6 +120,9 @@ bool needs_postgres(struct call *c, const char *what) MUSTCHECK;
 bool page_limit(struct call *c, int *limit) MUSTCHECK;
 json_t *json_or_null(const char *text);
 json_t *string_or_null(const char *s);
+/* How long to wait for the vector DB: SYNC_WAIT_MS, or the client's Prefer: wait=N (bounded), in ms. */
+long sync_wait_of(struct call *c);
+void search_free(struct search *s);       /* api_search.c: a search's state, its wait timer too */
 
 /* ---- the audit trail (api_admin.c) ---- */
 void audit_keep_params(struct call *c);

@@ -40,6 +40,7 @@
 #define ABILITYSYNC_OUTBOX_H
 
 #include "ability.h"
+#include "metrics.h"
 #include "store.h"
 #include "vdb.h"
 
@@ -120,6 +121,7 @@ struct outbox_stats {
 	uint64_t verified_by_read;  /* ... of which a read-back matched: nothing written */
 	uint64_t repaired;          /* ... of which the vector was written again */
 	int in_flight;
+	struct histogram sync_lag;  /* acknowledged -> in the vector DB (synced or deleted), seconds */
 };
 
 struct outbox;

@@ -152,8 +152,14 @@ enum finish_state {
 	FINISH_LOST,       /* this replica's lease had ended and another took the row */
 };
 
-/* res[i] for items[i]; NULL when the statement failed. */
-typedef void (*store_finish_fn)(const enum finish_state *res, size_t n, const struct pg_outcome *o, void *arg);
+/*
+ * res[i] for items[i]; NULL when the statement failed. lag[i]: for a row now
+ * synced or deleted, the seconds since the vector DB began to lag it (its
+ * oldest change not yet there was acknowledged: sync_state.pending_since),
+ * else -1.
+ */
+typedef void (*store_finish_fn)(const enum finish_state *res, const double *lag, size_t n,
+				const struct pg_outcome *o, void *arg);
 void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, store_finish_fn done, void *arg);
 
 /* Rows a restore will not push (a vector_id collision it lost): `failed`, with why. */
@@ -340,6 +346,15 @@ void store_sync_retry(struct store *s, const struct retry_selector *sel, store_r
  * leased (pushed now, or by a process that died: due once the lease runs out).
  */
 void store_count_waiting(struct store *s, const char *blob, store_count_fn done, void *arg);
+
+/*
+ * Changes of one blob on their way to the vector DB (pending, pending_delete)
+ * that were acknowledged at or before `as_of` (a timestamp this function gave;
+ * NULL: now): how many, and the as_of used, to ask again with. Failed ones are
+ * not counted (they wait for a retry).
+ */
+typedef void (*store_lag_fn)(long n, const char *as_of, const struct pg_outcome *o, void *arg);
+void store_count_lagging(struct store *s, const char *blob, const char *as_of, store_lag_fn done, void *arg);
 
 /* Changes not settled (pending, pending_delete, failed) of one blob (NULL: all). */
 void store_count_unsettled(struct store *s, const char *blob, store_count_fn done, void *arg);

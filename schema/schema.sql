@@ -38,6 +38,23 @@ CREATE FUNCTION abilitysync.blob_name(service_name text) RETURNS text
     AS $$ SELECT 'abilities_' || regexp_replace(regexp_replace(service_name, '[^\x01-\uffff]', '__', 'g'), '[^a-zA-Z0-9_]', '_', 'g') $$;
 
 
+--
+-- Name: note_pending_since(); Type: FUNCTION; Schema: abilitysync; Owner: -
+--
+
+CREATE FUNCTION abilitysync.note_pending_since() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  IF NEW.state IN ('pending', 'pending_delete', 'failed')
+     AND (TG_OP = 'INSERT' OR OLD.state IN ('synced', 'deleted') OR NEW.pending_since IS NULL) THEN
+    NEW.pending_since := now();
+  END IF;
+  RETURN NEW;
+END
+$$;
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -224,6 +241,7 @@ CREATE TABLE abilitysync.sync_state (
     lease_until timestamp with time zone,
     lease_owner text,
     doubt_until timestamp with time zone,
+    pending_since timestamp with time zone,
     CONSTRAINT sync_state_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'synced'::text, 'pending_delete'::text, 'deleted'::text, 'failed'::text])))
 );
 
@@ -447,6 +465,13 @@ CREATE INDEX idx_abilities_dynamic_headers ON public.abilities USING btree (dyna
 --
 
 CREATE INDEX idx_abilities_service_name ON public.abilities USING btree (service_name);
+
+
+--
+-- Name: sync_state sync_state_pending_since; Type: TRIGGER; Schema: abilitysync; Owner: -
+--
+
+CREATE TRIGGER sync_state_pending_since BEFORE INSERT OR UPDATE OF state ON abilitysync.sync_state FOR EACH ROW EXECUTE FUNCTION abilitysync.note_pending_since();
 
 
 --

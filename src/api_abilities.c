@@ -49,38 +49,6 @@ static void reply_collision(struct call *c, const struct ability *items, const s
 	}
 }
 
-/*
- * How long a write waits for the vector DB: SYNC_WAIT_MS, or what the client
- * prefers (RFC 7240 `Prefer: wait=N`, seconds) up to SYNC_WAIT_MAX_MS; an
- * honoured preference is echoed in Preference-Applied.
- */
-static long sync_wait_of(struct call *c)
-{
-	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Prefer");
-	const char *p = h;
-	long max = c->api->o.sync_wait_max_ms;
-
-	while (p && *p) {
-		char *end;
-		long secs;
-
-		p += strspn(p, " \t,");
-		if (strncasecmp(p, "wait=", 5) == 0 && p[5] >= '0' && p[5] <= '9') {
-			secs = strtol(p + 5, &end, 10);
-			if (*end == '\0' || *end == ',' || *end == ';' || *end == ' ') {
-				char applied[32];
-				long ms = secs > max / 1000 ? max : secs * 1000;
-
-				snprintf(applied, sizeof(applied), "wait=%ld", ms / 1000);
-				evhttp_add_header(evhttp_request_get_output_headers(c->req), "Preference-Applied", applied);
-				return ms;
-			}
-		}
-		p = strchr(p, ',');
-	}
-	return c->api->o.sync_wait_ms;
-}
-
 /* A 202 says where to look next: the ability (the first one not yet in the vector DB, of a batch). */
 static void locate(struct call *c, const char *ability_id)
 {

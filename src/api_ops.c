@@ -248,6 +248,10 @@ static void render_metrics(struct call *c)
 	metrics_value(&out, "abilitysync_pushes_total", "result=\"pushed\"", (double)ps.pushed);
 	metrics_value(&out, "abilitysync_pushes_total", "result=\"deleted\"", (double)ps.deleted);
 	metrics_value(&out, "abilitysync_pushes_total", "result=\"failed\"", (double)ps.failed);
+	metrics_header(&out, "abilitysync_sync_latency_seconds", "histogram",
+		       "From a change's acknowledgement (the oldest one of the ability the vector DB did not have yet) "
+		       "to the push that settled it, synced or deleted, as this replica recorded it.");
+	metrics_histogram(&out, "abilitysync_sync_latency_seconds", NULL, &ps.sync_lag);
 	metrics_header(&out, "abilitysync_retry_claimed_total", "counter", "Outbox rows the retry worker claimed.");
 	metrics_value(&out, "abilitysync_retry_claimed_total", NULL, (double)ps.claimed);
 	metrics_header(&out, "abilitysync_push_fencing_total", "counter",

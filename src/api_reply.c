@@ -35,7 +35,7 @@ void call_release(struct call *c)
 	TAILQ_REMOVE(&c->api->calls, c, link);
 	free(c->path_id);
 	json_decref(c->hits);
-	free(c->search);
+	search_free(c->search);
 	free(c->audit_params);
 	evhttp_clear_headers(&c->query);
 	free(c);
@@ -315,4 +315,36 @@ bool page_limit(struct call *c, int *limit)
 		return true;
 	reply_error(c, E_INVALID_PARAMETER, "limit", "limit must be an integer from 1 to %d", LIST_MAX);
 	return false;
+}
+
+/*
+ * How long a write waits for the vector DB: SYNC_WAIT_MS, or what the client
+ * prefers (RFC 7240 `Prefer: wait=N`, seconds) up to SYNC_WAIT_MAX_MS; an
+ * honoured preference is echoed in Preference-Applied.
+ */
+long sync_wait_of(struct call *c)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Prefer");
+	const char *p = h;
+	long max = c->api->o.sync_wait_max_ms;
+
+	while (p && *p) {
+		char *end;
+		long secs;
+
+		p += strspn(p, " \t,");
+		if (strncasecmp(p, "wait=", 5) == 0 && p[5] >= '0' && p[5] <= '9') {
+			secs = strtol(p + 5, &end, 10);
+			if (*end == '\0' || *end == ',' || *end == ';' || *end == ' ') {
+				char applied[32];
+				long ms = secs > max / 1000 ? max : secs * 1000;
+
+				snprintf(applied, sizeof(applied), "wait=%ld", ms / 1000);
+				evhttp_add_header(evhttp_request_get_output_headers(c->req), "Preference-Applied", applied);
+				return ms;
+			}
+		}
+		p = strchr(p, ',');
+	}
+	return c->api->o.sync_wait_ms;
 }

@@ -3,8 +3,11 @@
 
 #include "vdbid.h"
 
+#include <event2/event.h>
+
 #define SEARCH_K_DEFAULT 10
 #define SEARCH_K_MAX 100
+#define SEARCH_POLL_MS 25 /* consistency=strong: how often the backlog is looked at */
 #define SEARCH_FETCH_MAX 400 /* hits asked of the vector DB at most, to find k live ones */
 
 /* ---- POST /v1/search ---------------------------------------------------------------------------- */
@@ -38,7 +41,21 @@ struct search {
 	long k, fetch;
 	double min_score;             /* -2: any */
 	char blob[ABILITY_TEXT_MAX * 2 + 16];
+	bool strong;                  /* ?consistency=strong: the service's earlier writes first */
+	bool consistent;              /* ... and they were all in the vector DB when it was asked */
+	int64_t deadline_ms;          /* how long they are waited for */
+	char as_of[64];               /* the moment the search came, as Postgres tells time */
+	struct event *wait;
 };
+
+void search_free(struct search *s)
+{
+	if (!s)
+		return;
+	if (s->wait)
+		event_free(s->wait);
+	free(s);
+}
 
 static void on_searched(const struct vdb_result *r, void *arg);
 
@@ -85,7 +102,13 @@ static void reply_hits(struct call *c, const struct vector_row *rows, size_t nro
 		json_decref(results);
 		return;
 	}
-	reply_json(c, 200, json_pack("{s:o, s:I}", "results", results, "count", (json_int_t)json_array_size(results)));
+	if (c->search->strong)
+		reply_json(c, 200, json_pack("{s:o, s:I, s:s}", "results", results, "count",
+					     (json_int_t)json_array_size(results), "consistency",
+					     c->search->consistent ? "strong" : "eventual"));
+	else
+		reply_json(c, 200, json_pack("{s:o, s:I}", "results", results, "count",
+					     (json_int_t)json_array_size(results)));
 }
 
 static void on_search_rows(const struct vector_row *rows, size_t n, const struct pg_outcome *o, void *arg)
@@ -194,11 +217,57 @@ out:
 	return ok;
 }
 
+static void ask_vdb(struct call *c)
+{
+	struct search *s = c->search;
+
+	vdb_query(c->api->svc->vdb, s->blob, s->emb.p, s->emb.len, (int)s->fetch, on_searched, c);
+}
+
+static void on_lagging(long n, const char *as_of, const struct pg_outcome *o, void *arg);
+
+static void on_wait_over(evutil_socket_t fd, short what, void *arg)
+{
+	struct call *c = arg;
+
+	(void)fd, (void)what;
+	store_count_lagging(c->api->svc->store, c->search->blob, c->search->as_of, on_lagging, c);
+}
+
+/*
+ * ?consistency=strong: the service's changes acknowledged before the search
+ * came are waited for (SYNC_WAIT_MS, or Prefer: wait=N) before the vector DB is
+ * asked; the answer says whether they all made it ("strong") or not.
+ */
+static void on_lagging(long n, const char *as_of, const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	struct search *s = c->search;
+	struct timeval tv = {0, SEARCH_POLL_MS * 1000};
+
+	if (!o->res)
+		log_warn(COMP, "req=%s: the search does not wait for earlier writes: %s", c->id, o->error);
+	if (!o->res || n == 0 || clock_mono_ms() >= s->deadline_ms) {
+		s->consistent = o->res && n == 0;
+		ask_vdb(c);
+		return;
+	}
+	snprintf(s->as_of, sizeof(s->as_of), "%s", as_of);
+	if (!s->wait)
+		s->wait = evtimer_new(c->api->svc->base, on_wait_over, c);
+	evtimer_add(s->wait, &tv);
+}
+
 void h_search(struct call *c)
 {
 	struct search *s;
 	struct ability_error err;
+	const char *consistency = query_value(c, "consistency");
 
+	if (consistency && strcmp(consistency, "strong") != 0 && strcmp(consistency, "eventual") != 0) {
+		reply_error(c, E_INVALID_PARAMETER, "consistency", "consistency is strong or eventual, not %s", consistency);
+		return;
+	}
 	if (!json_content(c))
 		return;
 	s = c->search = xcalloc(1, sizeof(*s));
@@ -209,5 +278,12 @@ void h_search(struct call *c)
 	/* Half as many again, and a few: most of the time one question is enough. */
 	s->fetch = s->k + s->k / 2 + 5;
 	vdb_blob_name(c->path_id, strlen(c->path_id), s->blob, sizeof(s->blob));
-	vdb_query(c->api->svc->vdb, s->blob, s->emb.p, s->emb.len, (int)s->fetch, on_searched, c);
+	s->strong = consistency && strcmp(consistency, "strong") == 0;
+	if (!s->strong || !c->api->svc->store) { /* vector-DB-only: a write is answered once it is there */
+		s->consistent = true;
+		ask_vdb(c);
+		return;
+	}
+	s->deadline_ms = clock_mono_ms() + sync_wait_of(c);
+	store_count_lagging(c->api->svc->store, s->blob, NULL, on_lagging, c);
 }

@@ -722,7 +722,8 @@ static void on_record_retry(evutil_socket_t fd, short what, void *arg)
 	record_next(arg);
 }
 
-static void on_recorded(const enum finish_state *res, size_t n, const struct pg_outcome *o, void *arg)
+static void on_recorded(const enum finish_state *res, const double *lag, size_t n, const struct pg_outcome *o,
+			void *arg)
 {
 	struct outbox *ob = arg;
 	size_t i, done = ob->recording;
@@ -753,8 +754,11 @@ static void on_recorded(const enum finish_state *res, size_t n, const struct pg_
 	memcpy(batch, ob->queue, done * sizeof(*batch));
 	memmove(ob->queue, ob->queue + done, (ob->nqueue - done) * sizeof(*ob->queue));
 	ob->nqueue -= done;
-	for (i = 0; i < done; i++)
+	for (i = 0; i < done; i++) {
 		batch[i].op->items[batch[i].item].fin = res[i];
+		if (lag[i] >= 0)
+			histogram_observe(&ob->stats.sync_lag, lag[i]);
+	}
 	for (i = 0; i < done; i++)
 		op_item_recorded(batch[i].op, batch[i].item);
 	free(batch);

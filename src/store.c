@@ -384,7 +384,7 @@ static const char finish_sql[] =
 	"   ELSE greatest(now() + y.retry_in::interval, y.doubt) END,"
 	"  updated_at = now()"
 	" FROM y WHERE s.ability_id = y.ability_id"
-	" RETURNING s.ability_id, s.blob_id, s.vector_id, y.outcome, y.deletes),"
+	" RETURNING s.ability_id, s.blob_id, s.vector_id, y.outcome, y.deletes, s.pending_since),"
 	" led AS ("
 	" UPDATE abilitysync.vector_ledger l"
 	"  SET deleted_at = CASE WHEN up.outcome = 'deleted' THEN now() END, last_written_at = now()"
@@ -396,7 +396,9 @@ static const char finish_sql[] =
 	" WHERE up.outcome IN ('synced', 'deleted') AND l.ability_id = up.ability_id"
 	"  AND l.blob_id = split_part(v.pair, ' ', 1) AND l.vector_id = split_part(v.pair, ' ', 2)::int"
 	"  AND NOT (up.outcome = 'synced' AND l.blob_id = up.blob_id AND l.vector_id = up.vector_id))"
-	" SELECT coalesce(up.outcome, 'lost') FROM d LEFT JOIN up USING (ability_id) ORDER BY d.ord";
+	" SELECT coalesce(up.outcome, 'lost'),"
+	"  CASE WHEN up.outcome IN ('synced', 'deleted') THEN extract(epoch FROM now() - up.pending_since) END"
+	" FROM d LEFT JOIN up USING (ability_id) ORDER BY d.ord";
 
 static const char fail_rows_sql[] =
 	"UPDATE abilitysync.sync_state s SET state = 'failed', last_error = f.error, lease_until = NULL,"
@@ -903,15 +905,20 @@ static void on_finished(const struct pg_outcome *o, void *arg)
 {
 	struct finish_ctx *x = arg;
 	enum finish_state *res = NULL;
+	double *lag = NULL;
 	size_t i;
 
 	if (o->res && (size_t)PQntuples(o->res) == x->n) {
 		res = xcalloc(x->n ? x->n : 1, sizeof(*res));
-		for (i = 0; i < x->n; i++)
+		lag = xcalloc(x->n ? x->n : 1, sizeof(*lag));
+		for (i = 0; i < x->n; i++) {
 			res[i] = finish_state_of(PQgetvalue(o->res, (int)i, 0));
+			lag[i] = PQgetisnull(o->res, (int)i, 1) ? -1 : strtod(PQgetvalue(o->res, (int)i, 1), NULL);
+		}
 	}
-	x->done(res, x->n, o, x->arg);
+	x->done(res, lag, x->n, o, x->arg);
 	free(res);
+	free(lag);
 	free(x);
 }
 
@@ -1393,6 +1400,36 @@ void store_count_waiting(struct store *s, const char *blob, store_count_fn done,
 		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')"
 		     " AND (next_attempt_at <= now() OR lease_until IS NOT NULL) AND ($1::text IS NULL OR blob_id = $1)",
 		     1, params, on_count, x);
+}
+
+struct lag_ctx {
+	store_lag_fn done;
+	void *arg;
+};
+
+static void on_lagging(const struct pg_outcome *o, void *arg)
+{
+	struct lag_ctx *x = arg;
+
+	if (o->res && PQntuples(o->res) == 1)
+		x->done(strtol(PQgetvalue(o->res, 0, 0), NULL, 10), PQgetvalue(o->res, 0, 1), o, x->arg);
+	else
+		x->done(-1, NULL, o, x->arg);
+	free(x);
+}
+
+void store_count_lagging(struct store *s, const char *blob, const char *as_of, store_lag_fn done, void *arg)
+{
+	struct lag_ctx *x = xcalloc(1, sizeof(*x));
+	const char *params[2] = {blob, as_of};
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_query(s->pool,
+		     "SELECT count(*) FILTER (WHERE pending_since <= coalesce($2::timestamptz, now())),"
+		     " coalesce($2::timestamptz, now())::text FROM abilitysync.sync_state"
+		     " WHERE state IN ('pending', 'pending_delete') AND blob_id = $1",
+		     2, params, on_lagging, x);
 }
 
 /* Changes not settled (pending or failed), of one blob or all. */

@@ -172,6 +172,43 @@ test_search_returns_k_live_results_and_honours_min_score() {
   teardown
 }
 
+# ?consistency=strong reads this client's writes: the service's changes
+# acknowledged before the search are waited for (SYNC_WAIT_MS, or Prefer: wait=N)
+# before the vector DB is asked; past the wait the answer says "eventual".
+test_a_strong_search_waits_for_earlier_writes() {
+  local q t0 ms
+  setup SYNC_WAIT_MS=200 SYNC_WAIT_MAX_MS=10000
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "latency_ms": 1500, "count": 1}'
+  api POST /v1/abilities "$(ability_json c-1 strong.svc 8 21)"
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending" "a write the vector DB takes 1.5 s to store"
+  q=$(ability_json c-1 strong.svc 8 21 | jq -c '{service_name, embedding, k: 1}')
+  api POST /v1/search "$q"
+  assert_eq "$(jq -c '[.count, .consistency]' <<<"$BODY")" '[0,null]' "an eventual search meanwhile: $BODY"
+  t0=$(date +%s%N)
+  api POST '/v1/search?consistency=strong' "$q" -H 'Prefer: wait=5'
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  assert_eq "$CODE $(jq -c '[.consistency, .results[0].ability_id]' <<<"$BODY")" '200 ["strong","c-1"]' \
+    "a strong search ($ms ms): $BODY"
+  # The write's acknowledged-to-synced latency: the vector DB's 1.5 s, at least.
+  api GET /metrics
+  grep -q -E '^abilitysync_sync_latency_seconds_count [1-9]' <<<"$BODY" || fail "no sync latency counted"
+  awk '/^abilitysync_sync_latency_seconds_sum / { exit !($2 >= 1.4) }' <<<"$BODY" ||
+    fail "sync latency sum: $(grep abilitysync_sync_latency_seconds_sum <<<"$BODY")"
+
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "hold": true, "count": 1}'
+  api POST /v1/abilities "$(ability_json c-2 strong.svc 8 22)"
+  assert_eq "$CODE" 202 "a write the vector DB holds"
+  t0=$(date +%s%N)
+  api POST '/v1/search?consistency=strong' "$q" -H 'Prefer: wait=1'
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  assert_eq "$CODE $(jq -r .consistency <<<"$BODY")" "200 eventual" "past its wait: $BODY"
+  [ "$ms" -ge 900 ] && [ "$ms" -lt 5000 ] || fail "a strong search waited $ms ms with Prefer: wait=1"
+  api POST '/v1/search?consistency=sometimes' "$q"
+  assert_eq "$CODE $(jq -r '.errors[0].pointer' <<<"$BODY")" "422 /consistency" "$BODY"
+  emu DELETE /_admin/faults
+  teardown
+}
+
 # A refused request names every bad field it has (RFC 9457 errors, a JSON
 # pointer each), not only the first; and still changes nothing.
 test_a_refusal_names_every_bad_field() {

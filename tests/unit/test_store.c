@@ -156,18 +156,23 @@ static void claim_due(struct pgtest *t, struct store *s, struct claims *c)
 }
 
 struct finishes {
+	double lag;
 	bool done;
 	enum finish_state state;
 };
 
-static void on_finished(const enum finish_state *res, size_t n, const struct pg_outcome *o, void *arg)
+static void on_finished(const enum finish_state *res, const double *lag, size_t n, const struct pg_outcome *o,
+			void *arg)
 {
 	struct finishes *f = arg;
 
 	f->done = true;
 	cr_assert(res && n == 1, "finish failed: %s", o->error);
 	f->state = res[0];
+	f->lag = lag[0];
 }
+
+static double last_lag; /* finish_ok's: the lag the store returned */
 
 static enum finish_state finish_ok(struct pgtest *t, struct store *s, const struct ability *a, int64_t generation,
 				   const char *lease)
@@ -182,7 +187,40 @@ static enum finish_state finish_ok(struct pgtest *t, struct store *s, const stru
 
 	store_finish_pushes(s, &d, 1, on_finished, &f);
 	pgtest_wait(t, &f.done);
+	last_lag = f.lag;
 	return f.state;
+}
+
+/*
+ * The acknowledged-to-synced latency runs from the first change the vector DB
+ * did not have: a rewrite while pending keeps it, a change after synced starts
+ * it again.
+ */
+Test(store, the_sync_lag_runs_from_the_oldest_change_not_yet_pushed)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability a1, a2, a3;
+	struct writes w;
+
+	pgtest_open(&t, "store_lag", true, 2);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
+	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
+	pgtest_ability(&a3, "get-user", "api.github.com", 3.0);
+	write_one(&t, s, &a1, &w);
+	usleep(300 * 1000);
+	write_one(&t, s, &a2, &w);
+	cr_assert(eq(int, finish_ok(&t, s, &a2, w.r[0].generation, w.lease[0]), FINISH_SYNCED));
+	cr_assert(last_lag >= 0.3, "a rewrite while pending keeps its start: %.3f s", last_lag);
+	write_one(&t, s, &a3, &w);
+	cr_assert(eq(int, finish_ok(&t, s, &a3, w.r[0].generation, w.lease[0]), FINISH_SYNCED));
+	cr_assert(last_lag >= 0 && last_lag < 0.3, "a change after synced starts again: %.3f s", last_lag);
+	ability_free(&a1);
+	ability_free(&a2);
+	ability_free(&a3);
+	store_free(s);
+	pgtest_close(&t);
 }
 
 /*

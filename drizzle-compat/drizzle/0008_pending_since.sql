@@ -1,0 +1,1 @@
+ALTER TABLE "abilitysync"."sync_state" ADD COLUMN "pending_since" timestamp with time zone;
