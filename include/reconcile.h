@@ -36,7 +36,7 @@ struct drift_category {
 	const char *repair; /* NULL: left to a person */
 };
 
-#define RECONCILE_CATEGORIES 10
+#define RECONCILE_CATEGORIES 11
 extern const struct drift_category reconcile_categories[RECONCILE_CATEGORIES];
 
 struct reconcile_opts {
@@ -44,6 +44,7 @@ struct reconcile_opts {
 	bool dry_run;
 	bool deep;
 	const char *service;    /* NULL: every service */
+	const char *embedding_model; /* set: rows whose metadata.embedding_model differs count as old_embedding_model */
 	int page;               /* rows per Postgres page */
 	long max_repairs;       /* abilities queued per run, at most */
 	long overdue_s;

@@ -67,7 +67,8 @@ void service_start_restore(struct service *svc, const char *service_name, bool r
  * reconcile_running (another replica's real run holds the lock),
  * postgres_unavailable or postgres_error, and why.
  */
-void service_start_reconcile(struct service *svc, const char *service_name, bool dry_run, bool deep,
+void service_start_reconcile(struct service *svc, const char *service_name, const char *embedding_model,
+			     bool dry_run, bool deep,
 			     service_restore_fn answer, void *arg);
 
 /*

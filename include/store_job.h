@@ -47,6 +47,7 @@ struct recon_row {
 	int64_t generation;         /* -1: no sync state */
 	bool in_doubt;              /* its last push was ambiguous */
 	const char *ability_name, *description, *embedding, *metadata; /* `deep` only, else NULL */
+	const char *embedding_model; /* metadata.embedding_model, or NULL */
 };
 typedef void (*store_recon_rows_fn)(const struct recon_row *rows, size_t n, const struct pg_outcome *o, void *arg);
 

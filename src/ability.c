@@ -200,7 +200,7 @@ static bool check_ability_id(const char *id, const char *prefix, struct ability_
 static bool take_metadata(json_t *obj, const char *prefix, struct ability *a, struct ability_error *err)
 {
 	json_t *m = json_object_get(obj, "metadata");
-	json_t *keys, *k;
+	json_t *keys, *k, *model;
 	size_t i;
 
 	if (!m || json_is_null(m))
@@ -227,6 +227,12 @@ static bool take_metadata(json_t *obj, const char *prefix, struct ability *a, st
 	} else {
 		a->dynamic_header_keys = xstrdup("[]");
 	}
+	model = json_object_get(m, "embedding_model");
+	if (model && !json_is_null(model) &&
+	    (!json_is_string(model) || json_string_length(model) == 0 || json_string_length(model) > ABILITY_TEXT_MAX))
+		return refuse(err, E_INVALID_FIELD, prefix, "metadata.embedding_model",
+			      "%smetadata.embedding_model names the model (and version) that made the embedding: a string "
+			      "of 1 to %d bytes", prefix, ABILITY_TEXT_MAX);
 	a->metadata_text = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (!a->metadata_text || !a->dynamic_header_keys)
 		abort();

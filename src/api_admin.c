@@ -156,10 +156,11 @@ static const struct field_spec reconcile_fields[] = {
 	{"dry_run", FIELD_BOOL, 0, 0, NULL},
 	{"service_name", FIELD_NAME, 0, 0, NULL},
 	{"deep", FIELD_BOOL, 0, 0, NULL},
+	{"embedding_model", FIELD_NAME, 0, 0, NULL},
 };
 static const struct body_spec reconcile_body = {"a reconcile", reconcile_fields, ARRAY_LEN(reconcile_fields)};
 
-/* POST /v1/reconcile {"dry_run"?: bool (true), "service_name"?: S, "deep"?: bool}: a run as a job. */
+/* POST /v1/reconcile {"dry_run"?: bool (true), "service_name"?: S, "deep"?: bool, "embedding_model"?: M}: a job. */
 void h_reconcile_post(struct call *c)
 {
 	struct service *svc = c->api->svc;
@@ -171,7 +172,7 @@ void h_reconcile_post(struct call *c)
 		reply_error(c, E_RECONCILE_RUNNING, NULL, "this replica is running reconcile-%lld: GET /v1/jobs/reconcile-%lld",
 			    (long long)svc->reconcile_run, (long long)svc->reconcile_run);
 	else if (job_room(c))
-		service_start_reconcile(svc, b.v[1].s, !b.v[0].set || b.v[0].b, b.v[2].b, on_reconcile_answer, c);
+		service_start_reconcile(svc, b.v[1].s, b.v[3].s, !b.v[0].set || b.v[0].b, b.v[2].b, on_reconcile_answer, c);
 	reqbody_free(&b);
 }
 

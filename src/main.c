@@ -478,7 +478,7 @@ static void print_json(json_t *j)
 }
 
 static bool reconcile_dry, reconcile_json, reconcile_deep;
-static const char *reconcile_service;
+static const char *reconcile_service, *reconcile_model;
 
 static const struct flag reconcile_flags[] = {
 	{"dry-run", NULL, NULL, &reconcile_dry, NULL, "report only: change nothing anywhere, record nothing"},
@@ -486,6 +486,8 @@ static const struct flag reconcile_flags[] = {
 	{"service", "NAME", NULL, NULL, &reconcile_service, "only this service_name (its blob)"},
 	{"deep", NULL, NULL, &reconcile_deep, NULL,
 	 "also rebuild each row's content hash and self-query each vector (reads every embedding)"},
+	{"embedding-model", "MODEL", NULL, NULL, &reconcile_model,
+	 "count the rows whose metadata.embedding_model is not MODEL (old_embedding_model)"},
 	{NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -688,6 +690,7 @@ static int cmd_reconcile(struct config *cfg, int argc, char **argv)
 	o.dry_run = reconcile_dry;
 	o.deep = reconcile_deep;
 	o.service = reconcile_service;
+	o.embedding_model = reconcile_model;
 	o.host = host;
 	reconcile_start(env.base, env.vdb, &o, on_reconciled, &w);
 	while (!w.done)
@@ -957,7 +960,7 @@ static const struct command commands[] = {
 	 SCOPE_MIGRATE, migrate_flags, migrate_details, cmd_migrate, migrate_exits},
 	{"probe", "[--url URL] [--max-batch N] [--json]", "Find out how a vector DB server behaves.", SCOPE_PROBE,
 	 probe_flags, probe_details, cmd_probe, probe_exits},
-	{"reconcile", "[--dry-run] [--json] [--service NAME] [--deep]",
+	{"reconcile", "[--dry-run] [--json] [--service NAME] [--deep] [--embedding-model MODEL]",
 	 "Find drift between Postgres and the vector DB, and repair it.", SCOPE_RECONCILE, reconcile_flags,
 	 reconcile_details, cmd_reconcile, reconcile_exits},
 	{"restore", "[--service NAME] [--resume] [--dry-run] [--json]",

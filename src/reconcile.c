@@ -48,6 +48,7 @@ enum cat {
 	CAT_INVALID,
 	CAT_DIFFERS,
 	CAT_STALE_CONTENT,
+	CAT_OLD_MODEL,
 	CAT_N
 };
 _Static_assert(CAT_N == RECONCILE_CATEGORIES, "one row of reconcile_categories per category");
@@ -78,6 +79,10 @@ const struct drift_category reconcile_categories[RECONCILE_CATEGORIES] = {
 			       "`--deep`: a row in doubt (its last push was ambiguous: a late write may have landed) "
 			       "whose vector is not its content",
 			       "its verification, once `VDB_QUARANTINE_MS` is over"},
+	[CAT_OLD_MODEL] = {"old_embedding_model",
+			   "with a model named (`--embedding-model`, or `embedding_model` in the body of "
+			   "`POST /v1/reconcile`): a live row whose `metadata.embedding_model` is another one, or none",
+			   NULL},
 };
 
 struct category {
@@ -119,7 +124,7 @@ struct reconcile {
 	struct job job;              /* the session, the start, the end, abort (job.h) */
 	struct vdb *v;
 	struct reconcile_opts o;
-	char *service, *service_blob, *host;
+	char *service, *service_blob, *host, *model; /* owned copies of what the options borrowed */
 	reconcile_done_fn done;
 	void *arg;
 
@@ -253,9 +258,10 @@ static json_t *build_report(struct reconcile *r, const char *status)
 		total += r->cats[c].count;
 	}
 	log_timestamp(finished);
-	return json_pack("{s:o, s:b, s:b, s:s?, s:s, s:s?, s:s, s:s, s:f, s:{s:I, s:I, s:I}, s:o, s:I, s:{s:I, s:I}}",
+	return json_pack("{s:o, s:b, s:b, s:s?, s:s?, s:s, s:s?, s:s, s:s, s:f, s:{s:I, s:I, s:I}, s:o, s:I, s:{s:I, s:I}}",
 			 "run_id", r->run_id ? json_integer((json_int_t)r->run_id) : json_null(), "dry_run",
-			 r->o.dry_run, "deep", r->o.deep, "service_name", r->service, "status", status, "error",
+			 r->o.dry_run, "deep", r->o.deep, "service_name", r->service, "embedding_model",
+			 r->o.embedding_model, "status", status, "error",
 			 r->job.error[0] ? r->job.error : NULL, "started_at", r->started_at, "finished_at", finished,
 			 "seconds", job_seconds(&r->job), "checked", "rows", (json_int_t)r->rows_checked, "vectors",
 			 (json_int_t)r->vectors_checked, "ledger_entries", (json_int_t)r->entries_checked, "drift", drift,
@@ -290,6 +296,7 @@ static void run_release(struct job *j)
 	free(r->pg_start);
 	free(r->service);
 	free(r->service_blob);
+	free(r->model);
 	free(r->host);
 	free(r);
 }
@@ -628,6 +635,8 @@ static void judge_row(struct reconcile *r, const struct recon_row *x, struct row
 	w->generation = x->generation;
 	vdb_blob_name(x->service_name, strlen(x->service_name), w->blob, sizeof(w->blob));
 	r->rows_checked++;
+	if (r->o.embedding_model && (!x->embedding_model || strcmp(x->embedding_model, r->o.embedding_model) != 0))
+		note(r, CAT_OLD_MODEL, x->ability_id); /* re-embedding is the client's: reported, not repaired */
 	if (!vdb_vector_id(x->ability_id, strlen(x->ability_id), &w->vector_id, &err)) {
 		w->v = V_INVALID;
 		return;
@@ -988,6 +997,7 @@ struct reconcile *reconcile_start(struct event_base *base, struct vdb *v, const 
 	r->o = *o;
 	r->o.service = NULL;
 	r->o.host = NULL;
+	r->o.embedding_model = r->model = o->embedding_model ? xstrdup(o->embedding_model) : NULL;
 	r->o.pg.conninfo = NULL;
 	r->done = done;
 	r->arg = arg;
@@ -1030,6 +1040,7 @@ int reconcile_exit_code(json_t *report)
 	left += (long)json_integer_value(json_object_get(json_object_get(drift, "collisions"), "count"));
 	left += (long)json_integer_value(json_object_get(json_object_get(drift, "invalid_rows"), "count"));
 	left += (long)json_integer_value(json_object_get(json_object_get(drift, "stale_content"), "count"));
+	left += (long)json_integer_value(json_object_get(json_object_get(drift, "old_embedding_model"), "count"));
 	return left > 0 ? EXIT_PENDING : EXIT_OK;
 }
 

@@ -111,8 +111,8 @@ static void on_reconcile_done(enum reconcile_outcome outcome, json_t *report, co
 	free(x);
 }
 
-void service_start_reconcile(struct service *svc, const char *service_name, bool dry_run, bool deep,
-			     service_restore_fn answer, void *arg)
+void service_start_reconcile(struct service *svc, const char *service_name, const char *embedding_model,
+			     bool dry_run, bool deep, service_restore_fn answer, void *arg)
 {
 	struct job_ctx *x = job_ctx_new(svc, &svc->reconcile_run, answer, arg);
 	struct reconcile_opts o = svc->reconcile_opts;
@@ -120,6 +120,7 @@ void service_start_reconcile(struct service *svc, const char *service_name, bool
 
 	gethostname(host, sizeof(host) - 1);
 	o.service = service_name;
+	o.embedding_model = embedding_model;
 	o.dry_run = dry_run;
 	o.deep = deep;
 	o.host = host;

@@ -137,7 +137,7 @@ void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *st
 
 static const char recon_rows_sql[] =
 	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, coalesce(s.generation, -1),"
-	" s.doubt_until IS NOT NULL, %s"
+	" s.doubt_until IS NOT NULL, %s, a.metadata->>'embedding_model'"
 	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
 	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
 	" ORDER BY a.ability_id LIMIT $3::int";
@@ -151,7 +151,7 @@ static void on_recon_rows(const struct pg_outcome *o, void *arg)
 	for (t = 0; t < n; t++)
 		rows[t] = (struct recon_row){pg_text(o, t, 0), pg_text(o, t, 1), pg_text(o, t, 2), pg_text(o, t, 3),
 					     pg_int8(o, t, 4), pg_bool(o, t, 5), pg_text(o, t, 6), pg_text(o, t, 7),
-					     pg_text(o, t, 8), pg_text(o, t, 9)};
+					     pg_text(o, t, 8), pg_text(o, t, 9), pg_text(o, t, 10)};
 	c->fn.recon_rows(rows, (size_t)n, o, c->arg);
 	free(rows);
 	free(c);

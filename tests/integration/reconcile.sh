@@ -48,9 +48,10 @@ counts() { jq -S -c '.drift | map_values(.count)' <<<"$OUT"; }
 # The sample ids of one category, comma-separated.
 sample() { jq -r --arg c "$1" '.drift[$c].sample | join(",")' <<<"$OUT"; }
 # counts_json missing stale orphans no_sync_state overdue failed collisions invalid_rows vector_differs
-# (stale_content, the tenth, is 0 here: it takes an ambiguous push; the outbox suite provokes it)
+# (stale_content, the tenth, is 0 here: it takes an ambiguous push, the outbox suite provokes it;
+# old_embedding_model, the eleventh, too: it needs a model named, see its own test)
 counts_json() {
-  printf '{"collisions":%s,"failed":%s,"invalid_rows":%s,"missing":%s,"no_sync_state":%s,"orphans":%s,"overdue":%s,"stale":%s,"stale_content":0,"vector_differs":%s}' \
+  printf '{"collisions":%s,"failed":%s,"invalid_rows":%s,"missing":%s,"no_sync_state":%s,"old_embedding_model":0,"orphans":%s,"overdue":%s,"stale":%s,"stale_content":0,"vector_differs":%s}' \
     "$7" "$6" "$8" "$1" "$4" "$3" "$5" "$2" "$9"
 }
 NO_DRIFT=$(counts_json 0 0 0 0 0 0 0 0 0)
@@ -291,6 +292,43 @@ test_deep_finds_a_vector_whose_embedding_was_replaced() {
   stop_emulator
 }
 
+# Embedding provenance: metadata.embedding_model names the model that made an
+# embedding; a run told the current model reports the rows made by another (or
+# by none) as old_embedding_model, and repairs nothing of them (the client
+# re-embeds). The CLI and POST /v1/reconcile both take it.
+test_rows_embedded_with_another_model_are_reported() {
+  local a items="" id
+  setup RECONCILE_INTERVAL=0
+  for id in m-1 m-2 m-3 m-4; do
+    a=$(ability_json "$id" model.svc $DIM 7)
+    case $id in
+      m-1 | m-2) a=$(jq -c '.metadata.embedding_model = "embed-3@2026-10"' <<<"$a") ;;
+      m-3) a=$(jq -c '.metadata.embedding_model = "embed-2@2025-01"' <<<"$a") ;;
+    esac
+    items+="${items:+,}$a"
+  done
+  api POST /v1/abilities "{\"abilities\": [$items]}"
+  assert_eq "$CODE" 201 "$BODY"
+  wait_converged "$DB" 30
+  api GET /v1/abilities/m-3
+  assert_eq "$(jq -r .metadata.embedding_model <<<"$BODY")" "embed-2@2025-01" "the provenance, as stored and shown"
+  api POST /v1/abilities "$(ability_json m-5 model.svc $DIM 7 | jq -c '.metadata.embedding_model = 3')"
+  assert_eq "$CODE $(jq -r '.errors[0].pointer' <<<"$BODY")" "422 /metadata/embedding_model" "a model that is not a name"
+  rec --dry-run --json --embedding-model "embed-3@2026-10"
+  assert_rc 3 "drift: rows of another model"
+  assert_eq "$(jq -c '.drift.old_embedding_model | [.count, .sample]' <<<"$OUT")" '[2,["m-3","m-4"]]' "$OUT"
+  rec --dry-run --json
+  assert_eq "$(jq -c '.drift.old_embedding_model.count' <<<"$OUT")" 0 "without a model named, nothing of it"
+  api POST /v1/reconcile '{"dry_run": false, "embedding_model": "embed-3@2026-10"}'
+  assert_eq "$CODE" 202 "$BODY"
+  wait_job "$(jq -r .id <<<"$BODY")"
+  api GET /v1/reconcile/last
+  assert_eq "$(jq -c '[.dry_run, .drift.old_embedding_model.count, .repairs.queued]' <<<"$BODY")" '[false,2,0]' \
+    "a real run reports them and repairs nothing: $BODY"
+  stop_service
+  stop_emulator
+}
+
 test_deep_finds_a_row_edited_directly_in_postgres() {
   setup
   register one.svc one 6
@@ -417,9 +455,10 @@ test_two_replicas_run_once_per_period_and_serve_the_last_report() {
       fail "replica $i served run $run_id, the newest was $before..$after"
     assert_eq "$(jq -S -c . <<<"$BODY")" "$(pg "select report from abilitysync.reconcile_runs where id = $run_id" | jq -S -c .)" \
       "the report served and the one recorded"
-    assert_eq "$(jq -c '[.dry_run, .status, (.drift | keys | length)]' <<<"$BODY")" '[false,"ok",10]' "dry_run, status, categories"
+    assert_eq "$(jq -c '[.dry_run, .status, (.drift | keys | length)]' <<<"$BODY")" '[false,"ok",11]' "dry_run, status, categories"
     api GET /metrics
-    for cat in missing stale orphans no_sync_state overdue failed collisions invalid_rows vector_differs stale_content; do
+    for cat in missing stale orphans no_sync_state overdue failed collisions invalid_rows vector_differs stale_content \
+      old_embedding_model; do
       grep -q -E "^abilitysync_drift\{category=\"$cat\"\} [0-9]+$" <<<"$BODY" ||
         fail "replica $i: no abilitysync_drift line for $cat: $(grep drift <<<"$BODY")"
     done

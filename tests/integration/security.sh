@@ -58,10 +58,10 @@ test_every_route_answers_each_scope_as_documented() {
   assert_eq "$(route_requests | wc -l)" "$routes" "a request for every route of src/api.c's table"
   for key in kw-91cc kall-55b1; do as kall-55b1 POST /v1/abilities "$(ability_json "d-$key" scoped.svc)"; done
   as kall-55b1 POST /v1/abilities "$(ability_json m-kall-55b1 scoped.svc)"
-  printf '%-8s %-28s %-6s %-6s %-6s %-6s %-6s\n' method route none read write admin all >"$matrix"
+  printf '%-8s %-34s %-6s %-6s %-6s %-6s %-6s\n' method route none read write admin all >"$matrix"
   while IFS='|' read -r method path body scope; do
     local row
-    row=$(printf '%-8s %-28s' "$method" "$(sed -E 's#/(m|d)-[^/]*$#/{id}#' <<<"$path")")
+    row=$(printf '%-8s %-34s' "$method" "$(sed -E 's#/(m|d)-[^/]*$#/{id}#; s#/services/[^/]*/#/services/{service}/#; s#\?.*##' <<<"$path")")
     for key in - kr-7f3a kw-91cc ka-0d2e kall-55b1; do
       case $key in -) name=none ;; kr-7f3a) name="read" ;; kw-91cc) name="write" ;; ka-0d2e) name="admin" ;; *) name=all ;; esac
       if [ "$scope" = open ] || [ "$name" = all ] || [ "$name" = "$scope" ]; then

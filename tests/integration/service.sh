@@ -202,7 +202,7 @@ test_a_strong_search_waits_for_earlier_writes() {
   api POST '/v1/search?consistency=strong' "$q" -H 'Prefer: wait=1'
   ms=$((($(date +%s%N) - t0) / 1000000))
   assert_eq "$CODE $(jq -r .consistency <<<"$BODY")" "200 eventual" "past its wait: $BODY"
-  [ "$ms" -ge 900 ] && [ "$ms" -lt 5000 ] || fail "a strong search waited $ms ms with Prefer: wait=1"
+  { [ "$ms" -ge 900 ] && [ "$ms" -lt 5000 ]; } || fail "a strong search waited $ms ms with Prefer: wait=1"
   api POST '/v1/search?consistency=sometimes' "$q"
   assert_eq "$CODE $(jq -r '.errors[0].pointer' <<<"$BODY")" "422 /consistency" "$BODY"
   emu DELETE /_admin/faults
