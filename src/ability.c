@@ -477,7 +477,7 @@ bool ability_parse(struct jspan obj, size_t dim, const char *prefix, struct abil
 	/* The rest goes to jansson with the embedding's thousands of numbers replaced by one. */
 	if (has_emb) {
 		buf_append(&rest, obj.p, (size_t)(emb.p - obj.p));
-		buf_putc(&rest, '0');
+		buf_append(&rest, "null", 4); /* nothing can extend it into another value (a 0 could: [...].5) */
 		buf_append(&rest, emb.p + emb.len, (size_t)(obj.p + obj.len - (emb.p + emb.len)));
 		o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
 	} else {
@@ -603,7 +603,7 @@ static bool check_envelope(const char *body, size_t len, struct jspan list, stru
 	bool ok = true;
 
 	buf_append(&rest, body, (size_t)(list.p - body));
-	buf_putc(&rest, '0');
+	buf_append(&rest, "null", 4); /* nothing can extend it into another value (a 0 could: [...].5) */
 	buf_append(&rest, list.p + list.len, (size_t)(body + len - (list.p + list.len)));
 	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
 	buf_free(&rest);

@@ -176,7 +176,7 @@ bool api_parse_search(struct jspan body, size_t dim, struct jspan *emb, char **s
 		return ability_refuse(err, E_WRONG_DIMENSION, "embedding", "embedding has %zu numbers; EMBEDDING_DIM is %zu",
 			      count, dim);
 	buf_append(&rest, body.p, (size_t)(emb->p - body.p));
-	buf_putc(&rest, '0');
+	buf_append(&rest, "null", 4); /* nothing can extend it into another value (a 0 could: [...].5) */
 	buf_append(&rest, emb->p + emb->len, (size_t)(body.p + body.len - emb->p - emb->len));
 	o = json_loadb(rest.data, rest.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o) {

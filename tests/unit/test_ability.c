@@ -315,3 +315,24 @@ Test(ability, a_full_set_is_read_one_ability_at_a_time)
 	cr_assert(eq(str, err.others[1].field, "abilities[3].ability_id"), "the id given twice: %s", err.others[1].message);
 	ability_set_free(&set);
 }
+
+/*
+ * Found by fuzz_set_body: the batch parser checked the text around a value it
+ * had scanned by handing jansson the body with the value replaced by 0, which
+ * text after it could extend into another number ({"abilities": [...].0}): an
+ * invalid body was taken. The stand-in is null now.
+ */
+Test(ability, text_that_extends_a_scanned_value_is_refused)
+{
+	static const char batch_body[] = "{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}].0}";
+	static const char one_body[] = "{" BASE ",\"embedding\":[1,2,3,4].5}";
+	struct ability_error err;
+	struct ability *a = NULL;
+	size_t n;
+	bool batch;
+
+	cr_assert(not(ability_parse_body(batch_body, sizeof(batch_body) - 1, DIM, 3, &a, &n, &batch, &err)));
+	cr_assert(eq(str, (char *)err.code, "malformed_json"), "%s", err.message);
+	cr_assert(not(ability_parse_body(one_body, sizeof(one_body) - 1, DIM, 3, &a, &n, &batch, &err)));
+	cr_assert(eq(str, (char *)err.code, "malformed_json"), "%s", err.message);
+}
