@@ -28,8 +28,10 @@
 # in its emulator, and both systems must hold the same (ability_id, vector_id)
 # pairs. Any loss is printed loudly and the exit status is 1.
 #
-# Environment: CONCURRENCY (16), DIM (3072), SEED (11), ORDER ("abilitysync peer":
-# which system runs first), MIGRATE_RUNS (10), DRAIN_TIMEOUT (120 s: how long
+# Environment: ROUNDS (3: rounds of abilitysync, peer and COPY, the order of the
+# two systems alternating, each on a fresh database and emulator; every ratio is
+# printed as its median over the rounds and its min-max), CONCURRENCY (16), DIM
+# (3072), SEED (11), ORDER ("abilitysync peer": which system runs first in odd rounds), MIGRATE_RUNS (10), DRAIN_TIMEOUT (120 s: how long
 # to wait for abilitysync's pushes still in flight after the load),
 # LOAD_TIMEOUT (1800 s: loadgen, and hyperfine, is killed after it),
 # PEER_POOL_SIZE (10: the peer's pg.Pool max; 10 is node-postgres' default,
@@ -54,6 +56,7 @@ DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-1800}
 PEER_POOL_SIZE=${PEER_POOL_SIZE:-10}
 WAIT_QUIET=${WAIT_QUIET:-0}
+ROUNDS=${ROUNDS:-3}
 LOAD_MAX=${LOAD_MAX:-1.0}
 TENANT=reverse_engineer
 B=${BUILD_DIR:-build/release}
@@ -149,37 +152,48 @@ BASE=$(tools/pgcluster.sh start "$TMP/pg")
 BASE=${BASE%/postgres}
 "$B/gen_rows" --rows "$N" --dim "$DIM" --seed "$SEED" --prefix bench >"$TMP/rows.copy" 2>/dev/null
 
+# The cluster's CPU so far, in ticks: the postmaster, the children it reaped
+# (backends that ended), and the live ones (backends, WAL writer, checkpointer).
+pg_ticks() {
+  local pm
+  pm=$(head -n 1 "$TMP/pg/data/postmaster.pid")
+  { awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+    for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || true; done
+  } | awk '{ s += $1 } END { print s + 0 }'
+}
+
 # ---- one system under load ------------------------------------------------------------
-declare -A LOST THR P50 P99 ERR STATUS HWM RSS_END CPU DRAIN EMU_URLS DBS
+# Keys of the per-round figures: "<system>.<round>".
+declare -A LOST THR P50 P99 ERR STATUS HWM CPU PGCPU DRAIN EMU_URLS DBS COPY_RATE COPY_PGCPU
 PEER_STATS='{}'
 
-run_system() { # abilitysync | peer
-  local sys=$1 db svc url lg_rc=0 s0 s1 waited last now stable
-  db=$(new_db "bench_$sys")
-  DBS[$sys]=$db
-  start_emulator "$sys"
-  EMU_URLS[$sys]=$EMU_URL
+run_system() { # abilitysync | peer, round
+  local sys=$1 rd=$2 k="$1.$2" db svc url lg_rc=0 s0 s1 g0 g1 waited last now stable
+  db=$(new_db "bench_${sys}_$rd")
+  DBS[$k]=$db
+  start_emulator "$sys$rd"
+  EMU_URLS[$k]=$EMU_URL
   if [ "$sys" = abilitysync ]; then
     DATABASE_URL="$db" VECTOR_DB_API="$EMU_URL" VECTOR_DB_TENANT="$TENANT" EMBEDDING_DIM="$DIM" \
-      LISTEN=127.0.0.1:0 "$B/abilitysync" serve >"$TMP/$sys.log" 2>&1 &
+      LISTEN=127.0.0.1:0 "$B/abilitysync" serve >"$TMP/$k.log" 2>&1 &
     svc=$!
     pids+=("$svc")
-    url=$(wait_url "$TMP/$sys.log" "serving on" "$svc")
+    url=$(wait_url "$TMP/$k.log" "serving on" "$svc")
   else
     DATABASE_URL="$db" VECTOR_DB_API="$EMU_URL" VECTOR_DB_TENANT="$TENANT" EMBEDDING_DIM="$DIM" \
-      PORT=0 PG_POOL_SIZE="$PEER_POOL_SIZE" UPSERT_SET="${PEER_UPSERT_SET:-excluded}" node bench/peer/server.js >"$TMP/$sys.log" 2>&1 &
+      PORT=0 PG_POOL_SIZE="$PEER_POOL_SIZE" UPSERT_SET="${PEER_UPSERT_SET:-excluded}" node bench/peer/server.js >"$TMP/$k.log" 2>&1 &
     svc=$!
     pids+=("$svc")
-    url=$(wait_url "$TMP/$sys.log" "listening on" "$svc")
+    url=$(wait_url "$TMP/$k.log" "listening on" "$svc")
   fi
 
   s0=$(ticks "$svc")
+  g0=$(pg_ticks)
   timeout "$LOAD_TIMEOUT" "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed "$SEED" --json \
-    --ack-file "$TMP/ack.$sys" >"$TMP/load.$sys.json" 2>"$TMP/load.$sys.err" || lg_rc=$?
+    --ack-file "$TMP/ack.$k" >"$TMP/load.$k.json" 2>"$TMP/load.$k.err" || lg_rc=$?
   s1=$(ticks "$svc")
-  jq -e .abilities "$TMP/load.$sys.json" >/dev/null 2>&1 ||
-    { cat "$TMP/load.$sys.err" >&2; die "loadgen against $sys failed (exit $lg_rc)"; }
-  RSS_END[$sys]=$(status_kb "$svc" VmRSS)
+  jq -e .abilities "$TMP/load.$k.json" >/dev/null 2>&1 ||
+    { cat "$TMP/load.$k.err" >&2; die "loadgen against $sys failed (exit $lg_rc)"; }
 
   # abilitysync may answer 202 and push on: wait (untimed) until the emulator
   # holds N vectors, or nothing moved for 10 s, or DRAIN_TIMEOUT.
@@ -193,37 +207,50 @@ run_system() { # abilitysync | peer
     sleep 0.1
     waited=$((waited + 1))
   done
-  DRAIN[$sys]=$(calc "%.1f" "$waited / 10")
+  g1=$(pg_ticks) # after the drain: the outbox's marks are Postgres work of the registration too
+  DRAIN[$k]=$(calc "%.1f" "$waited / 10")
 
-  HWM[$sys]=$(status_kb "$svc" VmHWM)
-  CPU[$sys]=$(calc "%.2f" "($s1 - $s0) * 1000 / $HZ / $N")
+  HWM[$k]=$(status_kb "$svc" VmHWM)
+  CPU[$k]=$(calc "%.3f" "($s1 - $s0) * 1000 / $HZ / $N")
+  PGCPU[$k]=$(calc "%.3f" "($g1 - $g0) * 1000 / $HZ / $N")
   if [ "$sys" = peer ]; then PEER_STATS=$(curl -fsS "$url/_stats" 2>/dev/null || echo '{}'); fi
   stop_pid "$svc"
 
-  THR[$sys]=$(jq '.abilities_ok_per_s' "$TMP/load.$sys.json")
-  P50[$sys]=$(jq '.latency_ms.p50' "$TMP/load.$sys.json")
-  P99[$sys]=$(jq '.latency_ms.p99' "$TMP/load.$sys.json")
-  ERR[$sys]=$(jq '(.abilities - .abilities_ok) + .transport_errors' "$TMP/load.$sys.json")
-  STATUS[$sys]=$(jq -r '[.status | to_entries[] | "\(.key): \(.value)"] | join(", ")' "$TMP/load.$sys.json")
+  THR[$k]=$(jq '.abilities_ok_per_s' "$TMP/load.$k.json")
+  P50[$k]=$(jq '.latency_ms.p50' "$TMP/load.$k.json")
+  P99[$k]=$(jq '.latency_ms.p99' "$TMP/load.$k.json")
+  ERR[$k]=$(jq '(.abilities - .abilities_ok) + .transport_errors' "$TMP/load.$k.json")
+  STATUS[$k]=$(jq -r '[.status | to_entries[] | "\(.key): \(.value)"] | join(", ")' "$TMP/load.$k.json")
 }
 
-for sys in $ORDER; do
-  case "$sys" in abilitysync | peer) run_system "$sys" ;; *) die "ORDER: unknown system $sys" ;; esac
-done
-for sys in abilitysync peer; do [ -n "${THR[$sys]:-}" ] || die "ORDER must name both abilitysync and peer"; done
-
-# ---- COPY of the same rows into the same (empty) table: median of 3 -----------------------
+# COPY of the same rows into the same (empty) table, once per round: rows/s and the cluster's CPU per row.
 copy_db=$(new_db bench_copy)
-copy_times=()
-for _ in 1 2 3; do
+run_copy() { # round
+  local t0 g0 g1 ns
   psql -X -q "$copy_db" -c "TRUNCATE abilities" >/dev/null
+  psql -X -q "$copy_db" -c "CHECKPOINT" >/dev/null
+  g0=$(pg_ticks)
   t0=$(now_ns)
   psql -X -q "$copy_db" -c "\\copy abilities (ability_id, vector_id, ability_name, service_name, description, embedding, dynamic_header_keys, dynamic_headers_required, metadata) FROM '$TMP/rows.copy'"
-  copy_times+=("$(($(now_ns) - t0))")
+  ns=$(($(now_ns) - t0))
+  g1=$(pg_ticks)
+  COPY_RATE[copy.$1]=$(calc "%.1f" "$N / ($ns / 1e9)")
+  COPY_PGCPU[copy.$1]=$(calc "%.3f" "($g1 - $g0) * 1000 / $HZ / $N")
+  COPY_ROWS=$(psql -X -At "$copy_db" -c "SELECT count(*) FROM abilities")
+}
+
+# Rounds alternate the order (ORDER, then reversed, ...), each system on a fresh
+# database and emulator, then COPY: no system always runs on a warmer machine.
+for rd in $(seq 1 "$ROUNDS"); do
+  order=$ORDER
+  [ $((rd % 2)) = 0 ] && order=$(echo "$ORDER" | awk '{ for (i = NF; i > 0; i--) printf "%s%s", $i, (i > 1 ? " " : "") }')
+  echo "compare: round $rd of $ROUNDS: $order, COPY" >&2
+  for sys in $order; do
+    case "$sys" in abilitysync | peer) run_system "$sys" "$rd" ;; *) die "ORDER: unknown system $sys" ;; esac
+  done
+  for sys in abilitysync peer; do [ -n "${THR[$sys.$rd]:-}" ] || die "ORDER must name both abilitysync and peer"; done
+  run_copy "$rd"
 done
-copy_ns=$(printf '%s\n' "${copy_times[@]}" | sort -n | sed -n 2p)
-COPY_RATE=$(calc "%.1f" "$N / ($copy_ns / 1e9)")
-COPY_ROWS=$(psql -X -At "$copy_db" -c "SELECT count(*) FROM abilities")
 
 # ---- no-op migrations: nothing pending -------------------------------------------------------
 mig_db=$(new_db bench_migrate)
@@ -264,71 +291,108 @@ else
 fi
 unset DATABASE_URL MIGRATIONS_DIR
 
-# ---- verification (untimed): every row and every vector, both systems ----------------------
+# ---- verification (untimed): every row and every vector, both systems, every round ------------
 failures=()
 VERIFY=()
 q() { psql -X -At "$1" -c "$2"; }
-for sys in abilitysync peer; do
-  db=${DBS[$sys]} emu=${EMU_URLS[$sys]}
-  # Acknowledged (a 2xx answer named it): each must have its row, and the
-  # vector of that row in the blob its service names.
-  awk '{print $1}' "$TMP/ack.$sys" | sort -u >"$TMP/acked.$sys"
-  acked=$(wc -l <"$TMP/acked.$sys")
-  rows=$(q "$db" "SELECT count(*) FROM abilities")
-  q "$db" "SELECT ability_id || ' abilities_' || regexp_replace(service_name, '[^A-Za-z0-9_]', '_', 'g') || ' ' || vector_id
-           FROM abilities" | sort >"$TMP/pg.$sys.rows"
-  for blob in $(curl -fsS "$emu/tenants/$TENANT/blobs" | jq -r '.blobs[]?.blob_id'); do
-    curl -fsS "$emu/_admin/tenants/$TENANT/blobs/$blob/ids" | jq -r --arg b "$blob" '.ids[] | "\($b) \(.)"'
-  done | sort -u >"$TMP/emu.$sys.pairs"
-  vectors=$(wc -l <"$TMP/emu.$sys.pairs")
-  no_row=$(join "$TMP/acked.$sys" "$TMP/pg.$sys.rows" -v 1 | wc -l)
-  join "$TMP/acked.$sys" "$TMP/pg.$sys.rows" | awk '{print $2, $3}' | sort -u >"$TMP/acked.$sys.pairs"
-  no_vector=$(comm -23 "$TMP/acked.$sys.pairs" "$TMP/emu.$sys.pairs" | wc -l)
-  line="$sys: $acked/$N acknowledged; $rows rows in Postgres, $vectors vectors in its emulator;"
-  line="$line acknowledged but lost: $no_row without a row, $no_vector without their vector"
-  if [ "$sys" = peer ]; then line="$line; the peer's counters: $(echo "$PEER_STATS" | jq -c 'del(.memory)')"; fi
-  VERIFY+=("$line")
-  LOST[$sys]=$((no_row + no_vector))
-  if [ "$no_row" != 0 ] || [ "$no_vector" != 0 ]; then failures+=("$line"); fi
+for rd in $(seq 1 "$ROUNDS"); do
+  for sys in abilitysync peer; do
+    k="$sys.$rd" db=${DBS[$sys.$rd]} emu=${EMU_URLS[$sys.$rd]}
+    # Acknowledged (a 2xx answer named it): each must have its row, and the
+    # vector of that row in the blob its service names.
+    awk '{print $1}' "$TMP/ack.$k" | sort -u >"$TMP/acked.$k"
+    acked=$(wc -l <"$TMP/acked.$k")
+    rows=$(q "$db" "SELECT count(*) FROM abilities")
+    q "$db" "SELECT ability_id || ' abilities_' || regexp_replace(service_name, '[^A-Za-z0-9_]', '_', 'g') || ' ' || vector_id
+             FROM abilities" | sort >"$TMP/pg.$k.rows"
+    for blob in $(curl -fsS "$emu/tenants/$TENANT/blobs" | jq -r '.blobs[]?.blob_id'); do
+      curl -fsS "$emu/_admin/tenants/$TENANT/blobs/$blob/ids" | jq -r --arg b "$blob" '.ids[] | "\($b) \(.)"'
+    done | sort -u >"$TMP/emu.$k.pairs"
+    vectors=$(wc -l <"$TMP/emu.$k.pairs")
+    no_row=$(join "$TMP/acked.$k" "$TMP/pg.$k.rows" -v 1 | wc -l)
+    join "$TMP/acked.$k" "$TMP/pg.$k.rows" | awk '{print $2, $3}' | sort -u >"$TMP/acked.$k.pairs"
+    no_vector=$(comm -23 "$TMP/acked.$k.pairs" "$TMP/emu.$k.pairs" | wc -l)
+    line="round $rd, $sys: $acked/$N acknowledged; $rows rows in Postgres, $vectors vectors in its emulator;"
+    line="$line acknowledged but lost: $no_row without a row, $no_vector without their vector"
+    VERIFY+=("$line")
+    LOST[$sys]=$((${LOST[$sys]:-0} + no_row + no_vector))
+    if [ "$no_row" != 0 ] || [ "$no_vector" != 0 ]; then failures+=("$line"); fi
+  done
+  q "${DBS[abilitysync.$rd]}" "SELECT ability_id || ' ' || vector_id FROM abilities ORDER BY 1" >"$TMP/a.ids"
+  q "${DBS[peer.$rd]}" "SELECT ability_id || ' ' || vector_id FROM abilities ORDER BY 1" >"$TMP/p.ids"
+  if cmp -s "$TMP/a.ids" "$TMP/p.ids"; then
+    VERIFY+=("round $rd: both stored the same $(wc -l <"$TMP/a.ids") (ability_id, vector_id) pairs")
+  else
+    failures+=("round $rd: the two systems stored different (ability_id, vector_id) pairs ($(diff "$TMP/a.ids" "$TMP/p.ids" | grep -c '^[<>]' || true) lines differ)")
+  fi
 done
-q "${DBS[abilitysync]}" "SELECT ability_id || ' ' || vector_id FROM abilities ORDER BY 1" >"$TMP/a.ids"
-q "${DBS[peer]}" "SELECT ability_id || ' ' || vector_id FROM abilities ORDER BY 1" >"$TMP/p.ids"
-if cmp -s "$TMP/a.ids" "$TMP/p.ids"; then
-  VERIFY+=("both stored the same $(wc -l <"$TMP/a.ids") (ability_id, vector_id) pairs")
-else
-  failures+=("the two systems stored different (ability_id, vector_id) pairs ($(diff "$TMP/a.ids" "$TMP/p.ids" | grep -c '^[<>]' || true) lines differ)")
-fi
+VERIFY+=("the peer's counters (last round): $(echo "$PEER_STATS" | jq -c 'del(.memory)')")
 [ "$COPY_ROWS" = "$N" ] || failures+=("COPY loaded $COPY_ROWS/$N rows")
 
-# ---- the table ----------------------------------------------------------------------------
-r() { calc "%.2f" "$1 / $2"; }
+# ---- the table: per round ratios, their median and spread ------------------------------------
+# stats EXPR: the median, min and max over the rounds of EXPR, an awk expression of
+# per-round values written as NAME (looked up as NAME[rd]).
+declare -A V
+for rd in $(seq 1 "$ROUNDS"); do
+  for sys in abilitysync peer; do
+    V[${sys}_thr.$rd]=${THR[$sys.$rd]} V[${sys}_p50.$rd]=${P50[$sys.$rd]} V[${sys}_p99.$rd]=${P99[$sys.$rd]}
+    V[${sys}_hwm.$rd]=${HWM[$sys.$rd]} V[${sys}_cpu.$rd]=${CPU[$sys.$rd]} V[${sys}_pgcpu.$rd]=${PGCPU[$sys.$rd]}
+  done
+  V[copy_rps.$rd]=${COPY_RATE[copy.$rd]}
+  V[copy_pgcpu.$rd]=${COPY_PGCPU[copy.$rd]}
+done
+per_round() { # awk-expression with names: one value per round, one per line
+  local rd expr
+  for rd in $(seq 1 "$ROUNDS"); do
+    expr=$1
+    for name in abilitysync_thr abilitysync_p50 abilitysync_p99 abilitysync_hwm abilitysync_cpu abilitysync_pgcpu \
+      peer_thr peer_p50 peer_p99 peer_hwm peer_cpu peer_pgcpu copy_rps copy_pgcpu; do
+      expr=${expr//$name/(${V[$name.$rd]})}
+    done
+    calc "%.6f\n" "$expr"
+  done
+}
+stats() { # expr: "median min max"
+  per_round "$1" | sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.6g %.6g %.6g\n", m, v[1], v[NR] }'
+}
+cell() { # expr [format]: "**median** (min–max)"
+  local m lo hi
+  read -r m lo hi <<<"$(stats "$1")"
+  printf '**%s** (%s–%s)' "$(calc "${2:-%.2f}" "$m")" "$(calc "${2:-%.2f}" "$lo")" "$(calc "${2:-%.2f}" "$hi")"
+}
+med() { stats "$1" | awk '{ print $1 }'; }
 mb() { calc "%.1f" "$1 / 1024"; }
-printf '| ratio (both sides measured in this run) | value | numerator | denominator |\n'
+printf '| ratio (median over %s rounds, min–max) | value | numerator (median) | denominator (median) |\n' "$ROUNDS"
 printf '|---|---|---|---|\n'
-printf '| abilitysync throughput / peer throughput | **%s** | %s abilities/s | %s abilities/s |\n' \
-  "$(r "${THR[abilitysync]}" "${THR[peer]}")" "$(calc %.1f "${THR[abilitysync]}")" "$(calc %.1f "${THR[peer]}")"
-printf '| abilitysync throughput / COPY rows/s | **%s** | %s abilities/s | %s rows/s (\\copy, median of 3) |\n' \
-  "$(r "${THR[abilitysync]}" "$COPY_RATE")" "$(calc %.1f "${THR[abilitysync]}")" "$COPY_RATE"
-printf '| peer peak RSS / abilitysync peak RSS | **%s** | %s MB | %s MB |\n' \
-  "$(r "${HWM[peer]}" "${HWM[abilitysync]}")" "$(mb "${HWM[peer]}")" "$(mb "${HWM[abilitysync]}")"
-printf '| peer p99 / abilitysync p99 | **%s** | %s ms | %s ms |\n' \
-  "$(r "${P99[peer]}" "${P99[abilitysync]}")" "$(calc %.1f "${P99[peer]}")" "$(calc %.1f "${P99[abilitysync]}")"
+printf '| abilitysync throughput / peer throughput | %s | %s abilities/s | %s abilities/s |\n' \
+  "$(cell 'abilitysync_thr / peer_thr')" "$(calc %.1f "$(med abilitysync_thr)")" "$(calc %.1f "$(med peer_thr)")"
+printf '| abilitysync throughput / COPY rows/s | %s | %s abilities/s | %s rows/s (\\copy, one per round) |\n' \
+  "$(cell 'abilitysync_thr / copy_rps')" "$(calc %.1f "$(med abilitysync_thr)")" "$(calc %.1f "$(med copy_rps)")"
+printf '| abilitysync service CPU per ability / the peer'"'"'s | %s | %s ms | %s ms |\n' \
+  "$(cell 'abilitysync_cpu / peer_cpu')" "$(calc %.3f "$(med abilitysync_cpu)")" "$(calc %.3f "$(med peer_cpu)")"
+printf '| Postgres CPU per ability: abilitysync / COPY'"'"'s per row | %s | %s ms | %s ms |\n' \
+  "$(cell 'abilitysync_pgcpu / copy_pgcpu')" "$(calc %.3f "$(med abilitysync_pgcpu)")" "$(calc %.3f "$(med copy_pgcpu)")"
+printf '| Postgres CPU per ability: peer / COPY'"'"'s per row | %s | %s ms | %s ms |\n' \
+  "$(cell 'peer_pgcpu / copy_pgcpu')" "$(calc %.3f "$(med peer_pgcpu)")" "$(calc %.3f "$(med copy_pgcpu)")"
+printf '| abilitysync p99 / peer p99 | %s | %s ms | %s ms |\n' \
+  "$(cell 'abilitysync_p99 / peer_p99')" "$(calc %.1f "$(med abilitysync_p99)")" "$(calc %.1f "$(med peer_p99)")"
+printf '| abilitysync peak RSS / peer peak RSS | %s | %s MB | %s MB |\n' \
+  "$(cell 'abilitysync_hwm / peer_hwm')" "$(mb "$(med abilitysync_hwm)")" "$(mb "$(med peer_hwm)")"
 printf '| drizzle-kit no-op migrate / abilitysync no-op migrate | **%s** | %s ms (npx drizzle-kit migrate) | %s ms (abilitysync migrate up) |\n' \
-  "$(r "$MIG_NPX" "$MIG_A")" "$(calc %.1f "$MIG_NPX")" "$(calc %.1f "$MIG_A")"
-printf '| peer p50 / abilitysync p50 | %s | %s ms | %s ms |\n' \
-  "$(r "${P50[peer]}" "${P50[abilitysync]}")" "$(calc %.1f "${P50[peer]}")" "$(calc %.1f "${P50[abilitysync]}")"
-printf '| peer CPU / abilitysync CPU per ability (service process only) | %s | %s ms | %s ms |\n' \
-  "$(r "${CPU[peer]}" "${CPU[abilitysync]}")" "${CPU[peer]}" "${CPU[abilitysync]}"
+  "$(calc %.1f "$MIG_NPX / $MIG_A")" "$(calc %.1f "$MIG_NPX")" "$(calc %.1f "$MIG_A")"
 printf '| drizzle-kit (bin, no npx) no-op migrate / abilitysync | %s | %s ms | %s ms |\n' \
-  "$(r "$MIG_BIN" "$MIG_A")" "$(calc %.1f "$MIG_BIN")" "$(calc %.1f "$MIG_A")"
-printf '| errors (non-2xx + transport): abilitysync, peer | - | %s (%s) | %s (%s) |\n' \
-  "${ERR[abilitysync]}" "${STATUS[abilitysync]}" "${ERR[peer]}" "${STATUS[peer]}"
-printf '| RSS after the load / peak: abilitysync, peer | - | %s / %s MB | %s / %s MB |\n' \
-  "$(mb "${RSS_END[abilitysync]}")" "$(mb "${HWM[abilitysync]}")" "$(mb "${RSS_END[peer]}")" "$(mb "${HWM[peer]}")"
+  "$(calc %.1f "$MIG_BIN / $MIG_A")" "$(calc %.1f "$MIG_BIN")" "$(calc %.1f "$MIG_A")"
 echo
-echo "$N abilities of $DIM dimensions per system, concurrency $C, seed $SEED, order: $ORDER;" \
+for rd in $(seq 1 "$ROUNDS"); do
+  echo "round $rd: abilitysync ${THR[abilitysync.$rd]} abilities/s, p99 ${P99[abilitysync.$rd]} ms, errors ${ERR[abilitysync.$rd]} (${STATUS[abilitysync.$rd]}), drain ${DRAIN[abilitysync.$rd]} s;" \
+    "peer ${THR[peer.$rd]} abilities/s, p99 ${P99[peer.$rd]} ms, errors ${ERR[peer.$rd]} (${STATUS[peer.$rd]}), drain ${DRAIN[peer.$rd]} s;" \
+    "COPY ${COPY_RATE[copy.$rd]} rows/s; Postgres CPU ms per ability: abilitysync ${PGCPU[abilitysync.$rd]}, peer ${PGCPU[peer.$rd]}, COPY ${COPY_PGCPU[copy.$rd]}"
+done
+echo
+echo "$N abilities of $DIM dimensions per system per round, $ROUNDS rounds (order alternating from: $ORDER), concurrency $C, seed $SEED;" \
   "abilitysync serve (release, defaults) vs bench/peer (node $(node --version), one process, pg pool $PEER_POOL_SIZE, upsert SET ${PEER_UPSERT_SET:-excluded});" \
-  "vector DB drain after the load: abilitysync ${DRAIN[abilitysync]} s, peer ${DRAIN[peer]} s (untimed);" \
+  "Postgres CPU: the cluster's processes (backends, WAL writer, checkpointer) from the load's start to the vector DB's drain;" \
   "migrate timed with $MIG_TOOL; C programs from $B."
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); nproc $(nproc), shared by Postgres, the service, the emulator and loadgen; load average at start $LOAD_AT_START."
 echo
@@ -337,17 +401,24 @@ if [ -n "${RESULTS:-}" ]; then
   {
     echo "reg_n=$N"
     echo "reg_concurrency=$C"
+    echo "rounds=$ROUNDS"
     for sys in abilitysync peer; do
-      echo "${sys}_thr=${THR[$sys]}"
-      echo "${sys}_p50_ms=${P50[$sys]}"
-      echo "${sys}_p99_ms=${P99[$sys]}"
-      echo "${sys}_hwm_kb=${HWM[$sys]}"
-      echo "${sys}_cpu_ms=${CPU[$sys]}"
-      echo "${sys}_errors=${ERR[$sys]}"
-      echo "${sys}_status=${STATUS[$sys]}"
+      for m in thr p50 p99 hwm cpu pgcpu; do echo "${sys}_${m}=$(med "${sys}_$m")"; done
+      echo "${sys}_hwm_kb=$(med "${sys}_hwm")"
+      echo "${sys}_cpu_ms=$(calc %.3f "$(med "${sys}_cpu")")"
+      echo "${sys}_p99_ms=$(med "${sys}_p99")"
+      echo "${sys}_status=${STATUS[$sys.1]}"
       echo "${sys}_lost=${LOST[$sys]}"
     done
-    echo "copy_rps=$COPY_RATE"
+    echo "copy_rps=$(med copy_rps)"
+    echo "copy_pgcpu=$(med copy_pgcpu)"
+    echo "r_thr_peer=$(stats 'abilitysync_thr / peer_thr')"
+    echo "r_thr_copy=$(stats 'abilitysync_thr / copy_rps')"
+    echo "r_cpu_peer=$(stats 'abilitysync_cpu / peer_cpu')"
+    echo "r_pgcpu_copy=$(stats 'abilitysync_pgcpu / copy_pgcpu')"
+    echo "r_peer_pgcpu_copy=$(stats 'peer_pgcpu / copy_pgcpu')"
+    echo "r_p99_peer=$(stats 'abilitysync_p99 / peer_p99')"
+    echo "r_hwm_peer=$(stats 'abilitysync_hwm / peer_hwm')"
     echo "mig_abilitysync_ms=$MIG_A"
     echo "mig_npx_ms=$MIG_NPX"
     echo "mig_bin_ms=$MIG_BIN"

@@ -6,10 +6,10 @@
 #
 # Starts its own PostgreSQL cluster and emulator (release builds), loads N
 # generated rows with COPY (bench/gen_rows, piped: nothing on disk), then:
-#   1. the emulator's ingest ceiling: vdb_push --ceiling, raw libcurl posts of
-#      one prebuilt 500-vector body for 10 s, into a scratch blob;
-#   2. `abilitysync restore` of the N rows into the same, otherwise empty,
-#      emulator: vectors/s, CPU and peak RSS;
+#   1. ROUNDS times: the emulator's ingest ceiling (vdb_push --ceiling, raw
+#      libcurl posts of one prebuilt 500-vector body for 10 s, into a scratch
+#      blob), then `abilitysync restore` of the N rows into the emptied
+#      emulator: vectors/s against that ceiling, CPU and peak RSS;
 #   3. `abilitysync reconcile --dry-run` over them (a GET per vector, the
 #      presence and content_hash check): time, CPU and peak RSS;
 #   4. the same reconcile over one service's rows (--service: a quarter of
@@ -18,7 +18,8 @@
 # Checks, untimed: restore stored every row (done = N, the emulator holds N
 # vectors) and the reconcile finds no drift; otherwise it says so and exits 1.
 #
-# Environment: BUILD_DIR (build/release: where the C programs are), DIM (3072),
+# Environment: ROUNDS (3: ceiling-then-restore rounds; the ratio is printed as
+# their median and min-max), BUILD_DIR (build/release: where the C programs are), DIM (3072),
 # JOB_TIMEOUT (3600 s: each job is killed after it), RESULTS (a file: the
 # figures are appended to it as key=value lines, for bench/all.sh).
 set -euo pipefail
@@ -26,6 +27,7 @@ cd "$(dirname "$0")/.."
 N=${1:-${BENCH_N:-100000}}
 DIM=${DIM:-3072}
 JOB_TIMEOUT=${JOB_TIMEOUT:-3600}
+ROUNDS=${ROUNDS:-3}
 B=${BUILD_DIR:-build/release}
 TMP=$(mktemp -d /tmp/abilitysync-jobs.XXXXXX)
 chmod 755 "$TMP"
@@ -66,11 +68,6 @@ for _ in $(seq 1 100); do [ -s "$TMP/emu.port" ] && break; sleep 0.05; done
 VECTOR_DB_API="http://127.0.0.1:$(cat "$TMP/emu.port")"
 export VECTOR_DB_API LOG_LEVEL=warn
 
-echo "the emulator's ceiling ..." >&2
-"$B/vdb_push" --url "$VECTOR_DB_API" --ceiling --seconds 10 --tenant ceiling --json >"$TMP/ceiling.json" 2>/dev/null
-ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
-curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
-
 measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms, exit status
   local e0 e1 rc=0
   e0=$(ticks "$emu_pid")
@@ -88,14 +85,27 @@ json_or_die() { # name key: the key of the job's JSON output, or why it has none
   exit 1
 }
 
-echo "restore ..." >&2
-read -r r_wall r_cpu r_rss r_emu r_rc <<<"$(measure restore "$B/abilitysync" restore --json)"
-restored=$(json_or_die restore .done "$r_rc")
-vectors=$(curl -fsS "$VECTOR_DB_API/tenants/${VECTOR_DB_TENANT:-reverse_engineer}/blobs" | jq '[.blobs[]?.count] | add // 0')
-r_failed=$(json_or_die restore .failed "$r_rc")
-[ "$r_rc" = "$expect_rc" ] && [ "$restored" = $((N - collisions)) ] && [ "$vectors" = $((N - collisions)) ] &&
-  [ "$r_failed" = "$collisions" ] ||
-  failures+=("restore: exit $r_rc, $restored/$N abilities done, $r_failed failed ($collisions vector_id collisions), $vectors/$N vectors in the emulator")
+# Restore against the ceiling, ROUNDS times: the ceiling measured (raw posts into a
+# scratch tenant), the emulator emptied, the whole table restored into it.
+ratios=()
+for rd in $(seq 1 "$ROUNDS"); do
+  echo "round $rd of $ROUNDS: the emulator's ceiling, then restore ..." >&2
+  curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null
+  "$B/vdb_push" --url "$VECTOR_DB_API" --ceiling --seconds 10 --tenant ceiling --json >"$TMP/ceiling.json" 2>/dev/null
+  ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
+  curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
+  read -r r_wall r_cpu r_rss r_emu r_rc <<<"$(measure restore "$B/abilitysync" restore --json)"
+  restored=$(json_or_die restore .done "$r_rc")
+  vectors=$(curl -fsS "$VECTOR_DB_API/tenants/${VECTOR_DB_TENANT:-reverse_engineer}/blobs" | jq '[.blobs[]?.count] | add // 0')
+  r_failed=$(json_or_die restore .failed "$r_rc")
+  [ "$r_rc" = "$expect_rc" ] && [ "$restored" = $((N - collisions)) ] && [ "$vectors" = $((N - collisions)) ] &&
+    [ "$r_failed" = "$collisions" ] ||
+    failures+=("restore (round $rd): exit $r_rc, $restored/$N abilities done, $r_failed failed ($collisions vector_id collisions), $vectors/$N vectors in the emulator")
+  ratios+=("$(awk -v d="$restored" -v w="$r_wall" -v c="$ceiling" 'BEGIN { printf "%.4f", d / w / c }')")
+  echo "round $rd: restore $restored in $r_wall s, ceiling $ceiling vectors/s: $(awk -v d="$restored" -v w="$r_wall" 'BEGIN { printf "%.0f", d / w }') vectors/s, ratio ${ratios[-1]}" >&2
+done
+restore_ratio=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END {
+  m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.4f %.4f %.4f", m, v[1], v[NR] }')
 echo "reconcile ..." >&2
 read -r c_wall c_cpu c_rss c_emu c_rc <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
 checked=$(json_or_die reconcile .checked.vectors "$c_rc")
@@ -110,12 +120,13 @@ h_checked=$(json_or_die half .checked.vectors "$h_rc")
 
 awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss" -v re="$r_emu" -v done="$restored" \
   -v cw="$c_wall" -v cc="$c_cpu" -v cr="$c_rss" -v ce="$c_emu" -v checked="$checked" -v drift="$drift" \
-  -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" -v col="$collisions" 'BEGIN {
+  -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" -v col="$collisions" -v rr3="$restore_ratio" 'BEGIN {
   rate = done / rw
   printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator | peak RSS |\n"
   printf "|---|---|---|---|---|---|---|\n"
   printf "| emulator ingest ceiling (raw posts) | | 10 s | %d vectors/s | 1 | | |\n", ceiling
-  printf "| restore | %d | %.1f s | %d vectors/s | **%.2f** of the ceiling | %.2f / %.2f | %.0f MB |\n", done, rw, rate, rate / ceiling, rc / done, re / done, rr / 1024
+  split(rr3, q, " ")
+  printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | **%.2f** (%.2f–%.2f) of the ceiling, median of the rounds | %.2f / %.2f | %.0f MB |\n", done, rw, rate, q[1], q[2], q[3], rc / done, re / done, rr / 1024
   printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cr / 1024
   printf "| reconcile --dry-run, one service | %d | %.1f s | %d checks/s | | | %.0f MB |\n", hc, hw, hc / hw, hr / 1024
   printf "\n%d abilities of %d dimensions; %d vector_id collisions (restore keeps one row of a pair, fails the other; reconcile counts it failed); reconcile found %d drifted; ", n, dim, col, drift
@@ -126,6 +137,7 @@ if [ -n "${RESULTS:-}" ]; then
     echo "jobs_n=$N"
     echo "ceiling_vps=$ceiling"
     echo "restore_done=$restored"
+    echo "r_restore_ceiling=$restore_ratio"
     echo "restore_s=$r_wall"
     echo "restore_rss_kb=$r_rss"
     echo "reconcile_checked=$checked"
