@@ -28,7 +28,9 @@
 # in its emulator, and both systems must hold the same (ability_id, vector_id)
 # pairs. Any loss is printed loudly and the exit status is 1.
 #
-# Environment: ROUNDS (3: rounds of abilitysync, peer and COPY, the order of the
+# Environment: COPY_TOAST (lz4: the COPY session's default_toast_compression,
+# the service's PG_TOAST_COMPRESSION default; the peer keeps the server's, pglz,
+# as the original app does), ROUNDS (3: rounds of abilitysync, peer and COPY, the order of the
 # two systems alternating, each on a fresh database and emulator; every ratio is
 # printed as its median over the rounds and its min-max), CONCURRENCY (16), DIM
 # (3072), SEED (11), ORDER ("abilitysync peer": which system runs first in odd rounds), MIGRATE_RUNS (10), DRAIN_TIMEOUT (120 s: how long
@@ -57,6 +59,7 @@ LOAD_TIMEOUT=${LOAD_TIMEOUT:-1800}
 PEER_POOL_SIZE=${PEER_POOL_SIZE:-10}
 WAIT_QUIET=${WAIT_QUIET:-0}
 ROUNDS=${ROUNDS:-3}
+COPY_TOAST=${COPY_TOAST:-lz4} # as abilitysync's sessions compress (PG_TOAST_COMPRESSION): the same work
 LOAD_MAX=${LOAD_MAX:-1.0}
 TENANT=reverse_engineer
 B=${BUILD_DIR:-build/release}
@@ -231,7 +234,7 @@ run_copy() { # round
   psql -X -q "$copy_db" -c "CHECKPOINT" >/dev/null
   g0=$(pg_ticks)
   t0=$(now_ns)
-  psql -X -q "$copy_db" -c "\\copy abilities (ability_id, vector_id, ability_name, service_name, description, embedding, dynamic_header_keys, dynamic_headers_required, metadata) FROM '$TMP/rows.copy'"
+  PGOPTIONS="-c default_toast_compression=$COPY_TOAST" psql -X -q "$copy_db" -c "\\copy abilities (ability_id, vector_id, ability_name, service_name, description, embedding, dynamic_header_keys, dynamic_headers_required, metadata) FROM '$TMP/rows.copy'"
   ns=$(($(now_ns) - t0))
   g1=$(pg_ticks)
   COPY_RATE[copy.$1]=$(calc "%.1f" "$N / ($ns / 1e9)")

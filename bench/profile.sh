@@ -36,6 +36,7 @@ trap cleanup EXIT
 
 wait_for() { # file pattern
   for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return; sleep 0.05; done
+  echo "profile: no '$2' in $1:" >&2
   cat "$1" >&2
   exit 1
 }
@@ -48,7 +49,7 @@ DATABASE_URL="$base/profile" "$B/abilitysync" migrate up >/dev/null 2>&1
 pids+=($!)
 for _ in $(seq 1 200); do [ -s "$TMP/emu.port" ] && break; sleep 0.05; done
 DATABASE_URL="$base/profile" VECTOR_DB_API="http://127.0.0.1:$(cat "$TMP/emu.port")" EMBEDDING_DIM="$DIM" \
-  LISTEN=127.0.0.1:0 LOG_LEVEL=warn "$B/abilitysync" serve >"$TMP/service.log" 2>&1 &
+  LISTEN=127.0.0.1:0 "$B/abilitysync" serve >"$TMP/service.log" 2>&1 &
 svc=$!
 pids+=("$svc")
 wait_for "$TMP/service.log" "serving on"
@@ -68,7 +69,7 @@ kill -INT "$p1" "$p2"
 wait "$p1" "$p2" 2>/dev/null || true
 
 top() { # perf data file: the symbols with the most samples (self), as "percent symbol [object]"
-  perf report -i "$1" --stdio --no-children --sort dso,symbol --percent-limit 0.5 2>/dev/null |
+  perf report -i "$1" --stdio --no-children -g none --sort dso,symbol --percent-limit 0.5 2>/dev/null |
     grep -E '^ +[0-9]' | head -n "$TOP"
 }
 echo "## bench/profile.sh: $N abilities of $DIM dimensions, concurrency $C, $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -75,6 +75,7 @@ struct config {
 	long long shutdown_timeout;
 	long long pg_pool_size;
 	long long pg_statement_timeout_ms;
+	int pg_toast_compression;  /* 0 lz4, 1 pglz, 2 the server's */
 	long long pg_job_statement_timeout_ms;
 	long long pg_lock_timeout_ms;
 	long long pg_connect_timeout_ms;

@@ -32,6 +32,7 @@ struct pgpool_opts {
 	long lock_timeout_ms;     /* the server's lock_timeout; 0: statement_timeout */
 	long tcp_user_timeout_ms; /* unacknowledged data this long drops the connection; 0: 10 s */
 	const char *application_name;
+	const char *toast_compression; /* default_toast_compression of the sessions; NULL: the server's */
 };
 
 /* How a statement ended. `res` (tuples or command OK) is cleared after the callback. */

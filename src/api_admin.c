@@ -117,9 +117,10 @@ static bool job_room(struct call *c)
 	return false;
 }
 
+enum { RESTORE_SERVICE, RESTORE_RESUME }; /* the places of restore_fields */
 static const struct field_spec restore_fields[] = {
-	{"service_name", FIELD_NAME, 0, 0, NULL},
-	{"resume", FIELD_BOOL, 0, 0, NULL},
+	[RESTORE_SERVICE] = {"service_name", FIELD_NAME, 0, 0, NULL},
+	[RESTORE_RESUME] = {"resume", FIELD_BOOL, 0, 0, NULL},
 };
 static const struct body_spec restore_body = {"a restore", restore_fields, ARRAY_LEN(restore_fields)};
 
@@ -135,7 +136,7 @@ void h_restore_post(struct call *c)
 		reply_error(c, E_RESTORE_RUNNING, NULL, "this replica is running restore job %lld: GET /v1/jobs/%lld",
 			    (long long)svc->restore_job, (long long)svc->restore_job);
 	else if (job_room(c))
-		service_start_restore(svc, b.v[0].s, b.v[1].b, on_restore_answer, c);
+		service_start_restore(svc, b.v[RESTORE_SERVICE].s, b.v[RESTORE_RESUME].b, on_restore_answer, c);
 	reqbody_free(&b);
 }
 
@@ -152,11 +153,12 @@ static void on_reconcile_answer(int64_t run_id, const char *code, const char *wh
 	}
 }
 
+enum { RECONCILE_DRY_RUN, RECONCILE_SERVICE, RECONCILE_DEEP, RECONCILE_MODEL };
 static const struct field_spec reconcile_fields[] = {
-	{"dry_run", FIELD_BOOL, 0, 0, NULL},
-	{"service_name", FIELD_NAME, 0, 0, NULL},
-	{"deep", FIELD_BOOL, 0, 0, NULL},
-	{"embedding_model", FIELD_NAME, 0, 0, NULL},
+	[RECONCILE_DRY_RUN] = {"dry_run", FIELD_BOOL, 0, 0, NULL},
+	[RECONCILE_SERVICE] = {"service_name", FIELD_NAME, 0, 0, NULL},
+	[RECONCILE_DEEP] = {"deep", FIELD_BOOL, 0, 0, NULL},
+	[RECONCILE_MODEL] = {"embedding_model", FIELD_NAME, 0, 0, NULL},
 };
 static const struct body_spec reconcile_body = {"a reconcile", reconcile_fields, ARRAY_LEN(reconcile_fields)};
 
@@ -172,7 +174,9 @@ void h_reconcile_post(struct call *c)
 		reply_error(c, E_RECONCILE_RUNNING, NULL, "this replica is running reconcile-%lld: GET /v1/jobs/reconcile-%lld",
 			    (long long)svc->reconcile_run, (long long)svc->reconcile_run);
 	else if (job_room(c))
-		service_start_reconcile(svc, b.v[1].s, b.v[3].s, !b.v[0].set || b.v[0].b, b.v[2].b, on_reconcile_answer, c);
+		service_start_reconcile(svc, b.v[RECONCILE_SERVICE].s, b.v[RECONCILE_MODEL].s,
+					!b.v[RECONCILE_DRY_RUN].set || b.v[RECONCILE_DRY_RUN].b, b.v[RECONCILE_DEEP].b,
+					on_reconcile_answer, c);
 	reqbody_free(&b);
 }
 
@@ -228,12 +232,13 @@ static void on_retried(int64_t matched, int64_t retried, const struct pg_outcome
 }
 
 static const char *const retry_states[] = {"failed", "pending", NULL};
+enum { RETRY_STATE, RETRY_SERVICE, RETRY_ERROR, RETRY_OLDER, RETRY_DRY_RUN };
 static const struct field_spec retry_fields[] = {
-	{"state", FIELD_CHOICE, 0, 0, retry_states},
-	{"service_name", FIELD_NAME, 0, 0, NULL},
-	{"error_contains", FIELD_TEXT, 1, 255, NULL},
-	{"older_than_s", FIELD_INT, 0, 100LL * 365 * 86400, NULL},
-	{"dry_run", FIELD_BOOL, 0, 0, NULL},
+	[RETRY_STATE] = {"state", FIELD_CHOICE, 0, 0, retry_states},
+	[RETRY_SERVICE] = {"service_name", FIELD_NAME, 0, 0, NULL},
+	[RETRY_ERROR] = {"error_contains", FIELD_TEXT, 1, 255, NULL},
+	[RETRY_OLDER] = {"older_than_s", FIELD_INT, 0, 100LL * 365 * 86400, NULL},
+	[RETRY_DRY_RUN] = {"dry_run", FIELD_BOOL, 0, 0, NULL},
 };
 static const struct body_spec retry_body = {"a retry", retry_fields, ARRAY_LEN(retry_fields)};
 
@@ -248,8 +253,9 @@ void h_sync_retry(struct call *c)
 
 	if (!needs_postgres(c, "retrying changes") || !admin_body(c, &retry_body, &b))
 		return;
-	sel = (struct retry_selector){b.v[0].set && strcmp(b.v[0].s, "pending") == 0, b.v[1].s, b.v[2].s,
-				      b.v[3].set ? (int64_t)b.v[3].i : -1, b.v[4].b};
+	sel = (struct retry_selector){b.v[RETRY_STATE].set && strcmp(b.v[RETRY_STATE].s, "pending") == 0,
+				      b.v[RETRY_SERVICE].s, b.v[RETRY_ERROR].s,
+				      b.v[RETRY_OLDER].set ? (int64_t)b.v[RETRY_OLDER].i : -1, b.v[RETRY_DRY_RUN].b};
 	store_sync_retry(c->api->svc->store, &sel, on_retried, c);
 	reqbody_free(&b);
 }

@@ -33,6 +33,7 @@ struct cfg_def {
 };
 
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const toast_compressions[] = {"lz4", "pglz", "server", NULL};
 static const char *const auth_headers[] = {"authorization", "x-api-key", NULL};
 static const char *const write_modes[] = {"delete-then-add", "add", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
@@ -215,6 +216,11 @@ static const struct cfg_def defs[] = {
 		"Seconds SIGTERM/SIGINT waits for requests and pushes in flight before exiting."),
 	ROW_INT("PG_POOL_SIZE", pg_pool_size, "4", 1, 64, PG_SCOPE,
 		"Postgres connections of the service."),
+	ROW_ENUM("PG_TOAST_COMPRESSION", pg_toast_compression, "lz4", PG_SCOPE,
+		"How the service's sessions compress the embeddings they write (default_toast_compression): "
+		"lz4 spends about half the server CPU of pglz on a 3072-number embedding (bench/profile.sh); "
+		"server: the server's own setting. Readers, the original app's too, decompress either "
+		"transparently.", .choices = toast_compressions),
 	ROW_INT("PG_STATEMENT_TIMEOUT_MS", pg_statement_timeout_ms, "10000", 100, 3600000, PG_SCOPE,
 		"The server's statement_timeout for the service's statements; ours gives up 2 s later (the "
 		"connection is dropped), also on a statement still waiting for a connection: 503."),

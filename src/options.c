@@ -37,6 +37,7 @@ void options_pgpool(const struct config *c, const char *application_name, struct
 	o->connect_timeout_ms = (long)c->pg_connect_timeout_ms;
 	o->tcp_user_timeout_ms = (long)c->pg_tcp_user_timeout_ms;
 	o->application_name = application_name;
+	o->toast_compression = c->pg_toast_compression == 0 ? "lz4" : c->pg_toast_compression == 1 ? "pglz" : NULL;
 }
 
 /* A job's session: its statements read whole pages and answer no client. */

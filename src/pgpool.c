@@ -762,12 +762,12 @@ bool pg_bool(const struct pg_outcome *o, int row, int col)
 /* ---- the pool ----------------------------------------------------------------- */
 
 /*
- * The conninfo's own `options`, then ours: statement_timeout, and custom plans
- * for prepared statements. Ours are key lookups sized by their arrays; a plan
+ * The conninfo's own `options`, then ours: statement_timeout, custom plans
+ * for prepared statements, and how the embeddings written are compressed. Ours are key lookups sized by their arrays; a plan
  * cached while the tables were nearly empty (hash joins over sequential scans)
  * would otherwise be reused as they grow. Parsing is still done once.
  */
-static char *merge_options(const char *conninfo, long timeout_ms, long lock_timeout_ms)
+static char *merge_options(const char *conninfo, long timeout_ms, long lock_timeout_ms, const char *toast)
 {
 	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
 	struct buf b = BUF_INIT;
@@ -777,6 +777,8 @@ static char *merge_options(const char *conninfo, long timeout_ms, long lock_time
 			buf_printf(&b, "%s ", o->val);
 	buf_printf(&b, "-c statement_timeout=%ld -c lock_timeout=%ld -c plan_cache_mode=force_custom_plan", timeout_ms,
 		   lock_timeout_ms);
+	if (toast)
+		buf_printf(&b, " -c default_toast_compression=%s", toast);
 	PQconninfoFree(opts);
 	return buf_steal(&b);
 }
@@ -802,7 +804,7 @@ struct pgpool *pgpool_new(struct event_base *base, const struct pgpool_opts *o, 
 		p->o.lock_timeout_ms = o->statement_timeout_ms;
 	if (p->o.tcp_user_timeout_ms <= 0)
 		p->o.tcp_user_timeout_ms = 10000;
-	p->options = merge_options(o->conninfo, o->statement_timeout_ms, p->o.lock_timeout_ms);
+	p->options = merge_options(o->conninfo, o->statement_timeout_ms, p->o.lock_timeout_ms, o->toast_compression);
 	/* libpq's connect_timeout is whole seconds, at least 2; our own deadline is exact. */
 	snprintf(p->connect_timeout_s, sizeof(p->connect_timeout_s), "%ld",
 		 (p->o.connect_timeout_ms + 999) / 1000 < 2 ? 2 : (p->o.connect_timeout_ms + 999) / 1000);

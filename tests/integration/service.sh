@@ -172,6 +172,26 @@ test_search_returns_k_live_results_and_honours_min_score() {
   teardown
 }
 
+# The service's sessions compress the embeddings they write with lz4
+# (PG_TOAST_COMPRESSION: half pglz's server CPU, bench/profile.sh); pglz or the
+# server's own setting on request. Readers decompress either.
+test_embeddings_are_written_with_the_toast_compression_asked_for() {
+  setup EMBEDDING_DIM=512
+  api POST /v1/abilities "$(ability_json z-1 toast.svc 512 3)"
+  assert_eq "$CODE" 201 "$BODY"
+  assert_eq "$(psql_q "$DB" -c "select pg_column_compression(embedding) from abilities where ability_id = 'z-1'")" lz4 \
+    "the default"
+  stop_service
+  start_service DATABASE_URL="$DB" EMBEDDING_DIM=512 PG_TOAST_COMPRESSION=pglz
+  wait_ready
+  api POST /v1/abilities "$(ability_json z-2 toast.svc 512 4)"
+  assert_eq "$(psql_q "$DB" -c "select pg_column_compression(embedding) from abilities where ability_id = 'z-2'")" pglz \
+    "PG_TOAST_COMPRESSION=pglz"
+  api GET '/v1/abilities/z-1?include=embedding'
+  assert_eq "$(jq '.embedding | length' <<<"$BODY")" 512 "an lz4 row read back by a pglz session"
+  teardown
+}
+
 # ?consistency=strong reads this client's writes: the service's changes
 # acknowledged before the search are waited for (SYNC_WAIT_MS, or Prefer: wait=N)
 # before the vector DB is asked; past the wait the answer says "eventual".
