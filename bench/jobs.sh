@@ -66,7 +66,7 @@ expect_rc=$([ "$collisions" = 0 ] && echo 0 || echo 3)
 emu_pid=$!
 for _ in $(seq 1 100); do [ -s "$TMP/emu.port" ] && break; sleep 0.05; done
 VECTOR_DB_API="http://127.0.0.1:$(cat "$TMP/emu.port")"
-export VECTOR_DB_API LOG_LEVEL=warn
+export VECTOR_DB_API LOG_LEVEL=warn EMBEDDING_DIM=$DIM
 
 measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms, exit status
   local e0 e1 rc=0

@@ -172,6 +172,27 @@ export const restoreJobs = abilitysync.table(
   ],
 );
 
+// A restore job's key ranges (ability_id in (after_id, upto_id]), so that
+// several processes restore one job at once: each works on the parts whose
+// advisory lock it holds, resumes a part after its cursor, and the job is done
+// when every part has finished_at.
+export const restoreParts = abilitysync.table(
+  "restore_parts",
+  {
+    job_id: bigint("job_id", { mode: "number" })
+      .notNull()
+      .references(() => restoreJobs.id, { onDelete: "cascade" }),
+    part: integer("part").notNull(),
+    after_id: text("after_id"),
+    upto_id: text("upto_id"),
+    cursor: text("cursor"),
+    done: bigint("done", { mode: "number" }).notNull().default(0),
+    failed: bigint("failed", { mode: "number" }).notNull().default(0),
+    finished_at: tstz("finished_at"),
+  },
+  (t) => [primaryKey({ columns: [t.job_id, t.part] })],
+);
+
 // Who did what to many abilities at once: every admin action (a restore
 // started, ...) with the key's name (never the key), kept AUDIT_RETENTION_DAYS.
 export const auditLog = abilitysync.table(

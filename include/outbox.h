@@ -150,13 +150,13 @@ void outbox_delete(struct outbox *ob, const char *ability_id, const char *trace,
 		   outbox_delete_fn done, void *arg);
 
 /*
- * Claims the next restore page after `after` (every mirror row, made pending
+ * Claims the next restore page in (after, upto] (every mirror row, made pending
  * and leased: see store_claim_page) and pushes it: `claimed` once the page is
  * known (the next one can be claimed then), `done` once it is recorded (not
  * when `claimed` said 0 rows or a failure).
  */
-void outbox_restore_page(struct outbox *ob, const char *after, const char *service, int limit, const char *trace,
-			 outbox_skip_fn skip, outbox_claimed_fn claimed, outbox_page_fn done, void *arg);
+void outbox_restore_page(struct outbox *ob, const char *after, const char *upto, const char *service, int limit,
+			 const char *trace, outbox_skip_fn skip, outbox_claimed_fn claimed, outbox_page_fn done, void *arg);
 
 /*
  * A service's full set, staged under set_id (store_stage): with dry_run the

@@ -7,17 +7,21 @@
  * attributes, content hash), but in bulk: keyset pages read while earlier
  * pages are on the wire, vectors batched by bytes, several requests in flight.
  *
- * A job row (abilitysync.restore_jobs) holds the status, total, done, failed
- * and the cursor: the last ability_id whose page is recorded. The pages go
+ * A job row (abilitysync.restore_jobs) holds the status, total, done and
+ * failed; its parts (abilitysync.restore_parts: key ranges cut when it
+ * starts) each a cursor: the last ability_id whose page is recorded. Any
+ * number of processes work on one job (the first starts it, the others join
+ * with `resume`), each on the parts it holds the lock of. The pages go
  * through the outbox (outbox.h): claimed (made pending and leased, so no other
  * push of those abilities runs meanwhile), pushed, recorded row by row; then
  * the job's counters and cursor move. A job killed at any moment resumes after
- * the last recorded page; the rows of the pages on the wire then are pending
+ * the last recorded page of each part; the rows of the pages on the wire then are pending
  * in the outbox, and are pushed again by the resumed job or the retry worker.
  * Nothing ends up twice: a vector is added without its delete first only into
  * a blob this job created (recorded in abilitysync.blobs before the create).
  *
- * One restore at a time (a session advisory lock); a dry run only counts.
+ * One restore job at a time (a session advisory lock, shared by the processes
+ * working on it); a dry run only counts.
  */
 #ifndef ABILITYSYNC_RESTORE_H
 #define ABILITYSYNC_RESTORE_H
@@ -33,7 +37,7 @@
 struct restore_opts {
 	struct pgpool_opts pg;  /* the job opens its own connection: the lock is that session's */
 	const char *service;    /* NULL: every service */
-	bool resume;            /* continue the newest unfinished job instead of starting one */
+	bool resume;            /* continue the newest unfinished job (joining the processes on it) */
 	bool dry_run;           /* count what would be restored, write nothing */
 	int page;               /* rows per page */
 	size_t dim;
@@ -52,7 +56,9 @@ enum restore_outcome {
 typedef void (*restore_started_fn)(int64_t job_id, void *arg);
 /*
  * summary is borrowed: {"job_id", "status", "service_name", "total", "done",
- * "failed", "seconds", "vectors_per_second", "error"}; for a dry run
+ * "failed" (the job's, every process's), "parts" (this process finished),
+ * "seconds", "vectors_per_second", "error"}; status "running": this process is
+ * through, others still restore their parts. For a dry run
  * {"dry_run", "total", "blobs": {blob: n}}; when refused {"refused": code}
  * with code restore_running, nothing_to_resume, not_migrated,
  * postgres_unavailable or postgres_error.

@@ -118,13 +118,13 @@ void store_claim_due(struct store *s, int limit, store_claim_fn done, void *arg)
 void store_claim_ids(struct store *s, const char *const *ids, size_t n, store_claim_fn done, void *arg);
 
 /*
- * A restore page: up to `limit` mirror rows after `after` (NULL: from the
- * start) of `service` (NULL: all), by ability_id. Each gets a sync state if it
+ * A restore page: up to `limit` mirror rows after `after` and up to `upto`
+ * (NULL: open) of `service` (NULL: all), by ability_id. Each gets a sync state if it
  * had none, is made pending and leased, unless another replica holds it
  * (leased false). may_exist uses the blob epochs (store_blob_*).
  */
-void store_claim_page(struct store *s, const char *after, const char *service, int limit, store_claim_fn done,
-		      void *arg);
+void store_claim_page(struct store *s, const char *after, const char *upto, const char *service, int limit,
+		      store_claim_fn done, void *arg);
 
 /* A push's outcome, recorded against the generation it pushed. */
 enum push_result { PUSH_OK, PUSH_FAILED, PUSH_PERMANENT };

@@ -121,31 +121,63 @@ void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, s
 
 /* ---- restore ----------------------------------------------------------------------- */
 
-/* The restore lock, tried: yes when taken; text: the id of a job marked running, or NULL. */
-void store_restore_try_lock(struct pgpool *p, store_flag_fn done, void *arg);
+/*
+ * The restore lock, tried: exclusive to start a job (or make a resumed one's
+ * parts), shared to work on one; yes when taken; text: the id of a job marked
+ * running, or NULL.
+ */
+void store_restore_try_lock(struct pgpool *p, bool exclusive, store_flag_fn done, void *arg);
 
-/* A restore job as it starts or resumes. */
+/* Held exclusive: becomes shared (other processes may join the job from now on). */
+void store_restore_share_lock(struct pgpool *p, pg_done_fn done, void *arg);
+
+/* A restore job as it starts, resumes or records a page. */
 struct restore_job_row {
 	int64_t id, total, done, failed;
-	const char *cursor;         /* the last ability_id of the last recorded page; NULL: none */
+	int64_t parts_left;         /* parts not finished (by any process) */
 	bool cancelled;             /* someone cancelled it (POST /v1/jobs/{id}/cancel): stop */
 };
 typedef void (*store_restore_job_fn)(const struct restore_job_row *job, const struct pg_outcome *o, void *arg);
 
 /*
- * With the lock held: a new job (jobs still marked running are marked
- * interrupted), or with `resume` the newest unfinished one of this service
- * (job NULL: none).
+ * With the lock held exclusive: a new job (jobs still marked running are
+ * marked interrupted), or with `resume` the newest unfinished one of this
+ * service (job NULL: none), running again. A job without parts gets them:
+ * its rows (after its cursor, for a job begun before parts existed) cut every
+ * part_rows in key order.
  */
-void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host,
+void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host, int part_rows,
 			store_restore_job_fn done, void *arg);
 
-/* A page is in: the job's counters and cursor move (also once cancelled). job NULL: its row is gone. */
-void store_restore_record_page(struct pgpool *p, int64_t job_id, size_t ok, size_t failed, const char *cursor,
-			       store_restore_job_fn done, void *arg);
+/* A part to work on: its rows are (after, upto]; NULL bounds are open. */
+struct restore_part_row {
+	int part;
+	const char *after;          /* where it resumes: its cursor, else its lower bound */
+	const char *upto;
+};
+typedef void (*store_part_fn)(const struct restore_part_row *part, const struct pg_outcome *o, void *arg);
 
-/* The job's end: status (done, interrupted, failed) and the error, if any; a cancelled job stays so. */
-void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, pg_done_fn done,
+/*
+ * The first unfinished part of the job no session holds (not even this one),
+ * locked for this session until it ends; part NULL: none left to take.
+ */
+void store_restore_claim_part(struct pgpool *p, int64_t job_id, store_part_fn done, void *arg);
+
+/*
+ * A page of a part is in: the part's and the job's counters and cursors move;
+ * `finished`: it was the part's last. Also once cancelled. job NULL: its row
+ * is gone.
+ */
+void store_restore_record_page(struct pgpool *p, int64_t job_id, int part, size_t ok, size_t failed,
+			       const char *cursor, bool finished, store_restore_job_fn done, void *arg);
+
+/*
+ * This process is through: status interrupted or failed (with the error) is
+ * the job's; done is the job's only when no part is left (others still work
+ * on theirs: it stays running). A cancelled job stays so. Flag: the job is
+ * done; text: its status (NULL: cancelled or gone).
+ */
+void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, store_flag_fn done,
 			 void *arg);
 
 /*

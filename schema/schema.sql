@@ -208,6 +208,22 @@ ALTER SEQUENCE abilitysync.restore_jobs_id_seq OWNED BY abilitysync.restore_jobs
 
 
 --
+-- Name: restore_parts; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.restore_parts (
+    job_id bigint NOT NULL,
+    part integer NOT NULL,
+    after_id text,
+    upto_id text,
+    cursor text,
+    done bigint DEFAULT 0 NOT NULL,
+    failed bigint DEFAULT 0 NOT NULL,
+    finished_at timestamp with time zone
+);
+
+
+--
 -- Name: sync_pause; Type: TABLE; Schema: abilitysync; Owner: -
 --
 
@@ -379,6 +395,14 @@ ALTER TABLE ONLY abilitysync.restore_jobs
 
 
 --
+-- Name: restore_parts restore_parts_job_id_part_pk; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.restore_parts
+    ADD CONSTRAINT restore_parts_job_id_part_pk PRIMARY KEY (job_id, part);
+
+
+--
 -- Name: sync_pause sync_pause_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
 --
 
@@ -472,6 +496,14 @@ CREATE INDEX idx_abilities_service_name ON public.abilities USING btree (service
 --
 
 CREATE TRIGGER sync_state_pending_since BEFORE INSERT OR UPDATE OF state ON abilitysync.sync_state FOR EACH ROW EXECUTE FUNCTION abilitysync.note_pending_since();
+
+
+--
+-- Name: restore_parts restore_parts_job_id_restore_jobs_id_fk; Type: FK CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.restore_parts
+    ADD CONSTRAINT restore_parts_job_id_restore_jobs_id_fk FOREIGN KEY (job_id) REFERENCES abilitysync.restore_jobs(id) ON DELETE CASCADE;
 
 
 --

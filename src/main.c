@@ -722,7 +722,7 @@ static const char *restore_service;
 
 static const struct flag restore_flags[] = {
 	{"service", "NAME", NULL, NULL, &restore_service, "only this service_name (its blob)"},
-	{"resume", NULL, NULL, &restore_resume, NULL, "continue the newest unfinished job from its cursor"},
+	{"resume", NULL, NULL, &restore_resume, NULL, "continue the newest unfinished job where it stopped, or join the processes restoring it"},
 	{"dry-run", NULL, NULL, &restore_dry, NULL, "count what would be restored, per blob; write nothing"},
 	{"json", NULL, NULL, &restore_json, NULL, "print the summary as one JSON object"},
 	{NULL, NULL, NULL, NULL, NULL, NULL},

@@ -1316,8 +1316,8 @@ static void on_page_claimed(const struct claimed_row *rows, size_t n, const stru
 	op_run(op);
 }
 
-void outbox_restore_page(struct outbox *ob, const char *after, const char *service, int limit, const char *trace,
-			 outbox_skip_fn skip, outbox_claimed_fn claimed, outbox_page_fn done, void *arg)
+void outbox_restore_page(struct outbox *ob, const char *after, const char *upto, const char *service, int limit,
+			 const char *trace, outbox_skip_fn skip, outbox_claimed_fn claimed, outbox_page_fn done, void *arg)
 {
 	struct page_ctx *x = xcalloc(1, sizeof(*x));
 
@@ -1328,7 +1328,7 @@ void outbox_restore_page(struct outbox *ob, const char *after, const char *servi
 	x->skip = skip;
 	snprintf(x->trace, sizeof(x->trace), "%s", trace ? trace : "restore");
 	ob->claims_out++;
-	store_claim_page(ob->s, after, service, limit, on_page_claimed, x);
+	store_claim_page(ob->s, after, upto, service, limit, on_page_claimed, x);
 }
 
 /* ---- a service's full set ------------------------------------------------------------------------------ */

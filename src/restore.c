@@ -6,7 +6,13 @@
  * write (outbox.h): a page is claimed (its rows made pending and leased),
  * pushed, and recorded row by row; then the job's counters and cursor move.
  * Claims and pushes overlap up to PAGES_IN_FLIGHT pages; the job records
- * pages strictly in order, so the cursor only ever covers pages entirely in.
+ * pages strictly in order, so a cursor only ever covers pages entirely in.
+ *
+ * The rows are cut into parts (key ranges, PART_PAGES pages each) when the
+ * job starts; this process takes one part at a time (a session lock: another
+ * process joining the job takes others), reads it page by page after its
+ * cursor, and records the last page as the part's end. The job is done when
+ * no part is left, whichever process finished the last one.
  */
 #include "restore.h"
 
@@ -27,13 +33,16 @@
 
 #define COMP "restore"
 #define PAGES_IN_FLIGHT 3
+#define PART_PAGES 16
 #define BLOB_MAX (ABILITY_TEXT_MAX * 2 + 16)
 
 struct page {
 	TAILQ_ENTRY(page) link;
 	struct restore *r;
-	char *last_id;          /* the cursor once this page is recorded */
+	char *last_id;          /* the part's cursor once this page is recorded */
+	int part;
 	bool claimed, pushed;
+	bool ends_part;         /* the part's last page (maybe empty): recording it finishes the part */
 	size_t synced, failed, deferred;
 	char why[512];          /* the vector DB could not be reached: the job stops here */
 };
@@ -70,7 +79,14 @@ struct restore {
 	int64_t total, done_rows, failed_rows;
 	struct loser *losers;   /* rows whose vector belongs to another row (by ability_id) */
 	size_t nlosers;
-	char *fetch_cursor;
+	int part;               /* the part being read; -1: the next fetch takes one */
+	char *fetch_cursor;     /* in the part: the last id claimed */
+	char *part_upto;
+	int64_t parts_left;
+	int64_t parts_finished;  /* by this process */
+	bool exclusive;         /* the restore lock is held exclusive (until the job is open) */
+	bool joined;            /* others work on the job: this process takes the parts they left */
+	struct restore_job_row opened;
 	struct page_list pages;
 	size_t npages;
 	bool fetching, recording, eof, closing;
@@ -121,6 +137,7 @@ static void job_release(struct job *j)
 		free(r->blobs[i]);
 	free(r->blobs);
 	free(r->fetch_cursor);
+	free(r->part_upto);
 	free(r->service);
 	free(r->host);
 	free(r);
@@ -142,11 +159,12 @@ static void end_now(struct restore *r, enum restore_outcome outcome, const char 
 	r->progress = NULL;
 	r->outcome = outcome;
 	if (!r->summary)
-		r->summary = json_pack("{s:I, s:s, s:s?, s:I, s:I, s:I, s:f, s:f, s:s?}", "job_id", (json_int_t)r->job_id,
-				       "status", status, "service_name", r->service, "total", (json_int_t)r->total,
-				       "done", (json_int_t)r->done_rows, "failed", (json_int_t)r->failed_rows, "seconds",
-				       secs, "vectors_per_second", secs > 0 ? (double)r->done_rows / secs : 0.0,
-				       "error", r->job.error[0] ? r->job.error : NULL);
+		r->summary = json_pack("{s:I, s:s, s:s?, s:I, s:I, s:I, s:I, s:f, s:f, s:s?}", "job_id",
+				       (json_int_t)r->job_id, "status", status, "service_name", r->service, "total",
+				       (json_int_t)r->total, "done", (json_int_t)r->done_rows, "failed",
+				       (json_int_t)r->failed_rows, "parts", (json_int_t)r->parts_finished, "seconds", secs,
+				       "vectors_per_second", secs > 0 ? (double)r->done_rows / secs : 0.0, "error",
+				       r->job.error[0] ? r->job.error : NULL);
 	job_end(&r->job);
 }
 
@@ -164,18 +182,25 @@ static void refuse(struct restore *r, const char *code, const char *fmt, ...)
 	end_now(r, RESTORE_REFUSED, "refused");
 }
 
-static void on_job_closed(const struct pg_outcome *o, void *arg)
+static void on_job_closed(bool job_done, const char *status, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
 	bool done = !r->job.error[0];
+	bool share = done && o->res && !job_done && status && strcmp(status, "running") == 0;
 
 	if (job_gone(&r->job))
 		return;
 	if (!o->res)
 		log_warn(COMP, "job %lld: recording its end failed: %s", (long long)r->job_id, o->error);
-	if (done)
+	if (share) {
+		snprintf(r->why, sizeof(r->why), "done with the parts this process took; other processes are restoring "
+			 "the job's other parts");
+		log_info(COMP, "job %lld: %s", (long long)r->job_id, r->why);
+	} else if (done) {
 		snprintf(r->why, sizeof(r->why), "done");
-	end_now(r, done ? RESTORE_DONE : RESTORE_FAILED, done ? "done" : r->job.stopping ? "interrupted" : "failed");
+	}
+	end_now(r, done ? RESTORE_DONE : RESTORE_FAILED,
+		share ? "running" : done ? "done" : r->job.stopping ? "interrupted" : "failed");
 }
 
 /* Everything read is recorded (or the job stops): write the job's end. */
@@ -260,8 +285,10 @@ static void on_page_recorded(const struct restore_job_row *job, const struct pg_
 	}
 	r->done_rows = job->done;
 	r->failed_rows = job->failed;
+	r->parts_left = job->parts_left;
 	if (r->progress)
 		progress_set(r->progress, r->done_rows, r->failed_rows);
+	r->parts_finished += p->ends_part;
 	TAILQ_REMOVE(&r->pages, p, link);
 	r->npages--;
 	page_free(p);
@@ -279,8 +306,8 @@ static void on_page_recorded(const struct restore_job_row *job, const struct pg_
 static void send_record(struct restore *r, struct page *p)
 {
 	r->recording = true;
-	store_restore_record_page(r->job.pool, r->job_id, p->synced + p->deferred, p->failed, p->last_id,
-				  on_page_recorded, r);
+	store_restore_record_page(r->job.pool, r->job_id, p->part, p->synced + p->deferred, p->failed, p->last_id,
+				  p->ends_part, on_page_recorded, r);
 }
 
 static void record_ready(struct restore *r)
@@ -324,16 +351,22 @@ static void on_page_claimed(size_t rows, const char *last_id, const struct pg_ou
 	struct restore *r = p->r;
 
 	r->fetching = false;
-	if (pg || rows == 0) {
+	if (pg) {
 		if (!job_back(&r->job)) /* no push follows */
 			return;
 		TAILQ_REMOVE(&r->pages, p, link);
 		r->npages--;
 		page_free(p);
-		if (pg)
-			stop_with(r, "reading abilities: %s", pg->error);
-		else
-			r->eof = true;
+		stop_with(r, "reading abilities: %s", pg->error);
+		return;
+	}
+	if (rows == 0) { /* the part ended with the page before: this one only records that */
+		if (!job_back(&r->job))
+			return;
+		p->ends_part = p->pushed = true;
+		r->part = -1;
+		record_ready(r);
+		fetch_more(r);
 		maybe_finish(r);
 		return;
 	}
@@ -343,7 +376,10 @@ static void on_page_claimed(size_t rows, const char *last_id, const struct pg_ou
 	p->last_id = xstrdup(last_id);
 	free(r->fetch_cursor);
 	r->fetch_cursor = xstrdup(last_id);
-	r->eof = rows < (size_t)r->o.page;
+	if (rows < (size_t)r->o.page) {
+		p->ends_part = true;
+		r->part = -1;
+	}
 	fetch_more(r); /* the next page is claimed while this one is on the wire */
 }
 
@@ -469,6 +505,32 @@ static void on_collisions(const struct restore_collision *c, size_t nres, const 
 
 /* ---- claiming pages --------------------------------------------------------------------- */
 
+static void on_part_claimed(const struct restore_part_row *part, const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+
+	if (job_gone(&r->job))
+		return;
+	r->fetching = false;
+	if (!o->res) {
+		stop_with(r, "taking a part of the job: %s", o->error);
+		return;
+	}
+	if (!part) { /* every part is finished or another process's */
+		r->eof = true;
+		maybe_finish(r);
+		return;
+	}
+	r->part = part->part;
+	free(r->fetch_cursor);
+	free(r->part_upto);
+	r->fetch_cursor = part->after ? xstrdup(part->after) : NULL;
+	r->part_upto = part->upto ? xstrdup(part->upto) : NULL;
+	log_debug(COMP, "job %lld: part %d: after %s, up to %s", (long long)r->job_id, r->part,
+		  r->fetch_cursor ? r->fetch_cursor : "the start", r->part_upto ? r->part_upto : "the end");
+	fetch_more(r);
+}
+
 static void fetch_more(struct restore *r)
 {
 	struct page *p;
@@ -477,15 +539,21 @@ static void fetch_more(struct restore *r)
 	if (r->fetching || r->eof || r->job.stopping || r->job.error[0] || r->job.over ||
 	    r->npages >= PAGES_IN_FLIGHT)
 		return;
+	if (r->part < 0) {
+		r->fetching = true;
+		store_restore_claim_part(r->job.pool, r->job_id, on_part_claimed, r);
+		return;
+	}
 	p = xcalloc(1, sizeof(*p));
 	p->r = r;
+	p->part = r->part;
 	TAILQ_INSERT_TAIL(&r->pages, p, link);
 	r->npages++;
 	r->fetching = true;
 	job_send(&r->job);
 	snprintf(trace, sizeof(trace), "restore-%lld", (long long)r->job_id);
-	outbox_restore_page(r->ob, r->fetch_cursor, r->service, r->o.page, trace, is_loser, on_page_claimed,
-			    on_page_pushed, p);
+	outbox_restore_page(r->ob, r->fetch_cursor, r->part_upto, r->service, r->o.page, trace, is_loser,
+			    on_page_claimed, on_page_pushed, p);
 }
 
 /* ---- blobs, prepared once per job --------------------------------------------------------------
@@ -493,7 +561,9 @@ static void fetch_more(struct restore *r)
  * A blob this job creates (it did not exist: the create answered 2xx) holds
  * none of the vectors written before: its epoch, recorded before the create,
  * lets the pages add without deleting first. A blob that existed is left
- * alone (its vectors may be there: deletes stay on).
+ * alone (its vectors may be there: deletes stay on). A process joining a job
+ * records no epoch: the blob's creation is the first process's to record, and
+ * two records of one creation could date it after a vector written into it.
  */
 
 static void prepare_next_blob(struct restore *r);
@@ -517,7 +587,7 @@ static void on_blob_ensured(const struct vdb_result *res, void *arg)
 
 	if (!job_back(&r->job))
 		return;
-	if (res->status == VDB_OK && vdb_created_blob(r->v, blob)) {
+	if (res->status == VDB_OK && vdb_created_blob(r->v, blob) && !r->joined) {
 		store_blob_created(r->store, blob, on_epoch, r);
 		return;
 	}
@@ -552,7 +622,12 @@ static void prepare_next_blob(struct restore *r)
 		blob = r->blobs[r->blob_next++];
 		if (vdb_knows_blob(r->v, blob))
 			continue; /* ensured long ago by this process: its vectors may be there */
-		store_blob_creating(r->store, blob, on_creating, r);
+		if (r->joined) {
+			job_send(&r->job);
+			vdb_ensure_blob(r->v, blob, on_blob_ensured, r);
+		} else {
+			store_blob_creating(r->store, blob, on_creating, r);
+		}
 		return;
 	}
 	r->fetching = false;
@@ -596,10 +671,12 @@ static void begin(struct restore *r, const struct restore_job_row *job)
 	r->total = job->total;
 	r->done_rows = job->done;
 	r->failed_rows = job->failed;
-	r->fetch_cursor = job->cursor ? xstrdup(job->cursor) : NULL;
-	log_info(COMP, "job %lld: %s %s: %lld abilities%s%s", (long long)r->job_id,
-		 r->o.resume ? "resuming" : "restoring", r->service ? r->service : "every service", (long long)r->total,
-		 r->fetch_cursor ? ", after " : "", r->fetch_cursor ? r->fetch_cursor : "");
+	r->parts_left = job->parts_left;
+	r->part = -1;
+	log_info(COMP, "job %lld: %s %s: %lld abilities, %lld done, %lld part(s) left", (long long)r->job_id,
+		 !r->o.resume ? "restoring" : r->joined ? "joining" : "resuming",
+		 r->service ? r->service : "every service", (long long)r->total, (long long)r->done_rows,
+		 (long long)r->parts_left);
 	snprintf(label, sizeof(label), "job %lld", (long long)r->job_id);
 	r->progress =
 		progress_new(r->job.base, COMP, label, r->total, r->done_rows, r->o.progress_s, r->o.progress_bar);
@@ -614,6 +691,20 @@ static void start_fetching(struct restore *r)
 {
 	r->fetching = true; /* until the blobs are prepared */
 	store_restore_services(r->job.pool, r->service, on_services, r);
+}
+
+static void on_shared(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+
+	if (job_gone(&r->job))
+		return;
+	if (!o->res) {
+		refuse(r, "postgres_error", "sharing the restore lock: %s", o->error);
+		return;
+	}
+	r->exclusive = false;
+	begin(r, &r->opened);
 }
 
 static void on_job(const struct restore_job_row *job, const struct pg_outcome *o, void *arg)
@@ -631,12 +722,18 @@ static void on_job(const struct restore_job_row *job, const struct pg_outcome *o
 		       r->service ? " for service " : "", r->service ? r->service : "");
 		return;
 	}
-	begin(r, job);
+	if (!r->exclusive) {
+		begin(r, job);
+		return;
+	}
+	r->opened = *job; /* the job and its parts exist: others may join from now on */
+	store_restore_share_lock(r->job.pool, on_shared, r);
 }
 
 static void on_locked(bool locked, const char *running, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
+	bool tried_exclusive = r->exclusive;
 
 	if (job_gone(&r->job))
 		return;
@@ -644,13 +741,20 @@ static void on_locked(bool locked, const char *running, const struct pg_outcome 
 		refuse(r, "postgres_error", "taking the restore lock: %s", o->error);
 		return;
 	}
+	r->exclusive = tried_exclusive && locked;
+	if (!locked && tried_exclusive && r->o.resume) { /* processes work on a job: join it */
+		r->joined = true;
+		store_restore_try_lock(r->job.pool, false, on_locked, r);
+		return;
+	}
 	if (!locked) {
-		refuse(r, "restore_running", "another restore is running (job %s); wait for it, or stop it and use --resume",
+		refuse(r, "restore_running",
+		       "another restore is running (job %s); wait for it, or join it with --resume",
 		       running ? running : "?");
 		return;
 	}
-	/* We hold the lock: any job still marked running belongs to a process that is gone. */
-	store_restore_open(r->job.pool, r->o.resume, r->service, r->host, on_job, r);
+	/* Held exclusive, any job still marked running belongs to a process that is gone. */
+	store_restore_open(r->job.pool, r->o.resume, r->service, r->host, r->o.page * PART_PAGES, on_job, r);
 }
 
 static void on_counted(const struct service_count *s, size_t n, const struct pg_outcome *o, void *arg)
@@ -701,8 +805,10 @@ static void job_started(struct job *j, const char *pg_now)
 	(void)pg_now;
 	if (r->o.dry_run)
 		store_restore_services(r->job.pool, r->service, on_counted, r);
-	else
-		store_restore_try_lock(r->job.pool, on_locked, r);
+	else {
+		r->exclusive = true;
+		store_restore_try_lock(r->job.pool, true, on_locked, r);
+	}
 }
 
 static void job_refused(struct job *j, const char *code, const char *why)

@@ -314,12 +314,13 @@ static const char claim_ids_sql[] =
  * leased to us, unless another replica holds it. A vector may be in its blob
  * unless the blob was created (by us) after the vector's ledger entry was last
  * written: then the add needs no delete first.
- * $4 after, $5 service, $6 limit.
+ * $4 after, $5 service, $6 limit, $7 upto.
  */
 static const char claim_page_sql[] =
 	"WITH p AS ("
 	" SELECT a.ability_id, a.vector_id, abilitysync.blob_name(a.service_name) AS blob_id FROM public.abilities a"
-	" WHERE ($4::text IS NULL OR a.ability_id > $4) AND ($5::text IS NULL OR a.service_name = $5)"
+	" WHERE ($4::text IS NULL OR a.ability_id > $4) AND ($7::text IS NULL OR a.ability_id <= $7)"
+	"  AND ($5::text IS NULL OR a.service_name = $5)"
 	" ORDER BY a.ability_id LIMIT $6::int),"
 	" pm AS ("
 	" SELECT p.*, (b.created_at IS NULL OR coalesce(l.last_written_at >= b.created_at, false)) AS may_exist FROM p"
@@ -866,18 +867,19 @@ void store_claim_ids(struct store *s, const char *const *ids, size_t n, store_cl
 	buf_free(&b);
 }
 
-void store_claim_page(struct store *s, const char *after, const char *service, int limit, store_claim_fn done,
-		      void *arg)
+void store_claim_page(struct store *s, const char *after, const char *upto, const char *service, int limit,
+		      store_claim_fn done, void *arg)
 {
 	char lim[16];
-	struct pg_param params[6];
+	struct pg_param params[7];
 
 	snprintf(lim, sizeof(lim), "%d", limit);
 	claim_params(s, params);
 	params[3] = text_param(after);
 	params[4] = text_param(service);
 	params[5] = text_param(lim);
-	claim(s, &claim_page_stmt, 6, params, done, arg);
+	params[6] = text_param(upto);
+	claim(s, &claim_page_stmt, 7, params, done, arg);
 }
 
 /* ---- recording outcomes ------------------------------------------------------------------- */

@@ -23,6 +23,7 @@ struct call {
 		store_entries_fn entries;
 		store_changes_fn changes;
 		store_restore_job_fn job;
+		store_part_fn part;
 		store_collisions_fn collisions;
 		store_services_fn services;
 		pg_done_fn plain;
@@ -65,6 +66,7 @@ void store_job_schema(struct pgpool *p, store_flag_fn done, void *arg)
 	flag_query(p,
 		   "SELECT to_regclass('abilitysync.reconcile_runs') IS NOT NULL"
 		   " AND to_regclass('abilitysync.restore_jobs') IS NOT NULL"
+		   " AND to_regclass('abilitysync.restore_parts') IS NOT NULL"
 		   " AND to_regclass('abilitysync.vector_ledger') IS NOT NULL, now()::text",
 		   0, NULL, done, arg);
 }
@@ -471,12 +473,27 @@ void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, s
 
 /* ---- restore ----------------------------------------------------------------------- */
 
-void store_restore_try_lock(struct pgpool *p, store_flag_fn done, void *arg)
+/*
+ * (class, 2): exclusive while a job is created or its parts are made, shared
+ * by every process working on it; so a new job waits for no one and starts
+ * only when no process restores, and any number may join a running one.
+ */
+void store_restore_try_lock(struct pgpool *p, bool exclusive, store_flag_fn done, void *arg)
 {
 	flag_query(p,
-		   "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
-		   " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')::text",
+		   exclusive ? "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
+			       " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')::text"
+			     : "SELECT pg_try_advisory_lock_shared(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
+			       " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')::text",
 		   0, NULL, done, arg);
+}
+
+void store_restore_share_lock(struct pgpool *p, pg_done_fn done, void *arg)
+{
+	pgpool_query(p,
+		     "SELECT pg_advisory_lock_shared(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
+		     " pg_advisory_unlock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2)",
+		     0, NULL, done, arg);
 }
 
 static void on_restore_job(const struct pg_outcome *o, void *arg)
@@ -487,64 +504,141 @@ static void on_restore_job(const struct pg_outcome *o, void *arg)
 
 	if (one)
 		j = (struct restore_job_row){pg_int8(o, 0, 0), pg_int8(o, 0, 1), pg_int8(o, 0, 2), pg_int8(o, 0, 3),
-					     pg_text(o, 0, 4), pg_bool(o, 0, 5)};
+					     pg_int8(o, 0, 4), pg_bool(o, 0, 5)};
 	c->fn.job(one ? &j : NULL, o, c->arg);
 	free(c);
 }
 
-void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host,
+/*
+ * The job's parts, when it has none: the rows after $c (a job begun before
+ * parts existed resumes after its cursor) in key order, cut every $r rows;
+ * the last part is open-ended, so rows added meanwhile are restored too.
+ */
+#define PARTS_CTE(job, service, cursor, rows)                                                                   \
+	" b AS (SELECT ability_id FROM (SELECT ability_id, row_number() OVER (ORDER BY ability_id) AS rn"       \
+	"  FROM public.abilities WHERE (" service "::text IS NULL OR service_name = " service ")"               \
+	"  AND (" cursor "::text IS NULL OR ability_id > " cursor ")) q WHERE rn % " rows "::bigint = 0),"     \
+	" bounds AS (SELECT ability_id AS upto FROM b UNION ALL SELECT NULL),"                                   \
+	" cut AS (SELECT row_number() OVER w - 1 AS part, lag(upto) OVER w AS after, upto FROM bounds"          \
+	"  WINDOW w AS (ORDER BY upto NULLS LAST)),"                                                             \
+	" parts AS (INSERT INTO abilitysync.restore_parts (job_id, part, after_id, upto_id)"                    \
+	"  SELECT " job ", cut.part, coalesce(cut.after, " cursor "), cut.upto FROM cut"                         \
+	"  WHERE " job " IS NOT NULL"                                                                           \
+	"  AND NOT EXISTS (SELECT 1 FROM abilitysync.restore_parts x WHERE x.job_id = " job ")"                 \
+	"  RETURNING 1)"
+
+#define JOB_COLUMNS                                                                                             \
+	" id, total, done, failed,"                                                                             \
+	" (SELECT count(*) FROM abilitysync.restore_parts p WHERE p.job_id = id AND p.finished_at IS NULL)"      \
+	" + (SELECT count(*) FROM parts), false"
+
+void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host, int part_rows,
 			store_restore_job_fn done, void *arg)
 {
 	struct call *c = call_new(arg);
-	const char *params[2] = {service, host};
+	struct num rows = num(part_rows);
+	const char *params[3] = {service, host, rows.s};
 
 	c->fn.job = done;
 	if (resume)
 		pgpool_query(p,
-			     "UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
-			     " updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
+			     "WITH j AS (UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
+			     "  updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
 			     "  WHERE status IN ('running', 'interrupted', 'failed', 'cancelled')"
 			     "  AND service_name IS NOT DISTINCT FROM $1"
-			     "  ORDER BY id DESC LIMIT 1)"
-			     " RETURNING id, total, done, failed, cursor, false",
-			     2, params, on_restore_job, c);
+			     "  ORDER BY id DESC LIMIT 1) RETURNING *),"
+			     PARTS_CTE("(SELECT id FROM j)", "$1", "(SELECT cursor FROM j)", "$3")
+			     " SELECT" JOB_COLUMNS " FROM j",
+			     3, params, on_restore_job, c);
 	else
 		pgpool_query(p,
 			     "WITH stale AS (UPDATE abilitysync.restore_jobs SET status = 'interrupted', updated_at = now()"
-			     "  WHERE status = 'running')"
-			     " INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
-			     " SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
-			     " RETURNING id, total, done, failed, cursor, false",
-			     2, params, on_restore_job, c);
+			     "  WHERE status = 'running'),"
+			     " j AS (INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
+			     "  SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
+			     "  RETURNING *),"
+			     PARTS_CTE("(SELECT id FROM j)", "$1", "NULL", "$3")
+			     " SELECT" JOB_COLUMNS " FROM j",
+			     3, params, on_restore_job, c);
 }
 
-void store_restore_record_page(struct pgpool *p, int64_t job_id, size_t ok, size_t failed, const char *cursor,
-			       store_restore_job_fn done, void *arg)
+/* A part's lock: (class + 1, job and part in 31 bits); parts of one job never share one. */
+#define PART_LOCK(job, part)                                                                                    \
+	"(" ABILITYSYNC_PART_LOCK_CLASS_TEXT ", ((" job ") % 2047 * 1048576 + (" part "))::int)"
+
+static void on_part(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	struct restore_part_row r;
+	bool one = pg_rows(o) == 1;
+
+	if (one)
+		r = (struct restore_part_row){(int)pg_int8(o, 0, 0), pg_text(o, 0, 1), pg_text(o, 0, 2)};
+	c->fn.part(one ? &r : NULL, o, c->arg);
+	free(c);
+}
+
+void store_restore_claim_part(struct pgpool *p, int64_t job_id, store_part_fn done, void *arg)
 {
 	struct call *c = call_new(arg);
-	struct num good = num((int64_t)ok), bad = num((int64_t)failed), id = num(job_id);
-	const char *params[4] = {good.s, bad.s, cursor, id.s};
+	struct num id = num(job_id);
+	const char *params[1] = {id.s};
+
+	c->fn.part = done;
+	/* In part order, locks tried one row at a time (the fence keeps the volatile call out of the sort). */
+	pgpool_query(p,
+		     "SELECT part, coalesce(cursor, after_id), upto_id FROM"
+		     " (SELECT part, cursor, after_id, upto_id FROM abilitysync.restore_parts p"
+		     "  WHERE job_id = $1::bigint AND finished_at IS NULL"
+		     "  AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
+		     "   AND l.pid = pg_backend_pid() AND l.objsubid = 2"
+		     "   AND l.classid = " ABILITYSYNC_PART_LOCK_CLASS_TEXT "::oid"
+		     "   AND l.objid = ($1::bigint % 2047 * 1048576 + p.part)::oid)"
+		     "  ORDER BY part OFFSET 0) q"
+		     " WHERE pg_try_advisory_lock" PART_LOCK("$1::bigint", "q.part") " LIMIT 1",
+		     1, params, on_part, c);
+}
+
+void store_restore_record_page(struct pgpool *p, int64_t job_id, int part, size_t ok, size_t failed,
+			       const char *cursor, bool finished, store_restore_job_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct num good = num((int64_t)ok), bad = num((int64_t)failed), id = num(job_id), pt = num(part);
+	const char *params[6] = {good.s, bad.s, cursor, id.s, pt.s, finished ? "true" : "false"};
 
 	c->fn.job = done;
 	pgpool_query(p,
-		     "UPDATE abilitysync.restore_jobs SET done = done + $1::bigint, failed = failed + $2::bigint,"
-		     " cursor = $3, updated_at = now() WHERE id = $4::bigint"
-		     " RETURNING id, total, done, failed, cursor, status = 'cancelled'",
-		     4, params, on_restore_job, c);
+		     "WITH pt AS (UPDATE abilitysync.restore_parts SET done = done + $1::bigint,"
+		     "  failed = failed + $2::bigint, cursor = coalesce($3, cursor),"
+		     "  finished_at = CASE WHEN $6::boolean THEN now() END"
+		     "  WHERE job_id = $4::bigint AND part = $5::int)"
+		     " UPDATE abilitysync.restore_jobs SET done = done + $1::bigint, failed = failed + $2::bigint,"
+		     " cursor = coalesce($3, cursor), updated_at = now() WHERE id = $4::bigint"
+		     " RETURNING id, total, done, failed,"
+		     " (SELECT count(*) FROM abilitysync.restore_parts p WHERE p.job_id = id AND p.finished_at IS NULL)"
+		     " - $6::boolean::int, status = 'cancelled'",
+		     6, params, on_restore_job, c);
 }
 
-void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, pg_done_fn done,
+void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, store_flag_fn done,
 			 void *arg)
 {
 	struct num id = num(job_id);
 	const char *params[3] = {id.s, status, error};
 
-	pgpool_query(p,
-		     "UPDATE abilitysync.restore_jobs SET status = $2, error = $3, updated_at = now(),"
-		     " finished_at = CASE WHEN $2 = 'done' THEN now() END,"
-		     " total = CASE WHEN $2 = 'done' THEN greatest(total, done + failed) ELSE total END"
-		     " WHERE id = $1::bigint AND status <> 'cancelled'",
-		     3, params, done, arg);
+	/* "done" from one process means its share: the job is done once no part is left. */
+	flag_query(p,
+		   "WITH left_ AS (SELECT count(*) AS n FROM abilitysync.restore_parts"
+		   "  WHERE job_id = $1::bigint AND finished_at IS NULL),"
+		   " s AS (SELECT CASE WHEN $2 <> 'done' THEN $2 WHEN (SELECT n FROM left_) = 0 THEN 'done'"
+		   "  ELSE NULL END AS status)"
+		   " UPDATE abilitysync.restore_jobs j SET status = coalesce(s.status, j.status),"
+		   " error = CASE WHEN s.status IS NULL THEN j.error ELSE $3 END, updated_at = now(),"
+		   " finished_at = CASE WHEN s.status = 'done' THEN now() END,"
+		   " total = CASE WHEN s.status = 'done' THEN greatest(total, done + failed) ELSE total END"
+		   " FROM s WHERE j.id = $1::bigint AND j.status <> 'cancelled'"
+		   " RETURNING j.status = 'done', j.status",
+		   3, params, done, arg);
 }
 
 /*

@@ -180,6 +180,38 @@ test_kill_9_half_way_then_resume_writes_each_vector_once() {
   stop_emulator
 }
 
+test_two_processes_share_one_restore_and_write_each_vector_once() {
+  local a b parts
+  migrated_db
+  gen_rows "$DB" t 1200 4 $DIM
+  start_emulator --duplicate-ids duplicate
+  slow_adds 100
+  # Parts of 16 pages of 10 rows: 8 of them. The first process starts the job;
+  # once it has recorded a page, a second joins with --resume and takes parts
+  # the first does not hold.
+  restore_bg RESTORE_PAGE=10 VDB_BATCH_MAX=10 --json
+  wait_half_way
+  restore RESTORE_PAGE=10 VDB_BATCH_MAX=10 --resume --json
+  assert_rc 0 "the second process"
+  b=$OUT
+  wait "$BG_PID" || fail "the first process: exit $?: $(cat "$SUITE_TMP/bg.err")"
+  a=$(cat "$SUITE_TMP/bg.out")
+  assert_contains "$(cat "$SUITE_TMP/bg.err")$ERR" "joining every service"
+  assert_eq "$(pg "select count(*) from abilitysync.restore_parts")" 8 "parts"
+  parts=$(($(jq .parts <<<"$a") + $(jq .parts <<<"$b")))
+  assert_eq "$parts" 8 "parts finished by the first ($(jq .parts <<<"$a")) and the second ($(jq .parts <<<"$b"))"
+  if [ "$(jq .parts <<<"$a")" = 0 ] || [ "$(jq .parts <<<"$b")" = 0 ]; then
+    fail "each process finished parts: first $(jq -c . <<<"$a"), second $(jq -c . <<<"$b")"
+  fi
+  assert_eq "$(jq -r .job_id <<<"$a")" "$(jq -r .job_id <<<"$b")" "one job"
+  assert_eq "$(pg "select count(*) from abilitysync.restore_jobs")" 1 "jobs"
+  assert_eq "$(job)" "done 1200 1200" "the job row: done by whichever process finished the last part"
+  assert_eq "$(pg "select count(*) from abilitysync.restore_parts where finished_at is null")" 0 "parts left"
+  assert_each_vector_once
+  check_stores_agree "$DB"
+  stop_emulator
+}
+
 test_a_database_without_the_sync_schema_is_refused_until_migrated() {
   DB=$(new_db)
   # What the original application leaves: its table, and drizzle's ledger with its own migration in it.

@@ -178,17 +178,23 @@ Test(store_job, restore_pages_claim_rows_in_order_from_the_cursor)
 	pgtest_open(&t, "restore_pages", true, 1);
 	s = seed(&t);
 
-	store_claim_page(s, NULL, NULL, 4, on_claimed, &page);
+	store_claim_page(s, NULL, NULL, NULL, 4, on_claimed, &page);
 	pgtest_wait(&t, &page.done);
 	cr_assert(eq(str, page.error, ""), "%s", page.error);
 	idlist_join(&page, ids, sizeof(ids));
 	cr_assert(eq(str, ids, "a1 a2 a3 a5"), "the first page: the first 4 live rows by id");
 
 	memset(&page, 0, sizeof(page));
-	store_claim_page(s, "a5", "svc-odd", 4, on_claimed, &page);
+	store_claim_page(s, "a5", NULL, "svc-odd", 4, on_claimed, &page);
 	pgtest_wait(&t, &page.done);
 	idlist_join(&page, ids, sizeof(ids));
 	cr_assert(eq(str, ids, "a7"), "after a5, of svc-odd: only a7");
+
+	memset(&page, 0, sizeof(page));
+	store_claim_page(s, "a1", "a5", NULL, 4, on_claimed, &page);
+	pgtest_wait(&t, &page.done);
+	idlist_join(&page, ids, sizeof(ids));
+	cr_assert(eq(str, ids, "a2 a3 a5"), "a part's page: after a1, up to a5 included");
 
 	v = pgtest_value(&t, "SELECT state FROM abilitysync.sync_state WHERE ability_id = 'a4'");
 	cr_assert(eq(str, v, "pending_delete"), "a restore page never takes a tombstone back to live");
@@ -201,7 +207,6 @@ struct jobs {
 	bool done;
 	bool found;
 	struct restore_job_row row;
-	char cursor[32];
 	char error[512];
 };
 
@@ -212,100 +217,205 @@ static void on_job(const struct restore_job_row *job, const struct pg_outcome *o
 	j->done = true;
 	snprintf(j->error, sizeof(j->error), "%s", o->res ? "" : o->error);
 	j->found = job != NULL;
-	if (job) {
+	if (job)
 		j->row = *job;
-		snprintf(j->cursor, sizeof(j->cursor), "%s", job->cursor ? job->cursor : "(none)");
-		j->row.cursor = NULL;
-	}
 }
+
+struct flag {
+	bool done, yes;
+	char text[64];
+	char error[512];
+};
 
 static void on_flag(bool yes, const char *text, const struct pg_outcome *o, void *arg)
 {
-	(void)text;
-	cr_assert(o->res != NULL, "%s", o->error);
-	cr_assert(yes, "the restore lock is free in a fresh database");
-	*(bool *)arg = true;
+	struct flag *f = arg;
+
+	f->done = true;
+	f->yes = yes;
+	snprintf(f->text, sizeof(f->text), "%s", text ? text : "(null)");
+	snprintf(f->error, sizeof(f->error), "%s", o->res ? "" : o->error);
 }
 
-static void on_closed(const struct pg_outcome *o, void *arg)
+static bool try_lock(struct pgtest *t, struct pgpool *p, bool exclusive)
 {
-	cr_assert(o->res != NULL, "closing the job: %s", o->error);
-	*(bool *)arg = true;
+	struct flag f = {0};
+
+	store_restore_try_lock(p, exclusive, on_flag, &f);
+	pgtest_wait(t, &f.done);
+	cr_assert(eq(str, f.error, ""), "the restore lock: %s", f.error);
+	return f.yes;
 }
 
 static void job_open(struct pgtest *t, bool resume, const char *service, struct jobs *j)
 {
 	memset(j, 0, sizeof(*j));
-	store_restore_open(t->pool, resume, service, "host-a", on_job, j);
+	store_restore_open(t->pool, resume, service, "host-a", 2, on_job, j);
 	pgtest_wait(t, &j->done);
 	cr_assert(eq(str, j->error, ""), "opening a restore job: %s", j->error);
 }
 
-static void job_page(struct pgtest *t, int64_t id, size_t ok, size_t failed, const char *cursor, struct jobs *j)
+static void job_page(struct pgtest *t, int64_t id, int part, size_t ok, size_t failed, const char *cursor,
+		     bool finished, struct jobs *j)
 {
 	memset(j, 0, sizeof(*j));
-	store_restore_record_page(t->pool, id, ok, failed, cursor, on_job, j);
+	store_restore_record_page(t->pool, id, part, ok, failed, cursor, finished, on_job, j);
 	pgtest_wait(t, &j->done);
 	cr_assert(j->found, "recording a page: %s", j->error);
 }
 
-static void job_close(struct pgtest *t, int64_t id, const char *status)
+/* The job's status after this process closes it as `status`. */
+static void job_close(struct pgtest *t, int64_t id, const char *status, bool *job_done, char *now, size_t len)
 {
-	bool closed = false;
+	struct flag f = {0};
 
-	store_restore_close(t->pool, id, status, NULL, on_closed, &closed);
-	pgtest_wait(t, &closed);
+	store_restore_close(t->pool, id, status, NULL, on_flag, &f);
+	pgtest_wait(t, &f.done);
+	cr_assert(eq(str, f.error, ""), "closing the job: %s", f.error);
+	*job_done = f.yes;
+	snprintf(now, len, "%s", f.text);
 }
 
-Test(store_job, a_restore_job_resumes_at_the_last_page_it_recorded)
+struct part {
+	bool done, found;
+	int part;
+	char range[80];
+	char error[512];
+};
+
+static void on_part(const struct restore_part_row *part, const struct pg_outcome *o, void *arg)
+{
+	struct part *p = arg;
+
+	p->done = true;
+	snprintf(p->error, sizeof(p->error), "%s", o->res ? "" : o->error);
+	p->found = part != NULL;
+	if (part) {
+		p->part = part->part;
+		snprintf(p->range, sizeof(p->range), "(%s, %s]", part->after ? part->after : "-",
+			 part->upto ? part->upto : "-");
+	}
+}
+
+/* The part a session takes: "N (after, upto]", or "none". */
+static char *take_part(struct pgtest *t, struct pgpool *p, int64_t job, char *out, size_t len)
+{
+	struct part got = {0};
+
+	store_restore_claim_part(p, job, on_part, &got);
+	pgtest_wait(t, &got.done);
+	cr_assert(eq(str, got.error, ""), "taking a part: %s", got.error);
+	if (got.found)
+		snprintf(out, len, "%d %s", got.part, got.range);
+	else
+		snprintf(out, len, "none");
+	return out;
+}
+
+static void on_done(const struct pg_outcome *o, void *arg)
+{
+	cr_assert(o->res != NULL, "%s", o->error);
+	*(bool *)arg = true;
+}
+
+/* Another process's session. */
+static struct pgpool *session(struct pgtest *t)
+{
+	struct pgpool_opts po = {.conninfo = t->url, .size = 1, .queue_max = 8, .statement_timeout_ms = 10000};
+	struct pgpool *p;
+	struct errbuf err;
+	bool ready = false;
+
+	p = pgpool_new(t->base, &po, &err);
+	cr_assert(p != NULL, "%s", err.msg);
+	pgpool_wait_ready(p, 10000, pgtest_on_ready, &ready);
+	pgtest_wait(t, &ready);
+	return p;
+}
+
+Test(store_job, a_restore_job_is_cut_into_parts_that_sessions_share_and_resume)
 {
 	struct pgtest t;
 	struct store *s;
 	struct jobs j;
+	struct pgpool *other;
 	int64_t first, second;
-	bool locked = false;
+	bool job_done, shared = false;
+	char got[128], status[64];
 	char *v;
 
-	pgtest_open(&t, "restore_resume", true, 1);
+	pgtest_open(&t, "restore_parts", true, 1);
 	s = seed(&t);
-	store_restore_try_lock(t.pool, on_flag, &locked);
-	pgtest_wait(&t, &locked);
+	other = session(&t);
 
+	cr_assert(try_lock(&t, t.pool, true), "the restore lock is free in a fresh database");
+	cr_assert(not(try_lock(&t, other, false)), "no process joins while a job is being made");
 	job_open(&t, false, NULL, &j);
 	cr_assert(j.found);
 	first = j.row.id;
 	cr_assert(eq(i64, j.row.total, 6), "a new job counts the live rows it will restore");
-	cr_assert(eq(str, j.cursor, "(none)"));
-	job_page(&t, first, 2, 0, "a2", &j);
-	job_page(&t, first, 1, 1, "a5", &j);
-	cr_assert(eq(i64, j.row.done, 3));
+	cr_assert(eq(i64, j.row.parts_left, 4), "6 rows cut every 2: three parts and an open-ended last one");
+	cr_assert(not(try_lock(&t, other, true)), "a second job never starts beside one");
+
+	/* Shared from now on: a second session joins and takes the parts the first has not. */
+	store_restore_share_lock(t.pool, on_done, &shared);
+	pgtest_wait(&t, &shared);
+	cr_assert(try_lock(&t, other, false), "a second process joins the job");
+	cr_assert(not(try_lock(&t, other, true)), "and no new job starts while both work");
+	cr_assert(eq(str, take_part(&t, t.pool, first, got, sizeof(got)), "0 (-, a2]"));
+	cr_assert(eq(str, take_part(&t, t.pool, first, got, sizeof(got)), "1 (a2, a5]"),
+		  "a session never takes a part it holds");
+	cr_assert(eq(str, take_part(&t, other, first, got, sizeof(got)), "2 (a5, a7]"),
+		  "another session takes the first part no one holds");
+
+	job_page(&t, first, 0, 2, 0, "a2", true, &j);
+	cr_assert(eq(i64, j.row.done, 2));
+	cr_assert(eq(i64, j.row.parts_left, 3), "part 0 is finished");
+	job_page(&t, first, 2, 1, 0, "a6", false, &j);
+	cr_assert(eq(i64, j.row.parts_left, 3), "a page that is not the part's last leaves it open");
+
+	/* The second process dies: its part 2 is free again, at its cursor. */
+	pgpool_free(other);
+	other = session(&t);
+	cr_assert(eq(str, take_part(&t, other, first, got, sizeof(got)), "2 (a6, a7]"),
+		  "a part whose process is gone is taken again after its cursor");
+	cr_assert(eq(str, take_part(&t, other, first, got, sizeof(got)), "3 (a7, -]"));
+	cr_assert(eq(str, take_part(&t, other, first, got, sizeof(got)), "none"), "every part is taken");
+
+	job_page(&t, first, 1, 1, 1, "a5", true, &j);
+	job_page(&t, first, 2, 1, 0, "a7", true, &j);
+	job_close(&t, first, "done", &job_done, status, sizeof(status));
+	cr_assert(not(job_done), "one process done, a part left: the job is not");
+	cr_assert(eq(str, status, "running"));
+	job_page(&t, first, 3, 0, 0, NULL, true, &j);
+	cr_assert(eq(i64, j.row.parts_left, 0));
+	cr_assert(eq(i64, j.row.done, 5));
 	cr_assert(eq(i64, j.row.failed, 1));
-
-	/* The process died: the job is still marked running. */
-	job_open(&t, true, NULL, &j);
-	cr_assert(j.found, "an unfinished job is resumed");
-	cr_assert(eq(i64, j.row.id, first));
-	cr_assert(eq(str, j.cursor, "a5"), "it resumes after the last recorded page");
-	cr_assert(eq(i64, j.row.done, 3), "with its counters");
-	cr_assert(eq(i64, j.row.failed, 1));
-
-	job_open(&t, true, "svc-odd", &j);
-	cr_assert(not(j.found), "a job of all services is not resumed for one service");
-
-	job_page(&t, first, 2, 0, "a7", &j);
-	job_close(&t, first, "done");
+	job_close(&t, first, "done", &job_done, status, sizeof(status));
+	cr_assert(job_done, "the last part finished: the job is done");
 	job_open(&t, true, NULL, &j);
 	cr_assert(not(j.found), "a finished job is never resumed");
 
+	/* A job begun before parts existed resumes after its cursor, cut into parts then. */
+	pgtest_exec(t.url, "INSERT INTO abilitysync.restore_jobs (status, total, done, cursor)"
+			   " VALUES ('interrupted', 6, 3, 'a5')");
+	job_open(&t, true, NULL, &j);
+	cr_assert(j.found, "an unfinished job is resumed");
+	cr_assert(eq(i64, j.row.done, 3), "with its counters");
+	cr_assert(eq(i64, j.row.parts_left, 2));
+	cr_assert(eq(str, take_part(&t, t.pool, j.row.id, got, sizeof(got)), "0 (a5, a7]"));
+	job_open(&t, true, "svc-odd", &j);
+	cr_assert(not(j.found), "a job of all services is not resumed for one service");
+
 	job_open(&t, false, NULL, &j);
 	second = j.row.id;
-	cr_assert(second > first);
 	job_open(&t, false, NULL, &j);
 	cr_assert(j.row.id > second);
 	v = pgtest_value(&t, "SELECT string_agg(status, ' ' ORDER BY id) FROM abilitysync.restore_jobs");
-	cr_assert(eq(str, v, "done interrupted running"), "a new job marks the one still running interrupted");
+	cr_assert(eq(str, v, "done interrupted interrupted running"), "a new job marks the one still running interrupted");
 	free(v);
 
+	pgpool_free(other);
 	store_free(s);
 	pgtest_close(&t);
 }
