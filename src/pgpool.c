@@ -762,16 +762,22 @@ bool pg_bool(const struct pg_outcome *o, int row, int col)
 /* ---- the pool ----------------------------------------------------------------- */
 
 /*
- * The conninfo's own `options`, then ours: statement_timeout, custom plans
- * for prepared statements, and how the embeddings written are compressed. Ours are key lookups sized by their arrays; a plan
- * cached while the tables were nearly empty (hash joins over sequential scans)
- * would otherwise be reused as they grow. Parsing is still done once.
+ * No JIT: our statements are key lookups of a few hundred rows, but their
+ * estimated cost crosses jit_above_cost as the tables grow, and compiling
+ * them took 1.3-1.5 s of a restore page's statement (auto_explain, 100,000
+ * rows); the conninfo's own `options` may turn it back on. Then ours:
+ * statement_timeout, custom plans for prepared statements (ours are key
+ * lookups sized by their arrays; a plan cached while the tables were nearly
+ * empty, hash joins over sequential scans, would otherwise be reused as they
+ * grow; parsing is still done once), and how the embeddings written are
+ * compressed.
  */
 static char *merge_options(const char *conninfo, long timeout_ms, long lock_timeout_ms, const char *toast)
 {
 	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
 	struct buf b = BUF_INIT;
 
+	buf_printf(&b, "-c jit=off ");
 	for (o = opts; o && o->keyword; o++)
 		if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
 			buf_printf(&b, "%s ", o->val);

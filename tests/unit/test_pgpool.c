@@ -129,3 +129,33 @@ Test(pgpool, a_killed_connection_comes_back_by_itself)
 	cr_assert(back, "the pool reconnected");
 	pgtest_close(&t);
 }
+
+static void on_settings(const struct pg_outcome *o, void *arg)
+{
+	char *out = arg;
+	const char *v = o->res ? PQgetvalue(o->res, 0, 0) : o->error;
+
+	snprintf(out, 128, "%.100s", v);
+}
+
+/*
+ * The sessions' settings: no JIT (a restore page's statement spent 1.3-1.5 s
+ * compiling once the tables grew), custom plans, the toast compression asked.
+ */
+Test(pgpool, sessions_run_without_jit_with_custom_plans)
+{
+	struct pgtest t;
+	char got[128] = "";
+
+	pgtest_open(&t, "pool_settings", false, 1);
+	pgtest_repool(&t, &(struct pgpool_opts){.size = 1, .queue_max = 2, .statement_timeout_ms = 10000,
+						 .toast_compression = "pglz"});
+	pgpool_query(t.pool,
+		     "SELECT current_setting('jit') || ' ' || current_setting('plan_cache_mode') || ' '"
+		     " || current_setting('default_toast_compression')",
+		     0, NULL, on_settings, got);
+	while (!got[0])
+		event_base_loop(t.base, EVLOOP_ONCE);
+	cr_assert(eq(str, got, "off force_custom_plan pglz"));
+	pgtest_close(&t);
+}
