@@ -13,7 +13,12 @@
 #                            of the same rows; no-op `abilitysync migrate up` vs
 #                            `npx drizzle-kit migrate`; the loss check.
 #   bench/jobs.sh BENCH_N    restore of BENCH_N abilities vs the emulator's ingest
-#                            ceiling; reconcile --dry-run of them: time, peak RSS.
+#                            ceiling, and by two processes vs one; reconcile
+#                            --dry-run of them: time, peak RSS.
+#   bench/scale.sh           (SCALE=0 skips it) restore and reconcile of 100,000
+#                            and 1,000,000 abilities of 64 dimensions: time per
+#                            row and peak RSS, large against small; the large
+#                            restore by two processes against one.
 # Their own, more detailed, tables go to stderr as they finish; stdout gets the
 # one table. Exit 1 when an acknowledged ability is missing from Postgres or the
 # vector DB (either system), or restore/reconcile did not cover every row; 2 on
@@ -50,6 +55,8 @@ step() { # name command...: its stdout to stderr as well; its exit status in RC[
 }
 step compare bench/compare.sh "$REG_N"
 step jobs bench/jobs.sh "$BENCH_N"
+RC[scale]=skipped
+[ "${SCALE:-1}" = 0 ] || step scale bench/scale.sh
 
 # The figures, key=value lines the two scripts appended.
 while IFS='=' read -r k v; do R[$k]=$v; done <"$RESULTS"
@@ -91,6 +98,18 @@ report() {
     "$(f %.0f "${R[restore_done]} / ${R[restore_s]}") vectors/s ($(f %.1f "${R[restore_s]}") s, $(mb "${R[restore_rss_kb]}") MB peak RSS) | $(f %.0f "${R[ceiling_vps]}") vectors/s (raw posts; the last round's) | ≥ 0.85 |"
   echo "| reconcile --dry-run of ${R[reconcile_checked]} abilities: peak RSS / over ${R[reconcile_half_checked]} of them | **$(f %.2f "${R[reconcile_rss_kb]} / ${R[reconcile_half_rss_kb]}")** |" \
     "$(f %.1f "${R[reconcile_s]}") s ($(f %.0f "${R[reconcile_checked]} / ${R[reconcile_s]}") checks/s), $(mb "${R[reconcile_rss_kb]}") MB peak RSS | $(mb "${R[reconcile_half_rss_kb]}") MB peak RSS | flat (≈ 1) |"
+  if [ -n "${R[restore_split_s]:-}" ]; then
+    echo "| restore of ${R[restore_done]} abilities by two processes on one job: speed / one process's | **$(f %.2f "${R[restore_median_s]} / ${R[restore_split_s]}")** |" \
+      "$(f %.1f "${R[restore_split_s]}") s (one round) | $(f %.1f "${R[restore_median_s]}") s (one process; median of the rounds) | > 1 |"
+  fi
+  if [ -n "${R[scale_restore_row]:-}" ]; then
+    echo "| reconcile --dry-run, time per row: ${R[scale_large]} rows / ${R[scale_small]} (${R[scale_dim]} dimensions; peak RSS ratio) | **$(f %.2f "${R[scale_reconcile_row]}")** |" \
+      "$(f %.1f "${R[scale_reconcile_large_s]}") s for ${R[scale_large]} (one round) | RSS $(f %.2f "${R[scale_reconcile_rss]}") | ≤ 1.1, RSS flat |"
+    echo "| restore, time per row: ${R[scale_large]} rows / ${R[scale_small]} (${R[scale_dim]} dimensions; peak RSS ratio) | **$(f %.2f "${R[scale_restore_row]}")** |" \
+      "$(f %.1f "${R[scale_restore_large_s]}") s for ${R[scale_large]} (one round) | RSS $(f %.2f "${R[scale_restore_rss]}") | ≤ 1.1, RSS flat |"
+    echo "| restore of ${R[scale_large]} rows (${R[scale_dim]} dimensions) by two processes: speed / one process's | **$(f %.2f "${R[scale_restore_large_s]} / ${R[scale_split_large_s]}")** |" \
+      "$(f %.1f "${R[scale_split_large_s]}") s (one round) | $(f %.1f "${R[scale_restore_large_s]}") s (one process, one round) | > 1 |"
+  fi
   echo "| no-op migrate: \`npx drizzle-kit migrate\` time / \`abilitysync migrate up\` | **$(f %.1f "${R[mig_npx_ms]} / ${R[mig_abilitysync_ms]}")** |" \
     "$(f %.1f "${R[mig_abilitysync_ms]}") ms | $(f %.0f "${R[mig_npx_ms]}") ms (drizzle-kit via npx; $(f %.0f "${R[mig_bin_ms]}") ms without npx) | ≥ 10 |"
   echo
@@ -104,13 +123,14 @@ report() {
     "generator; load average at start $LOAD_AT_START; $(($(date +%s) - t0)) s in all."
   echo
   lost=$((R[abilitysync_lost] + R[peer_lost]))
-  if [ "$lost" = 0 ] && [ "${RC[compare]}" = 0 ] && [ "${R[jobs_failures]}" = 0 ] && [ "${RC[jobs]}" = 0 ]; then
+  if [ "$lost" = 0 ] && [ "${RC[compare]}" = 0 ] && [ "${R[jobs_failures]}" = 0 ] && [ "${RC[jobs]}" = 0 ] &&
+    [ "${R[scale_failures]:-0}" = 0 ] && { [ "${RC[scale]}" = 0 ] || [ "${RC[scale]}" = skipped ]; }; then
     echo "Loss check: passed. Every acknowledged ability is in Postgres and its vector in the vector DB" \
       "(abilitysync and peer); restore wrote ${R[restore_done]}/${R[jobs_n]}; reconcile checked ${R[reconcile_checked]}/${R[jobs_n]}, ${R[reconcile_drift]} drifted;" \
       "${R[collisions]} vector_id collisions among the generated rows (one row of each pair kept, the other failed, as expected)."
   else
     echo "Loss check: **FAILED**: acknowledged but lost: abilitysync ${R[abilitysync_lost]}, peer ${R[peer_lost]};" \
-      "compare.sh exit ${RC[compare]}, jobs.sh exit ${RC[jobs]} (${R[jobs_failures]} failed checks); see stderr. These numbers do not count."
+      "compare.sh exit ${RC[compare]}, jobs.sh exit ${RC[jobs]} (${R[jobs_failures]} failed checks), scale.sh exit ${RC[scale]}; see stderr. These numbers do not count."
     return 1
   fi
 }

@@ -10,6 +10,9 @@
 #      libcurl posts of one prebuilt 500-vector body for 10 s, into a scratch
 #      blob), then `abilitysync restore` of the N rows into the emptied
 #      emulator: vectors/s against that ceiling, CPU and peak RSS;
+#   2. (SPLIT=1) the same restore by two processes on one job (the second
+#      joins with --resume and takes the parts the first does not hold): the
+#      time against one process's (the median of the rounds);
 #   3. `abilitysync reconcile --dry-run` over them (a GET per vector, the
 #      presence and content_hash check): time, CPU and peak RSS;
 #   4. the same reconcile over one service's rows (--service: a quarter of
@@ -19,7 +22,9 @@
 # vectors) and the reconcile finds no drift; otherwise it says so and exits 1.
 #
 # Environment: ROUNDS (3: ceiling-then-restore rounds; the ratio is printed as
-# their median and min-max), BUILD_DIR (build/release: where the C programs are), DIM (3072),
+# their median and min-max), CEILING (1; 0 skips the ceiling: its body has
+# 3072 dimensions, so it means nothing at another DIM), SPLIT (1), BUILD_DIR
+# (build/release: where the C programs are), DIM (3072),
 # JOB_TIMEOUT (3600 s: each job is killed after it), RESULTS (a file: the
 # figures are appended to it as key=value lines, for bench/all.sh).
 set -euo pipefail
@@ -28,6 +33,8 @@ N=${1:-${BENCH_N:-100000}}
 DIM=${DIM:-3072}
 JOB_TIMEOUT=${JOB_TIMEOUT:-3600}
 ROUNDS=${ROUNDS:-3}
+CEILING=${CEILING:-1}
+SPLIT=${SPLIT:-1}
 B=${BUILD_DIR:-build/release}
 TMP=$(mktemp -d /tmp/abilitysync-jobs.XXXXXX)
 chmod 755 "$TMP"
@@ -85,27 +92,65 @@ json_or_die() { # name key: the key of the job's JSON output, or why it has none
   exit 1
 }
 
+median3() { # the median, min and max of the numbers on stdin
+  sort -g | awk '{ v[NR] = $1 } END {
+    m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.4f %.4f %.4f", m, v[1], v[NR] }'
+}
+emu_vectors() { curl -fsS "$VECTOR_DB_API/tenants/${VECTOR_DB_TENANT:-reverse_engineer}/blobs" | jq '[.blobs[]?.count] | add // 0'; }
+
 # Restore against the ceiling, ROUNDS times: the ceiling measured (raw posts into a
 # scratch tenant), the emulator emptied, the whole table restored into it.
 ratios=()
+walls=()
+ceiling=0
 for rd in $(seq 1 "$ROUNDS"); do
   echo "round $rd of $ROUNDS: the emulator's ceiling, then restore ..." >&2
   curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null
-  "$B/vdb_push" --url "$VECTOR_DB_API" --ceiling --seconds 10 --tenant ceiling --json >"$TMP/ceiling.json" 2>/dev/null
-  ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
-  curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
+  if [ "$CEILING" = 1 ]; then
+    "$B/vdb_push" --url "$VECTOR_DB_API" --ceiling --seconds 10 --tenant ceiling --json >"$TMP/ceiling.json" 2>/dev/null
+    ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
+    curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
+  fi
   read -r r_wall r_cpu r_rss r_emu r_rc <<<"$(measure restore "$B/abilitysync" restore --json)"
   restored=$(json_or_die restore .done "$r_rc")
-  vectors=$(curl -fsS "$VECTOR_DB_API/tenants/${VECTOR_DB_TENANT:-reverse_engineer}/blobs" | jq '[.blobs[]?.count] | add // 0')
+  vectors=$(emu_vectors)
   r_failed=$(json_or_die restore .failed "$r_rc")
   [ "$r_rc" = "$expect_rc" ] && [ "$restored" = $((N - collisions)) ] && [ "$vectors" = $((N - collisions)) ] &&
     [ "$r_failed" = "$collisions" ] ||
     failures+=("restore (round $rd): exit $r_rc, $restored/$N abilities done, $r_failed failed ($collisions vector_id collisions), $vectors/$N vectors in the emulator")
-  ratios+=("$(awk -v d="$restored" -v w="$r_wall" -v c="$ceiling" 'BEGIN { printf "%.4f", d / w / c }')")
+  ratios+=("$(awk -v d="$restored" -v w="$r_wall" -v c="$ceiling" 'BEGIN { printf "%.4f", c > 0 ? d / w / c : 0 }')")
+  walls+=("$r_wall")
   echo "round $rd: restore $restored in $r_wall s, ceiling $ceiling vectors/s: $(awk -v d="$restored" -v w="$r_wall" 'BEGIN { printf "%.0f", d / w }') vectors/s, ratio ${ratios[-1]}" >&2
 done
-restore_ratio=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END {
-  m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.4f %.4f %.4f", m, v[1], v[NR] }')
+restore_ratio=$(printf '%s\n' "${ratios[@]}" | median3)
+restore_wall=$(printf '%s\n' "${walls[@]}" | median3)
+
+# The same restore by two processes on one job: the second joins once the
+# first has cut the job into parts.
+split_wall=""
+if [ "$SPLIT" = 1 ]; then
+  echo "restore by two processes ..." >&2
+  curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null
+  t0=$(date +%s.%N)
+  timeout "$JOB_TIMEOUT" "$B/abilitysync" restore --json >"$TMP/split1.out" 2>"$TMP/split1.err" &
+  first=$!
+  for _ in $(seq 1 600); do
+    [ "$(psql -X -A -t "$DATABASE_URL" -c "SELECT count(*) FROM abilitysync.restore_parts p
+      JOIN abilitysync.restore_jobs j ON j.id = p.job_id WHERE j.status = 'running'")" -gt 0 ] && break
+    sleep 0.05
+  done
+  s2_rc=0
+  timeout "$JOB_TIMEOUT" "$B/abilitysync" restore --resume --json >"$TMP/split2.out" 2>"$TMP/split2.err" || s2_rc=$?
+  s1_rc=0
+  wait "$first" || s1_rc=$?
+  split_wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+  vectors=$(emu_vectors)
+  parts1=$(jq -r '.parts // "none"' "$TMP/split1.out" 2>/dev/null || echo none)
+  parts2=$(jq -r '.parts // "none"' "$TMP/split2.out" 2>/dev/null || echo none)
+  [ "$s1_rc" = "$expect_rc" ] && [ "$s2_rc" = "$expect_rc" ] && [ "$vectors" = $((N - collisions)) ] ||
+    failures+=("restore by two processes: exit $s1_rc and $s2_rc, $vectors/$N vectors in the emulator ($collisions vector_id collisions)")
+  echo "two processes: $split_wall s (parts: $parts1 and $parts2), one: ${restore_wall%% *} s (median)" >&2
+fi
 echo "reconcile ..." >&2
 read -r c_wall c_cpu c_rss c_emu c_rc <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
 checked=$(json_or_die reconcile .checked.vectors "$c_rc")
@@ -120,13 +165,21 @@ h_checked=$(json_or_die half .checked.vectors "$h_rc")
 
 awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss" -v re="$r_emu" -v done="$restored" \
   -v cw="$c_wall" -v cc="$c_cpu" -v cr="$c_rss" -v ce="$c_emu" -v checked="$checked" -v drift="$drift" \
-  -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" -v col="$collisions" -v rr3="$restore_ratio" 'BEGIN {
+  -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" -v col="$collisions" -v rr3="$restore_ratio" \
+  -v sw="$split_wall" -v w3="$restore_wall" 'BEGIN {
   rate = done / rw
   printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator | peak RSS |\n"
   printf "|---|---|---|---|---|---|---|\n"
-  printf "| emulator ingest ceiling (raw posts) | | 10 s | %d vectors/s | 1 | | |\n", ceiling
+  if (ceiling > 0)
+    printf "| emulator ingest ceiling (raw posts) | | 10 s | %d vectors/s | 1 | | |\n", ceiling
   split(rr3, q, " ")
-  printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | **%.2f** (%.2f–%.2f) of the ceiling, median of the rounds | %.2f / %.2f | %.0f MB |\n", done, rw, rate, q[1], q[2], q[3], rc / done, re / done, rr / 1024
+  if (ceiling > 0)
+    printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | **%.2f** (%.2f–%.2f) of the ceiling, median of the rounds | %.2f / %.2f | %.0f MB |\n", done, rw, rate, q[1], q[2], q[3], rc / done, re / done, rr / 1024
+  else
+    printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | | %.2f / %.2f | %.0f MB |\n", done, rw, rate, rc / done, re / done, rr / 1024
+  split(w3, w, " ")
+  if (sw != "")
+    printf "| restore by two processes | %d | %.1f s | %d vectors/s | **%.2f** × one process (%.1f s, median) | | |\n", done, sw, done / sw, w[1] / sw, w[1]
   printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cr / 1024
   printf "| reconcile --dry-run, one service | %d | %.1f s | %d checks/s | | | %.0f MB |\n", hc, hw, hc / hw, hr / 1024
   printf "\n%d abilities of %d dimensions; %d vector_id collisions (restore keeps one row of a pair, fails the other; reconcile counts it failed); reconcile found %d drifted; ", n, dim, col, drift
@@ -139,6 +192,8 @@ if [ -n "${RESULTS:-}" ]; then
     echo "restore_done=$restored"
     echo "r_restore_ceiling=$restore_ratio"
     echo "restore_s=$r_wall"
+    echo "restore_median_s=${restore_wall%% *}"
+    echo "restore_split_s=$split_wall"
     echo "restore_rss_kb=$r_rss"
     echo "reconcile_checked=$checked"
     echo "reconcile_drift=$drift"

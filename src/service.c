@@ -12,6 +12,7 @@
 #include "mem.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define COMP "serve"
@@ -75,6 +76,7 @@ static void on_restore_done(enum restore_outcome outcome, json_t *summary, const
 {
 	struct job_ctx *x = arg;
 	const char *code = json_string_value(json_object_get(summary, "refused"));
+	const char *status = json_string_value(json_object_get(summary, "status"));
 
 	x->svc->restore = NULL;
 	x->svc->restore_job = 0;
@@ -82,8 +84,11 @@ static void on_restore_done(enum restore_outcome outcome, json_t *summary, const
 	if (!x->answered)
 		x->answer(0, code ? code : "postgres_error", why, x->arg);
 	else if (outcome == RESTORE_DONE)
-		log_info(COMP, "restore job %lld done: %lld restored, %lld failed",
+		log_info(COMP, "restore job %lld %s: %lld restored, %lld failed",
 			 (long long)json_integer_value(json_object_get(summary, "job_id")),
+			 status && strcmp(status, "running") == 0
+				 ? "is through here (other processes restore its other parts)"
+				 : "done",
 			 (long long)json_integer_value(json_object_get(summary, "done")),
 			 (long long)json_integer_value(json_object_get(summary, "failed")));
 	else

@@ -532,6 +532,24 @@ static void on_restore_job(const struct pg_outcome *o, void *arg)
 	" (SELECT count(*) FROM abilitysync.restore_parts p WHERE p.job_id = id AND p.finished_at IS NULL)"      \
 	" + (SELECT count(*) FROM parts), false"
 
+static const char restore_resume_sql[] =
+	"WITH j AS (UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
+	"  updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
+	"  WHERE status IN ('running', 'interrupted', 'failed', 'cancelled')"
+	"  AND service_name IS NOT DISTINCT FROM $1"
+	"  ORDER BY id DESC LIMIT 1) RETURNING *),"
+	PARTS_CTE("(SELECT id FROM j)", "$1", "(SELECT cursor FROM j)", "$3")
+	" SELECT" JOB_COLUMNS " FROM j";
+
+static const char restore_new_sql[] =
+	"WITH stale AS (UPDATE abilitysync.restore_jobs SET status = 'interrupted', updated_at = now()"
+	"  WHERE status = 'running'),"
+	" j AS (INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
+	"  SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
+	"  RETURNING *),"
+	PARTS_CTE("(SELECT id FROM j)", "$1", "NULL", "$3")
+	" SELECT" JOB_COLUMNS " FROM j";
+
 void store_restore_open(struct pgpool *p, bool resume, const char *service, const char *host, int part_rows,
 			store_restore_job_fn done, void *arg)
 {
@@ -540,26 +558,7 @@ void store_restore_open(struct pgpool *p, bool resume, const char *service, cons
 	const char *params[3] = {service, host, rows.s};
 
 	c->fn.job = done;
-	if (resume)
-		pgpool_query(p,
-			     "WITH j AS (UPDATE abilitysync.restore_jobs SET status = 'running', host = $2, error = NULL,"
-			     "  updated_at = now() WHERE id = (SELECT id FROM abilitysync.restore_jobs"
-			     "  WHERE status IN ('running', 'interrupted', 'failed', 'cancelled')"
-			     "  AND service_name IS NOT DISTINCT FROM $1"
-			     "  ORDER BY id DESC LIMIT 1) RETURNING *),"
-			     PARTS_CTE("(SELECT id FROM j)", "$1", "(SELECT cursor FROM j)", "$3")
-			     " SELECT" JOB_COLUMNS " FROM j",
-			     3, params, on_restore_job, c);
-	else
-		pgpool_query(p,
-			     "WITH stale AS (UPDATE abilitysync.restore_jobs SET status = 'interrupted', updated_at = now()"
-			     "  WHERE status = 'running'),"
-			     " j AS (INSERT INTO abilitysync.restore_jobs (service_name, total, host)"
-			     "  SELECT $1, count(*), $2 FROM public.abilities WHERE $1::text IS NULL OR service_name = $1"
-			     "  RETURNING *),"
-			     PARTS_CTE("(SELECT id FROM j)", "$1", "NULL", "$3")
-			     " SELECT" JOB_COLUMNS " FROM j",
-			     3, params, on_restore_job, c);
+	pgpool_query(p, resume ? restore_resume_sql : restore_new_sql, 3, params, on_restore_job, c);
 }
 
 /* A part's lock: (class + 1, job and part in 31 bits); parts of one job never share one. */

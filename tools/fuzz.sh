@@ -72,6 +72,17 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 count_files() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
 
+# A target's run to FUZZ_RUNS without a crash is its line of the README's figure
+# (build/figures/fuzz.txt, then make readme-tables), dated; recorded as soon as
+# it ends, so a long series cut later keeps the targets it finished.
+record() {
+  local fig=build/figures/fuzz.txt t=${1%% *}
+  mkdir -p build/figures
+  { [ -f "$fig" ] && grep -v "^$t " "$fig" | grep '^fuzz_'; echo "$1  ($(date -u +%Y-%m-%d), $(nproc) cores)"; } |
+    sort >"$fig.new"
+  mv "$fig.new" "$fig"
+}
+
 if [ -n "$RUNS" ]; then
   echo "fuzz: ${#targets[@]} target(s), $RUNS executions each, in $WORK"
 else
@@ -79,7 +90,6 @@ else
 fi
 total_execs=0
 total_crashes=0
-lines=()
 failed=()
 for t in "${targets[@]}"; do
   name=${t#fuzz_}
@@ -113,7 +123,7 @@ for t in "${targets[@]}"; do
   line=$(printf '%-18s %12d execs in %5d s  corpus %5d (%d seeds)  crashes %d' "$t" "$execs" $(($(date +%s) - t0)) \
     "$corpus" "$seeds" "$crashes")
   echo "$line"
-  lines+=("$line")
+  [ -z "$RUNS" ] || [ "$crashes" != 0 ] || record "$line"
   if [ "$crashes" != 0 ]; then
     failed+=("$t")
     grep -a -E -A 1 -m 1 'invariant broken|ERROR: (Address|Leak)Sanitizer|runtime error' "$dir/log" | cut -c 1-300 |
@@ -141,15 +151,3 @@ if [ ${#failed[@]} -gt 0 ]; then
   exit 1
 fi
 [ -n "${FUZZ_WORK:-}" ] || rm -rf "$WORK"
-# Each target's last run to FUZZ_RUNS without a crash is its line of the README's
-# figure (build/figures/fuzz.txt, then make readme-tables), dated.
-if [ -n "$RUNS" ] && [ "$total_crashes" = 0 ]; then
-  mkdir -p build/figures
-  fig=build/figures/fuzz.txt
-  for line in "${lines[@]}"; do
-    t=${line%% *}
-    { [ -f "$fig" ] && grep -v "^$t " "$fig" | grep '^fuzz_'; echo "$line  ($(date -u +%Y-%m-%d), $(nproc) cores)"; } |
-      sort >"$fig.new"
-    mv "$fig.new" "$fig"
-  done
-fi
