@@ -107,7 +107,8 @@ cleanup() {
 trap cleanup EXIT
 
 HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 now_ns() { date +%s%N; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; } # calc FORMAT EXPRESSION
@@ -157,13 +158,6 @@ BASE=${BASE%/postgres}
 
 # The cluster's CPU so far, in ticks: the postmaster, the children it reaped
 # (backends that ended), and the live ones (backends, WAL writer, checkpointer).
-pg_ticks() {
-  local pm
-  pm=$(head -n 1 "$TMP/pg/data/postmaster.pid")
-  { awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
-    for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null || true; done
-  } | awk '{ s += $1 } END { print s + 0 }'
-}
 
 # ---- one system under load ------------------------------------------------------------
 # Keys of the per-round figures: "<system>.<round>".
@@ -191,7 +185,7 @@ run_system() { # abilitysync | peer, round
   fi
 
   s0=$(ticks "$svc")
-  g0=$(pg_ticks)
+  g0=$(pg_ticks "$TMP/pg/data")
   timeout "$LOAD_TIMEOUT" "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed "$SEED" --json \
     --ack-file "$TMP/ack.$k" >"$TMP/load.$k.json" 2>"$TMP/load.$k.err" || lg_rc=$?
   s1=$(ticks "$svc")
@@ -210,7 +204,7 @@ run_system() { # abilitysync | peer, round
     sleep 0.1
     waited=$((waited + 1))
   done
-  g1=$(pg_ticks) # after the drain: the outbox's marks are Postgres work of the registration too
+  g1=$(pg_ticks "$TMP/pg/data") # after the drain: the outbox's marks are Postgres work of the registration too
   DRAIN[$k]=$(calc "%.1f" "$waited / 10")
 
   HWM[$k]=$(status_kb "$svc" VmHWM)
@@ -232,11 +226,11 @@ run_copy() { # round
   local t0 g0 g1 ns
   psql -X -q "$copy_db" -c "TRUNCATE abilities" >/dev/null
   psql -X -q "$copy_db" -c "CHECKPOINT" >/dev/null
-  g0=$(pg_ticks)
+  g0=$(pg_ticks "$TMP/pg/data")
   t0=$(now_ns)
   PGOPTIONS="-c default_toast_compression=$COPY_TOAST" psql -X -q "$copy_db" -c "\\copy abilities (ability_id, vector_id, ability_name, service_name, description, embedding, dynamic_header_keys, dynamic_headers_required, metadata) FROM '$TMP/rows.copy'"
   ns=$(($(now_ns) - t0))
-  g1=$(pg_ticks)
+  g1=$(pg_ticks "$TMP/pg/data")
   COPY_RATE[copy.$1]=$(calc "%.1f" "$N / ($ns / 1e9)")
   COPY_PGCPU[copy.$1]=$(calc "%.3f" "($g1 - $g0) * 1000 / $HZ / $N")
   COPY_ROWS=$(psql -X -At "$copy_db" -c "SELECT count(*) FROM abilities")

@@ -51,7 +51,8 @@ trap cleanup EXIT
 for t in abilitysync vdb-emulator gen_rows vdb_push; do
   [ -x "$B/$t" ] || { echo "bench: $B/$t missing: run make all bench-tools"; exit 1; }
 done
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 base=$(tools/pgcluster.sh start "$TMP/pg")
 base=${base%/postgres}
@@ -75,14 +76,16 @@ for _ in $(seq 1 100); do [ -s "$TMP/emu.port" ] && break; sleep 0.05; done
 VECTOR_DB_API="http://127.0.0.1:$(cat "$TMP/emu.port")"
 export VECTOR_DB_API LOG_LEVEL=warn EMBEDDING_DIM=$DIM
 
-measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms, exit status
-  local e0 e1 rc=0
+measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms, exit status, Postgres CPU ms
+  local e0 e1 g0 g1 rc=0
   e0=$(ticks "$emu_pid")
+  g0=$(pg_ticks "$TMP/pg/data")
   /usr/bin/time -f "%e %U %S %M" -o "$TMP/$1.time" timeout "$JOB_TIMEOUT" "${@:2}" >"$TMP/$1.out" 2>"$TMP/$1.err" || rc=$?
   e1=$(ticks "$emu_pid")
+  g1=$(pg_ticks "$TMP/pg/data")
   # GNU time starts with "Command exited with non-zero status N" when it did.
   read -r wall user sys rss < <(tail -n 1 "$TMP/$1.time")
-  echo "$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}') $rss $(((e1 - e0) * 10)) $rc"
+  echo "$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}') $rss $(((e1 - e0) * 10)) $rc $(((g1 - g0) * 10))"
 }
 failures=()
 json_or_die() { # name key: the key of the job's JSON output, or why it has none
@@ -111,7 +114,7 @@ for rd in $(seq 1 "$ROUNDS"); do
     ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
     curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
   fi
-  read -r r_wall r_cpu r_rss r_emu r_rc <<<"$(measure restore "$B/abilitysync" restore --json)"
+  read -r r_wall r_cpu r_rss r_emu r_rc r_pg <<<"$(measure restore "$B/abilitysync" restore --json)"
   restored=$(json_or_die restore .done "$r_rc")
   vectors=$(emu_vectors)
   r_failed=$(json_or_die restore .failed "$r_rc")
@@ -152,7 +155,7 @@ if [ "$SPLIT" = 1 ]; then
   echo "two processes: $split_wall s (parts: $parts1 and $parts2), one: ${restore_wall%% *} s (median)" >&2
 fi
 echo "reconcile ..." >&2
-read -r c_wall c_cpu c_rss c_emu c_rc <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
+read -r c_wall c_cpu c_rss c_emu c_rc c_pg <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
 checked=$(json_or_die reconcile .checked.vectors "$c_rc")
 drift=$(json_or_die reconcile .total "$c_rc")
 c_failed=$(json_or_die reconcile .drift.failed.count "$c_rc")
@@ -160,27 +163,28 @@ c_failed=$(json_or_die reconcile .drift.failed.count "$c_rc")
   [ "$c_failed" = "$collisions" ] ||
   failures+=("reconcile --dry-run: exit $c_rc, $checked/$N vectors checked, $drift drifted ($c_failed failed; $collisions vector_id collisions)")
 half_service=$(psql -X -A -t "$DATABASE_URL" -c "SELECT service_name FROM abilities GROUP BY 1 ORDER BY 1 LIMIT 1")
-read -r h_wall _ h_rss _ h_rc <<<"$(measure half "$B/abilitysync" reconcile --dry-run --json --service "$half_service")"
+read -r h_wall _ h_rss _ h_rc _ <<<"$(measure half "$B/abilitysync" reconcile --dry-run --json --service "$half_service")"
 h_checked=$(json_or_die half .checked.vectors "$h_rc")
 
 awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss" -v re="$r_emu" -v done="$restored" \
   -v cw="$c_wall" -v cc="$c_cpu" -v cr="$c_rss" -v ce="$c_emu" -v checked="$checked" -v drift="$drift" \
+  -v rp="$r_pg" -v cp="$c_pg" \
   -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" -v col="$collisions" -v rr3="$restore_ratio" \
   -v sw="$split_wall" -v w3="$restore_wall" 'BEGIN {
   rate = done / rw
-  printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator | peak RSS |\n"
+  printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator / Postgres | peak RSS |\n"
   printf "|---|---|---|---|---|---|---|\n"
   if (ceiling > 0)
     printf "| emulator ingest ceiling (raw posts) | | 10 s | %d vectors/s | 1 | | |\n", ceiling
   split(rr3, q, " ")
   if (ceiling > 0)
-    printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | **%.2f** (%.2f–%.2f) of the ceiling, median of the rounds | %.2f / %.2f | %.0f MB |\n", done, rw, rate, q[1], q[2], q[3], rc / done, re / done, rr / 1024
+    printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | **%.2f** (%.2f–%.2f) of the ceiling, median of the rounds | %.2f / %.2f / %.2f | %.0f MB |\n", done, rw, rate, q[1], q[2], q[3], rc / done, re / done, rp / done, rr / 1024
   else
-    printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | | %.2f / %.2f | %.0f MB |\n", done, rw, rate, rc / done, re / done, rr / 1024
+    printf "| restore (last of the rounds) | %d | %.1f s | %d vectors/s | | %.2f / %.2f / %.2f | %.0f MB |\n", done, rw, rate, rc / done, re / done, rp / done, rr / 1024
   split(w3, w, " ")
   if (sw != "")
     printf "| restore by two processes | %d | %.1f s | %d vectors/s | **%.2f** × one process (%.1f s, median) | | |\n", done, sw, done / sw, w[1] / sw, w[1]
-  printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cr / 1024
+  printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cp / checked, cr / 1024
   printf "| reconcile --dry-run, one service | %d | %.1f s | %d checks/s | | | %.0f MB |\n", hc, hw, hc / hw, hr / 1024
   printf "\n%d abilities of %d dimensions; %d vector_id collisions (restore keeps one row of a pair, fails the other; reconcile counts it failed); reconcile found %d drifted; ", n, dim, col, drift
 }'
@@ -195,6 +199,7 @@ if [ -n "${RESULTS:-}" ]; then
     echo "restore_median_s=${restore_wall%% *}"
     echo "restore_split_s=$split_wall"
     echo "restore_rss_kb=$r_rss"
+    echo "restore_pgcpu_ms=$(awk -v p="$r_pg" -v d="$restored" 'BEGIN { printf "%.4f", d > 0 ? p / d : 0 }')"
     echo "reconcile_checked=$checked"
     echo "reconcile_drift=$drift"
     echo "collisions=$collisions"

@@ -30,8 +30,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-pg_ticks() { # database name: CPU ticks of its backends
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+db_ticks() { # database name: CPU ticks of its backends
   local s=0 p
   for p in $(pgrep -f "postgres: postgres $1 " || true); do s=$((s + $(ticks "$p"))); done
   echo "$s"
@@ -72,10 +73,10 @@ for c in $CONCURRENCIES; do
     sleep 0.05
   done
   [ -n "$url" ] || { echo "bench: the service did not start:"; cat "$TMP/serve.$c.log"; exit 1; }
-  s0=$(ticks "$svc") e0=$(ticks "$emu_pid") p0=$(pg_ticks "$db")
+  s0=$(ticks "$svc") e0=$(ticks "$emu_pid") p0=$(db_ticks "$db")
   "$B/loadgen" --url "$url" --requests "$N" --concurrency "$c" --dim "$DIM" --seed 11 --json \
     >"$TMP/load.$c.json" 2>/dev/null
-  s1=$(ticks "$svc") e1=$(ticks "$emu_pid") p1=$(pg_ticks "$db")
+  s1=$(ticks "$svc") e1=$(ticks "$emu_pid") p1=$(db_ticks "$db")
   jq -e ".abilities_ok == .abilities" "$TMP/load.$c.json" >/dev/null ||
     { echo "bench: not every registration succeeded:"; cat "$TMP/load.$c.json"; exit 1; }
   kill -TERM "$svc"
