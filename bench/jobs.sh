@@ -121,7 +121,7 @@ for rd in $(seq 1 "$ROUNDS"); do
   [ "$r_rc" = "$expect_rc" ] && [ "$restored" = $((N - collisions)) ] && [ "$vectors" = $((N - collisions)) ] &&
     [ "$r_failed" = "$collisions" ] ||
     failures+=("restore (round $rd): exit $r_rc, $restored/$N abilities done, $r_failed failed ($collisions vector_id collisions), $vectors/$N vectors in the emulator")
-  ratios+=("$(awk -v d="$restored" -v w="$r_wall" -v c="$ceiling" 'BEGIN { printf "%.4f", c > 0 ? d / w / c : 0 }')")
+  ratios+=("$(awk -v d="$restored" -v w="$r_wall" -v c="$ceiling" 'BEGIN { printf "%.4f", (c > 0 ? d / w / c : 0) }')")
   walls+=("$r_wall")
   echo "round $rd: restore $restored in $r_wall s, ceiling $ceiling vectors/s: $(awk -v d="$restored" -v w="$r_wall" 'BEGIN { printf "%.0f", d / w }') vectors/s, ratio ${ratios[-1]}" >&2
 done
@@ -199,7 +199,7 @@ if [ -n "${RESULTS:-}" ]; then
     echo "restore_median_s=${restore_wall%% *}"
     echo "restore_split_s=$split_wall"
     echo "restore_rss_kb=$r_rss"
-    echo "restore_pgcpu_ms=$(awk -v p="$r_pg" -v d="$restored" 'BEGIN { printf "%.4f", d > 0 ? p / d : 0 }')"
+    echo "restore_pgcpu_ms=$(awk -v p="$r_pg" -v d="$restored" 'BEGIN { printf "%.4f", (d > 0 ? p / d : 0) }')"
     echo "reconcile_checked=$checked"
     echo "reconcile_drift=$drift"
     echo "collisions=$collisions"
