@@ -480,12 +480,12 @@ void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, s
  */
 void store_restore_try_lock(struct pgpool *p, bool exclusive, store_flag_fn done, void *arg)
 {
+#define RUNNING_JOB " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')::text"
 	flag_query(p,
-		   exclusive ? "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
-			       " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')::text"
-			     : "SELECT pg_try_advisory_lock_shared(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2),"
-			       " (SELECT max(id) FROM abilitysync.restore_jobs WHERE status = 'running')::text",
+		   exclusive ? "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2)," RUNNING_JOB
+			     : "SELECT pg_try_advisory_lock_shared(" ABILITYSYNC_LOCK_CLASS_TEXT ", 2)," RUNNING_JOB,
 		   0, NULL, done, arg);
+#undef RUNNING_JOB
 }
 
 void store_restore_share_lock(struct pgpool *p, pg_done_fn done, void *arg)
@@ -510,9 +510,10 @@ static void on_restore_job(const struct pg_outcome *o, void *arg)
 }
 
 /*
- * The job's parts, when it has none: the rows after $c (a job begun before
- * parts existed resumes after its cursor) in key order, cut every $r rows;
- * the last part is open-ended, so rows added meanwhile are restored too.
+ * The job's parts, when it has none: its rows after `cursor` (a job begun
+ * before parts existed resumes after its cursor) in key order, cut every
+ * `rows`; the last part is open-ended, so rows added meanwhile are restored
+ * too.
  */
 #define PARTS_CTE(job, service, cursor, rows)                                                                   \
 	" b AS (SELECT ability_id FROM (SELECT ability_id, row_number() OVER (ORDER BY ability_id) AS rn"       \
@@ -561,9 +562,8 @@ void store_restore_open(struct pgpool *p, bool resume, const char *service, cons
 	pgpool_query(p, resume ? restore_resume_sql : restore_new_sql, 3, params, on_restore_job, c);
 }
 
-/* A part's lock: (class + 1, job and part in 31 bits); parts of one job never share one. */
-#define PART_LOCK(job, part)                                                                                    \
-	"(" ABILITYSYNC_PART_LOCK_CLASS_TEXT ", ((" job ") % 2047 * 1048576 + (" part "))::int)"
+/* A part's lock: (part class, job and part in 31 bits); parts of one job never share one. */
+#define PART_KEY(job, part) "((" job ") % 2047 * 1048576 + (" part "))"
 
 static void on_part(const struct pg_outcome *o, void *arg)
 {
@@ -592,9 +592,10 @@ void store_restore_claim_part(struct pgpool *p, int64_t job_id, store_part_fn do
 		     "  AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
 		     "   AND l.pid = pg_backend_pid() AND l.objsubid = 2"
 		     "   AND l.classid = " ABILITYSYNC_PART_LOCK_CLASS_TEXT "::oid"
-		     "   AND l.objid = ($1::bigint % 2047 * 1048576 + p.part)::oid)"
+		     "   AND l.objid = " PART_KEY("$1::bigint", "p.part") "::oid)"
 		     "  ORDER BY part OFFSET 0) q"
-		     " WHERE pg_try_advisory_lock" PART_LOCK("$1::bigint", "q.part") " LIMIT 1",
+		     " WHERE pg_try_advisory_lock(" ABILITYSYNC_PART_LOCK_CLASS_TEXT ", " PART_KEY("$1::bigint", "q.part")
+		     "::int) LIMIT 1",
 		     1, params, on_part, c);
 }
 
