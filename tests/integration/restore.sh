@@ -212,6 +212,46 @@ test_two_processes_share_one_restore_and_write_each_vector_once() {
   stop_emulator
 }
 
+# A cancel (what POST /v1/jobs/{id}/cancel writes: the job row's status) stops
+# every process on the job after its pages in flight; a resume finishes it.
+test_a_cancel_stops_every_process_of_a_job_and_resume_finishes_it() {
+  local second rc2=0
+  migrated_db
+  gen_rows "$DB" x 1200 4 $DIM
+  start_emulator --duplicate-ids duplicate
+  slow_adds 100
+  restore_bg RESTORE_PAGE=10 VDB_BATCH_MAX=10 --json
+  wait_half_way
+  restore_cmd RESTORE_PAGE=10 VDB_BATCH_MAX=10 --resume --json
+  "${CMD[@]}" >"$SUITE_TMP/second.out" 2>"$SUITE_TMP/second.err" &
+  second=$!
+  STARTED+=("$second")
+  for _ in $(seq 1 100); do
+    grep -q "joining" "$SUITE_TMP/second.err" && break
+    sleep 0.05
+  done
+  assert_contains "$(cat "$SUITE_TMP/second.err")" "joining every service"
+  pg "update abilitysync.restore_jobs set status = 'cancelled', error = 'cancelled by the test'" >/dev/null
+  for _ in $(seq 1 200); do
+    kill -0 "$BG_PID" 2>/dev/null || kill -0 "$second" 2>/dev/null || break
+    sleep 0.05
+  done
+  kill -0 "$BG_PID" 2>/dev/null && fail "the first process still runs 10 s after the cancel"
+  kill -0 "$second" 2>/dev/null && fail "the second process still runs 10 s after the cancel"
+  wait "$second" || rc2=$?
+  assert_eq "$rc2" 1 "the second process after the cancel: $(cat "$SUITE_TMP/second.err")"
+  assert_eq "$(jq -r .status "$SUITE_TMP/second.out")" interrupted "the second process's summary"
+  assert_eq "$(pg "select status from abilitysync.restore_jobs")" cancelled "the job stays cancelled"
+  [ "$(pg "select done from abilitysync.restore_jobs")" -lt 1200 ] || fail "the job finished before the cancel"
+  emu DELETE /_admin/faults
+  restore --resume --json
+  assert_rc 0 "resume after the cancel"
+  assert_eq "$(job)" "done 1200 1200" "the job row"
+  assert_each_vector_once
+  check_stores_agree "$DB"
+  stop_emulator
+}
+
 test_a_database_without_the_sync_schema_is_refused_until_migrated() {
   DB=$(new_db)
   # What the original application leaves: its table, and drizzle's ledger with its own migration in it.
