@@ -172,10 +172,11 @@ void store_restore_record_page(struct pgpool *p, int64_t job_id, int part, size_
 			       const char *cursor, bool finished, store_restore_job_fn done, void *arg);
 
 /*
- * This process is through: status interrupted or failed (with the error) is
- * the job's; done is the job's only when no part is left (others still work
- * on theirs: it stays running). A cancelled job stays so. Flag: the job is
- * done; text: its status (NULL: cancelled or gone).
+ * This process is through: done is the job's only when no part is left;
+ * interrupted or failed (with the error) only when no other session holds an
+ * unfinished part (otherwise the job stays running: they go on). A cancelled
+ * job stays so. Flag: the job is done; text: its status (NULL: cancelled or
+ * gone).
  */
 void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, const char *error, store_flag_fn done,
 			 void *arg);

@@ -626,12 +626,19 @@ void store_restore_close(struct pgpool *p, int64_t job_id, const char *status, c
 	struct num id = num(job_id);
 	const char *params[3] = {id.s, status, error};
 
-	/* "done" from one process means its share: the job is done once no part is left. */
+	/*
+	 * "done" from one process means its share: the job is done once no part
+	 * is left. Its other ends are the job's only when no other session holds
+	 * an unfinished part (status NULL: the job's stays as it is).
+	 */
 	flag_query(p,
-		   "WITH left_ AS (SELECT count(*) AS n FROM abilitysync.restore_parts"
-		   "  WHERE job_id = $1::bigint AND finished_at IS NULL),"
-		   " s AS (SELECT CASE WHEN $2 <> 'done' THEN $2 WHEN (SELECT n FROM left_) = 0 THEN 'done'"
-		   "  ELSE NULL END AS status)"
+		   "WITH left_ AS (SELECT count(*) AS n, count(*) FILTER (WHERE EXISTS (SELECT 1 FROM pg_locks l"
+		   "   WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.pid <> pg_backend_pid()"
+		   "   AND l.classid = " ABILITYSYNC_PART_LOCK_CLASS_TEXT "::oid"
+		   "   AND l.objid = " PART_KEY("$1::bigint", "p.part") "::oid)) AS held"
+		   "  FROM abilitysync.restore_parts p WHERE job_id = $1::bigint AND finished_at IS NULL),"
+		   " s AS (SELECT CASE WHEN $2 = 'done' THEN CASE WHEN n = 0 THEN 'done' END"
+		   "  WHEN held > 0 THEN NULL ELSE $2 END AS status FROM left_)"
 		   " UPDATE abilitysync.restore_jobs j SET status = coalesce(s.status, j.status),"
 		   " error = CASE WHEN s.status IS NULL THEN j.error ELSE $3 END, updated_at = now(),"
 		   " finished_at = CASE WHEN s.status = 'done' THEN now() END,"

@@ -387,6 +387,8 @@ Test(store_job, a_restore_job_is_cut_into_parts_that_sessions_share_and_resume)
 	job_close(&t, first, "done", &job_done, status, sizeof(status));
 	cr_assert(not(job_done), "one process done, a part left: the job is not");
 	cr_assert(eq(str, status, "running"));
+	job_close(&t, first, "interrupted", &job_done, status, sizeof(status));
+	cr_assert(eq(str, status, "running"), "one process interrupted while another holds a part: the job runs on");
 	job_page(&t, first, 3, 0, 0, NULL, true, &j);
 	cr_assert(eq(i64, j.row.parts_left, 0));
 	cr_assert(eq(i64, j.row.done, 5));
