@@ -747,13 +747,21 @@ static void on_locked(bool locked, const char *running, const struct pg_outcome 
 		store_restore_try_lock(r->job.pool, false, on_locked, r);
 		return;
 	}
+	if (!locked && r->joined) {
+		refuse(r, "restore_running", "a restore job is being started (job %s); --resume joins it in a moment",
+		       running ? running : "?");
+		return;
+	}
 	if (!locked) {
 		refuse(r, "restore_running",
 		       "another restore is running (job %s); wait for it, or join it with --resume",
 		       running ? running : "?");
 		return;
 	}
-	/* Held exclusive, any job still marked running belongs to a process that is gone. */
+	/*
+	 * Exclusive: any job still marked running belongs to a process that is
+	 * gone. Shared: others work on the newest unfinished job, joined here.
+	 */
 	store_restore_open(r->job.pool, r->o.resume, r->service, r->host, r->o.page * PART_PAGES, on_job, r);
 }
 
