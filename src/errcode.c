@@ -18,7 +18,7 @@ static const struct errcode_def defs[E_COUNT] = {
 	[E_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405, "the route exists with other methods (the Allow header lists them)"},
 	[E_VECTOR_ID_COLLISION] = {"vector_id_collision", 409,
 				   "the ability's vector_id is another ability's in the same blob; nothing was written"},
-	[E_RESTORE_RUNNING] = {"restore_running", 409, "a restore job runs already (this replica or another)"},
+	[E_RESTORE_RUNNING] = {"restore_running", 409, "a restore job runs already (this replica or another; `resume` joins one another replica runs)"},
 	[E_RECONCILE_RUNNING] = {"reconcile_running", 409,
 				 "a reconcile run started over HTTP runs in this replica, or another replica's real run holds the lock"},
 	[E_NOTHING_TO_RESUME] = {"nothing_to_resume", 409, "`resume` asked, and no unfinished restore job exists"},
