@@ -180,17 +180,22 @@ test_kill_9_half_way_then_resume_writes_each_vector_once() {
   stop_emulator
 }
 
-test_two_processes_share_one_restore_and_write_each_vector_once() {
-  local a b parts
+# first_of_two PREFIX: 1,200 rows (ids PREFIX-...), a vector DB that keeps
+# duplicates and adds slowly, and a first restore in the background (BG_PID)
+# that has recorded some of its pages: parts of 16 pages of 10 rows, 8 of them,
+# for a second process to join with --resume.
+first_of_two() {
   migrated_db
-  gen_rows "$DB" t 1200 4 $DIM
+  gen_rows "$DB" "$1" 1200 4 $DIM
   start_emulator --duplicate-ids duplicate
   slow_adds 100
-  # Parts of 16 pages of 10 rows: 8 of them. The first process starts the job;
-  # once it has recorded a page, a second joins with --resume and takes parts
-  # the first does not hold.
   restore_bg RESTORE_PAGE=10 VDB_BATCH_MAX=10 --json
   wait_half_way
+}
+
+test_two_processes_share_one_restore_and_write_each_vector_once() {
+  local a b parts
+  first_of_two t
   restore RESTORE_PAGE=10 VDB_BATCH_MAX=10 --resume --json
   assert_rc 0 "the second process"
   b=$OUT
@@ -216,12 +221,7 @@ test_two_processes_share_one_restore_and_write_each_vector_once() {
 # every process on the job after its pages in flight; a resume finishes it.
 test_a_cancel_stops_every_process_of_a_job_and_resume_finishes_it() {
   local second rc2=0
-  migrated_db
-  gen_rows "$DB" x 1200 4 $DIM
-  start_emulator --duplicate-ids duplicate
-  slow_adds 100
-  restore_bg RESTORE_PAGE=10 VDB_BATCH_MAX=10 --json
-  wait_half_way
+  first_of_two x
   restore_cmd RESTORE_PAGE=10 VDB_BATCH_MAX=10 --resume --json
   "${CMD[@]}" >"$SUITE_TMP/second.out" 2>"$SUITE_TMP/second.err" &
   second=$!
