@@ -15,6 +15,9 @@
 #                              the inputs that add coverage (libFuzzer -merge=1);
 #                              nothing is ever written there otherwise
 #   FUZZ_BIN=dir               where the targets are (default build/fuzz)
+#   FUZZ_TIMEOUT=10            seconds one input may take before it counts as a
+#                              hang; a fuzzer niced behind a busy machine can be
+#                              starved that long (one was, by `make bench`)
 #
 # Exit status: 0 no crash, 1 a crash (its artifact and how to reproduce it are
 # printed), 2 no targets built or an unknown one asked for.
@@ -109,7 +112,7 @@ for t in "${targets[@]}"; do
     run_flags=(-max_total_time="$SECONDS_EACH")
   fi
   t0=$(date +%s)
-  "$BIN/$t" "${run_flags[@]}" -max_len="$len" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  "$BIN/$t" "${run_flags[@]}" -max_len="$len" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$dir/artifacts/" "$dir/corpus" >"$dir/log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -n 1)
