@@ -82,10 +82,8 @@ struct restore {
 	int part;               /* the part being read; -1: the next fetch takes one */
 	char *fetch_cursor;     /* in the part: the last id claimed */
 	char *part_upto;
-	int64_t parts_left;
 	int64_t parts_finished;  /* by this process */
-	bool exclusive;         /* the restore lock is held exclusive (until the job is open) */
-	bool joined;            /* others work on the job: this process takes the parts they left */
+	bool joined;            /* others work on the job (the lock is shared): this process takes parts they left */
 	struct restore_job_row opened;
 	struct page_list pages;
 	size_t npages;
@@ -285,7 +283,6 @@ static void on_page_recorded(const struct restore_job_row *job, const struct pg_
 	}
 	r->done_rows = job->done;
 	r->failed_rows = job->failed;
-	r->parts_left = job->parts_left;
 	if (r->progress)
 		progress_set(r->progress, r->done_rows, r->failed_rows);
 	r->parts_finished += p->ends_part;
@@ -671,12 +668,11 @@ static void begin(struct restore *r, const struct restore_job_row *job)
 	r->total = job->total;
 	r->done_rows = job->done;
 	r->failed_rows = job->failed;
-	r->parts_left = job->parts_left;
 	r->part = -1;
 	log_info(COMP, "job %lld: %s %s: %lld abilities, %lld done, %lld part(s) left", (long long)r->job_id,
 		 !r->o.resume ? "restoring" : r->joined ? "joining" : "resuming",
 		 r->service ? r->service : "every service", (long long)r->total, (long long)r->done_rows,
-		 (long long)r->parts_left);
+		 (long long)job->parts_left);
 	snprintf(label, sizeof(label), "job %lld", (long long)r->job_id);
 	r->progress =
 		progress_new(r->job.base, COMP, label, r->total, r->done_rows, r->o.progress_s, r->o.progress_bar);
@@ -703,7 +699,6 @@ static void on_shared(const struct pg_outcome *o, void *arg)
 		refuse(r, "postgres_error", "sharing the restore lock: %s", o->error);
 		return;
 	}
-	r->exclusive = false;
 	begin(r, &r->opened);
 }
 
@@ -722,7 +717,7 @@ static void on_job(const struct restore_job_row *job, const struct pg_outcome *o
 		       r->service ? " for service " : "", r->service ? r->service : "");
 		return;
 	}
-	if (!r->exclusive) {
+	if (r->joined) {
 		begin(r, job);
 		return;
 	}
@@ -733,7 +728,6 @@ static void on_job(const struct restore_job_row *job, const struct pg_outcome *o
 static void on_locked(bool locked, const char *running, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
-	bool tried_exclusive = r->exclusive;
 
 	if (job_gone(&r->job))
 		return;
@@ -741,8 +735,7 @@ static void on_locked(bool locked, const char *running, const struct pg_outcome 
 		refuse(r, "postgres_error", "taking the restore lock: %s", o->error);
 		return;
 	}
-	r->exclusive = tried_exclusive && locked;
-	if (!locked && tried_exclusive && r->o.resume) { /* processes work on a job: join it */
+	if (!locked && !r->joined && r->o.resume) { /* processes work on a job: join it */
 		r->joined = true;
 		store_restore_try_lock(r->job.pool, false, on_locked, r);
 		return;
@@ -813,10 +806,8 @@ static void job_started(struct job *j, const char *pg_now)
 	(void)pg_now;
 	if (r->o.dry_run)
 		store_restore_services(r->job.pool, r->service, on_counted, r);
-	else {
-		r->exclusive = true;
-		store_restore_try_lock(r->job.pool, true, on_locked, r);
-	}
+	else
+		store_restore_try_lock(r->job.pool, true, on_locked, r); /* shared only when joining (on_locked) */
 }
 
 static void job_refused(struct job *j, const char *code, const char *why)
