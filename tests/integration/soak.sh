@@ -270,7 +270,7 @@ check_invariants() {
 }
 
 test_random_faults_under_load_lose_nothing() {
-  local pgdir="$SUITE_TMP/pg" end pids=() p rss_warm rss_end hwm requests faults injected
+  local pgdir="$SUITE_TMP/pg" end pids=() p rss_warm rss_end hwm requests faults injected nfaults
   own_pg "$pgdir"
   DB=$(tools/pgcluster.sh start "$pgdir")
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
@@ -319,8 +319,12 @@ test_random_faults_under_load_lose_nothing() {
   # Memory: what the replica holds after the load is what it held warm, give
   # or take allocator slack; a leak per request would be tens of MB here.
   [ "$rss_end" -le $((rss_warm * 3 / 2 + 8192)) ] || fail "replica a grew from $rss_warm kB to $rss_end kB"
-  # At least 100 faults in the default 3 minutes (more than half a fault per second of load).
-  [ "$(wc -l <"$SUITE_TMP/faults")" -ge $((SOAK_SECONDS * 5 / 9)) ] || fail "too few faults injected"
+  # At least a fault every two seconds of the faulty time (75 in the default 3
+  # minutes; the vector DB's loop alone makes one every 0.5-0.8 s on an idle
+  # machine, fewer where forks are slow on a loaded one).
+  nfaults=$(wc -l <"$SUITE_TMP/faults")
+  [ "$nfaults" -ge $(((SOAK_SECONDS - SOAK_SECONDS / 6 - 1) / 2)) ] ||
+    fail "too few faults injected: $nfaults in $((SOAK_SECONDS - SOAK_SECONDS / 6 - 1)) s"
   stop_service "$(cat "$SUITE_TMP/pid.a")"
   stop_service "$(cat "$SUITE_TMP/pid.b")"
   stop_emulator
