@@ -13,7 +13,9 @@
  *      held leaves the push to the holder. Within a replica: a push that finds
  *      one in flight for the same ability queues behind it and coalesces.
  *   2. A push never outlives its lease. Its vector DB calls carry a deadline
- *      (the lease's end, less a margin) after which no attempt starts or runs.
+ *      (the lease's end, less a margin) after which no attempt starts or runs;
+ *      the lease is counted from when its statement was sent, not answered, so
+ *      a statement that waited on a lock or a slow link leaves less time.
  *      A lease that ran out without being released therefore means a request
  *      may still be on its way: whoever takes the row over puts it in doubt.
  *   3. A push reads what it pushes when it starts (the write's own content, or

@@ -41,6 +41,9 @@ struct pg_outcome {
 	bool unavailable;         /* no connection, broken connection, full queue: retry later */
 	char sqlstate[6];         /* the server's error code, "" when none */
 	char error[512];
+	int64_t sent_ms;          /* when the statement first went to the server (clock_mono_ms), 0 if
+				   * never: its now() is no earlier, so a lease it took ends no sooner
+				   * than this plus the lease */
 };
 
 typedef void (*pg_done_fn)(const struct pg_outcome *o, void *arg);

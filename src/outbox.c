@@ -135,7 +135,7 @@ struct outbox {
 	struct outbox_stats stats;
 };
 
-static void op_run(struct op *op);
+static void op_run(struct op *op, int64_t leased_ms);
 static void record_next(struct outbox *ob);
 static void follow_up(struct outbox *ob, char **ids, size_t n);
 
@@ -693,13 +693,20 @@ static void start_verifies(struct op *op)
 		start_pushes(op);
 }
 
-static void op_run(struct op *op)
+/*
+ * Pushes what op holds. leased_ms is when the statement that leased its rows was
+ * sent (pg_outcome.sent_ms): the lease runs from the server's now() of that
+ * statement, which is no earlier, so a window counted from the send ends
+ * before the lease does however long the statement waited (for a lock, a slow
+ * network) or its answer took. Counted from now, it could outlive it (rule 2).
+ */
+static void op_run(struct op *op, int64_t leased_ms)
 {
 	struct outbox *ob = op->ob;
 	size_t i;
 
 	ob->in_flight++;
-	op->call.deadline_ms = clock_mono_ms() + sync_call_window_ms(ob->o.lease_ms);
+	op->call.deadline_ms = leased_ms + sync_call_window_ms(ob->o.lease_ms);
 	op->call.trace = op->trace;
 	for (i = 0; i < op->n; i++) {
 		struct item *it = &op->items[i];
@@ -964,7 +971,7 @@ static void on_claimed_due(const struct claimed_row *rows, size_t n, const struc
 		op_free(op);
 		return;
 	}
-	op_run(op);
+	op_run(op, o->sent_ms);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -1029,7 +1036,7 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 		op_free(op);
 		return;
 	}
-	op_run(op);
+	op_run(op, o->sent_ms);
 }
 
 /* Claims these abilities again (their entries stay busy) and pushes what is current. */
@@ -1155,7 +1162,7 @@ static void on_written(const struct write_result *res, size_t n, const struct pg
 	if (k) {
 		op->reg = r;
 		r->refs++;
-		op_run(op);
+		op_run(op, o->sent_ms);
 	} else {
 		op_free(op);
 	}
@@ -1181,7 +1188,7 @@ static void register_without_postgres(struct outbox *ob, struct reg *r)
 	r->waiting = r->n;
 	op->reg = r;
 	r->refs++;
-	op_run(op);
+	op_run(op, clock_mono_ms()); /* no lease: the window is only a bound on the calls */
 	reg_wait(r, -1);
 }
 
@@ -1237,7 +1244,7 @@ static void on_store_deleted(const struct delete_result *d, const struct pg_outc
 						     .deletes = d->deletes ? xstrdup(d->deletes) : NULL,
 						     .lease = op_keep(op, d->lease),
 						     .attempt = 1};
-			op_run(op);
+			op_run(op, o->sent_ms);
 		}
 	}
 	reg_wait(r, r->wait_ms);
@@ -1313,7 +1320,7 @@ static void on_page_claimed(const struct claimed_row *rows, size_t n, const stru
 		op_free(op);
 		return;
 	}
-	op_run(op);
+	op_run(op, o->sent_ms);
 }
 
 void outbox_restore_page(struct outbox *ob, const char *after, const char *upto, const char *service, int limit,

@@ -33,6 +33,7 @@ struct pg_job {
 	struct event *defer; /* a failure delivered on the next loop turn */
 	char why[256];
 	int64_t queued_ms;   /* when it began waiting for a connection */
+	int64_t sent_ms;     /* when it was first sent (pg_outcome.sent_ms) */
 };
 
 enum conn_state { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
@@ -366,6 +367,7 @@ static void statement_done(struct pg_conn *c)
 	c->job = NULL;
 	c->state = C_IDLE;
 	memset(&o, 0, sizeof(o));
+	o.sent_ms = j->sent_ms;
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
 		o.res = c->result;
 	} else if (c->result) {
@@ -480,6 +482,8 @@ static void send_job(struct pg_conn *c, struct pg_job *j)
 	c->job = j;
 	c->state = C_BUSY;
 	p->stats.statements++;
+	if (!j->sent_ms)
+		j->sent_ms = clock_mono_ms();
 	if (!j->stmt) {
 		ok = PQsendQueryParams(c->conn, j->sql, j->nparams, NULL, (const char *const *)j->params, j->lengths,
 				       j->formats, 0);

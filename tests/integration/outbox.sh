@@ -174,6 +174,51 @@ test_a_push_that_outlives_its_lease_never_lands_over_a_newer_write() {
   teardown_all
 }
 
+# The lease runs from the server's now() of the statement that took it, which is
+# when the statement arrived, not when its answer came back. Replica a reaches
+# Postgres over a link that holds every packet 5 s each way: its write leases
+# the row (2 s) at arrival and a hears of it 5 s later, long after the lease
+# (and the quarantine a takeover waits) ran out and replica b wrote and pushed
+# a newer version. a must not push then: its v1 would land over b's v2 while
+# Postgres says v2 is synced, until a's own late bookkeeping repaired it.
+test_a_write_answered_after_its_lease_never_pushes_under_it() {
+  local a t0 h2 curl_pid settings=(SYNC_LEASE=2 VDB_QUARANTINE_MS=1000 VDB_MAX_ATTEMPTS=1 SYNC_INTERVAL_MS=3600000)
+  setup_stores
+  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
+  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
+    SYNC_WAIT_MS=400 PG_POOL_SIZE=1 PG_STATEMENT_TIMEOUT_MS=30000 "${settings[@]}"
+  wait_ready
+  a=$SVC_URL
+  SVC_URL=$a post "$(ability_json warm-up "$SVC" 8 9)" # the write statement is prepared on a's connection
+  assert_eq "$CODE" 201 "$BODY"
+  serve "${settings[@]}"
+  proxy_mode pg delay 5000
+  curl -s -o "$SUITE_TMP/a.body" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "$(ability_json slowed "$SVC" 8 1 v1)" "$a/v1/abilities" >"$SUITE_TMP/a.code" &
+  curl_pid=$!
+  for _ in $(seq 1 150); do
+    [ "$(pg "select count(*) from abilitysync.sync_state where ability_id = 'slowed'")" = 1 ] && break
+    sleep 0.05
+  done
+  t0=$(date +%s%N)
+  [ "$(pg "select count(*) from abilitysync.sync_state where ability_id = 'slowed'")" = 1 ] ||
+    fail "a's write never reached Postgres"
+  sleep 3.5 # a's lease and the quarantine after it are over; a has not heard back yet
+  post "$(ability_json slowed "$SVC" 8 1 v2)"
+  h2=$HASH
+  assert_eq "$CODE $(jq -r '.status + " " + .sync_state' <<<"$BODY")" "201 updated synced" \
+    "b takes the row over and pushes v2 at once: $BODY"
+  sleep "$(((t0 + 6500000000 - $(date +%s%N)) / 1000000))e-3" # a heard back at t0 + 5 s and did what it does
+  assert_vector slowed "$h2"
+  proxy_mode pg pass
+  wait "$curl_pid"
+  assert_eq "$(cat "$SUITE_TMP/a.code")" 202 "a's answer to v1: $(cat "$SUITE_TMP/a.body")"
+  sleep 6 # a's bookkeeping of v1 is through now
+  assert_vector slowed "$h2"
+  assert_eq "$(pg "select state from abilitysync.sync_state where ability_id = 'slowed'")" synced
+  teardown_all
+}
+
 test_an_edited_mirror_row_is_put_back_by_a_resend() {
   local body
   setup_stores
