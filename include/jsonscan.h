@@ -52,7 +52,10 @@ bool js_number_fits_float32(const char *tok, size_t len);
 /*
  * Finds the member `key` of the object `obj` (a span holding exactly one
  * object) and sets *val to its value. A key that appears twice is an error
- * (*dup set), as JSON parsers disagree about which one wins.
+ * (*dup set), as JSON parsers disagree about which one wins. The values are
+ * walked, not checked: an array holding no string, object or array ([1,,2] too)
+ * is taken up to its first ']', so the caller checks the value it reads
+ * (js_number_array, jansson).
  */
 bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup);
 

@@ -3,6 +3,7 @@
 #include "errcode.h"
 
 #include "buf.h"
+#include "hash.h"
 #include "mem.h"
 #include "text.h"
 #include "vdbid.h"
@@ -87,37 +88,109 @@ void ability_free(struct ability *a)
 	memset(a, 0, sizeof(*a));
 }
 
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/*
+ * The end of the JSON number at p (NULL if there is none), and whether it is
+ * plain: no exponent and not a negative zero, so that numeric prints it as
+ * sent (JSON allows no leading zeros) and, with fewer than 39 integer digits,
+ * it is finite as a float32. Nearly every embedding number is.
+ */
+static const char *number_end(const char *p, const char *end, bool *plain)
+{
+	const char *digits;
+	bool neg = false, nonzero = false;
+
+	if (p < end && *p == '-')
+		neg = true, p++;
+	if (p >= end || !is_digit(*p))
+		return NULL;
+	digits = p;
+	if (*p == '0')
+		p++;
+	else
+		for (nonzero = true; p < end && is_digit(*p); p++)
+			;
+	*plain = p - digits < 39;
+	if (p < end && *p == '.') {
+		const char *frac = ++p;
+
+		if (p >= end || !is_digit(*p))
+			return NULL;
+		while (p < end && is_digit(*p))
+			p++;
+		/* Only a negative zero ("-0.000") prints otherwise: look for a nonzero digit only then. */
+		while (neg && !nonzero && frac < p)
+			nonzero = *frac++ != '0';
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		*plain = false;
+		if (++p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p >= end || !is_digit(*p))
+			return NULL;
+		while (p < end && is_digit(*p))
+			p++;
+	}
+	*plain = *plain && (nonzero || !neg);
+	return p;
+}
+
 /*
  * One pass over the embedding: each number checked (JSON grammar, finite as a
- * float32, holdable by numeric), counted, and written twice: as the client
- * sent it, whitespace removed (what both stores get), and as the mirror will
- * hold it (what the content hash covers). False on the first number that does
- * not pass; check_embedding then says precisely why, off the fast path.
+ * float32, holdable by numeric), counted, and written as the client sent it,
+ * whitespace removed (what both stores get). The content hash covers the
+ * numbers as the mirror holds them: the same text while every number is plain
+ * (canon stays empty, *same set), else canon gets them all, each as numeric
+ * prints it. False on the first number that does not pass; check_embedding
+ * then says precisely why, off the fast path.
  */
-static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon)
+static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon, bool *same)
 {
 	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len;
-	size_t n = 0;
+	size_t n = 0, len;
+	char *w, *first;
 
+	*same = true;
 	if (p >= end || *p != '[')
 		return false;
-	buf_reserve(compact, arr.len);
-	buf_reserve(canon, arr.len + arr.len / 4);
-	buf_putc(compact, '[');
+	/* The compact text is never longer than the array: written in place, no bounds to check. */
+	buf_reserve(compact, arr.len + 1);
+	w = compact->data + compact->len;
+	*w++ = '[';
+	first = w;
 	p = js_skip_ws(p + 1, end);
 	while (p < end && *p != ']') {
-		const char *q = js_number_end(p, end);
+		bool plain;
+		const char *q = number_end(p, end, &plain);
+		char *num;
 
-		if (!q || !js_number_fits_float32(p, (size_t)(q - p)))
+		if (!q)
 			return false;
-		if (n) {
-			buf_putc(compact, ',');
+		len = (size_t)(q - p);
+		if (n)
+			*w++ = ',';
+		num = w;
+		memcpy(w, p, len);
+		w += len;
+		if (!plain && !js_number_fits_float32(p, len))
+			return false;
+		if (*same && !plain) {
+			*same = false; /* canon begins with the numbers before this one, and its comma */
+			buf_append(canon, first, (size_t)(num - first));
+		} else if (!*same && n) {
 			buf_putc(canon, ',');
 		}
-		buf_append(compact, p, (size_t)(q - p));
-		if (!ability_canon_number(p, (size_t)(q - p), canon))
+		if (!*same && !(plain ? (buf_append(canon, num, len), true) : ability_canon_number(p, len, canon)))
 			return false;
 		n++;
+		if (q < end && *q == ',' && q + 1 < end && (is_digit(q[1]) || q[1] == '-')) {
+			p = q + 1; /* the usual case, no whitespace: no call */
+			continue;
+		}
 		p = js_skip_ws(q, end);
 		if (p < end && *p == ',')
 			p = js_skip_ws(p + 1, end);
@@ -126,7 +199,9 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 	}
 	if (p >= end || js_skip_ws(p + 1, end) != end)
 		return false;
-	buf_putc(compact, ']');
+	*w++ = ']';
+	*w = '\0';
+	compact->len = (size_t)(w - compact->data);
 	*count = n;
 	return true;
 }
@@ -138,8 +213,9 @@ static bool check_embedding(struct jspan emb, size_t dim, const char *prefix, st
 	struct buf compact = BUF_INIT;
 	size_t count;
 	char field[48];
+	bool same;
 
-	if (!scan_numbers(emb, &count, &compact, canon)) {
+	if (!scan_numbers(emb, &count, &compact, canon, &same)) {
 		buf_free(&compact);
 		if (!js_number_array(emb, &count, &je)) {
 			snprintf(field, sizeof(field), "embedding[%zu]", je.index);
@@ -404,8 +480,10 @@ static void build_attributes(struct ability *a, const struct buf *canon_embeddin
 	json_object_del(attrs, "content_hash");
 	canon_json(attrs, &canon);
 	buf_putc(&canon, '\n');
-	buf_append(&canon, buf_cstr(canon_embedding), canon_embedding->len);
-	sha256_hex(canon.data, canon.len, a->content_hash);
+	if (canon_embedding->len) /* some numbers print otherwise in numeric; else they are as sent */
+		sha256_hex2(canon.data, canon.len, canon_embedding->data, canon_embedding->len, a->content_hash);
+	else
+		sha256_hex2(canon.data, canon.len, a->embedding + 1, a->embedding_len - 2, a->content_hash);
 	buf_free(&canon);
 	json_object_set_new(attrs, "content_hash", json_string(a->content_hash));
 	a->attributes = json_dumps(attrs, JSON_COMPACT | JSON_SORT_KEYS);

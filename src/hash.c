@@ -42,3 +42,16 @@ void sha256_hex(const void *data, size_t len, char out[SHA256_HEX_LEN + 1])
 	sha256(data, len, d);
 	hex_encode(d, sizeof(d), out);
 }
+
+void sha256_hex2(const void *a, size_t alen, const void *b, size_t blen, char out[SHA256_HEX_LEN + 1])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	uint8_t d[SHA256_LEN];
+	unsigned int n = 0;
+
+	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) || !EVP_DigestUpdate(ctx, a, alen) ||
+	    !EVP_DigestUpdate(ctx, b, blen) || !EVP_DigestFinal_ex(ctx, d, &n) || n != SHA256_LEN)
+		abort();
+	EVP_MD_CTX_free(ctx);
+	hex_encode(d, sizeof(d), out);
+}

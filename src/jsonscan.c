@@ -295,6 +295,25 @@ static bool key_equals(const char *quoted_start, const char *quoted_end, const c
 	return (size_t)(quoted_end - quoted_start) == klen + 2 && memcmp(quoted_start + 1, key, klen) == 0;
 }
 
+/*
+ * Where a member's value ends. An array with no string, object or array in it
+ * (an embedding: most of a body) ends at its first ']', found with memchr and
+ * without the grammar: whoever reads the member checks it, and every caller
+ * does (js_number_array, jansson), so an embedding is not walked twice.
+ */
+static const char *skip_member_value(const char *p, const char *end)
+{
+	const char *close;
+	size_t n;
+
+	if (p < end && *p == '[' && (close = memchr(p + 1, ']', (size_t)(end - p - 1))) != NULL) {
+		n = (size_t)(close - p - 1);
+		if (!memchr(p + 1, '"', n) && !memchr(p + 1, '[', n) && !memchr(p + 1, '{', n))
+			return close + 1;
+	}
+	return js_skip_value(p, end, NULL);
+}
+
 bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup)
 {
 	const char *p = js_skip_ws(obj.p, obj.p + obj.len), *end = obj.p + obj.len;
@@ -313,7 +332,7 @@ bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup)
 		if (p >= end || *p != ':')
 			return false;
 		vstart = js_skip_ws(p + 1, end);
-		vend = js_skip_value(vstart, end, NULL);
+		vend = skip_member_value(vstart, end);
 		if (!vend)
 			return false;
 		if (key_equals(kstart, kend, key)) {

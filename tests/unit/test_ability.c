@@ -336,3 +336,45 @@ Test(ability, text_that_extends_a_scanned_value_is_refused)
 	cr_assert(not(ability_parse_body(one_body, sizeof(one_body) - 1, DIM, 3, &a, &n, &batch, &err)));
 	cr_assert(eq(str, (char *)err.code, "malformed_json"), "%s", err.message);
 }
+
+/* The embedding as stored (compact, as sent) and its content hash. */
+static void embedding_of(const char *emb, char text[128], char hash[65])
+{
+	char body[512];
+	struct ability_error err;
+	struct ability *a;
+	size_t n;
+	bool batch;
+
+	snprintf(body, sizeof(body), "{" BASE ",\"embedding\":%s}", emb);
+	cr_assert(parse(body, &a, &n, &batch, &err), "%s: %s", emb, err.message);
+	snprintf(text, 128, "%s", a->embedding);
+	strcpy(hash, a->content_hash);
+	free_items(a, n);
+}
+
+Test(ability, numbers_numeric_prints_otherwise_hash_as_numeric_prints_them_wherever_they_are)
+{
+	static const char *const pairs[][2] = {
+		{"[-0.0, 0.5, 1, 2]", "[0.0,0.5,1,2]"},       /* first */
+		{"[0.5, 1, 2, 2E1]", "[0.5,1,2,20]"},         /* last */
+		{"[0.5, -0, 1e-2, 3]", "[0.5,0,0.01,3]"},     /* two in the middle */
+		{"[ 0.5 ,\n1 ,\t2,3 ]", "[0.5,1,2,3]"},       /* whitespace only */
+	};
+	char text[128], hash[65], want_text[128], want_hash[65];
+	size_t i;
+
+	for (i = 0; i < ARRAY_LEN(pairs); i++) {
+		embedding_of(pairs[i][0], text, hash);
+		embedding_of(pairs[i][1], want_text, want_hash);
+		cr_assert(eq(str, hash, want_hash), "%s hashes as %s", pairs[i][0], pairs[i][1]);
+		/* Both stores get the numbers as sent, whitespace removed. */
+		cr_assert(not(strchr(text, ' ') || strchr(text, '\n') || strchr(text, '\t')), "%s", text);
+	}
+	embedding_of("[0.5, 1e-2, 1, 2]", text, hash);
+	cr_assert(eq(str, text, "[0.5,1e-2,1,2]"));
+	embedding_of("[0.5, 0.01, 1, 2]", want_text, want_hash);
+	cr_assert(eq(str, hash, want_hash));
+	embedding_of("[0.5, 0.010, 1, 2]", want_text, want_hash);
+	cr_assert(not(eq(str, hash, want_hash)), "0.010 has another scale");
+}
