@@ -1,0 +1,168 @@
+/*
+ * parse - what reading a registration costs the service, against what a DOM
+ * parser alone costs for the same bytes.
+ *
+ * Generates --bodies single-ability bodies the way loadgen does (same seed,
+ * same shapes: --dim numbers of 9 significant digits, a description, metadata),
+ * then times, alternating in --rounds, ability_parse_body (src/ability.c: UTF-8,
+ * the grammar, every number's float32 range, the content hash, the attributes)
+ * and jansson's json_loadb of the same bodies (a DOM of every number, nothing
+ * checked or hashed). Prints CPU microseconds per body of each and their ratio,
+ * median and min-max of the rounds. Never a test: the numbers are for reading.
+ */
+#include "lib/benchkit.h"
+#include "ability.h"
+#include "buf.h"
+#include "common.h"
+#include "mem.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PROG "parse"
+
+static long o_bodies = 200, o_dim = 3072, o_rounds = 5, o_passes = 10;
+static bool o_help;
+
+static const struct bench_flag flags[] = {
+	{"bodies", "N", F_LONG, &o_bodies, 1, 100000, "distinct bodies (default 200)"},
+	{"dim", "D", F_LONG, &o_dim, 1, 65536, "numbers per embedding (default 3072)"},
+	{"rounds", "N", F_LONG, &o_rounds, 1, 1000, "alternating rounds of both parsers (default 5)"},
+	{"passes", "N", F_LONG, &o_passes, 1, 100000, "passes over the bodies per round and parser (default 10)"},
+	{"help", NULL, F_BOOL, &o_help, 0, 0, "this text"},
+	{NULL, NULL, F_BOOL, NULL, 0, 0, NULL},
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: %s [flags]\n\n"
+		"Times ability_parse_body against jansson's json_loadb over the same generated\n"
+		"single-ability bodies, in alternating rounds; prints CPU us per body and the ratio.\n\n", PROG);
+	bench_print_flags(out, flags);
+}
+
+static double cpu_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void put_body(struct buf *b, size_t i, double *scratch)
+{
+	buf_printf(b, "{\"ability_id\":\"parse-%zu\",\"ability_name\":\"bench_op_%zu\","
+		   "\"service_name\":\"bench-svc-%zu.example.com\",\"description\":\"Benchmark ability %zu: lists the "
+		   "items of bench service %zu, filtered by status and owner, newest first, with cursor pagination "
+		   "and an optional projection of fields.\",\"embedding\":", i, i, i % 3, i, i % 3);
+	bench_put_embedding(b, 42, i, (size_t)o_dim, scratch);
+	buf_printf(b, ",\"metadata\":{\"dynamic_header_keys\":%s,\"request_method\":\"GET\","
+		   "\"request_url\":\"https://bench-svc-%zu.example.com/v1/items?page=%zu\"}}",
+		   i % 3 == 0 ? "[\"X-Tenant-Id\"]" : "[]", i % 3, i);
+}
+
+/* CPU seconds per body of one parser over every body, o_passes times. */
+static double time_ours(const struct buf *bodies)
+{
+	double t0 = cpu_s();
+	long pass;
+	size_t i;
+
+	for (pass = 0; pass < o_passes; pass++) {
+		for (i = 0; i < (size_t)o_bodies; i++) {
+			struct ability_error err;
+			struct ability *a;
+			size_t n;
+			bool batch;
+
+			if (!ability_parse_body(bodies[i].data, bodies[i].len, (size_t)o_dim, 1, &a, &n, &batch, &err)) {
+				fprintf(stderr, PROG ": body %zu refused: %s\n", i, err.message);
+				exit(1);
+			}
+			ability_free(&a[0]);
+			free(a);
+		}
+	}
+	return (cpu_s() - t0) / (double)(o_passes * o_bodies);
+}
+
+static double time_jansson(const struct buf *bodies)
+{
+	double t0 = cpu_s();
+	long pass;
+	size_t i;
+
+	for (pass = 0; pass < o_passes; pass++) {
+		for (i = 0; i < (size_t)o_bodies; i++) {
+			json_error_t jerr;
+			json_t *j = json_loadb(bodies[i].data, bodies[i].len, 0, &jerr);
+
+			if (!j) {
+				fprintf(stderr, PROG ": jansson refused body %zu: %s\n", i, jerr.text);
+				exit(1);
+			}
+			json_decref(j);
+		}
+	}
+	return (cpu_s() - t0) / (double)(o_passes * o_bodies);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv)
+{
+	struct buf *bodies;
+	double *scratch, *ours, *dom, *ratio, bytes = 0;
+	long r;
+	size_t i;
+	int rc;
+
+	if ((rc = bench_parse_flags(PROG, flags, argc, argv)) != EXIT_OK)
+		return rc;
+	if (o_help) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	bodies = xcalloc((size_t)o_bodies, sizeof(*bodies));
+	scratch = xcalloc((size_t)o_dim, sizeof(*scratch));
+	for (i = 0; i < (size_t)o_bodies; i++) {
+		put_body(&bodies[i], i, scratch);
+		bytes += (double)bodies[i].len;
+	}
+	ours = xcalloc((size_t)o_rounds, sizeof(*ours));
+	dom = xcalloc((size_t)o_rounds, sizeof(*dom));
+	ratio = xcalloc((size_t)o_rounds, sizeof(*ratio));
+	for (r = 0; r < o_rounds; r++) {
+		ours[r] = time_ours(bodies);
+		dom[r] = time_jansson(bodies);
+		ratio[r] = ours[r] / dom[r];
+	}
+	qsort(ours, (size_t)o_rounds, sizeof(*ours), cmp_double);
+	qsort(dom, (size_t)o_rounds, sizeof(*dom), cmp_double);
+	qsort(ratio, (size_t)o_rounds, sizeof(*ratio), cmp_double);
+	printf("| %ld bodies of %ld numbers (%.0f bytes each), %ld rounds | median | min–max |\n", o_bodies, o_dim,
+	       bytes / (double)o_bodies, o_rounds);
+	printf("|---|---|---|\n");
+	printf("| ability_parse_body, CPU us per body | %.1f | %.1f–%.1f |\n", ours[o_rounds / 2] * 1e6, ours[0] * 1e6,
+	       ours[o_rounds - 1] * 1e6);
+	printf("| jansson json_loadb (a DOM only), CPU us per body | %.1f | %.1f–%.1f |\n", dom[o_rounds / 2] * 1e6,
+	       dom[0] * 1e6, dom[o_rounds - 1] * 1e6);
+	printf("| ratio, ours / jansson's | **%.2f** | %.2f–%.2f |\n", ratio[o_rounds / 2], ratio[0],
+	       ratio[o_rounds - 1]);
+	for (i = 0; i < (size_t)o_bodies; i++)
+		buf_free(&bodies[i]);
+	free(bodies);
+	free(scratch);
+	free(ours);
+	free(dom);
+	free(ratio);
+	return 0;
+}
