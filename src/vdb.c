@@ -60,6 +60,7 @@ struct vdb_req {
 	int64_t started_us;
 	int64_t deadline_ms;   /* no attempt starts or runs past it (0: none) */
 	bool cut_short;        /* ... and it passed */
+	bool past_due;         /* submitted with its deadline gone: fails on the next loop turn */
 	bool ambiguous;        /* an attempt may have been applied without a clear answer */
 	size_t body_off;       /* how much of the body this attempt has handed to libcurl */
 	char tag[80];          /* "req=N" and the caller's trace, for logs */
@@ -315,6 +316,8 @@ static void req_free(struct vdb_req *rq)
 	free(rq);
 }
 
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg);
+
 /* Queues a request; it starts when a slot is free. */
 static void submit(struct vdb_req *rq)
 {
@@ -323,6 +326,21 @@ static void submit(struct vdb_req *rq)
 	if (v->freeing) {
 		rq->cancelled = true;
 		rq->finish(rq);
+		return;
+	}
+	if (!rq->past_due && rq->deadline_ms && clock_mono_ms() >= rq->deadline_ms) {
+		/*
+		 * Its deadline went before it was asked for (a lease's statement that
+		 * waited): it fails, but never inside the call that asked for it, whose
+		 * caller may be freed by the callback (an outbox delete was).
+		 */
+		struct timeval now = {0, 0};
+
+		rq->past_due = true;
+		if (!rq->retry_ev)
+			rq->retry_ev = evtimer_new(v->base, on_retry_timer, rq);
+		TAILQ_INSERT_TAIL(&v->active, rq, link);
+		evtimer_add(rq->retry_ev, &now);
 		return;
 	}
 	TAILQ_INSERT_TAIL(&v->queued, rq, link);

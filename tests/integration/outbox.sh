@@ -219,6 +219,30 @@ test_a_write_answered_after_its_lease_never_pushes_under_it() {
   teardown_all
 }
 
+# A delete whose statement is answered after its lease's window: its push
+# fails at once ("not sent, its deadline passed"), on a later turn of the
+# loop, not inside the call that asked for it (which freed the request the
+# delete's answer was still to come from: a use after free, found by the
+# soak); the delete is answered 202 and the retry worker pushes it later.
+test_a_delete_answered_after_its_window_is_answered_then_pushed() {
+  setup_stores
+  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
+  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
+    SYNC_WAIT_MS=400 PG_POOL_SIZE=1 PG_STATEMENT_TIMEOUT_MS=30000 SYNC_LEASE=2 VDB_QUARANTINE_MS=1000 \
+    SYNC_INTERVAL_MS=500 SYNC_BACKOFF_MS=100
+  wait_ready
+  post "$(ability_json late-delete "$SVC" 8 1)"
+  assert_eq "$CODE" 201 "$BODY"
+  proxy_mode pg delay 1500 # a round trip takes 3 s, the push's window is 1.5 s
+  api DELETE /v1/abilities/late-delete
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending_delete" "$BODY"
+  proxy_mode pg pass
+  wait_state late-delete deleted 20
+  assert_eq "$(emu_hashes late-delete)" "" "the deleted ability's vector"
+  grep -q "not sent, its deadline passed" "$SVC_LOG" || fail "the first push was sent: $(tail -n 20 "$SVC_LOG")"
+  teardown_all
+}
+
 test_an_edited_mirror_row_is_put_back_by_a_resend() {
   local body
   setup_stores
