@@ -2,6 +2,7 @@
 #include "ability.h"
 
 #include "buf.h"
+#include "hash.h"
 #include "mem.h"
 #include "text.h"
 
@@ -377,4 +378,15 @@ Test(ability, numbers_numeric_prints_otherwise_hash_as_numeric_prints_them_where
 	cr_assert(eq(str, hash, want_hash));
 	embedding_of("[0.5, 0.010, 1, 2]", want_text, want_hash);
 	cr_assert(not(eq(str, hash, want_hash)), "0.010 has another scale");
+}
+
+Test(ability, the_hash_of_two_parts_is_the_hash_of_their_concatenation)
+{
+	char joined[65], parts[65];
+
+	/* The content hash hashes the attributes and the numbers without joining them: same digest. */
+	sha256_hex("{\"a\":1}\n0.5,1,2", 15, joined);
+	sha256_hex2("{\"a\":1}\n", 8, "0.5,1,2", 7, parts);
+	cr_assert(eq(str, parts, joined));
+	cr_assert(eq(str, joined, "6edec2b9a8275625cfa67e3dd3caea7219e2f11d137bdf0549babe4783251422"), "sha256sum of the same bytes");
 }
