@@ -87,7 +87,9 @@ struct vdb_result {
 /*
  * Bounds and names a write: no attempt starts after `deadline_ms`
  * (clock_mono_ms), and none runs past it (its time-out is cut short); `trace`
- * (a request id) appears in the log lines of the call's requests.
+ * (a request id) appears in the log lines of the call's requests. A call whose
+ * deadline has already passed sends nothing and fails on the next turn of the
+ * loop, not inside the call itself.
  */
 struct vdb_call {
 	int64_t deadline_ms;  /* 0: none */

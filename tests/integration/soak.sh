@@ -293,6 +293,9 @@ test_random_faults_under_load_lose_nothing() {
   updater & pids+=($!)
   deleter & pids+=($!)
   for p in $(seq 1 "$RACERS"); do racer "$p" & pids+=($!); done
+  # They stop at the stop file; a test that fails before it must not leave them
+  # running for ever (one did, and loaded the machine for the next hour).
+  STARTED+=("${pids[@]}")
   sleep $((SOAK_SECONDS / 6 + 1))
   rss_warm=$(rss_kb "$(cat "$SUITE_TMP/pid.a")")
   inject_faults "$end" "$pgdir"

@@ -769,3 +769,26 @@ Test(vdb, api_key_in_either_header)
 	wait_for(&o);
 	cr_assert(eq(int, o.status, VDB_OK), "%s", o.error);
 }
+
+Test(vdb, a_call_whose_deadline_has_passed_fails_later_and_sends_nothing)
+{
+	struct vdb_call late = {clock_mono_ms() - 1, "late"};
+	struct outcome o = {0};
+	long deletes = route_count("DELETE /tenants/{t}/blobs/{b}/vectors/{id}");
+
+	vdb_delete_call(client, &late, "abilities_x", 5, on_done, &o);
+	/* Never inside the call: its caller may still be using what the callback frees. */
+	cr_assert(eq(int, o.calls, 0));
+	wait_for(&o);
+	cr_assert(eq(int, o.calls, 1));
+	cr_assert(not(eq(int, o.status, VDB_OK)), "%s", o.error);
+	cr_assert(eq(long, route_count("DELETE /tenants/{t}/blobs/{b}/vectors/{id}"), deletes), "nothing was sent");
+	json_decref(o.reply);
+	/* The same call in time is sent (and counted where the late one would have been). */
+	memset(&o, 0, sizeof(o));
+	late.deadline_ms = clock_mono_ms() + 5000;
+	vdb_delete_call(client, &late, "abilities_x", 5, on_done, &o);
+	wait_for(&o);
+	cr_assert(eq(long, route_count("DELETE /tenants/{t}/blobs/{b}/vectors/{id}"), deletes + 1));
+	json_decref(o.reply);
+}
