@@ -64,49 +64,43 @@ static void put_body(struct buf *b, size_t i, double *scratch)
 		   i % 3 == 0 ? "[\"X-Tenant-Id\"]" : "[]", i % 3, i);
 }
 
-/* CPU seconds per body of one parser over every body, o_passes times. */
-static double time_ours(const struct buf *bodies)
+static void parse_ours(const struct buf *body, size_t i)
 {
-	double t0 = cpu_s();
-	long pass;
-	size_t i;
+	struct ability_error err;
+	struct ability *a;
+	size_t n;
+	bool batch;
 
-	for (pass = 0; pass < o_passes; pass++) {
-		for (i = 0; i < (size_t)o_bodies; i++) {
-			struct ability_error err;
-			struct ability *a;
-			size_t n;
-			bool batch;
-
-			if (!ability_parse_body(bodies[i].data, bodies[i].len, (size_t)o_dim, 1, &a, &n, &batch, &err)) {
-				fprintf(stderr, PROG ": body %zu refused: %s\n", i, err.message);
-				exit(1);
-			}
-			ability_free(&a[0]);
-			free(a);
-		}
+	if (!ability_parse_body(body->data, body->len, (size_t)o_dim, 1, &a, &n, &batch, &err)) {
+		fprintf(stderr, PROG ": body %zu refused: %s\n", i, err.message);
+		exit(1);
 	}
-	return (cpu_s() - t0) / (double)(o_passes * o_bodies);
+	ability_free(&a[0]);
+	free(a);
 }
 
-static double time_jansson(const struct buf *bodies)
+static void parse_jansson(const struct buf *body, size_t i)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(body->data, body->len, 0, &jerr);
+
+	if (!j) {
+		fprintf(stderr, PROG ": jansson refused body %zu: %s\n", i, jerr.text);
+		exit(1);
+	}
+	json_decref(j);
+}
+
+/* CPU seconds per body of one parser over every body, o_passes times. */
+static double time_per_body(const struct buf *bodies, void (*parse)(const struct buf *body, size_t i))
 {
 	double t0 = cpu_s();
 	long pass;
 	size_t i;
 
-	for (pass = 0; pass < o_passes; pass++) {
-		for (i = 0; i < (size_t)o_bodies; i++) {
-			json_error_t jerr;
-			json_t *j = json_loadb(bodies[i].data, bodies[i].len, 0, &jerr);
-
-			if (!j) {
-				fprintf(stderr, PROG ": jansson refused body %zu: %s\n", i, jerr.text);
-				exit(1);
-			}
-			json_decref(j);
-		}
-	}
+	for (pass = 0; pass < o_passes; pass++)
+		for (i = 0; i < (size_t)o_bodies; i++)
+			parse(&bodies[i], i);
 	return (cpu_s() - t0) / (double)(o_passes * o_bodies);
 }
 
@@ -141,8 +135,8 @@ int main(int argc, char **argv)
 	dom = xcalloc((size_t)o_rounds, sizeof(*dom));
 	ratio = xcalloc((size_t)o_rounds, sizeof(*ratio));
 	for (r = 0; r < o_rounds; r++) {
-		ours[r] = time_ours(bodies);
-		dom[r] = time_jansson(bodies);
+		ours[r] = time_per_body(bodies, parse_ours);
+		dom[r] = time_per_body(bodies, parse_jansson);
 		ratio[r] = ours[r] / dom[r];
 	}
 	qsort(ours, (size_t)o_rounds, sizeof(*ours), cmp_double);

@@ -42,6 +42,17 @@ const char *js_skip_value(const char *p, const char *end, struct js_error *err);
 /* Returns the end of the JSON number token at p, or NULL when there is none. */
 const char *js_number_end(const char *p, const char *end);
 
+/* What js_number_scan saw of the number. */
+struct js_number {
+	bool neg;          /* a leading '-' */
+	bool exp;          /* an exponent part */
+	bool neg_zero;     /* negative, and every digit is 0 ("-0", "-0.00"; exponent or not) */
+	size_t int_digits; /* digits before the point */
+};
+
+/* js_number_end, and what the token is made of. */
+const char *js_number_scan(const char *p, const char *end, struct js_number *n);
+
 /*
  * True when the number token tok[0..len) is finite as a float32 (what the
  * vector DB stores): 1e39 and 1e999 are not. Decided from the digits and the

@@ -88,57 +88,6 @@ void ability_free(struct ability *a)
 	memset(a, 0, sizeof(*a));
 }
 
-static bool is_digit(char c)
-{
-	return c >= '0' && c <= '9';
-}
-
-/*
- * The end of the JSON number at p (NULL if there is none), and whether it is
- * plain: no exponent and not a negative zero, so that numeric prints it as
- * sent (JSON allows no leading zeros) and, with fewer than 39 integer digits,
- * it is finite as a float32. Nearly every embedding number is.
- */
-static const char *number_end(const char *p, const char *end, bool *plain)
-{
-	const char *digits;
-	bool neg = false, nonzero = false;
-
-	if (p < end && *p == '-')
-		neg = true, p++;
-	if (p >= end || !is_digit(*p))
-		return NULL;
-	digits = p;
-	if (*p == '0')
-		p++;
-	else
-		for (nonzero = true; p < end && is_digit(*p); p++)
-			;
-	*plain = p - digits < 39;
-	if (p < end && *p == '.') {
-		const char *frac = ++p;
-
-		if (p >= end || !is_digit(*p))
-			return NULL;
-		while (p < end && is_digit(*p))
-			p++;
-		/* Only a negative zero ("-0.000") prints otherwise: look for a nonzero digit only then. */
-		while (neg && !nonzero && frac < p)
-			nonzero = *frac++ != '0';
-	}
-	if (p < end && (*p == 'e' || *p == 'E')) {
-		*plain = false;
-		if (++p < end && (*p == '+' || *p == '-'))
-			p++;
-		if (p >= end || !is_digit(*p))
-			return NULL;
-		while (p < end && is_digit(*p))
-			p++;
-	}
-	*plain = *plain && (nonzero || !neg);
-	return p;
-}
-
 /*
  * One pass over the embedding: each number checked (JSON grammar, finite as a
  * float32, holdable by numeric), counted, and written as the client sent it,
@@ -164,12 +113,19 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 	first = w;
 	p = js_skip_ws(p + 1, end);
 	while (p < end && *p != ']') {
+		struct js_number tok;
+		const char *q = js_number_scan(p, end, &tok);
 		bool plain;
-		const char *q = number_end(p, end, &plain);
 		char *num;
 
 		if (!q)
 			return false;
+		/*
+		 * Plain: numeric prints it as sent (JSON allows no leading zeros), and with
+		 * fewer than 39 integer digits it is finite as a float32. Nearly every
+		 * embedding number is.
+		 */
+		plain = !tok.exp && !tok.neg_zero && tok.int_digits < 39;
 		len = (size_t)(q - p);
 		if (n)
 			*w++ = ',';
@@ -187,7 +143,7 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 		if (!*same && !(plain ? (buf_append(canon, num, len), true) : ability_canon_number(p, len, canon)))
 			return false;
 		n++;
-		if (q < end && *q == ',' && q + 1 < end && (is_digit(q[1]) || q[1] == '-')) {
+		if (q < end && *q == ',' && q + 1 < end && ((q[1] >= '0' && q[1] <= '9') || q[1] == '-')) {
 			p = q + 1; /* the usual case, no whitespace: no call */
 			continue;
 		}

@@ -64,26 +64,39 @@ static bool is_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
-const char *js_number_end(const char *p, const char *end)
+const char *js_number_scan(const char *p, const char *end, struct js_number *n)
 {
-	if (p < end && *p == '-')
+	const char *digits;
+
+	n->neg = p < end && *p == '-';
+	n->exp = false;
+	n->neg_zero = n->neg;
+	if (n->neg)
 		p++;
 	if (p >= end || !is_digit(*p))
 		return NULL;
+	digits = p;
 	if (*p == '0') {
 		p++;
 	} else {
+		n->neg_zero = false;
 		while (p < end && is_digit(*p))
 			p++;
 	}
+	n->int_digits = (size_t)(p - digits);
 	if (p < end && *p == '.') {
-		p++;
+		const char *frac = ++p;
+
 		if (p >= end || !is_digit(*p))
 			return NULL;
 		while (p < end && is_digit(*p))
 			p++;
+		/* Only a negative number can be a negative zero: look for a nonzero digit only then. */
+		while (n->neg_zero && frac < p)
+			n->neg_zero = *frac++ == '0';
 	}
 	if (p < end && (*p == 'e' || *p == 'E')) {
+		n->exp = true;
 		p++;
 		if (p < end && (*p == '+' || *p == '-'))
 			p++;
@@ -93,6 +106,13 @@ const char *js_number_end(const char *p, const char *end)
 			p++;
 	}
 	return p;
+}
+
+const char *js_number_end(const char *p, const char *end)
+{
+	struct js_number n;
+
+	return js_number_scan(p, end, &n);
 }
 
 bool js_number_fits_float32(const char *tok, size_t len)
