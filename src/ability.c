@@ -468,7 +468,7 @@ static bool take_fields(json_t *obj, const char *prefix, struct ability *a, stru
 		if (!known)
 			ok = refuse(err, E_UNKNOWN_FIELD, prefix, key,
 				    "%s%s is not a field of an ability (ability_id, ability_name, service_name, "
-				    "description, embedding, metadata)", prefix, key);
+				    "description, embedding, metadata)", prefix, *key ? key : "\"\"");
 	}
 	id_ok = take_string(obj, "ability_id", ABILITY_ID_MAX, prefix, &a->ability_id, err) &&
 		check_ability_id(a->ability_id, prefix, err);
@@ -645,7 +645,8 @@ static bool check_envelope(const char *body, size_t len, struct jspan list, stru
 		return refuse(err, E_MALFORMED_JSON, "", "", "%s", jerr.text);
 	json_object_foreach(o, key, v) {
 		if (strcmp(key, "abilities") != 0) {
-			ok = refuse(err, E_UNKNOWN_FIELD, "", key, "%s is not expected next to abilities", key);
+			ok = refuse(err, E_UNKNOWN_FIELD, "", key, "%s is not expected next to abilities",
+				    *key ? key : "\"\"");
 			break;
 		}
 	}

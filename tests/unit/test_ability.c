@@ -228,6 +228,10 @@ Test(ability, batches)
 		"more than 3");
 	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}], \"extra\": 1}", 422, "unknown_field", "extra",
 		"not expected next to abilities");
+	/* A member named "" is named so, not left out of the sentence (found by fuzz_ability_body). */
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]}], \"\": 1}", 422, "unknown_field", "",
+		"\"\" is not expected next to abilities");
+	refused("{" BASE ",\"embedding\":[1,2,3,4],\"\":1}", 422, "unknown_field", "", "\"\" is not a field of an ability");
 }
 
 /*
