@@ -148,10 +148,13 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 			continue;
 		}
 		p = js_skip_ws(q, end);
-		if (p < end && *p == ',')
+		if (p < end && *p == ',') {
 			p = js_skip_ws(p + 1, end);
-		else if (p >= end || *p != ']')
+			if (p < end && *p == ']')
+				return false; /* a trailing comma: not JSON */
+		} else if (p >= end || *p != ']') {
 			return false;
+		}
 	}
 	if (p >= end || js_skip_ws(p + 1, end) != end)
 		return false;

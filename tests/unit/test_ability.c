@@ -175,6 +175,9 @@ Test(ability, bad_abilities_are_refused_naming_the_field)
 	refused("{" BASE ",\"embedding\":[1,2,3,\"4\"]}", 422, "invalid_embedding", "embedding[3]", "found a string");
 	refused("{" BASE ",\"embedding\":[1,2,[3],4]}", 422, "invalid_embedding", "embedding[2]", "nested");
 	refused("{" BASE ",\"embedding\":[1,NaN,3,4]}", 400, "malformed_json", "embedding[1]", "NaN and Infinity");
+	/* A trailing comma is not JSON: refused, not read as the four numbers before it. */
+	refused("{" BASE ",\"embedding\":[1,2,3,4,]}", 400, "malformed_json", "embedding[4]", "not valid JSON");
+	refused("{" BASE ",\"embedding\":[1,2,3,4 , ]}", 400, "malformed_json", "embedding[4]", "not valid JSON");
 	refused("{\"abilities\":[{" BASE ",\"embedding\":[1,2,3,4]},{" BASE ",\"embedding\":[1,2,-Infinity,4]}]}", 400,
 		"malformed_json", "abilities[1].embedding[2]", "at abilities[1].embedding[2], byte");
 	refused("{" BASE ",\"embedding\":[1,1e999,3,4]}", 422, "invalid_embedding", "embedding[1]", "float32");
