@@ -99,6 +99,16 @@ static void check_embedding(const struct ability *a, size_t dim)
 	json_decref(arr);
 }
 
+/* What is accepted is JSON, whole: a second parser reads it too ([1,2,] once got through). */
+static void check_json(const char *body, size_t size)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(body, size, JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES, &jerr);
+
+	CHECK(json_is_object(j), "accepted a body jansson does not read: %s", j ? "not an object" : jerr.text);
+	json_decref(j);
+}
+
 static void check_fields(const struct ability *a)
 {
 	char blob[ABILITY_TEXT_MAX * 2 + 16];
@@ -270,6 +280,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		}
 		CHECK(n1 >= 1 && n1 <= MAX_BATCH && (b1 || n1 == 1), "%zu abilities", n1);
+		check_json(body, size);
 		for (i = 0; i < n1; i++) {
 			check_embedding(&a1[i], dims[d]);
 			check_fields(&a1[i]);
