@@ -22,10 +22,13 @@ clone_into_private_home() {
   echo "$home/abilitysync"
 }
 
-# start_make_run CLONE PORT: `make run` in its own process group; waits for its banner.
+# start_make_run CLONE PORT: `make run` in its own process group, SIGHUP at its
+# default as in a terminal (a suite run under nohup ignores it, and a shell
+# cannot trap a signal ignored when it started); waits for its banner.
 start_make_run() {
   local log="$SUITE_TMP/make-run.$RANDOM.log"
-  (cd "$1" && exec setsid make --no-print-directory run NO_DEPS=1 PORT="$2" EMU_PORT=0) >"$log" 2>&1 &
+  (cd "$1" && exec setsid env --default-signal=HUP make --no-print-directory run NO_DEPS=1 PORT="$2" EMU_PORT=0) \
+    >"$log" 2>&1 &
   MAKE_PID=$!
   for _ in $(seq 1 600); do
     grep -q 'Ctrl-C (or SIGTERM) stops everything' "$log" && break
