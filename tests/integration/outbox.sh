@@ -27,6 +27,15 @@ serve() {
   wait_ready
 }
 
+# A service reaching Postgres through a fault proxy named pg (proxy_mode pg ...),
+# one connection, statements allowed to wait; extra VAR=value settings pass through.
+serve_via_pg_proxy() {
+  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
+  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
+    SYNC_WAIT_MS=400 PG_POOL_SIZE=1 PG_STATEMENT_TIMEOUT_MS=30000 "$@"
+  wait_ready
+}
+
 pg() { psql_q "$DB" -c "$1"; }
 
 vid_of() { psql_q "$DB" -c "select $(vector_id_sql "'$1'")"; }
@@ -184,10 +193,7 @@ test_a_push_that_outlives_its_lease_never_lands_over_a_newer_write() {
 test_a_write_answered_after_its_lease_never_pushes_under_it() {
   local a t0 h2 curl_pid settings=(SYNC_LEASE=2 VDB_QUARANTINE_MS=1000 VDB_MAX_ATTEMPTS=1 SYNC_INTERVAL_MS=3600000)
   setup_stores
-  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
-  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
-    SYNC_WAIT_MS=400 PG_POOL_SIZE=1 PG_STATEMENT_TIMEOUT_MS=30000 "${settings[@]}"
-  wait_ready
+  serve_via_pg_proxy "${settings[@]}"
   a=$SVC_URL
   SVC_URL=$a post "$(ability_json warm-up "$SVC" 8 9)" # the write statement is prepared on a's connection
   assert_eq "$CODE" 201 "$BODY"
@@ -226,11 +232,7 @@ test_a_write_answered_after_its_lease_never_pushes_under_it() {
 # soak); the delete is answered 202 and the retry worker pushes it later.
 test_a_delete_answered_after_its_window_is_answered_then_pushed() {
   setup_stores
-  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
-  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
-    SYNC_WAIT_MS=400 PG_POOL_SIZE=1 PG_STATEMENT_TIMEOUT_MS=30000 SYNC_LEASE=2 VDB_QUARANTINE_MS=1000 \
-    SYNC_INTERVAL_MS=500 SYNC_BACKOFF_MS=100
-  wait_ready
+  serve_via_pg_proxy SYNC_LEASE=2 VDB_QUARANTINE_MS=1000 SYNC_INTERVAL_MS=500 SYNC_BACKOFF_MS=100
   post "$(ability_json late-delete "$SVC" 8 1)"
   assert_eq "$CODE" 201 "$BODY"
   proxy_mode pg delay 1500 # a round trip takes 3 s, the push's window is 1.5 s
