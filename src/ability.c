@@ -93,17 +93,17 @@ void ability_free(struct ability *a)
  * float32, holdable by numeric), counted, and written as the client sent it,
  * whitespace removed (what both stores get). The content hash covers the
  * numbers as the mirror holds them: the same text while every number is plain
- * (canon stays empty, *same set), else canon gets them all, each as numeric
+ * (canon stays empty), else canon gets them all, each as numeric
  * prints it. False on the first number that does not pass; check_embedding
  * then says precisely why, off the fast path.
  */
-static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon, bool *same)
+static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon)
 {
 	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len;
 	size_t n = 0, len;
 	char *w, *first;
+	bool same = true;
 
-	*same = true;
 	if (p >= end || *p != '[')
 		return false;
 	/* The compact text is never longer than the array: written in place, no bounds to check. */
@@ -134,13 +134,13 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 		w += len;
 		if (!plain && !js_number_fits_float32(p, len))
 			return false;
-		if (*same && !plain) {
-			*same = false; /* canon begins with the numbers before this one, and its comma */
+		if (same && !plain) {
+			same = false; /* canon begins with the numbers before this one, and its comma */
 			buf_append(canon, first, (size_t)(num - first));
-		} else if (!*same && n) {
+		} else if (!same && n) {
 			buf_putc(canon, ',');
 		}
-		if (!*same && !(plain ? (buf_append(canon, num, len), true) : ability_canon_number(p, len, canon)))
+		if (!same && !(plain ? (buf_append(canon, num, len), true) : ability_canon_number(p, len, canon)))
 			return false;
 		n++;
 		if (q < end && *q == ',' && q + 1 < end && ((q[1] >= '0' && q[1] <= '9') || q[1] == '-')) {
@@ -172,9 +172,8 @@ static bool check_embedding(struct jspan emb, size_t dim, const char *prefix, st
 	struct buf compact = BUF_INIT;
 	size_t count;
 	char field[48];
-	bool same;
 
-	if (!scan_numbers(emb, &count, &compact, canon, &same)) {
+	if (!scan_numbers(emb, &count, &compact, canon)) {
 		buf_free(&compact);
 		if (!js_number_array(emb, &count, &je)) {
 			snprintf(field, sizeof(field), "embedding[%zu]", je.index);
