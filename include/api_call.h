@@ -64,6 +64,7 @@ struct api {
 	uint64_t rejected_in_flight, paused_accepts;
 	uint64_t rejected_body, rejected_header; /* 413 and 400 libevent gave (evhttp_send_error) */
 	uint64_t next_id;
+	unsigned pid;                  /* in request ids: read once, not a syscall per request */
 	char address[128];
 };
 

@@ -240,7 +240,7 @@ static void request_id(struct call *c)
 		snprintf(c->id, sizeof(c->id), "%s", h);
 		return;
 	}
-	snprintf(c->id, sizeof(c->id), "%08x-%llu", (unsigned)getpid(), (unsigned long long)++c->api->next_id);
+	snprintf(c->id, sizeof(c->id), "%08x-%llu", c->api->pid, (unsigned long long)++c->api->next_id);
 	if (h) /* it would not be safe in logs and headers as it is: say which one it became */
 		log_info(COMP, "req=%s: the client's X-Request-Id (%zu bytes) is not 1-64 of A-Z a-z 0-9 . _ : -; "
 			 "this request is %s", c->id, strlen(h), c->id);
@@ -278,7 +278,6 @@ static void on_request(struct evhttp_request *req, void *arg)
 	char allow[64];
 	size_t i;
 
-	tcp_nodelay(req);
 	count_connection(a, req);
 	c = call_new(a, req);
 	if (!path || !*path)
@@ -569,6 +568,7 @@ static void count_connection(struct api *a, struct evhttp_request *req)
 	if (!evcon || conn_has(a, evcon))
 		return;
 	conn_add(a, evcon);
+	tcp_nodelay(req); /* once per connection: it stays set */
 	evhttp_connection_set_closecb(evcon, on_connection_closed, a);
 	if (++a->connections >= a->o.max_connections && !a->accepting_paused && a->sock) {
 		evconnlistener_disable(evhttp_bound_socket_get_listener(a->sock));
@@ -617,6 +617,7 @@ struct api *api_new(struct service *svc, const struct api_opts *o, struct errbuf
 	socklen_t sl = sizeof(ss);
 
 	a->svc = svc;
+	a->pid = (unsigned)getpid();
 	a->o = *o;
 	TAILQ_INIT(&a->calls);
 	if (!split_listen(o->listen, host, sizeof(host), &port)) {

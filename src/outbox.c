@@ -807,7 +807,7 @@ static void record_next(struct outbox *ob)
 					     ok && it->ability ? it->ability->content_hash : NULL,
 					     ok ? it->deletes : NULL,
 					     ok ? NULL : why[i],
-					     outbox_backoff_ms(&ob->o, it->attempt),
+					     ok ? 0 : outbox_backoff_ms(&ob->o, it->attempt), /* no random draw when unused */
 					     it->lease};
 	}
 	store_finish_pushes(ob->s, view, ob->recording, on_recorded, ob);

@@ -207,6 +207,27 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 /* ---- the whole ----------------------------------------------------------------------------- */
 
+/*
+ * The loop with epoll's change list: the event changes of one turn (a
+ * request's read and write interest, libcurl's and libpq's sockets) go to
+ * the kernel as one epoll_ctl per descriptor instead of one per change, ~2
+ * fewer syscalls per registration (strace -c under bench/registration.sh).
+ * libevent warns that it is unsafe with descriptors cloned by dup(); this
+ * process clones none.
+ */
+static struct event_base *new_loop(void)
+{
+	struct event_config *cfg = event_config_new();
+	struct event_base *base;
+
+	if (!cfg)
+		return NULL;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return base;
+}
+
 static bool build(struct server *s, const struct config *c, struct errbuf *err)
 {
 	struct service *svc = &s->svc;
@@ -218,7 +239,7 @@ static bool build(struct server *s, const struct config *c, struct errbuf *err)
 
 	svc->cfg = c;
 	options_owner(svc->owner, sizeof(svc->owner));
-	svc->base = event_base_new();
+	svc->base = new_loop();
 	if (!svc->base) {
 		err_set(err, "cannot create the event loop");
 		return false;

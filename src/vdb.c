@@ -109,6 +109,7 @@ struct vdb {
 	struct req_list queued; /* waiting for a slot */
 	struct req_list active; /* on the wire, or waiting to be retried */
 	uint64_t next_id;
+	int pid;                /* in request ids: read once, not a syscall per request */
 	struct known tenant_state;
 	struct known *blobs;
 	struct deferred *deferred;
@@ -153,7 +154,7 @@ static struct curl_slist *request_headers(const struct vdb *v, uint64_t id, unsi
 	bool bearer = flags & REQ_AUTH_BEARER || (!(flags & REQ_AUTH_API_KEY) && v->o.auth == VDB_AUTH_BEARER);
 	char reqid[48];
 
-	snprintf(reqid, sizeof(reqid), "X-Request-Id: abilitysync-%d-%llu", (int)getpid(), (unsigned long long)id);
+	snprintf(reqid, sizeof(reqid), "X-Request-Id: abilitysync-%d-%llu", v->pid, (unsigned long long)id);
 	h = curl_slist_append(h, reqid);
 	h = curl_slist_append(h, "Content-Type: application/json");
 	h = curl_slist_append(h, "Accept: application/json");
@@ -1804,6 +1805,7 @@ struct vdb *vdb_new(struct event_base *base, const struct vdb_opts *o, struct er
 	v = xcalloc(1, sizeof(*v));
 	v->base = base;
 	v->o = *o;
+	v->pid = (int)getpid();
 	v->base_url = xstrdup(o->base_url);
 	len = strlen(v->base_url);
 	while (len > 0 && v->base_url[len - 1] == '/')
