@@ -24,7 +24,7 @@
 
 #define PROG "parse"
 
-static long o_bodies = 200, o_dim = 3072, o_rounds = 5, o_passes = 10;
+static long o_bodies = 200, o_dim = 3072, o_rounds = 5, o_passes = 10, o_batch = 0;
 static bool o_help;
 
 static const struct bench_flag flags[] = {
@@ -32,6 +32,7 @@ static const struct bench_flag flags[] = {
 	{"dim", "D", F_LONG, &o_dim, 1, 65536, "numbers per embedding (default 3072)"},
 	{"rounds", "N", F_LONG, &o_rounds, 1, 1000, "alternating rounds of both parsers (default 5)"},
 	{"passes", "N", F_LONG, &o_passes, 1, 100000, "passes over the bodies per round and parser (default 10)"},
+	{"batch", "N", F_LONG, &o_batch, 0, 1000, "bodies are batches of N abilities ({\"abilities\": [...]}; default 0: single)"},
 	{"help", NULL, F_BOOL, &o_help, 0, 0, "this text"},
 	{NULL, NULL, F_BOOL, NULL, 0, 0, NULL},
 };
@@ -40,7 +41,8 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: %s [flags]\n\n"
 		"Times ability_parse_body against jansson's json_loadb over the same generated\n"
-		"single-ability bodies, in alternating rounds; prints CPU us per body and the ratio.\n\n", PROG);
+		"single-ability bodies (or batches: --batch), in alternating rounds; prints CPU us per body and\n"
+		"the ratio.\n\n", PROG);
 	bench_print_flags(out, flags);
 }
 
@@ -52,7 +54,7 @@ static double cpu_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static void put_body(struct buf *b, size_t i, double *scratch)
+static void put_ability(struct buf *b, size_t i, double *scratch)
 {
 	buf_printf(b, "{\"ability_id\":\"parse-%zu\",\"ability_name\":\"bench_op_%zu\","
 		   "\"service_name\":\"bench-svc-%zu.example.com\",\"description\":\"Benchmark ability %zu: lists the "
@@ -64,18 +66,37 @@ static void put_body(struct buf *b, size_t i, double *scratch)
 		   i % 3 == 0 ? "[\"X-Tenant-Id\"]" : "[]", i % 3, i);
 }
 
+static void put_body(struct buf *b, size_t i, double *scratch)
+{
+	long k;
+
+	if (!o_batch) {
+		put_ability(b, i, scratch);
+		return;
+	}
+	buf_puts(b, "{\"abilities\":[");
+	for (k = 0; k < o_batch; k++) {
+		if (k)
+			buf_putc(b, ',');
+		put_ability(b, i * (size_t)o_batch + (size_t)k, scratch);
+	}
+	buf_puts(b, "]}");
+}
+
 static void parse_ours(const struct buf *body, size_t i)
 {
 	struct ability_error err;
 	struct ability *a;
-	size_t n;
+	size_t n, k;
 	bool batch;
 
-	if (!ability_parse_body(body->data, body->len, (size_t)o_dim, 1, &a, &n, &batch, &err)) {
+	if (!ability_parse_body(body->data, body->len, (size_t)o_dim, o_batch ? (size_t)o_batch : 1, &a, &n, &batch,
+				&err)) {
 		fprintf(stderr, PROG ": body %zu refused: %s\n", i, err.message);
 		exit(1);
 	}
-	ability_free(&a[0]);
+	for (k = 0; k < n; k++)
+		ability_free(&a[k]);
 	free(a);
 }
 
@@ -142,8 +163,12 @@ int main(int argc, char **argv)
 	qsort(ours, (size_t)o_rounds, sizeof(*ours), cmp_double);
 	qsort(dom, (size_t)o_rounds, sizeof(*dom), cmp_double);
 	qsort(ratio, (size_t)o_rounds, sizeof(*ratio), cmp_double);
-	printf("| %ld bodies of %ld numbers (%.0f bytes each), %ld rounds | median | min–max |\n", o_bodies, o_dim,
-	       bytes / (double)o_bodies, o_rounds);
+	if (o_batch)
+		printf("| %ld bodies, each a batch of %ld abilities of %ld numbers (%.0f bytes each), %ld rounds | median | "
+		       "min–max |\n", o_bodies, o_batch, o_dim, bytes / (double)o_bodies, o_rounds);
+	else
+		printf("| %ld bodies of %ld numbers (%.0f bytes each), %ld rounds | median | min–max |\n", o_bodies, o_dim,
+		       bytes / (double)o_bodies, o_rounds);
 	printf("|---|---|---|\n");
 	printf("| ability_parse_body, CPU us per body | %.1f | %.1f–%.1f |\n", ours[o_rounds / 2] * 1e6, ours[0] * 1e6,
 	       ours[o_rounds - 1] * 1e6);

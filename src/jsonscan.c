@@ -315,23 +315,82 @@ static bool key_equals(const char *quoted_start, const char *quoted_end, const c
 	return (size_t)(quoted_end - quoted_start) == klen + 2 && memcmp(quoted_start + 1, key, klen) == 0;
 }
 
-/*
- * Where a member's value ends. An array with no string, object or array in it
- * (an embedding: most of a body) ends at its first ']', found with memchr and
- * without the grammar: whoever reads the member checks it, and every caller
- * does (js_number_array, jansson), so an embedding is not walked twice.
- */
-static const char *skip_member_value(const char *p, const char *end)
+/* An array holding no string, object or array (an embedding): its first ']', found with memchr. */
+static const char *flat_array_end(const char *p, const char *end)
 {
 	const char *close;
 	size_t n;
 
-	if (p < end && *p == '[' && (close = memchr(p + 1, ']', (size_t)(end - p - 1))) != NULL) {
-		n = (size_t)(close - p - 1);
-		if (!memchr(p + 1, '"', n) && !memchr(p + 1, '[', n) && !memchr(p + 1, '{', n))
-			return close + 1;
+	if (p >= end || *p != '[' || !(close = memchr(p + 1, ']', (size_t)(end - p - 1))))
+		return NULL;
+	n = (size_t)(close - p - 1);
+	if (memchr(p + 1, '"', n) || memchr(p + 1, '[', n) || memchr(p + 1, '{', n))
+		return NULL;
+	return close + 1;
+}
+
+static const char *skip_structure(const char *p, const char *end, int depth);
+
+static const char *skip_container_structure(const char *p, const char *end, int depth)
+{
+	char close = *p == '{' ? '}' : ']';
+	const char *q;
+
+	if (depth >= JS_MAX_DEPTH)
+		return NULL;
+	if ((q = flat_array_end(p, end)))
+		return q;
+	for (p++;;) {
+		p = js_skip_ws(p, end);
+		if (p >= end)
+			return NULL;
+		if (*p == close)
+			return p + 1;
+		if (*p == ',' || *p == ':')
+			p++;
+		else if (!(p = skip_structure(p, end, depth + 1)))
+			return NULL;
 	}
-	return js_skip_value(p, end, NULL);
+}
+
+/*
+ * Where the value at p ends, by its structure alone: a string by its quotes
+ * and escapes, a container by its brackets (an array of numbers by memchr),
+ * anything else at the next delimiter. Nothing else is checked: its reader
+ * does that (js_number_array, jansson). NULL when the brackets do not match
+ * or nest deeper than JS_MAX_DEPTH; the strict walk then names the problem.
+ */
+static const char *skip_structure(const char *p, const char *end, int depth)
+{
+	p = js_skip_ws(p, end);
+	if (p >= end)
+		return NULL;
+	switch (*p) {
+	case '"':
+		return skip_string(p, p, end, NULL);
+	case '{':
+	case '[':
+		return skip_container_structure(p, end, depth);
+	case '}':
+	case ']':
+	case ',':
+	case ':':
+		return NULL;
+	default:
+		for (p++; p < end && !strchr(" \t\r\n,:[]{}\"", *p); p++)
+			;
+		return p;
+	}
+}
+
+/*
+ * Where a member's value ends: by structure, so that an embedding (most of a
+ * body) is not walked twice. Whoever reads the member checks it, and every
+ * caller does (js_number_array, jansson).
+ */
+static const char *skip_member_value(const char *p, const char *end)
+{
+	return skip_structure(p, end, 0);
 }
 
 bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup)
@@ -384,10 +443,11 @@ bool js_array_each(struct jspan arr, bool (*fn)(struct jspan elem, size_t i, voi
 	if (p < end && *p == ']')
 		return true;
 	for (;; i++) {
-		const char *vend = skip_value_at(base, p, end, 1, err);
+		const char *vend = skip_structure(p, end, 1);
 		struct jspan elem;
 
 		if (!vend) {
+			set_err(err, base, p, "the element's brackets do not match");
 			if (err)
 				err->index = i;
 			return false;

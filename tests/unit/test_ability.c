@@ -238,6 +238,37 @@ Test(ability, batches)
 }
 
 /*
+ * A batch's elements are found by their brackets alone, then each is read
+ * strictly: broken JSON anywhere in an element is still refused, and named.
+ */
+Test(ability, broken_json_inside_a_batch_element_is_refused)
+{
+	static const char brackets_in_a_string[] =
+		"{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4],\"metadata\":{\"a\":\"]}[{\"}}]}";
+	struct ability_error err;
+	struct ability *a;
+	size_t n;
+	bool batch;
+
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4,]}]}", 400, "malformed_json", "abilities[0].embedding[4]",
+		"not valid JSON");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4],\"metadata\":{\"a\":[1,]}}]}", 400, "malformed_json",
+		"abilities[0].metadata.a[1]", "unexpected character");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4],\"metadata\":{\"a\":tru}}]}", 400, "malformed_json",
+		"abilities[0].metadata.a", "unexpected character");
+	refused("{\"abilities\": [{" BASE " \"embedding\":[1,2,3,4]}]}", 400, "malformed_json", "abilities[0]",
+		"expected , or }");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]} {" BASE ",\"embedding\":[1,2,3,4]}]}", 400,
+		"malformed_json", "abilities", "expected , or ]");
+	refused("{\"abilities\": [{" BASE ",\"embedding\":[1,2,3,4]]}]}", 400, "malformed_json", "abilities[0]",
+		"expected , or }");
+	/* Brackets inside a string are text, not structure. */
+	cr_assert(parse(brackets_in_a_string, &a, &n, &batch, &err), "%s", err.message);
+	cr_assert(not(eq(ptr, strstr(a[0].attributes, "]}[{"), NULL)), "%s", a[0].attributes);
+	free_items(a, n);
+}
+
+/*
  * Found by fuzz_ability_body. Each once crashed or misread: a body of only
  * whitespace read past its end; a metadata number beyond long long was cast
  * before its range check (UBSan); a long key cut mid-character into err.field
