@@ -64,9 +64,9 @@ bool js_number_fits_float32(const char *tok, size_t len);
  * Finds the member `key` of the object `obj` (a span holding exactly one
  * object) and sets *val to its value. A key that appears twice is an error
  * (*dup set), as JSON parsers disagree about which one wins. The values are
- * walked, not checked: an array holding no string, object or array ([1,,2] too)
- * is taken up to its first ']', so the caller checks the value it reads
- * (js_number_array, jansson).
+ * delimited by their structure, not checked (an array holding no string,
+ * object or array, [1,,2] too, is taken up to its first ']'), so the caller
+ * checks the value it reads (js_number_array, jansson).
  */
 bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup);
 
@@ -76,7 +76,11 @@ bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup);
  */
 bool js_number_array(struct jspan arr, size_t *count, struct js_error *err) MUSTCHECK;
 
-/* Calls fn for each element of the array `arr`; stops early when fn returns false. */
+/*
+ * Calls fn for each element of the array `arr`; stops early when fn returns
+ * false. The commas and brackets between elements are checked; an element is
+ * delimited by its structure alone (strings, brackets), so fn checks it.
+ */
 bool js_array_each(struct jspan arr, bool (*fn)(struct jspan elem, size_t i, void *ctx), void *ctx,
 		   struct js_error *err) MUSTCHECK;
 
