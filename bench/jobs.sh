@@ -101,6 +101,16 @@ median3() { # the median, min and max of the numbers on stdin
 }
 emu_vectors() { curl -fsS "$VECTOR_DB_API/tenants/${VECTOR_DB_TENANT:-reverse_engineer}/blobs" | jq '[.blobs[]?.count] | add // 0'; }
 
+# Every restore starts from the same state: the mirror as the COPY left it (no
+# sync state, no ledger, no jobs) and an empty vector DB. A restore over the
+# last one's sync state (every row updated twice more) is slower, and would
+# make the later measurements (the two-process one) unlike the first.
+fresh_start() {
+  curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null
+  psql -X -q "$DATABASE_URL" -c "TRUNCATE abilitysync.sync_state, abilitysync.vector_ledger, abilitysync.blobs,
+    abilitysync.restore_parts, abilitysync.restore_jobs" -c "VACUUM ANALYZE" >/dev/null
+}
+
 # Restore against the ceiling, ROUNDS times: the ceiling measured (raw posts into a
 # scratch tenant), the emulator emptied, the whole table restored into it.
 ratios=()
@@ -112,8 +122,8 @@ for rd in $(seq 1 "$ROUNDS"); do
   if [ "$CEILING" = 1 ]; then
     "$B/vdb_push" --url "$VECTOR_DB_API" --ceiling --seconds 10 --tenant ceiling --json >"$TMP/ceiling.json" 2>/dev/null
     ceiling=$(jq -r '.ceiling.vectors_per_s' "$TMP/ceiling.json")
-    curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null # restore starts from an empty vector DB
   fi
+  fresh_start
   read -r r_wall r_cpu r_rss r_emu r_rc r_pg <<<"$(measure restore "$B/abilitysync" restore --json)"
   restored=$(json_or_die restore .done "$r_rc")
   vectors=$(emu_vectors)
@@ -133,7 +143,7 @@ restore_wall=$(printf '%s\n' "${walls[@]}" | median3)
 split_wall=""
 if [ "$SPLIT" = 1 ]; then
   echo "restore by two processes ..." >&2
-  curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null
+  fresh_start
   t0=$(date +%s.%N)
   timeout "$JOB_TIMEOUT" "$B/abilitysync" restore --json >"$TMP/split1.out" 2>"$TMP/split1.err" &
   first=$!
