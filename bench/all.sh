@@ -117,7 +117,7 @@ report() {
     "keep-alive connections (loadgen); peer: bench/peer on node ${R[node_version]}, pg pool ${R[peer_pool]}; answers:" \
     "abilitysync ${R[abilitysync_status]}, peer ${R[peer_status]}. CPU per ability (service process): abilitysync" \
     "${R[abilitysync_cpu_ms]} ms, peer ${R[peer_cpu_ms]} ms. Rounds: ${R[rounds]}, abilitysync and peer in alternating order, then COPY, each on a fresh database and emulator. Postgres CPU: every process of the cluster, from the load's start to the vector DB's drain. Migrate: ${R[mig_tool]}." \
-    "Restore/reconcile: ${R[jobs_n]} abilities loaded with COPY, a fresh emulator."
+    "Restore/reconcile: ${R[jobs_n]} abilities loaded with COPY, every restore (the two-process one too) from the same state: no sync state, an empty emulator."
   echo
   echo "Machine: $(nproc) cores ($cpu), shared by Postgres, the service or the peer, the emulator and the load" \
     "generator; load average at start $LOAD_AT_START; $(($(date +%s) - t0)) s in all."
