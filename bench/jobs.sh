@@ -104,8 +104,8 @@ emu_vectors() { curl -fsS "$VECTOR_DB_API/tenants/${VECTOR_DB_TENANT:-reverse_en
 # Every restore starts from the same state: the mirror as the COPY left it (no
 # sync state, no ledger, no jobs) and an empty vector DB. A restore over the
 # last one's sync state (every row updated twice more, dead tuples left) can be
-# slower, and would
-# make the later measurements (the two-process one) unlike the first.
+# slower, and would make the later measurements (the two-process one) unlike
+# the first.
 fresh_start() {
   curl -fsS -X POST "$VECTOR_DB_API/_admin/reset" >/dev/null
   psql -X -q "$DATABASE_URL" -c "TRUNCATE abilitysync.sync_state, abilitysync.vector_ledger, abilitysync.blobs,
