@@ -44,7 +44,6 @@ const char *js_number_end(const char *p, const char *end);
 
 /* What js_number_scan saw of the number. */
 struct js_number {
-	bool neg;          /* a leading '-' */
 	bool exp;          /* an exponent part */
 	bool neg_zero;     /* negative, and every digit is 0 ("-0", "-0.00"; exponent or not) */
 	size_t int_digits; /* digits before the point */

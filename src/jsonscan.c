@@ -67,11 +67,11 @@ static bool is_digit(char c)
 const char *js_number_scan(const char *p, const char *end, struct js_number *n)
 {
 	const char *digits;
+	bool neg = p < end && *p == '-';
 
-	n->neg = p < end && *p == '-';
 	n->exp = false;
-	n->neg_zero = n->neg;
-	if (n->neg)
+	n->neg_zero = neg;
+	if (neg)
 		p++;
 	if (p >= end || !is_digit(*p))
 		return NULL;
@@ -383,16 +383,6 @@ static const char *skip_structure(const char *p, const char *end, int depth)
 	}
 }
 
-/*
- * Where a member's value ends: by structure, so that an embedding (most of a
- * body) is not walked twice. Whoever reads the member checks it, and every
- * caller does (js_number_array, jansson).
- */
-static const char *skip_member_value(const char *p, const char *end)
-{
-	return skip_structure(p, end, 0);
-}
-
 bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup)
 {
 	const char *p = js_skip_ws(obj.p, obj.p + obj.len), *end = obj.p + obj.len;
@@ -411,7 +401,7 @@ bool js_member(struct jspan obj, const char *key, struct jspan *val, bool *dup)
 		if (p >= end || *p != ':')
 			return false;
 		vstart = js_skip_ws(p + 1, end);
-		vend = skip_member_value(vstart, end);
+		vend = skip_structure(vstart, end, 0); /* an embedding is not walked twice: its reader checks it */
 		if (!vend)
 			return false;
 		if (key_equals(kstart, kend, key)) {
