@@ -135,6 +135,7 @@ export const reconcileRuns = abilitysync.table(
     repairs: integer("repairs").notNull().default(0),
     error: text("error"),
     host: text("host"),
+    embedding_model: text("embedding_model"),
   },
   (t) => [
     check(
@@ -142,6 +143,27 @@ export const reconcileRuns = abilitysync.table(
       sql`${t.status} IN ('running', 'ok', 'failed', 'cancelled')`,
     ),
   ],
+);
+
+// A real reconcile run's share of the work, so that several processes (the
+// replicas' periodic runs, `abilitysync reconcile`) check one run at once:
+// part 0 is the ledger and the outbox, the others key ranges of the live rows
+// (ability_id in (after_id, upto_id]). Each is taken under its advisory lock
+// and, once checked, keeps its counts and samples in `report`; the process
+// finishing the last part merges them into the run's report.
+export const reconcileParts = abilitysync.table(
+  "reconcile_parts",
+  {
+    run_id: bigint("run_id", { mode: "number" })
+      .notNull()
+      .references(() => reconcileRuns.id, { onDelete: "cascade" }),
+    part: integer("part").notNull(),
+    after_id: text("after_id"),
+    upto_id: text("upto_id"),
+    finished_at: tstz("finished_at"),
+    report: jsonb("report"),
+  },
+  (t) => [primaryKey({ columns: [t.run_id, t.part] })],
 );
 
 // One row per restore of the vector DB from Postgres. `cursor` is the last

@@ -16,11 +16,13 @@
 
 /*
  * Session advisory locks of the long jobs: (class, 1) reconcile, (class, 2)
- * restore; (part class, job and part) a restore part. The two-integer form
- * never meets migrate's 64-bit key.
+ * restore; (part class, job and part) a restore part, (reconcile part class, run
+ * and part) a reconcile part. The two-integer form never meets migrate's 64-bit
+ * key.
  */
 #define ABILITYSYNC_LOCK_CLASS_TEXT "1633842041"
 #define ABILITYSYNC_PART_LOCK_CLASS_TEXT "1633842042"
+#define ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT "1633842043"
 
 /* Exit codes of every subcommand; the README and --help list them. */
 enum exit_code {

@@ -13,12 +13,21 @@
  *
  * A dry run reads only: no lock, no record (unless started over HTTP, where it
  * is a job to poll), nothing changed anywhere, so it also runs against a
- * read-only standby. A real run takes the reconcile lock
- * (pg_try_advisory_lock: of all replicas one runs, the others skip), records
- * itself in abilitysync.reconcile_runs, and repairs through the outbox: it
- * marks what drifted pending (or pending_delete), at most max_repairs
- * abilities, and the outbox worker pushes them like any write. Collisions and
- * invalid rows are left to a human.
+ * read-only standby.
+ *
+ * A real run records itself in abilitysync.reconcile_runs and is cut into
+ * parts (abilitysync.reconcile_parts: the ledger and the outbox, then key
+ * ranges of the live rows), so that several processes check one run. The
+ * first takes the reconcile lock exclusive to start it, then shares it; a
+ * process finding a run going with the same options joins it (the replicas'
+ * periodic runs, `abilitysync reconcile`); one with other options skips. Each
+ * takes parts no one holds and keeps each one's counts and samples in its
+ * row; the process that finds every part finished merges them into the run's
+ * report, and every process on the run ends with that report. A process that
+ * dies leaves its part to the others. Repairs go through the outbox: what
+ * drifted is marked pending (or pending_delete), at most max_repairs
+ * abilities a run (a budget every process draws from), and the outbox worker
+ * pushes them like any write. Collisions and invalid rows are left to a human.
  */
 #ifndef ABILITYSYNC_RECONCILE_H
 #define ABILITYSYNC_RECONCILE_H
@@ -39,6 +48,9 @@ struct drift_category {
 #define RECONCILE_CATEGORIES 11
 extern const struct drift_category reconcile_categories[RECONCILE_CATEGORIES];
 
+/* A real run's rows are cut into parts of this many pages, unless the options say otherwise. */
+#define RECONCILE_PART_PAGES 16
+
 struct reconcile_opts {
 	struct pgpool_opts pg;  /* the run opens its own connection: the lock is that session's */
 	bool dry_run;
@@ -46,6 +58,7 @@ struct reconcile_opts {
 	const char *service;    /* NULL: every service */
 	const char *embedding_model; /* set: rows whose metadata.embedding_model differs count as old_embedding_model */
 	int page;               /* rows per Postgres page */
+	int part_pages;         /* a real run's parts: this many pages of rows each (0: RECONCILE_PART_PAGES) */
 	long max_repairs;       /* abilities queued per run, at most */
 	long overdue_s;
 	size_t dim;
@@ -61,7 +74,8 @@ struct reconcile_opts {
 
 enum reconcile_outcome {
 	RECONCILE_DONE,    /* report complete (status "ok") */
-	RECONCILE_SKIPPED, /* another replica holds the lock, or ran within min_gap_s; report NULL */
+	/* a run is being started, or one with other options runs, or one ran within min_gap_s; report NULL */
+	RECONCILE_SKIPPED,
 	RECONCILE_FAILED,  /* report says how far it got (status "failed") and why */
 };
 

@@ -17,27 +17,79 @@
 
 /* yes/no with a text (what it is depends on the call). */
 typedef void (*store_flag_fn)(bool yes, const char *text, const struct pg_outcome *o, void *arg);
-/* An id, or -1 when there is none. */
-typedef void (*store_id_fn)(int64_t id, const struct pg_outcome *o, void *arg);
 
 /* Is the sync schema there (abilitysync's job tables and ledger)? text: now() on Postgres' clock. */
 void store_job_schema(struct pgpool *p, store_flag_fn done, void *arg);
 
 /* ---- reconcile --------------------------------------------------------------------- */
 
-/* The reconcile lock (one run at a time across replicas), tried: yes when taken. */
-void store_reconcile_try_lock(struct pgpool *p, store_flag_fn done, void *arg);
+/*
+ * The reconcile lock, tried: exclusive to start a real run (no process works
+ * on one then), shared to work on a running one; yes when taken.
+ */
+void store_reconcile_try_lock(struct pgpool *p, bool exclusive, store_flag_fn done, void *arg);
+
+/* Holding it exclusive: holds it shared instead, so that others may join. */
+void store_reconcile_share_lock(struct pgpool *p, pg_done_fn done, void *arg);
 
 /* Seconds since the last real run started (text, NULL: never). */
 void store_reconcile_last_run(struct pgpool *p, store_flag_fn done, void *arg);
 
-/* A run's row (a real one, or a dry one started over HTTP): its id. */
-void store_reconcile_record_run(struct pgpool *p, bool dry_run, bool deep, const char *service, const char *host,
-				store_id_fn done, void *arg);
+/* A run: its id, when it started (ISO 8601, UTC; and as Postgres' text), seconds since. */
+struct recon_run {
+	int64_t id;
+	const char *started_at;
+	double seconds;
+	const char *pg_started_at;
+};
+typedef void (*store_recon_run_fn)(const struct recon_run *run, const struct pg_outcome *o, void *arg);
 
-/* The run's end: status, the report (JSON text), repairs queued, the first error. */
+/*
+ * A run's row (a real one, or a dry one started over HTTP). A real one (the
+ * lock held exclusive) is cut into parts: part 0 the ledger and the outbox,
+ * then the live rows (of its service) every part_rows in key order; runs
+ * still marked running are failed then, as no process is left on them.
+ */
+void store_reconcile_record_run(struct pgpool *p, bool dry_run, bool deep, const char *service, const char *model,
+				const char *host, int part_rows, store_recon_run_fn done, void *arg);
+
+/* The lock held shared: the newest running real run with these options (run NULL: none). */
+void store_reconcile_join(struct pgpool *p, bool deep, const char *service, const char *model,
+			  store_recon_run_fn done, void *arg);
+
+/* A part taken (part -1: none), with what decides what comes next when none is. */
+struct recon_part {
+	int part;                  /* 0: the ledger and the outbox; else live rows in (after, upto] */
+	const char *after, *upto;  /* NULL: open */
+	const char *status;        /* the run's */
+	const char *report;        /* the run's, once it is over */
+	long left;                 /* parts not finished (the one taken included) */
+};
+typedef void (*store_recon_part_fn)(const struct recon_part *part, const struct pg_outcome *o, void *arg);
+
+/* The first unfinished part of a running run that no session holds, locked for this session. */
+void store_reconcile_claim_part(struct pgpool *p, int64_t run_id, store_recon_part_fn done, void *arg);
+
+/* The part is checked: its report (JSON text) is kept, its lock let go. */
+void store_reconcile_part_done(struct pgpool *p, int64_t run_id, int part, const char *report, pg_done_fn done,
+			       void *arg);
+
+/* Texts, one a row. */
+typedef void (*store_texts_fn)(const char *const *texts, size_t n, const struct pg_outcome *o, void *arg);
+
+/* The finished parts' reports (JSON texts). */
+void store_reconcile_part_reports(struct pgpool *p, int64_t run_id, store_texts_fn done, void *arg);
+
+/* Takes up to n of the run's `max` repairs (every process's count): how many it got. */
+void store_reconcile_reserve(struct pgpool *p, int64_t run_id, long n, long max, store_count_fn done, void *arg);
+
+/*
+ * The run's end: status, the report (JSON text), repairs queued, the first
+ * error; `alone`: only if no other process shares the lock (else the run is
+ * theirs to end).
+ */
 void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *status, const char *report,
-				long repairs, const char *error, pg_done_fn done, void *arg);
+				long repairs, const char *error, bool alone, pg_done_fn done, void *arg);
 
 /* A live ability as reconcile judges it. */
 struct recon_row {
@@ -51,9 +103,12 @@ struct recon_row {
 };
 typedef void (*store_recon_rows_fn)(const struct recon_row *rows, size_t n, const struct pg_outcome *o, void *arg);
 
-/* Up to `limit` live abilities after `after` (NULL: the first), of one service (NULL: all), by ability_id. */
-void store_reconcile_rows(struct pgpool *p, const char *after, const char *service, int limit, bool deep,
-			  store_recon_rows_fn done, void *arg);
+/*
+ * Up to `limit` live abilities in (after, upto] (NULL: open), of one service
+ * (NULL: all), by ability_id.
+ */
+void store_reconcile_rows(struct pgpool *p, const char *after, const char *upto, const char *service, int limit,
+			  bool deep, store_recon_rows_fn done, void *arg);
 
 /* A place in the vector DB and who it is for. */
 struct recon_place {

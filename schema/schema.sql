@@ -128,6 +128,20 @@ CREATE TABLE abilitysync.fullset_stage (
 
 
 --
+-- Name: reconcile_parts; Type: TABLE; Schema: abilitysync; Owner: -
+--
+
+CREATE TABLE abilitysync.reconcile_parts (
+    run_id bigint NOT NULL,
+    part integer NOT NULL,
+    after_id text,
+    upto_id text,
+    finished_at timestamp with time zone,
+    report jsonb
+);
+
+
+--
 -- Name: reconcile_runs; Type: TABLE; Schema: abilitysync; Owner: -
 --
 
@@ -143,6 +157,7 @@ CREATE TABLE abilitysync.reconcile_runs (
     repairs integer DEFAULT 0 NOT NULL,
     error text,
     host text,
+    embedding_model text,
     CONSTRAINT reconcile_runs_status_check CHECK ((status = ANY (ARRAY['running'::text, 'ok'::text, 'failed'::text, 'cancelled'::text])))
 );
 
@@ -379,6 +394,14 @@ ALTER TABLE ONLY abilitysync.fullset_stage
 
 
 --
+-- Name: reconcile_parts reconcile_parts_run_id_part_pk; Type: CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.reconcile_parts
+    ADD CONSTRAINT reconcile_parts_run_id_part_pk PRIMARY KEY (run_id, part);
+
+
+--
 -- Name: reconcile_runs reconcile_runs_pkey; Type: CONSTRAINT; Schema: abilitysync; Owner: -
 --
 
@@ -496,6 +519,14 @@ CREATE INDEX idx_abilities_service_name ON public.abilities USING btree (service
 --
 
 CREATE TRIGGER sync_state_pending_since BEFORE INSERT OR UPDATE OF state ON abilitysync.sync_state FOR EACH ROW EXECUTE FUNCTION abilitysync.note_pending_since();
+
+
+--
+-- Name: reconcile_parts reconcile_parts_run_id_reconcile_runs_id_fk; Type: FK CONSTRAINT; Schema: abilitysync; Owner: -
+--
+
+ALTER TABLE ONLY abilitysync.reconcile_parts
+    ADD CONSTRAINT reconcile_parts_run_id_reconcile_runs_id_fk FOREIGN KEY (run_id) REFERENCES abilitysync.reconcile_runs(id) ON DELETE CASCADE;
 
 
 --

@@ -3,7 +3,13 @@
  *
  * A run is a chain of callbacks on the loop, one phase after the other:
  *   open     its own connection; the sync schema must be there; a real run
- *            takes the lock, skips when another ran moments ago, records itself
+ *            takes the lock exclusive, skips when another ran moments ago,
+ *            records itself and its parts, then shares the lock; or, the
+ *            lock held by others, shares it and joins their run
+ *   parts    a real run takes one part at a time (rows: a key range; part 0:
+ *            orphans, then outbox), keeps its counts in the part's row and
+ *            takes the next; none left to take but some held by others: it
+ *            asks again a moment later; none left at all: it merges them
  *   rows     live rows in ability_id pages: each synced row's vector is
  *            fetched by id (its attributes), rows without sync state are
  *            checked against the ledger for collisions; --deep also rebuilds
@@ -12,8 +18,10 @@
  *            where they lie: is the vector still there?
  *   outbox   failed and overdue changes in the sync state
  *   finish   the report; a real run records it; the connection (and with it
- *            the lock) is closed
- * A real run queues each page's repairs before it reads the next page.
+ *            the locks) is closed
+ * A dry run has no parts: one pass, rows then orphans then outbox. A real run
+ * queues each page's repairs (drawn from the run's budget) before it reads
+ * the next page.
  */
 #include "reconcile.h"
 
@@ -36,6 +44,7 @@
 #define SELF_QUERY_K 3
 #define SELF_DISTANCE_MAX 1e-4 /* a vector's cosine distance to itself, float32 rounding included */
 #define BLOB_MAX (ABILITY_TEXT_MAX * 2 + 16)
+#define PART_WAIT_MS 500 /* parts left, all held by others: ask again after this */
 
 enum cat {
 	CAT_MISSING,
@@ -118,6 +127,12 @@ struct entry {
 	enum { E_UNKNOWN, E_GONE, E_THERE, E_ERROR } seen;
 };
 
+/* A repair wanted (owned copies: the page may go before it is queued). */
+struct repair {
+	char *ability_id, *blob;
+	int64_t vector_id, generation;
+};
+
 enum phase { PH_OPEN, PH_ROWS, PH_ORPHANS, PH_OUTBOX, PH_FINISH };
 
 struct reconcile {
@@ -131,13 +146,29 @@ struct reconcile {
 	enum phase phase;
 	int64_t run_id;              /* 0: not recorded (dry run, or not yet) */
 	int64_t last_progress_ms;
-	char started_at[LOG_TIMESTAMP_LEN];
+	char started_at[LOG_TIMESTAMP_LEN]; /* the run's (a joined run began before this process) */
+	int64_t started_ms;          /* the same on clock_mono_ms() */
 	char *pg_start;              /* the run's start on Postgres' clock */
 	char overdue[32];
 
+	/* a real run's parts */
+	bool joining;                /* the lock was held: sharing it, to join the run going */
+	int part;                    /* the part at hand (-1: none) */
+	char *upto;                  /* rows: the part's last ability_id (NULL: open) */
+	long parts;                  /* parts this process checked */
+	long merged;                 /* parts merged into the counts below (the run's report) */
+	bool run_over;               /* another process ended the run: record nothing */
+	struct event *wait;
+
+	/* counts of the part at hand (a dry run: of everything); the run's once merged */
 	struct category cats[CAT_N];
 	long rows_checked, vectors_checked, entries_checked;
 	long queued, deferred;
+
+	/* the page's repairs, copied: their budget is asked for first */
+	struct repair *repairs;
+	size_t nrepairs;
+	enum { RQ_ROWS, RQ_ORPHANS, RQ_CHANGES } repair_kind;
 
 	/* the page at hand; job.out counts its vector DB requests still out */
 	char *cursor;                /* keyset position (rows, outbox: ability_id; orphans: blob) */
@@ -154,17 +185,16 @@ struct reconcile {
 };
 
 static void next_page(struct reconcile *r);
+static void phase_over(struct reconcile *r);
 static void finish(struct reconcile *r, enum reconcile_outcome outcome, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
 /* ---- small things ------------------------------------------------------------------ */
 
-/* Counts one drifted ability; keeps the SAMPLE_MAX smallest ids in order. */
-static void note(struct reconcile *r, enum cat c, const char *id)
+/* Keeps id if it is among the SAMPLE_MAX smallest of the category, in order. */
+static void keep_sample(struct category *k, const char *id)
 {
-	struct category *k = &r->cats[c];
 	int i, at;
 
-	k->count++;
 	for (at = 0; at < k->nsample && strcmp(k->sample[at], id) < 0; at++)
 		;
 	if (at == SAMPLE_MAX || (at < k->nsample && strcmp(k->sample[at], id) == 0))
@@ -177,15 +207,11 @@ static void note(struct reconcile *r, enum cat c, const char *id)
 	k->nsample++;
 }
 
-/* May one more repair join the batch being built (n so far)? What may not is deferred. */
-static bool take_repair(struct reconcile *r, size_t n)
+/* Counts one drifted ability. */
+static void note(struct reconcile *r, enum cat c, const char *id)
 {
-	if (r->o.dry_run)
-		return false;
-	if (r->queued + (long)n < r->o.max_repairs)
-		return true;
-	r->deferred++;
-	return false;
+	r->cats[c].count++;
+	keep_sample(&r->cats[c], id);
 }
 
 static char *dup_or_null(const char *s)
@@ -193,10 +219,24 @@ static char *dup_or_null(const char *s)
 	return s ? xstrdup(s) : NULL;
 }
 
+static void free_repairs(struct reconcile *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->nrepairs; i++) {
+		free(r->repairs[i].ability_id);
+		free(r->repairs[i].blob);
+	}
+	free(r->repairs);
+	r->repairs = NULL;
+	r->nrepairs = 0;
+}
+
 static void free_page(struct reconcile *r)
 {
 	size_t i;
 
+	free_repairs(r);
 	for (i = 0; i < r->nrows; i++) {
 		free(r->rows[i].ability_id);
 		free(r->rows[i].state);
@@ -241,10 +281,10 @@ static void progress(struct reconcile *r)
 
 /* ---- the end -------------------------------------------------------------------------- */
 
-static json_t *build_report(struct reconcile *r, const char *status)
+/* The counts: {"checked", "drift", "repairs"} (a part's row keeps them so); adds "total" when asked. */
+static json_t *counts_json(const struct reconcile *r, bool with_total)
 {
-	json_t *drift = json_object();
-	char finished[LOG_TIMESTAMP_LEN];
+	json_t *drift = json_object(), *out;
 	long total = 0;
 	int c, i;
 
@@ -257,16 +297,71 @@ static json_t *build_report(struct reconcile *r, const char *status)
 				    json_pack("{s:I, s:o}", "count", (json_int_t)r->cats[c].count, "sample", sample));
 		total += r->cats[c].count;
 	}
+	out = json_pack("{s:{s:I, s:I, s:I}, s:o, s:{s:I, s:I}}", "checked", "rows", (json_int_t)r->rows_checked,
+			"vectors", (json_int_t)r->vectors_checked, "ledger_entries", (json_int_t)r->entries_checked,
+			"drift", drift, "repairs", "queued", (json_int_t)r->queued, "deferred",
+			(json_int_t)r->deferred);
+	if (with_total)
+		json_object_set_new(out, "total", json_integer((json_int_t)total));
+	return out;
+}
+
+/* Adds a part's counts (counts_json's shape, read back from its row) to the run's. */
+static void absorb(struct reconcile *r, const json_t *part)
+{
+	const json_t *checked = json_object_get(part, "checked"), *repairs = json_object_get(part, "repairs");
+	const json_t *drift = json_object_get(part, "drift"), *sample;
+	size_t i;
+	int c;
+
+	r->rows_checked += (long)json_integer_value(json_object_get(checked, "rows"));
+	r->vectors_checked += (long)json_integer_value(json_object_get(checked, "vectors"));
+	r->entries_checked += (long)json_integer_value(json_object_get(checked, "ledger_entries"));
+	r->queued += (long)json_integer_value(json_object_get(repairs, "queued"));
+	r->deferred += (long)json_integer_value(json_object_get(repairs, "deferred"));
+	for (c = 0; c < CAT_N; c++) {
+		const json_t *k = json_object_get(drift, reconcile_categories[c].name), *id;
+
+		r->cats[c].count += (long)json_integer_value(json_object_get(k, "count"));
+		sample = json_object_get(k, "sample");
+		json_array_foreach(sample, i, id)
+			if (json_is_string(id))
+				keep_sample(&r->cats[c], json_string_value(id));
+	}
+	r->merged++;
+}
+
+/* The part's counts start again from zero. */
+static void reset_counts(struct reconcile *r)
+{
+	int c, i;
+
+	for (c = 0; c < CAT_N; c++) {
+		for (i = 0; i < r->cats[c].nsample; i++)
+			free(r->cats[c].sample[i]);
+		r->cats[c].count = 0;
+		r->cats[c].nsample = 0;
+	}
+	r->rows_checked = r->vectors_checked = r->entries_checked = 0;
+	r->queued = r->deferred = 0;
+}
+
+static json_t *build_report(struct reconcile *r, const char *status)
+{
+	char finished[LOG_TIMESTAMP_LEN];
+	json_t *report;
+
 	log_timestamp(finished);
-	return json_pack("{s:o, s:b, s:b, s:s?, s:s?, s:s, s:s?, s:s, s:s, s:f, s:{s:I, s:I, s:I}, s:o, s:I, s:{s:I, s:I}}",
-			 "run_id", r->run_id ? json_integer((json_int_t)r->run_id) : json_null(), "dry_run",
-			 r->o.dry_run, "deep", r->o.deep, "service_name", r->service, "embedding_model",
-			 r->o.embedding_model, "status", status, "error",
-			 r->job.error[0] ? r->job.error : NULL, "started_at", r->started_at, "finished_at", finished,
-			 "seconds", job_seconds(&r->job), "checked", "rows", (json_int_t)r->rows_checked, "vectors",
-			 (json_int_t)r->vectors_checked, "ledger_entries", (json_int_t)r->entries_checked, "drift", drift,
-			 "total", (json_int_t)total, "repairs", "queued", (json_int_t)r->queued, "deferred",
-			 (json_int_t)r->deferred);
+	report = json_pack("{s:o, s:b, s:b, s:s?, s:s?, s:s, s:s?, s:s, s:s, s:f}", "run_id",
+			   r->run_id ? json_integer((json_int_t)r->run_id) : json_null(), "dry_run", r->o.dry_run,
+			   "deep", r->o.deep, "service_name", r->service, "embedding_model", r->o.embedding_model,
+			   "status", status, "error", r->job.error[0] ? r->job.error : NULL, "started_at",
+			   r->started_at, "finished_at", finished, "seconds",
+			   (double)(clock_mono_ms() - r->started_ms) / 1000.0);
+	json_object_update_new(report, counts_json(r, true));
+	if (!r->o.dry_run && r->run_id)
+		json_object_set_new(report, "parts", json_integer((json_int_t)r->merged));
+	return report;
 }
 
 static struct reconcile *of(struct job *j)
@@ -292,7 +387,10 @@ static void run_release(struct job *j)
 		for (i = 0; i < r->cats[c].nsample; i++)
 			free(r->cats[c].sample[i]);
 	json_decref(r->report);
+	if (r->wait)
+		event_free(r->wait);
 	free(r->cursor);
+	free(r->upto);
 	free(r->pg_start);
 	free(r->service);
 	free(r->service_blob);
@@ -312,10 +410,60 @@ static void on_recorded(const struct pg_outcome *o, void *arg)
 	job_end(&r->job);
 }
 
+static bool can_record(const struct reconcile *r)
+{
+	return r->run_id && !r->run_over && r->job.pool && pgpool_ready(r->job.pool);
+}
+
+/*
+ * The report, recorded with the run. A real run's failure is the run's only
+ * if no other process works on it (else they go on, taking over this
+ * process's part).
+ */
+static void record_report(struct reconcile *r)
+{
+	const char *status = r->outcome == RECONCILE_DONE ? "ok" : "failed";
+	char *text;
+
+	r->report = build_report(r, status);
+	if (!can_record(r)) {
+		job_end(&r->job);
+		return;
+	}
+	text = json_dumps(r->report, JSON_COMPACT | JSON_REAL_PRECISION(10));
+	store_reconcile_record_end(r->job.pool, r->run_id, status, text, r->queued,
+				   r->job.error[0] ? r->job.error : NULL,
+				   r->outcome == RECONCILE_FAILED && !r->o.dry_run, on_recorded, r);
+	free(text);
+}
+
+static void absorb_texts(struct reconcile *r, const char *const *texts, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		json_t *part = json_loads(texts[i], 0, NULL);
+
+		if (part)
+			absorb(r, part);
+		json_decref(part);
+	}
+}
+
+/* A real run failing here: the parts finished so far count in its report too. */
+static void on_parts_so_far(const char *const *texts, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if (job_gone(&r->job))
+		return;
+	if (o->res)
+		absorb_texts(r, texts, n);
+	record_report(r);
+}
+
 static void finish(struct reconcile *r, enum reconcile_outcome outcome, const char *fmt, ...)
 {
-	const char *status = outcome == RECONCILE_DONE ? "ok" : "failed";
-	char *text;
 	va_list ap;
 
 	if (r->job.over || r->phase == PH_FINISH)
@@ -328,16 +476,12 @@ static void finish(struct reconcile *r, enum reconcile_outcome outcome, const ch
 	if (outcome == RECONCILE_FAILED)
 		job_fail(&r->job, "%s", r->why);
 	free_page(r);
-	if (outcome != RECONCILE_SKIPPED)
-		r->report = build_report(r, status);
-	if (outcome == RECONCILE_SKIPPED || !r->run_id || !r->job.pool || !pgpool_ready(r->job.pool)) {
+	if (outcome == RECONCILE_SKIPPED)
 		job_end(&r->job);
-		return;
-	}
-	text = json_dumps(r->report, JSON_COMPACT | JSON_REAL_PRECISION(10));
-	store_reconcile_record_end(r->job.pool, r->run_id, status, text, r->queued,
-				   r->job.error[0] ? r->job.error : NULL, on_recorded, r);
-	free(text);
+	else if (outcome == RECONCILE_FAILED && !r->o.dry_run && can_record(r))
+		store_reconcile_part_reports(r->job.pool, r->run_id, on_parts_so_far, r);
+	else
+		record_report(r);
 }
 
 /* A Postgres statement failed: the run ends, saying where. */
@@ -354,6 +498,76 @@ static bool pg_failed(struct reconcile *r, const struct pg_outcome *o, const cha
 static void vdb_failed(struct reconcile *r, const char *error)
 {
 	job_fail(&r->job, "the vector DB: %.500s", error);
+}
+
+/* ---- repairs: as far as the run's budget goes, the rest deferred to the next run ------ */
+
+static void on_requeued(long n, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if (job_gone(&r->job) || pg_failed(r, o, "queueing repairs"))
+		return;
+	r->queued += n;
+	next_page(r);
+}
+
+static void on_budget(long granted, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+	struct recon_place *places;
+	const char **ids;
+	size_t n, i;
+
+	if (job_gone(&r->job) || pg_failed(r, o, "drawing on the repair budget"))
+		return;
+	n = granted <= 0 ? 0 : (size_t)granted < r->nrepairs ? (size_t)granted : r->nrepairs;
+	r->deferred += (long)(r->nrepairs - n);
+	if (n == 0) {
+		next_page(r);
+		return;
+	}
+	places = xcalloc(n, sizeof(*places));
+	ids = xcalloc(n, sizeof(*ids));
+	for (i = 0; i < n; i++) {
+		const struct repair *x = &r->repairs[i];
+
+		places[i] = (struct recon_place){x->ability_id, x->blob, x->vector_id, x->generation};
+		ids[i] = x->ability_id;
+	}
+	if (r->repair_kind == RQ_ROWS)
+		store_reconcile_requeue_rows(r->job.pool, places, n, on_requeued, r);
+	else if (r->repair_kind == RQ_ORPHANS)
+		store_reconcile_requeue_orphans(r->job.pool, places, n, on_requeued, r);
+	else
+		store_reconcile_requeue_changes(r->job.pool, ids, n, on_requeued, r);
+	free(places);
+	free(ids);
+	free_repairs(r); /* the statement has its own copy */
+}
+
+/* The page's repairs, at most `most` of this kind, are gathered (a dry run gathers none). */
+static void begin_repairs(struct reconcile *r, size_t most, int kind)
+{
+	free_repairs(r);
+	r->repairs = xcalloc(most + 1, sizeof(*r->repairs));
+	r->repair_kind = kind;
+}
+
+/* Copied: the page may go before its repairs are queued. */
+static void add_repair(struct reconcile *r, const char *id, const char *blob, int64_t vector_id, int64_t generation)
+{
+	if (!r->o.dry_run)
+		r->repairs[r->nrepairs++] = (struct repair){xstrdup(id), dup_or_null(blob), vector_id, generation};
+}
+
+/* Queues the page's repairs the budget allows, then goes on to the next page. */
+static void queue_repairs(struct reconcile *r)
+{
+	if (r->nrepairs == 0)
+		next_page(r);
+	else
+		store_reconcile_reserve(r->job.pool, r->run_id, (long)r->nrepairs, r->o.max_repairs, on_budget, r);
 }
 
 /* ---- rows: live abilities and their vectors ------------------------------------------- */
@@ -385,21 +599,10 @@ static bool needs_repair(const struct row *w)
 	return w->v == V_MISSING || w->v == V_STALE || w->v == V_NO_STATE || w->v == V_DIFFERS;
 }
 
-static void on_requeued(long n, const struct pg_outcome *o, void *arg)
-{
-	struct reconcile *r = arg;
-
-	if (job_gone(&r->job) || pg_failed(r, o, "queueing repairs"))
-		return;
-	r->queued += n;
-	next_page(r);
-}
-
 /* The page is judged: count it, queue what can be repaired, go on. */
 static void rows_page_done(struct reconcile *r)
 {
-	struct recon_place *repairs = xcalloc(r->nrows + 1, sizeof(*repairs));
-	size_t i, n = 0;
+	size_t i;
 	bool error = false;
 
 	for (i = 0; i < r->nrows; i++) {
@@ -411,21 +614,17 @@ static void rows_page_done(struct reconcile *r)
 			note(r, c, w->ability_id);
 	}
 	if (error) {
-		free(repairs);
 		finish(r, RECONCILE_FAILED, "%s", r->job.error);
 		return;
 	}
+	begin_repairs(r, r->nrows, RQ_ROWS);
 	for (i = 0; i < r->nrows; i++) {
 		const struct row *w = &r->rows[i];
 
-		if (needs_repair(w) && take_repair(r, n))
-			repairs[n++] = (struct recon_place){w->ability_id, w->blob, w->vector_id, w->generation};
+		if (needs_repair(w))
+			add_repair(r, w->ability_id, w->blob, w->vector_id, w->generation);
 	}
-	if (n)
-		store_reconcile_requeue_rows(r->job.pool, repairs, n, on_requeued, r);
-	free(repairs);
-	if (!n)
-		next_page(r);
+	queue_repairs(r);
 }
 
 /* A row about to be pushed again must be pushable: else it is invalid, and left alone. */
@@ -667,9 +866,7 @@ static void on_rows(const struct recon_row *rows, size_t n, const struct pg_outc
 		return;
 	r->last_page = n < (size_t)r->o.page;
 	if (n == 0) {
-		r->phase = PH_ORPHANS;
-		set_cursor(r, NULL, 0);
-		next_page(r);
+		phase_over(r);
 		return;
 	}
 	r->rows = xcalloc(n, sizeof(*r->rows));
@@ -682,36 +879,30 @@ static void on_rows(const struct recon_row *rows, size_t n, const struct pg_outc
 
 static void read_rows(struct reconcile *r)
 {
-	store_reconcile_rows(r->job.pool, r->cursor, r->service, r->o.page, r->o.deep, on_rows, r);
+	store_reconcile_rows(r->job.pool, r->cursor, r->upto, r->service, r->o.page, r->o.deep, on_rows, r);
 }
 
 /* ---- orphans: ledger entries without a live row there ------------------------------ */
 
 static void entries_page_done(struct reconcile *r)
 {
-	struct recon_place *repairs = xcalloc(r->nentries + 1, sizeof(*repairs));
-	size_t i, n = 0;
+	size_t i;
 
 	for (i = 0; i < r->nentries; i++)
 		if (r->entries[i].seen == E_ERROR) {
-			free(repairs);
 			finish(r, RECONCILE_FAILED, "%s", r->job.error);
 			return;
 		}
+	begin_repairs(r, r->nentries, RQ_ORPHANS);
 	for (i = 0; i < r->nentries; i++) {
 		const struct entry *e = &r->entries[i];
 
 		if (e->seen != E_THERE)
 			continue;
 		note(r, CAT_ORPHANS, e->ability_id);
-		if (take_repair(r, n))
-			repairs[n++] = (struct recon_place){e->ability_id, e->blob, e->vector_id, e->generation};
+		add_repair(r, e->ability_id, e->blob, e->vector_id, e->generation);
 	}
-	if (n)
-		store_reconcile_requeue_orphans(r->job.pool, repairs, n, on_requeued, r);
-	free(repairs);
-	if (!n)
-		next_page(r);
+	queue_repairs(r);
 }
 
 struct entry_ctx {
@@ -763,9 +954,7 @@ static void on_entries(const struct recon_entry *rows, size_t n, const struct pg
 		return;
 	r->last_page = n < (size_t)r->o.page;
 	if (n == 0) {
-		r->phase = PH_OUTBOX;
-		set_cursor(r, NULL, 0);
-		next_page(r);
+		phase_over(r);
 		return;
 	}
 	set_cursor(r, rows[n - 1].blob_id, rows[n - 1].vector_id);
@@ -806,28 +995,22 @@ static void read_entries(struct reconcile *r)
 static void on_changes(const struct recon_change *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
-	const char **ids;
-	size_t t, k = 0;
+	size_t t;
 
 	if (job_gone(&r->job) || pg_failed(r, o, "reading the outbox"))
 		return;
 	r->last_page = n < (size_t)r->o.page;
 	if (n == 0) {
-		finish(r, RECONCILE_DONE, "done");
+		phase_over(r);
 		return;
 	}
 	set_cursor(r, rows[n - 1].ability_id, 0);
-	ids = xcalloc(n, sizeof(*ids));
+	begin_repairs(r, n, RQ_CHANGES);
 	for (t = 0; t < n; t++) {
 		note(r, rows[t].failed ? CAT_FAILED : CAT_OVERDUE, rows[t].ability_id);
-		if (take_repair(r, k))
-			ids[k++] = rows[t].ability_id;
+		add_repair(r, rows[t].ability_id, NULL, 0, -1);
 	}
-	if (k)
-		store_reconcile_requeue_changes(r->job.pool, ids, k, on_requeued, r);
-	free(ids);
-	if (!k)
-		next_page(r);
+	queue_repairs(r);
 }
 
 static void read_changes(struct reconcile *r)
@@ -849,37 +1032,168 @@ static void next_page(struct reconcile *r)
 		return;
 	}
 	r->last_page = false;
+	if (was_last && r->cursor) {
+		phase_over(r);
+		return;
+	}
 	switch (r->phase) {
 	case PH_ROWS:
-		if (was_last && r->cursor) {
-			r->phase = PH_ORPHANS;
-			set_cursor(r, NULL, 0);
-			read_entries(r);
-		} else {
-			read_rows(r);
-		}
+		read_rows(r);
 		break;
 	case PH_ORPHANS:
-		if (was_last && r->cursor) {
-			r->phase = PH_OUTBOX;
-			set_cursor(r, NULL, 0);
-			read_changes(r);
-		} else {
-			read_entries(r);
-		}
+		read_entries(r);
 		break;
 	case PH_OUTBOX:
-		if (was_last && r->cursor)
-			finish(r, RECONCILE_DONE, "done");
-		else
-			read_changes(r);
+		read_changes(r);
 		break;
 	default:
 		break;
 	}
 }
 
-static void begin_rows(struct reconcile *r)
+/* ---- parts: a real run's work, shared by the processes on it -------------------------------- */
+
+static void claim_part(struct reconcile *r);
+
+static void on_part_kept(const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if (job_gone(&r->job) || pg_failed(r, o, "recording a part"))
+		return;
+	reset_counts(r);
+	r->parts++;
+	r->part = -1;
+	claim_part(r);
+}
+
+/* The part is checked: its counts go to its row, and the next part is taken. */
+static void part_over(struct reconcile *r)
+{
+	json_t *counts = counts_json(r, false);
+	char *text = json_dumps(counts, JSON_COMPACT);
+
+	log_debug(COMP, "run %lld: part %d checked: %ld rows, %ld vectors, %ld ledger entries", (long long)r->run_id,
+		  r->part, r->rows_checked, r->vectors_checked, r->entries_checked);
+	store_reconcile_part_done(r->job.pool, r->run_id, r->part, text, on_part_kept, r);
+	free(text);
+	json_decref(counts);
+}
+
+/* The phase's last page is done: the next phase, or the end of the part (of a dry run: the end). */
+static void phase_over(struct reconcile *r)
+{
+	switch (r->phase) {
+	case PH_ROWS:
+		if (r->part > 0) {
+			part_over(r);
+			return;
+		}
+		r->phase = PH_ORPHANS;
+		set_cursor(r, NULL, 0);
+		read_entries(r);
+		break;
+	case PH_ORPHANS:
+		r->phase = PH_OUTBOX;
+		set_cursor(r, NULL, 0);
+		read_changes(r);
+		break;
+	case PH_OUTBOX:
+		if (r->part == 0)
+			part_over(r);
+		else
+			finish(r, RECONCILE_DONE, "done");
+		break;
+	default:
+		break;
+	}
+}
+
+static void begin_part(struct reconcile *r, const struct recon_part *p)
+{
+	r->part = p->part;
+	free(r->upto);
+	r->upto = dup_or_null(p->upto);
+	if (p->part == 0) {
+		log_debug(COMP, "run %lld: part 0: the ledger and the outbox", (long long)r->run_id);
+		r->phase = PH_ORPHANS;
+		set_cursor(r, NULL, 0);
+		read_entries(r);
+		return;
+	}
+	log_debug(COMP, "run %lld: part %d: rows after %s, up to %s", (long long)r->run_id, p->part,
+		  p->after ? p->after : "the start", p->upto ? p->upto : "the end");
+	r->phase = PH_ROWS;
+	set_cursor(r, p->after, 0);
+	read_rows(r);
+}
+
+static void on_merged(const char *const *texts, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if (job_gone(&r->job) || pg_failed(r, o, "reading the parts' counts"))
+		return;
+	absorb_texts(r, texts, n);
+	finish(r, RECONCILE_DONE, "done");
+}
+
+/* Another process ended the run: its report is this process's too (recorded already). */
+static void run_ended_elsewhere(struct reconcile *r, const struct recon_part *p)
+{
+	r->run_over = true;
+	if (p->status && strcmp(p->status, "ok") == 0 && p->report && (r->report = json_loads(p->report, 0, NULL))) {
+		r->phase = PH_FINISH;
+		r->outcome = RECONCILE_DONE;
+		snprintf(r->why, sizeof(r->why), "done");
+		job_end(&r->job);
+		return;
+	}
+	if (p->status && strcmp(p->status, "cancelled") == 0)
+		finish(r, RECONCILE_FAILED, "run %lld was cancelled", (long long)r->run_id);
+	else
+		finish(r, RECONCILE_FAILED, "run %lld %s", (long long)r->run_id,
+		       p->status ? "failed in another process" : "is gone");
+}
+
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	claim_part(arg);
+}
+
+static void on_part(const struct recon_part *p, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+	struct timeval tv = {0, PART_WAIT_MS * 1000};
+
+	if (job_gone(&r->job) || pg_failed(r, o, "taking a part of the run"))
+		return;
+	if (p->part >= 0)
+		begin_part(r, p);
+	else if (!p->status || strcmp(p->status, "running") != 0)
+		run_ended_elsewhere(r, p);
+	else if (p->left == 0) /* every part is checked: the counts become the run's */
+		store_reconcile_part_reports(r->job.pool, r->run_id, on_merged, r);
+	else { /* the parts left are others': one may die and leave its part */
+		if (!r->wait)
+			r->wait = evtimer_new(r->job.base, on_wait, r);
+		evtimer_add(r->wait, &tv);
+	}
+}
+
+static void claim_part(struct reconcile *r)
+{
+	if (r->job.stopping) {
+		finish(r, RECONCILE_FAILED, "stopped before the end");
+		return;
+	}
+	store_reconcile_claim_part(r->job.pool, r->run_id, on_part, r);
+}
+
+/* ---- the start ----------------------------------------------------------------------------- */
+
+static void begin(struct reconcile *r)
 {
 	char name[48];
 
@@ -889,6 +1203,10 @@ static void begin_rows(struct reconcile *r)
 		snprintf(name, sizeof(name), "dry run");
 	log_info(COMP, "%s%s: checking %s against the vector DB", name, r->o.deep ? " (deep)" : "",
 		 r->service ? r->service : "every service");
+	if (!r->o.dry_run) {
+		claim_part(r);
+		return;
+	}
 	r->phase = PH_ROWS;
 	set_cursor(r, NULL, 0);
 	read_rows(r);
@@ -906,7 +1224,7 @@ static void on_health(const struct vdb_result *res, void *arg)
 		finish(r, RECONCILE_FAILED, "the vector DB is unavailable: %s", res->error);
 		return;
 	}
-	begin_rows(r);
+	begin(r);
 }
 
 static void check_vector_db(struct reconcile *r)
@@ -915,21 +1233,61 @@ static void check_vector_db(struct reconcile *r)
 	vdb_health(r->v, on_health, r);
 }
 
-static void on_run_recorded(int64_t id, const struct pg_outcome *o, void *arg)
+/* The run this process works on (its own, or one it joined): its clock is the run's. */
+static void take_run(struct reconcile *r, const struct recon_run *run)
+{
+	r->run_id = run->id;
+	snprintf(r->started_at, sizeof(r->started_at), "%s", run->started_at);
+	r->started_ms = clock_mono_ms() - (int64_t)(run->seconds * 1000.0);
+	free(r->pg_start);
+	r->pg_start = xstrdup(run->pg_started_at);
+	if (r->o.recorded)
+		r->o.recorded(run->id, r->arg);
+}
+
+static void on_shared(const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if (job_gone(&r->job) || pg_failed(r, o, "sharing the reconcile lock"))
+		return;
+	check_vector_db(r);
+}
+
+static void on_run_recorded(const struct recon_run *run, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 
 	if (job_gone(&r->job) || pg_failed(r, o, "recording the run"))
 		return;
-	r->run_id = id;
-	if (r->o.recorded)
-		r->o.recorded(id, r->arg);
-	check_vector_db(r);
+	take_run(r, run);
+	if (r->o.dry_run)
+		check_vector_db(r);
+	else /* the run and its parts exist: others may join from now on */
+		store_reconcile_share_lock(r->job.pool, on_shared, r);
 }
 
 static void record_run(struct reconcile *r)
 {
-	store_reconcile_record_run(r->job.pool, r->o.dry_run, r->o.deep, r->service, r->host, on_run_recorded, r);
+	int part_pages = r->o.part_pages > 0 ? r->o.part_pages : RECONCILE_PART_PAGES;
+
+	store_reconcile_record_run(r->job.pool, r->o.dry_run, r->o.deep, r->service, r->o.embedding_model, r->host,
+				   r->o.page * part_pages, on_run_recorded, r);
+}
+
+static void on_joined(const struct recon_run *run, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	if (job_gone(&r->job) || pg_failed(r, o, "looking for the run to join"))
+		return;
+	if (!run) {
+		finish(r, RECONCILE_SKIPPED, "another process is reconciling, with other options");
+		return;
+	}
+	log_info(COMP, "run %lld: joining it (started %s)", (long long)run->id, run->started_at);
+	take_run(r, run);
+	check_vector_db(r);
 }
 
 static void on_last_run(bool ran, const char *seconds_ago, const struct pg_outcome *o, void *arg)
@@ -946,6 +1304,10 @@ static void on_last_run(bool ran, const char *seconds_ago, const struct pg_outco
 	record_run(r);
 }
 
+/*
+ * Exclusive: no process works on a run, a new one starts (unless one started
+ * moments ago). Held by others: shared, to join theirs.
+ */
 static void on_locked(bool locked, const char *text, const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
@@ -953,14 +1315,18 @@ static void on_locked(bool locked, const char *text, const struct pg_outcome *o,
 	(void)text;
 	if (job_gone(&r->job) || pg_failed(r, o, "taking the reconcile lock"))
 		return;
-	if (!locked) {
-		finish(r, RECONCILE_SKIPPED, "another replica is reconciling");
-		return;
-	}
-	if (r->o.min_gap_s > 0)
+	if (!locked && !r->joining) {
+		r->joining = true;
+		store_reconcile_try_lock(r->job.pool, false, on_locked, r);
+	} else if (!locked) {
+		finish(r, RECONCILE_SKIPPED, "another process is starting a run");
+	} else if (r->joining) {
+		store_reconcile_join(r->job.pool, r->o.deep, r->service, r->o.embedding_model, on_joined, r);
+	} else if (r->o.min_gap_s > 0) {
 		store_reconcile_last_run(r->job.pool, on_last_run, r);
-	else
+	} else {
 		record_run(r);
+	}
 }
 
 static void run_started(struct job *j, const char *pg_now)
@@ -973,7 +1339,7 @@ static void run_started(struct job *j, const char *pg_now)
 	else if (r->o.dry_run)
 		check_vector_db(r);
 	else
-		store_reconcile_try_lock(r->job.pool, on_locked, r);
+		store_reconcile_try_lock(r->job.pool, true, on_locked, r);
 }
 
 static void run_refused(struct job *j, const char *code, const char *why)
@@ -1009,7 +1375,8 @@ struct reconcile *reconcile_start(struct event_base *base, struct vdb *v, const 
 			      strlen(o->service) + sizeof(VDB_BLOB_PREFIX));
 	}
 	snprintf(r->overdue, sizeof(r->overdue), "%ld seconds", o->overdue_s);
-	r->last_progress_ms = clock_mono_ms();
+	r->part = -1;
+	r->last_progress_ms = r->started_ms = clock_mono_ms();
 	log_timestamp(r->started_at);
 	job_start(&r->job, &reconcile_job, base, &o->pg, 4);
 	return r;

@@ -15,7 +15,6 @@
 struct call {
 	union {
 		store_flag_fn flag;
-		store_id_fn id;
 		store_count_fn count;
 		store_recon_rows_fn recon_rows;
 		store_owners_fn owners;
@@ -24,6 +23,9 @@ struct call {
 		store_changes_fn changes;
 		store_restore_job_fn job;
 		store_part_fn part;
+		store_recon_run_fn run;
+		store_recon_part_fn recon_part;
+		store_texts_fn texts;
 		store_collisions_fn collisions;
 		store_services_fn services;
 		pg_done_fn plain;
@@ -67,6 +69,7 @@ void store_job_schema(struct pgpool *p, store_flag_fn done, void *arg)
 		   "SELECT to_regclass('abilitysync.reconcile_runs') IS NOT NULL"
 		   " AND to_regclass('abilitysync.restore_jobs') IS NOT NULL"
 		   " AND to_regclass('abilitysync.restore_parts') IS NOT NULL"
+		   " AND to_regclass('abilitysync.reconcile_parts') IS NOT NULL"
 		   " AND to_regclass('abilitysync.vector_ledger') IS NOT NULL, now()::text",
 		   0, NULL, done, arg);
 }
@@ -90,9 +93,25 @@ static void count_query(struct pgpool *p, const char *sql, int nparams, const st
 
 /* ---- reconcile --------------------------------------------------------------------- */
 
-void store_reconcile_try_lock(struct pgpool *p, store_flag_fn done, void *arg)
+/*
+ * (class, 1): exclusive while a real run is started (and its parts cut),
+ * shared by every process working on it; so a new run starts only when no
+ * process reconciles, and any number may join a running one.
+ */
+void store_reconcile_try_lock(struct pgpool *p, bool exclusive, store_flag_fn done, void *arg)
 {
-	flag_query(p, "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1), NULL", 0, NULL, done, arg);
+	flag_query(p,
+		   exclusive ? "SELECT pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1), NULL"
+			     : "SELECT pg_try_advisory_lock_shared(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1), NULL",
+		   0, NULL, done, arg);
+}
+
+void store_reconcile_share_lock(struct pgpool *p, pg_done_fn done, void *arg)
+{
+	pgpool_query(p,
+		     "SELECT pg_advisory_lock_shared(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1),"
+		     " pg_advisory_unlock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1)",
+		     0, NULL, done, arg);
 }
 
 void store_reconcile_last_run(struct pgpool *p, store_flag_fn done, void *arg)
@@ -103,45 +122,188 @@ void store_reconcile_last_run(struct pgpool *p, store_flag_fn done, void *arg)
 		   0, NULL, done, arg);
 }
 
-static void on_id(const struct pg_outcome *o, void *arg)
+#define RUN_COLUMNS                                                                                    \
+	" id, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"              \
+	" extract(epoch FROM clock_timestamp() - started_at), started_at::text"
+
+static void on_run(const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
+	struct recon_run r;
+	bool one = pg_rows(o) == 1;
 
-	c->fn.id(pg_rows(o) == 1 ? pg_int8(o, 0, 0) : -1, o, c->arg);
+	if (one)
+		r = (struct recon_run){pg_int8(o, 0, 0), pg_text(o, 0, 1), atof(pg_text(o, 0, 2)), pg_text(o, 0, 3)};
+	c->fn.run(one ? &r : NULL, o, c->arg);
 	free(c);
 }
 
-void store_reconcile_record_run(struct pgpool *p, bool dry_run, bool deep, const char *service, const char *host,
-				store_id_fn done, void *arg)
+/*
+ * A real run (the lock held exclusive) fails the runs still marked running
+ * (no process is left on them) and is cut into parts: part 0 the ledger and
+ * the outbox, then the live rows (of its service) in key order every
+ * `part_rows`, the last open-ended.
+ */
+static const char recon_record_sql[] =
+	"WITH stale AS (UPDATE abilitysync.reconcile_runs SET status = 'failed', finished_at = now(),"
+	"  error = 'interrupted: no process was left working on it'"
+	"  WHERE NOT $4::bool AND NOT dry_run AND status = 'running'),"
+	" r AS (INSERT INTO abilitysync.reconcile_runs (dry_run, deep, service_name, host, embedding_model)"
+	"  VALUES ($4::bool, $1::bool, $2, $3, $5) RETURNING *),"
+	" b AS (SELECT ability_id FROM (SELECT ability_id, row_number() OVER (ORDER BY ability_id) AS rn"
+	"  FROM public.abilities WHERE NOT $4::bool AND ($2::text IS NULL OR service_name = $2)) q"
+	"  WHERE rn % $6::bigint = 0),"
+	" bounds AS (SELECT ability_id AS upto FROM b UNION ALL SELECT NULL),"
+	" cut AS (SELECT row_number() OVER w AS part, lag(upto) OVER w AS after, upto FROM bounds"
+	"  WINDOW w AS (ORDER BY upto NULLS LAST)),"
+	" parts AS (INSERT INTO abilitysync.reconcile_parts (run_id, part, after_id, upto_id)"
+	"  SELECT r.id, 0, NULL, NULL FROM r WHERE NOT $4::bool"
+	"  UNION ALL SELECT r.id, cut.part, cut.after, cut.upto FROM r, cut WHERE NOT $4::bool)"
+	" SELECT" RUN_COLUMNS " FROM r";
+
+void store_reconcile_record_run(struct pgpool *p, bool dry_run, bool deep, const char *service, const char *model,
+				const char *host, int part_rows, store_recon_run_fn done, void *arg)
 {
 	struct call *c = call_new(arg);
-	const char *params[4] = {deep ? "true" : "false", service, host, dry_run ? "true" : "false"};
+	struct num rows = num(part_rows > 0 ? part_rows : 1);
+	const char *params[6] = {deep ? "true" : "false", service, host, dry_run ? "true" : "false", model, rows.s};
 
-	c->fn.id = done;
-	pgpool_query(p,
-		     "INSERT INTO abilitysync.reconcile_runs (dry_run, deep, service_name, host)"
-		     " VALUES ($4::bool, $1::bool, $2, $3) RETURNING id",
-		     4, params, on_id, c);
+	c->fn.run = done;
+	pgpool_query(p, recon_record_sql, 6, params, on_run, c);
 }
 
+void store_reconcile_join(struct pgpool *p, bool deep, const char *service, const char *model,
+			  store_recon_run_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	const char *params[3] = {deep ? "true" : "false", service, model};
+
+	c->fn.run = done;
+	pgpool_query(p,
+		     "SELECT" RUN_COLUMNS " FROM abilitysync.reconcile_runs r WHERE status = 'running' AND NOT dry_run"
+		     " AND deep = $1::bool AND service_name IS NOT DISTINCT FROM $2"
+		     " AND embedding_model IS NOT DISTINCT FROM $3"
+		     " AND EXISTS (SELECT 1 FROM abilitysync.reconcile_parts p WHERE p.run_id = r.id)"
+		     " ORDER BY id DESC LIMIT 1",
+		     3, params, on_run, c);
+}
+
+/* A part's lock: (reconcile part class, run and part in 31 bits); parts of one run never share one. */
+#define RECON_PART_KEY(run, part) "((" run ") % 2047 * 1048576 + (" part "))"
+
+static void on_recon_part(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	struct recon_part r = {-1, NULL, NULL, NULL, NULL, 0};
+
+	if (pg_rows(o) == 1)
+		r = (struct recon_part){pg_text(o, 0, 0) ? (int)pg_int8(o, 0, 0) : -1, pg_text(o, 0, 1),
+					pg_text(o, 0, 2), pg_text(o, 0, 3), pg_text(o, 0, 4), (long)pg_int8(o, 0, 5)};
+	c->fn.recon_part(&r, o, c->arg);
+	free(c);
+}
+
+void store_reconcile_claim_part(struct pgpool *p, int64_t run_id, store_recon_part_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct num id = num(run_id);
+	const char *params[1] = {id.s};
+
+	c->fn.recon_part = done;
+	/* In part order, locks tried one row at a time (the fence keeps the volatile call out of the sort). */
+	pgpool_query(p,
+		     "WITH run AS (SELECT status, report FROM abilitysync.reconcile_runs WHERE id = $1::bigint),"
+		     " c AS (SELECT q.part, q.after_id, q.upto_id FROM"
+		     "  (SELECT part, after_id, upto_id FROM abilitysync.reconcile_parts"
+		     "   WHERE run_id = $1::bigint AND finished_at IS NULL AND (SELECT status FROM run) = 'running'"
+		     "   ORDER BY part OFFSET 0) q"
+		     "  WHERE pg_try_advisory_lock(" ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT ","
+		     " " RECON_PART_KEY("$1::bigint", "q.part") "::int) LIMIT 1)"
+		     " SELECT c.part, c.after_id, c.upto_id, (SELECT status FROM run), (SELECT report::text FROM run),"
+		     " (SELECT count(*) FROM abilitysync.reconcile_parts WHERE run_id = $1::bigint AND finished_at IS NULL)"
+		     " FROM (SELECT 1) one LEFT JOIN c ON true",
+		     1, params, on_recon_part, c);
+}
+
+void store_reconcile_part_done(struct pgpool *p, int64_t run_id, int part, const char *report, pg_done_fn done,
+			       void *arg)
+{
+	struct num id = num(run_id), pt = num(part);
+	const char *params[3] = {id.s, pt.s, report};
+
+	pgpool_query(p,
+		     "UPDATE abilitysync.reconcile_parts SET finished_at = now(), report = $3::jsonb"
+		     " WHERE run_id = $1::bigint AND part = $2::int AND finished_at IS NULL"
+		     " RETURNING pg_advisory_unlock(" ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT ", "
+		     RECON_PART_KEY("$1::bigint", "$2::int") "::int)",
+		     3, params, done, arg);
+}
+
+static void on_texts(const struct pg_outcome *o, void *arg)
+{
+	struct call *c = arg;
+	int n = pg_rows(o), t;
+	const char **texts = xcalloc((size_t)n + 1, sizeof(*texts));
+
+	for (t = 0; t < n; t++)
+		texts[t] = pg_text(o, t, 0);
+	c->fn.texts(texts, (size_t)n, o, c->arg);
+	free(texts);
+	free(c);
+}
+
+void store_reconcile_part_reports(struct pgpool *p, int64_t run_id, store_texts_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct num id = num(run_id);
+	const char *params[1] = {id.s};
+
+	c->fn.texts = done;
+	pgpool_query(p,
+		     "SELECT report::text FROM abilitysync.reconcile_parts"
+		     " WHERE run_id = $1::bigint AND report IS NOT NULL ORDER BY part",
+		     1, params, on_texts, c);
+}
+
+void store_reconcile_reserve(struct pgpool *p, int64_t run_id, long n, long max, store_count_fn done, void *arg)
+{
+	struct call *c = call_new(arg);
+	struct num id = num(run_id), want = num(n), most = num(max);
+	const char *params[3] = {id.s, want.s, most.s};
+
+	c->fn.count = done;
+	pgpool_query(p,
+		     "WITH o AS (SELECT id, repairs FROM abilitysync.reconcile_runs WHERE id = $1::bigint FOR UPDATE),"
+		     " g AS (SELECT id, least($2::int, greatest($3::int - repairs, 0)) AS n FROM o)"
+		     " UPDATE abilitysync.reconcile_runs r SET repairs = r.repairs + g.n FROM g WHERE r.id = g.id"
+		     " RETURNING g.n",
+		     3, params, on_count, c);
+}
+
+/*
+ * `alone`: only when no other session shares the reconcile lock (a process
+ * failing leaves the run to the others still on it).
+ */
 void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *status, const char *report,
-				long repairs, const char *error, pg_done_fn done, void *arg)
+				long repairs, const char *error, bool alone, pg_done_fn done, void *arg)
 {
 	struct num id = num(run_id), n = num(repairs);
-	const char *params[5] = {id.s, status, report, n.s, error};
+	const char *params[6] = {id.s, status, report, n.s, error, alone ? "true" : "false"};
 
 	pgpool_query(p,
 		     "UPDATE abilitysync.reconcile_runs SET finished_at = coalesce(finished_at, now()),"
 		     " status = CASE status WHEN 'cancelled' THEN status ELSE $2 END, report = $3::jsonb,"
-		     " repairs = $4::int, error = coalesce(error, $5) WHERE id = $1::bigint",
-		     5, params, done, arg);
+		     " repairs = $4::int, error = coalesce(error, $5) WHERE id = $1::bigint"
+		     " AND (NOT $6::bool OR pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1))",
+		     6, params, done, arg);
 }
 
 static const char recon_rows_sql[] =
 	"SELECT a.ability_id, a.service_name, s.state, s.content_hash, coalesce(s.generation, -1),"
 	" s.doubt_until IS NOT NULL, %s, a.metadata->>'embedding_model'"
 	" FROM public.abilities a LEFT JOIN abilitysync.sync_state s USING (ability_id)"
-	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($2::text IS NULL OR a.service_name = $2)"
+	" WHERE ($1::text IS NULL OR a.ability_id > $1) AND ($4::text IS NULL OR a.ability_id <= $4)"
+	"  AND ($2::text IS NULL OR a.service_name = $2)"
 	" ORDER BY a.ability_id LIMIT $3::int";
 
 static void on_recon_rows(const struct pg_outcome *o, void *arg)
@@ -159,19 +321,19 @@ static void on_recon_rows(const struct pg_outcome *o, void *arg)
 	free(c);
 }
 
-void store_reconcile_rows(struct pgpool *p, const char *after, const char *service, int limit, bool deep,
-			  store_recon_rows_fn done, void *arg)
+void store_reconcile_rows(struct pgpool *p, const char *after, const char *upto, const char *service, int limit,
+			  bool deep, store_recon_rows_fn done, void *arg)
 {
 	struct call *c = call_new(arg);
 	struct buf sql = BUF_INIT;
 	struct num lim = num(limit);
-	const char *params[3] = {after, service, lim.s};
+	const char *params[4] = {after, service, lim.s, upto};
 
 	c->fn.recon_rows = done;
 	buf_printf(&sql, recon_rows_sql,
 		   deep ? "a.ability_name, a.description, a.embedding::text, a.metadata::text"
 			: "NULL, NULL, NULL, NULL");
-	pgpool_query(p, sql.data, 3, params, on_recon_rows, c);
+	pgpool_query(p, sql.data, 4, params, on_recon_rows, c);
 	buf_free(&sql);
 }
 

@@ -62,7 +62,7 @@ static void recon_walk(struct pgtest *t, const char *after, const char *service,
 	pages[0] = '\0';
 	do {
 		memset(&page, 0, sizeof(page));
-		store_reconcile_rows(t->pool, cursor[0] ? cursor : NULL, service, limit, deep, on_recon_rows, &page);
+		store_reconcile_rows(t->pool, cursor[0] ? cursor : NULL, NULL, service, limit, deep, on_recon_rows, &page);
 		pgtest_wait(t, &page.done);
 		cr_assert(eq(str, page.error, ""), "a reconcile page failed: %s", page.error);
 		cr_assert(page.n == 0 || page.with_embedding == deep, "deep pages carry the embedding, others do not");
