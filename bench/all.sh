@@ -102,6 +102,10 @@ report() {
     echo "| restore of ${R[restore_done]} abilities by two processes on one job: speed / one process's | **$(f %.2f "${R[restore_median_s]} / ${R[restore_split_s]}")** |" \
       "$(f %.1f "${R[restore_split_s]}") s (one round) | $(f %.1f "${R[restore_median_s]}") s (one process; median of the rounds) | > 1 |"
   fi
+  if [ -n "${R[reconcile_real_split_s]:-}" ]; then
+    echo "| reconcile (real) of ${R[jobs_n]} abilities by two processes on one run: speed / one process's | **$(f %.2f "${R[reconcile_real_s]} / ${R[reconcile_real_split_s]}")** |" \
+      "$(f %.1f "${R[reconcile_real_split_s]}") s (one round) | $(f %.1f "${R[reconcile_real_s]}") s (one process, one round) | > 1 |"
+  fi
   if [ -n "${R[scale_restore_row]:-}" ]; then
     echo "| reconcile --dry-run, time per row: ${R[scale_large]} rows / ${R[scale_small]} (${R[scale_dim]} dimensions; peak RSS ratio) | **$(f %.2f "${R[scale_reconcile_row]}")** |" \
       "$(f %.1f "${R[scale_reconcile_large_s]}") s for ${R[scale_large]} (one round) | RSS $(f %.2f "${R[scale_reconcile_rss]}") | ≤ 1.1, RSS flat |"

@@ -16,7 +16,10 @@
 #   3. `abilitysync reconcile --dry-run` over them (a GET per vector, the
 #      presence and content_hash check): time, CPU and peak RSS;
 #   4. the same reconcile over one service's rows (--service: a quarter of
-#      them), to show its memory does not grow with the table.
+#      them), to show its memory does not grow with the table;
+#   5. (SPLIT=1) a real reconcile (nothing to repair: the dry run's work,
+#      recorded part by part) by one process, then by two on one run (the
+#      second joins it): the time of two against one's.
 # Prints a markdown table. Never a timed test: the numbers are for reading.
 # Checks, untimed: restore stored every row (done = N, the emulator holds N
 # vectors) and the reconcile finds no drift; otherwise it says so and exits 1.
@@ -173,6 +176,37 @@ c_failed=$(json_or_die reconcile .drift.failed.count "$c_rc")
 [ "$c_rc" = "$expect_rc" ] && [ "$checked" -ge $((N - collisions)) ] && [ "$drift" = "$collisions" ] &&
   [ "$c_failed" = "$collisions" ] ||
   failures+=("reconcile --dry-run: exit $c_rc, $checked/$N vectors checked, $drift drifted ($c_failed failed; $collisions vector_id collisions)")
+# A real run by one process, then by two (the second joins once the first has
+# cut the run into parts): both print the run's report, every row checked once.
+real_reconcile() { # processes: wall seconds
+  local t0 first rc1=0 rc2=0 i
+  psql -X -q "$DATABASE_URL" -c "TRUNCATE abilitysync.reconcile_parts, abilitysync.reconcile_runs" >/dev/null
+  t0=$(date +%s.%N)
+  timeout "$JOB_TIMEOUT" "$B/abilitysync" reconcile --json >"$TMP/real1.out" 2>"$TMP/real1.err" &
+  first=$!
+  if [ "$1" = 2 ]; then
+    for _ in $(seq 1 600); do
+      [ "$(psql -X -A -t "$DATABASE_URL" -c "SELECT count(*) FROM abilitysync.reconcile_parts")" -gt 0 ] && break
+      sleep 0.05
+    done
+    timeout "$JOB_TIMEOUT" "$B/abilitysync" reconcile --json >"$TMP/real2.out" 2>"$TMP/real2.err" || rc2=$?
+  fi
+  wait "$first" || rc1=$?
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'
+  for i in $(seq 1 "$1"); do
+    [ "$(jq -c '[.status, .checked.rows]' "$TMP/real$i.out" 2>/dev/null)" = "[\"ok\",$N]" ] ||
+      echo "real reconcile by $1 process(es): process $i (exit $rc1/$rc2) printed $(head -c 300 "$TMP/real$i.out")" >&2
+  done
+}
+real1_wall=""
+real2_wall=""
+if [ "$SPLIT" = 1 ]; then
+  echo "real reconcile by one process, then by two ..." >&2
+  real1_wall=$(real_reconcile 1 2>"$TMP/real.check")
+  real2_wall=$(real_reconcile 2 2>>"$TMP/real.check")
+  [ ! -s "$TMP/real.check" ] || failures+=("$(cat "$TMP/real.check")")
+  echo "real reconcile: two processes $real2_wall s, one $real1_wall s" >&2
+fi
 half_service=$(psql -X -A -t "$DATABASE_URL" -c "SELECT service_name FROM abilities GROUP BY 1 ORDER BY 1 LIMIT 1")
 read -r h_wall _ h_rss _ h_rc _ <<<"$(measure half "$B/abilitysync" reconcile --dry-run --json --service "$half_service")"
 h_checked=$(json_or_die half .checked.vectors "$h_rc")
@@ -181,7 +215,7 @@ awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss
   -v cw="$c_wall" -v cc="$c_cpu" -v cr="$c_rss" -v ce="$c_emu" -v checked="$checked" -v drift="$drift" \
   -v rp="$r_pg" -v cp="$c_pg" \
   -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" -v col="$collisions" -v rr3="$restore_ratio" \
-  -v sw="$split_wall" -v w3="$restore_wall" 'BEGIN {
+  -v sw="$split_wall" -v w3="$restore_wall" -v k1="$real1_wall" -v k2="$real2_wall" 'BEGIN {
   rate = done / rw
   printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator / Postgres | peak RSS |\n"
   printf "|---|---|---|---|---|---|---|\n"
@@ -197,6 +231,8 @@ awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss
     printf "| restore by two processes | %d | %.1f s | %d vectors/s | **%.2f** × one process (%.1f s, median) | | |\n", done, sw, done / sw, w[1] / sw, w[1]
   printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cp / checked, cr / 1024
   printf "| reconcile --dry-run, one service | %d | %.1f s | %d checks/s | | | %.0f MB |\n", hc, hw, hc / hw, hr / 1024
+  if (k1 != "" && k2 != "")
+    printf "| reconcile (real) by two processes | %d | %.1f s | %d checks/s | **%.2f** × one process (%.1f s) | | |\n", n, k2, n / k2, k1 / k2, k1
   printf "\n%d abilities of %d dimensions; %d vector_id collisions (restore keeps one row of a pair, fails the other; reconcile counts it failed); reconcile found %d drifted; ", n, dim, col, drift
 }'
 echo "$(nproc) cores shared by Postgres, abilitysync and the emulator; $(date -u +%Y-%m-%d)."
@@ -218,6 +254,8 @@ if [ -n "${RESULTS:-}" ]; then
     echo "reconcile_rss_kb=$c_rss"
     echo "reconcile_half_checked=$h_checked"
     echo "reconcile_half_rss_kb=$h_rss"
+    echo "reconcile_real_s=$real1_wall"
+    echo "reconcile_real_split_s=$real2_wall"
     echo "jobs_failures=${#failures[@]}"
   } >>"$RESULTS"
 fi

@@ -20,7 +20,7 @@ static const struct errcode_def defs[E_COUNT] = {
 				   "the ability's vector_id is another ability's in the same blob; nothing was written"},
 	[E_RESTORE_RUNNING] = {"restore_running", 409, "a restore job runs already (this replica or another; `resume` joins one another replica runs)"},
 	[E_RECONCILE_RUNNING] = {"reconcile_running", 409,
-				 "a reconcile run started over HTTP runs in this replica, or another replica's real run holds the lock"},
+				 "a reconcile run started over HTTP runs in this replica, or another process runs one with other options"},
 	[E_NOTHING_TO_RESUME] = {"nothing_to_resume", 409, "`resume` asked, and no unfinished restore job exists"},
 	[E_JOB_NOT_RUNNING] = {"job_not_running", 409, "a cancel asked of a job that is no longer running"},
 	[E_PAYLOAD_TOO_LARGE] = {"payload_too_large", 413,

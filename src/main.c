@@ -495,10 +495,12 @@ static const char reconcile_details[] =
 	"Compares the mirror with the vector DB (which cannot be listed: Postgres and\n"
 	"the ledger of every vector written are the inventory) and counts drift by\n"
 	"category (`abilitysync codes --drift` lists them and their repairs). A real\n"
-	"run takes the reconcile lock, records itself in abilitysync.reconcile_runs,\n"
-	"queues the repairs in the outbox (RECONCILE_MAX_REPAIRS at most) and pushes\n"
-	"them before exiting (RECONCILE_PUSH_TIMEOUT). Collisions and invalid rows\n"
-	"are left to you.\n";
+	"run records itself in abilitysync.reconcile_runs, cut into parts that any\n"
+	"number of processes share: one going with the same options is joined (this\n"
+	"process takes parts no one holds and prints the run's whole report), one\n"
+	"with other options makes this one exit 1. It queues the repairs in the\n"
+	"outbox (RECONCILE_MAX_REPAIRS a run at most) and pushes them before exiting\n"
+	"(RECONCILE_PUSH_TIMEOUT). Collisions and invalid rows are left to you.\n";
 
 struct reconcile_wait {
 	bool done;

@@ -44,7 +44,7 @@
 #define SELF_QUERY_K 3
 #define SELF_DISTANCE_MAX 1e-4 /* a vector's cosine distance to itself, float32 rounding included */
 #define BLOB_MAX (ABILITY_TEXT_MAX * 2 + 16)
-#define PART_WAIT_MS 500 /* parts left, all held by others: ask again after this */
+#define PART_WAIT_MS 200 /* parts left, all held by others: ask again after this */
 
 enum cat {
 	CAT_MISSING,

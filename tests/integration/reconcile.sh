@@ -467,6 +467,97 @@ test_two_replicas_run_once_per_period_and_serve_the_last_report() {
   stop_emulator
 }
 
+# A real run's parts, shared: `reconcile` in the background on $DB (page 1: a
+# part is 16 rows), stdout and stderr in $SUITE_TMP/rec.NAME.{out,err}, pid in $BG.
+rec_bg() { # name [VAR=value...]
+  local name=$1
+  shift
+  env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" "${CLI_ENV[@]}" RECONCILE_PAGE=1 LOG_LEVEL=debug "$@" \
+    "$ABILITYSYNC" reconcile --json >"$SUITE_TMP/rec.$name.out" 2>"$SUITE_TMP/rec.$name.err" &
+  BG=$!
+}
+# The parts a background run's process took, one number a line.
+parts_taken() { grep -oE 'run [0-9]+: part [0-9]+: (rows|the ledger)' "$SUITE_TMP/rec.$1.err" | awk '{print $4}' | tr -d :; }
+# Waits (5 s at most) for a line in a background run's log.
+wait_log() { # name pattern
+  for _ in $(seq 1 100); do
+    grep -q -E "$2" "$SUITE_TMP/rec.$1.err" && return
+    sleep 0.05
+  done
+  fail "no '$2' in reconcile $1's log: $(cat "$SUITE_TMP/rec.$1.err")"
+}
+# 60 abilities, every sixth vector deleted behind the service's back, each check of a vector slowed.
+drift_sixty() {
+  local i
+  setup
+  register one.svc one 60
+  wait_converged "$DB" 30
+  stop_service
+  for i in 03 09 15 21 27 33 39 45 51 57; do vector_delete one.svc "one-$i"; done
+  emu POST /_admin/faults '{"method": "GET", "path": "/vectors/", "latency_ms": 40}'
+  assert_eq "$CODE" 201 "slowing the checks: $BODY"
+}
+
+test_two_processes_share_one_run_and_count_each_row_once() {
+  local a b rc_a rc_b report
+  drift_sixty
+  rec_bg a RECONCILE_MAX_REPAIRS=4
+  a=$BG
+  wait_log a 'part [0-9]+: rows'
+  rec_bg b RECONCILE_MAX_REPAIRS=4
+  b=$BG
+  wait "$a" && rc_a=0 || rc_a=$?
+  wait "$b" && rc_b=0 || rc_b=$?
+  assert_eq "$rc_a $rc_b" "3 3" "both exit statuses (repairs deferred): $(cat "$SUITE_TMP"/rec.[ab].err)"
+  grep -q "joining it" "$SUITE_TMP/rec.b.err" || fail "b did not join a's run: $(cat "$SUITE_TMP/rec.b.err")"
+  if [ -z "$(parts_taken a)" ] || [ -z "$(parts_taken b)" ]; then
+    fail "a took parts [$(parts_taken a | xargs)], b [$(parts_taken b | xargs)]: each should have some"
+  fi
+  assert_eq "$({ parts_taken a; parts_taken b; } | sort -n | xargs)" "0 1 2 3 4" "the parts taken, by both"
+  # Both end with the run's report: the one recorded.
+  report=$(pg "select report from abilitysync.reconcile_runs where not dry_run" | jq -S -c 'del(.finished_at, .seconds)')
+  assert_eq "$(jq -S -c 'del(.finished_at, .seconds)' "$SUITE_TMP/rec.a.out")" "$report" "a's report and the run's"
+  assert_eq "$(jq -S -c 'del(.finished_at, .seconds)' "$SUITE_TMP/rec.b.out")" "$report" "b's report and the run's"
+  assert_eq "$(jq -c '[.status, .parts, .checked.rows, .drift.missing.count, .total, .repairs.queued, .repairs.deferred]' \
+    <<<"$report")" '["ok",5,60,10,10,4,6]' "status, parts, rows, missing, total, queued, deferred"
+  assert_eq "$(jq -r '.drift.missing.sample | join(" ")' <<<"$report")" \
+    "one-03 one-09 one-15 one-21 one-27 one-33 one-39 one-45 one-51 one-57" "the missing, merged from the parts"
+  assert_eq "$(pg "select count(*) filter (where finished_at is null), count(*) from abilitysync.reconcile_parts")" \
+    "0|5" "unfinished and all parts"
+  assert_eq "$(pg "select repairs from abilitysync.reconcile_runs")" 4 "repairs recorded"
+  emu DELETE /_admin/faults
+  rec --json
+  assert_rc 0 "the second run: $ERR"
+  assert_eq "$(jq -c '[.parts, .drift.missing.count, .repairs.queued]' <<<"$OUT")" '[2,6,6]' "parts, missing, queued"
+  check_stores_agree "$DB"
+  stop_emulator
+}
+
+test_a_process_killed_mid_run_leaves_its_part_to_the_other() {
+  local a b rc_b
+  drift_sixty
+  rec_bg a
+  a=$BG
+  wait_log a 'part [0-9]+: rows'
+  rec_bg b
+  b=$BG
+  wait_log b 'joining it'
+  sleep 0.3
+  kill -KILL "$a"
+  wait "$a" 2>/dev/null || true
+  wait "$b" && rc_b=0 || rc_b=$?
+  assert_eq "$rc_b" 0 "b's exit status: $(cat "$SUITE_TMP/rec.b.err")"
+  assert_eq "$(jq -c '[.status, .parts, .checked.rows]' "$SUITE_TMP/rec.b.out")" '["ok",5,60]' \
+    "status, parts, rows checked (a's unfinished part again, by b)"
+  assert_eq "$(pg "select status, count(*) filter (where p.finished_at is null) from abilitysync.reconcile_runs r
+    join abilitysync.reconcile_parts p on p.run_id = r.id group by status")" "ok|0" "the run's status, parts unfinished"
+  emu DELETE /_admin/faults
+  check_stores_agree "$DB"
+  rec --dry-run --json
+  assert_rc 0 "nothing left: $OUT"
+  stop_emulator
+}
+
 test_the_service_repairs_drift_periodically() {
   setup RECONCILE_INTERVAL=1
   register one.svc one 5
