@@ -1282,7 +1282,8 @@ static void on_joined(const struct recon_run *run, const struct pg_outcome *o, v
 	if (job_gone(&r->job) || pg_failed(r, o, "looking for the run to join"))
 		return;
 	if (!run) {
-		finish(r, RECONCILE_SKIPPED, "another process is reconciling, with other options");
+		finish(r, RECONCILE_SKIPPED,
+		       "another process is reconciling (a run with other options, or one starting or ending)");
 		return;
 	}
 	log_info(COMP, "run %lld: joining it (started %s)", (long long)run->id, run->started_at);

@@ -1,7 +1,8 @@
 /*
  * The jobs' store against a real Postgres: reconcile pages through the live
- * abilities once each, restore pages claim rows in order, and a restore job
- * resumes at the last page it recorded.
+ * abilities once each, restore pages claim rows in order, a restore job
+ * resumes at the last page it recorded, and the parts of a restore job or a
+ * reconcile run are shared by sessions (a dead one's taken again).
  */
 #include "pgtest.h"
 #include "store.h"
@@ -418,6 +419,232 @@ Test(store_job, a_restore_job_is_cut_into_parts_that_sessions_share_and_resume)
 	free(v);
 
 	pgpool_free(other);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+/* ---- reconcile runs in parts ------------------------------------------------------------ */
+
+struct run {
+	bool done, found;
+	int64_t id;
+	char started_at[40];
+	char error[512];
+};
+
+static void on_run(const struct recon_run *run, const struct pg_outcome *o, void *arg)
+{
+	struct run *r = arg;
+
+	r->done = true;
+	snprintf(r->error, sizeof(r->error), "%s", o->res ? "" : o->error);
+	r->found = run != NULL;
+	if (run) {
+		r->id = run->id;
+		snprintf(r->started_at, sizeof(r->started_at), "%s", run->started_at);
+	}
+}
+
+static bool recon_lock(struct pgtest *t, struct pgpool *p, bool exclusive)
+{
+	struct flag f = {0};
+
+	store_reconcile_try_lock(p, exclusive, on_flag, &f);
+	pgtest_wait(t, &f.done);
+	cr_assert(eq(str, f.error, ""), "the reconcile lock: %s", f.error);
+	return f.yes;
+}
+
+/* The running run a session would join with these options (0: none). */
+static int64_t recon_join(struct pgtest *t, struct pgpool *p, const char *model)
+{
+	struct run r = {0};
+
+	store_reconcile_join(p, false, NULL, model, on_run, &r);
+	pgtest_wait(t, &r.done);
+	cr_assert(eq(str, r.error, ""), "looking for a run: %s", r.error);
+	return r.found ? r.id : 0;
+}
+
+struct rpart {
+	bool done;
+	char got[160];
+	char error[512];
+};
+
+static void on_rpart(const struct recon_part *part, const struct pg_outcome *o, void *arg)
+{
+	struct rpart *p = arg;
+
+	p->done = true;
+	snprintf(p->error, sizeof(p->error), "%s", o->res ? "" : o->error);
+	if (part->part >= 0)
+		snprintf(p->got, sizeof(p->got), "%d (%s, %s]", part->part, part->after ? part->after : "-",
+			 part->upto ? part->upto : "-");
+	else
+		snprintf(p->got, sizeof(p->got), "none: %s, %ld left%s", part->status ? part->status : "gone",
+			 part->left, part->report ? ", reported" : "");
+}
+
+/* "N (after, upto]", or "none: <run status>, N left[, reported]". */
+static char *recon_part(struct pgtest *t, struct pgpool *p, int64_t run, char *out, size_t len)
+{
+	struct rpart got = {0};
+
+	store_reconcile_claim_part(p, run, on_rpart, &got);
+	pgtest_wait(t, &got.done);
+	cr_assert(eq(str, got.error, ""), "taking a part: %s", got.error);
+	snprintf(out, len, "%s", got.got);
+	return out;
+}
+
+static void recon_part_done(struct pgtest *t, struct pgpool *p, int64_t run, int part, long rows)
+{
+	char report[64];
+	bool done = false;
+
+	snprintf(report, sizeof(report), "{\"checked\": {\"rows\": %ld}}", rows);
+	store_reconcile_part_done(p, run, part, report, on_done, &done);
+	pgtest_wait(t, &done);
+}
+
+struct count {
+	bool done;
+	long n;
+	char error[512];
+};
+
+static void on_count(long n, const struct pg_outcome *o, void *arg)
+{
+	struct count *c = arg;
+
+	c->done = true;
+	c->n = n;
+	snprintf(c->error, sizeof(c->error), "%s", o->res ? "" : o->error);
+}
+
+static long recon_reserve(struct pgtest *t, struct pgpool *p, int64_t run, long n)
+{
+	struct count c = {0};
+
+	store_reconcile_reserve(p, run, n, 4, on_count, &c);
+	pgtest_wait(t, &c.done);
+	cr_assert(eq(str, c.error, ""), "the repair budget: %s", c.error);
+	return c.n;
+}
+
+static void on_texts(const char *const *texts, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct count *c = arg;
+	size_t i;
+
+	c->done = true;
+	snprintf(c->error, sizeof(c->error), "%s", o->res ? "" : o->error);
+	for (i = 0; i < n; i++)
+		c->n += strstr(texts[i], "\"rows\"") ? 1 : 0;
+}
+
+static char *run_status(struct pgtest *t, int64_t run)
+{
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT status FROM abilitysync.reconcile_runs WHERE id = %lld", (long long)run);
+	return pgtest_value(t, sql);
+}
+
+static void recon_end(struct pgtest *t, int64_t run, bool alone)
+{
+	bool done = false;
+
+	store_reconcile_record_end(t->pool, run, "failed", "{}", 0, "the vector DB went away", alone, on_done, &done);
+	pgtest_wait(t, &done);
+}
+
+Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
+{
+	struct pgtest t;
+	struct store *s;
+	struct pgpool *other;
+	struct run r = {0};
+	struct count reports = {0};
+	char got[160];
+	bool shared = false;
+	int64_t run;
+	char *v;
+
+	pgtest_open(&t, "reconcile_parts", true, 1);
+	s = seed(&t);
+	other = session(&t);
+	pgtest_exec(t.url, "INSERT INTO abilitysync.reconcile_runs (dry_run) VALUES (false)"); /* its process is gone */
+
+	cr_assert(recon_lock(&t, t.pool, true), "the reconcile lock is free");
+	cr_assert(not(recon_lock(&t, other, false)), "no process joins while a run is being made");
+	store_reconcile_record_run(t.pool, false, false, NULL, "m1", "host-a", 2, on_run, &r);
+	pgtest_wait(&t, &r.done);
+	cr_assert(r.found, "recording the run: %s", r.error);
+	run = r.id;
+	cr_assert(eq(sz, strlen(r.started_at), 24), "started_at in ISO 8601: %s", r.started_at);
+	v = pgtest_value(&t, "SELECT string_agg(status || ' ' || coalesce(error, '-'), ', ' ORDER BY id)"
+			     " FROM abilitysync.reconcile_runs");
+	cr_assert(eq(str, v, "failed interrupted: no process was left working on it, running -"),
+		  "a new run fails the one no process works on");
+	free(v);
+	v = pgtest_value(&t, "SELECT string_agg(part || ' (' || coalesce(after_id, '-') || ', ' || coalesce(upto_id, '-')"
+			     " || ']', ' ' ORDER BY part) FROM abilitysync.reconcile_parts");
+	cr_assert(eq(str, v, "0 (-, -] 1 (-, a2] 2 (a2, a5] 3 (a5, a7] 4 (a7, -]"),
+		  "part 0 (the ledger and the outbox), then the 6 live rows cut every 2, the last part open-ended");
+	free(v);
+
+	store_reconcile_share_lock(t.pool, on_done, &shared);
+	pgtest_wait(&t, &shared);
+	cr_assert(recon_lock(&t, other, false), "a second process shares the lock");
+	cr_assert(not(recon_lock(&t, other, true)), "and no new run starts while both work");
+	cr_assert(eq(i64, recon_join(&t, other, "m1"), run), "the run with the same options is joined");
+	cr_assert(eq(i64, recon_join(&t, other, "m2"), 0), "a run with other options is not");
+
+	cr_assert(eq(str, recon_part(&t, t.pool, run, got, sizeof(got)), "0 (-, -]"));
+	cr_assert(eq(str, recon_part(&t, t.pool, run, got, sizeof(got)), "1 (-, a2]"),
+		  "a session never takes a part it holds");
+	cr_assert(eq(str, recon_part(&t, other, run, got, sizeof(got)), "2 (a2, a5]"),
+		  "another session takes the first part no one holds");
+	cr_assert(eq(i64, recon_reserve(&t, t.pool, run, 3), 3));
+	cr_assert(eq(i64, recon_reserve(&t, other, run, 3), 1), "the budget of 4 is the run's, whoever draws on it");
+	cr_assert(eq(i64, recon_reserve(&t, t.pool, run, 1), 0));
+	recon_part_done(&t, t.pool, run, 0, 0);
+	recon_part_done(&t, t.pool, run, 1, 2);
+
+	/* The second process dies: its part is free again. */
+	pgpool_free(other);
+	other = session(&t);
+	cr_assert(recon_lock(&t, other, false));
+	cr_assert(eq(str, recon_part(&t, other, run, got, sizeof(got)), "2 (a2, a5]"),
+		  "a part whose process is gone is taken again");
+	cr_assert(eq(str, recon_part(&t, other, run, got, sizeof(got)), "3 (a5, a7]"));
+	cr_assert(eq(str, recon_part(&t, other, run, got, sizeof(got)), "4 (a7, -]"));
+	cr_assert(eq(str, recon_part(&t, t.pool, run, got, sizeof(got)), "none: running, 3 left"),
+		  "the parts left are another's: this process waits");
+	recon_part_done(&t, other, run, 2, 2);
+	recon_part_done(&t, other, run, 3, 2);
+	recon_part_done(&t, other, run, 4, 0);
+	cr_assert(eq(str, recon_part(&t, t.pool, run, got, sizeof(got)), "none: running, 0 left"),
+		  "every part is checked: time to merge");
+	store_reconcile_part_reports(t.pool, run, on_texts, &reports);
+	pgtest_wait(&t, &reports.done);
+	cr_assert(eq(long, reports.n, 5), "each part's counts are kept: %s", reports.error);
+
+	recon_end(&t, run, true);
+	v = run_status(&t, run);
+	cr_assert(eq(str, v, "running"), "a failure is not the run's while another process shares it");
+	free(v);
+	pgpool_free(other);
+	other = NULL;
+	recon_end(&t, run, true);
+	v = run_status(&t, run);
+	cr_assert(eq(str, v, "failed"), "alone, it is");
+	free(v);
+	cr_assert(eq(str, recon_part(&t, t.pool, run, got, sizeof(got)), "none: failed, 0 left, reported"),
+		  "an ended run gives no part, and its report");
+
 	store_free(s);
 	pgtest_close(&t);
 }
