@@ -75,6 +75,20 @@ spread() { awk '{ printf "**%.2f** (%.2f–%.2f)", $1, $2, $3 }' <<<"${R[$1]}"; 
 mb() { f "%.0f" "$1 / 1024"; }
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 
+# Why registration cannot reach COPY's rate here: every process of a
+# registration shares the cores, and COPY's rows do only the Postgres part.
+cpu_budget() {
+  local svc=${R[abilitysync_cpu]} pg=${R[abilitysync_pgcpu]} emu=${R[abilitysync_emucpu]} lg=${R[abilitysync_lgcpu]} n
+  n=$(nproc)
+  echo "Where a registration's CPU goes (medians, ms per ability, every process on these $n cores): the service" \
+    "$(f %.3f "$svc"), Postgres $(f %.3f "$pg"), the emulator (the vector DB's side) $(f %.3f "$emu"), loadgen" \
+    "$(f %.3f "$lg"): $(f %.2f "$svc + $pg + $emu + $lg") ms, so the cores allow at most" \
+    "$(f %.0f "$n * 1000 / ($svc + $pg + $emu + $lg)") abilities/s (measured: $(f %.0f "${R[abilitysync_thr]}")/s)." \
+    "A \`COPY\` row costs Postgres $(f %.3f "${R[copy_pgcpu]}") ms (and psql's reading of the file), no vector DB work: 0.9 of COPY's rate" \
+    "would leave $(f %.2f "$n * 1000 / (0.9 * ${R[copy_rps]})") ms of the cores per ability, less than a registration's" \
+    "Postgres and vector DB work alone ($(f %.2f "$pg + $emu") ms)."
+}
+
 # The table, on stdout; kept in build/figures/bench.md when it counts
 # (`make readme-tables` copies it into the README).
 report() {
@@ -122,6 +136,8 @@ report() {
     "abilitysync ${R[abilitysync_status]}, peer ${R[peer_status]}. CPU per ability (service process): abilitysync" \
     "${R[abilitysync_cpu_ms]} ms, peer ${R[peer_cpu_ms]} ms. Rounds: ${R[rounds]}, abilitysync and peer in alternating order, then COPY, each on a fresh database and emulator. Postgres CPU: every process of the cluster, from the load's start to the vector DB's drain. Migrate: ${R[mig_tool]}." \
     "Restore/reconcile: ${R[jobs_n]} abilities loaded with COPY, every restore (the two-process one too) from the same state: no sync state, an empty emulator."
+  echo
+  cpu_budget
   echo
   echo "Machine: $(nproc) cores ($cpu), shared by Postgres, the service or the peer, the emulator and the load" \
     "generator; load average at start $LOAD_AT_START; $(($(date +%s) - t0)) s in all."

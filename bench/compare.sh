@@ -161,11 +161,11 @@ BASE=${BASE%/postgres}
 
 # ---- one system under load ------------------------------------------------------------
 # Keys of the per-round figures: "<system>.<round>".
-declare -A LOST THR P50 P99 ERR STATUS HWM CPU PGCPU DRAIN EMU_URLS DBS COPY_RATE COPY_PGCPU
+declare -A LOST THR P50 P99 ERR STATUS HWM CPU PGCPU EMUCPU LGCPU DRAIN EMU_URLS DBS COPY_RATE COPY_PGCPU
 PEER_STATS='{}'
 
 run_system() { # abilitysync | peer, round
-  local sys=$1 rd=$2 k="$1.$2" db svc url lg_rc=0 s0 s1 g0 g1 waited last now stable
+  local sys=$1 rd=$2 k="$1.$2" db svc url lg_rc=0 s0 s1 g0 g1 e0 e1 waited last now stable
   db=$(new_db "bench_${sys}_$rd")
   DBS[$k]=$db
   start_emulator "$sys$rd"
@@ -186,7 +186,8 @@ run_system() { # abilitysync | peer, round
 
   s0=$(ticks "$svc")
   g0=$(pg_ticks "$TMP/pg/data")
-  timeout "$LOAD_TIMEOUT" "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed "$SEED" --json \
+  e0=$(ticks "$EMU_PID")
+  timeout "$LOAD_TIMEOUT" /usr/bin/time -f "%U %S" -o "$TMP/lgtime.$k" "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed "$SEED" --json \
     --ack-file "$TMP/ack.$k" >"$TMP/load.$k.json" 2>"$TMP/load.$k.err" || lg_rc=$?
   s1=$(ticks "$svc")
   jq -e .abilities "$TMP/load.$k.json" >/dev/null 2>&1 ||
@@ -205,11 +206,14 @@ run_system() { # abilitysync | peer, round
     waited=$((waited + 1))
   done
   g1=$(pg_ticks "$TMP/pg/data") # after the drain: the outbox's marks are Postgres work of the registration too
+  e1=$(ticks "$EMU_PID")
   DRAIN[$k]=$(calc "%.1f" "$waited / 10")
 
   HWM[$k]=$(status_kb "$svc" VmHWM)
   CPU[$k]=$(calc "%.3f" "($s1 - $s0) * 1000 / $HZ / $N")
   PGCPU[$k]=$(calc "%.3f" "($g1 - $g0) * 1000 / $HZ / $N")
+  EMUCPU[$k]=$(calc "%.3f" "($e1 - $e0) * 1000 / $HZ / $N")
+  LGCPU[$k]=$(awk -v n="$N" '{ printf "%.3f", ($1 + $2) * 1000 / n }' "$TMP/lgtime.$k")
   if [ "$sys" = peer ]; then PEER_STATS=$(curl -fsS "$url/_stats" 2>/dev/null || echo '{}'); fi
   stop_pid "$svc"
 
@@ -334,6 +338,7 @@ for rd in $(seq 1 "$ROUNDS"); do
   for sys in abilitysync peer; do
     V[${sys}_thr.$rd]=${THR[$sys.$rd]} V[${sys}_p50.$rd]=${P50[$sys.$rd]} V[${sys}_p99.$rd]=${P99[$sys.$rd]}
     V[${sys}_hwm.$rd]=${HWM[$sys.$rd]} V[${sys}_cpu.$rd]=${CPU[$sys.$rd]} V[${sys}_pgcpu.$rd]=${PGCPU[$sys.$rd]}
+    V[${sys}_emucpu.$rd]=${EMUCPU[$sys.$rd]} V[${sys}_lgcpu.$rd]=${LGCPU[$sys.$rd]}
   done
   V[copy_rps.$rd]=${COPY_RATE[copy.$rd]}
   V[copy_pgcpu.$rd]=${COPY_PGCPU[copy.$rd]}
@@ -343,7 +348,8 @@ per_round() { # awk-expression with names: one value per round, one per line
   for rd in $(seq 1 "$ROUNDS"); do
     expr=$1
     for name in abilitysync_thr abilitysync_p50 abilitysync_p99 abilitysync_hwm abilitysync_cpu abilitysync_pgcpu \
-      peer_thr peer_p50 peer_p99 peer_hwm peer_cpu peer_pgcpu copy_rps copy_pgcpu; do
+      abilitysync_emucpu abilitysync_lgcpu peer_thr peer_p50 peer_p99 peer_hwm peer_cpu peer_pgcpu peer_emucpu \
+      peer_lgcpu copy_rps copy_pgcpu; do
       expr=${expr//$name/(${V[$name.$rd]})}
     done
     calc "%.6f\n" "$expr"
@@ -384,7 +390,8 @@ echo
 for rd in $(seq 1 "$ROUNDS"); do
   echo "round $rd: abilitysync ${THR[abilitysync.$rd]} abilities/s, p99 ${P99[abilitysync.$rd]} ms, errors ${ERR[abilitysync.$rd]} (${STATUS[abilitysync.$rd]}), drain ${DRAIN[abilitysync.$rd]} s;" \
     "peer ${THR[peer.$rd]} abilities/s, p99 ${P99[peer.$rd]} ms, errors ${ERR[peer.$rd]} (${STATUS[peer.$rd]}), drain ${DRAIN[peer.$rd]} s;" \
-    "COPY ${COPY_RATE[copy.$rd]} rows/s; Postgres CPU ms per ability: abilitysync ${PGCPU[abilitysync.$rd]}, peer ${PGCPU[peer.$rd]}, COPY ${COPY_PGCPU[copy.$rd]}"
+    "COPY ${COPY_RATE[copy.$rd]} rows/s; Postgres CPU ms per ability: abilitysync ${PGCPU[abilitysync.$rd]}, peer ${PGCPU[peer.$rd]}, COPY ${COPY_PGCPU[copy.$rd]};" \
+    "emulator and loadgen CPU ms per ability: abilitysync ${EMUCPU[abilitysync.$rd]} and ${LGCPU[abilitysync.$rd]}, peer ${EMUCPU[peer.$rd]} and ${LGCPU[peer.$rd]}"
 done
 echo
 echo "$N abilities of $DIM dimensions per system per round, $ROUNDS rounds (order alternating from: $ORDER), concurrency $C, seed $SEED;" \
@@ -400,7 +407,7 @@ if [ -n "${RESULTS:-}" ]; then
     echo "reg_concurrency=$C"
     echo "rounds=$ROUNDS"
     for sys in abilitysync peer; do
-      for m in thr p50 p99 hwm cpu pgcpu; do echo "${sys}_${m}=$(med "${sys}_$m")"; done
+      for m in thr p50 p99 hwm cpu pgcpu emucpu lgcpu; do echo "${sys}_${m}=$(med "${sys}_$m")"; done
       echo "${sys}_hwm_kb=$(med "${sys}_hwm")"
       echo "${sys}_cpu_ms=$(calc %.3f "$(med "${sys}_cpu")")"
       echo "${sys}_p99_ms=$(med "${sys}_p99")"
