@@ -78,15 +78,16 @@ cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 # Why registration cannot reach COPY's rate here: every process of a
 # registration shares the cores, and COPY's rows do only the Postgres part.
 cpu_budget() {
-  local svc=${R[abilitysync_cpu]} pg=${R[abilitysync_pgcpu]} emu=${R[abilitysync_emucpu]} lg=${R[abilitysync_lgcpu]} n
+  local svc=${R[abilitysync_cpu]} pg=${R[abilitysync_pgcpu]} emu=${R[abilitysync_emucpu]} lg=${R[abilitysync_lgcpu]} n sum
   n=$(nproc)
+  sum=$(f %.4f "$svc + $pg + $emu + $lg")
   echo "Where a registration's CPU goes (medians, ms per ability, every process on these $n cores): the service" \
     "$(f %.3f "$svc"), Postgres $(f %.3f "$pg"), the emulator (the vector DB's side) $(f %.3f "$emu"), loadgen" \
-    "$(f %.3f "$lg"): $(f %.2f "$svc + $pg + $emu + $lg") ms, so the cores allow at most" \
-    "$(f %.0f "$n * 1000 / ($svc + $pg + $emu + $lg)") abilities/s (measured: $(f %.0f "${R[abilitysync_thr]}")/s)." \
-    "A \`COPY\` row costs Postgres $(f %.3f "${R[copy_pgcpu]}") ms (and psql's reading of the file), no vector DB work: 0.9 of COPY's rate" \
-    "would leave $(f %.2f "$n * 1000 / (0.9 * ${R[copy_rps]})") ms of the cores per ability, less than a registration's" \
-    "Postgres and vector DB work alone ($(f %.2f "$pg + $emu") ms)."
+    "$(f %.3f "$lg"): $(f %.2f "$sum") ms, so the cores allow at most $(f %.0f "$n * 1000 / $sum") abilities/s" \
+    "(measured: $(f %.0f "${R[abilitysync_thr]}")/s). A \`COPY\` row costs Postgres $(f %.3f "${R[copy_pgcpu]}") ms" \
+    "(and psql's reading of the file) and makes no vector DB work: 0.9 of COPY's rate would leave" \
+    "$(f %.2f "$n * 1000 / (0.9 * ${R[copy_rps]})") ms of the cores per ability, against the" \
+    "$(f %.2f "$sum") a registration takes here ($(f %.2f "$pg + $emu") of them Postgres and the vector DB)."
 }
 
 # The table, on stdout; kept in build/figures/bench.md when it counts

@@ -187,7 +187,7 @@ run_system() { # abilitysync | peer, round
   s0=$(ticks "$svc")
   g0=$(pg_ticks "$TMP/pg/data")
   e0=$(ticks "$EMU_PID")
-  timeout "$LOAD_TIMEOUT" /usr/bin/time -f "%U %S" -o "$TMP/lgtime.$k" "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed "$SEED" --json \
+  timeout "$LOAD_TIMEOUT" "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed "$SEED" --json \
     --ack-file "$TMP/ack.$k" >"$TMP/load.$k.json" 2>"$TMP/load.$k.err" || lg_rc=$?
   s1=$(ticks "$svc")
   jq -e .abilities "$TMP/load.$k.json" >/dev/null 2>&1 ||
@@ -213,11 +213,11 @@ run_system() { # abilitysync | peer, round
   CPU[$k]=$(calc "%.3f" "($s1 - $s0) * 1000 / $HZ / $N")
   PGCPU[$k]=$(calc "%.3f" "($g1 - $g0) * 1000 / $HZ / $N")
   EMUCPU[$k]=$(calc "%.3f" "($e1 - $e0) * 1000 / $HZ / $N")
-  LGCPU[$k]=$(awk -v n="$N" '{ printf "%.3f", ($1 + $2) * 1000 / n }' "$TMP/lgtime.$k")
   if [ "$sys" = peer ]; then PEER_STATS=$(curl -fsS "$url/_stats" 2>/dev/null || echo '{}'); fi
   stop_pid "$svc"
 
   THR[$k]=$(jq '.abilities_ok_per_s' "$TMP/load.$k.json")
+  LGCPU[$k]=$(jq --argjson n "$N" '.cpu_ms / $n' "$TMP/load.$k.json")
   P50[$k]=$(jq '.latency_ms.p50' "$TMP/load.$k.json")
   P99[$k]=$(jq '.latency_ms.p99' "$TMP/load.$k.json")
   ERR[$k]=$(jq '(.abilities - .abilities_ok) + .transport_errors' "$TMP/load.$k.json")

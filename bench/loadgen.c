@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define PROG "loadgen"
@@ -136,6 +137,7 @@ struct run {
 	const char *last_error;
 	FILE *ack;
 	int64_t t0_us, t1_us;
+	double cpu_ms;       /* this process's CPU while the load ran (generating the bodies excluded) */
 };
 
 struct conn {
@@ -439,7 +441,7 @@ static json_t *report_json(const struct run *r, double secs)
 		json_object_set_new(status, key, json_integer((json_int_t)r->by_status[s]));
 	}
 	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, "
-			 "s:{s:f, s:f, s:f, s:f}, s:o, s:I, s:s?, s:I}",
+			 "s:{s:f, s:f, s:f, s:f}, s:o, s:I, s:s?, s:I, s:f}",
 			 "url", O.url, "path", r->path, "seed", (json_int_t)r->seed, "concurrency",
 			 (json_int_t)O.concurrency, "batch", (json_int_t)O.batch, "requests", (json_int_t)r->nreq,
 			 "abilities", (json_int_t)(r->nreq * (size_t)O.batch), "abilities_ok", (json_int_t)r->abilities_ok,
@@ -447,7 +449,8 @@ static json_t *report_json(const struct run *r, double secs)
 			 (double)r->abilities_answered / secs, "abilities_ok_per_s", (double)r->abilities_ok / secs,
 			 "latency_ms", "p50", pct_ms(r, 0.50), "p90", pct_ms(r, 0.90), "p99", pct_ms(r, 0.99), "max",
 			 pct_ms(r, 1.0), "status", status, "transport_errors", (json_int_t)r->transport_errors,
-			 "last_transport_error", r->last_error, "bytes_sent", (json_int_t)r->bytes_sent);
+			 "last_transport_error", r->last_error, "bytes_sent", (json_int_t)r->bytes_sent, "cpu_ms",
+			 r->cpu_ms);
 }
 
 static void report_text(const struct run *r, double secs)
@@ -529,14 +532,27 @@ static int prepare(struct run *r)
 	return EXIT_OK;
 }
 
+/* User and system CPU of this process so far, in ms. */
+static double cpu_now_ms(void)
+{
+	struct rusage u;
+
+	if (getrusage(RUSAGE_SELF, &u) != 0)
+		return 0;
+	return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 +
+	       (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+}
+
 static int run_load(struct run *r)
 {
+	double cpu0;
 	long i;
 
 	if (!open_conns(r)) {
 		fprintf(stderr, "%s: cannot create connections to %s:%d\n", PROG, r->host, r->port);
 		return EXIT_FAIL;
 	}
+	cpu0 = cpu_now_ms();
 	r->t0_us = clock_mono_us();
 	for (i = 0; i < O.concurrency; i++)
 		conn_send(&r->conns[i]);
@@ -544,6 +560,7 @@ static int run_load(struct run *r)
 		event_base_dispatch(r->base);
 	if (!r->t1_us)
 		r->t1_us = clock_mono_us();
+	r->cpu_ms = cpu_now_ms() - cpu0;
 	report(r);
 	return r->transport_errors ? EXIT_FAIL : EXIT_OK;
 }
