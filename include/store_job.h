@@ -70,9 +70,16 @@ typedef void (*store_recon_part_fn)(const struct recon_part *part, const struct 
 /* The first unfinished part of a running run that no session holds, locked for this session. */
 void store_reconcile_claim_part(struct pgpool *p, int64_t run_id, store_recon_part_fn done, void *arg);
 
-/* The part is checked: its report (JSON text) is kept, its lock let go. */
+/* The part is checked: its report (JSON text) is kept (store_reconcile_part_check then lets it go). */
 void store_reconcile_part_done(struct pgpool *p, int64_t run_id, int part, const char *report, pg_done_fn done,
 			       void *arg);
+
+/*
+ * Is the part this session holds still unfinished (yes)? If not, its lock is
+ * let go: after a claim (another process may have finished it meanwhile) and
+ * after store_reconcile_part_done.
+ */
+void store_reconcile_part_check(struct pgpool *p, int64_t run_id, int part, store_flag_fn done, void *arg);
 
 /* Texts, one a row. */
 typedef void (*store_texts_fn)(const char *const *texts, size_t n, const struct pg_outcome *o, void *arg);
@@ -86,7 +93,7 @@ void store_reconcile_reserve(struct pgpool *p, int64_t run_id, long n, long max,
 /*
  * The run's end: status, the report (JSON text), repairs queued, the first
  * error; `alone`: only if no other process shares the lock (else the run is
- * theirs to end).
+ * theirs to end). A run already ended (ok, failed) is left as it is.
  */
 void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *status, const char *report,
 				long repairs, const char *error, bool alone, pg_done_fn done, void *arg);

@@ -1055,16 +1055,27 @@ static void next_page(struct reconcile *r)
 
 static void claim_part(struct reconcile *r);
 
+static void on_part_let_go(bool open, const char *text, const struct pg_outcome *o, void *arg)
+{
+	struct reconcile *r = arg;
+
+	(void)open, (void)text;
+	if (job_gone(&r->job) || pg_failed(r, o, "letting a part go"))
+		return;
+	reset_counts(r);
+	r->parts++;
+	r->part = -1;
+	claim_part(r);
+}
+
+/* Kept: the lock goes only now, so no process finds the part unfinished and free. */
 static void on_part_kept(const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 
 	if (job_gone(&r->job) || pg_failed(r, o, "recording a part"))
 		return;
-	reset_counts(r);
-	r->parts++;
-	r->part = -1;
-	claim_part(r);
+	store_reconcile_part_check(r->job.pool, r->run_id, r->part, on_part_let_go, r);
 }
 
 /* The part is checked: its counts go to its row, and the next part is taken. */
@@ -1109,23 +1120,40 @@ static void phase_over(struct reconcile *r)
 	}
 }
 
-static void begin_part(struct reconcile *r, const struct recon_part *p)
+/* The part taken is still unfinished: its work begins (rows: after the cursor, up to `upto`). */
+static void on_part_checked(bool open, const char *text, const struct pg_outcome *o, void *arg)
 {
-	r->part = p->part;
-	free(r->upto);
-	r->upto = dup_or_null(p->upto);
-	if (p->part == 0) {
+	struct reconcile *r = arg;
+
+	(void)text;
+	if (job_gone(&r->job) || pg_failed(r, o, "taking a part of the run"))
+		return;
+	if (!open) { /* another process finished it between our claim's snapshot and its lock */
+		log_debug(COMP, "run %lld: part %d was finished meanwhile", (long long)r->run_id, r->part);
+		r->part = -1;
+		claim_part(r);
+		return;
+	}
+	if (r->part == 0) {
 		log_debug(COMP, "run %lld: part 0: the ledger and the outbox", (long long)r->run_id);
 		r->phase = PH_ORPHANS;
 		set_cursor(r, NULL, 0);
 		read_entries(r);
 		return;
 	}
-	log_debug(COMP, "run %lld: part %d: rows after %s, up to %s", (long long)r->run_id, p->part,
-		  p->after ? p->after : "the start", p->upto ? p->upto : "the end");
+	log_debug(COMP, "run %lld: part %d: rows after %s, up to %s", (long long)r->run_id, r->part,
+		  r->cursor ? r->cursor : "the start", r->upto ? r->upto : "the end");
 	r->phase = PH_ROWS;
-	set_cursor(r, p->after, 0);
 	read_rows(r);
+}
+
+static void take_part(struct reconcile *r, const struct recon_part *p)
+{
+	r->part = p->part;
+	free(r->upto);
+	r->upto = dup_or_null(p->upto);
+	set_cursor(r, p->after, 0);
+	store_reconcile_part_check(r->job.pool, r->run_id, r->part, on_part_checked, r);
 }
 
 static void on_merged(const char *const *texts, size_t n, const struct pg_outcome *o, void *arg)
@@ -1170,7 +1198,7 @@ static void on_part(const struct recon_part *p, const struct pg_outcome *o, void
 	if (job_gone(&r->job) || pg_failed(r, o, "taking a part of the run"))
 		return;
 	if (p->part >= 0)
-		begin_part(r, p);
+		take_part(r, p);
 	else if (!p->status || strcmp(p->status, "running") != 0)
 		run_ended_elsewhere(r, p);
 	else if (p->left == 0) /* every part is checked: the counts become the run's */

@@ -237,10 +237,27 @@ void store_reconcile_part_done(struct pgpool *p, int64_t run_id, int part, const
 
 	pgpool_query(p,
 		     "UPDATE abilitysync.reconcile_parts SET finished_at = now(), report = $3::jsonb"
-		     " WHERE run_id = $1::bigint AND part = $2::int AND finished_at IS NULL"
-		     " RETURNING pg_advisory_unlock(" ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT ", "
-		     RECON_PART_KEY("$1::bigint", "$2::int") "::int)",
+		     " WHERE run_id = $1::bigint AND part = $2::int AND finished_at IS NULL",
 		     3, params, done, arg);
+}
+
+/*
+ * Its own statement, so that it sees what committed before the lock was
+ * taken: a claim's snapshot is older than its lock, and the part may have
+ * been finished (and let go) in between.
+ */
+void store_reconcile_part_check(struct pgpool *p, int64_t run_id, int part, store_flag_fn done, void *arg)
+{
+	struct num id = num(run_id), pt = num(part);
+	const char *params[2] = {id.s, pt.s};
+
+	flag_query(p,
+		   "SELECT coalesce(f.open, false), CASE WHEN coalesce(f.open, false) THEN NULL"
+		   " ELSE pg_advisory_unlock(" ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT ", "
+		   RECON_PART_KEY("$1::bigint", "$2::int") "::int)::text END"
+		   " FROM (SELECT 1) one LEFT JOIN (SELECT finished_at IS NULL AS open FROM abilitysync.reconcile_parts"
+		   "  WHERE run_id = $1::bigint AND part = $2::int) f ON true",
+		   2, params, done, arg);
 }
 
 static void on_texts(const struct pg_outcome *o, void *arg)
@@ -294,10 +311,12 @@ void store_reconcile_record_end(struct pgpool *p, int64_t run_id, const char *st
 	struct num id = num(run_id), n = num(repairs);
 	const char *params[6] = {id.s, status, report, n.s, error, alone ? "true" : "false"};
 
+	/* A run another process ended (ok, or failed) stays as it ended. */
 	pgpool_query(p,
 		     "UPDATE abilitysync.reconcile_runs SET finished_at = coalesce(finished_at, now()),"
 		     " status = CASE status WHEN 'cancelled' THEN status ELSE $2 END, report = $3::jsonb,"
 		     " repairs = $4::int, error = coalesce(error, $5) WHERE id = $1::bigint"
+		     " AND status IN ('running', 'cancelled')"
 		     " AND (NOT $6::bool OR pg_try_advisory_lock(" ABILITYSYNC_LOCK_CLASS_TEXT ", 1))",
 		     6, params, done, arg);
 }

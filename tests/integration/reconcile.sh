@@ -468,16 +468,30 @@ test_two_replicas_run_once_per_period_and_serve_the_last_report() {
 }
 
 # A real run's parts, shared: `reconcile` in the background on $DB (page 1: a
-# part is 16 rows), stdout and stderr in $SUITE_TMP/rec.NAME.{out,err}, pid in $BG.
+# part is 16 rows; killed after 60 s), stdout and stderr in
+# $SUITE_TMP/rec.NAME.{out,err}, pid in $BG.
 rec_bg() { # name [VAR=value...]
   local name=$1
   shift
-  env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" "${CLI_ENV[@]}" RECONCILE_PAGE=1 LOG_LEVEL=debug "$@" \
+  timeout 60 env DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" "${CLI_ENV[@]}" RECONCILE_PAGE=1 LOG_LEVEL=debug "$@" \
     "$ABILITYSYNC" reconcile --json >"$SUITE_TMP/rec.$name.out" 2>"$SUITE_TMP/rec.$name.err" &
   BG=$!
 }
 # The parts a background run's process took, one number a line.
 parts_taken() { grep -oE 'run [0-9]+: part [0-9]+: (rows|the ledger)' "$SUITE_TMP/rec.$1.err" | awk '{print $4}' | tr -d :; }
+# The part of rows a background run is in the middle of (taken, not yet checked), once it is (5 s at most).
+part_in_hand() {
+  local p
+  for _ in $(seq 1 500); do
+    p=$(grep -oE 'part [0-9]+: rows' "$SUITE_TMP/rec.$1.err" | tail -n 1 | awk '{print $2}' | tr -d :)
+    if [ -n "$p" ] && ! grep -q "part $p checked" "$SUITE_TMP/rec.$1.err"; then
+      echo "$p"
+      return
+    fi
+    sleep 0.01
+  done
+  fail "reconcile $1 was never in the middle of a part: $(cat "$SUITE_TMP/rec.$1.err")"
+}
 # Waits (5 s at most) for a line in a background run's log.
 wait_log() { # name pattern
   for _ in $(seq 1 100); do
@@ -534,7 +548,7 @@ test_two_processes_share_one_run_and_count_each_row_once() {
 }
 
 test_a_process_killed_mid_run_leaves_its_part_to_the_other() {
-  local a b rc_b
+  local a b rc_b part
   drift_sixty
   rec_bg a
   a=$BG
@@ -542,11 +556,12 @@ test_a_process_killed_mid_run_leaves_its_part_to_the_other() {
   rec_bg b
   b=$BG
   wait_log b 'joining it'
-  sleep 0.3
-  kill -KILL "$a"
+  part=$(part_in_hand a)
+  pkill -KILL -P "$a" # the process under timeout
   wait "$a" 2>/dev/null || true
   wait "$b" && rc_b=0 || rc_b=$?
   assert_eq "$rc_b" 0 "b's exit status: $(cat "$SUITE_TMP/rec.b.err")"
+  parts_taken b | grep -qx "$part" || fail "b never took part $part, the one a was killed in: $(parts_taken b | xargs)"
   assert_eq "$(jq -c '[.status, .parts, .checked.rows]' "$SUITE_TMP/rec.b.out")" '["ok",5,60]' \
     "status, parts, rows checked (a's unfinished part again, by b)"
   assert_eq "$(pg "select status, count(*) filter (where p.finished_at is null) from abilitysync.reconcile_runs r
@@ -555,6 +570,30 @@ test_a_process_killed_mid_run_leaves_its_part_to_the_other() {
   check_stores_agree "$DB"
   rec --dry-run --json
   assert_rc 0 "nothing left: $OUT"
+  stop_emulator
+}
+
+test_a_process_that_fails_leaves_its_part_to_the_other() {
+  local a b rc_a rc_b part
+  drift_sixty
+  start_proxy vdb "${EMU_URL#http://}"
+  rec_bg a VECTOR_DB_API="http://127.0.0.1:$PROXY_PORT"
+  a=$BG
+  wait_log a 'part [0-9]+: rows'
+  rec_bg b
+  b=$BG
+  wait_log b 'joining it'
+  part=$(part_in_hand a)
+  proxy_mode vdb reset # a's vector DB goes away in the middle of a part
+  wait "$a" && rc_a=0 || rc_a=$?
+  wait "$b" && rc_b=0 || rc_b=$?
+  assert_eq "$rc_a $rc_b" "1 0" "exit statuses: a failed, b finished the run: $(cat "$SUITE_TMP"/rec.[ab].err)"
+  assert_eq "$(jq -r .status "$SUITE_TMP/rec.a.out")" failed "a's report"
+  parts_taken b | grep -qx "$part" || fail "b never took part $part, the one a failed in: $(parts_taken b | xargs)"
+  assert_eq "$(jq -c '[.status, .parts, .checked.rows]' "$SUITE_TMP/rec.b.out")" '["ok",5,60]' "b's report"
+  assert_eq "$(pg "select status, error is null from abilitysync.reconcile_runs")" "ok|t" \
+    "a failure is not the run's while another process works on it"
+  check_stores_agree "$DB"
   stop_emulator
 }
 
@@ -601,6 +640,7 @@ test_post_reconcile_runs_a_dry_run_then_a_repair_as_jobs() {
     "the dry run's report: $BODY"
   emu GET "$(vpath one.svc job-02)"
   assert_eq "$CODE" 404 "a dry run repairs nothing"
+  assert_eq "$(pg "select count(*) from abilitysync.reconcile_parts")" 0 "a dry run is not cut into parts"
 
   api POST /v1/reconcile '{"dry_run": false, "service_name": "one.svc"}'
   assert_eq "$CODE" 202 "a repair: $BODY"

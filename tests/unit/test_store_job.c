@@ -498,6 +498,17 @@ static char *recon_part(struct pgtest *t, struct pgpool *p, int64_t run, char *o
 	return out;
 }
 
+/* Is the part this session took still unfinished? (If not, it is let go.) */
+static bool recon_part_open(struct pgtest *t, struct pgpool *p, int64_t run, int part)
+{
+	struct flag f = {0};
+
+	store_reconcile_part_check(p, run, part, on_flag, &f);
+	pgtest_wait(t, &f.done);
+	cr_assert(eq(str, f.error, ""), "checking a part: %s", f.error);
+	return f.yes;
+}
+
 static void recon_part_done(struct pgtest *t, struct pgpool *p, int64_t run, int part, long rows)
 {
 	char report[64];
@@ -506,6 +517,7 @@ static void recon_part_done(struct pgtest *t, struct pgpool *p, int64_t run, int
 	snprintf(report, sizeof(report), "{\"checked\": {\"rows\": %ld}}", rows);
 	store_reconcile_part_done(p, run, part, report, on_done, &done);
 	pgtest_wait(t, &done);
+	cr_assert(not(recon_part_open(t, p, run, part)), "a finished part is let go");
 }
 
 struct count {
@@ -550,6 +562,26 @@ static char *run_status(struct pgtest *t, int64_t run)
 
 	snprintf(sql, sizeof(sql), "SELECT status FROM abilitysync.reconcile_runs WHERE id = %lld", (long long)run);
 	return pgtest_value(t, sql);
+}
+
+/* A session closed lets its locks go once its backend is gone: wait for that (5 s at most). */
+static void wait_lock_holders(struct pgtest *t, int n)
+{
+	char want[16];
+	char *v = NULL;
+	int i;
+
+	snprintf(want, sizeof(want), "%d", n);
+	for (i = 0; i < 100; i++) {
+		free(v);
+		v = pgtest_value(t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+				    " AND classid = " ABILITYSYNC_LOCK_CLASS_TEXT " AND objid = 1 AND objsubid = 2");
+		if (strcmp(v, want) == 0)
+			break;
+		usleep(50000);
+	}
+	cr_assert(eq(str, v, want), "sessions holding the reconcile lock");
+	free(v);
 }
 
 static void recon_end(struct pgtest *t, int64_t run, bool alone)
@@ -607,6 +639,7 @@ Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
 		  "a session never takes a part it holds");
 	cr_assert(eq(str, recon_part(&t, other, run, got, sizeof(got)), "2 (a2, a5]"),
 		  "another session takes the first part no one holds");
+	cr_assert(recon_part_open(&t, other, run, 2), "a part just taken is unfinished");
 	cr_assert(eq(i64, recon_reserve(&t, t.pool, run, 3), 3));
 	cr_assert(eq(i64, recon_reserve(&t, other, run, 3), 1), "the budget of 4 is the run's, whoever draws on it");
 	cr_assert(eq(i64, recon_reserve(&t, t.pool, run, 1), 0));
@@ -615,6 +648,7 @@ Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
 
 	/* The second process dies: its part is free again. */
 	pgpool_free(other);
+	wait_lock_holders(&t, 1);
 	other = session(&t);
 	cr_assert(recon_lock(&t, other, false));
 	cr_assert(eq(str, recon_part(&t, other, run, got, sizeof(got)), "2 (a2, a5]"),
@@ -637,12 +671,17 @@ Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
 	cr_assert(eq(str, v, "running"), "a failure is not the run's while another process shares it");
 	free(v);
 	pgpool_free(other);
-	other = NULL;
+	wait_lock_holders(&t, 1);
 	recon_end(&t, run, true);
 	v = run_status(&t, run);
 	cr_assert(eq(str, v, "failed"), "alone, it is");
 	free(v);
-	cr_assert(eq(str, recon_part(&t, t.pool, run, got, sizeof(got)), "none: failed, 0 left, reported"),
+	pgtest_exec(t.url, "UPDATE abilitysync.reconcile_runs SET status = 'ok' WHERE status = 'failed' AND report = '{}'");
+	recon_end(&t, run, true);
+	v = run_status(&t, run);
+	cr_assert(eq(str, v, "ok"), "a run another process ended is left as it ended");
+	free(v);
+	cr_assert(eq(str, recon_part(&t, t.pool, run, got, sizeof(got)), "none: ok, 0 left, reported"),
 		  "an ended run gives no part, and its report");
 
 	store_free(s);
