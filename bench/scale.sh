@@ -2,7 +2,8 @@
 # scale.sh - what grows with the rows: restore and reconcile of SMALL and of
 # LARGE abilities (default 100,000 and 1,000,000), each a fresh database loaded
 # with COPY and a fresh emulator (bench/jobs.sh, one round each), and the
-# restore of LARGE by two processes on one job against one process.
+# restore of LARGE by two processes on one job against one process (a real
+# reconcile of LARGE too).
 #
 #   bench/scale.sh                    SCALE_SMALL=100000 SCALE_LARGE=1000000 SCALE_DIM=64
 #
@@ -56,8 +57,12 @@ echo "| reconcile --dry-run | $(f %.1f "${S[reconcile_s]}") s, $(f %.0f "${S[rec
   "**$(f %.2f "${L[reconcile_rss_kb]} / ${S[reconcile_rss_kb]}")** |"
 echo
 echo "Restore of $LARGE rows by two processes on one job: $(f %.1f "${L[restore_split_s]}") s against" \
-  "$(f %.1f "${L[restore_s]}") s for one: **$(f %.2f "${L[restore_s]} / ${L[restore_split_s]}")×**. One round each;" \
-  "$(nproc) cores shared by Postgres, abilitysync and the emulator; $(date -u +%Y-%m-%d)."
+  "$(f %.1f "${L[restore_s]}") s for one: **$(f %.2f "${L[restore_s]} / ${L[restore_split_s]}")×**."
+if [ -n "${L[reconcile_real_split_s]:-}" ]; then
+  echo "A real reconcile run over them (nothing to repair) by two processes: $(f %.1f "${L[reconcile_real_split_s]}") s" \
+    "against $(f %.1f "${L[reconcile_real_s]}") s for one: **$(f %.2f "${L[reconcile_real_s]} / ${L[reconcile_real_split_s]}")×**."
+fi
+echo "One round each; $(nproc) cores shared by Postgres, abilitysync and the emulator; $(date -u +%Y-%m-%d)."
 }
 table >"$TMP/table.md"
 cat "$TMP/table.md"

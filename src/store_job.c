@@ -91,6 +91,16 @@ static void count_query(struct pgpool *p, const char *sql, int nparams, const st
 	pgpool_query_params(p, sql, nparams, params, on_count, c);
 }
 
+/*
+ * A part's lock: (its kind's part class, job or run and part in 31 bits);
+ * parts of one job never share one. pg_try_advisory_lock takes a lock this
+ * session holds again, hence NOT_HELD_HERE.
+ */
+#define PART_KEY(job, part) "((" job ") % 2047 * 1048576 + (" part "))"
+#define NOT_HELD_HERE(cls, key)                                                                              \
+	" NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid()"   \
+	" AND l.objsubid = 2 AND l.classid = " cls "::oid AND l.objid = " key "::oid)"
+
 /* ---- reconcile --------------------------------------------------------------------- */
 
 /*
@@ -188,9 +198,6 @@ void store_reconcile_join(struct pgpool *p, bool deep, const char *service, cons
 		     3, params, on_run, c);
 }
 
-/* A part's lock: (reconcile part class, run and part in 31 bits); parts of one run never share one. */
-#define RECON_PART_KEY(run, part) "((" run ") % 2047 * 1048576 + (" part "))"
-
 static void on_recon_part(const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
@@ -216,13 +223,10 @@ void store_reconcile_claim_part(struct pgpool *p, int64_t run_id, store_recon_pa
 		     " c AS (SELECT q.part, q.after_id, q.upto_id FROM"
 		     "  (SELECT part, after_id, upto_id FROM abilitysync.reconcile_parts"
 		     "   WHERE run_id = $1::bigint AND finished_at IS NULL AND (SELECT status FROM run) = 'running'"
-		     "   AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
-		     "    AND l.pid = pg_backend_pid() AND l.objsubid = 2"
-		     "    AND l.classid = " ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT "::oid"
-		     "    AND l.objid = " RECON_PART_KEY("$1::bigint", "part") "::oid)"
+		     "   AND" NOT_HELD_HERE(ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT, PART_KEY("$1::bigint", "part"))
 		     "   ORDER BY part OFFSET 0) q"
 		     "  WHERE pg_try_advisory_lock(" ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT ","
-		     " " RECON_PART_KEY("$1::bigint", "q.part") "::int) LIMIT 1)"
+		     " " PART_KEY("$1::bigint", "q.part") "::int) LIMIT 1)"
 		     " SELECT c.part, c.after_id, c.upto_id, (SELECT status FROM run), (SELECT report::text FROM run),"
 		     " (SELECT count(*) FROM abilitysync.reconcile_parts WHERE run_id = $1::bigint AND finished_at IS NULL)"
 		     " FROM (SELECT 1) one LEFT JOIN c ON true",
@@ -254,7 +258,7 @@ void store_reconcile_part_check(struct pgpool *p, int64_t run_id, int part, stor
 	flag_query(p,
 		   "SELECT coalesce(f.open, false), CASE WHEN coalesce(f.open, false) THEN NULL"
 		   " ELSE pg_advisory_unlock(" ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT ", "
-		   RECON_PART_KEY("$1::bigint", "$2::int") "::int)::text END"
+		   PART_KEY("$1::bigint", "$2::int") "::int)::text END"
 		   " FROM (SELECT 1) one LEFT JOIN (SELECT finished_at IS NULL AS open FROM abilitysync.reconcile_parts"
 		   "  WHERE run_id = $1::bigint AND part = $2::int) f ON true",
 		   2, params, done, arg);
@@ -747,9 +751,6 @@ void store_restore_open(struct pgpool *p, bool resume, const char *service, cons
 	pgpool_query(p, resume ? restore_resume_sql : restore_new_sql, 3, params, on_restore_job, c);
 }
 
-/* A part's lock: (part class, job and part in 31 bits); parts of one job never share one. */
-#define PART_KEY(job, part) "((" job ") % 2047 * 1048576 + (" part "))"
-
 static void on_part(const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
@@ -774,10 +775,7 @@ void store_restore_claim_part(struct pgpool *p, int64_t job_id, store_part_fn do
 		     "SELECT part, coalesce(cursor, after_id), upto_id FROM"
 		     " (SELECT part, cursor, after_id, upto_id FROM abilitysync.restore_parts p"
 		     "  WHERE job_id = $1::bigint AND finished_at IS NULL"
-		     "  AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
-		     "   AND l.pid = pg_backend_pid() AND l.objsubid = 2"
-		     "   AND l.classid = " ABILITYSYNC_PART_LOCK_CLASS_TEXT "::oid"
-		     "   AND l.objid = " PART_KEY("$1::bigint", "p.part") "::oid)"
+		     "  AND" NOT_HELD_HERE(ABILITYSYNC_PART_LOCK_CLASS_TEXT, PART_KEY("$1::bigint", "p.part"))
 		     "  ORDER BY part OFFSET 0) q"
 		     " WHERE pg_try_advisory_lock(" ABILITYSYNC_PART_LOCK_CLASS_TEXT ", " PART_KEY("$1::bigint", "q.part")
 		     "::int) LIMIT 1",

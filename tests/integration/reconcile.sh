@@ -547,16 +547,23 @@ test_two_processes_share_one_run_and_count_each_row_once() {
   stop_emulator
 }
 
+# Two processes on one run, caught with a in the middle of a part of rows: pids
+# in $A and $B, that part in $PART. a's extra settings are the arguments.
+two_on_one_run() {
+  rec_bg a "$@"
+  A=$BG
+  wait_log a 'part [0-9]+: rows'
+  rec_bg b
+  B=$BG
+  wait_log b 'joining it'
+  PART=$(part_in_hand a)
+}
+
 test_a_process_killed_mid_run_leaves_its_part_to_the_other() {
   local a b rc_b part
   drift_sixty
-  rec_bg a
-  a=$BG
-  wait_log a 'part [0-9]+: rows'
-  rec_bg b
-  b=$BG
-  wait_log b 'joining it'
-  part=$(part_in_hand a)
+  two_on_one_run
+  a=$A b=$B part=$PART
   pkill -KILL -P "$a" # the process under timeout
   wait "$a" 2>/dev/null || true
   wait "$b" && rc_b=0 || rc_b=$?
@@ -577,13 +584,8 @@ test_a_process_that_fails_leaves_its_part_to_the_other() {
   local a b rc_a rc_b part
   drift_sixty
   start_proxy vdb "${EMU_URL#http://}"
-  rec_bg a VECTOR_DB_API="http://127.0.0.1:$PROXY_PORT"
-  a=$BG
-  wait_log a 'part [0-9]+: rows'
-  rec_bg b
-  b=$BG
-  wait_log b 'joining it'
-  part=$(part_in_hand a)
+  two_on_one_run VECTOR_DB_API="http://127.0.0.1:$PROXY_PORT"
+  a=$A b=$B part=$PART
   proxy_mode vdb reset # a's vector DB goes away in the middle of a part
   wait "$a" && rc_a=0 || rc_a=$?
   wait "$b" && rc_b=0 || rc_b=$?
