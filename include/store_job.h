@@ -184,6 +184,14 @@ void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, s
 /* ---- restore ----------------------------------------------------------------------- */
 
 /*
+ * Fresh planner statistics for the sync state and the ledger, once a restore
+ * has filled them: until autovacuum gets to them, the next statements (a
+ * reconcile's pages, the outbox's claims) would be planned for the tables as
+ * they were, empty after a fresh start, and a page could scan them whole.
+ */
+void store_restore_analyze(struct pgpool *p, pg_done_fn done, void *arg);
+
+/*
  * The restore lock, tried: exclusive to start a job (or make a resumed one's
  * parts), shared to work on one; yes when taken; text: the id of a job marked
  * running, or NULL.

@@ -180,6 +180,18 @@ static void refuse(struct restore *r, const char *code, const char *fmt, ...)
 	end_now(r, RESTORE_REFUSED, "refused");
 }
 
+static void on_analyzed(const struct pg_outcome *o, void *arg)
+{
+	struct restore *r = arg;
+
+	if (job_gone(&r->job))
+		return;
+	if (!o->res)
+		log_warn(COMP, "job %lld: ANALYZE of the sync state failed (autovacuum's will come later): %s",
+			 (long long)r->job_id, o->error);
+	end_now(r, RESTORE_DONE, "done");
+}
+
 static void on_job_closed(bool job_done, const char *status, const struct pg_outcome *o, void *arg)
 {
 	struct restore *r = arg;
@@ -196,6 +208,10 @@ static void on_job_closed(bool job_done, const char *status, const struct pg_out
 		log_info(COMP, "job %lld: %s", (long long)r->job_id, r->why);
 	} else if (done) {
 		snprintf(r->why, sizeof(r->why), "done");
+	}
+	if (done && job_done) { /* the job's last process: the tables it filled get statistics */
+		store_restore_analyze(r->job.pool, on_analyzed, r);
+		return;
 	}
 	end_now(r, done ? RESTORE_DONE : RESTORE_FAILED,
 		share ? "running" : done ? "done" : r->job.stopping ? "interrupted" : "failed");
