@@ -48,7 +48,7 @@ struct drift_category {
 #define RECONCILE_CATEGORIES 11
 extern const struct drift_category reconcile_categories[RECONCILE_CATEGORIES];
 
-/* A real run's rows are cut into parts of this many pages, unless the options say otherwise. */
+/* A real run's rows are cut into parts of this many pages. */
 #define RECONCILE_PART_PAGES 16
 
 struct reconcile_opts {
@@ -58,7 +58,6 @@ struct reconcile_opts {
 	const char *service;    /* NULL: every service */
 	const char *embedding_model; /* set: rows whose metadata.embedding_model differs count as old_embedding_model */
 	int page;               /* rows per Postgres page */
-	int part_pages;         /* a real run's parts: this many pages of rows each (0: RECONCILE_PART_PAGES) */
 	long max_repairs;       /* abilities queued per run, at most */
 	long overdue_s;
 	size_t dim;

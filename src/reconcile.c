@@ -373,6 +373,8 @@ static void run_report(struct job *j)
 {
 	struct reconcile *r = of(j);
 
+	if (r->run_id && !r->o.dry_run && r->outcome != RECONCILE_SKIPPED)
+		log_info(COMP, "run %lld: this process checked %ld of its parts", (long long)r->run_id, r->parts);
 	if (r->done)
 		r->done(r->outcome, r->report, r->why, r->arg);
 }
@@ -1297,10 +1299,8 @@ static void on_run_recorded(const struct recon_run *run, const struct pg_outcome
 
 static void record_run(struct reconcile *r)
 {
-	int part_pages = r->o.part_pages > 0 ? r->o.part_pages : RECONCILE_PART_PAGES;
-
 	store_reconcile_record_run(r->job.pool, r->o.dry_run, r->o.deep, r->service, r->o.embedding_model, r->host,
-				   r->o.page * part_pages, on_run_recorded, r);
+				   r->o.page * RECONCILE_PART_PAGES, on_run_recorded, r);
 }
 
 static void on_joined(const struct recon_run *run, const struct pg_outcome *o, void *arg)
