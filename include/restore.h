@@ -21,7 +21,9 @@
  * a blob this job created (recorded in abilitysync.blobs before the create).
  *
  * One restore job at a time (a session advisory lock, shared by the processes
- * working on it); a dry run only counts.
+ * working on it); a dry run only counts. The job's last process ANALYZEs the
+ * sync state and the ledger it filled, so that what runs next (a reconcile)
+ * is not planned for the tables as they were.
  */
 #ifndef ABILITYSYNC_RESTORE_H
 #define ABILITYSYNC_RESTORE_H
