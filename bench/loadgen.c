@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #define PROG "loadgen"
@@ -532,17 +531,6 @@ static int prepare(struct run *r)
 	return EXIT_OK;
 }
 
-/* User and system CPU of this process so far, in ms. */
-static double cpu_now_ms(void)
-{
-	struct rusage u;
-
-	if (getrusage(RUSAGE_SELF, &u) != 0)
-		return 0;
-	return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 +
-	       (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
-}
-
 static int run_load(struct run *r)
 {
 	double cpu0;
@@ -552,7 +540,7 @@ static int run_load(struct run *r)
 		fprintf(stderr, "%s: cannot create connections to %s:%d\n", PROG, r->host, r->port);
 		return EXIT_FAIL;
 	}
-	cpu0 = cpu_now_ms();
+	cpu0 = bench_self_cpu_ms();
 	r->t0_us = clock_mono_us();
 	for (i = 0; i < O.concurrency; i++)
 		conn_send(&r->conns[i]);
@@ -560,7 +548,7 @@ static int run_load(struct run *r)
 		event_base_dispatch(r->base);
 	if (!r->t1_us)
 		r->t1_us = clock_mono_us();
-	r->cpu_ms = cpu_now_ms() - cpu0;
+	r->cpu_ms = bench_self_cpu_ms() - cpu0;
 	report(r);
 	return r->transport_errors ? EXIT_FAIL : EXIT_OK;
 }

@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #define PROG "vdb_push"
@@ -118,15 +117,6 @@ static char *make_attributes(size_t index, size_t *len)
 
 /* ---- CPU ---------------------------------------------------------------------- */
 
-static double self_cpu_ms(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
-}
-
 /* utime + stime of a process in ms, from /proc/PID/stat; -1 when it cannot be read. */
 static double proc_cpu_ms(long pid)
 {
@@ -166,7 +156,7 @@ struct cpu_mark {
 static void mark(struct cpu_mark *m)
 {
 	m->emu = proc_cpu_ms(O.emulator_pid);
-	m->self = self_cpu_ms();
+	m->self = bench_self_cpu_ms();
 	m->us = clock_mono_us();
 }
 

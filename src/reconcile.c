@@ -382,12 +382,9 @@ static void run_report(struct job *j)
 static void run_release(struct job *j)
 {
 	struct reconcile *r = of(j);
-	int c, i;
 
 	free_page(r);
-	for (c = 0; c < CAT_N; c++)
-		for (i = 0; i < r->cats[c].nsample; i++)
-			free(r->cats[c].sample[i]);
+	reset_counts(r); /* frees the samples */
 	json_decref(r->report);
 	if (r->wait)
 		event_free(r->wait);

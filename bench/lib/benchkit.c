@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 /* ---- flags ----------------------------------------------------------------- */
 
@@ -161,4 +162,14 @@ void bench_put_embedding(struct buf *b, uint64_t seed, size_t index, size_t dim,
 		buf_append(b, num, put_sig9(num, scratch[i] / norm));
 	}
 	buf_putc(b, ']');
+}
+
+double bench_self_cpu_ms(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
 }

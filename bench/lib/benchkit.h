@@ -46,4 +46,7 @@ uint64_t bench_splitmix64(uint64_t *s);
  */
 void bench_put_embedding(struct buf *b, uint64_t seed, size_t index, size_t dim, double *scratch);
 
+/* User and system CPU of this process so far, in ms. */
+double bench_self_cpu_ms(void);
+
 #endif

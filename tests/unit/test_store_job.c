@@ -599,8 +599,8 @@ Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
 	struct pgpool *other;
 	struct run r = {0};
 	struct count reports = {0};
-	char got[160];
-	bool shared = false;
+	char got[160], sql[160];
+	bool shared = false, locked = false;
 	int64_t run;
 	char *v;
 
@@ -645,6 +645,21 @@ Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
 	cr_assert(eq(i64, recon_reserve(&t, t.pool, run, 1), 0));
 	recon_part_done(&t, t.pool, run, 0, 0);
 	recon_part_done(&t, t.pool, run, 1, 2);
+
+	/*
+	 * The race a claim can lose, forced: its snapshot saw part 0 unfinished,
+	 * the part was finished and let go, then the claim's lock came. The check
+	 * that follows every claim must see it finished, and let it go.
+	 */
+	snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(" ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT ", %lld)",
+		 (long long)(run % 2047 * 1048576));
+	pgpool_query(other, sql, 0, NULL, on_done, &locked);
+	pgtest_wait(&t, &locked);
+	cr_assert(not(recon_part_open(&t, other, run, 0)), "a finished part taken late is not worked on again");
+	v = pgtest_value(&t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+			     " AND classid = " ABILITYSYNC_RECONCILE_PART_LOCK_CLASS_TEXT);
+	cr_assert(eq(str, v, "1"), "and its lock is let go (only part 2's is held)");
+	free(v);
 
 	/* The second process dies: its part is free again. */
 	pgpool_free(other);
