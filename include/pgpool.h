@@ -81,12 +81,19 @@ void pgpool_query_params(struct pgpool *p, const char *sql, int nparams, const s
 
 /*
  * A statement run often: each connection prepares it once (on first use) and
- * then only executes it, so the server parses and plans it once per connection
- * instead of once per run. Define these as static constants.
+ * then only executes it, so the server parses it once per connection instead
+ * of once per run. It is planned at each run for the values it gets, unless
+ * `generic`: then one plan serves every run, made again as the session's runs
+ * of such statements double (16, 32, ... then every 1024th) and after an
+ * ANALYZE, so a plan made while a table was small does not stay as it grows.
+ * Generic suits a statement whose plan is the same whatever its parameters
+ * (keys joined by their indexes), run often enough that planning would cost
+ * more than running it. Define these as static constants.
  */
 struct pg_stmt {
 	const char *name;
 	const char *sql;
+	bool generic;
 };
 
 void pgpool_execute(struct pgpool *p, const struct pg_stmt *stmt, int nparams, const struct pg_param *params,

@@ -18,6 +18,15 @@
 #define BACKOFF_MAX_MS 5000
 #define PREPARED_MAX 16
 #define ORPHANS_MAX 32
+/*
+ * A session's generic plans (pg_stmt.generic) are made again after its 16th
+ * run of such statements, its 32nd, 64th, ... and then every 1024th: a plan
+ * made while a table was nearly empty (sequential scans, hash joins) is not
+ * kept while the statements counted grow the table more than about twice.
+ * Postgres also plans again after each ANALYZE of a table the plan reads.
+ */
+#define REPLAN_FIRST 16
+#define REPLAN_EVERY_MAX 1024
 
 struct pg_job {
 	TAILQ_ENTRY(pg_job) link;
@@ -51,6 +60,10 @@ struct pg_conn {
 	bool preparing;         /* the job's statement is being prepared first */
 	const struct pg_stmt *prepared[PREPARED_MAX];
 	int nprepared;
+	bool generic_mode;      /* the session's plan_cache_mode is force_generic_plan */
+	bool setting_mode;      /* the job's plan_cache_mode is being set first */
+	uint64_t executed;      /* generic statements run on this session */
+	uint64_t replan_at;     /* when `executed` reaches it, the session's plans are discarded */
 };
 
 TAILQ_HEAD(job_list, pg_job);
@@ -220,6 +233,7 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	c->state = C_DOWN;
 	c->nprepared = 0;
 	c->preparing = false;
+	c->setting_mode = false;
 	if ((j = c->job) != NULL) {
 		c->job = NULL;
 		job_fail(j, true, line);
@@ -285,6 +299,9 @@ static void conn_ready(struct pg_conn *c)
 	PQsetNoticeProcessor(c->conn, ignore_notice, NULL);
 	c->state = C_IDLE;
 	c->backoff_ms = BACKOFF_MIN_MS;
+	c->generic_mode = false;
+	c->executed = 0;
+	c->replan_at = REPLAN_FIRST;
 	if (p->outage_logged) {
 		log_info(COMP, "postgres is back (connection %d)", c->index);
 		p->outage_logged = false;
@@ -341,7 +358,7 @@ static void conn_start(struct pg_conn *c)
 
 /* ---- statements ------------------------------------------------------------ */
 
-static bool send_prepared(struct pg_conn *c, struct pg_job *j);
+static bool send_step(struct pg_conn *c, struct pg_job *j);
 static void flush_then_read(struct pg_conn *c);
 
 static void statement_done(struct pg_conn *c)
@@ -350,19 +367,24 @@ static void statement_done(struct pg_conn *c)
 	struct pg_outcome o;
 	ExecStatusType st = c->result ? PQresultStatus(c->result) : PGRES_FATAL_ERROR;
 
-	if (c->preparing && st == PGRES_COMMAND_OK) {
-		/* Prepared: now run it. The program has fewer than PREPARED_MAX such statements. */
-		c->preparing = false;
-		if (c->nprepared == PREPARED_MAX)
-			abort();
-		c->prepared[c->nprepared++] = j->stmt;
+	if ((c->setting_mode || c->preparing) && st == PGRES_COMMAND_OK) {
+		/* A step before the statement is done: now the next one. */
+		if (c->setting_mode) {
+			c->generic_mode = !c->generic_mode;
+		} else {
+			/* The program has fewer than PREPARED_MAX such statements. */
+			if (c->nprepared == PREPARED_MAX)
+				abort();
+			c->prepared[c->nprepared++] = j->stmt;
+		}
+		c->setting_mode = c->preparing = false;
 		PQclear(c->result);
 		c->result = NULL;
-		if (send_prepared(c, j))
+		if (send_step(c, j))
 			flush_then_read(c);
 		return;
 	}
-	c->preparing = false;
+	c->setting_mode = c->preparing = false;
 	evtimer_del(c->timer);
 	c->job = NULL;
 	c->state = C_IDLE;
@@ -464,30 +486,25 @@ static bool is_prepared(const struct pg_conn *c, const struct pg_stmt *stmt)
 	return false;
 }
 
-static bool send_prepared(struct pg_conn *c, struct pg_job *j)
+/*
+ * Sends what the job needs next: the session's plan mode (a statement with
+ * parameters runs in the mode it asks for: plan_cache_mode is read at each
+ * run), the statement prepared, then the statement itself.
+ */
+static bool send_step(struct pg_conn *c, struct pg_job *j)
 {
-	if (!PQsendQueryPrepared(c->conn, j->stmt->name, j->nparams, (const char *const *)j->params, j->lengths,
-				 j->formats, 0)) {
-		conn_lost(c, PQerrorMessage(c->conn));
-		return false;
-	}
-	return true;
-}
-
-static void send_job(struct pg_conn *c, struct pg_job *j)
-{
-	struct pgpool *p = c->pool;
+	bool generic = j->stmt && j->stmt->generic;
 	int ok;
 
-	c->job = j;
-	c->state = C_BUSY;
-	p->stats.statements++;
-	if (!j->sent_ms)
-		j->sent_ms = clock_mono_ms();
-	if (!j->stmt) {
+	if (j->nparams > 0 && generic != c->generic_mode) {
+		c->setting_mode = true;
+		ok = PQsendQuery(c->conn, generic ? "SET plan_cache_mode = force_generic_plan"
+						  : "SET plan_cache_mode = force_custom_plan");
+	} else if (!j->stmt) {
 		ok = PQsendQueryParams(c->conn, j->sql, j->nparams, NULL, (const char *const *)j->params, j->lengths,
 				       j->formats, 0);
 	} else if (is_prepared(c, j->stmt)) {
+		c->executed += generic;
 		ok = PQsendQueryPrepared(c->conn, j->stmt->name, j->nparams, (const char *const *)j->params,
 					 j->lengths, j->formats, 0);
 	} else {
@@ -495,10 +512,22 @@ static void send_job(struct pg_conn *c, struct pg_job *j)
 		c->preparing = true;
 		ok = PQsendPrepare(c->conn, j->stmt->name, j->stmt->sql, j->nparams, NULL);
 	}
-	if (!ok) {
+	if (!ok)
 		conn_lost(c, PQerrorMessage(c->conn));
+	return ok;
+}
+
+static void send_job(struct pg_conn *c, struct pg_job *j)
+{
+	struct pgpool *p = c->pool;
+
+	c->job = j;
+	c->state = C_BUSY;
+	p->stats.statements++;
+	if (!j->sent_ms)
+		j->sent_ms = clock_mono_ms();
+	if (!send_step(c, j))
 		return;
-	}
 	evtimer_assign(c->timer, p->base, on_deadline, c);
 	arm_timer(c, p->o.query_timeout_ms);
 	flush_then_read(c);
@@ -555,6 +584,31 @@ static void end_orphans(struct pg_conn *c)
 	send_job(c, job_new(p, NULL, end_orphans_sql, 2, params, on_orphans_ended, p, &too_big));
 }
 
+/* ---- plans made again ------------------------------------------------------------------ */
+
+static const char discard_plans_sql[] = "DISCARD PLANS";
+
+static void on_plans_discarded(const struct pg_outcome *o, void *arg)
+{
+	(void)arg;
+	if (!o->res)
+		log_debug(COMP, "could not discard the session's plans (they are kept): %s", o->error);
+}
+
+static bool replan_due(const struct pg_conn *c)
+{
+	return c->executed >= c->replan_at;
+}
+
+/* Cached plans go; each statement keeps its text and parse, and is planned at its next run. */
+static void discard_plans(struct pg_conn *c)
+{
+	bool too_big = false;
+
+	c->replan_at = c->executed + (c->executed < REPLAN_EVERY_MAX ? c->executed : REPLAN_EVERY_MAX);
+	send_job(c, job_new(c->pool, NULL, discard_plans_sql, 0, NULL, on_plans_discarded, NULL, &too_big));
+}
+
 static void dispatch(struct pgpool *p)
 {
 	int i;
@@ -567,6 +621,10 @@ static void dispatch(struct pgpool *p)
 			continue;
 		if (p->norphans > 0 && p->orphans_sent == 0) {
 			end_orphans(c);
+			continue;
+		}
+		if (replan_due(c)) {
+			discard_plans(c);
 			continue;
 		}
 		if ((j = TAILQ_FIRST(&p->queue)) == NULL)
@@ -770,10 +828,8 @@ bool pg_bool(const struct pg_outcome *o, int row, int col)
  * estimated cost crosses jit_above_cost as the tables grow, and compiling
  * them took 1.3-1.5 s of a restore page's statement (auto_explain, 100,000
  * rows); the conninfo's own `options` may turn it back on. Then ours:
- * statement_timeout, custom plans for prepared statements (ours are key
- * lookups sized by their arrays; a plan cached while the tables were nearly
- * empty, hash joins over sequential scans, would otherwise be reused as they
- * grow; parsing is still done once), and how the embeddings written are
+ * statement_timeout, custom plans (a plan per run) unless a statement asks
+ * for a generic one (send_step), and how the embeddings written are
  * compressed.
  */
 static char *merge_options(const char *conninfo, long timeout_ms, long lock_timeout_ms, const char *toast)

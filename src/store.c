@@ -467,12 +467,12 @@ static const char retry_sql[] =
 	" SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM r)";
 
 /* The statements run for every ability: prepared once per connection. */
-static const struct pg_stmt write_stmt = {"abilitysync_write", write_sql};
-static const struct pg_stmt finish_stmt = {"abilitysync_finish", finish_sql};
-static const struct pg_stmt claim_due_stmt = {"abilitysync_claim_due", claim_due_sql};
-static const struct pg_stmt claim_ids_stmt = {"abilitysync_claim_ids", claim_ids_sql};
-static const struct pg_stmt claim_page_stmt = {"abilitysync_claim_page", claim_page_sql};
-static const struct pg_stmt delete_stmt = {"abilitysync_delete", delete_sql};
+static const struct pg_stmt write_stmt = {"abilitysync_write", write_sql, true};
+static const struct pg_stmt finish_stmt = {"abilitysync_finish", finish_sql, true};
+static const struct pg_stmt claim_due_stmt = {"abilitysync_claim_due", claim_due_sql, false};
+static const struct pg_stmt claim_ids_stmt = {"abilitysync_claim_ids", claim_ids_sql, false};
+static const struct pg_stmt claim_page_stmt = {"abilitysync_claim_page", claim_page_sql, false};
+static const struct pg_stmt delete_stmt = {"abilitysync_delete", delete_sql, true};
 
 /* ---- grouped writes ------------------------------------------------------------- */
 

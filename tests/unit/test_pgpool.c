@@ -1,7 +1,8 @@
 /*
  * pgpool against a real Postgres: a full queue and a server nobody answers
  * fail at once (never a hang), a statement past its deadline fails as
- * transient, and a killed connection comes back by itself.
+ * transient, a killed connection comes back by itself, and a generic plan
+ * does not outlive its table's growth.
  */
 #include "pgtest.h"
 
@@ -157,5 +158,79 @@ Test(pgpool, sessions_run_without_jit_with_custom_plans)
 	while (!got[0])
 		event_base_loop(t.base, EVLOOP_ONCE);
 	cr_assert(eq(str, got, "off force_custom_plan pglz"));
+	pgtest_close(&t);
+}
+
+struct rows {
+	bool done;
+	char text[1024]; /* the first column of every row, "; " between, or the error */
+};
+
+static void on_rows(const struct pg_outcome *o, void *arg)
+{
+	struct rows *r = arg;
+	size_t len = 0;
+	int i;
+
+	r->text[0] = '\0';
+	for (i = 0; o->res && i < PQntuples(o->res) && len < sizeof(r->text); i++)
+		len += (size_t)snprintf(r->text + len, sizeof(r->text) - len, "%s%s", i ? "; " : "", PQgetvalue(o->res, i, 0));
+	if (!o->res)
+		snprintf(r->text, sizeof(r->text), "error: %s", o->error);
+	r->done = true;
+}
+
+/* Runs one statement through the pool (prepared when stmt) and returns its rows' first column. */
+static char *pool_rows(struct pgtest *t, const struct pg_stmt *stmt, const char *sql, const char *param,
+		      struct rows *r)
+{
+	struct pg_param p = {param, param ? strlen(param) : 0, false};
+
+	r->done = false;
+	if (stmt)
+		pgpool_execute(t->pool, stmt, 1, &p, on_rows, r);
+	else
+		pgpool_query_params(t->pool, sql, param ? 1 : 0, &p, on_rows, r);
+	pgtest_wait(t, &r->done);
+	return r->text;
+}
+
+/*
+ * A generic statement keeps one plan, which is made again as the session's
+ * runs of such statements double: a plan made while its table was empty (a
+ * sequential scan) is not kept once the table has grown. Statements that do
+ * not ask for a generic plan still get custom ones on the same session.
+ */
+Test(pgpool, a_generic_plan_is_made_again_as_the_session_runs_double)
+{
+	static const struct pg_stmt stmt = {
+		"unit_generic",
+		"SELECT count(*)::text || ' ' || current_setting('plan_cache_mode') FROM t JOIN unnest($1::int[]) AS u(k)"
+		" USING (k)",
+		true};
+	struct pgtest t;
+	struct rows r;
+	const char *explain = "EXPLAIN (COSTS OFF) EXECUTE unit_generic('{1,2}')";
+	int runs;
+
+	pgtest_open(&t, "pool_generic", false, 1);
+	pgtest_exec(t.url, "CREATE TABLE t (k int PRIMARY KEY, v text) WITH (autovacuum_enabled = false)");
+	cr_assert(eq(str, pool_rows(&t, &stmt, NULL, "{1,2}", &r), "0 force_generic_plan"));
+	cr_assert(eq(str, pool_rows(&t, NULL, "SELECT current_setting('plan_cache_mode') || $1", "", &r),
+		     "force_custom_plan"),
+		  "a statement with parameters that asks for nothing: custom");
+	/* A statement without parameters leaves the session as it is: generic after the next run. */
+	pool_rows(&t, &stmt, NULL, "{1,2}", &r);
+	cr_assert(strstr(pool_rows(&t, NULL, explain, NULL, &r), "Seq Scan on t") != NULL, "planned for an empty table: %s",
+		  r.text);
+
+	pgtest_exec(t.url, "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100000) g");
+	for (runs = 3; runs <= 15; runs++)
+		cr_assert(eq(str, pool_rows(&t, &stmt, NULL, "{1,2}", &r), "2 force_generic_plan"));
+	cr_assert(strstr(pool_rows(&t, NULL, explain, NULL, &r), "Seq Scan on t") != NULL,
+		  "the plan is kept for 16 runs: %s", r.text);
+	cr_assert(eq(str, pool_rows(&t, &stmt, NULL, "{1,2}", &r), "2 force_generic_plan")); /* the 16th */
+	cr_assert(strstr(pool_rows(&t, NULL, explain, NULL, &r), "Index Only Scan using t_pkey") != NULL,
+		  "planned again for 100,000 rows: %s", r.text);
 	pgtest_close(&t);
 }
