@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # profile.sh - where the CPU goes under the registration load: perf (Debian's
 # linux-perf) samples the service and, apart, the Postgres cluster while
-# loadgen sends N single-ability POSTs, then prints the top symbols of each.
+# loadgen sends N single-ability POSTs, then prints the top symbols of each,
+# and what each statement cost the server (pg_stat_statements, from Debian's
+# postgresql package: calls, planning and execution per call and per ability).
 #
 #   bench/profile.sh [N]          N abilities (default 3000), DIM 3072, concurrency 16
 #
@@ -41,9 +43,11 @@ wait_for() { # file pattern
   exit 1
 }
 
-base=$(tools/pgcluster.sh start "$TMP/pg")
+base=$(PGCLUSTER_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on" \
+  tools/pgcluster.sh start "$TMP/pg")
 base=${base%/postgres}
 psql -X -q "$base/postgres" -c "CREATE DATABASE profile" >/dev/null
+psql -X -q "$base/profile" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
 DATABASE_URL="$base/profile" "$B/abilitysync" migrate up >/dev/null 2>&1
 "$B/vdb-emulator" --listen 127.0.0.1:0 --port-file "$TMP/emu.port" >"$TMP/emu.log" 2>&1 &
 pids+=($!)
@@ -63,6 +67,7 @@ perf record -F 999 -g -o "$TMP/perf.service.data" -p "$svc" >/dev/null 2>"$TMP/p
 p1=$!
 perf record -F 999 -g -o "$TMP/perf.postgres.data" -p "$pg_pids" >/dev/null 2>"$TMP/perf.postgres.err" &
 p2=$!
+psql -X -q "$base/profile" -c "SELECT pg_stat_statements_reset()" >/dev/null
 sleep 0.5
 "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed 11 --json >"$TMP/load.json"
 kill -INT "$p1" "$p2"
@@ -84,4 +89,17 @@ echo
 echo "### Postgres (every backend and helper of the cluster): top symbols, self time"
 echo '```'
 top "$TMP/perf.postgres.data"
+echo '```'
+echo
+echo "### Postgres: the statements that cost most (pg_stat_statements: ms of planning and of execution, waits included; per ability: over the $N)"
+echo '```'
+psql -X -q -P footer=off "$base/profile" -c "
+  SELECT calls, round((total_plan_time / nullif(calls, 0))::numeric, 3) AS plan_per_call,
+    round((total_exec_time / nullif(calls, 0))::numeric, 3) AS exec_per_call,
+    round((total_plan_time / $N)::numeric, 3) AS plan_per_ability,
+    round((total_exec_time / $N)::numeric, 3) AS exec_per_ability,
+    left(regexp_replace(query, '\\s+', ' ', 'g'), 60) AS statement
+  FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = 'profile'
+  WHERE query NOT LIKE '%pg_stat_statements%'
+  ORDER BY total_plan_time + total_exec_time DESC LIMIT 8"
 echo '```'

@@ -68,7 +68,7 @@ start() {
   # fsync off: these clusters hold test data only, and a test's kill -9 hits the
   # service, not the kernel.
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200" \
+    -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200 ${PGCLUSTER_OPTIONS:-}" \
     start >/dev/null || { tail -n 20 "$dir/server.log" >&2; die "pg_ctl start failed"; }
   url "$dir"
 }
