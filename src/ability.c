@@ -100,6 +100,7 @@ void ability_free(struct ability *a)
 static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon)
 {
 	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len;
+	const char *run; /* where the input not yet copied begins: it is copied as it is, in runs */
 	size_t n = 0, len;
 	char *w, *first;
 	bool same = true;
@@ -111,50 +112,61 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 	w = compact->data + compact->len;
 	*w++ = '[';
 	first = w;
-	p = js_skip_ws(p + 1, end);
+	run = p = js_skip_ws(p + 1, end);
 	while (p < end && *p != ']') {
 		struct js_number tok;
 		const char *q = js_number_scan(p, end, &tok);
 		bool plain;
-		char *num;
 
 		if (!q)
 			return false;
 		/*
 		 * Plain: numeric prints it as sent (JSON allows no leading zeros), and with
 		 * fewer than 39 integer digits it is finite as a float32. Nearly every
-		 * embedding number is.
+		 * embedding number is, and stays in the run.
 		 */
 		plain = !tok.exp && !tok.neg_zero && tok.int_digits < 39;
-		len = (size_t)(q - p);
-		if (n)
-			*w++ = ',';
-		num = w;
-		memcpy(w, p, len);
-		w += len;
-		if (!plain && !js_number_fits_float32(p, len))
-			return false;
-		if (same && !plain) {
-			same = false; /* canon begins with the numbers before this one, and its comma */
-			buf_append(canon, first, (size_t)(num - first));
-		} else if (!same && n) {
-			buf_putc(canon, ',');
+		if (!plain || !same) {
+			char *num;
+
+			len = (size_t)(p - run); /* the numbers before, and this one's comma */
+			memcpy(w, run, len);
+			w += len;
+			num = w;
+			len = (size_t)(q - p);
+			memcpy(w, p, len);
+			w += len;
+			run = q;
+			if (!plain && !js_number_fits_float32(p, len))
+				return false;
+			if (same) {
+				same = false; /* canon begins with the numbers before this one, and its comma */
+				buf_append(canon, first, (size_t)(num - first));
+			} else if (n) {
+				buf_putc(canon, ',');
+			}
+			if (!(plain ? (buf_append(canon, num, len), true) : ability_canon_number(p, len, canon)))
+				return false;
 		}
-		if (!same && !(plain ? (buf_append(canon, num, len), true) : ability_canon_number(p, len, canon)))
-			return false;
 		n++;
 		if (q < end && *q == ',' && q + 1 < end && ((q[1] >= '0' && q[1] <= '9') || q[1] == '-')) {
-			p = q + 1; /* the usual case, no whitespace: no call */
+			p = q + 1; /* the usual case, no whitespace: the comma stays in the run */
 			continue;
 		}
+		/* Whitespace around the comma: the run ends with this number. */
+		len = (size_t)(q - run);
+		memcpy(w, run, len);
+		w += len;
 		p = js_skip_ws(q, end);
 		if (p < end && *p == ',') {
 			p = js_skip_ws(p + 1, end);
 			if (p < end && *p == ']')
 				return false; /* a trailing comma: not JSON */
+			*w++ = ',';
 		} else if (p >= end || *p != ']') {
 			return false;
 		}
+		run = p;
 	}
 	if (p >= end || js_skip_ws(p + 1, end) != end)
 		return false;

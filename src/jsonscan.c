@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -64,6 +65,33 @@ static bool is_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
+/*
+ * The end of a run of digits, eight bytes at a time (an embedding's numbers
+ * are mostly runs of 8 to 17 digits). In each byte b ^ '0' a digit is 0..9:
+ * high nibble clear, and the low nibble plus 6 below 16; any other byte sets
+ * a bit of `stop`, the lowest of which is the first byte past the run.
+ */
+static const char *skip_digits(const char *p, const char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	const uint64_t ones = 0x0101010101010101u;
+
+	while (end - p >= 8) {
+		uint64_t x, stop;
+
+		memcpy(&x, p, 8);
+		x ^= ones * '0';
+		stop = (x & ones * 0xF0) | (((x & ones * 0x0F) + ones * 6) & ones * 0x10);
+		if (stop)
+			return p + __builtin_ctzll(stop) / 8;
+		p += 8;
+	}
+#endif
+	while (p < end && is_digit(*p))
+		p++;
+	return p;
+}
+
 const char *js_number_scan(const char *p, const char *end, struct js_number *n)
 {
 	const char *digits;
@@ -80,8 +108,7 @@ const char *js_number_scan(const char *p, const char *end, struct js_number *n)
 		p++;
 	} else {
 		n->neg_zero = false;
-		while (p < end && is_digit(*p))
-			p++;
+		p = skip_digits(p, end);
 	}
 	n->int_digits = (size_t)(p - digits);
 	if (p < end && *p == '.') {
@@ -89,8 +116,7 @@ const char *js_number_scan(const char *p, const char *end, struct js_number *n)
 
 		if (p >= end || !is_digit(*p))
 			return NULL;
-		while (p < end && is_digit(*p))
-			p++;
+		p = skip_digits(p, end);
 		/* Only a negative number can be a negative zero: look for a nonzero digit only then. */
 		while (n->neg_zero && frac < p)
 			n->neg_zero = *frac++ == '0';

@@ -3,6 +3,8 @@
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static struct jspan S(const char *s)
@@ -135,4 +137,44 @@ Test(jsonscan, float32_range_is_decided_from_the_digits)
 	cr_assert(js_number_fits_float32("0.000000000000000000000000000000000000000000000000001e50", 56));
 	cr_assert(js_number_fits_float32("0e999", 5));
 	cr_assert(not(js_number_fits_float32("0.0001e43", 9)));
+}
+
+/*
+ * Digits are skipped eight at a time: a run of any length ends at the first
+ * byte that is not a digit (those next to '0' and '9' included), or at the
+ * end of the text, and nothing past the end is read (an exact-size copy:
+ * the sanitizer build would see it).
+ */
+Test(jsonscan, a_number_ends_where_its_digits_end)
+{
+	static const char *const after[] = {"", ",", "]", "/", ":", " ", "x", "\x80"};
+	char text[64];
+	size_t run, a, frac;
+
+	for (run = 1; run <= 24; run++)
+		for (frac = 0; frac <= 1; frac++)
+			for (a = 0; a < sizeof(after) / sizeof(after[0]); a++) {
+				struct js_number n;
+				size_t len = 0, numlen, i;
+				char *copy;
+				const char *end;
+
+				text[len++] = '-';
+				for (i = 0; i < run; i++)
+					text[len++] = (char)('1' + (i + run) % 9);
+				if (frac) {
+					text[len++] = '.';
+					for (i = 0; i < run; i++)
+						text[len++] = (char)('0' + (i * 7) % 10);
+				}
+				numlen = len;
+				len += (size_t)snprintf(text + len, sizeof(text) - len, "%s", after[a]);
+				copy = malloc(len);
+				memcpy(copy, text, len);
+				end = js_number_scan(copy, copy + len, &n);
+				cr_assert(eq(ptr, (void *)end, (void *)(copy + numlen)), "%.*s: ended at %td, not %zu", (int)len,
+					  text, end ? end - copy : -1, numlen);
+				cr_assert(eq(sz, n.int_digits, run), "%.*s", (int)len, text);
+				free(copy);
+			}
 }
