@@ -57,11 +57,12 @@ struct pg_conn {
 	long backoff_ms;
 	struct pg_job *job;     /* while C_BUSY */
 	PGresult *result;       /* the statement's error, or its last result */
-	bool preparing;         /* the job's statement is being prepared first */
+	bool preparing;         /* the job's statement is prepared ahead of it, in its pipeline */
 	const struct pg_stmt *prepared[PREPARED_MAX];
 	int nprepared;
 	bool generic_mode;      /* the session's plan_cache_mode is force_generic_plan */
-	bool setting_mode;      /* the job's plan_cache_mode is being set first */
+	bool setting_mode;      /* the job's plan_cache_mode is set ahead of it, in its pipeline */
+	int syncs;              /* pipeline syncs still to come back (0: not in pipeline mode) */
 	uint64_t executed;      /* generic statements run on this session */
 	uint64_t replan_at;     /* when `executed` reaches it, the session's plans are discarded */
 };
@@ -234,6 +235,7 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	c->nprepared = 0;
 	c->preparing = false;
 	c->setting_mode = false;
+	c->syncs = 0;
 	if ((j = c->job) != NULL) {
 		c->job = NULL;
 		job_fail(j, true, line);
@@ -358,44 +360,27 @@ static void conn_start(struct pg_conn *c)
 
 /* ---- statements ------------------------------------------------------------ */
 
-static bool send_step(struct pg_conn *c, struct pg_job *j);
-static void flush_then_read(struct pg_conn *c);
-
 static void statement_done(struct pg_conn *c)
 {
 	struct pg_job *j = c->job;
 	struct pg_outcome o;
+	PGresult *res;
 	ExecStatusType st = c->result ? PQresultStatus(c->result) : PGRES_FATAL_ERROR;
 
-	if ((c->setting_mode || c->preparing) && st == PGRES_COMMAND_OK) {
-		/* A step before the statement is done: now the next one. */
-		if (c->setting_mode) {
-			c->generic_mode = !c->generic_mode;
-		} else {
-			/* The program has fewer than PREPARED_MAX such statements. */
-			if (c->nprepared == PREPARED_MAX)
-				abort();
-			c->prepared[c->nprepared++] = j->stmt;
-		}
-		c->setting_mode = c->preparing = false;
-		PQclear(c->result);
-		c->result = NULL;
-		if (send_step(c, j))
-			flush_then_read(c);
-		return;
-	}
-	c->setting_mode = c->preparing = false;
 	evtimer_del(c->timer);
 	c->job = NULL;
 	c->state = C_IDLE;
+	/* Ours until the callback returns: what it submits may run on this connection, and lose it. */
+	res = c->result;
+	c->result = NULL;
 	memset(&o, 0, sizeof(o));
 	o.sent_ms = j->sent_ms;
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-		o.res = c->result;
-	} else if (c->result) {
-		const char *state = PQresultErrorField(c->result, PG_DIAG_SQLSTATE);
+		o.res = res;
+	} else if (res) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-		pg_result_error(c->result, o.error, sizeof(o.error));
+		pg_result_error(res, o.error, sizeof(o.error));
 		snprintf(o.sqlstate, sizeof(o.sqlstate), "%s", state ? state : "");
 		o.unavailable = pg_state_is_transient(o.sqlstate);
 		c->pool->stats.failures++;
@@ -403,13 +388,44 @@ static void statement_done(struct pg_conn *c)
 		snprintf(o.error, sizeof(o.error), "the statement returned no result");
 	}
 	j->done(&o, j->arg);
-	if (c->result)
-		PQclear(c->result);
-	c->result = NULL;
+	PQclear(res);
 	job_free(j);
 	if (c->state == C_IDLE && c->conn)
 		arm_io(c, EV_READ);
 	dispatch(c->pool);
+}
+
+/*
+ * A query of the job's pipeline has all its results. The SET's are not the
+ * job's: it ran in a transaction of its own, and the statement runs either
+ * way (a failed SET leaves the mode as it was). A failed PREPARE's error is:
+ * the statement after it was not run.
+ */
+static void step_done(struct pg_conn *c)
+{
+	bool ok = c->result && PQresultStatus(c->result) == PGRES_COMMAND_OK;
+
+	if (c->setting_mode) {
+		c->setting_mode = false;
+		if (ok)
+			c->generic_mode = !c->generic_mode;
+		else
+			log_warn(COMP, "connection %d: plan_cache_mode not set: %s", c->index,
+				 c->result ? PQresultErrorMessage(c->result) : "no result");
+		PQclear(c->result);
+		c->result = NULL;
+	} else if (c->preparing) {
+		c->preparing = false;
+		if (!ok)
+			return;
+		/* The program has fewer than PREPARED_MAX such statements. */
+		if (c->nprepared == PREPARED_MAX)
+			abort();
+		c->prepared[c->nprepared++] = c->job->stmt;
+		PQclear(c->result);
+		c->result = NULL;
+	}
+	/* else the statement's own results are in; its sync comes next. */
 }
 
 /* Reads what has arrived; finishes the statement when libpq has all of it. */
@@ -423,10 +439,25 @@ static void read_results(struct pg_conn *c)
 		PGresult *r = PQgetResult(c->conn);
 
 		if (!r) {
+			if (c->syncs == 0) {
+				statement_done(c);
+				return;
+			}
+			step_done(c);
+			continue;
+		}
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			if (--c->syncs > 0)
+				continue;
+			if (!PQexitPipelineMode(c->conn)) {
+				conn_lost(c, PQerrorMessage(c->conn));
+				return;
+			}
 			statement_done(c);
 			return;
 		}
-		/* Keep the first error, else the last result. */
+		/* Keep the first error (a pipeline's later steps are then PGRES_PIPELINE_ABORTED), else the last result. */
 		if (c->result && PQresultStatus(c->result) == PGRES_FATAL_ERROR) {
 			PQclear(r);
 		} else {
@@ -486,31 +517,48 @@ static bool is_prepared(const struct pg_conn *c, const struct pg_stmt *stmt)
 	return false;
 }
 
+static const char set_generic_sql[] = "SET plan_cache_mode = force_generic_plan";
+static const char set_custom_sql[] = "SET plan_cache_mode = force_custom_plan";
+
 /*
- * Sends what the job needs next: the session's plan mode (a statement with
- * parameters runs in the mode it asks for: plan_cache_mode is read at each
- * run), the statement prepared, then the statement itself.
+ * Sends the job's statement, in one round trip with what it needs first: the
+ * session's plan mode (a statement with parameters runs in the mode it asks
+ * for: plan_cache_mode is read at each run) and the statement prepared. Those
+ * go ahead of it in a pipeline; the SET has a sync of its own, so that a
+ * failing statement (its implicit transaction rolled back) does not undo it.
  */
-static bool send_step(struct pg_conn *c, struct pg_job *j)
+static bool send_statement(struct pg_conn *c, struct pg_job *j)
 {
 	bool generic = j->stmt && j->stmt->generic;
-	int ok;
+	bool set = j->nparams > 0 && generic != c->generic_mode;
+	bool prepare = j->stmt && !is_prepared(c, j->stmt);
+	int ok = 1;
 
-	if (j->nparams > 0 && generic != c->generic_mode) {
+	if (set || prepare)
+		ok = PQenterPipelineMode(c->conn);
+	if (ok && set) {
 		c->setting_mode = true;
-		ok = PQsendQuery(c->conn, generic ? "SET plan_cache_mode = force_generic_plan"
-						  : "SET plan_cache_mode = force_custom_plan");
-	} else if (!j->stmt) {
-		ok = PQsendQueryParams(c->conn, j->sql, j->nparams, NULL, (const char *const *)j->params, j->lengths,
-				       j->formats, 0);
-	} else if (is_prepared(c, j->stmt)) {
-		c->executed += generic;
-		ok = PQsendQueryPrepared(c->conn, j->stmt->name, j->nparams, (const char *const *)j->params,
-					 j->lengths, j->formats, 0);
-	} else {
+		ok = PQsendQueryParams(c->conn, generic ? set_generic_sql : set_custom_sql, 0, NULL, NULL, NULL, NULL,
+				       0) &&
+		     PQpipelineSync(c->conn);
+		c->syncs += ok;
+	}
+	if (ok && prepare) {
 		/* The server infers parameter types from the casts in the text. */
 		c->preparing = true;
 		ok = PQsendPrepare(c->conn, j->stmt->name, j->stmt->sql, j->nparams, NULL);
+	}
+	if (ok && j->stmt) {
+		c->executed += generic;
+		ok = PQsendQueryPrepared(c->conn, j->stmt->name, j->nparams, (const char *const *)j->params,
+					 j->lengths, j->formats, 0);
+	} else if (ok) {
+		ok = PQsendQueryParams(c->conn, j->sql, j->nparams, NULL, (const char *const *)j->params, j->lengths,
+				       j->formats, 0);
+	}
+	if (ok && (set || prepare)) {
+		ok = PQpipelineSync(c->conn);
+		c->syncs += ok;
 	}
 	if (!ok)
 		conn_lost(c, PQerrorMessage(c->conn));
@@ -526,7 +574,7 @@ static void send_job(struct pg_conn *c, struct pg_job *j)
 	p->stats.statements++;
 	if (!j->sent_ms)
 		j->sent_ms = clock_mono_ms();
-	if (!send_step(c, j))
+	if (!send_statement(c, j))
 		return;
 	evtimer_assign(c->timer, p->base, on_deadline, c);
 	arm_timer(c, p->o.query_timeout_ms);
@@ -609,26 +657,48 @@ static void discard_plans(struct pg_conn *c)
 	send_job(c, job_new(c->pool, NULL, discard_plans_sql, 0, NULL, on_plans_discarded, NULL, &too_big));
 }
 
-static void dispatch(struct pgpool *p)
+/*
+ * The idle connection that runs the job soonest: one already in the plan mode
+ * it needs (else a SET goes first, one more round trip) and with its statement
+ * prepared (else a PREPARE does); the first of the best.
+ */
+static struct pg_conn *idle_conn_for(struct pgpool *p, const struct pg_job *j)
 {
-	int i;
+	struct pg_conn *best = NULL;
+	int i, score, best_score = -1;
 
 	for (i = 0; i < p->o.size; i++) {
 		struct pg_conn *c = &p->conns[i];
-		struct pg_job *j;
 
 		if (c->state != C_IDLE)
 			continue;
-		if (p->norphans > 0 && p->orphans_sent == 0) {
+		score = 2 * (j->nparams == 0 || (j->stmt && j->stmt->generic) == c->generic_mode) +
+			(j->stmt && is_prepared(c, j->stmt));
+		if (score > best_score) {
+			best = c;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+static void dispatch(struct pgpool *p)
+{
+	struct pg_conn *c;
+	struct pg_job *j;
+	int i;
+
+	/* Chores first, on idle connections that owe them. */
+	for (i = 0; i < p->o.size; i++) {
+		c = &p->conns[i];
+		if (c->state != C_IDLE)
+			continue;
+		if (p->norphans > 0 && p->orphans_sent == 0)
 			end_orphans(c);
-			continue;
-		}
-		if (replan_due(c)) {
+		else if (replan_due(c))
 			discard_plans(c);
-			continue;
-		}
-		if ((j = TAILQ_FIRST(&p->queue)) == NULL)
-			break;
+	}
+	while ((j = TAILQ_FIRST(&p->queue)) != NULL && (c = idle_conn_for(p, j)) != NULL) {
 		TAILQ_REMOVE(&p->queue, j, link);
 		p->stats.queued--;
 		send_job(c, j);

@@ -234,3 +234,54 @@ Test(pgpool, a_generic_plan_is_made_again_as_the_session_runs_double)
 		  "planned again for 100,000 rows: %s", r.text);
 	pgtest_close(&t);
 }
+
+/*
+ * Statements go to an idle connection already in the plan mode they need:
+ * a write that follows a custom-plan query (a readiness probe, a claim) on an
+ * otherwise idle pool is not held back by a SET round trip first.
+ */
+Test(pgpool, statements_go_where_their_plan_mode_is_already_set)
+{
+	static const struct pg_stmt generic = {
+		"unit_generic_pid", "SELECT pg_backend_pid() || ' ' || current_setting('plan_cache_mode') || $1::text", true};
+	struct pgtest t;
+	struct rows r;
+	char first[sizeof(r.text)], custom[sizeof(r.text)];
+	int i;
+
+	pgtest_open(&t, "pool_affinity", false, 2);
+	snprintf(first, sizeof(first), "%s", pool_rows(&t, &generic, NULL, "", &r));
+	cr_assert(strstr(first, " force_generic_plan") != NULL, "%s", first);
+	for (i = 0; i < 3; i++) {
+		snprintf(custom, sizeof(custom), "%s",
+			 pool_rows(&t, NULL, "SELECT pg_backend_pid() || ' ' || current_setting('plan_cache_mode') || $1",
+				   "", &r));
+		cr_assert(strstr(custom, " force_custom_plan") != NULL, "%s", custom);
+		cr_assert(eq(str, pool_rows(&t, &generic, NULL, "", &r), first),
+			  "the generic statement stays on its session (after a custom query on %s)", custom);
+	}
+	cr_assert(strncmp(custom, first, strcspn(first, " ")) != 0, "the custom queries ran on another session");
+	pgtest_close(&t);
+}
+
+/*
+ * A statement's plan mode and its preparation go ahead of it in one round
+ * trip, and the mode holds even when the statement then fails (its
+ * transaction rolled back would otherwise take the SET with it, and the pool
+ * would believe the session in a mode it is not in).
+ */
+Test(pgpool, the_plan_mode_holds_when_the_statement_after_it_fails)
+{
+	static const struct pg_stmt divide = {"unit_divide", "SELECT (1 / $1::int)::text", true};
+	static const struct pg_stmt mode = {"unit_mode", "SELECT current_setting('plan_cache_mode') || $1::text", true};
+	struct pgtest t;
+	struct rows r;
+
+	pgtest_open(&t, "pool_mode_holds", false, 1);
+	cr_assert(eq(str, pool_rows(&t, NULL, "SELECT current_setting('plan_cache_mode') || $1", "", &r),
+		     "force_custom_plan"));
+	cr_assert(strstr(pool_rows(&t, &divide, NULL, "0", &r), "division by zero") != NULL, "%s", r.text);
+	cr_assert(eq(str, pool_rows(&t, &mode, NULL, "", &r), "force_generic_plan"));
+	cr_assert(eq(str, pool_rows(&t, &divide, NULL, "1", &r), "1"), "prepared despite the failure before");
+	pgtest_close(&t);
+}
