@@ -141,13 +141,44 @@ const char *js_number_end(const char *p, const char *end)
 	return js_number_scan(p, end, &n);
 }
 
+#define SIG_KEPT 45
+
+/* tok[0, len) is a number's sign and digits, without its exponent; its first significant digit stands for 1e38. */
+static bool float32_finite_e38(const char *tok, size_t len)
+{
+	const char *p = tok, *end = tok + len;
+	char copy[1 + SIG_KEPT + 2 + sizeof("e38")]; /* sign, digits, the point, the last 1 */
+	size_t n = 0, sig = 0;
+	bool dropped = false;
+	float f;
+
+	if (p < end && *p == '-')
+		copy[n++] = *p++;
+	for (; p < end; p++) {
+		if (!is_digit(*p) || (sig == 0 && *p == '0'))
+			continue; /* the point, leading zeros */
+		if (sig == SIG_KEPT) {
+			dropped |= *p != '0';
+			continue;
+		}
+		copy[n++] = *p;
+		if (sig++ == 0)
+			copy[n++] = '.';
+	}
+	if (dropped)
+		copy[n++] = '1';
+	memcpy(copy + n, "e38", sizeof("e38"));
+	errno = 0;
+	f = strtof(copy, NULL);
+	return errno != ERANGE && isfinite(f);
+}
+
 bool js_number_fits_float32(const char *tok, size_t len)
 {
 	const char *p = tok, *end = tok + len;
 	long e10 = 0, exp = 0;
+	const char *digits_end;
 	bool seen_nonzero = false, exp_neg = false;
-	char copy[64];
-	float f;
 
 	if (p < end && *p == '-')
 		p++;
@@ -169,6 +200,7 @@ bool js_number_fits_float32(const char *tok, size_t len)
 	}
 	if (!seen_nonzero)
 		return true; /* zero, however written */
+	digits_end = p;
 	if (p < end && (*p == 'e' || *p == 'E')) {
 		p++;
 		if (p < end && (*p == '+' || *p == '-'))
@@ -180,16 +212,16 @@ bool js_number_fits_float32(const char *tok, size_t len)
 	e10 += exp_neg ? -exp : exp;
 	if (e10 < 38)
 		return true;
-	if (e10 > 38 || len >= sizeof(copy))
+	if (e10 > 38)
 		return false;
-	/* 1e38 .. 9.99e38: FLT_MAX is 3.4028235e38, so ask strtof. */
-	memcpy(copy, tok, len);
-	copy[len] = '\0';
-	errno = 0;
-	f = strtof(copy, NULL);
-	return errno != ERANGE && isfinite(f);
+	/*
+	 * 1e38 .. 9.99e38: FLT_MAX is 3.4028235e38, so ask strtof, of the number
+	 * rewritten as d.ddd...e38 with at most SIG_KEPT significant digits: the
+	 * boundary between rounding to FLT_MAX and to infinity has 39, so a last
+	 * digit 1 standing for any nonzero ones dropped decides it the same way.
+	 */
+	return float32_finite_e38(tok, (size_t)(digits_end - tok));
 }
-
 static const char *skip_string(const char *base, const char *p, const char *end, struct js_error *err)
 {
 	for (p++; p < end; p++) {

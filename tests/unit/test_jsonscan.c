@@ -139,6 +139,35 @@ Test(jsonscan, float32_range_is_decided_from_the_digits)
 	cr_assert(not(js_number_fits_float32("0.0001e43", 9)));
 }
 
+static bool fits(const char *number)
+{
+	return js_number_fits_float32(number, strlen(number));
+}
+
+/* Long spellings near FLT_MAX: decided as strtof decides the whole text (ties go to infinity). */
+Test(jsonscan, float32_range_of_long_numbers_is_decided_by_every_digit)
+{
+	char s[512];
+
+	snprintf(s, sizeof(s), "1.%0100de38", 0);
+	cr_assert(fits(s), "%s", s);
+	snprintf(s, sizeof(s), "-340282346638528859811704183484516925440.%080d", 0);
+	cr_assert(fits(s), "%s", s);
+	cr_assert(not(fits("340282356779733661637539395458142568448")), "the midpoint rounds to infinity");
+	snprintf(s, sizeof(s), "340282356779733661637539395458142568448.%079d1", 0);
+	cr_assert(not(fits(s)), "%s", s);
+	snprintf(s, sizeof(s), "340282356779733661637539395458142568447.%0100d", 0);
+	memset(strchr(s, '.') + 1, '9', 100);
+	cr_assert(fits(s), "%s", s);
+	snprintf(s, sizeof(s), "0.00000340282356779733661637539395458142568448%050de44", 0);
+	cr_assert(not(fits(s)), "the midpoint again, as a fraction: %s", s);
+	snprintf(s, sizeof(s), "0.00000340282356779733661637539395458142568448%049d1e44", 0);
+	cr_assert(not(fits(s)), "%s", s);
+	snprintf(s, sizeof(s), "0.00000340282356779733661637539395458142568447%050de44", 0);
+	memset(strstr(s, "e44") - 50, '9', 50);
+	cr_assert(fits(s), "%s", s);
+}
+
 /*
  * Digits are skipped eight at a time: a run of any length ends at the first
  * byte that is not a digit (those next to '0' and '9' included), or at the
