@@ -18,6 +18,7 @@
 #include "pgconn.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -40,6 +41,7 @@ struct server {
 	char *whens;               /* the journal's `when`s as an array literal; NULL: no journal */
 	size_t nmigrations;
 	bool checking_pg, checking_vdb, polling_outbox;
+	uint64_t trimmed_at;       /* the outbox's work count at the last trim */
 };
 
 /* ---- readiness ----------------------------------------------------------------- */
@@ -94,6 +96,27 @@ static void on_outbox(const char *text, const struct pg_outcome *o, void *arg)
 		outbox_set_paused(s->svc.outbox, json_is_object(json_object_get(s->svc.outbox_counts, "paused")));
 }
 
+/*
+ * After a burst, freed memory goes back to the system: glibc keeps what is
+ * freed below its heap's top (and raises its trim threshold after large
+ * blocks), so the process would stay at the burst's peak. Only when nothing
+ * is in flight, and only after work since the last time: a trim walks the heap.
+ */
+static void trim_if_quiet(struct server *s)
+{
+	struct outbox_stats st;
+	uint64_t work;
+
+	if (!s->svc.outbox || api_in_flight(s->api) > 0)
+		return;
+	outbox_get_stats(s->svc.outbox, &st);
+	work = st.claimed + st.pushed + st.deleted + st.failed;
+	if (st.in_flight > 0 || work == s->trimmed_at)
+		return;
+	s->trimmed_at = work;
+	malloc_trim(0);
+}
+
 static void on_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
@@ -102,6 +125,7 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd, (void)what;
 	evtimer_add(s->check, &next);
+	trim_if_quiet(s);
 	if (s->svc.pool && !s->checking_pg) {
 		s->checking_pg = true;
 		s->svc.pg_asked_ms = clock_mono_ms();

@@ -270,7 +270,7 @@ check_invariants() {
 }
 
 test_random_faults_under_load_lose_nothing() {
-  local pgdir="$SUITE_TMP/pg" end pids=() p rss_warm rss_end hwm requests faults injected nfaults
+  local pgdir="$SUITE_TMP/pg" end pids=() p rss_warm rss_end rss_bound hwm requests faults injected nfaults
   own_pg "$pgdir"
   DB=$(tools/pgcluster.sh start "$pgdir")
   DATABASE_URL="$DB" "$ABILITYSYNC" migrate up 2>/dev/null
@@ -311,7 +311,16 @@ test_random_faults_under_load_lose_nothing() {
   injected=$(jq '.faults.injected + .faults.resets' <<<"$BODY")
   check_invariants
   check_races
-  rss_end=$(rss_kb "$(cat "$SUITE_TMP/pid.a")")
+  # Memory: once quiet, the replica gives back what the burst took (it trims
+  # its heap at its next check, within 5 s), so it holds what it held warm,
+  # give or take; a leak per request would be tens of MB here. Without the
+  # trim, glibc kept the burst's peak: 13.5 MB warm, 28.7 MB at the end.
+  rss_bound=$((rss_warm * 5 / 4 + 4096))
+  for _ in $(seq 1 24); do
+    rss_end=$(rss_kb "$(cat "$SUITE_TMP/pid.a")")
+    [ "$rss_end" -le "$rss_bound" ] && break
+    sleep 0.5
+  done
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$(cat "$SUITE_TMP/pid.a")/status")
   requests=$(cat "$SUITE_TMP"/load.w*.json | jq -s 'map(.requests // 0) | add')
   faults=$(sort "$SUITE_TMP/faults" | uniq -c | awk '{printf "%s%s %s", sep, $1, $2; sep = ", "}')
@@ -319,9 +328,7 @@ test_random_faults_under_load_lose_nothing() {
     "$(wc -l <"$SUITE_TMP/deletes") deletes acknowledged; faults: $(wc -l <"$SUITE_TMP/faults") ($faults)," \
     "$injected vector DB requests faulted; $(wc -l <"$SUITE_TMP/should_live") acknowledged writes checked, lost: 0;" \
     "replica a RSS ${rss_warm} kB warm, ${rss_end} kB at the end, peak ${hwm} kB" | tee "$TEST_TMP/soak.summary"
-  # Memory: what the replica holds after the load is what it held warm, give
-  # or take allocator slack; a leak per request would be tens of MB here.
-  [ "$rss_end" -le $((rss_warm * 3 / 2 + 8192)) ] || fail "replica a grew from $rss_warm kB to $rss_end kB"
+  [ "$rss_end" -le "$rss_bound" ] || fail "replica a grew from $rss_warm kB to $rss_end kB (12 s after the load)"
   # At least a fault every three seconds of the faulty time (49 in the default
   # 3 minutes; the vector DB's loop alone makes one every 0.5-0.8 s on an idle
   # machine, one every 3 s when a build shared the cores: 72 in 149 s, every
