@@ -80,11 +80,13 @@ VECTOR_DB_API="http://127.0.0.1:$(cat "$TMP/emu.port")"
 export VECTOR_DB_API LOG_LEVEL=warn EMBEDDING_DIM=$DIM
 
 measure() { # name command...: wall s, our CPU ms, peak RSS KB, emulator CPU ms, exit status, Postgres CPU ms
-  local e0 e1 g0 g1 rc=0
+  local e0 e1 g0 g1 rc=0 before
+  before=$(pg_children "$TMP/pg/data")
   e0=$(ticks "$emu_pid")
   g0=$(pg_ticks "$TMP/pg/data")
   /usr/bin/time -f "%e %U %S %M" -o "$TMP/$1.time" timeout "$JOB_TIMEOUT" "${@:2}" >"$TMP/$1.out" 2>"$TMP/$1.err" || rc=$?
   e1=$(ticks "$emu_pid")
+  pg_reaped "$TMP/pg/data" "$before" # the job's backends: counted once reaped
   g1=$(pg_ticks "$TMP/pg/data")
   # GNU time starts with "Command exited with non-zero status N" when it did.
   read -r wall user sys rss < <(tail -n 1 "$TMP/$1.time")
