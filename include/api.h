@@ -59,6 +59,9 @@ void api_stop_accepting(struct api *a);
 /* Requests not answered yet, and calls still waiting for their push. */
 int api_in_flight(const struct api *a);
 
+/* Requests received since the start: a count that only grows. */
+uint64_t api_requests(const struct api *a);
+
 void api_free(struct api *a);
 
 /* Where it listens (host:port, the port bound when 0 was asked), for logs. */

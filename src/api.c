@@ -690,6 +690,11 @@ int api_in_flight(const struct api *a)
 	return a->in_flight;
 }
 
+uint64_t api_requests(const struct api *a)
+{
+	return a->next_id;
+}
+
 const char *api_address(const struct api *a)
 {
 	return a->address;

@@ -63,6 +63,7 @@ struct pg_conn {
 	bool generic_mode;      /* the session's plan_cache_mode is force_generic_plan */
 	bool setting_mode;      /* the job's plan_cache_mode is set ahead of it, in its pipeline */
 	int syncs;              /* pipeline syncs still to come back (0: not in pipeline mode) */
+	bool step_ended;        /* the last thing read was the end of a pipeline query's results */
 	uint64_t executed;      /* generic statements run on this session */
 	uint64_t replan_at;     /* when `executed` reaches it, the session's plans are discarded */
 };
@@ -236,6 +237,7 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	c->preparing = false;
 	c->setting_mode = false;
 	c->syncs = 0;
+	c->step_ended = false;
 	if ((j = c->job) != NULL) {
 		c->job = NULL;
 		job_fail(j, true, line);
@@ -395,6 +397,13 @@ static void statement_done(struct pg_conn *c)
 	dispatch(c->pool);
 }
 
+static bool is_error(const PGresult *r)
+{
+	ExecStatusType st = PQresultStatus(r);
+
+	return st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE;
+}
+
 /*
  * A query of the job's pipeline has all its results. The SET's are not the
  * job's: it ran in a transaction of its own, and the statement runs either
@@ -443,9 +452,16 @@ static void read_results(struct pg_conn *c)
 				statement_done(c);
 				return;
 			}
+			/* Between a pipeline's queries; twice in a row, libpq has lost the stream. */
+			if (c->step_ended || PQstatus(c->conn) == CONNECTION_BAD) {
+				conn_lost(c, "the pipeline's results stopped before its sync");
+				return;
+			}
+			c->step_ended = true;
 			step_done(c);
 			continue;
 		}
+		c->step_ended = false;
 		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
 			if (--c->syncs > 0)
@@ -458,7 +474,7 @@ static void read_results(struct pg_conn *c)
 			return;
 		}
 		/* Keep the first error (a pipeline's later steps are then PGRES_PIPELINE_ABORTED), else the last result. */
-		if (c->result && PQresultStatus(c->result) == PGRES_FATAL_ERROR) {
+		if (c->result && is_error(c->result)) {
 			PQclear(r);
 		} else {
 			PQclear(c->result);

@@ -41,7 +41,7 @@ struct server {
 	char *whens;               /* the journal's `when`s as an array literal; NULL: no journal */
 	size_t nmigrations;
 	bool checking_pg, checking_vdb, polling_outbox;
-	uint64_t trimmed_at;       /* the outbox's work count at the last trim */
+	uint64_t trimmed_at;       /* requests and outbox work counted at the last trim */
 };
 
 /* ---- readiness ----------------------------------------------------------------- */
@@ -100,7 +100,8 @@ static void on_outbox(const char *text, const struct pg_outcome *o, void *arg)
  * After a burst, freed memory goes back to the system: glibc keeps what is
  * freed below its heap's top (and raises its trim threshold after large
  * blocks), so the process would stay at the burst's peak. Only when nothing
- * is in flight, and only after work since the last time: a trim walks the heap.
+ * is in flight, and only after work (requests, pushes) since the last time: a
+ * trim walks the heap. The readiness check's own queries do not count.
  */
 static void trim_if_quiet(struct server *s)
 {
@@ -110,7 +111,7 @@ static void trim_if_quiet(struct server *s)
 	if (!s->svc.outbox || api_in_flight(s->api) > 0)
 		return;
 	outbox_get_stats(s->svc.outbox, &st);
-	work = st.claimed + st.pushed + st.deleted + st.failed;
+	work = api_requests(s->api) + st.claimed + st.pushed + st.deleted + st.failed;
 	if (st.in_flight > 0 || work == s->trimmed_at)
 		return;
 	s->trimmed_at = work;
