@@ -3,7 +3,9 @@
  *
  * Each connection runs one statement at a time (the store packs many rows into
  * one statement instead of pipelining); statements wait in one queue for a free
- * connection. Connecting, sending, flushing and reading are all driven by the
+ * connection, the idle one already in the plan mode a statement needs, with it
+ * prepared, first. What a statement needs first (the mode set, the statement
+ * prepared) goes ahead of it in a libpq pipeline: one round trip either way. Connecting, sending, flushing and reading are all driven by the
  * caller's libevent loop (PQconnectStart/PQconnectPoll, PQsendQueryParams,
  * PQflush, PQconsumeInput/PQisBusy/PQgetResult): nothing blocks.
  *
