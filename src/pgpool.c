@@ -674,9 +674,10 @@ static void discard_plans(struct pg_conn *c)
 }
 
 /*
- * The idle connection that runs the job soonest: one already in the plan mode
- * it needs (else a SET goes first, one more round trip) and with its statement
- * prepared (else a PREPARE does); the first of the best.
+ * The idle connection that runs the job with the least ahead of it: one
+ * already in the plan mode it needs (else a SET goes first, and the next
+ * statement may need it back) and with its statement prepared (else a PREPARE
+ * goes first); the first of the best.
  */
 static struct pg_conn *idle_conn_for(struct pgpool *p, const struct pg_job *j)
 {
