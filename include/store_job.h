@@ -154,12 +154,21 @@ struct recon_entry {
 	const char *service_name;   /* its ability's live row's, NULL: none */
 	int64_t generation;         /* of its ability's sync state; -1: none */
 };
-typedef void (*store_entries_fn)(const struct recon_entry *e, size_t n, const struct pg_outcome *o, void *arg);
+/* What a page read of the ledger: its last key (the next page's cursor) and how many keys. */
+struct recon_scan {
+	const char *last_blob;      /* NULL: nothing after the cursor */
+	int64_t last_vector_id;
+	size_t scanned;             /* < limit: the ledger's end */
+};
+typedef void (*store_entries_fn)(const struct recon_entry *e, size_t n, const struct recon_scan *scan,
+				 const struct pg_outcome *o, void *arg);
 
 /*
- * Up to `limit` ledger entries after (after_blob, after_vid) (NULL: the
- * first), of one blob (NULL: all), leaving out changes younger than `overdue`
- * that started before `pg_start` (in flight: not drift).
+ * The next `limit` ledger keys after (after_blob, after_vid) (NULL: the
+ * first), of one blob (NULL: all), and those of them no live row claims,
+ * leaving out changes younger than `overdue` that started before `pg_start`
+ * (in flight: not drift). A statement reads a page's keys however few are
+ * suspect, so a long healthy ledger is paged like any other.
  */
 void store_reconcile_entries(struct pgpool *p, const char *after_blob, int64_t after_vid, const char *blob,
 			     const char *overdue, const char *pg_start, int limit, store_entries_fn done, void *arg);

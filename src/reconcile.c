@@ -944,20 +944,22 @@ static bool claimed_by_its_row(const struct recon_entry *x)
 	       vid == x->vector_id;
 }
 
-static void on_entries(const struct recon_entry *rows, size_t n, const struct pg_outcome *o, void *arg)
+static void on_entries(const struct recon_entry *rows, size_t n, const struct recon_scan *scan,
+		       const struct pg_outcome *o, void *arg)
 {
 	struct reconcile *r = arg;
 	size_t t, i;
 
 	if (job_gone(&r->job) || pg_failed(r, o, "reading the ledger"))
 		return;
-	r->last_page = n < (size_t)r->o.page;
-	if (n == 0) {
+	r->last_page = scan->scanned < (size_t)r->o.page;
+	if (scan->scanned == 0) {
 		phase_over(r);
 		return;
 	}
-	set_cursor(r, rows[n - 1].blob_id, rows[n - 1].vector_id);
-	r->entries = xcalloc(n, sizeof(*r->entries));
+	set_cursor(r, scan->last_blob, scan->last_vector_id);
+	r->entries_checked += (long)scan->scanned;
+	r->entries = xcalloc(n + 1, sizeof(*r->entries));
 	for (t = 0; t < n; t++) {
 		struct entry *e = &r->entries[r->nentries];
 
@@ -976,7 +978,6 @@ static void on_entries(const struct recon_entry *rows, size_t n, const struct pg
 		c->r = r;
 		c->e = &r->entries[i];
 		job_send(&r->job);
-		r->entries_checked++;
 		vdb_get_attributes(r->v, c->e->blob, c->e->vector_id, on_entry, c);
 	}
 	if (job_back(&r->job) && r->job.out == 0)

@@ -530,29 +530,45 @@ void store_reconcile_requeue_rows(struct pgpool *p, const struct recon_place *ro
 	place_arrays_free(&pa, 4);
 }
 
+/*
+ * A page scans at most `limit` ledger keys, suspect or not, so a healthy
+ * ledger costs a page's work per statement rather than one scan of it all;
+ * the suspects come first, then one row with the scan's last key and count.
+ * An entry with no sync state is a suspect too (IS NOT TRUE: SQL's NULL
+ * would leave it out).
+ */
 static const char entries_sql[] =
-	"SELECT l.blob_id, l.vector_id, l.ability_id, a.service_name, coalesce(s.generation, -1)"
-	" FROM abilitysync.vector_ledger l"
-	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = l.ability_id"
-	" LEFT JOIN public.abilities a ON a.ability_id = l.ability_id"
-	" WHERE ($1::text IS NULL OR (l.blob_id, l.vector_id) > ($1, $2::int))"
-	"  AND ($3::text IS NULL OR l.blob_id = $3)"
-	"  AND NOT (a.ability_id IS NOT NULL AND s.state IN ('synced', 'pending', 'failed')"
-	"   AND s.blob_id = l.blob_id AND s.vector_id = l.vector_id)"
-	"  AND NOT (s.state IN ('pending', 'pending_delete') AND s.updated_at > now() - $4::interval"
-	"   AND s.updated_at < $5::timestamptz)"
-	" ORDER BY l.blob_id, l.vector_id LIMIT $6::int";
+	"WITH k AS (SELECT blob_id, vector_id, ability_id FROM abilitysync.vector_ledger"
+	"  WHERE ($1::text IS NULL OR (blob_id, vector_id) > ($1, $2::int)) AND ($3::text IS NULL OR blob_id = $3)"
+	"  ORDER BY blob_id, vector_id LIMIT $6::int)"
+	" SELECT k.blob_id, k.vector_id, k.ability_id, a.service_name, coalesce(s.generation, -1), NULL::bigint"
+	" FROM k"
+	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = k.ability_id"
+	" LEFT JOIN public.abilities a ON a.ability_id = k.ability_id"
+	" WHERE (a.ability_id IS NOT NULL AND s.state IN ('synced', 'pending', 'failed')"
+	"   AND s.blob_id = k.blob_id AND s.vector_id = k.vector_id) IS NOT TRUE"
+	"  AND (s.state IN ('pending', 'pending_delete') AND s.updated_at > now() - $4::interval"
+	"   AND s.updated_at < $5::timestamptz) IS NOT TRUE"
+	" UNION ALL"
+	" SELECT * FROM (SELECT blob_id, vector_id, NULL, NULL, NULL::bigint, count(*) OVER ()"
+	"  FROM k ORDER BY blob_id DESC, vector_id DESC LIMIT 1) e"
+	" ORDER BY 1, 2, 6 NULLS FIRST";
 
 static void on_entries(const struct pg_outcome *o, void *arg)
 {
 	struct call *c = arg;
 	int n = pg_rows(o), t;
 	struct recon_entry *e = xcalloc((size_t)n + 1, sizeof(*e));
+	struct recon_scan scan = {0};
 
+	if (n > 0) { /* the scan's own row closes the result */
+		n--;
+		scan = (struct recon_scan){pg_text(o, n, 0), pg_int8(o, n, 1), (size_t)pg_int8(o, n, 5)};
+	}
 	for (t = 0; t < n; t++)
 		e[t] = (struct recon_entry){pg_text(o, t, 0), pg_int8(o, t, 1), pg_text(o, t, 2), pg_text(o, t, 3),
 					    pg_int8(o, t, 4)};
-	c->fn.entries(e, (size_t)n, o, c->arg);
+	c->fn.entries(e, (size_t)n, &scan, o, c->arg);
 	free(e);
 	free(c);
 }

@@ -168,6 +168,100 @@ Test(store_job, reconcile_pages_visit_every_live_ability_once_in_order)
 	pgtest_close(&t);
 }
 
+struct ledger_page {
+	bool done;
+	char error[512];
+	size_t scanned;
+	char last[64];          /* "blob vector_id" */
+	struct idlist suspects; /* ability ids */
+};
+
+static void on_ledger_page(const struct recon_entry *e, size_t n, const struct recon_scan *scan,
+			   const struct pg_outcome *o, void *arg)
+{
+	struct ledger_page *p = arg;
+	size_t i;
+
+	p->done = true;
+	snprintf(p->error, sizeof(p->error), "%s", o->res ? "" : o->error);
+	p->scanned = scan->scanned;
+	if (scan->last_blob)
+		snprintf(p->last, sizeof(p->last), "%s %lld", scan->last_blob, (long long)scan->last_vector_id);
+	for (i = 0; i < n; i++)
+		idlist_add(&p->suspects, e[i].ability_id);
+}
+
+/* The ledger page by page as reconcile reads it: the keys read per page in *pages, the suspects in *out. */
+static void ledger_walk(struct pgtest *t, const char *blob, const char *overdue, int limit, char *out, size_t len,
+			char *pages, size_t plen)
+{
+	struct idlist all = {0};
+	struct ledger_page page;
+	char *pg_start = pgtest_value(t, "SELECT now()::text"), blob_after[64] = "";
+	long long vid_after = 0;
+	size_t used = 0;
+
+	pages[0] = '\0';
+	do {
+		memset(&page, 0, sizeof(page));
+		store_reconcile_entries(t->pool, blob_after[0] ? blob_after : NULL, vid_after, blob, overdue, pg_start,
+					limit, on_ledger_page, &page);
+		pgtest_wait(t, &page.done);
+		cr_assert(eq(str, page.error, ""), "a ledger page failed: %s", page.error);
+		cr_assert(page.scanned <= (size_t)limit, "a page reads %zu keys, over its %d", page.scanned, limit);
+		used += (size_t)snprintf(pages + used, plen - used, "%s%zu", used ? "," : "", page.scanned);
+		for (size_t i = 0; i < page.suspects.n; i++)
+			idlist_add(&all, page.suspects.id[i]);
+		if (page.scanned)
+			cr_assert(sscanf(page.last, "%63s %lld", blob_after, &vid_after) == 2, "last key: %s", page.last);
+	} while (page.scanned == (size_t)limit);
+	idlist_join(&all, out, len);
+	free(pg_start);
+}
+
+Test(store_job, a_ledger_page_reads_a_page_of_keys_however_few_are_suspect)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ledger_page first = {0};
+	char ids[256], pages[64], *second, *pg_start;
+
+	pgtest_open(&t, "recon_entries", true, 1);
+	s = seed(&t);
+	/* an orphan after every healthy entry: no live row, no sync state */
+	pgtest_exec(t.url, "INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
+			   " VALUES ('zz-orphans', 1, 'gone')");
+
+	pg_start = pgtest_value(&t, "SELECT now()::text");
+	store_reconcile_entries(t.pool, NULL, 0, NULL, "1 hour", pg_start, 2, on_ledger_page, &first);
+	pgtest_wait(&t, &first.done);
+	second = pgtest_value(&t, "SELECT blob_id || ' ' || vector_id FROM abilitysync.vector_ledger"
+				  " ORDER BY blob_id, vector_id OFFSET 1 LIMIT 1");
+	cr_assert(eq(str, first.error, ""), "%s", first.error);
+	cr_assert(first.scanned == 2 && first.suspects.n == 0,
+		  "the first page reads the ledger's first 2 keys and finds nothing there (read %zu, suspects %zu);"
+		  " it does not run on to the orphan at the end",
+		  first.scanned, first.suspects.n);
+	cr_assert(eq(str, first.last, second), "the next page starts after the second key");
+
+	ledger_walk(&t, NULL, "1 hour", 2, ids, sizeof(ids), pages, sizeof(pages));
+	cr_assert(eq(str, pages, "2,2,2,2,0"), "8 keys (a4's stays until its vector goes), 2 a page");
+	cr_assert(eq(str, ids, "gone"), "the orphan, and not a4: its delete is in flight");
+
+	ledger_walk(&t, NULL, "0 seconds", 3, ids, sizeof(ids), pages, sizeof(pages));
+	cr_assert(eq(str, pages, "3,3,2"));
+	cr_assert(eq(str, ids, "a4 gone"), "a4's delete is overdue at once: both are suspects, by key");
+
+	ledger_walk(&t, "zz-orphans", "1 hour", 2, ids, sizeof(ids), pages, sizeof(pages));
+	cr_assert(eq(str, pages, "1"), "one blob's keys only");
+	cr_assert(eq(str, ids, "gone"));
+
+	free(second);
+	free(pg_start);
+	store_free(s);
+	pgtest_close(&t);
+}
+
 Test(store_job, restore_pages_claim_rows_in_order_from_the_cursor)
 {
 	struct pgtest t;
