@@ -35,6 +35,8 @@ struct pgpool_opts {
 	long tcp_user_timeout_ms; /* unacknowledged data this long drops the connection; 0: 10 s */
 	const char *application_name;
 	const char *toast_compression; /* default_toast_compression of the sessions; NULL: the server's */
+	bool one_session;         /* a session once up is never replaced: when it goes, its statements and
+				     every later one fail (what it held, such as a lock, went with it) */
 };
 
 /* How a statement ended. `res` (tuples or command OK) is cleared after the callback. */

@@ -342,10 +342,12 @@ typedef void (*store_retry_fn)(int64_t matched, int64_t retried, const struct pg
 void store_sync_retry(struct store *s, const struct retry_selector *sel, store_retry_fn done, void *arg);
 
 /*
- * Changes of one blob (NULL: all) about to be pushed: pending and due, or
- * leased (pushed now, or by a process that died: due once the lease runs out).
+ * Changes of one blob (NULL: all) about to be pushed: pending and due within
+ * `horizon_ms` (0: now; a backoff or a doubt window that ends within it
+ * counts), or leased (pushed now, or by a process that died: due once the
+ * lease runs out).
  */
-void store_count_waiting(struct store *s, const char *blob, store_count_fn done, void *arg);
+void store_count_waiting(struct store *s, const char *blob, long horizon_ms, store_count_fn done, void *arg);
 
 /*
  * Changes of one blob on their way to the vector DB (pending, pending_delete)

@@ -154,6 +154,7 @@ void job_start(struct job *j, const struct job_ops *ops, struct event_base *base
 	j->started_ms = clock_mono_ms();
 	o.size = 1;
 	o.queue_max = queue_max;
+	o.one_session = true; /* the job's locks are its session's: a new session would not hold them */
 	if (!(j->pool = pgpool_new(base, &o, &err))) {
 		snprintf(j->error, sizeof(j->error), "%.590s", err.msg);
 		j->later = evtimer_new(base, on_no_pool, j);

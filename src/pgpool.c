@@ -80,6 +80,7 @@ struct pgpool {
 	struct job_list deferred;
 	struct pgpool_stats stats;
 	bool freeing;
+	bool session_over;        /* one_session: the session went; nothing runs again */
 	bool outage_logged;
 	char last_error[384];     /* why the last connection went away */
 	struct ready_wait *ready_wait;
@@ -219,8 +220,17 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	struct pgpool *p = c->pool;
 	char line[384];
 	struct pg_job *j;
+	bool was_up = c->state == C_IDLE || c->state == C_BUSY;
 
-	pg_one_line(why, line, sizeof(line));
+	if (p->o.one_session && was_up && !p->freeing) {
+		char cause[300];
+
+		pg_one_line(why, cause, sizeof(cause));
+		snprintf(line, sizeof(line), "the Postgres session was lost, and what it held with it: %s", cause);
+		p->session_over = true;
+	} else {
+		pg_one_line(why, line, sizeof(line));
+	}
 	snprintf(p->last_error, sizeof(p->last_error), "%s", line);
 	event_del(c->io);
 	evtimer_del(c->timer);
@@ -244,6 +254,15 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	}
 	if (p->freeing)
 		return;
+	if (p->session_over) {
+		log_error(COMP, "%s; not reconnecting", line);
+		while ((j = TAILQ_FIRST(&p->queue)) != NULL) {
+			TAILQ_REMOVE(&p->queue, j, link);
+			p->stats.queued--;
+			job_fail(j, true, line);
+		}
+		return;
+	}
 	if (up_count(p) == 0) {
 		if (!p->outage_logged)
 			log_error(COMP, "postgres is unavailable: %s; retrying in the background", line);
@@ -763,6 +782,10 @@ static void submit(struct pgpool *p, const struct pg_stmt *stmt, const char *sql
 	}
 	if (too_big) {
 		fail_later(p, j, "a parameter is over 2 GiB, more than libpq can send");
+		return;
+	}
+	if (p->session_over) {
+		fail_later(p, j, p->last_error);
 		return;
 	}
 	if (up_count(p) == 0) {

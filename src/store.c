@@ -1396,22 +1396,24 @@ static void on_count(const struct pg_outcome *o, void *arg)
 }
 
 /*
- * Changes about to be pushed, of one blob or all: pending and due now, or
- * leased (a push of them runs, or ran in a process that died: the lease runs
- * out, then the row is due). Rows waiting out a backoff or a doubt window are
- * not counted.
+ * Changes about to be pushed, of one blob or all: pending and due within
+ * `horizon_ms`, or leased (a push of them runs, or ran in a process that
+ * died: the lease runs out, then the row is due). Rows waiting out a backoff
+ * or a doubt window that ends later are not counted.
  */
-void store_count_waiting(struct store *s, const char *blob, store_count_fn done, void *arg)
+void store_count_waiting(struct store *s, const char *blob, long horizon_ms, store_count_fn done, void *arg)
 {
 	struct count_ctx *x = xcalloc(1, sizeof(*x));
-	const char *params[1] = {blob};
+	struct num horizon = num(horizon_ms);
+	const char *params[2] = {blob, horizon.s};
 
 	x->done = done;
 	x->arg = arg;
 	pgpool_query(s->pool,
 		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')"
-		     " AND (next_attempt_at <= now() OR lease_until IS NOT NULL) AND ($1::text IS NULL OR blob_id = $1)",
-		     1, params, on_count, x);
+		     " AND (next_attempt_at <= now() + $2::bigint * interval '1 ms' OR lease_until IS NOT NULL)"
+		     " AND ($1::text IS NULL OR blob_id = $1)",
+		     2, params, on_count, x);
 }
 
 struct lag_ctx {
