@@ -358,8 +358,8 @@ void store_count_waiting(struct store *s, const char *blob, long horizon_ms, sto
 typedef void (*store_lag_fn)(long n, const char *as_of, const struct pg_outcome *o, void *arg);
 void store_count_lagging(struct store *s, const char *blob, const char *as_of, store_lag_fn done, void *arg);
 
-/* Changes not settled (pending, pending_delete, failed) of one blob (NULL: all). */
-void store_count_unsettled(struct store *s, const char *blob, store_count_fn done, void *arg);
+/* Changes not settled (pending, pending_delete; failed too when asked) of one blob (NULL: all). */
+void store_count_unsettled(struct store *s, const char *blob, bool failed_too, store_count_fn done, void *arg);
 
 /*
  * Readiness: how many of the migrations whose `when`s are in `whens` (an

@@ -625,14 +625,14 @@ static long count_wait(struct job_env *env, struct count_result *c)
  * Runs the outbox worker until nothing of `blob` (NULL: any) is due or leased
  * (a lease of a process that died runs out first), or, with `windows`, will
  * be due before the deadline (a backoff or a doubt window ends), or the time
- * is up; returns the changes still unsettled (pending, in doubt, failed), -1
- * when Postgres could not tell.
+ * is up.
  */
-static long drain_outbox(struct job_env *env, struct outbox_env *oe, const char *blob, int64_t deadline,
+static void drain_outbox(struct job_env *env, struct outbox_env *oe, const char *blob, int64_t deadline,
 			 bool windows)
 {
 	struct timeval tick = {0, 200000};
 	struct count_result c;
+	bool told = false;
 	long waiting;
 
 	outbox_start_worker(oe->ob);
@@ -642,14 +642,24 @@ static long drain_outbox(struct job_env *env, struct outbox_env *oe, const char 
 		waiting = count_wait(env, &c);
 		if ((waiting == 0 && !outbox_busy(oe->ob)) || waiting < 0 || clock_mono_ms() >= deadline)
 			break;
+		if (!told)
+			log_info("outbox", "pushing %ld change(s) still waiting (leases to run out, backoffs, doubt windows), "
+				 "for %lld s at most", waiting, (long long)(deadline - clock_mono_ms() + 999) / 1000);
+		told = true;
 		event_base_loopexit(env->base, &tick);
 		event_base_dispatch(env->base);
 	}
 	outbox_stop_worker(oe->ob);
 	while (outbox_busy(oe->ob))
 		event_base_loop(env->base, EVLOOP_ONCE);
-	c = (struct count_result){false, -1};
-	store_count_unsettled(oe->store, blob, on_counted, &c);
+}
+
+/* Changes of `blob` (NULL: any) still pending (and failed, if asked); -1 when Postgres could not tell. */
+static long count_unsettled(struct job_env *env, struct outbox_env *oe, const char *blob, bool failed_too)
+{
+	struct count_result c = {false, -1};
+
+	store_count_unsettled(oe->store, blob, failed_too, on_counted, &c);
 	return count_wait(env, &c);
 }
 
@@ -665,8 +675,9 @@ static long push_repairs(struct config *cfg, struct job_env *env)
 		return -1;
 	if (reconcile_service)
 		vdb_blob_name(reconcile_service, strlen(reconcile_service), blob, sizeof(blob));
-	left = drain_outbox(env, &oe, reconcile_service ? blob : NULL,
-			    clock_mono_ms() + cfg->reconcile_push_timeout * 1000, false);
+	drain_outbox(env, &oe, reconcile_service ? blob : NULL, clock_mono_ms() + cfg->reconcile_push_timeout * 1000,
+		     false);
+	left = count_unsettled(env, &oe, reconcile_service ? blob : NULL, true);
 	outbox_get_stats(oe.ob, &ps);
 	log_msg(left ? LL_WARN : LL_INFO, "reconcile",
 		"repairs pushed: %llu written, %llu deleted, %llu attempts failed; %ld change(s) still pending or "
@@ -826,12 +837,14 @@ static int cmd_restore(struct config *cfg, int argc, char **argv)
 		options_outbox(cfg, &oo);
 		if (restore_service)
 			vdb_blob_name(restore_service, strlen(restore_service), blob, sizeof(blob));
-		unsettled = drain_outbox(&env, &oe, restore_service ? blob : NULL,
-					 clock_mono_ms() + (cfg->sync_lease + 10) * 1000 + oo.quarantine_ms, true);
+		drain_outbox(&env, &oe, restore_service ? blob : NULL,
+			     clock_mono_ms() + (cfg->sync_lease + 10) * 1000 + oo.quarantine_ms, true);
+		/* failed rows are the summary's `failed` */
+		unsettled = count_unsettled(&env, &oe, restore_service ? blob : NULL, false);
 		json_object_set_new(w.summary, "unsettled", json_integer(unsettled));
 		if (unsettled != 0)
-			log_warn("restore", "%ld change(s)%s still pending or failed after the restore (GET /v1/sync/status "
-				 "lists them; a running service's outbox worker pushes pending ones)",
+			log_warn("restore", "%ld change(s)%s still pending after the restore (GET /v1/sync/status "
+				 "lists them; a running service's outbox worker pushes them)",
 				 unsettled, restore_service ? " of the service" : "");
 	}
 	outbox_env_close(&env, &oe);

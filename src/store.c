@@ -1446,18 +1446,19 @@ void store_count_lagging(struct store *s, const char *blob, const char *as_of, s
 		     2, params, on_lagging, x);
 }
 
-/* Changes not settled (pending or failed), of one blob or all. */
-void store_count_unsettled(struct store *s, const char *blob, store_count_fn done, void *arg)
+/* Changes not settled (pending, and failed ones when asked), of one blob or all. */
+void store_count_unsettled(struct store *s, const char *blob, bool failed_too, store_count_fn done, void *arg)
 {
 	struct count_ctx *x = xcalloc(1, sizeof(*x));
-	const char *params[1] = {blob};
+	const char *params[2] = {blob, failed_too ? "t" : "f"};
 
 	x->done = done;
 	x->arg = arg;
 	pgpool_query(s->pool,
-		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete', 'failed')"
+		     "SELECT count(*) FROM abilitysync.sync_state"
+		     " WHERE (state IN ('pending', 'pending_delete') OR ($2::bool AND state = 'failed'))"
 		     " AND ($1::text IS NULL OR blob_id = $1)",
-		     1, params, on_count, x);
+		     2, params, on_count, x);
 }
 
 struct retry_ctx {

@@ -11,7 +11,9 @@ TENANT=reverse_engineer
 DIM=8
 # The CLI retries a failing vector DB briefly, so failures are quick.
 # A job killed half way leaves leases on the rows it was pushing: short ones, so a resume is quick.
-CLI_ENV=(VDB_MAX_ATTEMPTS=2 VDB_BACKOFF_MS=10 VDB_BACKOFF_MAX_MS=50 VDB_TIMEOUT_MS=5000 SYNC_LEASE=2)
+# A call given up on may land for VDB_QUARANTINE_MS: short too, as a resume waits it out.
+CLI_ENV=(VDB_MAX_ATTEMPTS=2 VDB_BACKOFF_MS=10 VDB_BACKOFF_MAX_MS=50 VDB_TIMEOUT_MS=5000 SYNC_LEASE=2
+  VDB_QUARANTINE_MS=2000)
 
 migrated_db() {
   DB=$(new_db "${1:-db}")
@@ -481,7 +483,7 @@ test_a_lost_postgres_session_ends_the_job_and_resume_finishes_it() {
   gen_rows "$DB" s 400 2 $DIM
   start_emulator --duplicate-ids duplicate
   slow_adds 600
-  restore_bg RESTORE_PAGE=40 VDB_BATCH_MAX=40 VDB_MAX_INFLIGHT=1 VDB_QUARANTINE_MS=2000 --json
+  restore_bg RESTORE_PAGE=40 VDB_BATCH_MAX=40 VDB_MAX_INFLIGHT=1 --json
   wait_half_way
   ended=$(pg "select count(pg_terminate_backend(pid)) from (select distinct pid from pg_locks
     where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())) l")
@@ -501,7 +503,7 @@ test_a_lost_postgres_session_ends_the_job_and_resume_finishes_it() {
   # The adds the first process gave up on may still land (the vector DB is slow): the
   # resume takes their rows over in doubt and settles them once that window is out.
   emu DELETE /_admin/faults
-  restore VDB_QUARANTINE_MS=2000 --resume --json
+  restore --resume --json
   assert_rc 0 "resume"
   assert_eq "$(jq -c '[.job_id, .status, .total, .done, .unsettled]' <<<"$OUT")" "[$job_id,\"done\",400,400,0]" \
     "job_id, status, total, done, unsettled"
