@@ -842,7 +842,9 @@ static int cmd_restore(struct config *cfg, int argc, char **argv)
 		/* failed rows are the summary's `failed` */
 		unsettled = count_unsettled(&env, &oe, restore_service ? blob : NULL, false);
 		json_object_set_new(w.summary, "unsettled", json_integer(unsettled));
-		if (unsettled != 0)
+		if (unsettled < 0)
+			log_warn("restore", "could not count the changes still pending: Postgres did not answer");
+		else if (unsettled > 0)
 			log_warn("restore", "%ld change(s)%s still pending after the restore (GET /v1/sync/status "
 				 "lists them; a running service's outbox worker pushes them)",
 				 unsettled, restore_service ? " of the service" : "");
