@@ -54,6 +54,14 @@ restore_bg() {
   STARTED+=("$BG_PID")
 }
 
+# Waits for the background restore: its exit status in $RC, stdout in $OUT, stderr in $ERR.
+wait_bg() {
+  RC=0
+  wait "$BG_PID" || RC=$?
+  OUT=$(cat "$SUITE_TMP/bg.out")
+  ERR=$(cat "$SUITE_TMP/bg.err")
+}
+
 # The newest restore job: "status done total".
 job() { pg "select status || ' ' || done || ' ' || total from abilitysync.restore_jobs order by id desc limit 1"; }
 
@@ -454,12 +462,7 @@ test_a_vector_db_outage_fails_the_job_and_resume_finishes_it() {
   # The vector DB starts failing every add.
   emu DELETE /_admin/faults
   emu POST /_admin/faults '{"path": "/vectors", "method": "POST", "status": 503}'
-  set +e
-  wait "$BG_PID"
-  RC=$?
-  set -e
-  OUT=$(cat "$SUITE_TMP/bg.out")
-  ERR=$(cat "$SUITE_TMP/bg.err")
+  wait_bg
   assert_rc 1 "restore while the vector DB fails"
   assert_eq "$(jq -r .status <<<"$OUT")" failed "status printed"
   job_id=$(jq -r .job_id <<<"$OUT")
@@ -488,12 +491,7 @@ test_a_lost_postgres_session_ends_the_job_and_resume_finishes_it() {
   ended=$(pg "select count(pg_terminate_backend(pid)) from (select distinct pid from pg_locks
     where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())) l")
   assert_eq "$ended" 1 "backends holding the job's locks, ended"
-  set +e
-  wait "$BG_PID"
-  RC=$?
-  set -e
-  OUT=$(cat "$SUITE_TMP/bg.out")
-  ERR=$(cat "$SUITE_TMP/bg.err")
+  wait_bg
   assert_rc 1 "restore after its session ended"
   assert_eq "$(jq -r .status <<<"$OUT")" failed "status printed"
   assert_contains "$ERR" "the Postgres session was lost"
