@@ -77,9 +77,11 @@ struct pg_param {
 	const char *data;     /* NULL: SQL NULL */
 	size_t len;
 	bool binary;
+	char *handed;         /* instead of data: len malloc'd bytes (NUL-terminated if text), the pool's now,
+				 not copied */
 };
 
-/* The same with binary parameters allowed (copied too). */
+/* The same with binary parameters allowed (copied, unless handed over). */
 void pgpool_query_params(struct pgpool *p, const char *sql, int nparams, const struct pg_param *params,
 			 pg_done_fn done, void *arg);
 

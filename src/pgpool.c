@@ -661,8 +661,8 @@ static void end_orphans(struct pg_conn *c)
 		len += (size_t)snprintf(pids + len, sizeof(pids) - len, "%c%d", i ? ',' : '{', p->orphans[i]);
 	snprintf(pids + len, sizeof(pids) - len, "}");
 	snprintf(ms, sizeof(ms), "%ld", p->o.query_timeout_ms);
-	params[0] = (struct pg_param){pids, strlen(pids), false};
-	params[1] = (struct pg_param){ms, strlen(ms), false};
+	params[0] = (struct pg_param){.data = pids, .len = strlen(pids)};
+	params[1] = (struct pg_param){.data = ms, .len = strlen(ms)};
 	p->orphans_sent = p->norphans;
 	send_job(c, job_new(p, NULL, end_orphans_sql, 2, params, on_orphans_ended, p, &too_big));
 }
@@ -758,7 +758,9 @@ static struct pg_job *job_new(struct pgpool *p, const struct pg_stmt *stmt, cons
 	for (i = 0; i < nparams; i++) {
 		if (params[i].len > INT_MAX) /* libpq counts a parameter's length in an int */
 			*too_big = true;
-		if (params[i].data)
+		if (params[i].handed)
+			j->params[i] = params[i].handed;
+		else if (params[i].data)
 			j->params[i] = params[i].binary ? memcpy(xmalloc(params[i].len ? params[i].len : 1), params[i].data,
 								  params[i].len)
 							 : xstrndup(params[i].data, params[i].len);
@@ -906,7 +908,7 @@ void pg_array_end(struct pg_array *a)
 
 struct pg_param pg_array_param(const struct buf *b)
 {
-	return (struct pg_param){b->data, b->len, true};
+	return (struct pg_param){.data = b->data, .len = b->len, .binary = true};
 }
 
 /* ---- results ------------------------------------------------------------------- */

@@ -518,12 +518,12 @@ static void pump(struct store *s);
 
 static struct pg_param text_param(const char *s)
 {
-	return (struct pg_param){s, s ? strlen(s) : 0, false};
+	return (struct pg_param){.data = s, .len = s ? strlen(s) : 0};
 }
 
 static struct pg_param array_param(const struct buf *b)
 {
-	return (struct pg_param){b->data, b->len, true};
+	return (struct pg_param){.data = b->data, .len = b->len, .binary = true};
 }
 
 static bool is_true(PGresult *res, int row, int col)
@@ -679,15 +679,16 @@ static void send_group(struct store *s, struct write_group *g)
 
 	memset(p, 0, sizeof(p));
 	build_params(g, p);
-	for (k = 0; k < 12; k++)
-		params[k < 11 ? k : 12] = array_param(&p[k]);
+	for (k = 0; k < 12; k++) { /* handed to the pool: the embeddings are not copied once more */
+		size_t len = p[k].len;
+
+		params[k < 11 ? k : 12] = (struct pg_param){.len = len, .binary = true, .handed = buf_steal(&p[k])};
+	}
 	params[11] = text_param(s->owner);
 	params[13] = text_param(s->lease);
 	params[14] = text_param(s->quarantine);
 	s->in_flight++;
 	pgpool_execute(s->pool, &write_stmt, 15, params, on_group_done, g);
-	for (k = 0; k < 12; k++)
-		buf_free(&p[k]);
 }
 
 /* Takes waiting requests into a group: in arrival order, no ability twice, up to group_max rows and bytes. */

@@ -4,6 +4,7 @@
  * transient, a killed connection comes back by itself, and a generic plan
  * does not outlive its table's growth.
  */
+#include "mem.h"
 #include "pgtest.h"
 
 struct outcome {
@@ -131,6 +132,51 @@ Test(pgpool, a_killed_connection_comes_back_by_itself)
 	pgtest_close(&t);
 }
 
+/*
+ * A job's pool (one session): the session's locks go with it, so a new
+ * session must not take its place: once it is lost, every statement fails,
+ * saying so, and no connection comes back.
+ */
+Test(pgpool, a_lost_one_session_pool_never_reconnects)
+{
+	struct pgtest t;
+	struct pgpool_opts po = {.size = 1, .queue_max = 8, .statement_timeout_ms = 10000, .one_session = true};
+	struct outcome x;
+	char sql[256], *held;
+	int i;
+
+	pgtest_open(&t, "pool_one_session", false, 1);
+	pgtest_repool(&t, &po);
+	memset(&x, 0, sizeof(x));
+	pgpool_query(t.pool, "SELECT pg_advisory_lock(42)", 0, NULL, on_done, &x);
+	pgtest_wait(&t, &x.done);
+	cr_assert(x.ok, "%s", x.error);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '%s'"
+		 " AND application_name = 'unit'",
+		 t.dbname);
+	free(pgtest_value(&t, sql));
+	for (i = 0; i < 20; i++) { /* 2 s: the old pool was back within 0.2 */
+		memset(&x, 0, sizeof(x));
+		pgpool_query(t.pool, "SELECT 1", 0, NULL, on_done, &x);
+		pgtest_wait(&t, &x.done);
+		cr_assert(not(x.ok), "statement %d ran in a new session, which holds none of the old one's locks", i);
+		cr_assert(strstr(x.error, "the Postgres session was lost") != NULL, "statement %d: %s", i, x.error);
+		usleep(100 * 1000);
+		{
+			struct timeval slice = {0, 1000};
+
+			event_base_loopexit(t.base, &slice);
+			event_base_dispatch(t.base);
+		}
+	}
+	cr_assert(not(pgpool_ready(t.pool)), "the pool says it is not ready");
+	held = pgtest_value(&t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 42");
+	cr_assert(eq(str, held, "0"), "the lock went with the session");
+	free(held);
+	pgtest_close(&t);
+}
+
 static void on_settings(const struct pg_outcome *o, void *arg)
 {
 	char *out = arg;
@@ -184,7 +230,7 @@ static void on_rows(const struct pg_outcome *o, void *arg)
 static char *pool_rows(struct pgtest *t, const struct pg_stmt *stmt, const char *sql, const char *param,
 		      struct rows *r)
 {
-	struct pg_param p = {param, param ? strlen(param) : 0, false};
+	struct pg_param p = {.data = param, .len = param ? strlen(param) : 0};
 
 	r->done = false;
 	if (stmt)
@@ -284,5 +330,20 @@ Test(pgpool, the_plan_mode_holds_when_the_statement_after_it_fails)
 	cr_assert(strstr(pool_rows(&t, &divide, NULL, "0", &r), "division by zero") != NULL, "%s", r.text);
 	cr_assert(eq(str, pool_rows(&t, &mode, NULL, "", &r), "force_generic_plan"));
 	cr_assert(eq(str, pool_rows(&t, &divide, NULL, "1", &r), "1"), "prepared despite the failure before");
+	pgtest_close(&t);
+}
+
+/* A parameter handed over is the pool's: it reaches the server as it was, not copied (LSan: and freed). */
+Test(pgpool, a_handed_parameter_reaches_the_server)
+{
+	struct pgtest t;
+	struct rows r;
+	struct pg_param p[2] = {{.len = 5, .handed = xstrdup("hello")}, {.data = "world", .len = 5}};
+
+	pgtest_open(&t, "pool_handed", false, 1);
+	r.done = false;
+	pgpool_query_params(t.pool, "SELECT $1::text || ' ' || $2::text", 2, p, on_rows, &r);
+	pgtest_wait(&t, &r.done);
+	cr_assert(eq(str, r.text, "hello world"));
 	pgtest_close(&t);
 }
