@@ -345,9 +345,12 @@ void store_sync_retry(struct store *s, const struct retry_selector *sel, store_r
  * Changes of one blob (NULL: all) about to be pushed: pending and due within
  * `horizon_ms` (0: now; a backoff or a doubt window that ends within it
  * counts), or leased (pushed now, or by a process that died: due once the
- * lease runs out).
+ * lease runs out); only those pending for `older_ms` at least (0: all), so
+ * that a process waiting for its own changes does not wait for every
+ * registration that arrives meanwhile.
  */
-void store_count_waiting(struct store *s, const char *blob, long horizon_ms, store_count_fn done, void *arg);
+void store_count_waiting(struct store *s, const char *blob, long horizon_ms, long older_ms, store_count_fn done,
+			 void *arg);
 
 /*
  * Changes of one blob on their way to the vector DB (pending, pending_delete)
@@ -358,8 +361,9 @@ void store_count_waiting(struct store *s, const char *blob, long horizon_ms, sto
 typedef void (*store_lag_fn)(long n, const char *as_of, const struct pg_outcome *o, void *arg);
 void store_count_lagging(struct store *s, const char *blob, const char *as_of, store_lag_fn done, void *arg);
 
-/* Changes not settled (pending, pending_delete; failed too when asked) of one blob (NULL: all). */
-void store_count_unsettled(struct store *s, const char *blob, bool failed_too, store_count_fn done, void *arg);
+/* Changes not settled (pending, pending_delete; failed too when asked) of one blob (NULL: all), pending for `older_ms` at least. */
+void store_count_unsettled(struct store *s, const char *blob, bool failed_too, long older_ms, store_count_fn done,
+			   void *arg);
 
 /*
  * Readiness: how many of the migrations whose `when`s are in `whens` (an

@@ -622,13 +622,14 @@ static long count_wait(struct job_env *env, struct count_result *c)
 }
 
 /*
- * Runs the outbox worker until nothing of `blob` (NULL: any) is due or leased
- * (a lease of a process that died runs out first), or, with `windows`, will
- * be due before the deadline (a backoff or a doubt window ends), or the time
- * is up.
+ * Runs the outbox worker until nothing of `blob` (NULL: any) pending since
+ * before `began` (clock_mono_ms) is due or leased (a lease of a process that
+ * died runs out first), or, with `windows`, will be due before the deadline
+ * (a backoff or a doubt window ends), or the time is up. Changes that began
+ * later (registrations meanwhile) are the service's to push.
  */
-static void drain_outbox(struct job_env *env, struct outbox_env *oe, const char *blob, int64_t deadline,
-			 bool windows)
+static void drain_outbox(struct job_env *env, struct outbox_env *oe, const char *blob, int64_t began,
+			 int64_t deadline, bool windows)
 {
 	struct timeval tick = {0, 200000};
 	struct count_result c;
@@ -638,7 +639,8 @@ static void drain_outbox(struct job_env *env, struct outbox_env *oe, const char 
 	outbox_start_worker(oe->ob);
 	for (;;) {
 		c = (struct count_result){false, -1};
-		store_count_waiting(oe->store, blob, windows ? (long)(deadline - clock_mono_ms()) : 0, on_counted, &c);
+		store_count_waiting(oe->store, blob, windows ? (long)(deadline - clock_mono_ms()) : 0,
+				    (long)(clock_mono_ms() - began), on_counted, &c);
 		waiting = count_wait(env, &c);
 		if ((waiting == 0 && !outbox_busy(oe->ob)) || waiting < 0 || clock_mono_ms() >= deadline)
 			break;
@@ -654,12 +656,16 @@ static void drain_outbox(struct job_env *env, struct outbox_env *oe, const char 
 		event_base_loop(env->base, EVLOOP_ONCE);
 }
 
-/* Changes of `blob` (NULL: any) still pending (and failed, if asked); -1 when Postgres could not tell. */
-static long count_unsettled(struct job_env *env, struct outbox_env *oe, const char *blob, bool failed_too)
+/*
+ * Changes of `blob` (NULL: any) pending since before `began` (clock_mono_ms)
+ * and still pending (and failed, if asked); -1 when Postgres could not tell.
+ */
+static long count_unsettled(struct job_env *env, struct outbox_env *oe, const char *blob, int64_t began,
+			    bool failed_too)
 {
 	struct count_result c = {false, -1};
 
-	store_count_unsettled(oe->store, blob, failed_too, on_counted, &c);
+	store_count_unsettled(oe->store, blob, failed_too, (long)(clock_mono_ms() - began), on_counted, &c);
 	return count_wait(env, &c);
 }
 
@@ -669,15 +675,17 @@ static long push_repairs(struct config *cfg, struct job_env *env)
 	struct outbox_env oe;
 	struct outbox_stats ps;
 	char blob[ABILITY_TEXT_MAX * 2 + 16];
+	int64_t began;
 	long left;
 
 	if (!outbox_env_open(cfg, env, "abilitysync reconcile", &oe))
 		return -1;
 	if (reconcile_service)
 		vdb_blob_name(reconcile_service, strlen(reconcile_service), blob, sizeof(blob));
-	drain_outbox(env, &oe, reconcile_service ? blob : NULL, clock_mono_ms() + cfg->reconcile_push_timeout * 1000,
+	began = clock_mono_ms();
+	drain_outbox(env, &oe, reconcile_service ? blob : NULL, began, began + cfg->reconcile_push_timeout * 1000,
 		     false);
-	left = count_unsettled(env, &oe, reconcile_service ? blob : NULL, true);
+	left = count_unsettled(env, &oe, reconcile_service ? blob : NULL, began, true);
 	outbox_get_stats(oe.ob, &ps);
 	log_msg(left ? LL_WARN : LL_INFO, "reconcile",
 		"repairs pushed: %llu written, %llu deleted, %llu attempts failed; %ld change(s) still pending or "
@@ -833,14 +841,16 @@ static int cmd_restore(struct config *cfg, int argc, char **argv)
 		 */
 		char blob[ABILITY_TEXT_MAX * 2 + 16];
 		struct outbox_opts oo;
+		int64_t began;
 
 		options_outbox(cfg, &oo);
 		if (restore_service)
 			vdb_blob_name(restore_service, strlen(restore_service), blob, sizeof(blob));
-		drain_outbox(&env, &oe, restore_service ? blob : NULL,
-			     clock_mono_ms() + (cfg->sync_lease + 10) * 1000 + oo.quarantine_ms, true);
+		began = clock_mono_ms();
+		drain_outbox(&env, &oe, restore_service ? blob : NULL, began,
+			     began + (cfg->sync_lease + 10) * 1000 + oo.quarantine_ms, true);
 		/* failed rows are the summary's `failed` */
-		unsettled = count_unsettled(&env, &oe, restore_service ? blob : NULL, false);
+		unsettled = count_unsettled(&env, &oe, restore_service ? blob : NULL, began, false);
 		json_object_set_new(w.summary, "unsettled", json_integer(unsettled));
 		if (unsettled < 0)
 			log_warn("restore", "could not count the changes still pending: Postgres did not answer");

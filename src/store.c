@@ -1396,25 +1396,29 @@ static void on_count(const struct pg_outcome *o, void *arg)
 	free(x);
 }
 
+/* Pending for at least $n ms (older_ms): changes that began later are someone else's. */
+#define PENDING_FOR(n) " AND (pending_since IS NULL OR pending_since <= now() - " n "::bigint * interval '1 ms')"
+
 /*
  * Changes about to be pushed, of one blob or all: pending and due within
  * `horizon_ms`, or leased (a push of them runs, or ran in a process that
  * died: the lease runs out, then the row is due). Rows waiting out a backoff
  * or a doubt window that ends later are not counted.
  */
-void store_count_waiting(struct store *s, const char *blob, long horizon_ms, store_count_fn done, void *arg)
+void store_count_waiting(struct store *s, const char *blob, long horizon_ms, long older_ms, store_count_fn done,
+			 void *arg)
 {
 	struct count_ctx *x = xcalloc(1, sizeof(*x));
-	struct num horizon = num(horizon_ms);
-	const char *params[2] = {blob, horizon.s};
+	struct num horizon = num(horizon_ms), older = num(older_ms);
+	const char *params[3] = {blob, horizon.s, older.s};
 
 	x->done = done;
 	x->arg = arg;
 	pgpool_query(s->pool,
 		     "SELECT count(*) FROM abilitysync.sync_state WHERE state IN ('pending', 'pending_delete')"
 		     " AND (next_attempt_at <= now() + $2::bigint * interval '1 ms' OR lease_until IS NOT NULL)"
-		     " AND ($1::text IS NULL OR blob_id = $1)",
-		     2, params, on_count, x);
+		     " AND ($1::text IS NULL OR blob_id = $1)" PENDING_FOR("$3"),
+		     3, params, on_count, x);
 }
 
 struct lag_ctx {
@@ -1448,18 +1452,20 @@ void store_count_lagging(struct store *s, const char *blob, const char *as_of, s
 }
 
 /* Changes not settled (pending, and failed ones when asked), of one blob or all. */
-void store_count_unsettled(struct store *s, const char *blob, bool failed_too, store_count_fn done, void *arg)
+void store_count_unsettled(struct store *s, const char *blob, bool failed_too, long older_ms, store_count_fn done,
+			   void *arg)
 {
 	struct count_ctx *x = xcalloc(1, sizeof(*x));
-	const char *params[2] = {blob, failed_too ? "t" : "f"};
+	struct num older = num(older_ms);
+	const char *params[3] = {blob, failed_too ? "t" : "f", older.s};
 
 	x->done = done;
 	x->arg = arg;
 	pgpool_query(s->pool,
 		     "SELECT count(*) FROM abilitysync.sync_state"
 		     " WHERE (state IN ('pending', 'pending_delete') OR ($2::bool AND state = 'failed'))"
-		     " AND ($1::text IS NULL OR blob_id = $1)",
-		     2, params, on_count, x);
+		     " AND ($1::text IS NULL OR blob_id = $1)" PENDING_FOR("$3"),
+		     3, params, on_count, x);
 }
 
 struct retry_ctx {

@@ -510,6 +510,43 @@ test_a_lost_postgres_session_ends_the_job_and_resume_finishes_it() {
   stop_emulator
 }
 
+# A restore beside a service taking registrations waits only for its own rows
+# (leases, doubt windows): what is registered meanwhile is the service's to
+# push, so it neither holds the restore up to its deadline nor counts as left.
+test_a_restore_beside_a_busy_service_waits_only_for_its_own_rows() {
+  local loader start ms
+  migrated_db
+  gen_rows "$DB" b 200 2 $DIM
+  start_emulator
+  slow_adds 300
+  start_service DATABASE_URL="$DB" SYNC_WAIT_MS=0 EMBEDDING_DIM=$DIM
+  wait_ready
+  (
+    for i in $(seq 1 400); do
+      curl -s -o /dev/null -X POST -H 'Content-Type: application/json' \
+        --data-binary "$(ability_json "live-$i" api.example.com $DIM "$i")" "$SVC_URL/v1/abilities"
+      sleep 0.05
+    done
+  ) &
+  loader=$!
+  STARTED+=("$loader")
+  sleep 1
+  start=$(date +%s%N)
+  restore --json
+  ms=$((($(date +%s%N) - start) / 1000000))
+  kill "$loader" 2>/dev/null || fail "the registrations ended before the restore did"
+  wait "$loader" 2>/dev/null || true
+  assert_rc 0 "restore beside the service"
+  assert_eq "$(jq -c '[.status, .unsettled]' <<<"$OUT")" '["done",0]' "status, unsettled"
+  # Its deadline (SYNC_LEASE 2 + 10 + VDB_QUARANTINE_MS 2 s) is what waiting for everyone's rows took.
+  [ "$ms" -lt 12000 ] || fail "the restore took $ms ms: it waited for the service's registrations"
+  emu DELETE /_admin/faults
+  wait_converged "$DB"
+  check_stores_agree "$DB"
+  stop_service
+  stop_emulator
+}
+
 # Found by the canary scan: a vector DB that refuses connections while the
 # blobs are prepared failed the job but never ended the process.
 test_a_vector_db_that_refuses_connections_fails_the_job_at_once() {
