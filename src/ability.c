@@ -153,6 +153,14 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 			p = q + 1; /* the usual case, no whitespace: the comma stays in the run */
 			continue;
 		}
+		if (q + 2 < end && q[0] == ',' && q[1] == ' ' && ((q[2] >= '0' && q[2] <= '9') || q[2] == '-')) {
+			/* ", ": how Postgres prints a jsonb array (a restore reads 3072 of them a row) */
+			len = (size_t)(q + 1 - run);
+			memcpy(w, run, len);
+			w += len;
+			run = p = q + 2;
+			continue;
+		}
 		/* Whitespace around the comma: the run ends with this number. */
 		len = (size_t)(q - run);
 		memcpy(w, run, len);

@@ -111,6 +111,28 @@ Test(ability, a_row_from_the_mirror_hashes_like_the_request_that_wrote_it)
 	ability_free(&row);
 }
 
+/* ", " between numbers (Postgres' rendering, or a client's) gives the compact text and hash that "," gives. */
+Test(ability, spaces_after_the_commas_change_neither_the_text_nor_the_hash)
+{
+	static const char *const spaced[] = {"[0.5, 1e-5, -2, 3]", "[0.5 , 1e-5,-2, 3]", "[ 0.5,  1e-5, -2 ,3 ]"};
+	struct ability_error err;
+	struct ability plain, row;
+	size_t i;
+
+	cr_assert(ability_from_row("a", "n", "s", "d", "[0.5,1e-5,-2,3]", "{}", DIM, &plain, &err), "%s", err.message);
+	cr_assert(eq(str, plain.embedding, "[0.5,1e-5,-2,3]"));
+	for (i = 0; i < sizeof(spaced) / sizeof(spaced[0]); i++) {
+		cr_assert(ability_from_row("a", "n", "s", "d", spaced[i], "{}", DIM, &row, &err), "%s: %s", spaced[i],
+			  err.message);
+		cr_assert(eq(str, row.embedding, plain.embedding), "%s", spaced[i]);
+		cr_assert(eq(str, row.content_hash, plain.content_hash), "%s", spaced[i]);
+		ability_free(&row);
+	}
+	cr_assert(not(ability_from_row("a", "n", "s", "d", "[0.5, 1e-5, -2, ]", "{}", DIM, &row, &err)),
+		  "a trailing comma is refused");
+	ability_free(&plain);
+}
+
 static void canon(const char *tok, const char *want)
 {
 	struct buf b = BUF_INIT;
