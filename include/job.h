@@ -39,6 +39,7 @@ struct job_ops {
 };
 
 #define JOB_READY_TIMEOUT_MS 10000
+#define JOB_END_WAIT_MS 10000      /* at the end, for a lost session's backend to be ended */
 #define JOB_ERROR_MAX 600
 
 struct job {
@@ -51,16 +52,19 @@ struct job {
 	bool over;               /* job_end was called */
 	size_t out;              /* requests out (job_send) whose callbacks will come back */
 	struct event *later;
+	int64_t ending_by_ms;    /* job_end: the report waits until then for a lost session's backend */
 	char error[JOB_ERROR_MAX]; /* the first failure; "" while none */
 };
 
 /*
  * Opens the job's session (one connection, `queue_max` statements queued at
  * most) and starts it: ops->started or ops->refused follows, never inside
- * this call.
+ * this call. A job that `locks` (takes session locks) keeps that one session:
+ * once it is lost, the job's statements fail rather than run in a new session
+ * that holds none of them; a job without locks reconnects.
  */
 void job_start(struct job *j, const struct job_ops *ops, struct event_base *base, const struct pgpool_opts *po,
-	       int queue_max);
+	       int queue_max, bool locks);
 
 /* Records the first failure (later ones are dropped). */
 void job_fail(struct job *j, const char *fmt, ...) PRINTF_LIKE(2, 3);

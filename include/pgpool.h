@@ -36,7 +36,9 @@ struct pgpool_opts {
 	const char *application_name;
 	const char *toast_compression; /* default_toast_compression of the sessions; NULL: the server's */
 	bool one_session;         /* a session once up is never replaced: when it goes, its statements and
-				     every later one fail (what it held, such as a lock, went with it) */
+				     every later one fail (what it held, such as a lock, goes with it; a
+				     backend left behind at a deadline is ended through a new connection,
+				     on which nothing else runs) */
 };
 
 /* How a statement ended. `res` (tuples or command OK) is cleared after the callback. */
@@ -152,8 +154,11 @@ void pgpool_wait_ready(struct pgpool *p, long timeout_ms, pg_ready_fn done, void
 /* A server error that says "not now" rather than "not this" (lock, timeout, read-only, disk, shutdown). */
 bool pg_state_is_transient(const char *sqlstate);
 
-/* True when at least one connection is up. */
+/* True when at least one connection is up (a one_session pool's lost session: never again). */
 bool pgpool_ready(const struct pgpool *p);
+
+/* True while backends of connections dropped at their deadline are still to be ended. */
+bool pgpool_ending_backends(const struct pgpool *p);
 
 void pgpool_get_stats(const struct pgpool *p, struct pgpool_stats *out);
 

@@ -361,9 +361,13 @@ void store_count_waiting(struct store *s, const char *blob, long horizon_ms, lon
 typedef void (*store_lag_fn)(long n, const char *as_of, const struct pg_outcome *o, void *arg);
 void store_count_lagging(struct store *s, const char *blob, const char *as_of, store_lag_fn done, void *arg);
 
-/* Changes not settled (pending, pending_delete; failed too when asked) of one blob (NULL: all), pending for `older_ms` at least. */
-void store_count_unsettled(struct store *s, const char *blob, bool failed_too, long older_ms, store_count_fn done,
-			   void *arg);
+/*
+ * Changes not settled of one blob (NULL: all): pending (or pending_delete)
+ * for `older_ms` at least, and failed: every one, or (!every_failed) those
+ * that failed within `older_ms` (the others are counted elsewhere).
+ */
+void store_count_unsettled(struct store *s, const char *blob, bool every_failed, long older_ms,
+			   store_count_fn done, void *arg);
 
 /*
  * Readiness: how many of the migrations whose `when`s are in `whens` (an

@@ -34,12 +34,25 @@ void job_fail(struct job *j, const char *fmt, ...)
 
 /* ---- the end ------------------------------------------------------------------------ */
 
-/* On a loop turn of its own: the pool may not be freed inside its own callback. */
+/*
+ * On a loop turn of its own: the pool may not be freed inside its own
+ * callback. A session dropped at its deadline left its backend behind, with
+ * the job's locks: the pool ends it through a new connection, waited for a
+ * while, so that the locks are free when the job reports.
+ */
 static void on_later(evutil_socket_t fd, short what, void *arg)
 {
 	struct job *j = arg;
+	struct timeval again = {0, 100000};
 
 	(void)fd, (void)what;
+	if (pgpool_ending_backends(j->pool) && clock_mono_ms() < j->ending_by_ms) {
+		evtimer_add(j->later, &again);
+		return;
+	}
+	if (pgpool_ending_backends(j->pool))
+		log_warn("job", "the backend of the job's lost session could not be ended in %d s: its locks stay until "
+			 "the server notices the connection is gone", JOB_END_WAIT_MS / 1000);
 	pgpool_free(j->pool); /* closes the session: a lock goes with it */
 	j->pool = NULL;
 	j->ops->report(j);
@@ -53,6 +66,7 @@ void job_end(struct job *j)
 	if (j->over)
 		return;
 	j->over = true;
+	j->ending_by_ms = clock_mono_ms() + JOB_END_WAIT_MS;
 	j->later = evtimer_new(j->base, on_later, j);
 	evtimer_add(j->later, &now);
 }
@@ -143,7 +157,7 @@ static void on_no_pool(evutil_socket_t fd, short what, void *arg)
 }
 
 void job_start(struct job *j, const struct job_ops *ops, struct event_base *base, const struct pgpool_opts *po,
-	       int queue_max)
+	       int queue_max, bool locks)
 {
 	struct pgpool_opts o = *po;
 	struct errbuf err;
@@ -154,7 +168,7 @@ void job_start(struct job *j, const struct job_ops *ops, struct event_base *base
 	j->started_ms = clock_mono_ms();
 	o.size = 1;
 	o.queue_max = queue_max;
-	o.one_session = true; /* the job's locks are its session's: a new session would not hold them */
+	o.one_session = locks; /* the job's locks are its session's: a new session would not hold them */
 	if (!(j->pool = pgpool_new(base, &o, &err))) {
 		snprintf(j->error, sizeof(j->error), "%.590s", err.msg);
 		j->later = evtimer_new(base, on_no_pool, j);

@@ -658,14 +658,15 @@ static void drain_outbox(struct job_env *env, struct outbox_env *oe, const char 
 
 /*
  * Changes of `blob` (NULL: any) pending since before `began` (clock_mono_ms)
- * and still pending (and failed, if asked); -1 when Postgres could not tell.
+ * and still pending, and failed ones (every one, or those that failed since
+ * `began`); -1 when Postgres could not tell.
  */
 static long count_unsettled(struct job_env *env, struct outbox_env *oe, const char *blob, int64_t began,
-			    bool failed_too)
+			    bool every_failed)
 {
 	struct count_result c = {false, -1};
 
-	store_count_unsettled(oe->store, blob, failed_too, (long)(clock_mono_ms() - began), on_counted, &c);
+	store_count_unsettled(oe->store, blob, every_failed, (long)(clock_mono_ms() - began), on_counted, &c);
 	return count_wait(env, &c);
 }
 
@@ -797,6 +798,13 @@ static void on_restore_signal(evutil_socket_t sig, short what, void *arg)
 	restore_stop(w->job);
 }
 
+static bool status_is(const json_t *summary, const char *status)
+{
+	const char *s = json_string_value(json_object_get(summary, "status"));
+
+	return s && strcmp(s, status) == 0;
+}
+
 static int cmd_restore(struct config *cfg, int argc, char **argv)
 {
 	struct job_env env;
@@ -833,11 +841,13 @@ static int cmd_restore(struct config *cfg, int argc, char **argv)
 	w.job = restore_start(env.base, env.vdb, oe.ob, oe.store, &o, NULL, on_restored, &w);
 	while (!w.done)
 		event_base_loop(env.base, EVLOOP_ONCE);
-	if (w.outcome == RESTORE_DONE && !restore_dry) {
+	if (w.outcome == RESTORE_DONE && !restore_dry && status_is(w.summary, "done")) {
 		/*
-		 * Rows another push held (a process killed half way leaves leases) are
-		 * pushed once free, and rows in doubt (a call of a push that ended
-		 * unrecorded may still land) once their window is out: done means done.
+		 * This process finished the job (one that shared it and ends first leaves
+		 * this to the last). Rows another push held (a process killed half way
+		 * leaves leases) are pushed once free, and rows in doubt (a call of a push
+		 * that ended unrecorded may still land) once their window is out: done
+		 * means done.
 		 */
 		char blob[ABILITY_TEXT_MAX * 2 + 16];
 		struct outbox_opts oo;
@@ -849,14 +859,14 @@ static int cmd_restore(struct config *cfg, int argc, char **argv)
 		began = clock_mono_ms();
 		drain_outbox(&env, &oe, restore_service ? blob : NULL, began,
 			     began + (cfg->sync_lease + 10) * 1000 + oo.quarantine_ms, true);
-		/* failed rows are the summary's `failed` */
+		/* rows failed before the wait are the summary's `failed` */
 		unsettled = count_unsettled(&env, &oe, restore_service ? blob : NULL, began, false);
 		json_object_set_new(w.summary, "unsettled", json_integer(unsettled));
 		if (unsettled < 0)
 			log_warn("restore", "could not count the changes still pending: Postgres did not answer");
 		else if (unsettled > 0)
-			log_warn("restore", "%ld change(s)%s still pending after the restore (GET /v1/sync/status "
-				 "lists them; a running service's outbox worker pushes them)",
+			log_warn("restore", "%ld change(s)%s still pending, or failed while waiting for them, after the "
+				 "restore (GET /v1/sync/status lists them; a running service's outbox worker pushes pending ones)",
 				 unsettled, restore_service ? " of the service" : "");
 	}
 	outbox_env_close(&env, &oe);
@@ -975,7 +985,7 @@ static const struct exit_doc restore_exits[] = {
 	{EXIT_FAIL, "failed or refused (another restore runs, nothing to resume, not migrated); resumable"},
 	EXIT_DOC_USAGE,
 	{EXIT_PENDING, "restored, but some rows could not be (`failed` in the sync status), or are still pending once "
-		       "their leases and doubt windows are out"},
+		       "their leases and doubt windows are out (or could not be counted)"},
 	{-1, NULL},
 };
 static const struct exit_doc sync_exits[] = {

@@ -226,7 +226,8 @@ static void conn_lost(struct pg_conn *c, const char *why)
 		char cause[300];
 
 		pg_one_line(why, cause, sizeof(cause));
-		snprintf(line, sizeof(line), "the Postgres session was lost, and what it held with it: %s", cause);
+		snprintf(line, sizeof(line), "the Postgres session was lost (a new one would not hold its locks): %s",
+			 cause);
 		p->session_over = true;
 	} else {
 		pg_one_line(why, line, sizeof(line));
@@ -255,15 +256,23 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	if (p->freeing)
 		return;
 	if (p->session_over) {
-		log_error(COMP, "%s; not reconnecting", line);
 		while ((j = TAILQ_FIRST(&p->queue)) != NULL) {
 			TAILQ_REMOVE(&p->queue, j, link);
 			p->stats.queued--;
 			job_fail(j, true, line);
 		}
-		return;
-	}
-	if (up_count(p) == 0) {
+		if (p->norphans == 0) {
+			log_error(COMP, "%s; not reconnecting", line);
+			return;
+		}
+		/*
+		 * Dropped at its deadline: its backend may still be there, holding the
+		 * session's locks. A new connection is made only to end it (dispatch's
+		 * chore); no statement runs on it (submit refuses them).
+		 */
+		log_error(COMP, "%s; reconnecting only to end its backend (pid %d), which may still hold them", line,
+			  p->orphans[0]);
+	} else if (up_count(p) == 0) {
 		if (!p->outage_logged)
 			log_error(COMP, "postgres is unavailable: %s; retrying in the background", line);
 		p->outage_logged = true;
@@ -1092,7 +1101,12 @@ void pgpool_wait_ready(struct pgpool *p, long timeout_ms, pg_ready_fn done, void
 
 bool pgpool_ready(const struct pgpool *p)
 {
-	return up_count(p) > 0;
+	return !p->session_over && up_count(p) > 0;
+}
+
+bool pgpool_ending_backends(const struct pgpool *p)
+{
+	return p->norphans > 0;
 }
 
 void pgpool_get_stats(const struct pgpool *p, struct pgpool_stats *out)

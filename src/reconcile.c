@@ -1405,7 +1405,7 @@ struct reconcile *reconcile_start(struct event_base *base, struct vdb *v, const 
 	r->part = -1;
 	r->last_progress_ms = r->started_ms = clock_mono_ms();
 	log_timestamp(r->started_at);
-	job_start(&r->job, &reconcile_job, base, &o->pg, 4);
+	job_start(&r->job, &reconcile_job, base, &o->pg, 4, !o->dry_run); /* a dry run takes no lock */
 	return r;
 }
 

@@ -851,7 +851,7 @@ struct restore *restore_start(struct event_base *base, struct vdb *v, struct out
 	r->done = done;
 	r->arg = arg;
 	TAILQ_INIT(&r->pages);
-	job_start(&r->job, &restore_job, base, &o->pg, 8);
+	job_start(&r->job, &restore_job, base, &o->pg, 8, !o->dry_run); /* a dry run takes no lock */
 	return r;
 }
 

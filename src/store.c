@@ -1451,20 +1451,21 @@ void store_count_lagging(struct store *s, const char *blob, const char *as_of, s
 		     2, params, on_lagging, x);
 }
 
-/* Changes not settled (pending, and failed ones when asked), of one blob or all. */
-void store_count_unsettled(struct store *s, const char *blob, bool failed_too, long older_ms, store_count_fn done,
-			   void *arg)
+/* Changes not settled, of one blob or all: pending ones pending for older_ms at least, failed ones. */
+void store_count_unsettled(struct store *s, const char *blob, bool every_failed, long older_ms,
+			   store_count_fn done, void *arg)
 {
 	struct count_ctx *x = xcalloc(1, sizeof(*x));
 	struct num older = num(older_ms);
-	const char *params[3] = {blob, failed_too ? "t" : "f", older.s};
+	const char *params[3] = {blob, every_failed ? "t" : "f", older.s};
 
 	x->done = done;
 	x->arg = arg;
 	pgpool_query(s->pool,
 		     "SELECT count(*) FROM abilitysync.sync_state"
-		     " WHERE (state IN ('pending', 'pending_delete') OR ($2::bool AND state = 'failed'))"
-		     " AND ($1::text IS NULL OR blob_id = $1)" PENDING_FOR("$3"),
+		     " WHERE ((state IN ('pending', 'pending_delete')" PENDING_FOR("$3") ")"
+		     "  OR (state = 'failed' AND ($2::bool OR updated_at > now() - $3::bigint * interval '1 ms')))"
+		     " AND ($1::text IS NULL OR blob_id = $1)",
 		     3, params, on_count, x);
 }
 

@@ -510,6 +510,39 @@ test_a_lost_postgres_session_ends_the_job_and_resume_finishes_it() {
   stop_emulator
 }
 
+# The job's connection stops answering (a flow forgotten by the network: no
+# RST): its statement is given up at its deadline, and the backend left
+# behind, which still holds the job's locks, is ended through a new
+# connection before the job reports; a resume then finishes the job.
+test_a_stalled_job_session_has_its_backend_ended_and_resume_finishes_it() {
+  local port proxied
+  migrated_db
+  gen_rows "$DB" st 400 2 $DIM
+  start_emulator --duplicate-ids duplicate
+  slow_adds 300
+  port=$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")
+  start_proxy pg "127.0.0.1:$port"
+  proxied=$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")
+  restore_bg DATABASE_URL="$proxied" PG_JOB_STATEMENT_TIMEOUT_MS=1000 PG_STATEMENT_TIMEOUT_MS=1000 \
+    RESTORE_PAGE=40 VDB_BATCH_MAX=40 VDB_MAX_INFLIGHT=1 --json
+  wait_half_way
+  proxy_mode pg stall
+  wait_bg
+  assert_rc 1 "restore after its session stalled"
+  assert_contains "$ERR" "the Postgres session was lost"
+  assert_eq "$(pg "select count(*) from pg_locks where locktype = 'advisory'")" 0 \
+    "advisory locks held once the job reported"
+  assert_contains "$ERR" "reconnecting only to end its backend"
+  proxy_mode pg pass
+  emu DELETE /_admin/faults
+  restore --resume --json
+  assert_rc 0 "resume"
+  assert_eq "$(jq -c '[.status, .total, .done]' <<<"$OUT")" '["done",400,400]' "status, total, done"
+  assert_each_vector_once
+  check_stores_agree "$DB"
+  stop_emulator
+}
+
 # A restore beside a service taking registrations waits only for its own rows
 # (leases, doubt windows): what is registered meanwhile is the service's to
 # push, so it neither holds the restore up to its deadline nor counts as left.

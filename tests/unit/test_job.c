@@ -65,7 +65,7 @@ static void start(struct pgtest *pt, struct tjob *t, bool *released)
 
 	memset(t, 0, sizeof(*t));
 	t->released = released;
-	job_start(&t->job, &ops, pt->base, &po, 4);
+	job_start(&t->job, &ops, pt->base, &po, 4, true);
 }
 
 Test(job, a_database_without_the_sync_schema_is_refused)
