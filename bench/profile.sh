@@ -3,7 +3,8 @@
 # linux-perf) samples the service and, apart, the Postgres cluster while
 # loadgen sends N single-ability POSTs, then prints the top symbols of each,
 # and what each statement cost the server (pg_stat_statements, from Debian's
-# postgresql package: calls, planning and execution per call and per ability).
+# postgresql package: calls, planning and execution per call and per ability),
+# and the plpgsql trigger's own time per ability.
 #
 #   bench/profile.sh [N]          N abilities (default 3000), DIM 3072, concurrency 16
 #
@@ -43,7 +44,7 @@ wait_for() { # file pattern
   exit 1
 }
 
-base=$(PGCLUSTER_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on" \
+base=$(PGCLUSTER_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on -c track_functions=pl" \
   tools/pgcluster.sh start "$TMP/pg")
 base=${base%/postgres}
 psql -X -q "$base/postgres" -c "CREATE DATABASE profile" >/dev/null
@@ -67,7 +68,7 @@ perf record -F 999 -g -o "$TMP/perf.service.data" -p "$svc" >/dev/null 2>"$TMP/p
 p1=$!
 perf record -F 999 -g -o "$TMP/perf.postgres.data" -p "$pg_pids" >/dev/null 2>"$TMP/perf.postgres.err" &
 p2=$!
-psql -X -q "$base/profile" -c "SELECT pg_stat_statements_reset()" >/dev/null
+psql -X -q "$base/profile" -c "SELECT pg_stat_statements_reset(), pg_stat_reset()" >/dev/null
 sleep 0.5
 "$B/loadgen" --url "$url" --requests "$N" --concurrency "$C" --dim "$DIM" --seed 11 --json >"$TMP/load.json"
 kill -INT "$p1" "$p2"
@@ -102,4 +103,11 @@ psql -X -q -P footer=off "$base/profile" -c "
   FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid AND d.datname = 'profile'
   WHERE query NOT LIKE '%pg_stat_statements%'
   ORDER BY total_plan_time + total_exec_time DESC LIMIT 8"
+echo '```'
+echo
+echo "### Postgres: plpgsql functions (the sync state's trigger; track_functions=pl, its timing included)"
+echo '```'
+psql -X -q -P footer=off "$base/profile" -c "
+  SELECT funcname, calls, round((self_time * 1000 / $N)::numeric, 2) AS self_us_per_ability
+  FROM pg_stat_user_functions ORDER BY self_time DESC"
 echo '```'

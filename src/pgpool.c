@@ -214,6 +214,18 @@ static void arm_timer(struct pg_conn *c, long ms)
 
 static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg);
 
+/* Nobody is left to run what waits for a connection: it fails now, with `why`. */
+static void fail_queued(struct pgpool *p, const char *why)
+{
+	struct pg_job *j;
+
+	while ((j = TAILQ_FIRST(&p->queue)) != NULL) {
+		TAILQ_REMOVE(&p->queue, j, link);
+		p->stats.queued--;
+		job_fail(j, true, why);
+	}
+}
+
 /* The connection is gone (or never came): fail its statement, try again later. */
 static void conn_lost(struct pg_conn *c, const char *why)
 {
@@ -256,11 +268,7 @@ static void conn_lost(struct pg_conn *c, const char *why)
 	if (p->freeing)
 		return;
 	if (p->session_over) {
-		while ((j = TAILQ_FIRST(&p->queue)) != NULL) {
-			TAILQ_REMOVE(&p->queue, j, link);
-			p->stats.queued--;
-			job_fail(j, true, line);
-		}
+		fail_queued(p, line);
 		if (p->norphans == 0) {
 			log_error(COMP, "%s; not reconnecting", line);
 			return;
@@ -276,12 +284,7 @@ static void conn_lost(struct pg_conn *c, const char *why)
 		if (!p->outage_logged)
 			log_error(COMP, "postgres is unavailable: %s; retrying in the background", line);
 		p->outage_logged = true;
-		/* Nobody left to run what waits: answer it now. */
-		while ((j = TAILQ_FIRST(&p->queue)) != NULL) {
-			TAILQ_REMOVE(&p->queue, j, link);
-			p->stats.queued--;
-			job_fail(j, true, line);
-		}
+		fail_queued(p, line);
 	} else {
 		log_warn(COMP, "connection %d lost: %s; %d of %d still up", c->index, line, up_count(p), p->o.size);
 	}

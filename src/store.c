@@ -521,11 +521,6 @@ static struct pg_param text_param(const char *s)
 	return (struct pg_param){.data = s, .len = s ? strlen(s) : 0};
 }
 
-static struct pg_param array_param(const struct buf *b)
-{
-	return (struct pg_param){.data = b->data, .len = b->len, .binary = true};
-}
-
 static bool is_true(PGresult *res, int row, int col)
 {
 	return PQgetvalue(res, row, col)[0] == 't';
@@ -873,7 +868,7 @@ void store_claim_ids(struct store *s, const char *const *ids, size_t n, store_cl
 		pg_array_text(&arr, ids[i], strlen(ids[i]));
 	pg_array_end(&arr);
 	claim_params(s, params);
-	params[3] = array_param(&b);
+	params[3] = pg_array_param(&b);
 	claim(s, &claim_ids_stmt, 4, params, done, arg);
 	buf_free(&b);
 }
@@ -978,9 +973,9 @@ void store_finish_pushes(struct store *s, const struct push_done *items, size_t 
 	for (k = 0; k < 11; k++)
 		pg_array_end(&arr[k]);
 	for (k = 0; k < 10; k++)
-		params[k] = array_param(&b[k]);
+		params[k] = pg_array_param(&b[k]);
 	params[10] = text_param(s->quarantine);
-	params[11] = array_param(&b[10]); /* the lease each was pushed under */
+	params[11] = pg_array_param(&b[10]); /* the lease each was pushed under */
 	params[12] = text_param(s->attempts);
 	pgpool_execute(s->pool, &finish_stmt, 13, params, on_finished, x);
 	for (k = 0; k < 11; k++)
@@ -1003,8 +998,8 @@ void store_fail_rows(struct store *s, const char *const *ids, const char *const 
 	}
 	pg_array_end(&arr[0]);
 	pg_array_end(&arr[1]);
-	params[0] = array_param(&b[0]);
-	params[1] = array_param(&b[1]);
+	params[0] = pg_array_param(&b[0]);
+	params[1] = pg_array_param(&b[1]);
 	params[2] = text_param(s->owner);
 	pgpool_query_params(s->pool, fail_rows_sql, 3, params, done, arg);
 	buf_free(&b[0]);
@@ -1302,8 +1297,8 @@ void store_release_leases(struct store *s, const char *const *ids, const char *c
 	}
 	pg_array_end(&arr[0]);
 	pg_array_end(&arr[1]);
-	params[0] = array_param(&b[0]);
-	params[1] = array_param(&b[1]);
+	params[0] = pg_array_param(&b[0]);
+	params[1] = pg_array_param(&b[1]);
 	pgpool_query_params(s->pool,
 			    "UPDATE abilitysync.sync_state s SET lease_until = NULL, lease_owner = NULL"
 			    " FROM unnest($1::text[], $2::text[]) AS r(ability_id, lease)"
@@ -1514,7 +1509,7 @@ void store_stage(struct store *s, const char *set_id, int64_t ord, const struct 
 		put_ability(arr, &items[i]);
 	for (k = 0; k < 11; k++) {
 		pg_array_end(&arr[k]);
-		params[k] = array_param(&b[k]);
+		params[k] = pg_array_param(&b[k]);
 	}
 	params[11] = text_param(set_id);
 	params[12] = text_param(first.s);
