@@ -47,6 +47,7 @@ struct js_number {
 	bool exp;          /* an exponent part */
 	bool neg_zero;     /* negative, and every digit is 0 ("-0", "-0.00"; exponent or not) */
 	size_t int_digits; /* digits before the point */
+	size_t frac_digits; /* digits after it */
 };
 
 /* js_number_end, and what the token is made of. */

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The most decimals Postgres numeric (and so jsonb) holds. */
+#define NUMERIC_DSCALE_MAX 16383
+
 static const char *const known_fields[] = {
 	"ability_id", "ability_name", "service_name", "description", "embedding", "metadata",
 };
@@ -122,10 +125,11 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 			return false;
 		/*
 		 * Plain: numeric prints it as sent (JSON allows no leading zeros), and with
-		 * fewer than 39 integer digits it is finite as a float32. Nearly every
-		 * embedding number is, and stays in the run.
+		 * fewer than 39 integer digits it is finite as a float32 (with more than
+		 * NUMERIC_DSCALE_MAX decimals numeric refuses it: the careful path says so).
+		 * Nearly every embedding number is, and stays in the run.
 		 */
-		plain = !tok.exp && !tok.neg_zero && tok.int_digits < 39;
+		plain = !tok.exp && !tok.neg_zero && tok.int_digits < 39 && tok.frac_digits <= NUMERIC_DSCALE_MAX;
 		if (!plain || !same) {
 			char *num;
 
@@ -331,7 +335,7 @@ bool ability_canon_number(const char *tok, size_t len, struct buf *out)
 		if (exp_neg)
 			exp = -exp;
 	}
-	if ((long)frac_len - exp > 16383)
+	if ((long)frac_len - exp > NUMERIC_DSCALE_MAX)
 		return false; /* PostgreSQL: "value overflows numeric format" */
 	ndigits = int_len + frac_len;
 	digits = ndigits <= sizeof(small) ? small : xmalloc(ndigits);

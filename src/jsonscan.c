@@ -111,12 +111,14 @@ const char *js_number_scan(const char *p, const char *end, struct js_number *n)
 		p = skip_digits(p, end);
 	}
 	n->int_digits = (size_t)(p - digits);
+	n->frac_digits = 0;
 	if (p < end && *p == '.') {
 		const char *frac = ++p;
 
 		if (p >= end || !is_digit(*p))
 			return NULL;
 		p = skip_digits(p, end);
+		n->frac_digits = (size_t)(p - frac);
 		/* Only a negative number can be a negative zero: look for a nonzero digit only then. */
 		while (n->neg_zero && frac < p)
 			n->neg_zero = *frac++ == '0';

@@ -227,6 +227,35 @@ Test(ability, bad_abilities_are_refused_naming_the_field)
 		400, "invalid_utf8", "", "not valid UTF-8 (byte 35)");
 }
 
+/* numeric holds at most 16383 decimals: a plain number with more passed the scan and failed the write. */
+static char *with_decimals(size_t decimals)
+{
+	struct buf b = BUF_INIT;
+	size_t i;
+
+	buf_append(&b, "{" BASE ",\"embedding\":[1,2,3,0.", strlen("{" BASE ",\"embedding\":[1,2,3,0."));
+	for (i = 1; i < decimals; i++)
+		buf_putc(&b, '0');
+	buf_append(&b, "1]}", 3);
+	return buf_steal(&b);
+}
+
+Test(ability, a_number_with_more_decimals_than_numeric_holds_is_refused)
+{
+	char *most = with_decimals(16383), *over = with_decimals(16384);
+	struct ability_error err;
+	struct ability *a;
+	size_t n;
+	bool batch;
+
+	memset(&err, 0, sizeof(err));
+	cr_assert(parse(most, &a, &n, &batch, &err), "16383 decimals refused: %s", err.message);
+	free_items(a, n);
+	refused(over, 422, "invalid_embedding", "embedding", "16383 decimals");
+	free(most);
+	free(over);
+}
+
 Test(ability, batches)
 {
 	struct ability_error err;
