@@ -5,6 +5,7 @@
 #include "buf.h"
 #include "hash.h"
 #include "mem.h"
+#include "plainscan.h"
 #include "text.h"
 #include "vdbid.h"
 
@@ -15,6 +16,9 @@
 
 /* The most decimals Postgres numeric (and so jsonb) holds. */
 #define NUMERIC_DSCALE_MAX 16383
+
+/* Numbers read carefully after the fast scan stopped early, before it is tried again. */
+#define PLAIN_RETRY 16
 
 static const char *const known_fields[] = {
 	"ability_id", "ability_name", "service_name", "description", "embedding", "metadata",
@@ -102,25 +106,52 @@ void ability_free(struct ability *a)
  */
 static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon)
 {
-	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len;
+	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len, *close = end;
 	const char *run; /* where the input not yet copied begins: it is copied as it is, in runs */
-	size_t n = 0, len;
+	size_t n = 0, len, careful = 0;
 	char *w, *first;
 	bool same = true;
 
-	if (p >= end || *p != '[')
+	while (close > p && strchr(" \n\r\t", close[-1]))
+		close--;
+	if (p >= end || *p != '[' || close - p < 2 || close[-1] != ']')
 		return false;
+	close--; /* the closing bracket */
 	/* The compact text is never longer than the array: written in place, no bounds to check. */
-	buf_reserve(compact, arr.len + 1);
+	buf_reserve(compact, arr.len + 1 + PLAIN_SLACK);
 	w = compact->data + compact->len;
 	*w++ = '[';
 	first = w;
 	run = p = js_skip_ws(p + 1, end);
 	while (p < end && *p != ']') {
 		struct js_number tok;
-		const char *q = js_number_scan(p, end, &tok);
+		const char *q;
 		bool plain;
 
+		if (!careful) { /* the usual numbers, 64 bytes at a time, up to one that is not */
+			struct plain_run r;
+
+			len = (size_t)(p - run);
+			memcpy(w, run, len);
+			w += len;
+			plain_numbers(p, (size_t)(close - p), w, &r);
+			if (r.numbers && !same) {
+				if (n)
+					buf_putc(canon, ',');
+				buf_append(canon, w, r.out - !r.all); /* not the comma after the last one */
+			}
+			w += r.out;
+			n += r.numbers;
+			if (r.all) {
+				p = close;
+				break;
+			}
+			run = p = js_skip_ws(p + r.in, end);
+			/* Stopped early: more like that one may follow (every number an exponent). */
+			careful = r.numbers < PLAIN_RETRY ? PLAIN_RETRY : 1;
+		}
+		careful--;
+		q = js_number_scan(p, end, &tok);
 		if (!q)
 			return false;
 		/*
@@ -155,14 +186,6 @@ static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, s
 		n++;
 		if (q < end && *q == ',' && q + 1 < end && ((q[1] >= '0' && q[1] <= '9') || q[1] == '-')) {
 			p = q + 1; /* the usual case, no whitespace: the comma stays in the run */
-			continue;
-		}
-		if (q + 2 < end && q[0] == ',' && q[1] == ' ' && ((q[2] >= '0' && q[2] <= '9') || q[2] == '-')) {
-			/* ", ": how Postgres prints a jsonb array (a restore reads 3072 of them a row) */
-			len = (size_t)(q + 1 - run);
-			memcpy(w, run, len);
-			w += len;
-			run = p = q + 2;
 			continue;
 		}
 		/* Whitespace around the comma: the run ends with this number. */

@@ -479,3 +479,42 @@ Test(ability, the_hash_of_two_parts_is_the_hash_of_their_concatenation)
 	cr_assert(eq(str, parts, joined));
 	cr_assert(eq(str, joined, "6edec2b9a8275625cfa67e3dd3caea7219e2f11d137bdf0549babe4783251422"), "sha256sum of the same bytes");
 }
+
+/*
+ * The fast scan takes the plain numbers 64 bytes at a time and hands an
+ * unusual one to the careful scan: wherever that one stands in a long
+ * embedding, the text and the hash are those of a careful read throughout.
+ */
+Test(ability, a_long_embedding_reads_the_same_wherever_its_unusual_numbers_are)
+{
+	enum { N = 150 };
+	size_t i, k;
+
+	for (i = 0; i < N; i++) {
+		struct buf fast = BUF_INIT, careful = BUF_INIT;
+		struct ability a, b;
+		struct ability_error err;
+
+		for (k = 0; k < N; k++) {
+			const char *num = k == i ? "1.5e-5" : k == N - 1 - i ? "-0.00" : NULL;
+			char own[32];
+
+			if (!num) {
+				snprintf(own, sizeof(own), "%s0.%zu", k % 3 ? "-" : "", k * 7919 % 100000 + 1);
+				num = own;
+			}
+			buf_printf(&fast, "%s%s", k ? ", " : "[", num);
+			buf_printf(&careful, "%s%s", k ? " ,\n" : "[ ", num); /* whitespace the fast scan leaves alone */
+		}
+		buf_puts(&fast, "]");
+		buf_puts(&careful, " ]");
+		cr_assert(ability_from_row("a", "n", "s", "d", fast.data, "{}", N, &a, &err), "%zu: %s", i, err.message);
+		cr_assert(ability_from_row("a", "n", "s", "d", careful.data, "{}", N, &b, &err), "%zu: %s", i, err.message);
+		cr_assert(eq(str, a.embedding, b.embedding), "unusual numbers at %zu and %zu", i, N - 1 - i);
+		cr_assert(eq(str, a.content_hash, b.content_hash), "unusual numbers at %zu and %zu", i, N - 1 - i);
+		ability_free(&a);
+		ability_free(&b);
+		buf_free(&fast);
+		buf_free(&careful);
+	}
+}
