@@ -8,11 +8,15 @@
  * the grammar, every number's float32 range, the content hash, the attributes)
  * and jansson's json_loadb of the same bodies (a DOM of every number, nothing
  * checked or hashed). Prints CPU microseconds per body of each and their ratio,
- * median and min-max of the rounds. Never a test: the numbers are for reading.
+ * median and min-max of the rounds; and (single bodies) what ability_from_row
+ * costs per row for the same abilities as Postgres prints them (what restore,
+ * reconcile and the retry worker read: ", " between numbers, each as numeric
+ * prints it). Never a test: the numbers are for reading.
  */
 #include "lib/benchkit.h"
 #include "ability.h"
 #include "buf.h"
+#include "jsonscan.h"
 #include "common.h"
 #include "mem.h"
 
@@ -42,7 +46,7 @@ static void usage(FILE *out)
 	fprintf(out, "usage: %s [flags]\n\n"
 		"Times ability_parse_body against jansson's json_loadb over the same generated\n"
 		"single-ability bodies (or batches: --batch), in alternating rounds; prints CPU us per body and\n"
-		"the ratio.\n\n", PROG);
+		"the ratio; then ability_from_row of the same abilities as Postgres prints their rows.\n\n", PROG);
 	bench_print_flags(out, flags);
 }
 
@@ -112,6 +116,64 @@ static void parse_jansson(const struct buf *body, size_t i)
 	json_decref(j);
 }
 
+/* The ability's row as Postgres prints it: the embedding a jsonb of numerics, the metadata a jsonb. */
+struct row {
+	struct ability a;
+	struct buf embedding;
+};
+
+static void make_row(const struct buf *body, struct row *row)
+{
+	struct ability_error err;
+	struct ability *a;
+	const char *p, *end, *q;
+	size_t n;
+	bool batch;
+
+	if (!ability_parse_body(body->data, body->len, (size_t)o_dim, 1, &a, &n, &batch, &err) || n != 1) {
+		fprintf(stderr, PROG ": a body refused: %s\n", err.message);
+		exit(1);
+	}
+	row->a = a[0];
+	free(a);
+	buf_putc(&row->embedding, '[');
+	for (p = row->a.embedding + 1, end = row->a.embedding + row->a.embedding_len - 1; p < end; p = q + 1) {
+		q = js_number_end(p, end);
+		if (p != row->a.embedding + 1)
+			buf_puts(&row->embedding, ", ");
+		if (!q || !ability_canon_number(p, (size_t)(q - p), &row->embedding)) {
+			fprintf(stderr, PROG ": a number numeric cannot print\n");
+			exit(1);
+		}
+	}
+	buf_putc(&row->embedding, ']');
+}
+
+static void read_row(const struct row *row, size_t i)
+{
+	struct ability_error err;
+	struct ability a;
+
+	if (!ability_from_row(row->a.ability_id, row->a.ability_name, row->a.service_name, row->a.description,
+			      row->embedding.data, row->a.metadata_text, (size_t)o_dim, &a, &err)) {
+		fprintf(stderr, PROG ": row %zu refused: %s\n", i, err.message);
+		exit(1);
+	}
+	ability_free(&a);
+}
+
+static double time_per_row(const struct row *rows)
+{
+	double t0 = cpu_s();
+	long pass;
+	size_t i;
+
+	for (pass = 0; pass < o_passes; pass++)
+		for (i = 0; i < (size_t)o_bodies; i++)
+			read_row(&rows[i], i);
+	return (cpu_s() - t0) / (double)(o_passes * o_bodies);
+}
+
 /* CPU seconds per body of one parser over every body, o_passes times. */
 static double time_per_body(const struct buf *bodies, void (*parse)(const struct buf *body, size_t i))
 {
@@ -135,7 +197,8 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	struct buf *bodies;
-	double *scratch, *ours, *dom, *ratio, bytes = 0;
+	struct row *rows = NULL;
+	double *scratch, *ours, *dom, *ratio, *from_row, bytes = 0, row_bytes = 0;
 	long r;
 	size_t i;
 	int rc;
@@ -152,6 +215,14 @@ int main(int argc, char **argv)
 		put_body(&bodies[i], i, scratch);
 		bytes += (double)bodies[i].len;
 	}
+	if (!o_batch) {
+		rows = xcalloc((size_t)o_bodies, sizeof(*rows));
+		for (i = 0; i < (size_t)o_bodies; i++) {
+			make_row(&bodies[i], &rows[i]);
+			row_bytes += (double)rows[i].embedding.len;
+		}
+	}
+	from_row = xcalloc((size_t)o_rounds, sizeof(*from_row));
 	ours = xcalloc((size_t)o_rounds, sizeof(*ours));
 	dom = xcalloc((size_t)o_rounds, sizeof(*dom));
 	ratio = xcalloc((size_t)o_rounds, sizeof(*ratio));
@@ -159,7 +230,10 @@ int main(int argc, char **argv)
 		ours[r] = time_per_body(bodies, parse_ours);
 		dom[r] = time_per_body(bodies, parse_jansson);
 		ratio[r] = ours[r] / dom[r];
+		if (rows)
+			from_row[r] = time_per_row(rows);
 	}
+	qsort(from_row, (size_t)o_rounds, sizeof(*from_row), cmp_double);
 	qsort(ours, (size_t)o_rounds, sizeof(*ours), cmp_double);
 	qsort(dom, (size_t)o_rounds, sizeof(*dom), cmp_double);
 	qsort(ratio, (size_t)o_rounds, sizeof(*ratio), cmp_double);
@@ -176,6 +250,16 @@ int main(int argc, char **argv)
 	       dom[0] * 1e6, dom[o_rounds - 1] * 1e6);
 	printf("| ratio, ours / jansson's | **%.2f** | %.2f–%.2f |\n", ratio[o_rounds / 2], ratio[0],
 	       ratio[o_rounds - 1]);
+	if (rows)
+		printf("| ability_from_row of the same, the embedding as Postgres prints it (%.0f bytes), CPU us per row "
+		       "| %.1f | %.1f–%.1f |\n", row_bytes / (double)o_bodies, from_row[o_rounds / 2] * 1e6,
+		       from_row[0] * 1e6, from_row[o_rounds - 1] * 1e6);
+	for (i = 0; rows && i < (size_t)o_bodies; i++) {
+		ability_free(&rows[i].a);
+		buf_free(&rows[i].embedding);
+	}
+	free(rows);
+	free(from_row);
 	for (i = 0; i < (size_t)o_bodies; i++)
 		buf_free(&bodies[i]);
 	free(bodies);
