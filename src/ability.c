@@ -98,11 +98,13 @@ void ability_free(struct ability *a)
 /*
  * One pass over the embedding: each number checked (JSON grammar, finite as a
  * float32, holdable by numeric), counted, and written as the client sent it,
- * whitespace removed (what both stores get). The content hash covers the
- * numbers as the mirror holds them: the same text while every number is plain
- * (canon stays empty), else canon gets them all, each as numeric
- * prints it. False on the first number that does not pass; check_embedding
- * then says precisely why, off the fast path.
+ * whitespace removed (what both stores get). Runs of the usual numbers go
+ * through plain_numbers 64 bytes at a time; the number it stops at (and a few
+ * after it, when it stopped early) are read here one at a time. The content
+ * hash covers the numbers as the mirror holds them: the same text while every
+ * number is plain (canon stays empty), else canon gets them all, each as
+ * numeric prints it. False on the first number that does not pass;
+ * check_embedding then says precisely why, off the fast path.
  */
 static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon)
 {
