@@ -87,8 +87,9 @@ static void put_body(struct buf *b, size_t i, double *scratch)
 	buf_puts(b, "]}");
 }
 
-static void parse_ours(const struct buf *body, size_t i)
+static void parse_ours(const void *bodies, size_t i)
 {
+	const struct buf *body = (const struct buf *)bodies + i;
 	struct ability_error err;
 	struct ability *a;
 	size_t n, k;
@@ -104,8 +105,9 @@ static void parse_ours(const struct buf *body, size_t i)
 	free(a);
 }
 
-static void parse_jansson(const struct buf *body, size_t i)
+static void parse_jansson(const void *bodies, size_t i)
 {
+	const struct buf *body = (const struct buf *)bodies + i;
 	json_error_t jerr;
 	json_t *j = json_loadb(body->data, body->len, 0, &jerr);
 
@@ -149,8 +151,9 @@ static void make_row(const struct buf *body, struct row *row)
 	buf_putc(&row->embedding, ']');
 }
 
-static void read_row(const struct row *row, size_t i)
+static void read_row(const void *rows, size_t i)
 {
+	const struct row *row = (const struct row *)rows + i;
 	struct ability_error err;
 	struct ability a;
 
@@ -162,7 +165,8 @@ static void read_row(const struct row *row, size_t i)
 	ability_free(&a);
 }
 
-static double time_per_row(const struct row *rows)
+/* CPU seconds per item of one reader over every item (a body, a row), o_passes times. */
+static double time_per_item(const void *items, void (*one)(const void *items, size_t i))
 {
 	double t0 = cpu_s();
 	long pass;
@@ -170,20 +174,7 @@ static double time_per_row(const struct row *rows)
 
 	for (pass = 0; pass < o_passes; pass++)
 		for (i = 0; i < (size_t)o_bodies; i++)
-			read_row(&rows[i], i);
-	return (cpu_s() - t0) / (double)(o_passes * o_bodies);
-}
-
-/* CPU seconds per body of one parser over every body, o_passes times. */
-static double time_per_body(const struct buf *bodies, void (*parse)(const struct buf *body, size_t i))
-{
-	double t0 = cpu_s();
-	long pass;
-	size_t i;
-
-	for (pass = 0; pass < o_passes; pass++)
-		for (i = 0; i < (size_t)o_bodies; i++)
-			parse(&bodies[i], i);
+			one(items, i);
 	return (cpu_s() - t0) / (double)(o_passes * o_bodies);
 }
 
@@ -227,11 +218,11 @@ int main(int argc, char **argv)
 	dom = xcalloc((size_t)o_rounds, sizeof(*dom));
 	ratio = xcalloc((size_t)o_rounds, sizeof(*ratio));
 	for (r = 0; r < o_rounds; r++) {
-		ours[r] = time_per_body(bodies, parse_ours);
-		dom[r] = time_per_body(bodies, parse_jansson);
+		ours[r] = time_per_item(bodies, parse_ours);
+		dom[r] = time_per_item(bodies, parse_jansson);
 		ratio[r] = ours[r] / dom[r];
 		if (rows)
-			from_row[r] = time_per_row(rows);
+			from_row[r] = time_per_item(rows, read_row);
 	}
 	qsort(from_row, (size_t)o_rounds, sizeof(*from_row), cmp_double);
 	qsort(ours, (size_t)o_rounds, sizeof(*ours), cmp_double);
