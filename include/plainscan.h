@@ -4,10 +4,10 @@
  * Nearly every embedding there is has one shape: an array of plain decimals
  * ("-0.0123", "0.5", "3") separated by "," (how clients send them) or ", "
  * (how Postgres prints a jsonb array, which restores and reconciles read by
- * the million). plain_numbers recognises exactly that shape with bit masks,
- * a few dozen instructions per 64 bytes and no branch per number, where the
- * careful scanner (js_number_scan, a token at a time) spends one branch per
- * byte class.
+ * the million). plain_numbers recognises exactly that shape with bit masks:
+ * about a hundred instructions per 64 bytes and no branch per number, where
+ * the careful scanner (js_number_scan, a token at a time) branches on every
+ * number's sign, digits and length.
  *
  * It only ever says "these numbers are the usual shape" and where it stopped;
  * a stop never means invalid. The caller's careful scanner takes the number
