@@ -2,7 +2,8 @@
  * pgconn.h - reaching Postgres from the command-line subcommands.
  *
  * Blocking libpq, for `migrate`, `reconcile`, `restore` and friends, which do
- * one thing and exit. The service's event loop never calls these.
+ * one thing and exit. The service's event loop never calls these, but for
+ * pg_encoding_ok and the error formatting, which do not block.
  */
 #ifndef ABILITYSYNC_PGCONN_H
 #define ABILITYSYNC_PGCONN_H
@@ -39,6 +40,20 @@ struct pg_wait_opts {
  * retried. Returns NULL with err naming the target and the reason.
  */
 PGconn *pg_connect_wait(const struct pg_wait_opts *o, struct errbuf *err) MUSTCHECK;
+
+/*
+ * The text abilitysync writes is UTF-8, and every connection says so
+ * (client_encoding). A database in another encoding would store it converted
+ * or, where that encoding lacks a character, refuse the whole statement (every
+ * request in a write group); SQL_ASCII would store it unchecked. So only a
+ * UTF8 database is used: false, with why naming the encoding, for any other.
+ * Never blocks (the server reported its encoding when the connection opened).
+ */
+bool pg_encoding_ok(PGconn *conn, char *why, size_t len) MUSTCHECK;
+
+/* The connection keyword and value that make every connection speak UTF-8. */
+#define PG_CLIENT_ENCODING_KEY "client_encoding"
+#define PG_CLIENT_ENCODING "UTF8"
 
 /* One line of a libpq or server error: no trailing newline, whitespace runs collapsed. */
 void pg_one_line(const char *msg, char *out, size_t outlen);

@@ -157,6 +157,9 @@ bool pg_state_is_transient(const char *sqlstate);
 /* True when at least one connection is up (a one_session pool's lost session: never again). */
 bool pgpool_ready(const struct pgpool *p);
 
+/* Why the last connection went away or could not open ("" if none has). */
+const char *pgpool_last_error(const struct pgpool *p);
+
 /* True while backends of connections dropped at their deadline are still to be ended. */
 bool pgpool_ending_backends(const struct pgpool *p);
 

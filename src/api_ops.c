@@ -40,7 +40,9 @@ void h_readyz(struct call *c)
 	if (!svc->pool)
 		json_object_set_new(j, "postgres", json_string("off (vector-DB-only mode)"));
 	else if (!pgpool_ready(svc->pool))
-		json_object_set_new(j, "postgres", json_string("unreachable"));
+		json_object_set_new(j, "postgres", check_state(detail, *pgpool_last_error(svc->pool)
+				    ? json_sprintf("unreachable: %s", pgpool_last_error(svc->pool))
+				    : json_string("unreachable")));
 	else if (service_pg_stalled(svc))
 		json_object_set_new(j, "postgres", json_sprintf("no answer for %lld ms",
 							       (long long)(clock_mono_ms() - svc->pg_asked_ms)));

@@ -104,7 +104,8 @@ static bool check_tenant(const char *v, struct errbuf *err)
 
 static const struct cfg_def defs[] = {
 	ROW_STR("DATABASE_URL", database_url, NULL, SCOPE_ALL,
-		"Postgres holding the abilities mirror and the sync state. Unset: vector-DB-only mode "
+		"Postgres holding the abilities mirror and the sync state, in a UTF8 database (another encoding is "
+		"refused: it would store the UTF-8 text converted). Unset: vector-DB-only mode "
 		"(migrate, reconcile and restore need it).",
 		.check = check_conninfo, .flags = CFG_CONNINFO, .accepts = "postgres://user:pass@host:port/db or key=value"),
 	ROW_STR("DB_HOST", db_host, NULL, SCOPE_MIGRATE,

@@ -960,7 +960,8 @@ static const struct exit_doc serve_exits[] = {
 };
 static const struct exit_doc migrate_exits[] = {
 	{EXIT_OK, "done, or nothing to do"},
-	{EXIT_FAIL, "failed: Postgres unreachable, a statement failed (all rolled back), a bad migration file"},
+	{EXIT_FAIL, "failed: Postgres unreachable or its database not UTF8, a statement failed (all rolled back), a bad "
+		   "migration file"},
 	EXIT_DOC_USAGE,
 	{EXIT_PENDING, "status, plan: something is pending"},
 	{EXIT_REFUSED, "refused: the ledger and the folder disagree (out of order, changed after apply)"},

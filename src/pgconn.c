@@ -256,17 +256,34 @@ static void ignore_notice(void *arg, const char *message)
 	log_debug("postgres", "%s", message);
 }
 
+bool pg_encoding_ok(PGconn *conn, char *why, size_t len)
+{
+	const char *enc = PQparameterStatus(conn, "server_encoding");
+
+	if (enc && strcmp(enc, "UTF8") == 0)
+		return true;
+	if (enc && strcmp(enc, "SQL_ASCII") == 0)
+		snprintf(why, len, "the database's encoding is SQL_ASCII, not UTF8: it would keep abilitysync's UTF-8 "
+			 "text unchecked (create the database with ENCODING 'UTF8')");
+	else
+		snprintf(why, len, "the database's encoding is %s, not UTF8: it would store abilitysync's UTF-8 text "
+			 "converted and refuse whole writes for characters it lacks (create the database with ENCODING "
+			 "'UTF8')", enc ? enc : "not reported");
+	return false;
+}
+
 /* One attempt: the conninfo expanded first, our settings after it. */
 static PGconn *connect_once(const struct pg_wait_opts *o, int timeout_s)
 {
-	const char *keys[4], *vals[4];
+	const char *keys[5], *vals[5];
 	char timeout[16];
 
 	snprintf(timeout, sizeof(timeout), "%d", timeout_s);
 	keys[0] = "dbname", vals[0] = o->conninfo;
 	keys[1] = "connect_timeout", vals[1] = timeout;
 	keys[2] = "fallback_application_name", vals[2] = o->application_name ? o->application_name : "abilitysync";
-	keys[3] = NULL, vals[3] = NULL;
+	keys[3] = PG_CLIENT_ENCODING_KEY, vals[3] = PG_CLIENT_ENCODING;
+	keys[4] = NULL, vals[4] = NULL;
 	return PQconnectdbParams(keys, vals, 1);
 }
 
@@ -385,6 +402,12 @@ PGconn *pg_connect_wait(const struct pg_wait_opts *o, struct errbuf *err)
 	for (w.attempt++;; w.attempt++) {
 		conn = connect_once(o, attempt_timeout_s(&w));
 		if (PQstatus(conn) == CONNECTION_OK) {
+			if (!pg_encoding_ok(conn, why, sizeof(why))) {
+				err_set(err, "cannot use postgres at %s: %s", target, why);
+				PQfinish(conn);
+				conn = NULL;
+				goto out;
+			}
 			PQsetNoticeProcessor(conn, ignore_notice, NULL);
 			if (w.attempt > 1)
 				log_info(w.comp, "postgres at %s is up after %.1f s (%d attempts)", target,

@@ -325,8 +325,13 @@ static void ignore_notice(void *arg, const char *message)
 static void conn_ready(struct pg_conn *c)
 {
 	struct pgpool *p = c->pool;
+	char why[256];
 
 	evtimer_del(c->timer);
+	if (!pg_encoding_ok(c->conn, why, sizeof(why))) {
+		conn_lost(c, why); /* said in the log and /readyz; retried, as the database may be recreated */
+		return;
+	}
 	if (PQsetnonblocking(c->conn, 1) != 0) {
 		conn_lost(c, PQerrorMessage(c->conn));
 		return;
@@ -373,9 +378,10 @@ static void conn_start(struct pg_conn *c)
 	 * keepalives, a connect attempt by connect_timeout (and our own deadline).
 	 */
 	const char *keys[] = {"dbname", "fallback_application_name", "options", "keepalives", "keepalives_idle",
-			      "keepalives_interval", "keepalives_count", "connect_timeout", "tcp_user_timeout", NULL};
+			      "keepalives_interval", "keepalives_count", "connect_timeout", "tcp_user_timeout",
+			      PG_CLIENT_ENCODING_KEY, NULL};
 	const char *vals[] = {p->conninfo, p->o.application_name, p->options, "1", p->keepalives_idle, "2", "3",
-			      p->connect_timeout_s, p->tcp_user_timeout, NULL};
+			      p->connect_timeout_s, p->tcp_user_timeout, PG_CLIENT_ENCODING, NULL};
 
 	p->stats.reconnects += c->state == C_DOWN && c->conn == NULL;
 	c->conn = PQconnectStartParams(keys, vals, 1);
@@ -1105,6 +1111,11 @@ void pgpool_wait_ready(struct pgpool *p, long timeout_ms, pg_ready_fn done, void
 bool pgpool_ready(const struct pgpool *p)
 {
 	return !p->session_over && up_count(p) > 0;
+}
+
+const char *pgpool_last_error(const struct pgpool *p)
+{
+	return p->last_error;
 }
 
 bool pgpool_ending_backends(const struct pgpool *p)

@@ -493,6 +493,35 @@ test_a_refusing_vector_db_is_told_at_once_and_an_unmigrated_database_says_migrat
   stop_emulator
 }
 
+# The service speaks UTF-8 to Postgres; a LATIN1 database would have stored its
+# text converted (the original app then reads "cafÃ©") or refused whole write
+# groups for a character LATIN1 lacks. It is not used: writes 503, and
+# /readyz says why to a caller with a key.
+test_a_database_not_in_utf8_is_not_used_and_readiness_says_why() {
+  local name="t_${SUITE}_latin1_$RANDOM$RANDOM" url
+  psql_q "$TEST_PG_URL" -c "CREATE DATABASE $name ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'" \
+    >/dev/null
+  echo "$name" >>"$TEST_TMP/databases"
+  url=$(db_url "$name")
+  start_emulator
+  start_service DATABASE_URL="$url" API_KEYS=secret
+  api POST /v1/abilities "$(ability_json enc-1 enc.svc)" -H "Authorization: Bearer secret"
+  assert_eq "$CODE" 503 "$BODY"
+  assert_eq "$(jq -r .error.code <<<"$BODY")" postgres_unavailable
+  for _ in $(seq 1 50); do # the pool's first attempt
+    api GET /readyz "" -H "Authorization: Bearer secret"
+    [[ $(jq -r .postgres <<<"$BODY") == *encoding* ]] && break
+    sleep 0.1
+  done
+  assert_eq "$CODE" 503 "$BODY"
+  assert_contains "$(jq -r .postgres <<<"$BODY")" "the database's encoding is LATIN1, not UTF8"
+  api GET /readyz
+  assert_eq "$(jq -r .postgres <<<"$BODY")" unreachable "without a key: the state only ($BODY)"
+  assert_eq "$(psql_q "$url" -c "SELECT count(*) FROM pg_tables WHERE schemaname = 'abilitysync'")" 0 "nothing created"
+  stop_service
+  stop_emulator
+}
+
 test_refuses_to_listen_openly_without_keys() {
   run env LISTEN=0.0.0.0:0 "$ABILITYSYNC" serve
   assert_rc 2 "a configuration error"
