@@ -971,8 +971,9 @@ static char *merge_options(const char *conninfo, long timeout_ms, long lock_time
 	for (o = opts; o && o->keyword; o++)
 		if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
 			buf_printf(&b, "%s ", o->val);
-	buf_printf(&b, "-c statement_timeout=%ld -c lock_timeout=%ld -c plan_cache_mode=force_custom_plan", timeout_ms,
-		   lock_timeout_ms);
+	/* Read committed whatever the database's default: the statements' rules are written for it. */
+	buf_printf(&b, "-c statement_timeout=%ld -c lock_timeout=%ld -c plan_cache_mode=force_custom_plan"
+		   " -c default_transaction_isolation=read\\ committed", timeout_ms, lock_timeout_ms);
 	if (toast)
 		buf_printf(&b, " -c default_toast_compression=%s", toast);
 	PQconninfoFree(opts);

@@ -187,23 +187,28 @@ static void on_settings(const struct pg_outcome *o, void *arg)
 
 /*
  * The sessions' settings: no JIT (a restore page's statement spent 1.3-1.5 s
- * compiling once the tables grew), custom plans, the toast compression asked.
+ * compiling once the tables grew), custom plans, the toast compression asked;
+ * read committed, which the statements' rules are written for, even where the
+ * database's default is serializable (40001s under load otherwise); UTF-8.
  */
-Test(pgpool, sessions_run_without_jit_with_custom_plans)
+Test(pgpool, sessions_run_read_committed_in_utf8_without_jit_with_custom_plans)
 {
 	struct pgtest t;
-	char got[128] = "";
+	char got[128] = "", sql[160];
 
 	pgtest_open(&t, "pool_settings", false, 1);
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET default_transaction_isolation = 'serializable'", t.dbname);
+	pgtest_exec(t.url, sql);
 	pgtest_repool(&t, &(struct pgpool_opts){.size = 1, .queue_max = 2, .statement_timeout_ms = 10000,
 						 .toast_compression = "pglz"});
 	pgpool_query(t.pool,
 		     "SELECT current_setting('jit') || ' ' || current_setting('plan_cache_mode') || ' '"
-		     " || current_setting('default_toast_compression')",
+		     " || current_setting('default_toast_compression') || ' ' || current_setting('transaction_isolation')"
+		     " || ' ' || current_setting('client_encoding')",
 		     0, NULL, on_settings, got);
 	while (!got[0])
 		event_base_loop(t.base, EVLOOP_ONCE);
-	cr_assert(eq(str, got, "off force_custom_plan pglz"));
+	cr_assert(eq(str, got, "off force_custom_plan pglz read committed UTF8"));
 	pgtest_close(&t);
 }
 
