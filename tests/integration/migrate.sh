@@ -272,11 +272,8 @@ test_server_that_refuses_us_is_not_waited_for() {
 # (the original app then reads it garbled) or refuse whole writes: refused
 # before anything is created, naming the encoding.
 test_a_database_not_in_utf8_is_refused_naming_its_encoding() {
-  local name="t_${SUITE}_latin1_$RANDOM$RANDOM" url
-  psql_q "$TEST_PG_URL" -c "CREATE DATABASE $name ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'" \
-    >/dev/null
-  echo "$name" >>"$TEST_TMP/databases"
-  url=$(db_url "$name")
+  local url
+  url=$(NEW_DB_ENCODING=LATIN1 new_db latin1)
   run env DATABASE_URL="$url" "$ABILITYSYNC" migrate up
   assert_rc 1
   assert_contains "$OUT" "the database's encoding is LATIN1, not UTF8"

@@ -498,11 +498,8 @@ test_a_refusing_vector_db_is_told_at_once_and_an_unmigrated_database_says_migrat
 # groups for a character LATIN1 lacks. It is not used: writes 503, and
 # /readyz says why to a caller with a key.
 test_a_database_not_in_utf8_is_not_used_and_readiness_says_why() {
-  local name="t_${SUITE}_latin1_$RANDOM$RANDOM" url
-  psql_q "$TEST_PG_URL" -c "CREATE DATABASE $name ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'" \
-    >/dev/null
-  echo "$name" >>"$TEST_TMP/databases"
-  url=$(db_url "$name")
+  local url
+  url=$(NEW_DB_ENCODING=LATIN1 new_db latin1)
   start_emulator
   start_service DATABASE_URL="$url" API_KEYS=secret
   api POST /v1/abilities "$(ability_json enc-1 enc.svc)" -H "Authorization: Bearer secret"

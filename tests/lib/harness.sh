@@ -98,12 +98,14 @@ psql_q() { # url sql...: one value per line, no decoration
   psql -X -q -A -t -v ON_ERROR_STOP=1 "$url" "$@"
 }
 
-# Prints the URL of a new, empty database on TEST_PG_URL's server.
+# Prints the URL of a new, empty database on TEST_PG_URL's server. With
+# NEW_DB_ENCODING set (e.g. LATIN1), the database has that encoding (C locale).
 new_db() {
-  local name="t_${SUITE}_${1:-db}_$RANDOM$RANDOM"
+  local name="t_${SUITE}_${1:-db}_$RANDOM$RANDOM" with=""
   name=$(echo "$name" | tr -c 'a-zA-Z0-9_\n' '_' | cut -c1-63)
   [ -n "${TEST_PG_URL:-}" ] || fail "TEST_PG_URL is not set (run through tests/run.sh)"
-  psql_q "$TEST_PG_URL" -c "CREATE DATABASE \"$name\"" >/dev/null
+  [ -n "${NEW_DB_ENCODING:-}" ] && with=" ENCODING '$NEW_DB_ENCODING' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+  psql_q "$TEST_PG_URL" -c "CREATE DATABASE \"$name\"$with" >/dev/null
   echo "$name" >>"$TEST_TMP/databases"
   db_url "$name"
 }
