@@ -53,7 +53,9 @@ export DATABASE_URL=${url%/postgres}/shapes PGOPTIONS="-c default_toast_compress
 chmod 644 "$TMP/rows.copy"
 q() { psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"; }
 cols="ability_id, vector_id, ability_name, service_name, description, embedding, dynamic_header_keys, dynamic_headers_required, metadata"
-q -c "CREATE UNLOGGED TABLE stage (ord serial PRIMARY KEY, $(sed 's/embedding/embedding text/; s/ability_id,/ability_id text,/; s/vector_id,/vector_id int,/; s/ability_name,/ability_name text,/; s/service_name,/service_name text,/; s/description,/description text,/; s/dynamic_header_keys,/dynamic_header_keys text,/; s/dynamic_headers_required,/dynamic_headers_required bool,/; s/metadata$/metadata text/' <<<"$cols"))" \
+q -c "CREATE UNLOGGED TABLE stage (ord serial PRIMARY KEY, ability_id text, vector_id int, ability_name text,
+  service_name text, description text, embedding text, dynamic_header_keys text, dynamic_headers_required bool,
+  metadata text)" \
   -c "\\copy stage ($cols) FROM '$TMP/rows.copy'" -c "VACUUM ANALYZE stage"
 
 # The statements, over the staged rows with ord in (lo, hi].

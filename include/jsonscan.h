@@ -31,6 +31,9 @@ struct js_error {
 
 const char *js_skip_ws(const char *p, const char *end);
 
+/* The end of text[p, end) without the JSON whitespace it ends with. */
+const char *js_trim_ws_end(const char *p, const char *end);
+
 /*
  * Skips one complete JSON value at p (leading whitespace allowed) and returns
  * the byte after it, or NULL when the value is malformed or nested deeper than

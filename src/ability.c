@@ -108,14 +108,13 @@ void ability_free(struct ability *a)
  */
 static bool scan_numbers(struct jspan arr, size_t *count, struct buf *compact, struct buf *canon)
 {
-	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len, *close = end;
+	const char *p = js_skip_ws(arr.p, arr.p + arr.len), *end = arr.p + arr.len;
+	const char *close = js_trim_ws_end(p, end);
 	const char *run; /* where the input not yet copied begins: it is copied as it is, in runs */
 	size_t n = 0, len, careful = 0;
 	char *w, *first;
 	bool same = true;
 
-	while (close > p && strchr(" \n\r\t", close[-1]))
-		close--;
 	if (p >= end || *p != '[' || close - p < 2 || close[-1] != ']')
 		return false;
 	close--; /* the closing bracket */

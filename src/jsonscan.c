@@ -60,6 +60,13 @@ const char *js_skip_ws(const char *p, const char *end)
 	return p;
 }
 
+const char *js_trim_ws_end(const char *p, const char *end)
+{
+	while (end > p && (end[-1] == ' ' || end[-1] == '\n' || end[-1] == '\r' || end[-1] == '\t'))
+		end--;
+	return end;
+}
+
 static bool is_digit(char c)
 {
 	return c >= '0' && c <= '9';
