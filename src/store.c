@@ -40,8 +40,11 @@
 
 /*
  * The write. `input` numbers the rows and says which request brought each;
- * `held` locks the ledger entries of their vectors (the latest versions: two
- * writes reclaiming one entry take turns); `judged` decides per row (a vector
+ * `held` locks the ledger entries of their vectors, one index lookup per
+ * distinct vector, in key order (the latest versions: two writes reclaiming
+ * one entry take turns; an entry two rows of the input name is judged once
+ * for each, not twice; a join with the ledger, planned for an empty table,
+ * would read all of it for every write); `judged` decides per row (a vector
  * another live ability holds; content known unchanged; whether a vector may
  * already be where it goes) and `decided` per request (all or nothing). Then,
  * in ability_id order:
@@ -71,9 +74,10 @@
 /* The write's judgement of its input (held, judged, decided, todo): what it would do, nothing done yet. */
 #define WRITE_JUDGE \
 	" held AS (" \
-	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at FROM abilitysync.vector_ledger l" \
-	"  JOIN input i ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id" \
-	"  ORDER BY l.blob_id, l.vector_id FOR UPDATE OF l)," \
+	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at" \
+	"  FROM (SELECT DISTINCT blob_id, vector_id FROM input ORDER BY blob_id, vector_id) k CROSS JOIN LATERAL (" \
+	"  SELECT * FROM abilitysync.vector_ledger l WHERE l.blob_id = k.blob_id AND l.vector_id = k.vector_id" \
+	"  FOR UPDATE) l)," \
 	" judged AS (" \
 	" SELECT i.*, coalesce(s.state, '') AS old_state, s.ability_id IS NOT NULL AS has_state," \
 	"  a.ability_id IS NOT NULL AS has_row, abilitysync.blob_name(a.service_name) AS row_blob, a.vector_id AS row_vid," \

@@ -125,6 +125,46 @@ Test(store, a_vector_id_another_live_ability_holds_is_refused)
 	pgtest_close(&t);
 }
 
+/*
+ * A batch holding the vector's owner and an ability that collides with it:
+ * the ledger entry matches two of the input's rows, and the write used to
+ * judge each of them once per match ("the write returned 3 rows for 2
+ * abilities", the batch failed instead of naming the collision).
+ */
+Test(store, a_batch_with_a_vectors_owner_and_its_collider_names_the_collision)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability batch[2], a;
+	struct writes w = {0};
+	char *v;
+
+	pgtest_open(&t, "store_collide_batch", true, 2);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a, "c-14068", "svc.one", 1.0);
+	pgtest_ability(&batch[0], "c-14068", "svc.one", 2.0);
+	pgtest_ability(&batch[1], "c-33647", "svc.one", 1.0);
+	write_one(&t, s, &a, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+
+	memset(&w, 0, sizeof(w));
+	store_write(s, batch, 2, on_written, &w);
+	pgtest_wait(&t, &w.done);
+	cr_assert(eq(str, w.error, ""), "the write failed: %s", w.error);
+	cr_assert(eq(sz, w.n, 2));
+	cr_assert(eq(int, w.r[0].outcome, WRITE_REFUSED), "the owner's update goes with its batch");
+	cr_assert(eq(int, w.r[1].outcome, WRITE_COLLISION));
+	cr_assert(eq(str, w.other[1], "c-14068"), "the collision names the holder");
+	v = pgtest_value(&t, "SELECT embedding->>0 FROM abilities WHERE ability_id = 'c-14068'");
+	cr_assert(eq(str, v, "1"), "nothing of the batch was written");
+	free(v);
+	ability_free(&a);
+	ability_free(&batch[0]);
+	ability_free(&batch[1]);
+	store_free(s);
+	pgtest_close(&t);
+}
+
 struct claims {
 	bool done;
 	size_t n;
