@@ -76,7 +76,7 @@ wait "$p1" "$p2" 2>/dev/null || true
 
 top() { # perf data file: the symbols with the most samples (self), as "percent symbol [object]"
   perf report -i "$1" --stdio --no-children -g none --sort dso,symbol --percent-limit 0.5 2>/dev/null |
-    grep -E '^ +[0-9]' | head -n "$TOP"
+    grep -E '^ +[0-9]' | awk -v n="$TOP" 'NR <= n' # reads it all: head would end perf with SIGPIPE (pipefail)
 }
 echo "## bench/profile.sh: $N abilities of $DIM dimensions, concurrency $C, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo

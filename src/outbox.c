@@ -13,6 +13,8 @@
 #define COMP "outbox"
 #define RECORD_RETRY_MS 1000   /* a failed recording is tried again after this, doubling */
 #define RECORD_RETRY_MAX_MS 10000
+#define RECORD_GATHER_US 1000 /* outcomes of pushes still out are awaited this long, to record them together */
+#define RECORD_GATHER_MAX 64
 #define TABLE_MIN 64
 
 /* ---- abilities in flight ---------------------------------------------------------------
@@ -124,6 +126,8 @@ struct outbox {
 	struct table table;
 	struct event *tick;
 	struct event *record_retry;
+	struct event *record_gather;
+	bool gather_over;           /* the wait for more outcomes ended: record what there is */
 	bool worker_on, claiming, closing;
 	bool paused;                /* POST /v1/sync/pause: nothing is pushed, writes are only acknowledged */
 	int in_flight;              /* ops */
@@ -729,6 +733,15 @@ static void on_record_retry(evutil_socket_t fd, short what, void *arg)
 	record_next(arg);
 }
 
+static void on_record_gather(evutil_socket_t fd, short what, void *arg)
+{
+	struct outbox *ob = arg;
+
+	(void)fd, (void)what;
+	ob->gather_over = true;
+	record_next(ob);
+}
+
 static void on_recorded(const enum finish_state *res, const double *lag, size_t n, const struct pg_outcome *o,
 			void *arg)
 {
@@ -787,6 +800,23 @@ static void record_next(struct outbox *ob)
 
 	if (ob->recording || ob->nqueue == 0 || ob->closing || evtimer_pending(ob->record_retry, NULL))
 		return;
+	/*
+	 * Pushes still out end within a moment: their outcomes wait for them and go
+	 * in one statement (a statement and a commit for every two or three outcomes
+	 * cost Postgres more than the outcomes do). The answers do not wait: they
+	 * went when the pushes ended.
+	 */
+	if (evtimer_pending(ob->record_gather, NULL)) {
+		if (ob->nqueue < RECORD_GATHER_MAX)
+			return;
+		evtimer_del(ob->record_gather);
+	} else if (ob->in_flight > 0 && ob->nqueue < RECORD_GATHER_MAX && !ob->gather_over) {
+		struct timeval tv = {0, RECORD_GATHER_US};
+
+		evtimer_add(ob->record_gather, &tv);
+		return;
+	}
+	ob->gather_over = false;
 	ob->recording = ob->nqueue;
 	view = xcalloc(ob->recording, sizeof(*view));
 	why = xcalloc(ob->recording, sizeof(*why));
@@ -1441,6 +1471,7 @@ struct outbox *outbox_new(struct event_base *base, struct vdb *v, struct store *
 	ob->o = *o;
 	ob->tick = evtimer_new(base, on_tick, ob);
 	ob->record_retry = evtimer_new(base, on_record_retry, ob);
+	ob->record_gather = evtimer_new(base, on_record_gather, ob);
 	ob->record_delay_ms = RECORD_RETRY_MS;
 	return ob;
 }
@@ -1450,6 +1481,7 @@ void outbox_close(struct outbox *ob)
 	ob->closing = true;
 	outbox_stop_worker(ob);
 	evtimer_del(ob->record_retry);
+	evtimer_del(ob->record_gather);
 }
 
 void outbox_free(struct outbox *ob)
@@ -1485,5 +1517,6 @@ void outbox_free(struct outbox *ob)
 	free(ob->queue);
 	event_free(ob->tick);
 	event_free(ob->record_retry);
+	event_free(ob->record_gather);
 	free(ob);
 }
