@@ -16,9 +16,12 @@
 # after the other: a fresh vector DB emulator, a fresh database migrated by
 # `abilitysync migrate up` (the `abilities` table both systems write), the
 # service, then build/release/loadgen (same --seed, N single-ability POSTs of
-# DIM-d embeddings over C keep-alive connections). Per system: abilities/s,
-# exact p50/p99, errors, CPU of the service process, and its peak RSS (VmHWM of
-# /proc/PID/status, read after the load and the vector DB drain). Then: COPY of
+# DIM-d embeddings over C keep-alive connections). A CHECKPOINT goes before
+# each load and each COPY, so that none pays for the pages another left dirty
+# (the cluster's CPU is counted whole: backends, checkpointer, WAL writer,
+# autovacuum). Per system: abilities/s, exact p50/p99, errors, CPU of the
+# service process, and its peak RSS (VmHWM of /proc/PID/status, read after
+# the load and the vector DB drain). Then: COPY of
 # the same rows (build/release/gen_rows, same ids) into a fresh table, median
 # of 3; and a no-op migration (nothing pending) by `abilitysync migrate up` and
 # by `npx drizzle-kit migrate` (hyperfine when installed, else a loop).
@@ -165,7 +168,7 @@ declare -A LOST THR P50 P99 ERR STATUS HWM CPU PGCPU EMUCPU LGCPU DRAIN EMU_URLS
 PEER_STATS='{}'
 
 run_system() { # abilitysync | peer, round
-  local sys=$1 rd=$2 k="$1.$2" db svc url lg_rc=0 s0 s1 g0 g1 e0 e1 waited last now stable
+  local sys=$1 rd=$2 k="$1.$2" db svc url lg_rc=0 s0 s1 g0 g1 e0 e1 waited last now stable before
   db=$(new_db "bench_${sys}_$rd")
   DBS[$k]=$db
   start_emulator "$sys$rd"
@@ -184,6 +187,10 @@ run_system() { # abilitysync | peer, round
     url=$(wait_url "$TMP/$k.log" "listening on" "$svc")
   fi
 
+  # As before COPY: what earlier runs left dirty is written now, not in this window.
+  before=$(pg_children "$TMP/pg/data")
+  psql -X -q "$db" -c "CHECKPOINT" >/dev/null
+  pg_reaped "$TMP/pg/data" "$before"
   s0=$(ticks "$svc")
   g0=$(pg_ticks "$TMP/pg/data")
   e0=$(ticks "$EMU_PID")
