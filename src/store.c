@@ -72,8 +72,9 @@
 /*
  * The rows to write, with the columns WRITE_INPUT_ARRAYS leaves out, for `up`
  * (a join by ord). The judging CTEs are materialized, sorted and hashed: each
- * would copy every ~43 KB embedding again (six copies a write; Postgres spent
- * 5-7 % less CPU per registration without them, A/B of five rounds).
+ * would copy every ~43 KB embedding again (six copies a write; without them,
+ * and with `held` below, Postgres spent 5-7 % less CPU per registration, A/B
+ * of five rounds; bench/README.md).
  */
 #define WRITE_TODO_ROWS \
 	" todo JOIN unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[])" \
