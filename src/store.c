@@ -45,8 +45,11 @@
  * one entry take turns; an entry two rows of the input name is judged once
  * for each, not twice; a join with the ledger, planned for an empty table,
  * would read all of it for every write); `judged` decides per row (a vector
- * another live ability holds; content known unchanged; whether a vector may
- * already be where it goes) and `decided` per request (all or nothing). Then,
+ * another live ability holds, or, if none does, an earlier row of the input
+ * takes: the statement sees neither its own claims nor the ledger rows they
+ * reclaim, so two abilities of one vector would both be written to it;
+ * content known unchanged; whether a vector may already be where it goes)
+ * and `decided` per request (all or nothing). Then,
  * in ability_id order:
  *   up     upserts the mirror row where it differs from the row as it is now
  *          (ON CONFLICT's WHERE sees the latest committed version, so a
@@ -92,7 +95,9 @@
 	" SELECT i.*, coalesce(s.state, '') AS old_state, s.ability_id IS NOT NULL AS has_state," \
 	"  a.ability_id IS NOT NULL AS has_row, abilitysync.blob_name(a.service_name) AS row_blob, a.vector_id AS row_vid," \
 	"  l.ability_id AS owner," \
-	"  (l.ability_id IS NOT NULL AND l.ability_id <> i.ability_id AND l.deleted_at IS NULL) AS collides," \
+	"  CASE WHEN l.ability_id IS NOT NULL AND l.deleted_at IS NULL THEN nullif(l.ability_id, i.ability_id)" \
+	"   ELSE nullif(first_value(i.ability_id) OVER (PARTITION BY i.blob_id, i.vector_id ORDER BY i.ord), i.ability_id)" \
+	"  END AS holder," \
 	"  (s.content_hash IS NOT DISTINCT FROM i.content_hash AND s.state IN ('pending', 'synced', 'failed')) AS same," \
 	"  (l.ability_id IS NOT NULL OR abilitysync.blob_name(a.service_name) = i.blob_id" \
 	"   OR (s.state <> 'deleted' AND s.blob_id = i.blob_id)) IS TRUE AS may_exist" \
@@ -100,7 +105,8 @@
 	" LEFT JOIN abilitysync.sync_state s ON s.ability_id = i.ability_id" \
 	" LEFT JOIN public.abilities a ON a.ability_id = i.ability_id" \
 	" LEFT JOIN held l ON l.blob_id = i.blob_id AND l.vector_id = i.vector_id)," \
-	" decided AS (SELECT j.*, bool_or(j.collides) OVER (PARTITION BY j.req) AS refused FROM judged j)," \
+	" decided AS (SELECT j.*, j.holder IS NOT NULL AS collides, bool_or(j.holder IS NOT NULL) OVER (PARTITION BY j.req)" \
+	"  AS refused FROM judged j)," \
 	" todo AS (SELECT * FROM decided WHERE NOT refused),"
 
 /* The write itself (up, ss, claim, reclaim, old), leases taken for `owner`. */
@@ -155,7 +161,7 @@
 static const char write_sql[] =
 	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE WRITE_CTES(WRITE_TODO_ROWS, "$12", "$14", "$15")
 	" SELECT d.ord, d.collides, d.refused, ss.generation, d.ability_id IN (SELECT ability_id FROM up),"
-	"  coalesce(d.owner, ''), d.old_state, coalesce(ss.leased, false), coalesce(ss.doubt, false), d.may_exist,"
+	"  coalesce(d.holder, ''), d.old_state, coalesce(ss.leased, false), coalesce(ss.doubt, false), d.may_exist,"
 	"  CASE WHEN ss.generation IS NOT NULL THEN (SELECT string_agg(p, ',') FROM ("
 	"   SELECT l.blob_id || ' ' || l.vector_id AS p FROM abilitysync.vector_ledger l"
 	"   WHERE l.ability_id = d.ability_id AND l.deleted_at IS NULL"

@@ -490,17 +490,19 @@ void store_reconcile_full_rows(struct pgpool *p, const char *const *ids, size_t 
 }
 
 /*
- * The ledger claim, then the sync state made pending where its vector belongs
- * now, only if still the generation judged ($4; -1: none then). The outbox
- * worker then pushes the row as the mirror has it and deletes the vectors the
- * ledger lists elsewhere.
+ * The ledger claim (of two rows on one vector, the one with a sync state, else
+ * the first by id: one upsert cannot take a key twice), then the sync state
+ * made pending where its vector belongs now, only if still the generation
+ * judged ($4; -1: none then). The outbox worker then pushes the row as the
+ * mirror has it and deletes the vectors the ledger lists elsewhere.
  */
 static const char requeue_rows_sql[] =
 	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"
 	"  AS r(ability_id, blob_id, vector_id, generation)),"
 	" claim AS ("
 	" INSERT INTO abilitysync.vector_ledger AS l (blob_id, vector_id, ability_id)"
-	" SELECT blob_id, vector_id, ability_id FROM r ORDER BY blob_id, vector_id"
+	" SELECT DISTINCT ON (blob_id, vector_id) blob_id, vector_id, ability_id FROM r"
+	"  ORDER BY blob_id, vector_id, generation = -1, ability_id"
 	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
 	"  last_written_at = now()"
 	" WHERE l.ability_id = excluded.ability_id OR l.deleted_at IS NOT NULL"

@@ -125,6 +125,13 @@ Test(store, a_vector_id_another_live_ability_holds_is_refused)
 	pgtest_close(&t);
 }
 
+/* Sends the write of `a` without waiting: writes sent while one is in flight are grouped. */
+static void write_in_flight(struct store *s, const struct ability *a, struct writes *w)
+{
+	memset(w, 0, sizeof(*w));
+	store_write(s, a, 1, on_written, w);
+}
+
 /*
  * A batch holding the vector's owner and an ability that collides with it:
  * the ledger entry matches two of the input's rows, and the write used to
@@ -135,8 +142,8 @@ Test(store, a_batch_with_a_vectors_owner_and_its_collider_names_the_collision)
 {
 	struct pgtest t;
 	struct store *s;
-	struct ability batch[2], a;
-	struct writes w = {0};
+	struct ability batch[2], a, a3, x;
+	struct writes w = {0}, wx, wa, wb;
 	char *v;
 
 	pgtest_open(&t, "store_collide_batch", true, 2);
@@ -158,9 +165,90 @@ Test(store, a_batch_with_a_vectors_owner_and_its_collider_names_the_collision)
 	v = pgtest_value(&t, "SELECT embedding->>0 FROM abilities WHERE ability_id = 'c-14068'");
 	cr_assert(eq(str, v, "1"), "nothing of the batch was written");
 	free(v);
+
+	/* The collider first, the owner after, in two requests grouped together: the owner writes. */
+	pgtest_ability(&x, "someone-else", "svc.two", 1.0);
+	pgtest_ability(&a3, "c-14068", "svc.one", 3.0);
+	write_in_flight(s, &x, &wx);
+	write_in_flight(s, &batch[1], &wb);
+	write_in_flight(s, &a3, &wa);
+	pgtest_wait(&t, &wx.done);
+	pgtest_wait(&t, &wb.done);
+	pgtest_wait(&t, &wa.done);
+	cr_assert(eq(str, wb.error, ""), "%s", wb.error);
+	cr_assert(eq(str, wa.error, ""), "%s", wa.error);
+	cr_assert(eq(int, wb.r[0].outcome, WRITE_COLLISION));
+	cr_assert(eq(str, wb.other[0], "c-14068"));
+	cr_assert(eq(int, wa.r[0].outcome, WRITE_WRITTEN), "the owner is not refused for a collider before it");
+	v = pgtest_value(&t, "SELECT embedding->>0 FROM abilities WHERE ability_id = 'c-14068'");
+	cr_assert(eq(str, v, "3"));
+	free(v);
+	ability_free(&a3);
+	ability_free(&x);
 	ability_free(&a);
 	ability_free(&batch[0]);
 	ability_free(&batch[1]);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+/*
+ * Two abilities of one vector in one statement, which no ledger entry names
+ * live: the first to come holds it, the second collides with it, whether they
+ * came in one batch or in two requests grouped together. Before, a batch
+ * failed (both claimed the vector: a unique violation, retried alone, again)
+ * and two requests reclaiming a deleted entry were both written, to one
+ * vector: the later push overwrote the earlier one's.
+ */
+Test(store, two_abilities_of_one_vector_in_one_write_the_second_collides_with_the_first)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability batch[2], x;
+	struct writes w = {0}, wx, wa, wb;
+	char sql[1024];
+	char *v;
+
+	pgtest_open(&t, "store_collide_input", true, 2);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&batch[0], "c-14068", "svc.one", 1.0);
+	pgtest_ability(&batch[1], "c-33647", "svc.one", 1.0);
+	pgtest_ability(&x, "someone-else", "svc.two", 1.0);
+
+	store_write(s, batch, 2, on_written, &w);
+	pgtest_wait(&t, &w.done);
+	cr_assert(eq(str, w.error, ""), "the batch failed: %s", w.error);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_REFUSED), "the first goes with its batch");
+	cr_assert(eq(int, w.r[1].outcome, WRITE_COLLISION));
+	cr_assert(eq(str, w.other[1], "c-14068"), "the collision names the first");
+
+	/* The vector's entry, deleted: whoever writes first reclaims it. */
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id, deleted_at)"
+		 " VALUES ('%s', %lld, 'gone', now())",
+		 batch[0].blob_id, (long long)batch[0].vector_id);
+	pgtest_exec(t.url, sql);
+	write_in_flight(s, &x, &wx);
+	write_in_flight(s, &batch[0], &wa);
+	write_in_flight(s, &batch[1], &wb);
+	pgtest_wait(&t, &wx.done);
+	pgtest_wait(&t, &wa.done);
+	pgtest_wait(&t, &wb.done);
+	cr_assert(eq(str, wa.error, ""), "%s", wa.error);
+	cr_assert(eq(str, wb.error, ""), "%s", wb.error);
+	cr_assert(eq(int, wa.r[0].outcome, WRITE_WRITTEN));
+	cr_assert(eq(int, wb.r[0].outcome, WRITE_COLLISION), "one vector, two abilities: the later collides");
+	cr_assert(eq(str, wb.other[0], "c-14068"));
+	v = pgtest_value(&t, "SELECT string_agg(ability_id, ',' ORDER BY ability_id) FROM abilities");
+	cr_assert(eq(str, v, "c-14068,someone-else"));
+	free(v);
+	v = pgtest_value(&t, "SELECT ability_id || ' ' || (deleted_at IS NULL) FROM abilitysync.vector_ledger"
+			     " WHERE ability_id LIKE 'c-%' OR ability_id = 'gone'");
+	cr_assert(eq(str, v, "c-14068 true"), "the ledger names the writer");
+	free(v);
+	ability_free(&batch[0]);
+	ability_free(&batch[1]);
+	ability_free(&x);
 	store_free(s);
 	pgtest_close(&t);
 }

@@ -796,3 +796,37 @@ Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
 	store_free(s);
 	pgtest_close(&t);
 }
+
+/*
+ * A reconcile page that requeues two rows of one vector no ledger entry names
+ * (c-new without a sync state, c-old synced but missing from the vector DB):
+ * the ledger claim took the key twice in one upsert, which Postgres refuses
+ * ("cannot affect row a second time"), and every run failed on that page.
+ * Now the row that has a sync state claims it; the other is left as it was.
+ */
+Test(store_job, a_requeue_of_two_rows_of_one_vector_claims_it_once)
+{
+	struct pgtest t;
+	struct count c = {0};
+	char *v;
+	struct recon_place places[2] = {{"c-14068", "abilities_s", 7, -1}, {"c-33647", "abilities_s", 7, 0}};
+
+	pgtest_open(&t, "recon_requeue_twice", true, 1);
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('c-14068', 7, 'n', 's', 'd', '[1]'), ('c-33647', 7, 'n', 's', 'd', '[2]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('c-33647', 'abilities_s', 7, 'h', 'synced', 4)");
+	places[1].generation = 4;
+	store_reconcile_requeue_rows(t.pool, places, 2, on_count, &c);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(str, c.error, ""), "the requeue failed: %s", c.error);
+	cr_assert(eq(i64, c.n, 1), "one row requeued");
+	v = pgtest_value(&t, "SELECT string_agg(ability_id || ' ' || (deleted_at IS NULL), ',') FROM abilitysync.vector_ledger");
+	cr_assert(eq(str, v, "c-33647 true"), "the row with a sync state holds the vector");
+	free(v);
+	v = pgtest_value(&t, "SELECT string_agg(ability_id || ' ' || state || ' ' || generation, ',' ORDER BY ability_id)"
+			     " FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "c-33647 pending 5"), "it is pushed again; the other is not made pending");
+	free(v);
+	pgtest_close(&t);
+}
