@@ -40,17 +40,20 @@
 
 /*
  * The write. `input` numbers the rows and says which request brought each;
- * `held` locks the ledger entries of their vectors, one index lookup per
- * distinct vector, in key order (the latest versions: two writes reclaiming
- * one entry take turns; an entry two rows of the input name is judged once
- * for each, not twice; a join with the ledger, planned for an empty table,
- * would read all of it for every write); `judged` decides per row (a vector
- * another live ability holds, or, if none does, an earlier row of the input
- * takes: the statement sees neither its own claims nor the ledger rows they
- * reclaim, so two abilities of one vector would both be written to it;
- * content known unchanged; whether a vector may already be where it goes)
- * and `decided` per request (all or nothing). Then,
- * in ability_id order:
+ * `states` locks the sync states they have, in ability_id order, before any
+ * ledger entry (the outcome and the claim statements lock a sync state, then
+ * its ledger entry: the other order deadlocked with an outcome being recorded
+ * for an ability written again); `held` locks the ledger entries of their
+ * vectors, one index lookup per distinct vector, in key order (the latest
+ * versions: two writes reclaiming one entry take turns; an entry two rows of
+ * the input name is judged once for each, not twice; a join with the ledger,
+ * planned for an empty table, would read all of it for every write);
+ * `judged` decides per row (a vector another live ability holds, or, if none
+ * does, an earlier row of the input takes: the statement sees neither its
+ * own claims nor the ledger rows they reclaim, so two abilities of one vector
+ * would both be written to it; content known unchanged; whether a vector may
+ * already be where it goes) and `decided` per request (all or nothing).
+ * Then, in ability_id order:
  *   up     upserts the mirror row where it differs from the row as it is now
  *          (ON CONFLICT's WHERE sees the latest committed version, so a
  *          replica writing the same content a moment after another writes
@@ -86,9 +89,13 @@
 
 /* The write's judgement of its input (held, judged, decided, todo): what it would do, nothing done yet. */
 #define WRITE_JUDGE \
+	" states AS (" \
+	" SELECT s.ability_id FROM (SELECT ability_id FROM input ORDER BY ability_id) k CROSS JOIN LATERAL (" \
+	"  SELECT ability_id FROM abilitysync.sync_state s WHERE s.ability_id = k.ability_id FOR UPDATE) s)," \
 	" held AS (" \
 	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at" \
-	"  FROM (SELECT DISTINCT blob_id, vector_id FROM input ORDER BY blob_id, vector_id) k CROSS JOIN LATERAL (" \
+	"  FROM (SELECT DISTINCT blob_id, vector_id FROM input WHERE (SELECT count(*) FROM states) >= 0" \
+	"  ORDER BY blob_id, vector_id) k CROSS JOIN LATERAL (" \
 	"  SELECT * FROM abilitysync.vector_ledger l WHERE l.blob_id = k.blob_id AND l.vector_id = k.vector_id" \
 	"  FOR UPDATE) l)," \
 	" judged AS (" \
@@ -376,13 +383,14 @@ static const char claim_page_sql[] =
 	" ORDER BY c.ability_id";
 
 /*
- * Outcomes, recorded only for rows whose lease is still ours (`x` locks them
- * and reads their latest version). The outcome counts for the generation
- * that was pushed, and a written vector only while its mirror row exists: a
- * newer generation (or a row deleted behind our back) makes the row due now. An ambiguous call moves
- * the doubt window out; a confirmed push begun after the window clears it.
- * Only a confirmed push with no doubt left settles a row: synced, or deleted
- * when its vector went; then the ledger follows, never for a stale generation.
+ * Outcomes, recorded only for rows whose lease is still ours (`x` locks them,
+ * in ability_id order as a write does, and reads their latest version). The
+ * outcome counts for the generation that was pushed, and a written vector
+ * only while its mirror row exists: a newer generation (or a row deleted
+ * behind our back) makes the row due now. An ambiguous call moves the doubt
+ * window out; a confirmed push begun after the window clears it. Only a
+ * confirmed push with no doubt left settles a row: synced, or deleted when
+ * its vector went; then the ledger follows, never for a stale generation.
  */
 static const char finish_sql[] =
 	"WITH d AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bool[], $5::bool[], $6::bool[],"
@@ -394,7 +402,8 @@ static const char finish_sql[] =
 	"  s.attempts,"
 	"  CASE WHEN d.ambiguous THEN greatest(s.doubt_until, now() + $11::interval)"
 	"   WHEN d.clears THEN NULL ELSE s.doubt_until END AS doubt"
-	" FROM d JOIN abilitysync.sync_state s USING (ability_id) WHERE s.lease_owner = d.lease FOR UPDATE OF s),"
+	" FROM d JOIN abilitysync.sync_state s USING (ability_id) WHERE s.lease_owner = d.lease"
+	"  ORDER BY ability_id FOR UPDATE OF s),"
 	" y AS (SELECT x.*, CASE WHEN NOT current THEN 'superseded'"
 	"   WHEN result = 'ok' AND doubt IS NULL THEN CASE WHEN deleted THEN 'deleted' ELSE 'synced' END"
 	"   WHEN result = 'permanent' OR (result = 'failed' AND attempts >= $13::int) THEN 'failed'"

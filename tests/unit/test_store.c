@@ -3,6 +3,7 @@
  * leases claims take, and that an outcome is recorded only under the lease.
  */
 #include "pgtest.h"
+#include "clock.h"
 #include "store.h"
 
 struct writes {
@@ -497,5 +498,90 @@ Test(store, readiness_counts_the_migrations_in_the_ledger)
 	store_count_migrations(t.pool, "drizzle.__drizzle_migrations", NULL, on_counted, &c);
 	pgtest_wait(&t, &c.done);
 	cr_assert(eq(long, c.n, 1), "without a journal: the sync schema is there");
+	pgtest_close(&t);
+}
+
+/* Polls `sql` until it answers `want` (at most 10 s). */
+static void wait_value(struct pgtest *t, const char *sql, const char *want)
+{
+	char *v = NULL;
+	int i;
+
+	for (i = 0; i < 1000; i++) {
+		free(v);
+		v = pgtest_value(t, sql);
+		if (strcmp(v, want) == 0)
+			break;
+		usleep(10000);
+	}
+	cr_assert(strcmp(v, want) == 0, "%s: %s, not %s", sql, v, want);
+	free(v);
+}
+
+/*
+ * A write of an ability whose last push's outcome is being recorded. The
+ * outcome statement (here a session doing what it does) holds the sync state,
+ * then updates the ledger entry; the write used to lock the ledger entry first
+ * and then wait for the sync state: a deadlock, which Postgres broke after
+ * deadlock_timeout by failing the write (retried alone: that long a stall for
+ * its client). The write now takes the sync states first, as the outcome and
+ * the claims do, and simply waits its turn.
+ */
+Test(store, a_write_waits_for_an_outcome_being_recorded_without_a_deadlock)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability a1, a2;
+	struct writes w;
+	struct pgpool_opts po = {.size = 2, .queue_max = 64, .statement_timeout_ms = 20000};
+	char sql[256];
+	PGconn *rec;
+	PGresult *r;
+	int64_t t0, took = -1;
+
+	pgtest_open(&t, "store_lock_order", true, 2);
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET deadlock_timeout = '5s'", t.dbname);
+	pgtest_exec(t.url, sql);
+	pgtest_repool(&t, &po);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
+	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
+	write_one(&t, s, &a1, &w);
+
+	rec = PQconnectdb(t.url);
+	cr_assert(PQstatus(rec) == CONNECTION_OK, "%s", PQerrorMessage(rec));
+	r = PQexec(rec, "BEGIN; SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'get-user' FOR UPDATE");
+	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(rec));
+	PQclear(r);
+	write_in_flight(s, &a2, &w);
+	wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+		   "1");
+
+	t0 = clock_mono_ms();
+	cr_assert(PQsendQuery(rec, "UPDATE abilitysync.vector_ledger SET last_written_at = now() WHERE ability_id = 'get-user'"));
+	while (clock_mono_ms() - t0 < 4000) {
+		cr_assert(PQconsumeInput(rec), "%s", PQerrorMessage(rec));
+		if (!PQisBusy(rec)) {
+			took = clock_mono_ms() - t0;
+			break;
+		}
+		usleep(10000);
+	}
+	cr_assert(took >= 0 && took < 2500, "the outcome's ledger update waited for the write (%lld ms): they deadlocked",
+		  (long long)took);
+	while ((r = PQgetResult(rec)) != NULL) {
+		cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(rec));
+		PQclear(r);
+	}
+	r = PQexec(rec, "COMMIT");
+	PQclear(r);
+	PQfinish(rec);
+	pgtest_wait(&t, &w.done);
+	cr_assert(eq(str, w.error, ""), "%s", w.error);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	cr_assert(eq(i64, w.r[0].generation, 2));
+	ability_free(&a1);
+	ability_free(&a2);
+	store_free(s);
 	pgtest_close(&t);
 }
