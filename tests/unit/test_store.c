@@ -133,6 +133,22 @@ static void write_in_flight(struct store *s, const struct ability *a, struct wri
 	store_write(s, a, 1, on_written, w);
 }
 
+/* Writes `first` and `second` in one group (behind `x`'s write, in flight) and waits for all three. */
+static void write_grouped(struct pgtest *t, struct store *s, const struct ability *x, const struct ability *first,
+			  const struct ability *second, struct writes *w1, struct writes *w2)
+{
+	struct writes wx;
+
+	write_in_flight(s, x, &wx);
+	write_in_flight(s, first, w1);
+	write_in_flight(s, second, w2);
+	pgtest_wait(t, &wx.done);
+	pgtest_wait(t, &w1->done);
+	pgtest_wait(t, &w2->done);
+	cr_assert(eq(str, w1->error, ""), "%s", w1->error);
+	cr_assert(eq(str, w2->error, ""), "%s", w2->error);
+}
+
 /*
  * A batch holding the vector's owner and an ability that collides with it:
  * the ledger entry matches two of the input's rows, and the write used to
@@ -144,7 +160,7 @@ Test(store, a_batch_with_a_vectors_owner_and_its_collider_names_the_collision)
 	struct pgtest t;
 	struct store *s;
 	struct ability batch[2], a, a3, x;
-	struct writes w = {0}, wx, wa, wb;
+	struct writes w = {0}, wa, wb;
 	char *v;
 
 	pgtest_open(&t, "store_collide_batch", true, 2);
@@ -170,14 +186,7 @@ Test(store, a_batch_with_a_vectors_owner_and_its_collider_names_the_collision)
 	/* The collider first, the owner after, in two requests grouped together: the owner writes. */
 	pgtest_ability(&x, "someone-else", "svc.two", 1.0);
 	pgtest_ability(&a3, "c-14068", "svc.one", 3.0);
-	write_in_flight(s, &x, &wx);
-	write_in_flight(s, &batch[1], &wb);
-	write_in_flight(s, &a3, &wa);
-	pgtest_wait(&t, &wx.done);
-	pgtest_wait(&t, &wb.done);
-	pgtest_wait(&t, &wa.done);
-	cr_assert(eq(str, wb.error, ""), "%s", wb.error);
-	cr_assert(eq(str, wa.error, ""), "%s", wa.error);
+	write_grouped(&t, s, &x, &batch[1], &a3, &wb, &wa);
 	cr_assert(eq(int, wb.r[0].outcome, WRITE_COLLISION));
 	cr_assert(eq(str, wb.other[0], "c-14068"));
 	cr_assert(eq(int, wa.r[0].outcome, WRITE_WRITTEN), "the owner is not refused for a collider before it");
@@ -206,7 +215,7 @@ Test(store, two_abilities_of_one_vector_in_one_write_the_second_collides_with_th
 	struct pgtest t;
 	struct store *s;
 	struct ability batch[2], x;
-	struct writes w = {0}, wx, wa, wb;
+	struct writes w = {0}, wa, wb;
 	char sql[1024];
 	char *v;
 
@@ -229,14 +238,7 @@ Test(store, two_abilities_of_one_vector_in_one_write_the_second_collides_with_th
 		 " VALUES ('%s', %lld, 'gone', now())",
 		 batch[0].blob_id, (long long)batch[0].vector_id);
 	pgtest_exec(t.url, sql);
-	write_in_flight(s, &x, &wx);
-	write_in_flight(s, &batch[0], &wa);
-	write_in_flight(s, &batch[1], &wb);
-	pgtest_wait(&t, &wx.done);
-	pgtest_wait(&t, &wa.done);
-	pgtest_wait(&t, &wb.done);
-	cr_assert(eq(str, wa.error, ""), "%s", wa.error);
-	cr_assert(eq(str, wb.error, ""), "%s", wb.error);
+	write_grouped(&t, s, &x, &batch[0], &batch[1], &wa, &wb);
 	cr_assert(eq(int, wa.r[0].outcome, WRITE_WRITTEN));
 	cr_assert(eq(int, wb.r[0].outcome, WRITE_COLLISION), "one vector, two abilities: the later collides");
 	cr_assert(eq(str, wb.other[0], "c-14068"));
