@@ -87,7 +87,7 @@
 	"  WITH ORDINALITY AS b(ability_name, service_name, description, embedding, metadata, dynamic_header_keys," \
 	"  dynamic_headers_required, ord) USING (ord)"
 
-/* The write's judgement of its input (held, judged, decided, todo): what it would do, nothing done yet. */
+/* The write's judgement of its input (states, held, judged, decided, todo): what it would do, nothing written yet. */
 #define WRITE_JUDGE \
 	" states AS (" \
 	" SELECT s.ability_id FROM (SELECT ability_id FROM input ORDER BY ability_id) k CROSS JOIN LATERAL (" \
