@@ -520,6 +520,63 @@ static void wait_value(struct pgtest *t, const char *sql, const char *want)
 	free(v);
 }
 
+/* A fresh database whose sessions wait 5 s before looking for a deadlock (a deadlock shows as a wait). */
+static void open_slow_deadlocks(struct pgtest *t, const char *name)
+{
+	struct pgpool_opts po = {.size = 2, .queue_max = 64, .statement_timeout_ms = 20000};
+	char sql[256];
+
+	pgtest_open(t, name, true, 2);
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET deadlock_timeout = '5s'", t->dbname);
+	pgtest_exec(t->url, sql);
+	pgtest_repool(t, &po);
+}
+
+/* Another session, in a transaction holding the sync state of `ability_id` (as an outcome or a claim does). */
+static PGconn *hold_sync_state(const struct pgtest *t, const char *ability_id)
+{
+	PGconn *c = PQconnectdb(t->url);
+	PGresult *r;
+	char sql[256];
+
+	cr_assert(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+	snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM abilitysync.sync_state WHERE ability_id = '%s' FOR UPDATE",
+		 ability_id);
+	r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+	PQclear(r);
+	return c;
+}
+
+/* Once one of the store's statements waits for a lock: runs `sql` on `c` and asserts it did not wait for it. */
+static void runs_without_waiting(struct pgtest *t, PGconn *c, const char *sql)
+{
+	PGresult *r;
+	int64_t t0, took = -1;
+
+	wait_value(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+		   "1");
+	t0 = clock_mono_ms();
+	cr_assert(PQsendQuery(c, sql));
+	while (clock_mono_ms() - t0 < 4000) {
+		cr_assert(PQconsumeInput(c), "%s", PQerrorMessage(c));
+		if (!PQisBusy(c)) {
+			took = clock_mono_ms() - t0;
+			break;
+		}
+		usleep(10000);
+	}
+	cr_assert(took >= 0 && took < 2500, "%s waited for the store's statement (%lld ms): they deadlocked", sql,
+		  (long long)took);
+	while ((r = PQgetResult(c)) != NULL) {
+		cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+		PQclear(r);
+	}
+	r = PQexec(c, "COMMIT");
+	PQclear(r);
+	PQfinish(c);
+}
+
 /*
  * A write of an ability whose last push's outcome is being recorded. The
  * outcome statement (here a session doing what it does) holds the sync state,
@@ -535,55 +592,74 @@ Test(store, a_write_waits_for_an_outcome_being_recorded_without_a_deadlock)
 	struct store *s;
 	struct ability a1, a2;
 	struct writes w;
-	struct pgpool_opts po = {.size = 2, .queue_max = 64, .statement_timeout_ms = 20000};
-	char sql[256];
 	PGconn *rec;
-	PGresult *r;
-	int64_t t0, took = -1;
 
-	pgtest_open(&t, "store_lock_order", true, 2);
-	snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET deadlock_timeout = '5s'", t.dbname);
-	pgtest_exec(t.url, sql);
-	pgtest_repool(&t, &po);
+	open_slow_deadlocks(&t, "store_lock_order");
 	s = new_store(&t, "replica-a", 30000);
 	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
 	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
 	write_one(&t, s, &a1, &w);
 
-	rec = PQconnectdb(t.url);
-	cr_assert(PQstatus(rec) == CONNECTION_OK, "%s", PQerrorMessage(rec));
-	r = PQexec(rec, "BEGIN; SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'get-user' FOR UPDATE");
-	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(rec));
-	PQclear(r);
+	rec = hold_sync_state(&t, "get-user");
 	write_in_flight(s, &a2, &w);
-	wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-		   "1");
-
-	t0 = clock_mono_ms();
-	cr_assert(PQsendQuery(rec, "UPDATE abilitysync.vector_ledger SET last_written_at = now() WHERE ability_id = 'get-user'"));
-	while (clock_mono_ms() - t0 < 4000) {
-		cr_assert(PQconsumeInput(rec), "%s", PQerrorMessage(rec));
-		if (!PQisBusy(rec)) {
-			took = clock_mono_ms() - t0;
-			break;
-		}
-		usleep(10000);
-	}
-	cr_assert(took >= 0 && took < 2500, "the outcome's ledger update waited for the write (%lld ms): they deadlocked",
-		  (long long)took);
-	while ((r = PQgetResult(rec)) != NULL) {
-		cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(rec));
-		PQclear(r);
-	}
-	r = PQexec(rec, "COMMIT");
-	PQclear(r);
-	PQfinish(rec);
+	runs_without_waiting(&t, rec, "UPDATE abilitysync.vector_ledger SET last_written_at = now() WHERE ability_id = 'get-user'");
 	pgtest_wait(&t, &w.done);
 	cr_assert(eq(str, w.error, ""), "%s", w.error);
 	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
 	cr_assert(eq(i64, w.r[0].generation, 2));
 	ability_free(&a1);
 	ability_free(&a2);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+struct deletes {
+	bool done, found;
+	char error[512];
+};
+
+static void on_deleted_row(const struct delete_result *r, const struct pg_outcome *o, void *arg)
+{
+	struct deletes *d = arg;
+
+	d->done = true;
+	d->found = r && r->found;
+	snprintf(d->error, sizeof(d->error), "%s", r ? "" : o->error);
+}
+
+/*
+ * The same order for a delete of a row the ledger has no entry for (written
+ * before the ledger, or by the original application): it takes the sync
+ * state before it inserts the entry (that insert, read by nothing, runs at
+ * the statement's end), so a claim holding the sync state and inserting the
+ * same entry does not wait for it. A guard: the statement has always run so.
+ */
+Test(store, a_delete_waits_for_a_claim_without_a_deadlock)
+{
+	struct pgtest t;
+	struct store *s;
+	struct deletes d = {0};
+	PGconn *claim;
+	char *v;
+
+	open_slow_deadlocks(&t, "store_delete_lock_order");
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('old-row', 7, 'n', 's', 'd', '[1]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('old-row', 'abilities_s', 7, 'h', 'pending', 1)");
+
+	claim = hold_sync_state(&t, "old-row");
+	store_delete(s, "old-row", on_deleted_row, &d);
+	runs_without_waiting(&t, claim, "INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
+					" VALUES ('abilities_s', 7, 'old-row') ON CONFLICT (blob_id, vector_id)"
+					" DO UPDATE SET last_written_at = now()");
+	pgtest_wait(&t, &d.done);
+	cr_assert(eq(str, d.error, ""), "%s", d.error);
+	cr_assert(d.found);
+	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending_delete 2"));
+	free(v);
 	store_free(s);
 	pgtest_close(&t);
 }
