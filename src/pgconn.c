@@ -260,7 +260,7 @@ bool pg_encoding_ok(PGconn *conn, char *why, size_t len)
 {
 	const char *enc = PQparameterStatus(conn, "server_encoding");
 
-	if (enc && strcmp(enc, "UTF8") == 0)
+	if (enc && strcmp(enc, PG_CLIENT_ENCODING) == 0)
 		return true;
 	if (enc && strcmp(enc, "SQL_ASCII") == 0)
 		snprintf(why, len, "the database's encoding is SQL_ASCII, not UTF8: it would keep abilitysync's UTF-8 "

@@ -74,6 +74,23 @@ static inline char *pgtest_value(const struct pgtest *t, const char *sql)
 	return v;
 }
 
+/* Polls `sql` until its one value is `want` (at most 10 s). */
+static inline void pgtest_wait_value(const struct pgtest *t, const char *sql, const char *want)
+{
+	char *v = NULL;
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		free(v);
+		v = pgtest_value(t, sql);
+		if (strcmp(v, want) == 0)
+			break;
+		usleep(50000);
+	}
+	cr_assert(strcmp(v, want) == 0, "%s: %s, not %s", sql, v, want);
+	free(v);
+}
+
 /* Runs the loop until *flag (at most 20 s: a hang fails the test rather than the run). */
 static inline void pgtest_wait(struct pgtest *t, const bool *flag)
 {

@@ -503,23 +503,6 @@ Test(store, readiness_counts_the_migrations_in_the_ledger)
 	pgtest_close(&t);
 }
 
-/* Polls `sql` until it answers `want` (at most 10 s). */
-static void wait_value(struct pgtest *t, const char *sql, const char *want)
-{
-	char *v = NULL;
-	int i;
-
-	for (i = 0; i < 1000; i++) {
-		free(v);
-		v = pgtest_value(t, sql);
-		if (strcmp(v, want) == 0)
-			break;
-		usleep(10000);
-	}
-	cr_assert(strcmp(v, want) == 0, "%s: %s, not %s", sql, v, want);
-	free(v);
-}
-
 /* A fresh database whose sessions wait 5 s before looking for a deadlock (a deadlock shows as a wait). */
 static void open_slow_deadlocks(struct pgtest *t, const char *name)
 {
@@ -554,7 +537,7 @@ static void runs_without_waiting(struct pgtest *t, PGconn *c, const char *sql)
 	PGresult *r;
 	int64_t t0, took = -1;
 
-	wait_value(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+	pgtest_wait_value(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
 		   "1");
 	t0 = clock_mono_ms();
 	cr_assert(PQsendQuery(c, sql));

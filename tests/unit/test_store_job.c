@@ -658,24 +658,14 @@ static char *run_status(struct pgtest *t, int64_t run)
 	return pgtest_value(t, sql);
 }
 
-/* A session closed lets its locks go once its backend is gone: wait for that (5 s at most). */
+/* A session closed lets its locks go once its backend is gone: wait for that. */
 static void wait_lock_holders(struct pgtest *t, int n)
 {
 	char want[16];
-	char *v = NULL;
-	int i;
 
 	snprintf(want, sizeof(want), "%d", n);
-	for (i = 0; i < 100; i++) {
-		free(v);
-		v = pgtest_value(t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-				    " AND classid = " ABILITYSYNC_LOCK_CLASS_TEXT " AND objid = 1 AND objsubid = 2");
-		if (strcmp(v, want) == 0)
-			break;
-		usleep(50000);
-	}
-	cr_assert(eq(str, v, want), "sessions holding the reconcile lock");
-	free(v);
+	pgtest_wait_value(t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = "
+			  ABILITYSYNC_LOCK_CLASS_TEXT " AND objid = 1 AND objsubid = 2", want);
 }
 
 static void recon_end(struct pgtest *t, int64_t run, bool alone)
