@@ -122,12 +122,12 @@ report() {
       "$(f %.1f "${R[reconcile_real_split_s]}") s (one round) | $(f %.1f "${R[reconcile_real_s]}") s (one process, one round) | > 1 |"
   fi
   if [ -n "${R[scale_restore_row]:-}" ]; then
-    echo "| reconcile --dry-run, time per row: ${R[scale_large]} rows / ${R[scale_small]} (${R[scale_dim]} dimensions; peak RSS ratio) | **$(f %.2f "${R[scale_reconcile_row]}")** |" \
-      "$(f %.1f "${R[scale_reconcile_large_s]}") s for ${R[scale_large]} (one round) | RSS $(f %.2f "${R[scale_reconcile_rss]}") | ≤ 1.1, RSS flat |"
-    echo "| restore, time per row: ${R[scale_large]} rows / ${R[scale_small]} (${R[scale_dim]} dimensions; peak RSS ratio) | **$(f %.2f "${R[scale_restore_row]}")** |" \
-      "$(f %.1f "${R[scale_restore_large_s]}") s for ${R[scale_large]} (one round) | RSS $(f %.2f "${R[scale_restore_rss]}") | ≤ 1.1, RSS flat |"
+    echo "| reconcile --dry-run, time per row: ${R[scale_large]} rows / ${R[scale_small]} (${R[scale_dim]} dimensions, ${R[scale_rounds]} rounds; peak RSS ratio) | $(spread scale_reconcile_row) |" \
+      "$(f %.1f "${R[scale_reconcile_large_s]}") s for ${R[scale_large]} (median) | RSS $(f %.2f "${R[scale_reconcile_rss]}") | ≤ 1.1, RSS flat |"
+    echo "| restore, time per row: ${R[scale_large]} rows / ${R[scale_small]} (${R[scale_dim]} dimensions, ${R[scale_rounds]} rounds; peak RSS ratio) | $(spread scale_restore_row) |" \
+      "$(f %.1f "${R[scale_restore_large_s]}") s for ${R[scale_large]} (median) | RSS $(f %.2f "${R[scale_restore_rss]}") | ≤ 1.1, RSS flat |"
     echo "| restore of ${R[scale_large]} rows (${R[scale_dim]} dimensions) by two processes: speed / one process's | **$(f %.2f "${R[scale_restore_large_s]} / ${R[scale_split_large_s]}")** |" \
-      "$(f %.1f "${R[scale_split_large_s]}") s (one round) | $(f %.1f "${R[scale_restore_large_s]}") s (one process, one round) | > 1 |"
+      "$(f %.1f "${R[scale_split_large_s]}") s (one round) | $(f %.1f "${R[scale_restore_large_s]}") s (one process, median) | > 1 |"
   fi
   echo "| no-op migrate: \`npx drizzle-kit migrate\` time / \`abilitysync migrate up\` | **$(f %.1f "${R[mig_npx_ms]} / ${R[mig_abilitysync_ms]}")** |" \
     "$(f %.1f "${R[mig_abilitysync_ms]}") ms | $(f %.0f "${R[mig_npx_ms]}") ms (drizzle-kit via npx; $(f %.0f "${R[mig_bin_ms]}") ms without npx) | ≥ 10 |"

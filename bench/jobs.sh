@@ -13,8 +13,9 @@
 #   2. (SPLIT=1) the same restore by two processes on one job (the second
 #      joins with --resume and takes the parts the first does not hold): the
 #      time against one process's (the median of the rounds);
-#   3. `abilitysync reconcile --dry-run` over them (a GET per vector, the
-#      presence and content_hash check): time, CPU and peak RSS;
+#   3. RECONCILE_ROUNDS times: `abilitysync reconcile --dry-run` over them (a
+#      GET per vector, the presence and content_hash check): time (the median
+#      of the rounds and their min-max), CPU and peak RSS (the last round's);
 #   4. the same reconcile over one service's rows (--service: a quarter of
 #      them), to show its memory does not grow with the table;
 #   5. (SPLIT=1) a real reconcile (nothing to repair: the dry run's work,
@@ -25,7 +26,7 @@
 # vectors) and the reconcile finds no drift; otherwise it says so and exits 1.
 #
 # Environment: ROUNDS (3: ceiling-then-restore rounds; the ratio is printed as
-# their median and min-max), CEILING (1; 0 skips the ceiling: its body has
+# their median and min-max), RECONCILE_ROUNDS (1), CEILING (1; 0 skips the ceiling: its body has
 # 3072 dimensions, so it means nothing at another DIM), SPLIT (1), BUILD_DIR
 # (build/release: where the C programs are), DIM (3072),
 # JOB_TIMEOUT (3600 s: each job is killed after it), RESULTS (a file: the
@@ -36,6 +37,7 @@ N=${1:-${BENCH_N:-100000}}
 DIM=${DIM:-3072}
 JOB_TIMEOUT=${JOB_TIMEOUT:-3600}
 ROUNDS=${ROUNDS:-3}
+RECONCILE_ROUNDS=${RECONCILE_ROUNDS:-1}
 CEILING=${CEILING:-1}
 SPLIT=${SPLIT:-1}
 B=${BUILD_DIR:-build/release}
@@ -170,14 +172,19 @@ if [ "$SPLIT" = 1 ]; then
     failures+=("restore by two processes: exit $s1_rc and $s2_rc, $vectors/$N vectors in the emulator ($collisions vector_id collisions)")
   echo "two processes: $split_wall s (parts: $parts1 and $parts2), one: ${restore_wall%% *} s (median)" >&2
 fi
-echo "reconcile ..." >&2
-read -r c_wall c_cpu c_rss c_emu c_rc c_pg <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
-checked=$(json_or_die reconcile .checked.vectors "$c_rc")
-drift=$(json_or_die reconcile .total "$c_rc")
-c_failed=$(json_or_die reconcile .drift.failed.count "$c_rc")
-[ "$c_rc" = "$expect_rc" ] && [ "$checked" -ge $((N - collisions)) ] && [ "$drift" = "$collisions" ] &&
-  [ "$c_failed" = "$collisions" ] ||
-  failures+=("reconcile --dry-run: exit $c_rc, $checked/$N vectors checked, $drift drifted ($c_failed failed; $collisions vector_id collisions)")
+c_walls=()
+for rd in $(seq 1 "$RECONCILE_ROUNDS"); do
+  echo "reconcile ($rd of $RECONCILE_ROUNDS) ..." >&2
+  read -r c_wall c_cpu c_rss c_emu c_rc c_pg <<<"$(measure reconcile "$B/abilitysync" reconcile --dry-run --json)"
+  checked=$(json_or_die reconcile .checked.vectors "$c_rc")
+  drift=$(json_or_die reconcile .total "$c_rc")
+  c_failed=$(json_or_die reconcile .drift.failed.count "$c_rc")
+  [ "$c_rc" = "$expect_rc" ] && [ "$checked" -ge $((N - collisions)) ] && [ "$drift" = "$collisions" ] &&
+    [ "$c_failed" = "$collisions" ] ||
+    failures+=("reconcile --dry-run (round $rd): exit $c_rc, $checked/$N vectors checked, $drift drifted ($c_failed failed; $collisions vector_id collisions)")
+  c_walls+=("$c_wall")
+done
+reconcile_wall=$(printf '%s\n' "${c_walls[@]}" | median3)
 # A real run by one process, then by two (the second joins once the first has
 # cut the run into parts): both print the run's report, every row checked once.
 real_reconcile() { # processes: wall seconds
@@ -217,7 +224,8 @@ awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss
   -v cw="$c_wall" -v cc="$c_cpu" -v cr="$c_rss" -v ce="$c_emu" -v checked="$checked" -v drift="$drift" \
   -v rp="$r_pg" -v cp="$c_pg" \
   -v hw="$h_wall" -v hr="$h_rss" -v hc="$h_checked" -v dim="$DIM" -v col="$collisions" -v rr3="$restore_ratio" \
-  -v sw="$split_wall" -v w3="$restore_wall" -v k1="$real1_wall" -v k2="$real2_wall" 'BEGIN {
+  -v sw="$split_wall" -v w3="$restore_wall" -v k1="$real1_wall" -v k2="$real2_wall" -v cw3="$reconcile_wall" \
+  -v crd="$RECONCILE_ROUNDS" 'BEGIN {
   rate = done / rw
   printf "| job | abilities | time | rate | ratio | CPU ms per ability: abilitysync / emulator / Postgres | peak RSS |\n"
   printf "|---|---|---|---|---|---|---|\n"
@@ -231,7 +239,11 @@ awk -v n="$N" -v ceiling="$ceiling" -v rw="$r_wall" -v rc="$r_cpu" -v rr="$r_rss
   split(w3, w, " ")
   if (sw != "")
     printf "| restore by two processes | %d | %.1f s | %d vectors/s | **%.2f** × one process (%.1f s, median) | | |\n", done, sw, done / sw, w[1] / sw, w[1]
-  printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cp / checked, cr / 1024
+  split(cw3, c3, " ")
+  if (crd > 1)
+    printf "| reconcile --dry-run (median of %d rounds, min-max) | %d | %.1f s (%.1f-%.1f) | %d checks/s | | %.2f / %.2f / %.2f | %.0f MB |\n", crd, checked, c3[1], c3[2], c3[3], checked / c3[1], cc / checked, ce / checked, cp / checked, cr / 1024
+  else
+    printf "| reconcile --dry-run | %d | %.1f s | %d checks/s | | %.2f / %.2f / %.2f | %.0f MB |\n", checked, cw, checked / cw, cc / checked, ce / checked, cp / checked, cr / 1024
   printf "| reconcile --dry-run, one service | %d | %.1f s | %d checks/s | | | %.0f MB |\n", hc, hw, hc / hw, hr / 1024
   if (k1 != "" && k2 != "")
     printf "| reconcile (real) by two processes | %d | %.1f s | %d checks/s | **%.2f** × one process (%.1f s) | | |\n", n, k2, n / k2, k1 / k2, k1
@@ -252,7 +264,9 @@ if [ -n "${RESULTS:-}" ]; then
     echo "reconcile_checked=$checked"
     echo "reconcile_drift=$drift"
     echo "collisions=$collisions"
-    echo "reconcile_s=$c_wall"
+    echo "reconcile_s=${reconcile_wall%% *}"
+    echo "reconcile_walls=$reconcile_wall"
+    echo "restore_walls=$restore_wall"
     echo "reconcile_rss_kb=$c_rss"
     echo "reconcile_half_checked=$h_checked"
     echo "reconcile_half_rss_kb=$h_rss"
