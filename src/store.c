@@ -87,10 +87,17 @@
 	"  WITH ORDINALITY AS b(ability_name, service_name, description, embedding, metadata, dynamic_header_keys," \
 	"  dynamic_headers_required, ord) USING (ord)"
 
-/* The write's judgement of its input (states, held, judged, decided, todo): what it would do, nothing written yet. */
-#define WRITE_JUDGE \
+#define WRITE_KEYS "SELECT ability_id FROM input"
+
+/*
+ * The write's judgement of its input (states, held, judged, decided, todo):
+ * what it would do, nothing written yet. `keys` selects the ability_ids whose
+ * sync states are locked: the input's, and for a full set the service's
+ * others too (it deletes them), all in one pass.
+ */
+#define WRITE_JUDGE(keys) \
 	" states AS (" \
-	" SELECT s.ability_id FROM (SELECT ability_id FROM input ORDER BY ability_id) k CROSS JOIN LATERAL (" \
+	" SELECT s.ability_id FROM (SELECT ability_id FROM (" keys ") u ORDER BY ability_id) k CROSS JOIN LATERAL (" \
 	"  SELECT ability_id FROM abilitysync.sync_state s WHERE s.ability_id = k.ability_id FOR UPDATE) s)," \
 	" held AS (" \
 	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at" \
@@ -166,7 +173,7 @@
 	" ON CONFLICT (blob_id, vector_id) DO NOTHING)"
 
 static const char write_sql[] =
-	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE WRITE_CTES(WRITE_TODO_ROWS, "$12", "$14", "$15")
+	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE(WRITE_KEYS) WRITE_CTES(WRITE_TODO_ROWS, "$12", "$14", "$15")
 	" SELECT d.ord, d.collides, d.refused, ss.generation, d.ability_id IN (SELECT ability_id FROM up),"
 	"  coalesce(d.holder, ''), d.old_state, coalesce(ss.leased, false), coalesce(ss.doubt, false), d.may_exist,"
 	"  CASE WHEN ss.generation IS NOT NULL THEN (SELECT string_agg(p, ',') FROM ("
@@ -209,12 +216,15 @@ static const char stage_sql[] =
 #define SET_OTHERS \
 	" FROM public.abilities a WHERE a.service_name = $2 AND NOT EXISTS (SELECT 1 FROM input i WHERE i.ability_id = a.ability_id)"
 
+/* Whose sync states applying the set locks first: its abilities and the service's (the others go). */
+#define SET_KEYS "SELECT ability_id FROM input UNION SELECT ability_id FROM public.abilities WHERE service_name = $2"
+
 #define SET_ACTION(written)                                                                              \
 	" CASE WHEN d.collides THEN 'collision' WHEN d.refused THEN 'refused' WHEN NOT d.has_row THEN 'add'"    \
 	"  WHEN " written " THEN 'update' ELSE 'unchanged' END"
 
 static const char set_plan_sql[] =
-	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE
+	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE(WRITE_KEYS)
 	" gone AS (SELECT a.ability_id" SET_OTHERS "),"
 	" dropped AS (DELETE FROM abilitysync.fullset_stage WHERE set_id = $1)"
 	" SELECT d.ability_id," SET_ACTION("NOT d.same OR (a.vector_id, a.ability_name, a.service_name, a.description,"
@@ -225,7 +235,7 @@ static const char set_plan_sql[] =
 	" UNION ALL SELECT ability_id, 'delete', '', NULL FROM gone ORDER BY 1";
 
 static const char set_apply_sql[] =
-	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE WRITE_CTES("todo", "$3", "$4", "$5") ","
+	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE(SET_KEYS) WRITE_CTES("todo", "$3", "$4", "$5") ","
 	" refusal AS (SELECT coalesce(bool_or(refused), false) AS refused FROM decided),"
 	" gone AS (DELETE" SET_OTHERS " AND NOT (SELECT refused FROM refusal)"
 	"  RETURNING a.ability_id, a.vector_id, abilitysync.blob_name(a.service_name) AS blob_id),"
@@ -254,10 +264,14 @@ static const char set_apply_sql[] =
  * A delete: the row goes and a pending_delete tombstone (leased like a write)
  * stays. The row's vector is claimed in the ledger if no one holds it, so
  * reconcile can check the tombstone later; every vector of the ability that
- * may exist comes back, to be deleted.
+ * may exist comes back, to be deleted. The sync state is locked before the
+ * row (`st`, gating the delete by an InitPlan), the order of every other
+ * statement: a write of the ability holds its sync state and then upserts
+ * the row, and a delete that took the row first deadlocked with it.
  */
 static const char delete_sql[] =
-	"WITH d AS (DELETE FROM public.abilities WHERE ability_id = $1"
+	"WITH st AS (SELECT 1 FROM abilitysync.sync_state WHERE ability_id = $1 FOR UPDATE),"
+	" d AS (DELETE FROM public.abilities WHERE ability_id = $1 AND (SELECT count(*) FROM st) >= 0"
 	"  RETURNING ability_id, vector_id, abilitysync.blob_name(service_name) AS blob_id),"
 	" led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
 	"  SELECT blob_id, vector_id, ability_id FROM d ON CONFLICT (blob_id, vector_id) DO NOTHING),"

@@ -646,3 +646,167 @@ Test(store, a_delete_waits_for_a_claim_without_a_deadlock)
 	store_free(s);
 	pgtest_close(&t);
 }
+
+/* Another session, in a transaction holding the ledger entries of `ability_id` (as a write's `held` does). */
+static PGconn *hold_ledger(const char *url, const char *ability_id)
+{
+	PGconn *c = PQconnectdb(url);
+	PGresult *r;
+	char sql[256];
+
+	cr_assert(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+	snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM abilitysync.vector_ledger WHERE ability_id = '%s' FOR UPDATE",
+		 ability_id);
+	r = PQexec(c, sql);
+	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%s", PQerrorMessage(c));
+	PQclear(r);
+	return c;
+}
+
+static void commit_and_close(PGconn *c)
+{
+	PGresult *r = PQexec(c, "COMMIT");
+
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+
+/*
+ * A delete of an ability while a write of it is under way. The write holds
+ * the sync state and then upserts the mirror row; the delete used to delete
+ * the mirror row first and then wait for the sync state: a deadlock, which
+ * Postgres broke after deadlock_timeout by failing the delete (its client got
+ * an error after that long a stall). The delete now takes the sync state
+ * first, as every other statement does, and simply waits its turn. Here the
+ * write is held at the ledger (a session holds its entry) until the delete
+ * waits too.
+ */
+Test(store, a_delete_waits_for_a_write_of_its_ability_without_a_deadlock)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability a1, a2;
+	struct writes w;
+	struct deletes d = {0};
+	PGconn *held;
+	int64_t t0, took;
+	char *v;
+
+	open_slow_deadlocks(&t, "store_delete_write_order");
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
+	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
+	write_one(&t, s, &a1, &w);
+
+	held = hold_ledger(t.url, "get-user");
+	write_in_flight(s, &a2, &w);
+	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+			  "1");
+	store_delete(s, "get-user", on_deleted_row, &d);
+	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+			  "2");
+	commit_and_close(held);
+	t0 = clock_mono_ms();
+	pgtest_wait(&t, &w.done);
+	pgtest_wait(&t, &d.done);
+	took = clock_mono_ms() - t0;
+	cr_assert(eq(str, d.error, ""), "the delete failed: %s", d.error);
+	cr_assert(eq(str, w.error, ""), "the write failed: %s", w.error);
+	cr_assert(took < 2500, "the write and the delete took %lld ms: they deadlocked", (long long)took);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	cr_assert(d.found, "the delete came second: it found the written row");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation || ' ' || (SELECT count(*) FROM abilities)"
+			     " FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending_delete 3 0"), "written (2), then deleted (3): %s", v);
+	free(v);
+	ability_free(&a1);
+	ability_free(&a2);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+struct set_outcome {
+	bool done;
+	size_t n;
+	char error[512];
+	char rows[256]; /* "<ability_id> <action>;" for each row */
+};
+
+static void on_staged(const struct pg_outcome *o, void *arg)
+{
+	struct set_outcome *x = arg;
+
+	x->done = true;
+	snprintf(x->error, sizeof(x->error), "%s", o->res ? "" : o->error);
+}
+
+static void on_set_applied(const struct set_row *rows, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct set_outcome *x = arg;
+	size_t i, at = 0;
+
+	x->done = true;
+	x->n = n;
+	snprintf(x->error, sizeof(x->error), "%s", o->res ? "" : o->error);
+	for (i = 0; i < n && at < sizeof(x->rows); i++)
+		at += (size_t)snprintf(x->rows + at, sizeof(x->rows) - at, "%s %d;", rows[i].ability_id,
+				       (int)rows[i].action);
+}
+
+/*
+ * The same for a service's full set that leaves out an ability being
+ * written: the set used to delete the left-out ability's mirror row and then
+ * wait for its sync state, which the write held while it waited to upsert
+ * that row. The set now locks the sync states of its abilities and of the
+ * service's others in one pass, in ability_id order, before anything else.
+ */
+Test(store, a_full_set_waits_for_a_write_of_an_ability_it_removes_without_a_deadlock)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability gone1, gone2, kept;
+	struct writes w;
+	struct set_outcome staged = {0}, applied = {0};
+	PGconn *held;
+	int64_t t0, took;
+	char *v;
+
+	open_slow_deadlocks(&t, "store_set_write_order");
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&gone1, "get-user", "api.github.com", 1.0);
+	pgtest_ability(&gone2, "get-user", "api.github.com", 2.0);
+	pgtest_ability(&kept, "list-repos", "api.github.com", 1.0);
+	write_one(&t, s, &gone1, &w);
+	write_one(&t, s, &kept, &w);
+	store_stage(s, "set-1", 0, &kept, 1, on_staged, &staged);
+	pgtest_wait(&t, &staged.done);
+	cr_assert(eq(str, staged.error, ""), "%s", staged.error);
+
+	held = hold_ledger(t.url, "get-user");
+	write_in_flight(s, &gone2, &w);
+	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+			  "1");
+	store_apply_set(s, "set-1", "api.github.com", false, on_set_applied, &applied);
+	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+			  "2");
+	commit_and_close(held);
+	t0 = clock_mono_ms();
+	pgtest_wait(&t, &w.done);
+	pgtest_wait(&t, &applied.done);
+	took = clock_mono_ms() - t0;
+	cr_assert(eq(str, applied.error, ""), "the set failed: %s", applied.error);
+	cr_assert(eq(str, w.error, ""), "the write failed: %s", w.error);
+	cr_assert(took < 2500, "the write and the set took %lld ms: they deadlocked", (long long)took);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	cr_assert(eq(sz, applied.n, 2), "%s", applied.rows);
+	v = pgtest_value(&t, "SELECT string_agg(ability_id || ' ' || state || ' ' || generation, ', ' ORDER BY ability_id)"
+			     " FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "get-user pending_delete 3, list-repos pending 1"), "written (2), then deleted (3): %s", v);
+	free(v);
+	ability_free(&gone1);
+	ability_free(&gone2);
+	ability_free(&kept);
+	store_free(s);
+	pgtest_close(&t);
+}
