@@ -60,7 +60,9 @@
  *          nothing; a row edited behind our back is put back);
  *   ss     advances the sync state (pending, generation + 1) where the content
  *          hash changed, the ability was deleted, or it never had one, and
- *          takes its lease for this replica unless another holds it;
+ *          takes its lease for this replica unless another holds it; always
+ *          after `up` (an InitPlan): a sync state inserted before the row is
+ *          upserted deadlocked with a delete of a row that had none;
  *   claim  claims (blob, vector_id) in the ledger: a plain insert, so two
  *          abilities claiming one vector at once fail the statement (and are
  *          retried one request at a time, which then sees the holder);
@@ -147,7 +149,8 @@
 	"  attempts, next_attempt_at, last_error, updated_at, lease_until, lease_owner)" \
 	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now(), NULL, now()," \
 	"  now() + " lease "::interval, " LEASE_NEW(owner) \
-	" FROM todo WHERE NOT same OR ability_id IN (SELECT ability_id FROM up) ORDER BY ability_id" \
+	" FROM todo WHERE (SELECT count(*) FROM up) >= 0 AND (NOT same OR ability_id IN (SELECT ability_id FROM up))" \
+	" ORDER BY ability_id" \
 	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id," \
 	"  content_hash = excluded.content_hash, state = 'pending', generation = s.generation + 1, attempts = 0," \
 	"  next_attempt_at = now(), last_error = NULL, updated_at = now()," \

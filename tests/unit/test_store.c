@@ -810,3 +810,47 @@ Test(store, a_full_set_waits_for_a_write_of_an_ability_it_removes_without_a_dead
 	store_free(s);
 	pgtest_close(&t);
 }
+
+/*
+ * A write of a row the original application wrote (no sync state yet) while
+ * a delete of it holds the row and inserts the sync state (here a session
+ * doing what the delete does). The write used to insert the sync state
+ * first when nothing in its group was unchanged, then wait for the row: a
+ * deadlock with the delete. It now upserts the rows before it inserts any
+ * sync state, whatever the group holds, as a delete and a full set do.
+ */
+Test(store, a_write_of_a_row_without_a_sync_state_waits_for_its_delete_without_a_deadlock)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability a;
+	struct writes w;
+	PGconn *del;
+	PGresult *r;
+	char *v;
+
+	open_slow_deadlocks(&t, "store_legacy_order");
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('legacy-row', 7, 'n', 'api.github.com', 'd', '[1]')");
+	pgtest_ability(&a, "legacy-row", "api.github.com", 1.0);
+
+	del = PQconnectdb(t.url);
+	cr_assert(PQstatus(del) == CONNECTION_OK, "%s", PQerrorMessage(del));
+	r = PQexec(del, "BEGIN; SELECT 1 FROM abilities WHERE ability_id = 'legacy-row' FOR UPDATE");
+	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(del));
+	PQclear(r);
+	write_in_flight(s, &a, &w);
+	runs_without_waiting(&t, del, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash,"
+				      " state, generation) VALUES ('legacy-row', 'abilities_api_github_com', 7, '',"
+				      " 'pending_delete', 1) ON CONFLICT (ability_id) DO NOTHING");
+	pgtest_wait(&t, &w.done);
+	cr_assert(eq(str, w.error, ""), "%s", w.error);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending 2"), "the write came second: %s", v);
+	free(v);
+	ability_free(&a);
+	store_free(s);
+	pgtest_close(&t);
+}
