@@ -162,10 +162,6 @@ typedef void (*store_finish_fn)(const enum finish_state *res, const double *lag,
 				const struct pg_outcome *o, void *arg);
 void store_finish_pushes(struct store *s, const struct push_done *items, size_t n, store_finish_fn done, void *arg);
 
-/* Rows a restore will not push (a vector_id collision it lost): `failed`, with why. */
-void store_fail_rows(struct store *s, const char *const *ids, const char *const *errors, size_t n, pg_done_fn done,
-		     void *arg);
-
 /*
  * Blob epochs: before creating a blob, `store_blob_creating`; once the create
  * succeeded (2xx: it did not exist), `store_blob_created`. Vectors whose ledger

@@ -1,4 +1,5 @@
 #include "store.h"
+#include "store_locks.h"
 
 #include "buf.h"
 #include "log.h"
@@ -98,12 +99,10 @@
  * others too (it deletes them), all in one pass.
  */
 #define WRITE_JUDGE(keys) \
-	" states AS (" \
-	" SELECT s.ability_id FROM (SELECT ability_id FROM (" keys ") u ORDER BY ability_id) k CROSS JOIN LATERAL (" \
-	"  SELECT ability_id FROM abilitysync.sync_state s WHERE s.ability_id = k.ability_id FOR UPDATE) s)," \
+	LOCK_STATES("states", keys) \
 	" held AS (" \
 	" SELECT l.blob_id, l.vector_id, l.ability_id, l.deleted_at" \
-	"  FROM (SELECT DISTINCT blob_id, vector_id FROM input WHERE (SELECT count(*) FROM states) >= 0" \
+	"  FROM (SELECT DISTINCT blob_id, vector_id FROM input WHERE " STATES_LOCKED("states") \
 	"  ORDER BY blob_id, vector_id) k CROSS JOIN LATERAL (" \
 	"  SELECT * FROM abilitysync.vector_ledger l WHERE l.blob_id = k.blob_id AND l.vector_id = k.vector_id" \
 	"  FOR UPDATE) l)," \
@@ -273,8 +272,8 @@ static const char set_apply_sql[] =
  * the row, and a delete that took the row first deadlocked with it.
  */
 static const char delete_sql[] =
-	"WITH st AS (SELECT 1 FROM abilitysync.sync_state WHERE ability_id = $1 FOR UPDATE),"
-	" d AS (DELETE FROM public.abilities WHERE ability_id = $1 AND (SELECT count(*) FROM st) >= 0"
+	"WITH" LOCK_STATES("st", "SELECT $1::text AS ability_id")
+	" d AS (DELETE FROM public.abilities WHERE ability_id = $1 AND " STATES_LOCKED("st")
 	"  RETURNING ability_id, vector_id, abilitysync.blob_name(service_name) AS blob_id),"
 	" led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
 	"  SELECT blob_id, vector_id, ability_id FROM d ON CONFLICT (blob_id, vector_id) DO NOTHING),"
@@ -355,7 +354,9 @@ static const char claim_ids_sql[] =
 
 /*
  * A restore page: every mirror row of the page gets a pending sync state
- * leased to us, unless another replica holds it. A vector may be in its blob
+ * leased to us, unless another replica holds it. The sync states that exist
+ * are locked before any is inserted, as a write does (one pass that inserted
+ * some and waited for others deadlocked with a write of the same rows). A vector may be in its blob
  * unless the blob was created (by us) after the vector's ledger entry was last
  * written: then the add needs no delete first.
  * $4 after, $5 service, $6 limit, $7 upto.
@@ -379,11 +380,12 @@ static const char claim_page_sql[] =
 	" SELECT p.*, (b.created_at IS NULL OR coalesce(l.last_written_at >= b.created_at, false)) AS may_exist FROM p"
 	" LEFT JOIN abilitysync.blobs b ON b.blob_id = p.blob_id"
 	" LEFT JOIN abilitysync.vector_ledger l ON l.blob_id = p.blob_id AND l.vector_id = p.vector_id),"
+	LOCK_STATES("st", "SELECT ability_id FROM p")
 	" c0 AS ("
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
 	" SELECT ability_id, blob_id, vector_id, '', 'pending', 1, 0, now(), now(), now() + $2::interval, $1 FROM pm"
-	" ORDER BY ability_id"
+	" WHERE " STATES_LOCKED("st") " ORDER BY ability_id"
 	" ON CONFLICT (ability_id) DO UPDATE SET"
 	"  state = CASE WHEN " LEASE_FREE("s", "$1") " THEN 'pending' ELSE s.state END,"
 	"  generation = CASE WHEN " LEASE_FREE("s", "$1") " AND s.state IN ('pending_delete', 'deleted')"
@@ -457,12 +459,6 @@ static const char finish_sql[] =
 	"  CASE WHEN up.outcome IN ('synced', 'deleted') THEN extract(epoch FROM now() - up.pending_since) END"
 	" FROM d LEFT JOIN up USING (ability_id) ORDER BY d.ord";
 
-static const char fail_rows_sql[] =
-	"UPDATE abilitysync.sync_state s SET state = 'failed', last_error = f.error, lease_until = NULL,"
-	" lease_owner = NULL, updated_at = now()"
-	" FROM unnest($1::text[], $2::text[]) AS f(ability_id, error)"
-	" WHERE s.ability_id = f.ability_id AND (s.lease_owner IS NULL OR " LEASE_MINE("s", "$3") " OR s.lease_until < now())";
-
 static const char row_columns[] =
 	"a.ability_id, a.vector_id, a.ability_name, a.service_name, a.description, a.metadata::text,"
 	" a.dynamic_header_keys::text, a.dynamic_headers_required,"
@@ -503,7 +499,6 @@ static const char status_sql[] =
 	"  FROM abilitysync.restore_jobs WHERE status = 'running' ORDER BY id DESC LIMIT 1),"
 	" 'paused', (SELECT " PAUSE_JSON " FROM abilitysync.sync_pause))::text";
 
-/* A failed row goes back to what it was for: an upsert if its row exists, else a delete. */
 /*
  * Changes picked by selectors ($1 state: failed, or pending for both kinds of
  * pending; $2 service; $3 a text in last_error; $4 seconds since the last
@@ -516,10 +511,11 @@ static const char retry_sql[] =
 	"  AND ($2::text IS NULL OR s.blob_id = abilitysync.blob_name($2))"
 	"  AND ($3::text IS NULL OR strpos(coalesce(s.last_error, ''), $3) > 0)"
 	"  AND ($4::bigint IS NULL OR s.updated_at < now() - make_interval(secs => $4::bigint))),"
+	LOCK_STATES("st", "SELECT ability_id FROM m")
 	" r AS (UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state <> 'failed' THEN s.state WHEN EXISTS"
 	" (SELECT 1 FROM public.abilities a WHERE a.ability_id = s.ability_id) THEN 'pending' ELSE 'pending_delete' END,"
 	" attempts = 0, next_attempt_at = now(), updated_at = now() FROM m"
-	" WHERE s.ability_id = m.ability_id AND NOT $5::bool RETURNING 1)"
+	" WHERE s.ability_id = m.ability_id AND NOT $5::bool AND " STATES_LOCKED("st") " RETURNING 1)"
 	" SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM r)";
 
 /* The statements run for every ability: prepared once per connection. */
@@ -1026,30 +1022,6 @@ void store_finish_pushes(struct store *s, const struct push_done *items, size_t 
 	pgpool_execute(s->pool, &finish_stmt, 13, params, on_finished, x);
 	for (k = 0; k < 11; k++)
 		buf_free(&b[k]);
-}
-
-void store_fail_rows(struct store *s, const char *const *ids, const char *const *errors, size_t n, pg_done_fn done,
-		     void *arg)
-{
-	struct buf b[2] = {BUF_INIT, BUF_INIT};
-	struct pg_array arr[2];
-	struct pg_param params[3];
-	size_t i;
-
-	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
-	pg_array_begin(&arr[1], &b[1], PG_OID_TEXT);
-	for (i = 0; i < n; i++) {
-		pg_array_text(&arr[0], ids[i], strlen(ids[i]));
-		pg_array_text(&arr[1], errors[i], strlen(errors[i]));
-	}
-	pg_array_end(&arr[0]);
-	pg_array_end(&arr[1]);
-	params[0] = pg_array_param(&b[0]);
-	params[1] = pg_array_param(&b[1]);
-	params[2] = text_param(s->owner);
-	pgpool_query_params(s->pool, fail_rows_sql, 3, params, done, arg);
-	buf_free(&b[0]);
-	buf_free(&b[1]);
 }
 
 void store_blob_creating(struct store *s, const char *blob, pg_done_fn done, void *arg)

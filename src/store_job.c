@@ -2,6 +2,7 @@
  * store_job.c - the long jobs' statements and row shapes (store_job.h).
  */
 #include "store_job.h"
+#include "store_locks.h"
 
 #include "buf.h"
 #include "mem.h"
@@ -490,18 +491,19 @@ void store_reconcile_full_rows(struct pgpool *p, const char *const *ids, size_t 
 }
 
 /*
- * The ledger claim (of two rows on one vector, the one with a sync state, else
- * the first by id: one upsert cannot take a key twice), then the sync state
- * made pending where its vector belongs now, only if still the generation
- * judged ($4; -1: none then). The outbox worker then pushes the row as the
+ * The sync states locked first (store_locks.h), then the ledger claim (of two
+ * rows on one vector, the one with a sync state, else the first by id: one
+ * upsert cannot take a key twice), then the sync state made pending where its
+ * vector belongs now, only if still the generation judged ($4; -1: none then). The outbox worker then pushes the row as the
  * mirror has it and deletes the vectors the ledger lists elsewhere.
  */
 static const char requeue_rows_sql[] =
 	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"
 	"  AS r(ability_id, blob_id, vector_id, generation)),"
+	LOCK_STATES("st", "SELECT ability_id FROM r")
 	" claim AS ("
 	" INSERT INTO abilitysync.vector_ledger AS l (blob_id, vector_id, ability_id)"
-	" SELECT DISTINCT ON (blob_id, vector_id) blob_id, vector_id, ability_id FROM r"
+	" SELECT DISTINCT ON (blob_id, vector_id) blob_id, vector_id, ability_id FROM r WHERE " STATES_LOCKED("st")
 	"  ORDER BY blob_id, vector_id, generation = -1, ability_id"
 	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
 	"  last_written_at = now()"
@@ -587,17 +589,19 @@ void store_reconcile_entries(struct pgpool *p, const char *after_blob, int64_t a
 }
 
 /*
- * The ledger entry is live again (the worker deletes what the ledger lists),
- * and its ability's sync state becomes pending_delete (no live row: the
- * vector goes) or pending (a live row elsewhere: pushed again, the old one
- * deleted), only where it is still the generation judged.
+ * The sync states locked first, then the ledger entry is live again (the
+ * worker deletes what the ledger lists), and its ability's sync state becomes
+ * pending_delete (no live row: the vector goes) or pending (a live row
+ * elsewhere: pushed again, the old one deleted), only where it is still the
+ * generation judged.
  */
 static const char requeue_orphans_sql[] =
 	"WITH o AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[])"
 	"  AS o(blob_id, vector_id, ability_id, generation)),"
+	LOCK_STATES("st", "SELECT ability_id FROM o")
 	" led AS ("
 	" UPDATE abilitysync.vector_ledger l SET deleted_at = NULL FROM o"
-	" WHERE l.blob_id = o.blob_id AND l.vector_id = o.vector_id AND l.ability_id = o.ability_id"
+	" WHERE l.blob_id = o.blob_id AND l.vector_id = o.vector_id AND l.ability_id = o.ability_id AND " STATES_LOCKED("st")
 	" RETURNING l.blob_id, l.vector_id, l.ability_id, o.generation),"
 	" owners AS ("
 	" SELECT DISTINCT ON (ability_id) blob_id, vector_id, ability_id, generation,"

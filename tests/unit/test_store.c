@@ -2,7 +2,7 @@
  * The store against a real Postgres: what one write statement decides, the
  * leases claims take, and that an outcome is recorded only under the lease.
  */
-#include "pgtest.h"
+#include "locktest.h"
 #include "clock.h"
 #include "store.h"
 
@@ -503,63 +503,6 @@ Test(store, readiness_counts_the_migrations_in_the_ledger)
 	pgtest_close(&t);
 }
 
-/* A fresh database whose sessions wait 5 s before looking for a deadlock (a deadlock shows as a wait). */
-static void open_slow_deadlocks(struct pgtest *t, const char *name)
-{
-	struct pgpool_opts po = {.size = 2, .queue_max = 64, .statement_timeout_ms = 20000};
-	char sql[256];
-
-	pgtest_open(t, name, true, 2);
-	snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET deadlock_timeout = '5s'", t->dbname);
-	pgtest_exec(t->url, sql);
-	pgtest_repool(t, &po);
-}
-
-/* Another session, in a transaction holding the sync state of `ability_id` (as an outcome or a claim does). */
-static PGconn *hold_sync_state(const struct pgtest *t, const char *ability_id)
-{
-	PGconn *c = PQconnectdb(t->url);
-	PGresult *r;
-	char sql[256];
-
-	cr_assert(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-	snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM abilitysync.sync_state WHERE ability_id = '%s' FOR UPDATE",
-		 ability_id);
-	r = PQexec(c, sql);
-	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
-	PQclear(r);
-	return c;
-}
-
-/* Once one of the store's statements waits for a lock: runs `sql` on `c` and asserts it did not wait for it. */
-static void runs_without_waiting(struct pgtest *t, PGconn *c, const char *sql)
-{
-	PGresult *r;
-	int64_t t0, took = -1;
-
-	pgtest_wait_value(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-		   "1");
-	t0 = clock_mono_ms();
-	cr_assert(PQsendQuery(c, sql));
-	while (clock_mono_ms() - t0 < 4000) {
-		cr_assert(PQconsumeInput(c), "%s", PQerrorMessage(c));
-		if (!PQisBusy(c)) {
-			took = clock_mono_ms() - t0;
-			break;
-		}
-		usleep(10000);
-	}
-	cr_assert(took >= 0 && took < 2500, "%s waited for the store's statement (%lld ms): they deadlocked", sql,
-		  (long long)took);
-	while ((r = PQgetResult(c)) != NULL) {
-		cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
-		PQclear(r);
-	}
-	r = PQexec(c, "COMMIT");
-	PQclear(r);
-	PQfinish(c);
-}
-
 /*
  * A write of an ability whose last push's outcome is being recorded. The
  * outcome statement (here a session doing what it does) holds the sync state,
@@ -577,15 +520,15 @@ Test(store, a_write_waits_for_an_outcome_being_recorded_without_a_deadlock)
 	struct writes w;
 	PGconn *rec;
 
-	open_slow_deadlocks(&t, "store_lock_order");
+	locktest_open(&t, "store_lock_order");
 	s = new_store(&t, "replica-a", 30000);
 	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
 	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
 	write_one(&t, s, &a1, &w);
 
-	rec = hold_sync_state(&t, "get-user");
+	rec = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'get-user' FOR UPDATE");
 	write_in_flight(s, &a2, &w);
-	runs_without_waiting(&t, rec, "UPDATE abilitysync.vector_ledger SET last_written_at = now() WHERE ability_id = 'get-user'");
+	locktest_runs_without_waiting(&t, rec, "UPDATE abilitysync.vector_ledger SET last_written_at = now() WHERE ability_id = 'get-user'");
 	pgtest_wait(&t, &w.done);
 	cr_assert(eq(str, w.error, ""), "%s", w.error);
 	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
@@ -625,16 +568,16 @@ Test(store, a_delete_waits_for_a_claim_without_a_deadlock)
 	PGconn *claim;
 	char *v;
 
-	open_slow_deadlocks(&t, "store_delete_lock_order");
+	locktest_open(&t, "store_delete_lock_order");
 	s = new_store(&t, "replica-a", 30000);
 	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
 			   " VALUES ('old-row', 7, 'n', 's', 'd', '[1]');"
 			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
 			   " VALUES ('old-row', 'abilities_s', 7, 'h', 'pending', 1)");
 
-	claim = hold_sync_state(&t, "old-row");
+	claim = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'old-row' FOR UPDATE");
 	store_delete(s, "old-row", on_deleted_row, &d);
-	runs_without_waiting(&t, claim, "INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
+	locktest_runs_without_waiting(&t, claim, "INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
 					" VALUES ('abilities_s', 7, 'old-row') ON CONFLICT (blob_id, vector_id)"
 					" DO UPDATE SET last_written_at = now()");
 	pgtest_wait(&t, &d.done);
@@ -645,31 +588,6 @@ Test(store, a_delete_waits_for_a_claim_without_a_deadlock)
 	free(v);
 	store_free(s);
 	pgtest_close(&t);
-}
-
-/* Another session, in a transaction holding the ledger entries of `ability_id` (as a write's `held` does). */
-static PGconn *hold_ledger(const char *url, const char *ability_id)
-{
-	PGconn *c = PQconnectdb(url);
-	PGresult *r;
-	char sql[256];
-
-	cr_assert(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-	snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM abilitysync.vector_ledger WHERE ability_id = '%s' FOR UPDATE",
-		 ability_id);
-	r = PQexec(c, sql);
-	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1, "%s", PQerrorMessage(c));
-	PQclear(r);
-	return c;
-}
-
-static void commit_and_close(PGconn *c)
-{
-	PGresult *r = PQexec(c, "COMMIT");
-
-	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
-	PQclear(r);
-	PQfinish(c);
 }
 
 /*
@@ -693,20 +611,18 @@ Test(store, a_delete_waits_for_a_write_of_its_ability_without_a_deadlock)
 	int64_t t0, took;
 	char *v;
 
-	open_slow_deadlocks(&t, "store_delete_write_order");
+	locktest_open(&t, "store_delete_write_order");
 	s = new_store(&t, "replica-a", 30000);
 	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
 	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
 	write_one(&t, s, &a1, &w);
 
-	held = hold_ledger(t.url, "get-user");
+	held = locktest_hold(&t, "SELECT 1 FROM abilitysync.vector_ledger WHERE ability_id = 'get-user' FOR UPDATE");
 	write_in_flight(s, &a2, &w);
-	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-			  "1");
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
 	store_delete(s, "get-user", on_deleted_row, &d);
-	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-			  "2");
-	commit_and_close(held);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "2");
+	locktest_commit(held);
 	t0 = clock_mono_ms();
 	pgtest_wait(&t, &w.done);
 	pgtest_wait(&t, &d.done);
@@ -772,7 +688,7 @@ Test(store, a_full_set_waits_for_a_write_of_an_ability_it_removes_without_a_dead
 	int64_t t0, took;
 	char *v;
 
-	open_slow_deadlocks(&t, "store_set_write_order");
+	locktest_open(&t, "store_set_write_order");
 	s = new_store(&t, "replica-a", 30000);
 	pgtest_ability(&gone1, "get-user", "api.github.com", 1.0);
 	pgtest_ability(&gone2, "get-user", "api.github.com", 2.0);
@@ -783,14 +699,12 @@ Test(store, a_full_set_waits_for_a_write_of_an_ability_it_removes_without_a_dead
 	pgtest_wait(&t, &staged.done);
 	cr_assert(eq(str, staged.error, ""), "%s", staged.error);
 
-	held = hold_ledger(t.url, "get-user");
+	held = locktest_hold(&t, "SELECT 1 FROM abilitysync.vector_ledger WHERE ability_id = 'get-user' FOR UPDATE");
 	write_in_flight(s, &gone2, &w);
-	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-			  "1");
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
 	store_apply_set(s, "set-1", "api.github.com", false, on_set_applied, &applied);
-	pgtest_wait_value(&t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-			  "2");
-	commit_and_close(held);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "2");
+	locktest_commit(held);
 	t0 = clock_mono_ms();
 	pgtest_wait(&t, &w.done);
 	pgtest_wait(&t, &applied.done);
@@ -826,22 +740,17 @@ Test(store, a_write_of_a_row_without_a_sync_state_waits_for_its_delete_without_a
 	struct ability a;
 	struct writes w;
 	PGconn *del;
-	PGresult *r;
 	char *v;
 
-	open_slow_deadlocks(&t, "store_legacy_order");
+	locktest_open(&t, "store_legacy_order");
 	s = new_store(&t, "replica-a", 30000);
 	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
 			   " VALUES ('legacy-row', 7, 'n', 'api.github.com', 'd', '[1]')");
 	pgtest_ability(&a, "legacy-row", "api.github.com", 1.0);
 
-	del = PQconnectdb(t.url);
-	cr_assert(PQstatus(del) == CONNECTION_OK, "%s", PQerrorMessage(del));
-	r = PQexec(del, "BEGIN; SELECT 1 FROM abilities WHERE ability_id = 'legacy-row' FOR UPDATE");
-	cr_assert(PQresultStatus(r) == PGRES_TUPLES_OK, "%s", PQerrorMessage(del));
-	PQclear(r);
+	del = locktest_hold(&t, "SELECT 1 FROM abilities WHERE ability_id = 'legacy-row' FOR UPDATE");
 	write_in_flight(s, &a, &w);
-	runs_without_waiting(&t, del, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash,"
+	locktest_runs_without_waiting(&t, del, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash,"
 				      " state, generation) VALUES ('legacy-row', 'abilities_api_github_com', 7, '',"
 				      " 'pending_delete', 1) ON CONFLICT (ability_id) DO NOTHING");
 	pgtest_wait(&t, &w.done);
@@ -851,6 +760,51 @@ Test(store, a_write_of_a_row_without_a_sync_state_waits_for_its_delete_without_a
 	cr_assert(eq(str, v, "pending 2"), "the write came second: %s", v);
 	free(v);
 	ability_free(&a);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+struct retried {
+	bool done;
+	int64_t matched, retried;
+	char error[512];
+};
+
+static void on_retried(int64_t matched, int64_t retried, const struct pg_outcome *o, void *arg)
+{
+	struct retried *r = arg;
+
+	r->done = true;
+	r->matched = matched;
+	r->retried = retried;
+	snprintf(r->error, sizeof(r->error), "%s", o->res ? "" : o->error);
+}
+
+/*
+ * An operator's retry of failed changes while an outcome is being recorded
+ * for two of them (here a session holding `b` and about to take `c`, in
+ * ability_id order as the outcome does). The retry used to lock the rows in
+ * the table's order (c was written before b), so it held c and waited for b:
+ * a deadlock. It now locks them in ability_id order first.
+ */
+Test(store, a_retry_of_failed_changes_locks_them_in_key_order)
+{
+	struct pgtest t;
+	struct store *s;
+	struct retried r = {0};
+	struct retry_selector sel = {.pending = false, .older_than_s = -1};
+	PGconn *rec;
+
+	locktest_open(&t, "store_retry_order");
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_exec(t.url, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('c', 'abilities_s', 3, 'h', 'failed', 1), ('b', 'abilities_s', 2, 'h', 'failed', 1)");
+	rec = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'b' FOR UPDATE");
+	store_sync_retry(s, &sel, on_retried, &r);
+	locktest_runs_without_waiting(&t, rec, "UPDATE abilitysync.sync_state SET updated_at = now() WHERE ability_id = 'c'");
+	pgtest_wait(&t, &r.done);
+	cr_assert(eq(str, r.error, ""), "the retry failed: %s", r.error);
+	cr_assert(eq(i64, r.retried, 2));
 	store_free(s);
 	pgtest_close(&t);
 }

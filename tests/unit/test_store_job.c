@@ -4,7 +4,7 @@
  * resumes at the last page it recorded, and the parts of a restore job or a
  * reconcile run are shared by sessions (a dead one's taken again).
  */
-#include "pgtest.h"
+#include "locktest.h"
 #include "store.h"
 #include "store_job.h"
 
@@ -113,7 +113,7 @@ static void on_deleted(const struct delete_result *r, const struct pg_outcome *o
 }
 
 /* a1..a7, odd ones of svc-odd, even ones of svc-even; a4 deleted (a tombstone, no live row). */
-static struct store *seed(struct pgtest *t)
+static struct store *new_store(struct pgtest *t)
 {
 	struct store_opts so = {.group_max = 16,
 				.group_max_bytes = 1 << 20,
@@ -122,7 +122,13 @@ static struct store *seed(struct pgtest *t)
 				.lease_ms = 30000,
 				.quarantine_ms = 1000,
 				.owner = "replica-a"};
-	struct store *s = store_new(t->pool, &so);
+
+	return store_new(t->pool, &so);
+}
+
+static struct store *seed(struct pgtest *t)
+{
+	struct store *s = new_store(t);
 	struct ability a[7];
 	struct written w = {0};
 	char id[8];
@@ -818,5 +824,108 @@ Test(store_job, a_requeue_of_two_rows_of_one_vector_claims_it_once)
 			     " FROM abilitysync.sync_state");
 	cr_assert(eq(str, v, "c-33647 pending 5"), "it is pushed again; the other is not made pending");
 	free(v);
+	pgtest_close(&t);
+}
+
+/*
+ * A reconcile requeue of an ability whose sync state a write (here a session
+ * doing what it does) holds, and which then locks the ability's ledger entry.
+ * The requeue used to claim the ledger entry first and then wait for the
+ * sync state: a deadlock, which Postgres broke after deadlock_timeout (a
+ * failed requeue ends the whole reconcile run). It now locks the sync states
+ * first, as every other statement does.
+ */
+Test(store_job, a_requeue_waits_for_a_write_of_its_ability_without_a_deadlock)
+{
+	struct pgtest t;
+	struct count c = {0};
+	PGconn *w;
+	char *v;
+	struct recon_place place = {"c-14068", "abilities_s", 7, 3};
+
+	locktest_open(&t, "recon_requeue_order");
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('c-14068', 7, 'n', 's', 'd', '[1]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('c-14068', 'abilities_s', 7, 'h', 'synced', 3);"
+			   " INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
+			   " VALUES ('abilities_s', 7, 'c-14068')");
+	w = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'c-14068' FOR UPDATE");
+	store_reconcile_requeue_rows(t.pool, &place, 1, on_count, &c);
+	locktest_runs_without_waiting(&t, w, "UPDATE abilitysync.vector_ledger SET last_written_at = now()"
+					     " WHERE ability_id = 'c-14068'");
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(str, c.error, ""), "the requeue failed: %s", c.error);
+	cr_assert(eq(i64, c.n, 1), "the row is requeued");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending 4"));
+	free(v);
+	pgtest_close(&t);
+}
+
+/*
+ * The same for an orphaned ledger entry (its ability's row and sync state
+ * elsewhere) being requeued while its ability's outcome is being recorded.
+ */
+Test(store_job, an_orphan_requeue_waits_for_an_outcome_of_its_ability_without_a_deadlock)
+{
+	struct pgtest t;
+	struct count c = {0};
+	PGconn *w;
+	char *v;
+	struct recon_place place = {"c-14068", "abilities_old", 9, 3};
+
+	locktest_open(&t, "recon_orphan_order");
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('c-14068', 7, 'n', 's', 'd', '[1]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('c-14068', 'abilities_s', 7, 'h', 'synced', 3);"
+			   " INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id, deleted_at)"
+			   " VALUES ('abilities_s', 7, 'c-14068', NULL), ('abilities_old', 9, 'c-14068', now())");
+	w = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'c-14068' FOR UPDATE");
+	store_reconcile_requeue_orphans(t.pool, &place, 1, on_count, &c);
+	locktest_runs_without_waiting(&t, w, "UPDATE abilitysync.vector_ledger SET last_written_at = now()"
+					     " WHERE ability_id = 'c-14068'");
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(str, c.error, ""), "the requeue failed: %s", c.error);
+	cr_assert(eq(i64, c.n, 1), "the ability is requeued");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending 4"));
+	free(v);
+	pgtest_close(&t);
+}
+
+/*
+ * A restore page over a row without a sync state (a1, the original
+ * application's) and one with (a2) while a write of both holds a2's sync
+ * state and is about to insert a1's (here a session doing what it does). The
+ * page used to insert a1's and then wait for a2's, in one pass: a deadlock
+ * (the page's statement failed after deadlock_timeout and stopped the
+ * restore). It now locks the sync states that exist first, as a write does.
+ */
+Test(store_job, a_restore_page_waits_for_a_write_of_its_rows_without_a_deadlock)
+{
+	struct pgtest t;
+	struct store *s;
+	struct idlist page = {0};
+	PGconn *w;
+	char ids[64];
+
+	locktest_open(&t, "restore_page_order");
+	s = new_store(&t);
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('a1', 1, 'n', 's', 'd', '[1]'), ('a2', 2, 'n', 's', 'd', '[2]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('a2', 'abilities_s', 2, 'h', 'synced', 1)");
+	w = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'a2' FOR UPDATE");
+	store_claim_page(s, NULL, NULL, NULL, 4, on_claimed, &page);
+	locktest_runs_without_waiting(&t, w, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id,"
+					     " content_hash, state, generation) VALUES ('a1', 'abilities_s', 1, 'h2', 'pending', 1)"
+					     " ON CONFLICT (ability_id) DO NOTHING");
+	pgtest_wait(&t, &page.done);
+	cr_assert(eq(str, page.error, ""), "the page failed: %s", page.error);
+	idlist_join(&page, ids, sizeof(ids));
+	cr_assert(eq(str, ids, "a1 a2"), "both rows claimed, after the write");
+	store_free(s);
 	pgtest_close(&t);
 }

@@ -1,0 +1,25 @@
+/*
+ * store_locks.h - the order in which the store's statements lock rows, as SQL
+ * fragments for store.c and store_job.c. Every statement locks an ability's
+ * sync state before its ledger entries and its mirror row, and each table's
+ * rows in key order; two statements that took them the other way round
+ * deadlocked (Postgres broke it after deadlock_timeout by failing one).
+ */
+#ifndef ABILITYSYNC_STORE_LOCKS_H
+#define ABILITYSYNC_STORE_LOCKS_H
+
+/*
+ * A CTE `name` locking the sync states of the ability_ids `keys` selects (a
+ * SELECT with an ability_id column), in ability_id order, one index lookup
+ * each (a LATERAL subquery: the planner cannot turn it into a scan of the
+ * table). Abilities without a sync state lock nothing.
+ */
+#define LOCK_STATES(name, keys)                                                                                    \
+	" " name " AS (SELECT s.ability_id FROM (SELECT DISTINCT ability_id FROM (" keys ") u ORDER BY ability_id) k" \
+	"  CROSS JOIN LATERAL (SELECT ability_id FROM abilitysync.sync_state s WHERE s.ability_id = k.ability_id"   \
+	"  FOR UPDATE) s),"
+
+/* A condition that holds once `name` has run: in a WHERE, an InitPlan run before the rest of the statement. */
+#define STATES_LOCKED(name) "(SELECT count(*) FROM " name ") >= 0"
+
+#endif
