@@ -494,8 +494,9 @@ void store_reconcile_full_rows(struct pgpool *p, const char *const *ids, size_t 
  * The sync states locked first (store_locks.h), then the ledger claim (of two
  * rows on one vector, the one with a sync state, else the first by id: one
  * upsert cannot take a key twice), then the sync state made pending where its
- * vector belongs now, only if still the generation judged ($4; -1: none then). The outbox worker then pushes the row as the
- * mirror has it and deletes the vectors the ledger lists elsewhere.
+ * vector belongs now, only if still the generation judged ($4; -1: none
+ * then). The outbox worker then pushes the row as the mirror has it and
+ * deletes the vectors the ledger lists elsewhere.
  */
 static const char requeue_rows_sql[] =
 	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"

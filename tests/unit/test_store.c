@@ -528,7 +528,8 @@ Test(store, a_write_waits_for_an_outcome_being_recorded_without_a_deadlock)
 
 	rec = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'get-user' FOR UPDATE");
 	write_in_flight(s, &a2, &w);
-	locktest_runs_without_waiting(&t, rec, "UPDATE abilitysync.vector_ledger SET last_written_at = now() WHERE ability_id = 'get-user'");
+	locktest_runs_without_waiting(&t, rec, "UPDATE abilitysync.vector_ledger SET last_written_at = now()"
+					       " WHERE ability_id = 'get-user'");
 	pgtest_wait(&t, &w.done);
 	cr_assert(eq(str, w.error, ""), "%s", w.error);
 	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
@@ -750,9 +751,10 @@ Test(store, a_write_of_a_row_without_a_sync_state_waits_for_its_delete_without_a
 
 	del = locktest_hold(&t, "SELECT 1 FROM abilities WHERE ability_id = 'legacy-row' FOR UPDATE");
 	write_in_flight(s, &a, &w);
-	locktest_runs_without_waiting(&t, del, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash,"
-				      " state, generation) VALUES ('legacy-row', 'abilities_api_github_com', 7, '',"
-				      " 'pending_delete', 1) ON CONFLICT (ability_id) DO NOTHING");
+	locktest_runs_without_waiting(&t, del, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id,"
+					       " content_hash, state, generation) VALUES ('legacy-row',"
+					       " 'abilities_api_github_com', 7, '', 'pending_delete', 1)"
+					       " ON CONFLICT (ability_id) DO NOTHING");
 	pgtest_wait(&t, &w.done);
 	cr_assert(eq(str, w.error, ""), "%s", w.error);
 	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
@@ -797,8 +799,9 @@ Test(store, a_retry_of_failed_changes_locks_them_in_key_order)
 
 	locktest_open(&t, "store_retry_order");
 	s = new_store(&t, "replica-a", 30000);
-	pgtest_exec(t.url, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
-			   " VALUES ('c', 'abilities_s', 3, 'h', 'failed', 1), ('b', 'abilities_s', 2, 'h', 'failed', 1)");
+	pgtest_exec(t.url, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state,"
+			   " generation) VALUES ('c', 'abilities_s', 3, 'h', 'failed', 1),"
+			   " ('b', 'abilities_s', 2, 'h', 'failed', 1)");
 	rec = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'b' FOR UPDATE");
 	store_sync_retry(s, &sel, on_retried, &r);
 	locktest_runs_without_waiting(&t, rec, "UPDATE abilitysync.sync_state SET updated_at = now() WHERE ability_id = 'c'");

@@ -828,30 +828,35 @@ Test(store_job, a_requeue_of_two_rows_of_one_vector_claims_it_once)
 }
 
 /*
- * A reconcile requeue of an ability whose sync state a write (here a session
- * doing what it does) holds, and which then locks the ability's ledger entry.
- * The requeue used to claim the ledger entry first and then wait for the
- * sync state: a deadlock, which Postgres broke after deadlock_timeout (a
- * failed requeue ends the whole reconcile run). It now locks the sync states
- * first, as every other statement does.
+ * A reconcile requeue (of `place`, a row or else an orphaned ledger entry) of
+ * c-14068, synced at generation 3, with the ledger entries `ledger`, while a
+ * session doing what a write or an outcome does holds its sync state and
+ * then updates its ledger entries: the update must not wait (the requeue
+ * waits for the sync state before it touches the ledger), and the requeue
+ * then makes the row pending again.
  */
-Test(store_job, a_requeue_waits_for_a_write_of_its_ability_without_a_deadlock)
+static void requeue_while_its_state_is_held(const char *db, const char *ledger, const struct recon_place *place,
+					    bool orphan)
 {
 	struct pgtest t;
 	struct count c = {0};
 	PGconn *w;
+	char sql[512];
 	char *v;
-	struct recon_place place = {"c-14068", "abilities_s", 7, 3};
 
-	locktest_open(&t, "recon_requeue_order");
+	locktest_open(&t, db);
 	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
 			   " VALUES ('c-14068', 7, 'n', 's', 'd', '[1]');"
 			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
-			   " VALUES ('c-14068', 'abilities_s', 7, 'h', 'synced', 3);"
-			   " INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
-			   " VALUES ('abilities_s', 7, 'c-14068')");
+			   " VALUES ('c-14068', 'abilities_s', 7, 'h', 'synced', 3)");
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id, deleted_at) VALUES %s", ledger);
+	pgtest_exec(t.url, sql);
 	w = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'c-14068' FOR UPDATE");
-	store_reconcile_requeue_rows(t.pool, &place, 1, on_count, &c);
+	if (orphan)
+		store_reconcile_requeue_orphans(t.pool, place, 1, on_count, &c);
+	else
+		store_reconcile_requeue_rows(t.pool, place, 1, on_count, &c);
 	locktest_runs_without_waiting(&t, w, "UPDATE abilitysync.vector_ledger SET last_written_at = now()"
 					     " WHERE ability_id = 'c-14068'");
 	pgtest_wait(&t, &c.done);
@@ -864,35 +869,26 @@ Test(store_job, a_requeue_waits_for_a_write_of_its_ability_without_a_deadlock)
 }
 
 /*
- * The same for an orphaned ledger entry (its ability's row and sync state
- * elsewhere) being requeued while its ability's outcome is being recorded.
+ * The requeue used to claim the ledger entry first and then wait for the
+ * sync state: a deadlock, which Postgres broke after deadlock_timeout (a
+ * failed requeue ends the whole reconcile run). It now locks the sync states
+ * first, as every other statement does.
  */
+Test(store_job, a_requeue_waits_for_a_write_of_its_ability_without_a_deadlock)
+{
+	struct recon_place place = {"c-14068", "abilities_s", 7, 3};
+
+	requeue_while_its_state_is_held("recon_requeue_order", "('abilities_s', 7, 'c-14068', NULL)", &place, false);
+}
+
+/* The same for an orphaned ledger entry of the ability (its row and sync state elsewhere). */
 Test(store_job, an_orphan_requeue_waits_for_an_outcome_of_its_ability_without_a_deadlock)
 {
-	struct pgtest t;
-	struct count c = {0};
-	PGconn *w;
-	char *v;
 	struct recon_place place = {"c-14068", "abilities_old", 9, 3};
 
-	locktest_open(&t, "recon_orphan_order");
-	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
-			   " VALUES ('c-14068', 7, 'n', 's', 'd', '[1]');"
-			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
-			   " VALUES ('c-14068', 'abilities_s', 7, 'h', 'synced', 3);"
-			   " INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id, deleted_at)"
-			   " VALUES ('abilities_s', 7, 'c-14068', NULL), ('abilities_old', 9, 'c-14068', now())");
-	w = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'c-14068' FOR UPDATE");
-	store_reconcile_requeue_orphans(t.pool, &place, 1, on_count, &c);
-	locktest_runs_without_waiting(&t, w, "UPDATE abilitysync.vector_ledger SET last_written_at = now()"
-					     " WHERE ability_id = 'c-14068'");
-	pgtest_wait(&t, &c.done);
-	cr_assert(eq(str, c.error, ""), "the requeue failed: %s", c.error);
-	cr_assert(eq(i64, c.n, 1), "the ability is requeued");
-	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state");
-	cr_assert(eq(str, v, "pending 4"));
-	free(v);
-	pgtest_close(&t);
+	requeue_while_its_state_is_held("recon_orphan_order",
+					"('abilities_s', 7, 'c-14068', NULL), ('abilities_old', 9, 'c-14068', now())", &place,
+					true);
 }
 
 /*
