@@ -298,10 +298,22 @@ static const char delete_sql[] =
 	" FROM ss, d";
 
 /*
+ * A claimed row's mirror row `a` as it is now, not as the statement's snapshot
+ * had it: a claim that waited for a sync state (or locked one a moment after
+ * its snapshot) took it at its latest generation, and the row's content from
+ * before a write that committed meanwhile was pushed under that generation
+ * and recorded synced (the write lost), a row deleted meanwhile pushed back.
+ * Locked FOR SHARE, which reads the latest version; no writer changes it
+ * while the claim holds the sync state.
+ */
+#define ROW_NOW(c) " LATERAL (SELECT * FROM public.abilities a WHERE a.ability_id = " c ".ability_id FOR SHARE) a"
+
+/*
  * What every claim returns for a row `c` (its sync state, updated) joined with
- * its mirror row `a`: the columns of struct claimed_row, in order. A live row
- * is pushed where its service's blob is now; the vectors to delete are every
- * other one the ledger lists for the ability (for a delete, all of them).
+ * its mirror row `a` (ROW_NOW): the columns of struct claimed_row, in order.
+ * A live row is pushed where its service's blob is now; the vectors to delete
+ * are every other one the ledger lists for the ability (for a delete, all of
+ * them).
  */
 #define CLAIMED_COLUMNS                                                                                         \
 	" c.ability_id, c.generation, c.state, c.blob_id, c.vector_id, c.attempts, " LEASE_MINE("c", "$1") " AS leased," \
@@ -320,7 +332,7 @@ static const char delete_sql[] =
 #define INTENT_CTE                                                                                        \
 	" intent AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"                 \
 	"  SELECT DISTINCT ON (1, 2) abilitysync.blob_name(a.service_name), a.vector_id, c.ability_id FROM c"  \
-	"  JOIN public.abilities a USING (ability_id) WHERE c.state = 'pending' AND " LEASE_MINE("c", "$1")      \
+	"  CROSS JOIN" ROW_NOW("c") " WHERE c.state = 'pending' AND " LEASE_MINE("c", "$1")                   \
 	"  ORDER BY 1, 2, 3 ON CONFLICT (blob_id, vector_id) DO UPDATE SET last_written_at = now()"            \
 	"  WHERE abilitysync.vector_ledger.ability_id = excluded.ability_id)"
 
@@ -338,7 +350,7 @@ static const char claim_due_sql[] =
 	"  ORDER BY next_attempt_at LIMIT $4::int FOR UPDATE SKIP LOCKED)"
 	" RETURNING s.*, true AS may_exist),"
 	INTENT_CTE
-	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a USING (ability_id)";
+	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true";
 
 /* These rows ($4), if pending and theirs to take: the follow-up of a push a newer write overtook. */
 static const char claim_ids_sql[] =
@@ -350,7 +362,7 @@ static const char claim_ids_sql[] =
 	"   AND " LEASE_FREE("s2", "$1") " ORDER BY ability_id FOR UPDATE SKIP LOCKED)"
 	" RETURNING s.*, true AS may_exist),"
 	INTENT_CTE
-	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a USING (ability_id)";
+	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true";
 
 /*
  * A restore page: every mirror row of the page gets a pending sync state
@@ -361,7 +373,7 @@ static const char claim_ids_sql[] =
  * written: then the add needs no delete first.
  * $4 after, $5 service, $6 limit, $7 upto.
  *
- * The rows are joined again at the end within the page's bounds too: while
+ * The rows are read again at the end one index lookup each (ROW_NOW): while
  * the ledger has no statistics yet (it fills as the restore goes, and
  * autovacuum looks at it a minute later), the page's rows are overestimated
  * seventyfold, and an unbounded join sorted the whole mirror table for every
@@ -398,8 +410,7 @@ static const char claim_page_sql[] =
 	" RETURNING s.*),"
 	" c AS (SELECT c0.*, pm.may_exist FROM c0 JOIN pm USING (ability_id)),"
 	INTENT_CTE
-	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a ON a.ability_id = c.ability_id AND" PAGE_ROWS("a")
-	" ORDER BY c.ability_id";
+	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true ORDER BY c.ability_id";
 
 /*
  * Outcomes, recorded only for rows whose lease is still ours (`x` locks them,

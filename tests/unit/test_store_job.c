@@ -925,3 +925,63 @@ Test(store_job, a_restore_page_waits_for_a_write_of_its_rows_without_a_deadlock)
 	store_free(s);
 	pgtest_close(&t);
 }
+
+struct claimed_text {
+	bool done;
+	size_t n;
+	char error[512];
+	char rows[256]; /* "<ability_id> <generation> <description>;" for each row */
+};
+
+static void on_claimed_text(const struct claimed_row *rows, size_t n, const struct pg_outcome *o, void *arg)
+{
+	struct claimed_text *x = arg;
+	size_t i, at = 0;
+
+	x->done = true;
+	x->n = n;
+	snprintf(x->error, sizeof(x->error), "%s", rows && o->res ? "" : o->error);
+	for (i = 0; i < n && at < sizeof(x->rows); i++)
+		at += (size_t)snprintf(x->rows + at, sizeof(x->rows) - at, "%s %lld %s;", rows[i].ability_id,
+				       (long long)rows[i].generation, rows[i].gone ? "(gone)" : rows[i].description);
+}
+
+/*
+ * A restore page that waits for one of its rows (a1, held) while another of
+ * its rows (a2) is written, pushed and recorded synced by a replica. The page
+ * takes a2 at its latest sync state (generation 2) but used to read a2's
+ * mirror row as it was when the statement began: it pushed the old content
+ * under generation 2, and the outcome recorded it synced (the acknowledged
+ * write was lost until a deep reconcile). The page now reads each row it
+ * takes at its latest version (under the sync state it holds, no writer can
+ * change it), and a row deleted meanwhile comes back gone.
+ */
+Test(store_job, a_restore_page_pushes_the_rows_as_they_are_after_waiting_for_them)
+{
+	struct pgtest t;
+	struct store *s;
+	struct claimed_text page = {0};
+	PGconn *held;
+
+	locktest_open(&t, "restore_page_stale");
+	s = new_store(&t);
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('a1', 1, 'n', 's', 'one', '[1]'), ('a2', 2, 'n', 's', 'old', '[2]'),"
+			   " ('a3', 3, 'n', 's', 'three', '[3]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('a1', 'abilities_s', 1, 'h', 'synced', 1), ('a2', 'abilities_s', 2, 'h', 'synced', 1),"
+			   " ('a3', 'abilities_s', 3, 'h', 'synced', 1)");
+	held = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'a1' FOR UPDATE");
+	store_claim_page(s, NULL, NULL, NULL, 4, on_claimed_text, &page);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	pgtest_exec(t.url, "UPDATE abilities SET description = 'new' WHERE ability_id = 'a2';"
+			   " UPDATE abilitysync.sync_state SET generation = 2, content_hash = 'h2' WHERE ability_id = 'a2';"
+			   " DELETE FROM abilities WHERE ability_id = 'a3';"
+			   " UPDATE abilitysync.sync_state SET state = 'deleted', generation = 2 WHERE ability_id = 'a3'");
+	locktest_commit(held);
+	pgtest_wait(&t, &page.done);
+	cr_assert(eq(str, page.error, ""), "the page failed: %s", page.error);
+	cr_assert(eq(str, page.rows, "a1 1 one;a2 2 new;a3 3 (gone);"), "%s", page.rows);
+	store_free(s);
+	pgtest_close(&t);
+}
