@@ -514,10 +514,13 @@ static const char status_sql[] =
  * Changes picked by selectors ($1 state: failed, or pending for both kinds of
  * pending; $2 service; $3 a text in last_error; $4 seconds since the last
  * change), made due now with their attempts reset; a failed one becomes
- * pending again (pending_delete when its row is gone). $5: count only.
+ * pending again (pending_delete when its row is gone). $5: count only. A
+ * change written again while the retry waited for its sync state (a newer
+ * generation) is left as it is: the statement's snapshot, which says whether
+ * the row exists, is older than that write.
  */
 static const char retry_sql[] =
-	"WITH m AS (SELECT s.ability_id FROM abilitysync.sync_state s"
+	"WITH m AS (SELECT s.ability_id, s.generation FROM abilitysync.sync_state s"
 	" WHERE s.state = ANY (CASE $1 WHEN 'pending' THEN ARRAY['pending', 'pending_delete'] ELSE ARRAY['failed'] END)"
 	"  AND ($2::text IS NULL OR s.blob_id = abilitysync.blob_name($2))"
 	"  AND ($3::text IS NULL OR strpos(coalesce(s.last_error, ''), $3) > 0)"
@@ -526,7 +529,8 @@ static const char retry_sql[] =
 	" r AS (UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state <> 'failed' THEN s.state WHEN EXISTS"
 	" (SELECT 1 FROM public.abilities a WHERE a.ability_id = s.ability_id) THEN 'pending' ELSE 'pending_delete' END,"
 	" attempts = 0, next_attempt_at = now(), updated_at = now() FROM m"
-	" WHERE s.ability_id = m.ability_id AND NOT $5::bool AND " STATES_LOCKED("st") " RETURNING 1)"
+	" WHERE s.ability_id = m.ability_id AND s.generation = m.generation AND NOT $5::bool AND " STATES_LOCKED("st")
+	" RETURNING 1)"
 	" SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM r)";
 
 /* The statements run for every ability: prepared once per connection. */

@@ -811,3 +811,42 @@ Test(store, a_retry_of_failed_changes_locks_them_in_key_order)
 	store_free(s);
 	pgtest_close(&t);
 }
+
+/*
+ * A retry of failed changes that waits for one of them (a, held) while the
+ * other (x, a failed delete) is written again by a replica, whose push fails
+ * too (x failed at generation 2). The retry used to decide between pending
+ * and pending_delete from its snapshot, where x had no mirror row: the live
+ * x was made pending_delete and its vector deleted. A change written again
+ * meanwhile is now left as the write left it.
+ */
+Test(store, a_retry_leaves_a_change_written_while_it_waited_as_it_is)
+{
+	struct pgtest t;
+	struct store *s;
+	struct retried r = {0};
+	struct retry_selector sel = {.pending = false, .older_than_s = -1};
+	PGconn *rec;
+	char *v;
+
+	locktest_open(&t, "store_retry_stale");
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_exec(t.url, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state,"
+			   " generation) VALUES ('a', 'abilities_s', 1, 'h', 'failed', 1),"
+			   " ('x', 'abilities_s', 2, 'h', 'failed', 1)");
+	rec = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'a' FOR UPDATE");
+	store_sync_retry(s, &sel, on_retried, &r);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('x', 2, 'n', 's', 'd', '[1]');"
+			   " UPDATE abilitysync.sync_state SET generation = 2 WHERE ability_id = 'x'");
+	locktest_commit(rec);
+	pgtest_wait(&t, &r.done);
+	cr_assert(eq(str, r.error, ""), "the retry failed: %s", r.error);
+	cr_assert(eq(i64, r.retried, 1), "a is retried, x (written meanwhile) is not");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state WHERE ability_id = 'x'");
+	cr_assert(eq(str, v, "failed 2"), "x has a live row: it is never made pending_delete (%s)", v);
+	free(v);
+	store_free(s);
+	pgtest_close(&t);
+}
