@@ -304,7 +304,9 @@ static const char delete_sql[] =
  * before a write that committed meanwhile was pushed under that generation
  * and recorded synced (the write lost), a row deleted meanwhile pushed back.
  * Locked FOR SHARE, which reads the latest version; no writer changes it
- * while the claim holds the sync state.
+ * while the claim holds the sync state. (A row inserted after the statement
+ * began stays out of its sight: a follow-up that takes a re-created
+ * ability's sync state just after its snapshot sees no row. Not fixed.)
  */
 #define ROW_NOW(c) " LATERAL (SELECT * FROM public.abilities a WHERE a.ability_id = " c ".ability_id FOR SHARE) a"
 
@@ -368,9 +370,9 @@ static const char claim_ids_sql[] =
  * A restore page: every mirror row of the page gets a pending sync state
  * leased to us, unless another replica holds it. The sync states that exist
  * are locked before any is inserted, as a write does (one pass that inserted
- * some and waited for others deadlocked with a write of the same rows). A vector may be in its blob
- * unless the blob was created (by us) after the vector's ledger entry was last
- * written: then the add needs no delete first.
+ * some and waited for others deadlocked with a write of the same rows). A
+ * vector may be in its blob unless the blob was created (by us) after the
+ * vector's ledger entry was last written: then the add needs no delete first.
  * $4 after, $5 service, $6 limit, $7 upto.
  *
  * The rows are read again at the end one index lookup each (ROW_NOW): while
