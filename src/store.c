@@ -299,12 +299,13 @@ static const char delete_sql[] =
 
 /*
  * A claimed row's mirror row `a` as it is now, not as the statement's snapshot
- * had it: a claim that waited for a sync state (or locked one a moment after
- * its snapshot) took it at its latest generation, and the row's content from
- * before a write that committed meanwhile was pushed under that generation
- * and recorded synced (the write lost), a row deleted meanwhile pushed back.
- * Locked FOR SHARE, which reads the latest version; no writer changes it
- * while the claim holds the sync state. (A row inserted after the statement
+ * had it, for the retry worker's and the follow-ups' claims: one that locked
+ * a sync state a moment after its snapshot took it at its latest generation,
+ * and the row's content from before a write that committed meanwhile was
+ * pushed under that generation and recorded synced (the write lost), a row
+ * deleted meanwhile pushed back. (A restore page checks the generation
+ * instead, PAGE_TAKES.) Locked FOR SHARE, which reads the latest version; no
+ * writer changes it while the claim holds the sync state. (A row inserted after the statement
  * began stays out of its sight: a follow-up that takes a re-created
  * ability's sync state just after its snapshot sees no row. Not fixed.)
  */
@@ -330,11 +331,11 @@ static const char delete_sql[] =
 	" a.ability_id IS NULL, a.ability_name, a.service_name, a.description, a.embedding::text, a.metadata::text," \
 	" CASE WHEN " LEASE_MINE("c", "$1") " THEN c.lease_owner END"
 
-/* A live row about to be pushed claims its vector's ledger entry first (if no one holds it). */
-#define INTENT_CTE                                                                                        \
+/* A live row about to be pushed claims its vector's ledger entry first (if no one holds it); `row`: its `a`. */
+#define INTENT_CTE(row)                                                                                   \
 	" intent AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"                 \
 	"  SELECT DISTINCT ON (1, 2) abilitysync.blob_name(a.service_name), a.vector_id, c.ability_id FROM c"  \
-	"  CROSS JOIN" ROW_NOW("c") " WHERE c.state = 'pending' AND " LEASE_MINE("c", "$1")                   \
+	"  " row " WHERE c.state = 'pending' AND " LEASE_MINE("c", "$1")                                       \
 	"  ORDER BY 1, 2, 3 ON CONFLICT (blob_id, vector_id) DO UPDATE SET last_written_at = now()"            \
 	"  WHERE abilitysync.vector_ledger.ability_id = excluded.ability_id)"
 
@@ -351,7 +352,7 @@ static const char claim_due_sql[] =
 	"   AND (lease_until IS NULL OR lease_until < now())"
 	"  ORDER BY next_attempt_at LIMIT $4::int FOR UPDATE SKIP LOCKED)"
 	" RETURNING s.*, true AS may_exist),"
-	INTENT_CTE
+	INTENT_CTE("CROSS JOIN" ROW_NOW("c"))
 	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true";
 
 /* These rows ($4), if pending and theirs to take: the follow-up of a push a newer write overtook. */
@@ -363,7 +364,7 @@ static const char claim_ids_sql[] =
 	"  WHERE s2.ability_id = ANY($4::text[]) AND s2.state IN ('pending', 'pending_delete')"
 	"   AND " LEASE_FREE("s2", "$1") " ORDER BY ability_id FOR UPDATE SKIP LOCKED)"
 	" RETURNING s.*, true AS may_exist),"
-	INTENT_CTE
+	INTENT_CTE("CROSS JOIN" ROW_NOW("c"))
 	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true";
 
 /*
@@ -375,7 +376,15 @@ static const char claim_ids_sql[] =
  * vector's ledger entry was last written: then the add needs no delete first.
  * $4 after, $5 service, $6 limit, $7 upto.
  *
- * The rows are read again at the end one index lookup each (ROW_NOW): while
+ * The page pushes the mirror rows as its snapshot has them, so it takes only
+ * rows whose sync state is still the generation that snapshot saw (PAGE_TAKES:
+ * the insert carries it, plus one, as `excluded.generation`). A row written
+ * or deleted while the page waited for its locks was taken at its latest
+ * generation and pushed with its old content (recorded synced: the write
+ * lost), or pushed back live; such a row is now left to whoever changed it.
+ * (Reading the rows FOR SHARE instead cost the restore a tenth of its rate.)
+ *
+ * The rows are joined again at the end within the page's bounds too: while
  * the ledger has no statistics yet (it fills as the restore goes, and
  * autovacuum looks at it a minute later), the page's rows are overestimated
  * seventyfold, and an unbounded join sorted the whole mirror table for every
@@ -385,34 +394,40 @@ static const char claim_ids_sql[] =
 	" ($4::text IS NULL OR " a ".ability_id > $4) AND ($7::text IS NULL OR " a ".ability_id <= $7)" \
 	"  AND ($5::text IS NULL OR " a ".service_name = $5)"
 
+/* The page takes a row whose lease is free and whose generation is the one its snapshot saw. */
+#define PAGE_TAKES "(" LEASE_FREE("s", "$1") " AND s.generation + 1 = excluded.generation)"
+
 static const char claim_page_sql[] =
 	"WITH p AS ("
 	" SELECT a.ability_id, a.vector_id, abilitysync.blob_name(a.service_name) AS blob_id FROM public.abilities a"
 	" WHERE" PAGE_ROWS("a")
 	" ORDER BY a.ability_id LIMIT $6::int),"
 	" pm AS ("
-	" SELECT p.*, (b.created_at IS NULL OR coalesce(l.last_written_at >= b.created_at, false)) AS may_exist FROM p"
+	" SELECT p.*, (b.created_at IS NULL OR coalesce(l.last_written_at >= b.created_at, false)) AS may_exist,"
+	"  coalesce(s0.generation, 0) AS seen FROM p"
 	" LEFT JOIN abilitysync.blobs b ON b.blob_id = p.blob_id"
-	" LEFT JOIN abilitysync.vector_ledger l ON l.blob_id = p.blob_id AND l.vector_id = p.vector_id),"
+	" LEFT JOIN abilitysync.vector_ledger l ON l.blob_id = p.blob_id AND l.vector_id = p.vector_id"
+	" LEFT JOIN abilitysync.sync_state s0 ON s0.ability_id = p.ability_id),"
 	LOCK_STATES("st", "SELECT ability_id FROM p")
 	" c0 AS ("
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
-	" SELECT ability_id, blob_id, vector_id, '', 'pending', 1, 0, now(), now(), now() + $2::interval, $1 FROM pm"
-	" WHERE " STATES_LOCKED("st") " ORDER BY ability_id"
+	" SELECT ability_id, blob_id, vector_id, '', 'pending', seen + 1, 0, now(), now(), now() + $2::interval, $1"
+	" FROM pm WHERE " STATES_LOCKED("st") " ORDER BY ability_id"
 	" ON CONFLICT (ability_id) DO UPDATE SET"
-	"  state = CASE WHEN " LEASE_FREE("s", "$1") " THEN 'pending' ELSE s.state END,"
-	"  generation = CASE WHEN " LEASE_FREE("s", "$1") " AND s.state IN ('pending_delete', 'deleted')"
+	"  state = CASE WHEN " PAGE_TAKES " THEN 'pending' ELSE s.state END,"
+	"  generation = CASE WHEN " PAGE_TAKES " AND s.state IN ('pending_delete', 'deleted')"
 	"   THEN s.generation + 1 ELSE s.generation END,"
-	"  next_attempt_at = CASE WHEN " LEASE_FREE("s", "$1") " THEN now() ELSE s.next_attempt_at END,"
-	"  lease_until = CASE WHEN " LEASE_FREE("s", "$1") " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$1") " THEN " LEASE_TOKEN("s", "$1") " ELSE s.lease_owner END,"
-	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$3") ","
-	"  updated_at = CASE WHEN " LEASE_FREE("s", "$1") " THEN now() ELSE s.updated_at END"
+	"  next_attempt_at = CASE WHEN " PAGE_TAKES " THEN now() ELSE s.next_attempt_at END,"
+	"  lease_until = CASE WHEN " PAGE_TAKES " THEN excluded.lease_until ELSE s.lease_until END,"
+	"  lease_owner = CASE WHEN " PAGE_TAKES " THEN " LEASE_TOKEN("s", "$1") " ELSE s.lease_owner END,"
+	"  doubt_until = CASE WHEN " PAGE_TAKES " THEN " DOUBT_ON_TAKEOVER("s", "$3") " ELSE s.doubt_until END,"
+	"  updated_at = CASE WHEN " PAGE_TAKES " THEN now() ELSE s.updated_at END"
 	" RETURNING s.*),"
 	" c AS (SELECT c0.*, pm.may_exist FROM c0 JOIN pm USING (ability_id)),"
-	INTENT_CTE
-	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true ORDER BY c.ability_id";
+	INTENT_CTE("JOIN public.abilities a USING (ability_id)")
+	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a ON a.ability_id = c.ability_id AND" PAGE_ROWS("a")
+	" ORDER BY c.ability_id";
 
 /*
  * Outcomes, recorded only for rows whose lease is still ours (`x` locks them,
