@@ -382,8 +382,8 @@ static const char claim_ids_sql[] =
  * or deleted while the page waited for its locks was taken at its latest
  * generation and pushed with its old content (recorded synced: the write
  * lost), or pushed back live; such a row is now left to whoever changed it.
- * (Reading them FOR SHARE instead, ROW_NOW, the restore ran at 0.71 of the
- * emulator's ceiling in one `make bench`, against 0.82.)
+ * (Reading them FOR SHARE instead, as ROW_NOW does, slowed the restore:
+ * bench/README.md.)
  *
  * The rows are joined again at the end within the page's bounds too: while
  * the ledger has no statistics yet (it fills as the restore goes, and
