@@ -299,15 +299,12 @@ static const char delete_sql[] =
 
 /*
  * A claimed row's mirror row `a` as it is now, not as the statement's snapshot
- * had it, for the retry worker's and the follow-ups' claims: one that locked
- * a sync state a moment after its snapshot took it at its latest generation,
- * and the row's content from before a write that committed meanwhile was
- * pushed under that generation and recorded synced (the write lost), a row
- * deleted meanwhile pushed back. (A restore page checks the generation
- * instead, PAGE_TAKES.) Locked FOR SHARE, which reads the latest version; no
- * writer changes it while the claim holds the sync state. (A row inserted after the statement
- * began stays out of its sight: a follow-up that takes a re-created
- * ability's sync state just after its snapshot sees no row. Not fixed.)
+ * had it, for the retry worker's and the follow-ups' claims. A change with a
+ * new generation made after the snapshot keeps the row out of the claim
+ * (CLAIM_SAW); this reads the latest version of one made without (the
+ * original application's edit, a write putting back a row edited behind our
+ * back). Locked FOR SHARE; no writer changes it while the claim holds the
+ * sync state.
  */
 #define ROW_NOW(c) " LATERAL (SELECT * FROM public.abilities a WHERE a.ability_id = " c ".ability_id FOR SHARE) a"
 
@@ -340,6 +337,19 @@ static const char delete_sql[] =
 	"  WHERE abilitysync.vector_ledger.ability_id = excluded.ability_id)"
 
 /*
+ * A claim takes a row only at the generation its snapshot saw (the
+ * subquery reads the snapshot; `s`, locked, is the latest version). A write
+ * that re-created a deleted ability and committed between the claim's
+ * snapshot and its lock left a row the claim cannot see, FOR SHARE or not
+ * (it follows updates, not inserts): the claim took the live ability as gone
+ * and its vector was deleted under the write's generation. Such a row is left
+ * to the write (its own push, or the next claim). The restore page's
+ * PAGE_TAKES is the same rule.
+ */
+#define CLAIM_SAW(s) \
+	" " s ".generation = (SELECT s0.generation FROM abilitysync.sync_state s0 WHERE s0.ability_id = " s ".ability_id)"
+
+/*
  * Every claim statement takes $1 owner, $2 lease, $3 quarantine, then its own.
  * Due rows with SKIP LOCKED (replicas share the work), leased; $4 limit.
  */
@@ -350,7 +360,7 @@ static const char claim_due_sql[] =
 	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state"
 	"  WHERE state IN ('pending', 'pending_delete') AND next_attempt_at <= now()"
 	"   AND (lease_until IS NULL OR lease_until < now())"
-	"  ORDER BY next_attempt_at LIMIT $4::int FOR UPDATE SKIP LOCKED)"
+	"  ORDER BY next_attempt_at LIMIT $4::int FOR UPDATE SKIP LOCKED) AND" CLAIM_SAW("s")
 	" RETURNING s.*, true AS may_exist),"
 	INTENT_CTE("CROSS JOIN" ROW_NOW("c"))
 	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true";
@@ -362,7 +372,7 @@ static const char claim_ids_sql[] =
 	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
 	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state s2"
 	"  WHERE s2.ability_id = ANY($4::text[]) AND s2.state IN ('pending', 'pending_delete')"
-	"   AND " LEASE_FREE("s2", "$1") " ORDER BY ability_id FOR UPDATE SKIP LOCKED)"
+	"   AND " LEASE_FREE("s2", "$1") " ORDER BY ability_id FOR UPDATE SKIP LOCKED) AND" CLAIM_SAW("s")
 	" RETURNING s.*, true AS may_exist),"
 	INTENT_CTE("CROSS JOIN" ROW_NOW("c"))
 	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN" ROW_NOW("c") " ON true";

@@ -260,6 +260,7 @@ struct claims {
 	bool done;
 	size_t n;
 	bool leased;
+	bool gone;
 	int64_t generation;
 	char lease[128];
 };
@@ -273,6 +274,7 @@ static void on_claimed(const struct claimed_row *rows, size_t n, const struct pg
 	c->n = n;
 	if (n) {
 		c->leased = rows[0].leased;
+		c->gone = rows[0].gone;
 		c->generation = rows[0].generation;
 		snprintf(c->lease, sizeof(c->lease), "%s", rows[0].lease ? rows[0].lease : "");
 	}
@@ -849,4 +851,74 @@ Test(store, a_retry_leaves_a_change_written_while_it_waited_as_it_is)
 	free(v);
 	store_free(s);
 	pgtest_close(&t);
+}
+
+/*
+ * Holds the store's claims (the statements that lock due rows SKIP LOCKED)
+ * just after they took their snapshot, until the returned session commits: a
+ * statement trigger waits for an advisory lock that session holds. Without
+ * it the window between a claim's snapshot and its locks is microseconds.
+ */
+static PGconn *pause_claims(struct pgtest *t)
+{
+	pgtest_exec(t->url, "CREATE FUNCTION pause_claim() RETURNS trigger LANGUAGE plpgsql AS $$"
+			    " BEGIN IF current_query() LIKE '%SKIP LOCKED%' THEN"
+			    "  PERFORM pg_advisory_xact_lock_shared(4242); END IF; RETURN NULL; END $$;"
+			    " CREATE TRIGGER pause_claim BEFORE UPDATE ON abilitysync.sync_state"
+			    "  FOR EACH STATEMENT EXECUTE FUNCTION pause_claim()");
+	return locktest_hold(t, "SELECT pg_advisory_xact_lock(4242), 1");
+}
+
+/*
+ * A claim of a deleted ability (pending_delete, due) whose snapshot was taken
+ * just before a write re-created it and committed. The claim locked the sync
+ * state at the write's generation but could not see the row the write
+ * inserted (FOR SHARE follows updates, not inserts): it took the live
+ * ability as gone, and its vector was deleted under the write's generation
+ * and lease token. A claim now takes only rows whose generation is the one
+ * its snapshot saw; the write's change is left to the write.
+ */
+static void claim_while_recreated(const char *name, bool due)
+{
+	struct pgtest t;
+	struct store *s;
+	struct claims c = {0};
+	const char *ids[] = {"a1"};
+	PGconn *paused;
+	char *v;
+
+	locktest_open(&t, name);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_exec(t.url, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state,"
+			   " generation) VALUES ('a1', 'abilities_s', 1, '', 'pending_delete', 2)");
+	paused = pause_claims(&t);
+	if (due)
+		store_claim_due(s, 10, on_claimed, &c);
+	else
+		store_claim_ids(s, ids, 1, on_claimed, &c);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('a1', 1, 'n', 's', 'again', '[1]');"
+			   " UPDATE abilitysync.sync_state SET state = 'pending', generation = 3, content_hash = 'h'"
+			   " WHERE ability_id = 'a1'");
+	locktest_commit(paused);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 0), "the claim took a1 (generation %lld, %s) though a write re-created it after its"
+				  " snapshot", (long long)c.generation, c.gone ? "as gone: its vector would be deleted" : "live");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation || ' ' || (lease_owner IS NULL)"
+			     " FROM abilitysync.sync_state WHERE ability_id = 'a1'");
+	cr_assert(eq(str, v, "pending 3 true"), "the write's change is left as the write left it (%s)", v);
+	free(v);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+Test(store, a_claim_of_due_rows_leaves_an_ability_recreated_after_its_snapshot)
+{
+	claim_while_recreated("store_claim_due_stale", true);
+}
+
+Test(store, a_follow_up_claim_leaves_an_ability_recreated_after_its_snapshot)
+{
+	claim_while_recreated("store_claim_ids_stale", false);
 }
