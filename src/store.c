@@ -190,6 +190,25 @@ static const char write_sql[] =
 	" FROM decided d LEFT JOIN ss USING (ability_id) ORDER BY d.ord";
 
 /*
+ * The sync state of deleted rows (`rows`: ability_id, blob_id, vector_id) as
+ * a pending_delete tombstone, a new generation, leased for `owner` unless
+ * another holds it. Its content hash is emptied: a tombstone that kept it
+ * made a later write of the same content "unchanged", so an ability
+ * registered again after its delete failed stayed `failed` and was never
+ * pushed.
+ */
+#define TOMBSTONE(rows, owner, lease, quarantine)                                                                  \
+	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"   \
+	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"                                           \
+	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + " lease "::interval," \
+	"  " LEASE_NEW(owner) " FROM " rows                                                                            \
+	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0," \
+	"  content_hash = '', next_attempt_at = now(), last_error = NULL, updated_at = now(),"                         \
+	"  lease_until = CASE WHEN " LEASE_FREE("s", owner) " THEN excluded.lease_until ELSE s.lease_until END,"        \
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_TOKEN("s", owner) " ELSE s.lease_owner END," \
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", quarantine)
+
+/*
  * A service's full set. Its abilities are staged a group at a time
  * (stage_sql: sets left behind a day ago go on the way), then one statement
  * judges the staged set against the service's abilities now, exactly as a
@@ -245,16 +264,7 @@ static const char set_apply_sql[] =
 	"  SELECT blob_id, vector_id, ability_id FROM gone ORDER BY blob_id, vector_id"
 	"  ON CONFLICT (blob_id, vector_id) DO NOTHING),"
 	" gone_ss AS ("
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
-	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + $4::interval,"
-	"  " LEASE_NEW("$3")
-	" FROM gone ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0,"
-	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
-	"  lease_until = CASE WHEN " LEASE_FREE("s", "$3") " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$3") " THEN " LEASE_TOKEN("s", "$3") " ELSE s.lease_owner END,"
-	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$5")
+	TOMBSTONE("gone ORDER BY ability_id", "$3", "$4", "$5")
 	" RETURNING ability_id, " LEASE_MINE("s", "$3") " AS leased, lease_owner AS lease),"
 	" dropped AS (DELETE FROM abilitysync.fullset_stage WHERE set_id = $1)"
 	" SELECT d.ability_id," SET_ACTION("ss.generation IS NOT NULL OR d.ability_id IN (SELECT ability_id FROM up)")
@@ -278,16 +288,7 @@ static const char delete_sql[] =
 	" led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
 	"  SELECT blob_id, vector_id, ability_id FROM d ON CONFLICT (blob_id, vector_id) DO NOTHING),"
 	" ss AS ("
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
-	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
-	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + $3::interval,"
-	"  " LEASE_NEW("$2")
-	" FROM d"
-	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0,"
-	"  next_attempt_at = now(), last_error = NULL, updated_at = now(),"
-	"  lease_until = CASE WHEN " LEASE_FREE("s", "$2") " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", "$2") " THEN " LEASE_TOKEN("s", "$2") " ELSE s.lease_owner END,"
-	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$4")
+	TOMBSTONE("d", "$2", "$3", "$4")
 	" RETURNING ability_id, generation, blob_id, vector_id, " LEASE_MINE("s", "$2") " AS leased,"
 	"  coalesce(doubt_until > now(), false) AS doubt, lease_owner AS lease)"
 	" SELECT ss.generation, ss.blob_id, ss.vector_id, ss.leased, ss.doubt,"

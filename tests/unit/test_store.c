@@ -922,3 +922,41 @@ Test(store, a_follow_up_claim_leaves_an_ability_recreated_after_its_snapshot)
 {
 	claim_while_recreated("store_claim_ids_stale", false);
 }
+
+/*
+ * An ability whose delete failed (its vector may still be in the vector DB),
+ * registered again with the content it had. The tombstone kept the old
+ * content hash, so the write took the content as unchanged: the row came
+ * back, its sync state stayed `failed` at the delete's generation, and
+ * nothing was pushed (a live ability whose vector may be gone, reported as a
+ * failed delete). A tombstone's content hash is now empty, as a new one's is.
+ */
+Test(store, an_ability_registered_again_after_its_delete_failed_is_pushed)
+{
+	struct pgtest t;
+	struct store *s;
+	struct ability a;
+	struct writes w;
+	struct deletes d = {0};
+	char *v;
+
+	pgtest_open(&t, "store_rewrite_failed_delete", true, 2);
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a, "get-user", "api.github.com", 1.0);
+	write_one(&t, s, &a, &w);
+	store_delete(s, "get-user", on_deleted_row, &d);
+	pgtest_wait(&t, &d.done);
+	cr_assert(d.found, "the delete failed: %s", d.error);
+	pgtest_exec(t.url, "UPDATE abilitysync.sync_state SET state = 'failed', lease_until = NULL, lease_owner = NULL");
+
+	write_one(&t, s, &a, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN));
+	cr_assert(eq(i64, w.r[0].generation, 3), "registered again: a new generation to push");
+	cr_assert(w.r[0].leased, "the writer pushes it");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state");
+	cr_assert(eq(str, v, "pending 3"), "%s", v);
+	free(v);
+	ability_free(&a);
+	store_free(s);
+	pgtest_close(&t);
+}
