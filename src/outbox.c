@@ -1030,7 +1030,8 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 	struct follow_ctx *x = arg;
 	struct outbox *ob = x->ob;
 	struct op *op = op_new(ob, n, "follow-up");
-	size_t i, r;
+	char **again = xcalloc(x->n ? x->n : 1, sizeof(char *));
+	size_t i, r, k = 0;
 
 	ob->claims_out--;
 	op->rows = xcalloc(n ? n : 1, sizeof(*op->rows));
@@ -1044,6 +1045,16 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 				row = &rows[r];
 		if (!e)
 			continue;
+		if (!row && e->again && o->res && !ob->closing && !ob->paused) {
+			/*
+			 * A write of it here committed after this claim's
+			 * snapshot, which leaves the row (CLAIM_SAW): claim it
+			 * once more, with a snapshot that sees the write.
+			 */
+			e->again = false;
+			again[k++] = x->ids[i];
+			continue;
+		}
 		if (!row || ob->closing) {
 			/* Settled meanwhile, or another replica holds it now: that one pushes what is current. */
 			if (!o->res)
@@ -1058,6 +1069,9 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 		free(x->ids[i]);
 		x->ids[i] = NULL;
 	}
+	if (k)
+		follow_up(ob, again, k);
+	free(again);
 	for (i = 0; i < x->n; i++)
 		free(x->ids[i]);
 	free(x->ids);

@@ -129,6 +129,60 @@ test_a_slow_older_write_never_overwrites_a_newer_one() {
   teardown_all
 }
 
+# Holds the outbox's follow-up claims (claim_ids) between their snapshot and
+# their locks, from when this returns until release_follow_ups: a statement
+# trigger waits for an advisory lock a background session holds.
+hold_follow_ups() {
+  pg "CREATE FUNCTION pause_follow_up() RETURNS trigger LANGUAGE plpgsql AS \$\$
+      BEGIN IF current_query() LIKE '%s2.ability_id = ANY%' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+      RETURN NULL; END \$\$;
+      CREATE TRIGGER pause_follow_up BEFORE UPDATE ON abilitysync.sync_state
+      FOR EACH STATEMENT EXECUTE FUNCTION pause_follow_up()" >/dev/null
+  psql -X -q "$DB" -c "SELECT pg_advisory_lock(4242)" -c "SELECT pg_sleep(60) /* follow-up holder */" >/dev/null 2>&1 &
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_locks where locktype = 'advisory' and granted")" = 1 ] && return
+    sleep 0.05
+  done
+  fail "the advisory lock was not taken"
+}
+
+release_follow_ups() {
+  pg "select pg_terminate_backend(pid) from pg_stat_activity
+      where query like '%follow-up holder%' and pid <> pg_backend_pid()" >/dev/null
+}
+
+# A follow-up claim (of v2, written while v1's push was held) takes its
+# snapshot; v3 of the same ability, written by the same service, commits
+# before the claim locks the row. The claim leaves a row whose generation
+# moved since its snapshot, and the outbox let the ability go as "pending"
+# with v3's lease still held: nothing pushed v3 until the lease ran out
+# (SYNC_LEASE, 60 s) and a quarantine after it. It now claims such a row again.
+test_a_write_made_while_its_follow_up_claims_is_pushed() {
+  setup_stores
+  serve
+  hold_follow_ups
+  hold_next POST /vectors >/dev/null
+  post "$(ability_json busy "$SVC" 8 1 v1)"
+  assert_eq "$CODE" 202 "v1 waits for the held POST: $BODY"
+  wait_held 1
+  post "$(ability_json busy "$SVC" 8 1 v2)"
+  assert_eq "$CODE" 202 "v2 follows v1's push: $BODY"
+  release
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_stat_activity where wait_event = 'advisory'")" = 1 ] && break
+    sleep 0.05
+  done
+  assert_eq "$(pg "select count(*) from pg_stat_activity where wait_event = 'advisory'")" 1 \
+    "v2's follow-up claim is held after its snapshot"
+  post "$(ability_json busy "$SVC" 8 1 v3)"
+  local h3=$HASH
+  assert_eq "$CODE" 202 "v3 joins the follow-up in flight: $BODY"
+  release_follow_ups
+  wait_state busy synced 10
+  assert_vector busy "$h3"
+  teardown_all
+}
+
 test_a_slow_earlier_write_never_resurrects_a_delete() {
   setup_stores
   serve
