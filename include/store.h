@@ -42,7 +42,6 @@ struct store_opts {
 enum write_outcome {
 	WRITE_WRITTEN,   /* row and sync state written: the vector DB needs it (generation below) */
 	WRITE_UNCHANGED, /* same content: nothing written */
-	WRITE_REPAIRED,  /* the mirror row differed from its sync state (edited or deleted behind our back): put back */
 	WRITE_COLLISION, /* its (blob, vector_id) belongs to another live ability */
 	WRITE_REFUSED,   /* another ability of the same request collided: nothing of it was written */
 };
@@ -58,6 +57,8 @@ struct write_result {
 	const char *stale;              /* "blob vector_id,..." of its other vectors that may exist, or NULL */
 	const char *lease;              /* leased: the lease (push under it, record with it) */
 	const char *other;              /* WRITE_COLLISION: the ability holding the vector */
+	bool repaired;                  /* WRITE_WRITTEN: the same content, its mirror row edited or deleted behind
+					   our back: put back, and pushed again as a new generation */
 };
 
 /* res: n results in the order given, or NULL when the statement failed (see o). */

@@ -58,16 +58,17 @@ static void locate(struct call *c, const char *ability_id)
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Location", href);
 }
 
-/* The item was written to a store (not unchanged, repaired or refused). */
+/* The item was written to the stores (not unchanged, refused or a collision). */
 static bool wrote(const struct outbox_item *r)
 {
-	return r->status == OB_CREATED || r->status == OB_UPDATED || r->status == OB_WRITTEN;
+	return r->status == OB_CREATED || r->status == OB_UPDATED || r->status == OB_REPAIRED ||
+	       r->status == OB_WRITTEN;
 }
 
 /*
  * 201: both stores hold what was written; 202: Postgres does and the vector DB
  * does not yet (pending, or failed: refused, with last_error); 200: nothing
- * needed writing (unchanged, or only the mirror row was put back).
+ * needed writing (unchanged).
  */
 static int written_status(const struct outbox_answer *a)
 {

@@ -1104,11 +1104,12 @@ static enum outbox_status status_of(const struct write_result *w)
 {
 	switch (w->outcome) {
 	case WRITE_UNCHANGED: return OB_UNCHANGED;
-	case WRITE_REPAIRED: return OB_REPAIRED;
 	case WRITE_COLLISION: return OB_COLLISION;
 	case WRITE_REFUSED: return OB_REFUSED;
 	case WRITE_WRITTEN: break;
 	}
+	if (w->repaired)
+		return OB_REPAIRED;
 	return w->state[0] && strcmp(w->state, "deleted") != 0 ? OB_UPDATED : OB_CREATED;
 }
 

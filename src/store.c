@@ -60,7 +60,12 @@
  *          replica writing the same content a moment after another writes
  *          nothing; a row edited behind our back is put back);
  *   ss     advances the sync state (pending, generation + 1) where the content
- *          hash changed, the ability was deleted, or it never had one, and
+ *          hash changed, the ability was deleted, it never had one, or `up`
+ *          put back a row edited or deleted behind our back (every change of
+ *          a mirror row is a new generation: claims, pages, retries and
+ *          requeues judge by it whether what they read is still current; a
+ *          put-back row without one was pushed as gone by a claim whose
+ *          snapshot missed it), and
  *          takes its lease for this replica unless another holds it; always
  *          after `up` (an InitPlan): a sync state inserted before the row is
  *          upserted deadlocked with a delete of a row that had none;
@@ -157,6 +162,7 @@
 	"  lease_owner = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_TOKEN("s", owner) " ELSE s.lease_owner END," \
 	"  doubt_until = " DOUBT_ON_TAKEOVER("s", quarantine) \
 	" WHERE s.content_hash IS DISTINCT FROM excluded.content_hash OR s.state IN ('pending_delete', 'deleted')" \
+	"  OR s.ability_id IN (SELECT ability_id FROM up)" \
 	" RETURNING ability_id, generation, " LEASE_MINE("s", owner) " AS leased, coalesce(doubt_until > now(), false) AS doubt," \
 	"  lease_owner AS lease)," \
 	" claim AS (" \
@@ -186,7 +192,7 @@ static const char write_sql[] =
 	"   WHERE d.has_row AND (d.row_blob, d.row_vid) IS DISTINCT FROM (d.blob_id, d.vector_id)"
 	"    AND NOT EXISTS (SELECT 1 FROM abilitysync.vector_ledger o WHERE o.blob_id = d.row_blob"
 	"     AND o.vector_id = d.row_vid AND o.ability_id <> d.ability_id)) v) END,"
-	"  CASE WHEN ss.leased THEN ss.lease END"
+	"  CASE WHEN ss.leased THEN ss.lease END, d.same"
 	" FROM decided d LEFT JOIN ss USING (ability_id) ORDER BY d.ord";
 
 /*
@@ -673,7 +679,7 @@ static void build_params(const struct write_group *g, struct buf p[12])
 
 /* Columns of write_sql's result, in order. */
 enum { W_ORD, W_COLLIDES, W_REFUSED, W_GENERATION, W_REWROTE, W_OWNER, W_STATE, W_LEASED, W_DOUBT, W_MAY_EXIST,
-       W_STALE, W_LEASE };
+       W_STALE, W_LEASE, W_SAME };
 
 static void parse_row(PGresult *res, int row, struct write_result *w)
 {
@@ -692,8 +698,9 @@ static void parse_row(PGresult *res, int row, struct write_result *w)
 		w->may_exist = is_true(res, row, W_MAY_EXIST);
 		w->stale = text_or_null(res, row, W_STALE);
 		w->lease = text_or_null(res, row, W_LEASE);
+		w->repaired = is_true(res, row, W_SAME) && is_true(res, row, W_REWROTE);
 	} else {
-		w->outcome = is_true(res, row, W_REWROTE) ? WRITE_REPAIRED : WRITE_UNCHANGED;
+		w->outcome = WRITE_UNCHANGED;
 	}
 }
 

@@ -299,21 +299,36 @@ test_a_delete_answered_after_its_window_is_answered_then_pushed() {
   teardown_all
 }
 
+# A resend of the same content puts back a mirror row edited or deleted
+# behind our back, as a new generation pushed again (201): claims judge by the
+# generation whether what they read is current, and a put-back row without a
+# new one was taken as gone by a claim whose snapshot missed it.
 test_an_edited_mirror_row_is_put_back_by_a_resend() {
-  local body
+  local body h
   setup_stores
   serve
   body=$(ability_json tamper "$SVC" 8 1 original)
   post "$body"
   assert_eq "$CODE" 201
+  h=$HASH
   pg "update abilities set description = 'edited behind our back' where ability_id = 'tamper'" >/dev/null
   post "$body"
-  assert_eq "$CODE" 200 "$BODY"
+  assert_eq "$CODE" 201 "$BODY"
   assert_eq "$(pg "select description from abilities where ability_id = 'tamper'")" original "the mirror row"
   assert_eq "$(jq -r .status <<<"$BODY")" repaired "$BODY"
+  assert_eq "$(pg "select state || ' ' || generation from abilitysync.sync_state where ability_id = 'tamper'")" \
+    "synced 2" "put back as a new generation, pushed"
   pg "delete from abilities where ability_id = 'tamper'" >/dev/null
   post "$body"
+  assert_eq "$CODE" 201 "$BODY"
+  assert_eq "$(jq -r .status <<<"$BODY")" repaired "$BODY"
   assert_eq "$(pg "select description from abilities where ability_id = 'tamper'")" original "the deleted row is back"
+  assert_eq "$(pg "select state || ' ' || generation from abilitysync.sync_state where ability_id = 'tamper'")" \
+    "synced 3"
+  assert_vector tamper "$h"
+  post "$body"
+  assert_eq "$CODE" 200 "$BODY"
+  assert_eq "$(jq -r .status <<<"$BODY")" unchanged "an intact row is left alone: $BODY"
   teardown_all
 }
 

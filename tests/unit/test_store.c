@@ -960,3 +960,46 @@ Test(store, an_ability_registered_again_after_its_delete_failed_is_pushed)
 	store_free(s);
 	pgtest_close(&t);
 }
+
+/*
+ * A write that puts back a mirror row deleted behind our back (the same
+ * content as its pending sync state) commits while a claim of due rows is
+ * between its snapshot and its locks. The write left the generation as it
+ * was, so the claim took the row at the generation it saw, found no mirror
+ * row and took the live ability as gone: its vector was deleted and the
+ * outcome recorded it deleted. A put-back row is now a new generation, which
+ * the claim leaves to the write.
+ */
+Test(store, a_claim_leaves_a_row_a_write_put_back_after_its_snapshot)
+{
+	struct pgtest t;
+	struct store *s;
+	struct claims c = {0};
+	struct ability a;
+	struct writes w;
+	PGconn *paused;
+	char sql[1024];
+
+	locktest_open(&t, "store_claim_put_back");
+	s = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&a, "a1", "s", 1.0);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+		 " VALUES ('a1', '%s', %lld, '%s', 'pending', 1)",
+		 a.blob_id, (long long)a.vector_id, a.content_hash);
+	pgtest_exec(t.url, sql);
+	paused = pause_claims(&t);
+	store_claim_due(s, 10, on_claimed, &c);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	write_one(&t, s, &a, &w);
+	cr_assert(eq(int, w.r[0].outcome, WRITE_WRITTEN), "the row is put back");
+	cr_assert(w.r[0].repaired, "with the content it had");
+	cr_assert(eq(i64, w.r[0].generation, 2), "as a new generation");
+	locktest_commit(paused);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(sz, c.n, 0), "the claim took a1 (generation %lld, %s) though a write put its row back after the"
+				  " claim's snapshot", (long long)c.generation, c.gone ? "as gone: its vector would be deleted" : "live");
+	ability_free(&a);
+	store_free(s);
+	pgtest_close(&t);
+}
