@@ -412,8 +412,16 @@ static const char claim_ids_sql[] =
 	" ($4::text IS NULL OR " a ".ability_id > $4) AND ($7::text IS NULL OR " a ".ability_id <= $7)" \
 	"  AND ($5::text IS NULL OR " a ".service_name = $5)"
 
-/* The page takes a row whose lease is free and whose generation is the one its snapshot saw. */
-#define PAGE_TAKES "(" LEASE_FREE("s", "$1") " AND s.generation + 1 = excluded.generation)"
+/*
+ * The page takes a row whose lease is free and whose sync state is the one
+ * its snapshot saw: the same generation, and untouched since (`updated_at`,
+ * carried as `excluded.updated_at`). A push by another replica recorded
+ * while the page waited keeps the generation, but its ledger entry says the
+ * vector may exist now where the snapshot said it could not, and the page
+ * would add it again without the delete first: a second copy.
+ */
+#define PAGE_TAKES \
+	"(" LEASE_FREE("s", "$1") " AND s.generation + 1 = excluded.generation AND s.updated_at = excluded.updated_at)"
 
 static const char claim_page_sql[] =
 	"WITH p AS ("
@@ -422,7 +430,7 @@ static const char claim_page_sql[] =
 	" ORDER BY a.ability_id LIMIT $6::int),"
 	" pm AS ("
 	" SELECT p.*, (b.created_at IS NULL OR coalesce(l.last_written_at >= b.created_at, false)) AS may_exist,"
-	"  coalesce(s0.generation, 0) AS seen FROM p"
+	"  coalesce(s0.generation, 0) AS seen, s0.updated_at AS seen_at FROM p"
 	" LEFT JOIN abilitysync.blobs b ON b.blob_id = p.blob_id"
 	" LEFT JOIN abilitysync.vector_ledger l ON l.blob_id = p.blob_id AND l.vector_id = p.vector_id"
 	" LEFT JOIN abilitysync.sync_state s0 ON s0.ability_id = p.ability_id),"
@@ -430,7 +438,8 @@ static const char claim_page_sql[] =
 	" c0 AS ("
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"
 	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"
-	" SELECT ability_id, blob_id, vector_id, '', 'pending', seen + 1, 0, now(), now(), now() + $2::interval, $1"
+	" SELECT ability_id, blob_id, vector_id, '', 'pending', seen + 1, 0, now(), coalesce(seen_at, now()),"
+	"  now() + $2::interval, $1"
 	" FROM pm WHERE " STATES_LOCKED("st") " ORDER BY ability_id"
 	" ON CONFLICT (ability_id) DO UPDATE SET"
 	"  state = CASE WHEN " PAGE_TAKES " THEN 'pending' ELSE s.state END,"

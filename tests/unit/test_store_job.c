@@ -954,6 +954,11 @@ Test(store_job, a_restore_page_waits_for_a_write_of_its_rows_without_a_deadlock)
  * acknowledged write was lost until a deep reconcile); and it took a3 back
  * to pending with its old content (the delete came back). The page now
  * leaves a row whose generation moved since its snapshot to whoever moved it.
+ * A fourth (a4, pending) is pushed and recorded by another replica: the same
+ * generation, but the snapshot's ledger said its vector could not exist in
+ * the blob (created after the entry was last written), and the page took it
+ * and added it again without a delete first (a second copy). A row whose sync
+ * state was touched since the snapshot is left too.
  */
 Test(store_job, a_restore_page_leaves_rows_changed_while_it_waited)
 {
@@ -967,24 +972,29 @@ Test(store_job, a_restore_page_leaves_rows_changed_while_it_waited)
 	s = new_store(&t);
 	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
 			   " VALUES ('a1', 1, 'n', 's', 'one', '[1]'), ('a2', 2, 'n', 's', 'old', '[2]'),"
-			   " ('a3', 3, 'n', 's', 'three', '[3]');"
+			   " ('a3', 3, 'n', 's', 'three', '[3]'), ('a4', 4, 'n', 's', 'four', '[4]');"
 			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
 			   " VALUES ('a1', 'abilities_s', 1, 'h', 'synced', 1), ('a2', 'abilities_s', 2, 'h', 'synced', 1),"
-			   " ('a3', 'abilities_s', 3, 'h', 'synced', 1)");
+			   " ('a3', 'abilities_s', 3, 'h', 'synced', 1), ('a4', 'abilities_s', 4, 'h', 'pending', 1);"
+			   " INSERT INTO abilitysync.blobs (blob_id, created_at) VALUES ('abilities_s', now());"
+			   " INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id, last_written_at)"
+			   " VALUES ('abilities_s', 4, 'a4', now() - interval '1 hour')");
 	held = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'a1' FOR UPDATE");
 	store_claim_page(s, NULL, NULL, NULL, 4, on_claimed_text, &page);
 	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
 	pgtest_exec(t.url, "UPDATE abilities SET description = 'new' WHERE ability_id = 'a2';"
 			   " UPDATE abilitysync.sync_state SET generation = 2, content_hash = 'h2' WHERE ability_id = 'a2';"
 			   " DELETE FROM abilities WHERE ability_id = 'a3';"
-			   " UPDATE abilitysync.sync_state SET state = 'deleted', generation = 2 WHERE ability_id = 'a3'");
+			   " UPDATE abilitysync.sync_state SET state = 'deleted', generation = 2 WHERE ability_id = 'a3';"
+			   " UPDATE abilitysync.vector_ledger SET last_written_at = now() WHERE ability_id = 'a4';"
+			   " UPDATE abilitysync.sync_state SET state = 'synced', updated_at = now() WHERE ability_id = 'a4'");
 	locktest_commit(held);
 	pgtest_wait(&t, &page.done);
 	cr_assert(eq(str, page.error, ""), "the page failed: %s", page.error);
-	cr_assert(eq(str, page.rows, "a1 1 one;a2 2 (left);a3 2 (left);"), "%s", page.rows);
+	cr_assert(eq(str, page.rows, "a1 1 one;a2 2 (left);a3 2 (left);a4 1 (left);"), "%s", page.rows);
 	v = pgtest_value(&t, "SELECT string_agg(ability_id || ' ' || state || ' ' || generation, ', ' ORDER BY ability_id)"
 			     " FROM abilitysync.sync_state");
-	cr_assert(eq(str, v, "a1 pending 1, a2 synced 2, a3 deleted 2"), "%s", v);
+	cr_assert(eq(str, v, "a1 pending 1, a2 synced 2, a3 deleted 2, a4 synced 1"), "%s", v);
 	free(v);
 	store_free(s);
 	pgtest_close(&t);
