@@ -493,11 +493,23 @@ void store_reconcile_full_rows(struct pgpool *p, const char *const *ids, size_t 
 /*
  * The sync states locked first (store_locks.h), then the ledger claim (of two
  * rows on one vector, the one with a sync state, else the first by id: one
- * upsert cannot take a key twice), then the sync state made pending where its
- * vector belongs now, only if still the generation judged ($4; -1: none
- * then). The outbox worker then pushes the row as the mirror has it and
- * deletes the vectors the ledger lists elsewhere.
+ * upsert cannot take a key twice; an entry another ability holds, only if its
+ * row is gone and the entry unchanged since the snapshot, ENTRY_SAW), then the
+ * sync state made pending where its vector belongs now, only if still the
+ * generation judged ($4; -1: none then). The outbox worker then pushes the row
+ * as the mirror has it and deletes the vectors the ledger lists elsewhere.
  */
+/*
+ * The ledger entry `l` (its latest version, locked) is as the statement's
+ * snapshot had it (every write of an entry sets last_written_at). Whether
+ * its owner's row exists is read from the snapshot: an owner registered
+ * again while the requeue waited for the entry has a row it cannot see.
+ */
+#define ENTRY_SAW(l)                                                                                           \
+	" EXISTS (SELECT 1 FROM abilitysync.vector_ledger l0 WHERE l0.blob_id = " l ".blob_id"                   \
+	"  AND l0.vector_id = " l ".vector_id AND l0.ability_id = " l ".ability_id"                              \
+	"  AND l0.last_written_at = " l ".last_written_at)"
+
 static const char requeue_rows_sql[] =
 	"WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"
 	"  AS r(ability_id, blob_id, vector_id, generation)),"
@@ -509,7 +521,7 @@ static const char requeue_rows_sql[] =
 	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
 	"  last_written_at = now()"
 	" WHERE l.ability_id = excluded.ability_id OR l.deleted_at IS NOT NULL"
-	"  OR NOT EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id)"
+	"  OR (NOT EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id) AND" ENTRY_SAW("l") ")"
 	" RETURNING l.ability_id),"
 	" ins AS ("
 	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"

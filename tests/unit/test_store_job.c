@@ -794,6 +794,50 @@ Test(store_job, a_reconcile_run_is_cut_into_parts_that_sessions_share)
 }
 
 /*
+ * A reconcile requeue of c-14068 (no sync state) whose vector's ledger entry
+ * names c-33647 (the same vector_id: deleted, its vector not yet) while
+ * c-33647 is registered again (here a session doing what the write does: it
+ * holds the entry, writes it and the row). The requeue waited for the entry,
+ * then judged the owner's row missing from its snapshot and took the entry
+ * from a live ability: both were pushed to one vector, whichever landed last
+ * won. An entry whose owner's row it cannot see is now taken only if the
+ * entry is as the snapshot had it.
+ */
+Test(store_job, a_requeue_leaves_a_vector_its_owner_took_back_while_it_waited)
+{
+	struct pgtest t;
+	struct count c = {0};
+	struct recon_place place = {"c-14068", "abilities_s", 7, -1};
+	PGconn *w;
+	char *v;
+
+	locktest_open(&t, "recon_requeue_owner_back");
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('c-14068', 7, 'n', 's', 'd', '[1]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('c-33647', 'abilities_s', 7, '', 'pending_delete', 2);"
+			   " INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id, last_written_at)"
+			   " VALUES ('abilities_s', 7, 'c-33647', now() - interval '1 hour')");
+	w = locktest_hold(&t, "WITH l AS (UPDATE abilitysync.vector_ledger SET last_written_at = now()"
+			      "  WHERE blob_id = 'abilities_s' AND vector_id = 7 RETURNING 1),"
+			      " a AS (INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description,"
+			      "  embedding) VALUES ('c-33647', 7, 'n', 's', 'd', '[2]') RETURNING 1),"
+			      " s AS (UPDATE abilitysync.sync_state SET state = 'pending', generation = 3"
+			      "  WHERE ability_id = 'c-33647' RETURNING 1)"
+			      " SELECT 1 FROM l, a, s");
+	store_reconcile_requeue_rows(t.pool, &place, 1, on_count, &c);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	locktest_commit(w);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(str, c.error, ""), "the requeue failed: %s", c.error);
+	v = pgtest_value(&t, "SELECT ability_id FROM abilitysync.vector_ledger");
+	cr_assert(eq(str, v, "c-33647"), "the vector stays with the ability that took it back (%s)", v);
+	free(v);
+	cr_assert(eq(i64, c.n, 0), "c-14068 is not queued onto c-33647's vector");
+	pgtest_close(&t);
+}
+
+/*
  * A reconcile page that requeues two rows of one vector no ledger entry names
  * (c-new without a sync state, c-old synced but missing from the vector DB):
  * the ledger claim took the key twice in one upsert, which Postgres refuses
