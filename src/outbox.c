@@ -38,6 +38,7 @@ struct entry {
 	struct entry *next;     /* hash chain */
 	char *ability_id;
 	bool again;             /* claim it again once the push in flight is recorded */
+	char *lease;            /* the newest lease a write or claim took while it was busy (not its push's) */
 	struct waiter *waiters;
 };
 
@@ -142,6 +143,8 @@ struct outbox {
 static void op_run(struct op *op, int64_t leased_ms);
 static void record_next(struct outbox *ob);
 static void follow_up(struct outbox *ob, char **ids, size_t n);
+static void entry_drop(struct outbox *ob, struct entry *e);
+static void on_released(const struct pg_outcome *o, void *arg);
 
 long outbox_backoff_ms(const struct outbox_opts *o, int attempt)
 {
@@ -231,6 +234,7 @@ static void entry_remove(struct table *t, struct entry *e)
 	*p = e->next;
 	t->n--;
 	free(e->ability_id);
+	free(e->lease);
 	free(e);
 }
 
@@ -334,6 +338,18 @@ static void reg_settle(struct reg *r, size_t i, const char *sync_state, const ch
 		reg_answer(r);
 }
 
+/*
+ * A write, delete or claim here took `lease` while the entry was busy: the
+ * entry keeps the newest, to give it back if it goes without pushing.
+ */
+static void entry_hold(struct entry *e, const char *lease)
+{
+	if (!lease)
+		return;
+	free(e->lease);
+	e->lease = xstrdup(lease);
+}
+
 static void entry_wait(struct entry *e, struct reg *r, size_t item, int64_t generation)
 {
 	struct waiter *w = xcalloc(1, sizeof(*w));
@@ -346,7 +362,12 @@ static void entry_wait(struct entry *e, struct reg *r, size_t item, int64_t gene
 	r->refs++;
 }
 
-/* Tells the waiters a push of `generation` settled for: how it went. */
+/*
+ * Tells the waiters a push of `generation` settled for: how it went. With
+ * generation -1 the entry goes without a push that settles them: each is
+ * told its own change is still to be pushed (a delete's: pending_delete,
+ * also behind a write's push; a write's: pending, also behind a delete's).
+ */
 static void entry_notify(struct entry *e, int64_t generation, const char *sync_state, const char *error)
 {
 	struct waiter **p = &e->waiters;
@@ -359,6 +380,8 @@ static void entry_notify(struct entry *e, int64_t generation, const char *sync_s
 			continue;
 		}
 		*p = w->next;
+		if (generation < 0)
+			sync_state = w->reg->delete_id ? "pending_delete" : "pending";
 		reg_settle(w->reg, w->item, sync_state, error);
 		reg_release(w->reg);
 		free(w);
@@ -479,7 +502,7 @@ static void op_pushed(struct op *op)
 			struct entry *e = op->items[i].e;
 
 			if (e) {
-				entry_notify(e, -1, op->items[i].deleted ? "pending_delete" : "pending", NULL);
+				entry_notify(e, -1, NULL, NULL);
 				entry_remove(&ob->table, e);
 			}
 		}
@@ -861,8 +884,7 @@ static void op_item_recorded(struct op *op, size_t i)
 		follow_up(ob, &id, 1);
 		free(id);
 	} else if (e) {
-		entry_notify(e, -1, it->deleted ? "pending_delete" : "pending", NULL);
-		entry_remove(&ob->table, e);
+		entry_drop(ob, e);
 	}
 	it->e = NULL;
 	if (--op->unrecorded == 0) {
@@ -933,6 +955,7 @@ static struct op *op_from_rows(struct outbox *ob, const struct claimed_row *rows
 		if (e) {
 			/* Its push is on the way here: it claims the row again when recorded. */
 			e->again = true;
+			entry_hold(e, rows[r].lease);
 			ob->stats.coalesced++;
 			(*deferred)++;
 			continue;
@@ -1059,10 +1082,11 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 			/* Settled meanwhile, or another replica holds it now: that one pushes what is current. */
 			if (!o->res)
 				log_warn(COMP, "%s: claiming it again failed (%s); the retry worker will", x->ids[i], o->error);
-			entry_notify(e, -1, "pending", NULL);
-			entry_remove(&ob->table, e);
+			entry_drop(ob, e);
 			continue;
 		}
+		free(e->lease); /* the claim holds it now; its push's recording lets go of it */
+		e->lease = NULL;
 		item_from_row(op, row, &op->items[op->n]);
 		op->items[op->n].e = e;
 		op->n++;
@@ -1081,6 +1105,60 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 		return;
 	}
 	op_run(op, o->sent_ms);
+}
+
+struct drop_ctx {
+	struct outbox *ob;
+	char *id;
+};
+
+static void on_dropped(const struct pg_outcome *o, void *arg)
+{
+	struct drop_ctx *x = arg;
+	struct outbox *ob = x->ob;
+	struct entry *e = entry_find(&ob->table, x->id);
+
+	ob->claims_out--;
+	on_released(o, NULL);
+	if (e) {
+		if (e->again && !ob->paused && !ob->closing) {
+			char *id = x->id;
+
+			e->again = false;
+			follow_up(ob, &id, 1);
+		} else {
+			entry_notify(e, -1, NULL, NULL);
+			entry_remove(&ob->table, e);
+		}
+	}
+	free(x->id);
+	free(x);
+}
+
+/*
+ * Lets an entry go without pushing: a lease a write (or a claim) took while it
+ * was busy, not shared with its push, goes back first (else nothing takes the
+ * row until it runs out); the entry stays busy until then, so no push of it
+ * starts under the lease being given back.
+ */
+static void entry_drop(struct outbox *ob, struct entry *e)
+{
+	struct drop_ctx *x;
+	const char *id = e->ability_id, *lease = e->lease;
+
+	if (!e->lease || ob->closing) {
+		entry_notify(e, -1, NULL, NULL);
+		entry_remove(&ob->table, e);
+		return;
+	}
+	x = xcalloc(1, sizeof(*x));
+	x->ob = ob;
+	x->id = xstrdup(e->ability_id);
+	e->again = false;
+	ob->claims_out++;
+	store_release_leases(ob->s, &id, &lease, 1, on_dropped, x);
+	free(e->lease);
+	e->lease = NULL;
 }
 
 /* Claims these abilities again (their entries stay busy) and pushes what is current. */
@@ -1135,8 +1213,9 @@ static void on_released(const struct pg_outcome *o, void *arg)
 /*
  * May this replica push what it just leased? Not while paused or closing; then
  * the lease goes back at once, unless a push of the same ability is on its way
- * here (its recording lets go of the lease they share). No vector DB call was
- * made under it, so whoever pushes the row later takes it over without doubt.
+ * here (its entry holds the lease and gives it back when it goes: entry_drop).
+ * No vector DB call was made under it, so whoever pushes the row later takes
+ * it over without doubt.
  */
 static bool may_push(struct outbox *ob, const char *ability_id, const char *lease)
 {
@@ -1178,6 +1257,8 @@ static void on_written(const struct write_result *res, size_t n, const struct pg
 			continue;
 		}
 		r->res[i].sync_state = "pending";
+		if (w->leased && (e = entry_find(&ob->table, r->items[i].ability_id)) != NULL)
+			entry_hold(e, w->lease);
 		if (!w->leased || !may_push(ob, r->items[i].ability_id, w->lease))
 			continue; /* another replica's push of it runs (that one pushes what is current), or none may */
 		r->waiting++;
@@ -1268,6 +1349,8 @@ static void on_store_deleted(const struct delete_result *d, const struct pg_outc
 		return;
 	}
 	r->res[0].sync_state = "pending_delete";
+	if (d->leased && (e = entry_find(&ob->table, r->delete_id)) != NULL)
+		entry_hold(e, d->lease);
 	if (d->leased && may_push(ob, r->delete_id, d->lease)) {
 		r->waiting = 1;
 		if ((e = entry_find(&ob->table, r->delete_id)) != NULL) {
@@ -1512,7 +1595,7 @@ void outbox_free(struct outbox *ob)
 		struct item *it = &op->items[ob->queue[i].item];
 
 		if (it->e) {
-			entry_notify(it->e, -1, "pending", NULL);
+			entry_notify(it->e, -1, NULL, NULL);
 			entry_remove(&ob->table, it->e);
 			it->e = NULL;
 		}
@@ -1524,7 +1607,7 @@ void outbox_free(struct outbox *ob)
 	}
 	for (i = 0; i < ob->table.cap; i++) {
 		while (ob->table.slots[i]) {
-			entry_notify(ob->table.slots[i], -1, "pending", NULL);
+			entry_notify(ob->table.slots[i], -1, NULL, NULL);
 			entry_remove(&ob->table, ob->table.slots[i]);
 		}
 	}

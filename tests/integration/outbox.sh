@@ -131,11 +131,15 @@ test_a_slow_older_write_never_overwrites_a_newer_one() {
 
 # Holds the outbox's follow-up claims (claim_ids) between their snapshot and
 # their locks, from when this returns until release_follow_ups: a statement
-# trigger waits for an advisory lock a background session holds.
+# trigger waits for an advisory lock a background session holds. With
+# `fail_once`, the first claim held then fails (a Postgres error).
 hold_follow_ups() {
-  pg "CREATE FUNCTION pause_follow_up() RETURNS trigger LANGUAGE plpgsql AS \$\$
-      BEGIN IF current_query() LIKE '%s2.ability_id = ANY%' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
-      RETURN NULL; END \$\$;
+  local fail=""
+  [ "${1:-}" = fail_once ] && fail="IF nextval('fail_once') = 1 THEN RAISE EXCEPTION 'the follow-up fails once'; END IF;"
+  pg "CREATE SEQUENCE fail_once;
+      CREATE FUNCTION pause_follow_up() RETURNS trigger LANGUAGE plpgsql AS \$\$
+      BEGIN IF current_query() LIKE '%s2.ability_id = ANY%' THEN PERFORM pg_advisory_xact_lock_shared(4242); $fail
+      END IF; RETURN NULL; END \$\$;
       CREATE TRIGGER pause_follow_up BEFORE UPDATE ON abilitysync.sync_state
       FOR EACH STATEMENT EXECUTE FUNCTION pause_follow_up()" >/dev/null
   psql -X -q "$DB" -c "SELECT pg_advisory_lock(4242)" -c "SELECT pg_sleep(60) /* follow-up holder */" >/dev/null 2>&1 &
@@ -151,21 +155,15 @@ release_follow_ups() {
       where query like '%follow-up holder%' and pid <> pg_backend_pid()" >/dev/null
 }
 
-# A follow-up claim (of v2, written while v1's push was held) takes its
-# snapshot; v3 of the same ability, written by the same service, commits
-# before the claim locks the row. The claim leaves a row whose generation
-# moved since its snapshot, and the outbox let the ability go as "pending"
-# with v3's lease still held: nothing pushed v3 until the lease ran out
-# (SYNC_LEASE, 60 s) and a quarantine after it. It now claims such a row again.
-test_a_write_made_while_its_follow_up_claims_is_pushed() {
-  setup_stores
-  serve
-  hold_follow_ups
+# With follow-ups held: v1's push held, v2 written behind it; v1's push lands
+# and v2's follow-up claim takes its snapshot and is held; v3 is written then
+# (its hash in H3) and joins the follow-up in flight.
+write_while_a_follow_up_claims() { # ability_id
   hold_next POST /vectors >/dev/null
-  post "$(ability_json busy "$SVC" 8 1 v1)"
+  post "$(ability_json "$1" "$SVC" 8 1 v1)"
   assert_eq "$CODE" 202 "v1 waits for the held POST: $BODY"
   wait_held 1
-  post "$(ability_json busy "$SVC" 8 1 v2)"
+  post "$(ability_json "$1" "$SVC" 8 1 v2)"
   assert_eq "$CODE" 202 "v2 follows v1's push: $BODY"
   release
   for _ in $(seq 1 100); do
@@ -174,12 +172,86 @@ test_a_write_made_while_its_follow_up_claims_is_pushed() {
   done
   assert_eq "$(pg "select count(*) from pg_stat_activity where wait_event = 'advisory'")" 1 \
     "v2's follow-up claim is held after its snapshot"
-  post "$(ability_json busy "$SVC" 8 1 v3)"
-  local h3=$HASH
+  post "$(ability_json "$1" "$SVC" 8 1 v3)"
+  H3=$HASH
   assert_eq "$CODE" 202 "v3 joins the follow-up in flight: $BODY"
+}
+
+# v3 commits before v2's follow-up claim locks the row. The claim leaves a row
+# whose generation moved since its snapshot, and the outbox let the ability go
+# as "pending" with v3's lease still held: nothing pushed v3 until the lease
+# ran out (SYNC_LEASE, 60 s) and a quarantine after it. It now claims such a
+# row again.
+test_a_write_made_while_its_follow_up_claims_is_pushed() {
+  setup_stores
+  serve
+  hold_follow_ups
+  write_while_a_follow_up_claims busy
   release_follow_ups
   wait_state busy synced 10
-  assert_vector busy "$h3"
+  assert_vector busy "$H3"
+  teardown_all
+}
+
+# The same, paused before the follow-up answers: the entry went without a
+# push, and v3's lease (a new one: v1's recording let go of v1's) was never
+# given back, so after the resume nothing pushed v3 for SYNC_LEASE. An entry
+# that goes without pushing now gives back the lease a write here took.
+test_a_pause_during_a_follow_up_gives_the_writes_lease_back() {
+  setup_stores
+  serve
+  hold_follow_ups
+  write_while_a_follow_up_claims paused
+  api POST /v1/sync/pause '{"reason": "a follow-up in flight"}'
+  assert_eq "$CODE" 200 "$BODY"
+  release_follow_ups
+  sleep 1
+  api POST /v1/sync/resume
+  assert_eq "$CODE" 200 "$BODY"
+  wait_state paused synced 10
+  assert_vector paused "$H3"
+  teardown_all
+}
+
+# The same, the follow-up claim failing (a Postgres error): the log said "the
+# retry worker will", but the worker takes only rows whose lease is free or
+# over, and v3's was ours for SYNC_LEASE.
+test_a_failed_follow_up_claim_leaves_no_lease_held() {
+  setup_stores
+  serve
+  hold_follow_ups fail_once
+  write_while_a_follow_up_claims failed
+  release_follow_ups
+  wait_state failed synced 10
+  assert_vector failed "$H3"
+  teardown_all
+}
+
+# A delete queued behind a write's push, the outbox paused when that push is
+# recorded: the entry goes without pushing the delete, whose client was told
+# the write's kind (202, sync_state "pending"); now its own, pending_delete.
+test_a_delete_behind_a_write_is_answered_pending_delete() {
+  setup_stores
+  serve SYNC_WAIT_MS=5000
+  hold_next POST /vectors >/dev/null
+  curl -s -o /dev/null -H 'Content-Type: application/json' \
+    --data-binary "$(ability_json del-behind "$SVC" 8 1)" "$SVC_URL/v1/abilities" &
+  wait_held 1
+  curl -s -o "$SUITE_TMP/del.body" -w '%{http_code}' -X DELETE "$SVC_URL/v1/abilities/del-behind" \
+    >"$SUITE_TMP/del.code" &
+  local dpid=$!
+  for _ in $(seq 1 50); do
+    [ "$(pg "select state from abilitysync.sync_state where ability_id = 'del-behind'")" = pending_delete ] && break
+    sleep 0.05
+  done
+  sleep 0.2
+  api POST /v1/sync/pause '{"reason": "a push in flight"}'
+  release
+  wait "$dpid"
+  assert_eq "$(cat "$SUITE_TMP/del.code") $(jq -r .sync_state "$SUITE_TMP/del.body")" "202 pending_delete" \
+    "the delete's answer: $(cat "$SUITE_TMP/del.body")"
+  api POST /v1/sync/resume
+  wait_state del-behind deleted 10
   teardown_all
 }
 
