@@ -995,6 +995,35 @@ static void on_worker_recorded(struct op *op, void *arg)
 		log_debug(COMP, "retry worker: settled %zu", op->n);
 }
 
+/*
+ * Rows claimed just before a pause are not pushed: their leases go back at
+ * once (a row whose push is on its way here: when that entry goes), so a
+ * write made meanwhile is not left waiting for them to run out, and nothing
+ * is pushed under a lease such a write may already have given back.
+ */
+static void give_back_claimed(struct outbox *ob, const struct claimed_row *rows, size_t n)
+{
+	const char **ids = xcalloc(n ? n : 1, sizeof(char *)), **leases = xcalloc(n ? n : 1, sizeof(char *));
+	size_t r, k = 0;
+
+	for (r = 0; r < n; r++) {
+		struct entry *e = entry_find(&ob->table, rows[r].ability_id);
+
+		if (!rows[r].leased || !rows[r].lease)
+			continue;
+		if (e) {
+			entry_hold(e, rows[r].lease);
+			continue;
+		}
+		ids[k] = rows[r].ability_id;
+		leases[k++] = rows[r].lease;
+	}
+	if (k)
+		store_release_leases(ob->s, ids, leases, k, on_released, NULL);
+	free(ids);
+	free(leases);
+}
+
 static void on_claimed_due(const struct claimed_row *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct outbox *ob = arg;
@@ -1009,6 +1038,11 @@ static void on_claimed_due(const struct claimed_row *rows, size_t n, const struc
 	}
 	if (n == 0 || ob->closing) {
 		ob->stats.idle_claims++;
+		schedule_tick(ob, ob->o.interval_ms);
+		return;
+	}
+	if (ob->paused) {
+		give_back_claimed(ob, rows, n);
 		schedule_tick(ob, ob->o.interval_ms);
 		return;
 	}
@@ -1078,10 +1112,16 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 			again[k++] = x->ids[i];
 			continue;
 		}
-		if (!row || ob->closing) {
-			/* Settled meanwhile, or another replica holds it now: that one pushes what is current. */
+		if (!row || ob->closing || ob->paused) {
+			/*
+			 * Settled meanwhile, or another replica holds it now
+			 * (that one pushes what is current), or paused (the
+			 * lease just taken goes back with the entry).
+			 */
 			if (!o->res)
 				log_warn(COMP, "%s: claiming it again failed (%s); the retry worker will", x->ids[i], o->error);
+			if (row && ob->paused)
+				entry_hold(e, row->lease);
 			entry_drop(ob, e);
 			continue;
 		}

@@ -129,20 +129,24 @@ test_a_slow_older_write_never_overwrites_a_newer_one() {
   teardown_all
 }
 
-# Holds the outbox's follow-up claims (claim_ids) between their snapshot and
-# their locks, from when this returns until release_follow_ups: a statement
-# trigger waits for an advisory lock a background session holds. With
-# `fail_once`, the first claim held then fails (a Postgres error).
-hold_follow_ups() {
-  local fail=""
-  [ "${1:-}" = fail_once ] && fail="IF nextval('fail_once') = 1 THEN RAISE EXCEPTION 'the follow-up fails once'; END IF;"
+# Holds the outbox's claims whose statement text matches a LIKE pattern
+# between their snapshot and their locks, from when this returns until
+# release_claims: a statement trigger waits for an advisory lock a background
+# session holds. Only a claim that would find a due row is held when the
+# third argument says so (`due`); with `fail_once`, the first claim held then
+# fails (a Postgres error).
+hold_claims() { # pattern [due|any] [fail_once]
+  local guard="true" fail=""
+  [ "${2:-any}" = due ] && guard="EXISTS (SELECT 1 FROM abilitysync.sync_state WHERE state = 'pending'
+      AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now()))"
+  [ "${3:-}" = fail_once ] && fail="IF nextval('fail_once') = 1 THEN RAISE EXCEPTION 'the claim fails once'; END IF;"
   pg "CREATE SEQUENCE fail_once;
-      CREATE FUNCTION pause_follow_up() RETURNS trigger LANGUAGE plpgsql AS \$\$
-      BEGIN IF current_query() LIKE '%s2.ability_id = ANY%' THEN PERFORM pg_advisory_xact_lock_shared(4242); $fail
+      CREATE FUNCTION hold_claim() RETURNS trigger LANGUAGE plpgsql AS \$\$
+      BEGIN IF current_query() LIKE '$1' AND $guard THEN PERFORM pg_advisory_xact_lock_shared(4242); $fail
       END IF; RETURN NULL; END \$\$;
-      CREATE TRIGGER pause_follow_up BEFORE UPDATE ON abilitysync.sync_state
-      FOR EACH STATEMENT EXECUTE FUNCTION pause_follow_up()" >/dev/null
-  psql -X -q "$DB" -c "SELECT pg_advisory_lock(4242)" -c "SELECT pg_sleep(60) /* follow-up holder */" >/dev/null 2>&1 &
+      CREATE TRIGGER hold_claim BEFORE UPDATE ON abilitysync.sync_state
+      FOR EACH STATEMENT EXECUTE FUNCTION hold_claim()" >/dev/null
+  psql -X -q "$DB" -c "SELECT pg_advisory_lock(4242)" -c "SELECT pg_sleep(60) /* claim holder */" >/dev/null 2>&1 &
   for _ in $(seq 1 100); do
     [ "$(pg "select count(*) from pg_locks where locktype = 'advisory' and granted")" = 1 ] && return
     sleep 0.05
@@ -150,12 +154,22 @@ hold_follow_ups() {
   fail "the advisory lock was not taken"
 }
 
-release_follow_ups() {
+release_claims() {
   pg "select pg_terminate_backend(pid) from pg_stat_activity
-      where query like '%follow-up holder%' and pid <> pg_backend_pid()" >/dev/null
+      where query like '%claim holder%' and pid <> pg_backend_pid()" >/dev/null
 }
 
-# With follow-ups held: v1's push held, v2 written behind it; v1's push lands
+wait_claim_held() { # what
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_stat_activity where wait_event = 'advisory'")" = 1 ] && return
+    sleep 0.05
+  done
+  fail "$1 was not held"
+}
+
+FOLLOW_UPS='%s2.ability_id = ANY%'
+
+# With follow-ups held (hold_claims "$FOLLOW_UPS"): v1's push held, v2 written behind it; v1's push lands
 # and v2's follow-up claim takes its snapshot and is held; v3 is written then
 # (its hash in H3) and joins the follow-up in flight.
 write_while_a_follow_up_claims() { # ability_id
@@ -166,12 +180,7 @@ write_while_a_follow_up_claims() { # ability_id
   post "$(ability_json "$1" "$SVC" 8 1 v2)"
   assert_eq "$CODE" 202 "v2 follows v1's push: $BODY"
   release
-  for _ in $(seq 1 100); do
-    [ "$(pg "select count(*) from pg_stat_activity where wait_event = 'advisory'")" = 1 ] && break
-    sleep 0.05
-  done
-  assert_eq "$(pg "select count(*) from pg_stat_activity where wait_event = 'advisory'")" 1 \
-    "v2's follow-up claim is held after its snapshot"
+  wait_claim_held "v2's follow-up claim"
   post "$(ability_json "$1" "$SVC" 8 1 v3)"
   H3=$HASH
   assert_eq "$CODE" 202 "v3 joins the follow-up in flight: $BODY"
@@ -185,9 +194,9 @@ write_while_a_follow_up_claims() { # ability_id
 test_a_write_made_while_its_follow_up_claims_is_pushed() {
   setup_stores
   serve
-  hold_follow_ups
+  hold_claims "$FOLLOW_UPS"
   write_while_a_follow_up_claims busy
-  release_follow_ups
+  release_claims
   wait_state busy synced 10
   assert_vector busy "$H3"
   teardown_all
@@ -200,11 +209,11 @@ test_a_write_made_while_its_follow_up_claims_is_pushed() {
 test_a_pause_during_a_follow_up_gives_the_writes_lease_back() {
   setup_stores
   serve
-  hold_follow_ups
+  hold_claims "$FOLLOW_UPS"
   write_while_a_follow_up_claims paused
   api POST /v1/sync/pause '{"reason": "a follow-up in flight"}'
   assert_eq "$CODE" 200 "$BODY"
-  release_follow_ups
+  release_claims
   sleep 1
   api POST /v1/sync/resume
   assert_eq "$CODE" 200 "$BODY"
@@ -219,9 +228,9 @@ test_a_pause_during_a_follow_up_gives_the_writes_lease_back() {
 test_a_failed_follow_up_claim_leaves_no_lease_held() {
   setup_stores
   serve
-  hold_follow_ups fail_once
+  hold_claims "$FOLLOW_UPS" any fail_once
   write_while_a_follow_up_claims failed
-  release_follow_ups
+  release_claims
   wait_state failed synced 10
   assert_vector failed "$H3"
   teardown_all
@@ -252,6 +261,32 @@ test_a_delete_behind_a_write_is_answered_pending_delete() {
     "the delete's answer: $(cat "$SUITE_TMP/del.body")"
   api POST /v1/sync/resume
   wait_state del-behind deleted 10
+  teardown_all
+}
+
+# The retry worker's claim of a due row answered after a pause: the row was
+# pushed anyway (a pause promises nothing is pushed until resumed), under a
+# lease that a write made meanwhile may already have given back. The rows of
+# such a claim now go back unpushed.
+test_a_claim_answered_after_a_pause_pushes_nothing() {
+  setup_stores
+  serve SYNC_BACKOFF_MS=100 SYNC_BACKOFF_MAX_MS=200
+  emu POST /_admin/faults '{"method": "POST", "path": "/vectors", "status": 503}'
+  post "$(ability_json due "$SVC" 8 1)"
+  assert_eq "$CODE" 202 "the vector DB refuses it for now: $BODY"
+  hold_claims '%ORDER BY next_attempt_at%' due
+  wait_claim_held "the retry worker's claim"
+  emu DELETE /_admin/faults
+  api POST /v1/sync/pause '{"reason": "a claim in flight"}'
+  assert_eq "$CODE" 200 "$BODY"
+  release_claims
+  sleep 1
+  assert_eq "$(emu_hashes due)" "" "nothing is pushed while paused"
+  assert_eq "$(pg "select state || ' ' || (lease_owner is null) from abilitysync.sync_state where ability_id = 'due'")" \
+    "pending true" "the claim's lease went back"
+  api POST /v1/sync/resume
+  assert_eq "$CODE" 200 "$BODY"
+  wait_state due synced 10
   teardown_all
 }
 
