@@ -494,7 +494,9 @@ void store_reconcile_full_rows(struct pgpool *p, const char *const *ids, size_t 
  * The sync states locked first (store_locks.h), then the ledger claim (of two
  * rows on one vector, the one with a sync state, else the first by id: one
  * upsert cannot take a key twice; an entry another ability holds, only if its
- * row is gone and the entry unchanged since the snapshot, ENTRY_SAW), then the
+ * row is gone, the entry unchanged since the snapshot (ENTRY_SAW) and its sync
+ * state settled: a tombstone whose delete is still to come, or in doubt,
+ * deletes that slot, the new owner's vector with it), then the
  * sync state made pending where its vector belongs now, only if still the
  * generation judged ($4; -1: none then). The outbox worker then pushes the row
  * as the mirror has it and deletes the vectors the ledger lists elsewhere.
@@ -521,7 +523,9 @@ static const char requeue_rows_sql[] =
 	" ON CONFLICT (blob_id, vector_id) DO UPDATE SET ability_id = excluded.ability_id, deleted_at = NULL,"
 	"  last_written_at = now()"
 	" WHERE l.ability_id = excluded.ability_id OR l.deleted_at IS NOT NULL"
-	"  OR (NOT EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id) AND" ENTRY_SAW("l") ")"
+	"  OR (NOT EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = l.ability_id) AND" ENTRY_SAW("l")
+	"   AND NOT EXISTS (SELECT 1 FROM abilitysync.sync_state o WHERE o.ability_id = l.ability_id"
+	"    AND o.state <> 'deleted'))"
 	" RETURNING l.ability_id),"
 	" ins AS ("
 	" INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation,"

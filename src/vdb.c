@@ -802,6 +802,7 @@ static bool known_wait(struct vdb *v, struct known *k, vdb_done_fn done, void *a
 	if (k->state == K_ENSURING)
 		return false;
 	k->state = K_ENSURING;
+	k->created = false; /* only this ensure's create counts: a blob forgotten and found again predates it */
 	return true;
 }
 

@@ -290,6 +290,69 @@ test_a_claim_answered_after_a_pause_pushes_nothing() {
   teardown_all
 }
 
+# A tombstone still owns its vector until its delete is settled. c-14068 is
+# deleted and its DELETE held (the client gives up: ambiguous, in doubt); the
+# original application writes c-33647 (same blob, same vector_id); reconcile
+# handed c-33647 the ledger entry (its owner's row was gone) and pushed it,
+# synced; then the held DELETE landed and c-14068's check deleted the slot
+# again: c-33647 synced with no vector. Reconcile now waits for the tombstone,
+# and a run after it settles gives c-33647 its vector.
+test_a_tombstone_in_doubt_never_deletes_a_colliding_rows_vector() {
+  local vid
+  setup_stores
+  serve VDB_TIMEOUT_MS=1000 VDB_MAX_ATTEMPTS=1 VDB_QUARANTINE_MS=8000 SYNC_BACKOFF_MS=200
+  assert_eq "$(vid_of c-14068)" "$(vid_of c-33647)" "the pair collides"
+  post "$(ability_json c-14068 "$SVC")"
+  assert_eq "$CODE" 201 "$BODY"
+  vid=$(vid_of c-14068)
+  hold_next DELETE "/vectors/$vid" >/dev/null
+  api DELETE /v1/abilities/c-14068
+  assert_eq "$CODE" 202 "$BODY"
+  wait_held 1
+  for _ in $(seq 1 50); do
+    [ "$(pg "select doubt_until > now() from abilitysync.sync_state where ability_id = 'c-14068'")" = t ] && break
+    sleep 0.1
+  done
+  assert_eq "$(pg "select state || ' ' || (doubt_until > now()) from abilitysync.sync_state where ability_id = 'c-14068'")" \
+    "pending_delete true" "the delete is in doubt"
+  insert_rows "$DB" "$SVC" 8 c-33647 # the original application writes it
+  RECONCILE_PUSH_TIMEOUT=5 DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 \
+    "$ABILITYSYNC" reconcile >"$SUITE_TMP/reconcile.out" 2>&1 || true
+  sleep 1 # c-33647's push, if reconcile queued one
+  release # c-14068's DELETE is applied now, inside its doubt window
+  wait_state c-14068 deleted 20
+  sleep 0.5
+  if [ "$(pg "select state from abilitysync.sync_state where ability_id = 'c-33647'")" = synced ]; then
+    assert_eq "$(emu_hashes c-33647 | wc -l)" 1 "c-33647 is synced: its vector must be there"
+  fi
+  RECONCILE_PUSH_TIMEOUT=5 DATABASE_URL="$DB" VECTOR_DB_API="$EMU_URL" EMBEDDING_DIM=8 \
+    "$ABILITYSYNC" reconcile >"$SUITE_TMP/reconcile2.out" 2>&1 || true
+  wait_state c-33647 synced 10
+  assert_eq "$(emu_hashes c-33647 | wc -l)" 1 "the run after the tombstone settled gives c-33647 its vector"
+  teardown_all
+}
+
+# The vector DB client's "this process created the blob" outlived what it
+# knew: a 404 on another blob makes it forget every blob, and a restore then
+# found blob a "created by us" (its epoch: now), so a's vector was added again
+# without its delete first: two copies on a server that keeps duplicates.
+test_a_restore_after_a_forgotten_blob_never_duplicates() {
+  setup_stores --duplicate-ids duplicate
+  serve
+  post "$(ability_json dup-a a.example 8 1)"
+  assert_eq "$CODE" 201 "$BODY"
+  emu POST /_admin/faults '{"method": "POST", "path": "abilities_b_example/vectors", "status": 404, "count": 1}'
+  post "$(ability_json dup-b b.example 8 2)"
+  assert_eq "$CODE" 201 "$BODY"
+  api POST /v1/restore '{}'
+  assert_eq "$CODE" 202 "$BODY"
+  wait_job "$(jq -r .job_id <<<"$BODY")" 20
+  assert_eq "$(jq -r .status <<<"$BODY")" "done" "$BODY"
+  assert_eq "$(emu_hashes dup-b abilities_b_example | wc -l)" 1 "entries of dup-b after the restore"
+  assert_eq "$(emu_hashes dup-a abilities_a_example | wc -l)" 1 "entries of dup-a after the restore"
+  teardown_all
+}
+
 test_a_slow_earlier_write_never_resurrects_a_delete() {
   setup_stores
   serve
