@@ -163,8 +163,9 @@ void outbox_restore_page(struct outbox *ob, const char *after, const char *upto,
 /*
  * A service's full set, staged under set_id (store_stage): with dry_run the
  * plan; else applied in one statement, and what it changed is left to the
- * retry worker, woken at once (the leases the statement took are let go:
- * no call was made under them, so the worker takes the rows without doubt).
+ * retry worker, woken at once. The statement takes no lease (a push of one
+ * of its rows in flight keeps the one it has), so nothing here lets go of a
+ * lease a later write of this replica pushes under.
  */
 void outbox_apply_set(struct outbox *ob, const char *set_id, const char *service, bool dry_run, store_set_fn done,
 		      void *arg);

@@ -191,15 +191,14 @@ struct set_row {
 	const char *ability_id;
 	enum set_action action;
 	const char *other;          /* SET_COLLISION: the ability holding its vector */
-	const char *lease;          /* applied and leased by this replica: the lease, else NULL */
 };
 typedef void (*store_set_fn)(const struct set_row *rows, size_t n, const struct pg_outcome *o, void *arg);
 
 /*
  * The staged set against the service's abilities now, by ability_id: with
  * dry_run what applying it would do, else done in one statement (written as a
- * write writes, the service's other abilities deleted as a delete does, each
- * leased for this replica unless another holds it). A collision refuses the
+ * write writes, the service's other abilities deleted as a delete does; no
+ * lease taken: the retry worker pushes them). A collision refuses the
  * whole set (SET_COLLISION and SET_REFUSED rows, nothing changed). The staged
  * rows go when the statement succeeds.
  */

@@ -1514,40 +1514,17 @@ struct set_ctx {
 	void *arg;
 };
 
-/* The set's leases are let go: the worker may take its rows now, rather than at its next period. */
-static void on_set_released(const struct pg_outcome *o, void *arg)
-{
-	struct outbox *ob = arg;
-
-	ob->claims_out--; /* counted as a claim: teardown waits for it (outbox_busy) */
-	on_released(o, NULL);
-	if (o->res && !ob->claiming && !ob->closing && ob->worker_on) {
-		evtimer_del(ob->tick);
-		schedule_tick(ob, 0);
-	}
-}
-
+/* The set took no lease (store.h): the worker pushes its rows now rather than at its next period. */
 static void on_set_applied(const struct set_row *rows, size_t n, const struct pg_outcome *o, void *arg)
 {
 	struct set_ctx *x = arg;
 	struct outbox *ob = x->ob;
-	const char **ids = xcalloc(n ? n : 1, sizeof(*ids)), **leases = xcalloc(n ? n : 1, sizeof(*leases));
-	size_t i, k = 0;
 
-	for (i = 0; rows && i < n; i++) {
-		/* A push of it on its way here shares the lease: its recording lets go of it. */
-		if (rows[i].lease && !entry_find(&ob->table, rows[i].ability_id)) {
-			ids[k] = rows[i].ability_id;
-			leases[k++] = rows[i].lease;
-		}
-	}
-	if (k) {
-		ob->claims_out++;
-		store_release_leases(ob->s, ids, leases, k, on_set_released, ob);
+	if (o->res && n && !ob->claiming && !ob->closing && ob->worker_on) {
+		evtimer_del(ob->tick);
+		schedule_tick(ob, 0);
 	}
 	x->done(rows, n, o, x->arg);
-	free(ids);
-	free(leases);
 	free(x);
 }
 

@@ -129,8 +129,26 @@
 	"  AS refused FROM judged j)," \
 	" todo AS (SELECT * FROM decided WHERE NOT refused),"
 
-/* The write itself (up, ss, claim, reclaim, old), leases taken for `owner`. */
-#define WRITE_CTES(rows, owner, lease, quarantine) \
+/*
+ * What a statement that changes sync states does with their leases: a write
+ * or a delete pushes at once, so it takes each lease for `owner` unless
+ * another replica holds it (a new sync state: LEASE_TAKE_NEW, an existing one:
+ * LEASE_TAKE). A full set pushes nothing itself and leaves leases as they are
+ * (a new sync state has none, LEASE_NONE); the retry worker pushes its rows.
+ * It took them and gave them back by token once applied, and a write of the
+ * same replica made in between keeps that token (LEASE_TOKEN): the set let go
+ * of the lease that write's push was in flight under, another replica pushed
+ * a newer version, and the older push landed last.
+ */
+#define LEASE_TAKE_NEW(owner, lease) "now() + " lease "::interval, " LEASE_NEW(owner)
+#define LEASE_TAKE(owner, quarantine) \
+	", lease_until = CASE WHEN " LEASE_FREE("s", owner) " THEN excluded.lease_until ELSE s.lease_until END," \
+	"  lease_owner = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_TOKEN("s", owner) " ELSE s.lease_owner END," \
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", quarantine)
+#define LEASE_NONE "NULL, NULL"
+
+/* The write itself (up, ss, claim, reclaim, old); `owner` names this replica's leases. */
+#define WRITE_CTES(rows, owner, new_lease, take_lease) \
 	" up AS (" \
 	" INSERT INTO public.abilities AS a (ability_id, vector_id, ability_name, service_name, description, embedding," \
 	"  dynamic_header_keys, dynamic_headers_required, metadata, created_at, updated_at)" \
@@ -152,15 +170,12 @@
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation," \
 	"  attempts, next_attempt_at, last_error, updated_at, lease_until, lease_owner)" \
 	" SELECT ability_id, blob_id, vector_id, content_hash, 'pending', 1, 0, now(), NULL, now()," \
-	"  now() + " lease "::interval, " LEASE_NEW(owner) \
+	"  " new_lease \
 	" FROM todo WHERE (SELECT count(*) FROM up) >= 0 AND (NOT same OR ability_id IN (SELECT ability_id FROM up))" \
 	" ORDER BY ability_id" \
 	" ON CONFLICT (ability_id) DO UPDATE SET blob_id = excluded.blob_id, vector_id = excluded.vector_id," \
 	"  content_hash = excluded.content_hash, state = 'pending', generation = s.generation + 1, attempts = 0," \
-	"  next_attempt_at = now(), last_error = NULL, updated_at = now()," \
-	"  lease_until = CASE WHEN " LEASE_FREE("s", owner) " THEN excluded.lease_until ELSE s.lease_until END," \
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_TOKEN("s", owner) " ELSE s.lease_owner END," \
-	"  doubt_until = " DOUBT_ON_TAKEOVER("s", quarantine) \
+	"  next_attempt_at = now(), last_error = NULL, updated_at = now()" take_lease \
 	" WHERE s.content_hash IS DISTINCT FROM excluded.content_hash OR s.state IN ('pending_delete', 'deleted')" \
 	"  OR s.ability_id IN (SELECT ability_id FROM up)" \
 	" RETURNING ability_id, generation, " LEASE_MINE("s", owner) " AS leased, coalesce(doubt_until > now(), false) AS doubt," \
@@ -181,7 +196,8 @@
 	" ON CONFLICT (blob_id, vector_id) DO NOTHING)"
 
 static const char write_sql[] =
-	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE(WRITE_KEYS) WRITE_CTES(WRITE_TODO_ROWS, "$12", "$14", "$15")
+	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE(WRITE_KEYS) WRITE_CTES(WRITE_TODO_ROWS, "$12", LEASE_TAKE_NEW("$12", "$14"),
+									   LEASE_TAKE("$12", "$15"))
 	" SELECT d.ord, d.collides, d.refused, ss.generation, d.ability_id IN (SELECT ability_id FROM up),"
 	"  coalesce(d.holder, ''), d.old_state, coalesce(ss.leased, false), coalesce(ss.doubt, false), d.may_exist,"
 	"  CASE WHEN ss.generation IS NOT NULL THEN (SELECT string_agg(p, ',') FROM ("
@@ -197,22 +213,19 @@ static const char write_sql[] =
 
 /*
  * The sync state of deleted rows (`rows`: ability_id, blob_id, vector_id) as
- * a pending_delete tombstone, a new generation, leased for `owner` unless
- * another holds it. Its content hash is emptied: a tombstone that kept it
+ * a pending_delete tombstone, a new generation, its lease as the statement
+ * says (LEASE_TAKE for a delete, none for a full set). Its content hash is emptied: a tombstone that kept it
  * made a later write of the same content "unchanged", so an ability
  * registered again after its delete failed stayed `failed` and was never
  * pushed.
  */
-#define TOMBSTONE(rows, owner, lease, quarantine)                                                                  \
-	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation,"   \
-	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"                                           \
-	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), now() + " lease "::interval," \
-	"  " LEASE_NEW(owner) " FROM " rows                                                                            \
+#define TOMBSTONE(rows, new_lease, take_lease)                                                              \
+	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation," \
+	"  attempts, next_attempt_at, updated_at, lease_until, lease_owner)"                                         \
+	" SELECT ability_id, blob_id, vector_id, '', 'pending_delete', 1, 0, now(), now(), " new_lease              \
+	" FROM " rows                                                                                                \
 	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending_delete', generation = s.generation + 1, attempts = 0," \
-	"  content_hash = '', next_attempt_at = now(), last_error = NULL, updated_at = now(),"                         \
-	"  lease_until = CASE WHEN " LEASE_FREE("s", owner) " THEN excluded.lease_until ELSE s.lease_until END,"        \
-	"  lease_owner = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_TOKEN("s", owner) " ELSE s.lease_owner END," \
-	"  doubt_until = " DOUBT_ON_TAKEOVER("s", quarantine)
+	"  content_hash = '', next_attempt_at = now(), last_error = NULL, updated_at = now()" take_lease
 
 /*
  * A service's full set. Its abilities are staged a group at a time
@@ -220,7 +233,7 @@ static const char write_sql[] =
  * judges the staged set against the service's abilities now, exactly as a
  * write judges its input (WRITE_JUDGE): the plan (set_plan_sql) or the
  * change (set_apply_sql: the write's CTEs, plus every other live ability of
- * the service deleted into a pending_delete tombstone, leased like a delete).
+ * the service deleted into a pending_delete tombstone; no lease taken).
  * A collision refuses the whole set. Both remove the staged rows; each row of
  * the result is an ability and its action.
  */
@@ -257,12 +270,12 @@ static const char set_plan_sql[] =
 	" SELECT d.ability_id," SET_ACTION("NOT d.same OR (a.vector_id, a.ability_name, a.service_name, a.description,"
 	"  a.embedding, a.dynamic_header_keys, a.dynamic_headers_required, a.metadata) IS DISTINCT FROM (d.vector_id,"
 	"  d.ability_name, d.service_name, d.description, d.embedding::jsonb, d.dynamic_header_keys::jsonb,"
-	"  d.dynamic_headers_required, d.metadata::jsonb)") ", coalesce(d.owner, ''), NULL"
+	"  d.dynamic_headers_required, d.metadata::jsonb)") ", coalesce(d.owner, '')"
 	" FROM decided d LEFT JOIN public.abilities a ON a.ability_id = d.ability_id"
-	" UNION ALL SELECT ability_id, 'delete', '', NULL FROM gone ORDER BY 1";
+	" UNION ALL SELECT ability_id, 'delete', '' FROM gone ORDER BY 1";
 
 static const char set_apply_sql[] =
-	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE(SET_KEYS) WRITE_CTES("todo", "$3", "$4", "$5") ","
+	"WITH input AS (" SET_INPUT ")," WRITE_JUDGE(SET_KEYS) WRITE_CTES("todo", "$3", LEASE_NONE, "") ","
 	" refusal AS (SELECT coalesce(bool_or(refused), false) AS refused FROM decided),"
 	" gone AS (DELETE" SET_OTHERS " AND NOT (SELECT refused FROM refusal)"
 	"  RETURNING a.ability_id, a.vector_id, abilitysync.blob_name(a.service_name) AS blob_id),"
@@ -270,13 +283,11 @@ static const char set_apply_sql[] =
 	"  SELECT blob_id, vector_id, ability_id FROM gone ORDER BY blob_id, vector_id"
 	"  ON CONFLICT (blob_id, vector_id) DO NOTHING),"
 	" gone_ss AS ("
-	TOMBSTONE("gone ORDER BY ability_id", "$3", "$4", "$5")
-	" RETURNING ability_id, " LEASE_MINE("s", "$3") " AS leased, lease_owner AS lease),"
+	TOMBSTONE("gone ORDER BY ability_id", LEASE_NONE, "") " RETURNING ability_id),"
 	" dropped AS (DELETE FROM abilitysync.fullset_stage WHERE set_id = $1)"
 	" SELECT d.ability_id," SET_ACTION("ss.generation IS NOT NULL OR d.ability_id IN (SELECT ability_id FROM up)")
-	"  , coalesce(d.owner, ''), CASE WHEN ss.leased THEN ss.lease END"
-	" FROM decided d LEFT JOIN ss USING (ability_id)"
-	" UNION ALL SELECT ability_id, 'delete', '', CASE WHEN leased THEN lease END FROM gone_ss ORDER BY 1";
+	"  , coalesce(d.owner, '') FROM decided d LEFT JOIN ss USING (ability_id)"
+	" UNION ALL SELECT ability_id, 'delete', '' FROM gone_ss ORDER BY 1";
 
 /*
  * A delete: the row goes and a pending_delete tombstone (leased like a write)
@@ -294,7 +305,7 @@ static const char delete_sql[] =
 	" led AS (INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id)"
 	"  SELECT blob_id, vector_id, ability_id FROM d ON CONFLICT (blob_id, vector_id) DO NOTHING),"
 	" ss AS ("
-	TOMBSTONE("d", "$2", "$3", "$4")
+	TOMBSTONE("d", LEASE_TAKE_NEW("$2", "$3"), LEASE_TAKE("$2", "$4"))
 	" RETURNING ability_id, generation, blob_id, vector_id, " LEASE_MINE("s", "$2") " AS leased,"
 	"  coalesce(doubt_until > now(), false) AS doubt, lease_owner AS lease)"
 	" SELECT ss.generation, ss.blob_id, ss.vector_id, ss.leased, ss.doubt,"
@@ -1643,7 +1654,7 @@ static void on_set(const struct pg_outcome *o, void *arg)
 		rows = xcalloc(n ? (size_t)n : 1, sizeof(*rows));
 		for (i = 0; i < n; i++)
 			rows[i] = (struct set_row){PQgetvalue(o->res, i, 0), set_action_of(PQgetvalue(o->res, i, 1)),
-						   PQgetvalue(o->res, i, 2), text_or_null(o->res, i, 3)};
+						   PQgetvalue(o->res, i, 2)};
 	}
 	x->done(rows, (size_t)n, o, x->arg);
 	free(rows);
@@ -1654,9 +1665,9 @@ static void on_set(const struct pg_outcome *o, void *arg)
 
 static void send_set(struct set_ctx *x)
 {
-	const char *params[5] = {x->set_id, x->service, x->s->owner, x->s->lease, x->s->quarantine};
+	const char *params[3] = {x->set_id, x->service, x->s->owner};
 
-	pgpool_query(x->s->pool, x->dry_run ? set_plan_sql : set_apply_sql, x->dry_run ? 2 : 5, params, on_set, x);
+	pgpool_query(x->s->pool, x->dry_run ? set_plan_sql : set_apply_sql, x->dry_run ? 2 : 3, params, on_set, x);
 }
 
 void store_apply_set(struct store *s, const char *set_id, const char *service, bool dry_run, store_set_fn done,

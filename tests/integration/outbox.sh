@@ -264,6 +264,57 @@ test_a_delete_behind_a_write_is_answered_pending_delete() {
   teardown_all
 }
 
+# A full set leased its rows and gave the leases back once applied, by token.
+# A write of the same replica made in between kept that token (a replica's
+# lease is its own) and pushed under it: the set's release let go of it with
+# the push in flight, another replica took the row and pushed a newer
+# version, and the older push landed last (synced, the vector DB stale until
+# a deep reconcile). The set now takes no lease; the retry worker pushes its
+# rows. Replica a's set, then a's write (its push held), then b's write; the
+# set's release, if any, and a's retry claims wait for the test.
+test_a_full_set_never_lets_go_of_a_lease_a_later_push_holds() {
+  local a h3
+  setup_stores
+  pg "CREATE FUNCTION hold_two() RETURNS trigger LANGUAGE plpgsql AS \$\$
+      BEGIN
+        IF current_query() LIKE '%AS r(ability%lease)%' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+        IF current_query() LIKE '%ORDER BY next_attempt_at LIMIT%' THEN PERFORM pg_advisory_xact_lock_shared(4243);
+        END IF;
+        RETURN NULL; END \$\$;
+      CREATE TRIGGER hold_two BEFORE UPDATE ON abilitysync.sync_state
+      FOR EACH STATEMENT EXECUTE FUNCTION hold_two()" >/dev/null
+  psql -X -q "$DB" -c "SELECT pg_advisory_lock(4242)" -c "SELECT pg_sleep(60) /* release holder */" >/dev/null 2>&1 &
+  psql -X -q "$DB" -c "SELECT pg_advisory_lock(4243)" -c "SELECT pg_sleep(60) /* claim holder */" >/dev/null 2>&1 &
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_locks where locktype = 'advisory' and granted")" = 2 ] && break
+    sleep 0.05
+  done
+  serve SYNC_INTERVAL_MS=3600000
+  a=$SVC_URL
+  serve SYNC_INTERVAL_MS=300
+  SVC_URL=$a api PUT "/v1/services/$SVC/abilities" "{\"abilities\": [$(ability_json in-set "$SVC" 8 1 v1)]}"
+  assert_eq "$CODE" 202 "the set: $BODY"
+  hold_next POST /vectors >/dev/null
+  SVC_URL=$a post "$(ability_json in-set "$SVC" 8 1 v2)"
+  assert_eq "$CODE" 202 "a's v2 waits for its held push: $BODY"
+  wait_held 1
+  pg "select pg_terminate_backend(pid) from pg_stat_activity
+      where query like '%release holder%' and pid <> pg_backend_pid()" >/dev/null
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_locks where locktype = 'advisory' and objid = 4242")" = 0 ] && break
+    sleep 0.05
+  done
+  post "$(ability_json in-set "$SVC" 8 1 v3)"
+  h3=$HASH
+  assert_eq "$CODE" 202 "b's v3 leaves the row to a's push in flight: $BODY"
+  release
+  release_claims
+  wait_state in-set synced 10
+  sleep 1 # a late push would show now
+  assert_vector in-set "$h3"
+  teardown_all
+}
+
 # The retry worker's claim of a due row answered after a pause: the row was
 # pushed anyway (a pause promises nothing is pushed until resumed), under a
 # lease that a write made meanwhile may already have given back. The rows of
