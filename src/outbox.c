@@ -144,6 +144,7 @@ static void op_run(struct op *op, int64_t leased_ms);
 static void record_next(struct outbox *ob);
 static void follow_up(struct outbox *ob, char **ids, size_t n);
 static void entry_drop(struct outbox *ob, struct entry *e);
+static void give_back(struct outbox *ob, const char *ability_id, const char *lease);
 static void on_released(const struct pg_outcome *o, void *arg);
 
 long outbox_backoff_ms(const struct outbox_opts *o, int attempt)
@@ -997,31 +998,17 @@ static void on_worker_recorded(struct op *op, void *arg)
 
 /*
  * Rows claimed just before a pause are not pushed: their leases go back at
- * once (a row whose push is on its way here: when that entry goes), so a
- * write made meanwhile is not left waiting for them to run out, and nothing
- * is pushed under a lease such a write may already have given back.
+ * once (give_back), so a write made meanwhile is not left waiting for them to
+ * run out, and nothing is pushed under a lease such a write may already have
+ * given back.
  */
 static void give_back_claimed(struct outbox *ob, const struct claimed_row *rows, size_t n)
 {
-	const char **ids = xcalloc(n ? n : 1, sizeof(char *)), **leases = xcalloc(n ? n : 1, sizeof(char *));
-	size_t r, k = 0;
+	size_t r;
 
-	for (r = 0; r < n; r++) {
-		struct entry *e = entry_find(&ob->table, rows[r].ability_id);
-
-		if (!rows[r].leased || !rows[r].lease)
-			continue;
-		if (e) {
-			entry_hold(e, rows[r].lease);
-			continue;
-		}
-		ids[k] = rows[r].ability_id;
-		leases[k++] = rows[r].lease;
-	}
-	if (k)
-		store_release_leases(ob->s, ids, leases, k, on_released, NULL);
-	free(ids);
-	free(leases);
+	for (r = 0; r < n; r++)
+		if (rows[r].leased && rows[r].lease)
+			give_back(ob, rows[r].ability_id, rows[r].lease);
 }
 
 static void on_claimed_due(const struct claimed_row *rows, size_t n, const struct pg_outcome *o, void *arg)
@@ -1201,6 +1188,32 @@ static void entry_drop(struct outbox *ob, struct entry *e)
 	e->lease = NULL;
 }
 
+/*
+ * Gives back a lease taken here that no push will use. A write of the ability
+ * here keeps the lease's token (LEASE_TOKEN in store.c), so the ability stays
+ * busy until Postgres has the lease back (entry_drop): a write made meanwhile
+ * follows up under a lease of its own. It pushed under this one, and the
+ * release let go of it with that push in flight: another replica pushed a
+ * newer version and the older push landed last. A push of it on its way here
+ * gives the lease back when it goes; while closing no write pushes.
+ */
+static void give_back(struct outbox *ob, const char *ability_id, const char *lease)
+{
+	struct entry *e = entry_find(&ob->table, ability_id);
+
+	if (e) {
+		entry_hold(e, lease);
+		return;
+	}
+	if (ob->closing) {
+		store_release_leases(ob->s, &ability_id, &lease, 1, on_released, NULL);
+		return;
+	}
+	e = entry_add(&ob->table, ability_id);
+	entry_hold(e, lease);
+	entry_drop(ob, e);
+}
+
 /* Claims these abilities again (their entries stay busy) and pushes what is current. */
 static void follow_up(struct outbox *ob, char **ids, size_t n)
 {
@@ -1252,17 +1265,15 @@ static void on_released(const struct pg_outcome *o, void *arg)
 
 /*
  * May this replica push what it just leased? Not while paused or closing; then
- * the lease goes back at once, unless a push of the same ability is on its way
- * here (its entry holds the lease and gives it back when it goes: entry_drop).
- * No vector DB call was made under it, so whoever pushes the row later takes
- * it over without doubt.
+ * the lease goes back (give_back). No vector DB call was made under it, so
+ * whoever pushes the row later takes it over without doubt.
  */
 static bool may_push(struct outbox *ob, const char *ability_id, const char *lease)
 {
 	if (!ob->paused && !ob->closing)
 		return true;
-	if (lease && !entry_find(&ob->table, ability_id))
-		store_release_leases(ob->s, &ability_id, &lease, 1, on_released, NULL);
+	if (lease)
+		give_back(ob, ability_id, lease);
 	return false;
 }
 

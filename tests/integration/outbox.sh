@@ -315,6 +315,45 @@ test_a_full_set_never_lets_go_of_a_lease_a_later_push_holds() {
   teardown_all
 }
 
+# A write answered while paused gives its lease back (may_push); so do rows
+# a claim took just before a pause. A write of the same replica made right
+# after the resume kept that lease's token (a replica's lease is its own) and
+# pushed under it while the release was on its way: the release let go of it
+# with the push in flight, another replica pushed a newer version (synced)
+# and the older push landed last. The ability now stays busy here until the
+# lease is back; a write made meanwhile follows up under a lease of its own.
+test_a_lease_given_back_after_a_pause_is_never_one_a_push_holds() {
+  local a h3
+  setup_stores
+  hold_claims '%AS r(ability%lease)%'
+  serve SYNC_INTERVAL_MS=3600000
+  a=$SVC_URL
+  api POST /v1/sync/pause '{"reason": "a write while paused"}'
+  post "$(ability_json given-back "$SVC" 8 1 v1)"
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending" "v1 is kept, not pushed: $BODY"
+  wait_claim_held "v1's lease given back"
+  api POST /v1/sync/resume
+  sleep 0.5 # a check of the pause in flight is answered
+  hold_next POST /vectors >/dev/null
+  post "$(ability_json given-back "$SVC" 8 1 v2)"
+  assert_eq "$CODE" 202 "v2 waits for its push: $BODY"
+  release_claims
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_locks where locktype = 'advisory'")" = 0 ] && break
+    sleep 0.05
+  done
+  wait_held 1
+  serve SYNC_INTERVAL_MS=300
+  post "$(ability_json given-back "$SVC" 8 1 v3)"
+  h3=$HASH
+  assert_eq "$CODE" 202 "b's v3 leaves the row to a's push in flight: $BODY"
+  release
+  wait_state given-back synced 10
+  sleep 1 # a late push would show now
+  assert_vector given-back "$h3"
+  teardown_all
+}
+
 # The retry worker's claim of a due row answered after a pause: the row was
 # pushed anyway (a pause promises nothing is pushed until resumed), under a
 # lease that a write made meanwhile may already have given back. The rows of
