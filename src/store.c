@@ -434,6 +434,18 @@ static const char claim_ids_sql[] =
 #define PAGE_TAKES \
 	"(" LEASE_FREE("s", "$1") " AND s.generation + 1 = excluded.generation AND s.updated_at = excluded.updated_at)"
 
+/*
+ * A row of the page it did not take (PAGE_TAKES: the upsert's WHERE returns
+ * only rows taken or inserted), in CLAIMED_COLUMNS' shape: never leased. It
+ * was returned with its latest sync state, and one whose lease was already
+ * this replica's (a write here made while the page waited) was said leased:
+ * the snapshot's old content was pushed under the write's lease, landing
+ * after the write's own push (stale while synced, or a second copy).
+ */
+#define PAGE_LEFT \
+	" pm.ability_id, pm.seen, NULL, pm.blob_id, pm.vector_id, 0, false, false, false, pm.may_exist, NULL, NULL," \
+	" false, NULL, NULL, NULL, NULL, NULL, NULL"
+
 static const char claim_page_sql[] =
 	"WITH p AS ("
 	" SELECT a.ability_id, a.vector_id, abilitysync.blob_name(a.service_name) AS blob_id FROM public.abilities a"
@@ -452,20 +464,17 @@ static const char claim_page_sql[] =
 	" SELECT ability_id, blob_id, vector_id, '', 'pending', seen + 1, 0, now(), coalesce(seen_at, now()),"
 	"  now() + $2::interval, $1"
 	" FROM pm WHERE " STATES_LOCKED("st") " ORDER BY ability_id"
-	" ON CONFLICT (ability_id) DO UPDATE SET"
-	"  state = CASE WHEN " PAGE_TAKES " THEN 'pending' ELSE s.state END,"
-	"  generation = CASE WHEN " PAGE_TAKES " AND s.state IN ('pending_delete', 'deleted')"
-	"   THEN s.generation + 1 ELSE s.generation END,"
-	"  next_attempt_at = CASE WHEN " PAGE_TAKES " THEN now() ELSE s.next_attempt_at END,"
-	"  lease_until = CASE WHEN " PAGE_TAKES " THEN excluded.lease_until ELSE s.lease_until END,"
-	"  lease_owner = CASE WHEN " PAGE_TAKES " THEN " LEASE_TOKEN("s", "$1") " ELSE s.lease_owner END,"
-	"  doubt_until = CASE WHEN " PAGE_TAKES " THEN " DOUBT_ON_TAKEOVER("s", "$3") " ELSE s.doubt_until END,"
-	"  updated_at = CASE WHEN " PAGE_TAKES " THEN now() ELSE s.updated_at END"
+	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending',"
+	"  generation = CASE WHEN s.state IN ('pending_delete', 'deleted') THEN s.generation + 1 ELSE s.generation END,"
+	"  next_attempt_at = now(), lease_until = excluded.lease_until, lease_owner = " LEASE_TOKEN("s", "$1") ","
+	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$3") ", updated_at = now()"
+	" WHERE " PAGE_TAKES
 	" RETURNING s.*),"
 	" c AS (SELECT c0.*, pm.may_exist FROM c0 JOIN pm USING (ability_id)),"
 	INTENT_CTE("JOIN public.abilities a USING (ability_id)")
 	" SELECT" CLAIMED_COLUMNS " FROM c LEFT JOIN public.abilities a ON a.ability_id = c.ability_id AND" PAGE_ROWS("a")
-	" ORDER BY c.ability_id";
+	" UNION ALL SELECT" PAGE_LEFT " FROM pm WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.ability_id = pm.ability_id)"
+	" ORDER BY 1";
 
 /*
  * Outcomes, recorded only for rows whose lease is still ours (`x` locks them,
