@@ -35,6 +35,15 @@
 #define LEASE_NEW(owner) "(" owner " || '#' || txid_current())"
 #define LEASE_FREE(s, owner) "(" s ".lease_until IS NULL OR " s ".lease_until < now() OR " LEASE_MINE(s, owner) ")"
 #define LEASE_TOKEN(s, owner) "CASE WHEN " LEASE_MINE(s, owner) " THEN " s ".lease_owner ELSE " LEASE_NEW(owner) " END"
+/*
+ * The end of a lease a statement takes (`until`: its now() plus the lease).
+ * A lease this replica already holds keeps its token, and the pushes made
+ * under it may send until its end; now() is when the statement began, so one
+ * that waited for a lock moved that end earlier, and another replica took the
+ * row over (its doubt window too short) while such a push could still land. A
+ * lease kept only grows; one that ran out is below any new end.
+ */
+#define LEASE_UNTIL(s, until) "greatest(" s ".lease_until, " until ")"
 #define DOUBT_ON_TAKEOVER(s, quarantine)                                                                      \
 	"CASE WHEN " s ".lease_until < now() THEN greatest(" s ".doubt_until, " s ".lease_until + " quarantine \
 	"::interval) ELSE " s ".doubt_until END"
@@ -142,7 +151,8 @@
  */
 #define LEASE_TAKE_NEW(owner, lease) "now() + " lease "::interval, " LEASE_NEW(owner)
 #define LEASE_TAKE(owner, quarantine) \
-	", lease_until = CASE WHEN " LEASE_FREE("s", owner) " THEN excluded.lease_until ELSE s.lease_until END," \
+	", lease_until = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_UNTIL("s", "excluded.lease_until") \
+	"  ELSE s.lease_until END," \
 	"  lease_owner = CASE WHEN " LEASE_FREE("s", owner) " THEN " LEASE_TOKEN("s", owner) " ELSE s.lease_owner END," \
 	"  doubt_until = " DOUBT_ON_TAKEOVER("s", quarantine)
 #define LEASE_NONE "NULL, NULL"
@@ -373,7 +383,8 @@ static const char delete_sql[] =
  */
 static const char claim_due_sql[] =
 	"WITH c AS ("
-	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = " LEASE_TOKEN("s", "$1") ","
+	" UPDATE abilitysync.sync_state s SET lease_until = " LEASE_UNTIL("s", "now() + $2::interval") ","
+	"  lease_owner = " LEASE_TOKEN("s", "$1") ","
 	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
 	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state"
 	"  WHERE state IN ('pending', 'pending_delete') AND next_attempt_at <= now()"
@@ -386,7 +397,8 @@ static const char claim_due_sql[] =
 /* These rows ($4), if pending and theirs to take: the follow-up of a push a newer write overtook. */
 static const char claim_ids_sql[] =
 	"WITH c AS ("
-	" UPDATE abilitysync.sync_state s SET lease_until = now() + $2::interval, lease_owner = " LEASE_TOKEN("s", "$1") ","
+	" UPDATE abilitysync.sync_state s SET lease_until = " LEASE_UNTIL("s", "now() + $2::interval") ","
+	"  lease_owner = " LEASE_TOKEN("s", "$1") ","
 	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
 	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state s2"
 	"  WHERE s2.ability_id = ANY($4::text[]) AND s2.state IN ('pending', 'pending_delete')"
@@ -466,7 +478,8 @@ static const char claim_page_sql[] =
 	" FROM pm WHERE " STATES_LOCKED("st") " ORDER BY ability_id"
 	" ON CONFLICT (ability_id) DO UPDATE SET state = 'pending',"
 	"  generation = CASE WHEN s.state IN ('pending_delete', 'deleted') THEN s.generation + 1 ELSE s.generation END,"
-	"  next_attempt_at = now(), lease_until = excluded.lease_until, lease_owner = " LEASE_TOKEN("s", "$1") ","
+	"  next_attempt_at = now(), lease_until = " LEASE_UNTIL("s", "excluded.lease_until") ","
+	"  lease_owner = " LEASE_TOKEN("s", "$1") ","
 	"  doubt_until = " DOUBT_ON_TAKEOVER("s", "$3") ", updated_at = now()"
 	" WHERE " PAGE_TAKES
 	" RETURNING s.*),"

@@ -674,6 +674,63 @@ static void on_set_applied(const struct set_row *rows, size_t n, const struct pg
 }
 
 /*
+ * A statement keeps this replica's lease on a row it already holds (the
+ * token stays), and its lease ran from when that statement began: a write
+ * group that waited (here for get-user's lock) set list-repos's lease to end
+ * before the end a later write of it had just set, while that write's push
+ * may send until its own lease's end. Another replica then took the row over
+ * early, its doubt window too short for that push. A kept lease only grows.
+ */
+Test(store, a_write_that_keeps_this_replicas_lease_never_shortens_it)
+{
+	struct pgtest t;
+	struct store *s, *later;
+	struct ability group[2], x0, x2;
+	struct writes w, w2;
+	PGconn *held;
+	char *v, *before, sql[512];
+
+	locktest_open(&t, "store_lease_kept");
+	s = new_store(&t, "replica-a", 30000);
+	later = new_store(&t, "replica-a", 30000);
+	pgtest_ability(&group[0], "get-user", "api.github.com", 1.0);
+	pgtest_ability(&group[1], "list-repos", "api.github.com", 1.0);
+	pgtest_ability(&x2, "list-repos", "api.github.com", 2.0);
+	pgtest_ability(&x0, "list-repos", "api.github.com", 4.0);
+	write_one(&t, s, &group[0], &w);
+	write_one(&t, s, &x0, &w);
+	ability_free(&group[0]);
+	pgtest_ability(&group[0], "get-user", "api.github.com", 3.0);
+	held = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'get-user' FOR UPDATE");
+	memset(&w, 0, sizeof(w));
+	store_write(s, group, 2, on_written, &w);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	usleep(300 * 1000);
+	write_one(&t, later, &x2, &w2);
+	cr_assert(w2.r[0].leased, "the later write leases list-repos");
+	before = pgtest_value(&t, "SELECT lease_until::text FROM abilitysync.sync_state WHERE ability_id = 'list-repos'");
+	locktest_commit(held);
+	pgtest_wait(&t, &w.done);
+	cr_assert(eq(str, w.error, ""), "the group failed: %s", w.error);
+	cr_assert(eq(int, w.r[1].outcome, WRITE_WRITTEN));
+	cr_assert(w.r[1].leased, "the group keeps this replica's lease");
+	snprintf(sql, sizeof(sql), "SELECT lease_until::text || CASE WHEN lease_until < '%s' THEN ' (shortened)' ELSE '' END"
+		 " FROM abilitysync.sync_state WHERE ability_id = 'list-repos'", before);
+	v = pgtest_value(&t, sql);
+	cr_assert(strstr(v, "shortened") == NULL, "list-repos's lease ends at %s; the later write's ended at %s", v,
+		  before);
+	free(v);
+	free(before);
+	ability_free(&group[0]);
+	ability_free(&group[1]);
+	ability_free(&x0);
+	ability_free(&x2);
+	store_free(later);
+	store_free(s);
+	pgtest_close(&t);
+}
+
+/*
  * The same for a service's full set that leaves out an ability being
  * written: the set used to delete the left-out ability's mirror row and then
  * wait for its sync state, which the write held while it waited to upsert
