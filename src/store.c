@@ -206,8 +206,8 @@
 	" ON CONFLICT (blob_id, vector_id) DO NOTHING)"
 
 static const char write_sql[] =
-	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE(WRITE_KEYS) WRITE_CTES(WRITE_TODO_ROWS, "$12", LEASE_TAKE_NEW("$12", "$14"),
-									   LEASE_TAKE("$12", "$15"))
+	"WITH input AS (" WRITE_INPUT_ARRAYS ")," WRITE_JUDGE(WRITE_KEYS)
+	WRITE_CTES(WRITE_TODO_ROWS, "$12", LEASE_TAKE_NEW("$12", "$14"), LEASE_TAKE("$12", "$15"))
 	" SELECT d.ord, d.collides, d.refused, ss.generation, d.ability_id IN (SELECT ability_id FROM up),"
 	"  coalesce(d.holder, ''), d.old_state, coalesce(ss.leased, false), coalesce(ss.doubt, false), d.may_exist,"
 	"  CASE WHEN ss.generation IS NOT NULL THEN (SELECT string_agg(p, ',') FROM ("
@@ -224,10 +224,10 @@ static const char write_sql[] =
 /*
  * The sync state of deleted rows (`rows`: ability_id, blob_id, vector_id) as
  * a pending_delete tombstone, a new generation, its lease as the statement
- * says (LEASE_TAKE for a delete, none for a full set). Its content hash is emptied: a tombstone that kept it
- * made a later write of the same content "unchanged", so an ability
- * registered again after its delete failed stayed `failed` and was never
- * pushed.
+ * says (LEASE_TAKE for a delete, none for a full set). Its content hash is
+ * emptied: a tombstone that kept it made a later write of the same content
+ * "unchanged", so an ability registered again after its delete failed stayed
+ * `failed` and was never pushed.
  */
 #define TOMBSTONE(rows, new_lease, take_lease)                                                              \
 	" INSERT INTO abilitysync.sync_state AS s (ability_id, blob_id, vector_id, content_hash, state, generation," \
