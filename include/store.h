@@ -245,12 +245,15 @@ typedef void (*store_text_fn)(const char *text, const struct pg_outcome *o, void
 void store_status(struct store *s, store_text_fn done, void *arg);
 
 /*
- * Lets go of leases taken by writes that will not be pushed under them (the
- * outbox paused or closing): no vector DB call was made, so whoever pushes the
- * row next takes it over without doubt. Only rows still under that lease.
+ * Lets go of a lease taken here that no push will use (the outbox paused or
+ * closing, an entry going without a push): no vector DB call was made under
+ * it, so whoever pushes the row next takes it over without doubt. Only while
+ * the row is still under that lease; `done` says whether it was, and the
+ * row's generation then: a statement of this replica that took the lease
+ * again (it keeps the token) and moved the row on may be answered after this.
  */
-void store_release_leases(struct store *s, const char *const *ids, const char *const *leases, size_t n,
-			  pg_done_fn done, void *arg);
+typedef void (*store_give_back_fn)(bool released, int64_t generation, const struct pg_outcome *o, void *arg);
+void store_give_back(struct store *s, const char *ability_id, const char *lease, store_give_back_fn done, void *arg);
 
 /*
  * The outbox paused for every replica (an admin action: who, why, which

@@ -39,6 +39,7 @@ struct entry {
 	char *ability_id;
 	bool again;             /* claim it again once the push in flight is recorded */
 	char *lease;            /* the newest lease a write or claim took while it was busy (not its push's) */
+	int64_t lease_gen;      /* the generation it was taken at */
 	struct waiter *waiters;
 };
 
@@ -144,8 +145,8 @@ static void op_run(struct op *op, int64_t leased_ms);
 static void record_next(struct outbox *ob);
 static void follow_up(struct outbox *ob, char **ids, size_t n);
 static void entry_drop(struct outbox *ob, struct entry *e);
-static void give_back(struct outbox *ob, const char *ability_id, const char *lease);
-static void on_released(const struct pg_outcome *o, void *arg);
+static void give_back(struct outbox *ob, const char *ability_id, const char *lease, int64_t generation);
+static void on_given_back(bool released, int64_t generation, const struct pg_outcome *o, void *arg);
 
 long outbox_backoff_ms(const struct outbox_opts *o, int attempt)
 {
@@ -343,12 +344,13 @@ static void reg_settle(struct reg *r, size_t i, const char *sync_state, const ch
  * A write, delete or claim here took `lease` while the entry was busy: the
  * entry keeps the newest, to give it back if it goes without pushing.
  */
-static void entry_hold(struct entry *e, const char *lease)
+static void entry_hold(struct entry *e, const char *lease, int64_t generation)
 {
 	if (!lease)
 		return;
 	free(e->lease);
 	e->lease = xstrdup(lease);
+	e->lease_gen = generation;
 }
 
 static void entry_wait(struct entry *e, struct reg *r, size_t item, int64_t generation)
@@ -956,7 +958,7 @@ static struct op *op_from_rows(struct outbox *ob, const struct claimed_row *rows
 		if (e) {
 			/* Its push is on the way here: it claims the row again when recorded. */
 			e->again = true;
-			entry_hold(e, rows[r].lease);
+			entry_hold(e, rows[r].lease, rows[r].generation);
 			ob->stats.coalesced++;
 			(*deferred)++;
 			continue;
@@ -1008,7 +1010,7 @@ static void give_back_claimed(struct outbox *ob, const struct claimed_row *rows,
 
 	for (r = 0; r < n; r++)
 		if (rows[r].leased && rows[r].lease)
-			give_back(ob, rows[r].ability_id, rows[r].lease);
+			give_back(ob, rows[r].ability_id, rows[r].lease, rows[r].generation);
 }
 
 static void on_claimed_due(const struct claimed_row *rows, size_t n, const struct pg_outcome *o, void *arg)
@@ -1108,7 +1110,7 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 			if (!o->res)
 				log_warn(COMP, "%s: claiming it again failed (%s); the retry worker will", x->ids[i], o->error);
 			if (row && ob->paused)
-				entry_hold(e, row->lease);
+				entry_hold(e, row->lease, row->generation);
 			entry_drop(ob, e);
 			continue;
 		}
@@ -1137,18 +1139,27 @@ static void on_claimed_again(const struct claimed_row *rows, size_t n, const str
 struct drop_ctx {
 	struct outbox *ob;
 	char *id;
+	int64_t generation;     /* the lease's */
 };
 
-static void on_dropped(const struct pg_outcome *o, void *arg)
+/*
+ * The lease is back. Let go at another generation than it was taken at, the
+ * row moved on meanwhile: another replica's write (it pushes nothing while we
+ * hold the lease), or one of ours that took the lease again, its answer not
+ * in yet (it came on another connection, after this one; it then pushed under
+ * the lease let go of). Either way the ability stays busy and is claimed
+ * again.
+ */
+static void on_dropped(bool released, int64_t generation, const struct pg_outcome *o, void *arg)
 {
 	struct drop_ctx *x = arg;
 	struct outbox *ob = x->ob;
 	struct entry *e = entry_find(&ob->table, x->id);
 
 	ob->claims_out--;
-	on_released(o, NULL);
+	on_given_back(released, generation, o, NULL);
 	if (e) {
-		if (e->again && !ob->paused && !ob->closing) {
+		if ((e->again || (released && generation != x->generation)) && !ob->paused && !ob->closing) {
 			char *id = x->id;
 
 			e->again = false;
@@ -1181,9 +1192,10 @@ static void entry_drop(struct outbox *ob, struct entry *e)
 	x = xcalloc(1, sizeof(*x));
 	x->ob = ob;
 	x->id = xstrdup(e->ability_id);
+	x->generation = e->lease_gen;
 	e->again = false;
 	ob->claims_out++;
-	store_release_leases(ob->s, &id, &lease, 1, on_dropped, x);
+	store_give_back(ob->s, id, lease, on_dropped, x);
 	free(e->lease);
 	e->lease = NULL;
 }
@@ -1197,20 +1209,20 @@ static void entry_drop(struct outbox *ob, struct entry *e)
  * newer version and the older push landed last. A push of it on its way here
  * gives the lease back when it goes; while closing no write pushes.
  */
-static void give_back(struct outbox *ob, const char *ability_id, const char *lease)
+static void give_back(struct outbox *ob, const char *ability_id, const char *lease, int64_t generation)
 {
 	struct entry *e = entry_find(&ob->table, ability_id);
 
 	if (e) {
-		entry_hold(e, lease);
+		entry_hold(e, lease, generation);
 		return;
 	}
 	if (ob->closing) {
-		store_release_leases(ob->s, &ability_id, &lease, 1, on_released, NULL);
+		store_give_back(ob->s, ability_id, lease, on_given_back, NULL);
 		return;
 	}
 	e = entry_add(&ob->table, ability_id);
-	entry_hold(e, lease);
+	entry_hold(e, lease, generation);
 	entry_drop(ob, e);
 }
 
@@ -1255,9 +1267,9 @@ static const char *stored_state(const char *state)
 	return "pending";
 }
 
-static void on_released(const struct pg_outcome *o, void *arg)
+static void on_given_back(bool released, int64_t generation, const struct pg_outcome *o, void *arg)
 {
-	(void)arg;
+	(void)released, (void)generation, (void)arg;
 	if (!o->res)
 		log_debug(COMP, "letting go of unused leases failed (%s): they run out by themselves (SYNC_LEASE)",
 			  o->error);
@@ -1268,12 +1280,12 @@ static void on_released(const struct pg_outcome *o, void *arg)
  * the lease goes back (give_back). No vector DB call was made under it, so
  * whoever pushes the row later takes it over without doubt.
  */
-static bool may_push(struct outbox *ob, const char *ability_id, const char *lease)
+static bool may_push(struct outbox *ob, const char *ability_id, const char *lease, int64_t generation)
 {
 	if (!ob->paused && !ob->closing)
 		return true;
 	if (lease)
-		give_back(ob, ability_id, lease);
+		give_back(ob, ability_id, lease, generation);
 	return false;
 }
 
@@ -1309,8 +1321,8 @@ static void on_written(const struct write_result *res, size_t n, const struct pg
 		}
 		r->res[i].sync_state = "pending";
 		if (w->leased && (e = entry_find(&ob->table, r->items[i].ability_id)) != NULL)
-			entry_hold(e, w->lease);
-		if (!w->leased || !may_push(ob, r->items[i].ability_id, w->lease))
+			entry_hold(e, w->lease, w->generation);
+		if (!w->leased || !may_push(ob, r->items[i].ability_id, w->lease, w->generation))
 			continue; /* another replica's push of it runs (that one pushes what is current), or none may */
 		r->waiting++;
 		if ((e = entry_find(&ob->table, r->items[i].ability_id)) != NULL) {
@@ -1401,8 +1413,8 @@ static void on_store_deleted(const struct delete_result *d, const struct pg_outc
 	}
 	r->res[0].sync_state = "pending_delete";
 	if (d->leased && (e = entry_find(&ob->table, r->delete_id)) != NULL)
-		entry_hold(e, d->lease);
-	if (d->leased && may_push(ob, r->delete_id, d->lease)) {
+		entry_hold(e, d->lease, d->generation);
+	if (d->leased && may_push(ob, r->delete_id, d->lease, d->generation)) {
 		r->waiting = 1;
 		if ((e = entry_find(&ob->table, r->delete_id)) != NULL) {
 			/* A push of it is on the way here: the delete follows it, never the other way round. */

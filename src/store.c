@@ -1392,31 +1392,31 @@ void store_job_cancel(struct store *s, const char *kind, int64_t id, const char 
 		     2, params, on_cancelled, x);
 }
 
-void store_release_leases(struct store *s, const char *const *ids, const char *const *leases, size_t n,
-			  pg_done_fn done, void *arg)
-{
-	struct buf b[2] = {BUF_INIT, BUF_INIT};
-	struct pg_array arr[2];
-	struct pg_param params[2];
-	size_t i;
+struct give_back_ctx {
+	store_give_back_fn done;
+	void *arg;
+};
 
-	pg_array_begin(&arr[0], &b[0], PG_OID_TEXT);
-	pg_array_begin(&arr[1], &b[1], PG_OID_TEXT);
-	for (i = 0; i < n; i++) {
-		pg_array_text(&arr[0], ids[i], strlen(ids[i]));
-		pg_array_text(&arr[1], leases[i], strlen(leases[i]));
-	}
-	pg_array_end(&arr[0]);
-	pg_array_end(&arr[1]);
-	params[0] = pg_array_param(&b[0]);
-	params[1] = pg_array_param(&b[1]);
-	pgpool_query_params(s->pool,
-			    "UPDATE abilitysync.sync_state s SET lease_until = NULL, lease_owner = NULL"
-			    " FROM unnest($1::text[], $2::text[]) AS r(ability_id, lease)"
-			    " WHERE s.ability_id = r.ability_id AND s.lease_owner = r.lease",
-			    2, params, done, arg);
-	buf_free(&b[0]);
-	buf_free(&b[1]);
+static void on_given_back(const struct pg_outcome *o, void *arg)
+{
+	struct give_back_ctx *x = arg;
+	bool released = o->res && PQntuples(o->res) == 1;
+
+	x->done(released, released ? strtoll(PQgetvalue(o->res, 0, 0), NULL, 10) : -1, o, x->arg);
+	free(x);
+}
+
+void store_give_back(struct store *s, const char *ability_id, const char *lease, store_give_back_fn done, void *arg)
+{
+	struct give_back_ctx *x = xcalloc(1, sizeof(*x));
+	const char *params[2] = {ability_id, lease};
+
+	x->done = done;
+	x->arg = arg;
+	pgpool_query(s->pool,
+		     "UPDATE abilitysync.sync_state SET lease_until = NULL, lease_owner = NULL"
+		     " WHERE ability_id = $1 AND lease_owner = $2 RETURNING generation",
+		     2, params, on_given_back, x);
 }
 
 void store_sync_pause(struct store *s, const char *key, const char *reason, const char *request_id,

@@ -277,7 +277,7 @@ test_a_full_set_never_lets_go_of_a_lease_a_later_push_holds() {
   setup_stores
   pg "CREATE FUNCTION hold_two() RETURNS trigger LANGUAGE plpgsql AS \$\$
       BEGIN
-        IF current_query() LIKE '%AS r(ability%lease)%' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+        IF current_query() LIKE '%lease_owner = NULL %' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
         IF current_query() LIKE '%ORDER BY next_attempt_at LIMIT%' THEN PERFORM pg_advisory_xact_lock_shared(4243);
         END IF;
         RETURN NULL; END \$\$;
@@ -325,7 +325,7 @@ test_a_full_set_never_lets_go_of_a_lease_a_later_push_holds() {
 test_a_lease_given_back_after_a_pause_is_never_one_a_push_holds() {
   local a h3
   setup_stores
-  hold_claims '%AS r(ability%lease)%'
+  hold_claims '%lease_owner = NULL %'
   serve SYNC_INTERVAL_MS=3600000
   a=$SVC_URL
   api POST /v1/sync/pause '{"reason": "a write while paused"}'
@@ -351,6 +351,59 @@ test_a_lease_given_back_after_a_pause_is_never_one_a_push_holds() {
   wait_state given-back synced 10
   sleep 1 # a late push would show now
   assert_vector given-back "$h3"
+  teardown_all
+}
+
+# The same give-back, with the answers out of order: a write of the same
+# replica kept the lease's token just before the release let go of it, and
+# the write's answer came after the release's (another connection; here the
+# proxy holds it). The ability was no longer busy by then, and the write
+# pushed under the lease let go of. The release now says at which generation
+# it let go, and a generation other than the one the lease was taken at
+# keeps the ability busy: it is claimed again under a lease of its own.
+test_a_lease_given_back_before_a_writes_answer_is_never_one_it_pushes_under() {
+  local a wpid h3
+  setup_stores
+  hold_claims '%lease_owner = NULL %'
+  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
+  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
+    SYNC_WAIT_MS=400 PG_POOL_SIZE=4 SYNC_INTERVAL_MS=3600000
+  wait_ready
+  a=$SVC_URL
+  api POST /v1/sync/pause '{"reason": "a write while paused"}'
+  post "$(ability_json out-of-order "$SVC" 8 1 v1)"
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending" "v1 is kept, not pushed: $BODY"
+  wait_claim_held "v1's lease given back"
+  api POST /v1/sync/resume
+  sleep 0.5 # a check of the pause in flight is answered
+  proxy_mode pg hold-answer abilitysync_write
+  curl -s -o /dev/null -H 'Content-Type: application/json' \
+    --data-binary "$(ability_json out-of-order "$SVC" 8 1 v2)" "$a/v1/abilities" &
+  wpid=$!
+  for _ in $(seq 1 100); do
+    [ "$(pg "select generation from abilitysync.sync_state where ability_id = 'out-of-order'")" = 2 ] && break
+    sleep 0.05
+  done
+  assert_eq "$(pg "select generation from abilitysync.sync_state where ability_id = 'out-of-order'")" 2 \
+    "v2 is committed, its answer held"
+  hold_next POST /vectors >/dev/null
+  release_claims
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_locks where locktype = 'advisory'")" = 0 ] && break
+    sleep 0.05
+  done
+  sleep 0.3 # the release's answer is in
+  proxy_mode pg pass
+  wait_held 1
+  wait "$wpid"
+  serve SYNC_INTERVAL_MS=300
+  post "$(ability_json out-of-order "$SVC" 8 1 v3)"
+  h3=$HASH
+  assert_eq "$CODE" 202 "b's v3 leaves the row to a's push in flight: $BODY"
+  release
+  wait_state out-of-order synced 10
+  sleep 1 # a late push would show now
+  assert_vector out-of-order "$h3"
   teardown_all
 }
 

@@ -190,7 +190,8 @@ start_proxy() {
   fail "the fault proxy did not start: $(cat "$SUITE_TMP/proxy.$1.log")"
 }
 
-# proxy_mode NAME MODE [VALUE]: pass, blackhole, stall, reset, delay MS, drip BYTES (applies within 50 ms).
+# proxy_mode NAME MODE [VALUE]: pass, blackhole, stall, reset, delay MS, drip BYTES, hold-answer TEXT
+# (applies within 50 ms).
 proxy_mode() {
   echo "$2 ${3:-}" >"$SUITE_TMP/proxy.$1.mode.new"
   mv "$SUITE_TMP/proxy.$1.mode.new" "$SUITE_TMP/proxy.$1.mode"

@@ -16,6 +16,10 @@
 //   reset         close every connection with an RST; new ones too
 //   delay MS      forward each chunk MS milliseconds late
 //   drip BYTES    forward at most BYTES bytes a second towards the client
+//   hold-answer TEXT  hold what goes back to the first client that sends TEXT
+//                 from then on (a Postgres statement's name, in its Bind), until
+//                 the mode changes: that answer comes after later ones on
+//                 other connections
 // It prints nothing but errors; it exits on SIGTERM.
 'use strict';
 const net = require('net');
@@ -43,7 +47,8 @@ const listen = hostPort(arg('listen', '127.0.0.1:0'));
 const portFile = arg('port-file');
 const modeFile = arg('mode-file');
 
-let mode = { name: 'pass', value: 0 };
+let mode = { name: 'pass', value: 0, text: '' };
+let holding = null; // hold-answer: the connection whose answers wait
 const pairs = new Set();
 
 function readMode() {
@@ -54,8 +59,9 @@ function readMode() {
     text = 'pass';
   }
   const [name, value] = text.split(/\s+/);
-  if (name === mode.name && Number(value || 0) === mode.value) return;
-  mode = { name, value: Number(value || 0) };
+  if (name === mode.name && (value || '') === mode.text) return;
+  mode = { name, value: Number(value || 0), text: value || '' };
+  holding = null;
   for (const p of pairs) {
     if (name === 'stall') p.stalled = true;
     else if (p.stalled) {
@@ -91,6 +97,7 @@ function apply(p) {
 }
 
 function send(p, dir, chunk) {
+  if (dir === 'up' && mode.name === 'hold-answer' && !holding && chunk.includes(mode.text)) holding = p;
   p.queues[dir].push(chunk);
   flush(p);
 }
@@ -101,6 +108,7 @@ function flush(p) {
     const q = p.queues[dir];
     const to = dir === 'up' ? p.upstream : p.client;
     while (q.length && !p.waiting[dir]) {
+      if (dir === 'down' && holding === p) break;
       let chunk = q.shift();
       if (mode.name === 'drip' && dir === 'down' && mode.value > 0) {
         if (chunk.length > mode.value) {
