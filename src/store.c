@@ -33,7 +33,8 @@
  */
 #define LEASE_MINE(s, owner) "split_part(" s ".lease_owner, '#', 1) = " owner
 #define LEASE_NEW(owner) "(" owner " || '#' || txid_current())"
-#define LEASE_FREE(s, owner) "(" s ".lease_until IS NULL OR " s ".lease_until < now() OR " LEASE_MINE(s, owner) ")"
+#define LEASE_OVER(s) "(" s ".lease_until IS NULL OR " s ".lease_until < now())"
+#define LEASE_FREE(s, owner) "(" LEASE_OVER(s) " OR " LEASE_MINE(s, owner) ")"
 #define LEASE_TOKEN(s, owner) "CASE WHEN " LEASE_MINE(s, owner) " THEN " s ".lease_owner ELSE " LEASE_NEW(owner) " END"
 /*
  * The end of a lease a statement takes (`until`: its now() plus the lease).
@@ -387,8 +388,7 @@ static const char claim_due_sql[] =
 	"  lease_owner = " LEASE_TOKEN("s", "$1") ","
 	"  attempts = s.attempts + 1, doubt_until = " DOUBT_ON_TAKEOVER("s", "$3")
 	" WHERE s.ability_id IN (SELECT ability_id FROM abilitysync.sync_state"
-	"  WHERE state IN ('pending', 'pending_delete') AND next_attempt_at <= now()"
-	"   AND (lease_until IS NULL OR lease_until < now())"
+	"  WHERE state IN ('pending', 'pending_delete') AND next_attempt_at <= now() AND " LEASE_OVER("sync_state")
 	"  ORDER BY next_attempt_at LIMIT $4::int FOR UPDATE SKIP LOCKED) AND" CLAIM_SAW("s")
 	" RETURNING s.*, true AS may_exist),"
 	INTENT_CTE("CROSS JOIN" ROW_NOW("c"))
@@ -436,15 +436,20 @@ static const char claim_ids_sql[] =
 	"  AND ($5::text IS NULL OR " a ".service_name = $5)"
 
 /*
- * The page takes a row whose lease is free and whose sync state is the one
- * its snapshot saw: the same generation, and untouched since (`updated_at`,
- * carried as `excluded.updated_at`). A push by another replica recorded
- * while the page waited keeps the generation, but its ledger entry says the
- * vector may exist now where the snapshot said it could not, and the page
- * would add it again without the delete first: a second copy.
+ * The page takes a row whose lease is over (LEASE_OVER) and whose sync
+ * state is the one its snapshot saw: the same generation, and untouched
+ * since (`updated_at`, carried as `excluded.updated_at`). A push by another
+ * replica recorded while the page waited keeps the generation, but its
+ * ledger entry says the vector may exist now where the snapshot said it
+ * could not, and the page would add it again without the delete first: a
+ * second copy. A live lease of this replica's own is left too (the push
+ * holding it pushes what is current): the page kept its token, and its
+ * answer could come after that push's recording let the lease go, when
+ * nothing here said the ability was busy; it pushed its snapshot's content
+ * under the lease let go of, over another replica's newer version.
  */
 #define PAGE_TAKES \
-	"(" LEASE_FREE("s", "$1") " AND s.generation + 1 = excluded.generation AND s.updated_at = excluded.updated_at)"
+	"(" LEASE_OVER("s") " AND s.generation + 1 = excluded.generation AND s.updated_at = excluded.updated_at)"
 
 /*
  * A row of the page it did not take (PAGE_TAKES: the upsert's WHERE returns

@@ -407,6 +407,50 @@ test_a_lease_given_back_before_a_writes_answer_is_never_one_it_pushes_under() {
   teardown_all
 }
 
+# A restore page in the service took a row whose lease was already this
+# replica's (a write's push of it in flight), keeping the token, and its
+# answer came after that push's recording had let the lease go (another
+# connection; here the proxy holds the page's answer): the ability was no
+# longer busy, the page pushed its snapshot's content under the lease let go
+# of, after another replica's newer version (synced). A page now leaves a
+# row under a live lease, ours too: the push holding it pushes what is
+# current.
+test_a_restore_page_never_takes_a_lease_a_push_here_holds() {
+  local a h2
+  setup_stores
+  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
+  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
+    SYNC_WAIT_MS=400 PG_POOL_SIZE=4 SYNC_INTERVAL_MS=3600000
+  wait_ready
+  a=$SVC_URL
+  hold_next POST /vectors >/dev/null
+  post "$(ability_json in-page "$SVC" 8 1 v1)"
+  assert_eq "$CODE" 202 "v1 waits for its held push: $BODY"
+  wait_held 1
+  proxy_mode pg hold-answer abilitysync_claim_page
+  api POST /v1/restore '{}'
+  assert_eq "$CODE" 202 "the restore: $BODY"
+  local job
+  job=$(jq -r .job_id <<<"$BODY")
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from pg_stat_activity where state = 'idle' and query like '% pm AS (%'")" = 1 ] && break
+    sleep 0.05
+  done
+  assert_eq "$(pg "select count(*) from pg_stat_activity where state = 'idle' and query like '% pm AS (%'")" 1 \
+    "the page's statement is through, its answer held"
+  release
+  wait_state in-page synced 10
+  serve SYNC_INTERVAL_MS=300
+  post "$(ability_json in-page "$SVC" 8 1 v2)"
+  h2=$HASH
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "201 synced" "b pushes v2 at once: $BODY"
+  proxy_mode pg pass
+  SVC_URL=$a wait_job "$job" 20
+  sleep 1 # a late push would show now
+  assert_vector in-page "$h2"
+  teardown_all
+}
+
 # The retry worker's claim of a due row answered after a pause: the row was
 # pushed anyway (a pause promises nothing is pushed until resumed), under a
 # lease that a write made meanwhile may already have given back. The rows of
