@@ -69,8 +69,9 @@ const struct drift_category reconcile_categories[RECONCILE_CATEGORIES] = {
 		       "(`--deep`: also a row edited in Postgres behind our back)",
 		       "pushing the row again"},
 	[CAT_ORPHANS] = {"orphans",
-			 "a vector still there for a ledger entry or tombstone that no live row claims where it lies "
-			 "(a row deleted straight from Postgres, a deleted ability's vector written again)",
+			 "a vector still there for a ledger entry or tombstone that no live row claims where it lies, "
+			 "naming that ability (a row deleted straight from Postgres, a deleted ability's vector written "
+			 "again); one naming another ability is left to that ability's row",
 			 "deleting it"},
 	[CAT_NO_SYNC_STATE] = {"no_sync_state",
 			       "a live row without sync state: written by the original application, or restored "
@@ -124,7 +125,7 @@ struct entry {
 	int64_t vector_id;
 	char *ability_id;
 	int64_t generation;     /* of its ability's sync state when read (-1: none) */
-	enum { E_UNKNOWN, E_GONE, E_THERE, E_ERROR } seen;
+	enum { E_UNKNOWN, E_GONE, E_THERE, E_OTHERS, E_ERROR } seen;
 };
 
 /* A repair wanted (owned copies: the page may go before it is queued). */
@@ -921,7 +922,18 @@ static void on_entry(const struct vdb_result *res, void *arg)
 	if (res->status == VDB_NOT_FOUND) {
 		e->seen = E_GONE;
 	} else if (res->status == VDB_OK) {
-		e->seen = E_THERE;
+		/*
+		 * A vector that names another ability (the original app's, of a
+		 * live row with the same vector_id) is not this entry's to delete:
+		 * that row's check decides (the rows phase, a collision at worst).
+		 */
+		const char *owner = json_string_value(
+			json_object_get(json_object_get(res->reply, "attributes"), "ability_id"));
+
+		e->seen = owner && strcmp(owner, e->ability_id) != 0 ? E_OTHERS : E_THERE;
+		if (e->seen == E_OTHERS)
+			log_info(COMP, "vector %lld of %s names %s, not %s (the ledger's): left to its row",
+				 (long long)e->vector_id, e->blob, owner, e->ability_id);
 	} else {
 		e->seen = E_ERROR;
 		vdb_failed(r, res->error);

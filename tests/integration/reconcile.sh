@@ -379,6 +379,33 @@ test_a_vector_id_collision_is_reported_and_never_repaired() {
   stop_emulator
 }
 
+# A deleted ability's ledger entry (collide-8533, its delete settled) whose
+# place holds a vector the original application wrote for a live row of the
+# same vector_id (collide-12320, no sync state yet). The run's ledger part
+# (part 0, first) took that vector for the deleted ability's orphan and
+# deleted it: the live row was missing from the vector DB until a later run.
+# A vector that names another ability is that ability's row's business.
+test_a_vector_that_names_another_ability_is_never_taken_for_an_orphan() {
+  setup
+  api POST /v1/abilities "$(ability_json collide-8533 same.svc)"
+  assert_eq "$CODE" 201 "$BODY"
+  api DELETE /v1/abilities/collide-8533
+  wait_converged "$DB" 30
+  stop_service
+  insert_rows "$DB" same.svc $DIM collide-12320
+  emu POST "/tenants/$TENANT/blobs/$(blob_of same.svc)/vectors" \
+    '{"vectors": [[1, 0, 0, 0, 0, 0, 0, 0]], "ids": [91458538], "attributes": [{"ability_id": "collide-12320"}]}'
+  assert_eq "$CODE" 200 "the original app's vector: $BODY"
+  rec --json
+  assert_rc 0 "$ERR"
+  emu GET "/tenants/$TENANT/blobs/$(blob_of same.svc)/vectors/91458538"
+  assert_eq "$CODE $(jq -r '.attributes.ability_id // .vector.attributes.ability_id // empty' <<<"$BODY")" \
+    "200 collide-12320" "the live row's vector after the run"
+  rec --dry-run --json
+  assert_rc 0 "$ERR"
+  stop_emulator
+}
+
 test_invalid_rows_are_reported_and_never_pushed() {
   local before
   setup
