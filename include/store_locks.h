@@ -19,6 +19,19 @@
 	"  CROSS JOIN LATERAL (SELECT ability_id FROM abilitysync.sync_state s WHERE s.ability_id = k.ability_id"   \
 	"  FOR UPDATE) s),"
 
+/*
+ * What a change queued again (`s`, a sync state at the generation the
+ * statement's snapshot saw) becomes: a failed one pending, or pending_delete
+ * when its mirror row is gone; a pending one stays. The row's existence is
+ * read from the snapshot, so the statement must take only rows still at that
+ * generation: one registered again while it waited for their locks has a row
+ * it cannot see, and was made pending_delete (its vector deleted, the live
+ * ability recorded deleted).
+ */
+#define REQUEUED_STATE(s)                                                                                  \
+	"CASE WHEN " s ".state <> 'failed' THEN " s ".state WHEN EXISTS (SELECT 1 FROM public.abilities a"  \
+	" WHERE a.ability_id = " s ".ability_id) THEN 'pending' ELSE 'pending_delete' END"
+
 /* A condition that holds once `name` has run: in a WHERE, an InitPlan run before the rest of the statement. */
 #define STATES_LOCKED(name) "(SELECT count(*) FROM " name ") >= 0"
 

@@ -608,8 +608,7 @@ static const char retry_sql[] =
 	"  AND ($3::text IS NULL OR strpos(coalesce(s.last_error, ''), $3) > 0)"
 	"  AND ($4::bigint IS NULL OR s.updated_at < now() - make_interval(secs => $4::bigint))),"
 	LOCK_STATES("st", "SELECT ability_id FROM m")
-	" r AS (UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state <> 'failed' THEN s.state WHEN EXISTS"
-	" (SELECT 1 FROM public.abilities a WHERE a.ability_id = s.ability_id) THEN 'pending' ELSE 'pending_delete' END,"
+	" r AS (UPDATE abilitysync.sync_state s SET state = " REQUEUED_STATE("s") ","
 	" attempts = 0, next_attempt_at = now(), updated_at = now() FROM m"
 	" WHERE s.ability_id = m.ability_id AND s.generation = m.generation AND NOT $5::bool AND " STATES_LOCKED("st")
 	" RETURNING 1)"

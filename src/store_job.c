@@ -607,7 +607,9 @@ void store_reconcile_entries(struct pgpool *p, const char *after_blob, int64_t a
 
 /*
  * The sync states locked first, then the ledger entry is live again (the
- * worker deletes what the ledger lists), and its ability's sync state becomes
+ * worker deletes what the ledger lists; a write of the entry like any other,
+ * so a requeue that read it before, waiting for its locks, leaves it:
+ * ENTRY_SAW), and its ability's sync state becomes
  * pending_delete (no live row: the vector goes) or pending (a live row
  * elsewhere: pushed again, the old one deleted), only where it is still the
  * generation judged.
@@ -617,7 +619,7 @@ static const char requeue_orphans_sql[] =
 	"  AS o(blob_id, vector_id, ability_id, generation)),"
 	LOCK_STATES("st", "SELECT ability_id FROM o")
 	" led AS ("
-	" UPDATE abilitysync.vector_ledger l SET deleted_at = NULL FROM o"
+	" UPDATE abilitysync.vector_ledger l SET deleted_at = NULL, last_written_at = now() FROM o"
 	" WHERE l.blob_id = o.blob_id AND l.vector_id = o.vector_id AND l.ability_id = o.ability_id AND " STATES_LOCKED("st")
 	" RETURNING l.blob_id, l.vector_id, l.ability_id, o.generation),"
 	" owners AS ("
@@ -693,12 +695,12 @@ void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, s
 	pg_array_end(&arr);
 	param = pg_array_param(&b);
 	count_query(p,
-		    "WITH r AS ("
-		    " UPDATE abilitysync.sync_state s SET state = CASE WHEN s.state <> 'failed' THEN s.state"
-		    "  WHEN EXISTS (SELECT 1 FROM public.abilities a WHERE a.ability_id = s.ability_id) THEN 'pending'"
-		    "  ELSE 'pending_delete' END,"
-		    "  attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()"
-		    " WHERE s.ability_id = ANY($1::text[]) AND s.state IN ('failed', 'pending', 'pending_delete')"
+		    "WITH m AS (SELECT s.ability_id, s.generation FROM abilitysync.sync_state s"
+		    "  WHERE s.ability_id = ANY($1::text[]) AND s.state IN ('failed', 'pending', 'pending_delete')),"
+		    LOCK_STATES("st", "SELECT ability_id FROM m")
+		    " r AS (UPDATE abilitysync.sync_state s SET state = " REQUEUED_STATE("s") ","
+		    "  attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now() FROM m"
+		    " WHERE s.ability_id = m.ability_id AND s.generation = m.generation AND " STATES_LOCKED("st")
 		    " RETURNING 1)"
 		    " SELECT count(*) FROM r",
 		    1, &param, done, arg);

@@ -842,6 +842,87 @@ Test(store_job, a_requeue_leaves_a_vector_its_owner_took_back_while_it_waited)
 }
 
 /*
+ * The reconcile's requeue of failed and overdue rows (a, x) while a's sync
+ * state is held: x, an ability whose delete failed (no row), is registered
+ * again and its push fails too (failed at generation 2, a live row) before
+ * the requeue locks it. The requeue read "no row" from its snapshot and
+ * "failed" from the latest version: it made the live ability pending_delete,
+ * and the retry worker deleted its vector. It now requeues a row only at the
+ * generation its snapshot saw, as the operator's retry does.
+ */
+Test(store_job, a_reconcile_requeue_leaves_a_change_written_while_it_waited_as_it_is)
+{
+	struct pgtest t;
+	struct count c = {0};
+	const char *ids[2] = {"a", "x"};
+	PGconn *rec;
+	char *v;
+
+	locktest_open(&t, "recon_requeue_changes_stale");
+	pgtest_exec(t.url, "INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state,"
+			   " generation) VALUES ('a', 'abilities_s', 1, 'h', 'failed', 1),"
+			   " ('x', 'abilities_s', 2, '', 'failed', 1)");
+	rec = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'a' FOR UPDATE");
+	store_reconcile_requeue_changes(t.pool, ids, 2, on_count, &c);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('x', 2, 'n', 's', 'd', '[1]');"
+			   " UPDATE abilitysync.sync_state SET generation = 2, content_hash = 'h2' WHERE ability_id = 'x'");
+	locktest_commit(rec);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(str, c.error, ""), "the requeue failed: %s", c.error);
+	cr_assert(eq(i64, c.n, 1), "a is requeued, x (written meanwhile) is not");
+	v = pgtest_value(&t, "SELECT state || ' ' || generation FROM abilitysync.sync_state WHERE ability_id = 'x'");
+	cr_assert(eq(str, v, "failed 2"), "x has a live row: it is never made pending_delete (%s)", v);
+	free(v);
+	pgtest_close(&t);
+}
+
+/*
+ * Two processes on one reconcile run. One requeues y (the original app's
+ * row, no sync state) onto vector 7, whose ledger entry names x, deleted and
+ * settled; its statement waits for z's sync state. Meanwhile the other finds
+ * vector 7 still in the vector DB (an orphan): it reopens x's entry and makes
+ * x pending_delete, to delete it. The reopening left the entry's
+ * last_written_at as it was, so the first took the entry as its snapshot had
+ * it (ENTRY_SAW) and gave it to y: y's add and x's delete of one vector were
+ * both pushed, and whichever landed last won (y synced with no vector). A
+ * reopened entry is a written one now.
+ */
+Test(store_job, a_requeue_leaves_a_vector_an_orphan_requeue_reopened_while_it_waited)
+{
+	struct pgtest t;
+	struct count c = {0}, o = {0};
+	struct recon_place rows[2] = {{"y", "abilities_s", 7, -1}, {"z", "abilities_s", 9, 1}};
+	struct recon_place orphan = {"x", "abilities_s", 7, 2};
+	PGconn *w;
+	char *v;
+
+	locktest_open(&t, "recon_requeue_orphan_reopened");
+	pgtest_exec(t.url, "INSERT INTO abilities (ability_id, vector_id, ability_name, service_name, description, embedding)"
+			   " VALUES ('y', 7, 'n', 's', 'd', '[1]'), ('z', 9, 'n', 's', 'd', '[2]');"
+			   " INSERT INTO abilitysync.sync_state (ability_id, blob_id, vector_id, content_hash, state, generation)"
+			   " VALUES ('x', 'abilities_s', 7, '', 'deleted', 2), ('z', 'abilities_s', 9, 'h', 'synced', 1);"
+			   " INSERT INTO abilitysync.vector_ledger (blob_id, vector_id, ability_id, last_written_at, deleted_at)"
+			   " VALUES ('abilities_s', 7, 'x', now() - interval '1 hour', now() - interval '1 hour'),"
+			   " ('abilities_s', 9, 'z', now() - interval '1 hour', NULL)");
+	w = locktest_hold(&t, "SELECT 1 FROM abilitysync.sync_state WHERE ability_id = 'z' FOR UPDATE");
+	store_reconcile_requeue_rows(t.pool, rows, 2, on_count, &c);
+	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
+	store_reconcile_requeue_orphans(t.pool, &orphan, 1, on_count, &o);
+	pgtest_wait(&t, &o.done);
+	cr_assert(eq(str, o.error, ""), "the orphan's requeue failed: %s", o.error);
+	cr_assert(eq(i64, o.n, 1), "x is queued to delete vector 7");
+	locktest_commit(w);
+	pgtest_wait(&t, &c.done);
+	cr_assert(eq(str, c.error, ""), "the requeue failed: %s", c.error);
+	v = pgtest_value(&t, "SELECT ability_id FROM abilitysync.vector_ledger WHERE vector_id = 7");
+	cr_assert(eq(str, v, "x"), "vector 7 stays x's until its delete is settled (%s)", v);
+	free(v);
+	pgtest_close(&t);
+}
+
+/*
  * A reconcile page that requeues two rows of one vector no ledger entry names
  * (c-new without a sync state, c-old synced but missing from the vector DB):
  * the ledger claim took the key twice in one upsert, which Postgres refuses
