@@ -315,6 +315,17 @@ test_a_full_set_never_lets_go_of_a_lease_a_later_push_holds() {
   teardown_all
 }
 
+# With give-backs held (hold_claims on them): v1 of $1 written while paused,
+# its lease's give-back held; then resumed.
+write_while_paused() { # ability_id
+  api POST /v1/sync/pause '{"reason": "a write while paused"}'
+  post "$(ability_json "$1" "$SVC" 8 1 v1)"
+  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending" "v1 is kept, not pushed: $BODY"
+  wait_claim_held "v1's lease given back"
+  api POST /v1/sync/resume
+  sleep 0.5 # a check of the pause in flight is answered
+}
+
 # A write answered while paused gives its lease back (may_push); so do rows
 # a claim took just before a pause. A write of the same replica made right
 # after the resume kept that lease's token (a replica's lease is its own) and
@@ -328,12 +339,7 @@ test_a_lease_given_back_after_a_pause_is_never_one_a_push_holds() {
   hold_claims '%lease_owner = NULL %'
   serve SYNC_INTERVAL_MS=3600000
   a=$SVC_URL
-  api POST /v1/sync/pause '{"reason": "a write while paused"}'
-  post "$(ability_json given-back "$SVC" 8 1 v1)"
-  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending" "v1 is kept, not pushed: $BODY"
-  wait_claim_held "v1's lease given back"
-  api POST /v1/sync/resume
-  sleep 0.5 # a check of the pause in flight is answered
+  write_while_paused given-back
   hold_next POST /vectors >/dev/null
   post "$(ability_json given-back "$SVC" 8 1 v2)"
   assert_eq "$CODE" 202 "v2 waits for its push: $BODY"
@@ -365,17 +371,9 @@ test_a_lease_given_back_before_a_writes_answer_is_never_one_it_pushes_under() {
   local a wpid h3
   setup_stores
   hold_claims '%lease_owner = NULL %'
-  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
-  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
-    SYNC_WAIT_MS=400 PG_POOL_SIZE=4 SYNC_INTERVAL_MS=3600000
-  wait_ready
+  serve_via_pg_proxy PG_POOL_SIZE=4 SYNC_INTERVAL_MS=3600000
   a=$SVC_URL
-  api POST /v1/sync/pause '{"reason": "a write while paused"}'
-  post "$(ability_json out-of-order "$SVC" 8 1 v1)"
-  assert_eq "$CODE $(jq -r .sync_state <<<"$BODY")" "202 pending" "v1 is kept, not pushed: $BODY"
-  wait_claim_held "v1's lease given back"
-  api POST /v1/sync/resume
-  sleep 0.5 # a check of the pause in flight is answered
+  write_while_paused out-of-order
   proxy_mode pg hold-answer abilitysync_write
   curl -s -o /dev/null -H 'Content-Type: application/json' \
     --data-binary "$(ability_json out-of-order "$SVC" 8 1 v2)" "$a/v1/abilities" &
@@ -418,10 +416,7 @@ test_a_lease_given_back_before_a_writes_answer_is_never_one_it_pushes_under() {
 test_a_restore_page_never_takes_a_lease_a_push_here_holds() {
   local a h2
   setup_stores
-  start_proxy pg "127.0.0.1:$(sed -E 's#^[a-z]+://[^@]*@[^:/]+:([0-9]+)/.*#\1#' <<<"$DB")"
-  start_service DATABASE_URL="$(sed -E "s#^([a-z]+://[^@]*@[^:/]+):[0-9]+/#\1:$PROXY_PORT/#" <<<"$DB")" \
-    SYNC_WAIT_MS=400 PG_POOL_SIZE=4 SYNC_INTERVAL_MS=3600000
-  wait_ready
+  serve_via_pg_proxy PG_POOL_SIZE=4 SYNC_INTERVAL_MS=3600000
   a=$SVC_URL
   hold_next POST /vectors >/dev/null
   post "$(ability_json in-page "$SVC" 8 1 v1)"
