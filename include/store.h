@@ -76,7 +76,7 @@ struct claimed_row {
 	const char *blob_id;        /* where the sync state says its vector is */
 	int64_t vector_id;
 	int attempts;
-	bool leased;                /* false: another replica holds it (restore pages only) */
+	bool leased;                /* false: left (restore pages only: a live lease holds it, or it changed) */
 	bool doubt;                 /* an ambiguous call may still land: this push cannot settle it */
 	bool verify;                /* the doubt window is over: verify before it can be synced */
 	bool may_exist;
@@ -94,7 +94,13 @@ struct store;
 struct store *store_new(struct pgpool *pool, const struct store_opts *o);
 void store_free(struct store *s);
 
-/* Writes abilities (they must stay valid until `done`). */
+/*
+ * Writes abilities (they must stay valid until `done`). Writes and deletes go
+ * out through one queue, WRITE_CONCURRENCY statements at a time, never two in
+ * flight for one ability: each `done` is called in the order the statements
+ * touching an ability were asked for (a lease kept by a later one is never
+ * let go before an earlier one's answer is in).
+ */
 void store_write(struct store *s, const struct ability *items, size_t n, store_write_fn done, void *arg);
 
 /* ---- the outbox ------------------------------------------------------------------ */
@@ -121,8 +127,9 @@ void store_claim_ids(struct store *s, const char *const *ids, size_t n, store_cl
 /*
  * A restore page: up to `limit` mirror rows after `after` and up to `upto`
  * (NULL: open) of `service` (NULL: all), by ability_id. Each gets a sync state if it
- * had none, is made pending and leased, unless another replica holds it
- * (leased false). may_exist uses the blob epochs (store_blob_*).
+ * had none, is made pending and leased, unless a live lease holds it (this
+ * replica's too) or it changed since the page's snapshot (leased false: left
+ * to whoever holds or changed it). may_exist uses the blob epochs (store_blob_*).
  */
 void store_claim_page(struct store *s, const char *after, const char *upto, const char *service, int limit,
 		      store_claim_fn done, void *arg);

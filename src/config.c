@@ -240,8 +240,8 @@ static const struct cfg_def defs[] = {
 		"Bytes of abilities (embeddings mostly) written in one statement, at most; a single request larger "
 		"than this is written alone."),
 	ROW_INT("WRITE_CONCURRENCY", write_concurrency, "1", 1, 64, SCOPE_SERVE,
-		"Write statements in flight at once. One groups the most requests per statement (least "
-		"overhead); more lets Postgres use more cores. At most PG_POOL_SIZE - 1."),
+		"Write and delete statements in flight at once, never two for one ability. One groups the most "
+		"requests per statement (least overhead); more lets Postgres use more cores. At most PG_POOL_SIZE - 1."),
 	ROW_INT("SYNC_INTERVAL_MS", sync_interval_ms, "1000", 10, 3600000, SCOPE_SERVE | SCOPE_RECONCILE,
 		"How often the retry worker looks for due outbox rows."),
 	ROW_INT("SYNC_CLAIM_MAX", sync_claim_max, "64", 1, 10000, SCOPE_SERVE | SCOPE_RECONCILE,

@@ -1164,6 +1164,8 @@ static void on_dropped(bool released, int64_t generation, const struct pg_outcom
 
 			e->again = false;
 			follow_up(ob, &id, 1);
+		} else if (e->lease && !ob->closing) {
+			entry_drop(ob, e); /* a write here took another lease meanwhile (paused): that one goes back too */
 		} else {
 			entry_notify(e, -1, NULL, NULL);
 			entry_remove(&ob->table, e);

@@ -71,7 +71,7 @@ const struct drift_category reconcile_categories[RECONCILE_CATEGORIES] = {
 	[CAT_ORPHANS] = {"orphans",
 			 "a vector still there for a ledger entry or tombstone that no live row claims where it lies, "
 			 "naming that ability (a row deleted straight from Postgres, a deleted ability's vector written "
-			 "again); one naming another ability is left to that ability's row",
+			 "again)",
 			 "deleting it"},
 	[CAT_NO_SYNC_STATE] = {"no_sync_state",
 			       "a live row without sync state: written by the original application, or restored "
@@ -79,7 +79,9 @@ const struct drift_category reconcile_categories[RECONCILE_CATEGORIES] = {
 			       "claiming its vector and pushing it"},
 	[CAT_OVERDUE] = {"overdue", "a change pending for longer than `RECONCILE_OVERDUE`", "making it due now"},
 	[CAT_FAILED] = {"failed", "a change that gave up after `SYNC_MAX_ATTEMPTS`", "queueing it again"},
-	[CAT_COLLISIONS] = {"collisions", "a live row whose `vector_id` another live ability holds in its blob",
+	[CAT_COLLISIONS] = {"collisions",
+			    "a live row whose `vector_id` another live ability holds in its blob, or a vector at a "
+			    "ledger entry's place that names another ability",
 			    NULL},
 	[CAT_INVALID] = {"invalid_rows", "a row that cannot be pushed (its `vector_id`; `--deep`: its embedding)",
 			 NULL},
@@ -126,6 +128,7 @@ struct entry {
 	char *ability_id;
 	int64_t generation;     /* of its ability's sync state when read (-1: none) */
 	enum { E_UNKNOWN, E_GONE, E_THERE, E_OTHERS, E_ERROR } seen;
+	char *other;            /* E_OTHERS: the ability the vector there names */
 };
 
 /* A repair wanted (owned copies: the page may go before it is queued). */
@@ -251,6 +254,7 @@ static void free_page(struct reconcile *r)
 	for (i = 0; i < r->nentries; i++) {
 		free(r->entries[i].blob);
 		free(r->entries[i].ability_id);
+		free(r->entries[i].other);
 	}
 	free(r->entries);
 	r->entries = NULL;
@@ -897,6 +901,8 @@ static void entries_page_done(struct reconcile *r)
 	for (i = 0; i < r->nentries; i++) {
 		const struct entry *e = &r->entries[i];
 
+		if (e->seen == E_OTHERS)
+			note(r, CAT_COLLISIONS, e->other);
 		if (e->seen != E_THERE)
 			continue;
 		note(r, CAT_ORPHANS, e->ability_id);
@@ -925,15 +931,18 @@ static void on_entry(const struct vdb_result *res, void *arg)
 		/*
 		 * A vector that names another ability (the original app's, of a
 		 * live row with the same vector_id) is not this entry's to delete:
-		 * that row's check decides (the rows phase, a collision at worst).
+		 * it is reported as a collision, for a person (a row of that
+		 * ability there is claimed and pushed by the rows phase).
 		 */
 		const char *owner = json_string_value(
 			json_object_get(json_object_get(res->reply, "attributes"), "ability_id"));
 
 		e->seen = owner && strcmp(owner, e->ability_id) != 0 ? E_OTHERS : E_THERE;
-		if (e->seen == E_OTHERS)
-			log_info(COMP, "vector %lld of %s names %s, not %s (the ledger's): left to its row",
+		if (e->seen == E_OTHERS) {
+			e->other = xstrdup(owner);
+			log_info(COMP, "vector %lld of %s names %s, not %s (the ledger's): not deleted, a collision",
 				 (long long)e->vector_id, e->blob, owner, e->ability_id);
+		}
 	} else {
 		e->seen = E_ERROR;
 		vdb_failed(r, res->error);

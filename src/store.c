@@ -409,7 +409,7 @@ static const char claim_ids_sql[] =
 
 /*
  * A restore page: every mirror row of the page gets a pending sync state
- * leased to us, unless another replica holds it. The sync states that exist
+ * leased to us, unless a live lease holds it or it changed (PAGE_TAKES). The sync states that exist
  * are locked before any is inserted, as a write does (one pass that inserted
  * some and waited for others deadlocked with a write of the same rows). A
  * vector may be in its blob unless the blob was created (by us) after the
@@ -624,29 +624,45 @@ static const struct pg_stmt delete_stmt = {"abilitysync_delete", delete_sql, tru
 
 /* ---- grouped writes ------------------------------------------------------------- */
 
+/*
+ * A write, or a delete (delete_id; a statement of its own). Both go out
+ * through one queue, WRITE_CONCURRENCY statements at a time, and no two
+ * statements in flight touch one ability: their answers come in the order
+ * they were sent. A write or delete that takes a lease this replica already
+ * holds keeps its token (LEASE_TOKEN); a delete sent after a write, answered
+ * before it on another connection, pushed and recorded the delete (the lease
+ * let go), and the write's answer then pushed its add: the deleted ability's
+ * vector came back.
+ */
 struct write_req {
 	TAILQ_ENTRY(write_req) link;
 	const struct ability *items;
 	size_t n;
 	size_t bytes;           /* what its rows weigh in the statement's parameters */
 	store_write_fn done;
+	char *delete_id;        /* a delete: this ability's (owned) */
+	store_delete_fn ddone;
 	void *arg;
 	int alone;              /* > 0: run by itself (after its group lost a race on the ledger), that many times */
 };
 
 TAILQ_HEAD(write_list, write_req);
 
-/* One write statement in flight and the requests it carries. */
+/* One write (or delete) statement in flight and the requests it carries. */
 struct write_group {
+	TAILQ_ENTRY(write_group) link;
 	struct store *s;
 	struct write_list reqs;
 	size_t rows, bytes;
 };
 
+TAILQ_HEAD(group_list, write_group);
+
 struct store {
 	struct pgpool *pool;
 	struct store_opts o;
 	struct write_list waiting;
+	struct group_list flying; /* the statements in flight */
 	int in_flight;
 	char *owner;
 	char lease[32], quarantine[32], attempts[16];
@@ -669,15 +685,36 @@ static const char *text_or_null(PGresult *res, int row, int col)
 	return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
 }
 
-static bool group_has(const struct write_group *g, const struct ability *a)
+static bool group_has(const struct write_group *g, const char *ability_id)
 {
 	const struct write_req *r;
 	size_t i;
 
-	TAILQ_FOREACH(r, &g->reqs, link)
+	TAILQ_FOREACH(r, &g->reqs, link) {
+		if (r->delete_id && strcmp(r->delete_id, ability_id) == 0)
+			return true;
 		for (i = 0; i < r->n; i++)
-			if (strcmp(r->items[i].ability_id, a->ability_id) == 0)
+			if (strcmp(r->items[i].ability_id, ability_id) == 0)
 				return true;
+	}
+	return false;
+}
+
+/* Does the request touch an ability of `g`, or of a statement in flight? */
+static bool req_clashes(const struct store *s, const struct write_group *g, const struct write_req *r)
+{
+	const struct write_group *f;
+	size_t i;
+
+	for (i = 0; i < r->n || (r->delete_id && i == 0); i++) {
+		const char *id = r->delete_id ? r->delete_id : r->items[i].ability_id;
+
+		if (group_has(g, id))
+			return true;
+		TAILQ_FOREACH(f, &s->flying, link)
+			if (group_has(f, id))
+				return true;
+	}
 	return false;
 }
 
@@ -771,6 +808,7 @@ static void on_group_done(const struct pg_outcome *o, void *arg)
 	bool race = !o->res && (strcmp(o->sqlstate, "23505") == 0 || strcmp(o->sqlstate, "40P01") == 0);
 
 	s->in_flight--;
+	TAILQ_REMOVE(&s->flying, g, link);
 	if (race && TAILQ_FIRST(&g->reqs)->alone < ALONE_RETRIES) {
 		/* Run each request by itself, in order: the statement then sees who holds the vector. */
 		log_info(COMP, "a concurrent write claimed the same vector (%s); retrying %zu rows one request at a time",
@@ -805,12 +843,25 @@ static void on_group_done(const struct pg_outcome *o, void *arg)
 	pump(s);
 }
 
+static void on_group_deleted(const struct pg_outcome *o, void *arg);
+
 static void send_group(struct store *s, struct write_group *g)
 {
 	struct buf p[12];
 	struct pg_param params[15];
+	const struct write_req *d = TAILQ_FIRST(&g->reqs);
 	int k;
 
+	s->in_flight++;
+	TAILQ_INSERT_TAIL(&s->flying, g, link);
+	if (d->delete_id) {
+		params[0] = text_param(d->delete_id);
+		params[1] = text_param(s->owner);
+		params[2] = text_param(s->lease);
+		params[3] = text_param(s->quarantine);
+		pgpool_execute(s->pool, &delete_stmt, 4, params, on_group_deleted, g);
+		return;
+	}
 	memset(p, 0, sizeof(p));
 	build_params(g, p);
 	for (k = 0; k < 12; k++) { /* handed to the pool: the embeddings are not copied once more */
@@ -821,11 +872,14 @@ static void send_group(struct store *s, struct write_group *g)
 	params[11] = text_param(s->owner);
 	params[13] = text_param(s->lease);
 	params[14] = text_param(s->quarantine);
-	s->in_flight++;
 	pgpool_execute(s->pool, &write_stmt, 15, params, on_group_done, g);
 }
 
-/* Takes waiting requests into a group: in arrival order, no ability twice, up to group_max rows and bytes. */
+/*
+ * Takes waiting requests into a group: in arrival order, no ability twice nor
+ * one a statement in flight has (the first request that would stops it: the
+ * order holds), up to group_max rows and bytes; a delete goes alone.
+ */
 static struct write_group *take_group(struct store *s)
 {
 	struct write_group *g = xcalloc(1, sizeof(*g));
@@ -834,21 +888,16 @@ static struct write_group *take_group(struct store *s)
 	g->s = s;
 	TAILQ_INIT(&g->reqs);
 	while ((r = TAILQ_FIRST(&s->waiting)) != NULL) {
-		size_t i;
-		bool clash = false;
-
-		if (g->rows && (r->alone || g->rows + r->n > (size_t)s->o.group_max ||
+		if (g->rows && (r->alone || r->delete_id || g->rows + r->n > (size_t)s->o.group_max ||
 				g->bytes + r->bytes > s->o.group_max_bytes))
 			break;
-		for (i = 0; i < r->n && !clash; i++)
-			clash = group_has(g, &r->items[i]);
-		if (clash)
+		if (req_clashes(s, g, r))
 			break;
 		TAILQ_REMOVE(&s->waiting, r, link);
 		TAILQ_INSERT_TAIL(&g->reqs, r, link);
 		g->rows += r->n;
 		g->bytes += r->bytes;
-		if (r->alone)
+		if (r->alone || r->delete_id)
 			break;
 	}
 	return g;
@@ -856,8 +905,15 @@ static struct write_group *take_group(struct store *s)
 
 static void pump(struct store *s)
 {
-	while (s->in_flight < s->o.write_concurrency && !TAILQ_EMPTY(&s->waiting))
-		send_group(s, take_group(s));
+	while (s->in_flight < s->o.write_concurrency && !TAILQ_EMPTY(&s->waiting)) {
+		struct write_group *g = take_group(s);
+
+		if (TAILQ_EMPTY(&g->reqs)) { /* the next request waits for a statement in flight */
+			free(g);
+			return;
+		}
+		send_group(s, g);
+	}
 }
 
 /* The bytes an ability adds to a write statement's parameters (its texts, mostly the embedding). */
@@ -884,14 +940,11 @@ void store_write(struct store *s, const struct ability *items, size_t n, store_w
 
 /* ---- deletes and claims ---------------------------------------------------------------- */
 
-struct delete_ctx {
-	store_delete_fn done;
-	void *arg;
-};
-
-static void on_deleted(const struct pg_outcome *o, void *arg)
+static void on_group_deleted(const struct pg_outcome *o, void *arg)
 {
-	struct delete_ctx *x = arg;
+	struct write_group *g = arg;
+	struct store *s = g->s;
+	struct write_req *x = TAILQ_FIRST(&g->reqs);
 	struct delete_result r;
 
 	memset(&r, 0, sizeof(r));
@@ -905,19 +958,24 @@ static void on_deleted(const struct pg_outcome *o, void *arg)
 		r.deletes = text_or_null(o->res, 0, 5);
 		r.lease = text_or_null(o->res, 0, 6);
 	}
-	x->done(o->res ? &r : NULL, o, x->arg);
+	s->in_flight--;
+	TAILQ_REMOVE(&s->flying, g, link);
+	x->ddone(o->res ? &r : NULL, o, x->arg);
+	free(x->delete_id);
 	free(x);
+	free(g);
+	pump(s);
 }
 
 void store_delete(struct store *s, const char *ability_id, store_delete_fn done, void *arg)
 {
-	struct delete_ctx *x = xcalloc(1, sizeof(*x));
-	struct pg_param params[4] = {text_param(ability_id), text_param(s->owner), text_param(s->lease),
-				     text_param(s->quarantine)};
+	struct write_req *r = xcalloc(1, sizeof(*r));
 
-	x->done = done;
-	x->arg = arg;
-	pgpool_execute(s->pool, &delete_stmt, 4, params, on_deleted, x);
+	r->delete_id = xstrdup(ability_id);
+	r->ddone = done;
+	r->arg = arg;
+	TAILQ_INSERT_TAIL(&s->waiting, r, link);
+	pump(s);
 }
 
 struct claim_ctx {
@@ -1730,6 +1788,7 @@ struct store *store_new(struct pgpool *pool, const struct store_opts *o)
 	s->owner = xstrdup(o->owner ? o->owner : "abilitysync");
 	s->o.owner = s->owner;
 	TAILQ_INIT(&s->waiting);
+	TAILQ_INIT(&s->flying);
 	snprintf(s->lease, sizeof(s->lease), "%ld milliseconds", o->lease_ms);
 	snprintf(s->quarantine, sizeof(s->quarantine), "%ld milliseconds", o->quarantine_ms);
 	snprintf(s->attempts, sizeof(s->attempts), "%d", o->max_attempts);
@@ -1748,7 +1807,11 @@ void store_free(struct store *s)
 	snprintf(o.error, sizeof(o.error), "shutting down");
 	while ((r = TAILQ_FIRST(&s->waiting)) != NULL) {
 		TAILQ_REMOVE(&s->waiting, r, link);
-		r->done(NULL, r->n, &o, r->arg);
+		if (r->delete_id)
+			r->ddone(NULL, &o, r->arg);
+		else
+			r->done(NULL, r->n, &o, r->arg);
+		free(r->delete_id);
 		free(r);
 	}
 	free(s->owner);

@@ -700,7 +700,8 @@ void store_reconcile_requeue_changes(struct pgpool *p, const char *const *ids, s
 		    LOCK_STATES("st", "SELECT ability_id FROM m")
 		    " r AS (UPDATE abilitysync.sync_state s SET state = " REQUEUED_STATE("s") ","
 		    "  attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now() FROM m"
-		    " WHERE s.ability_id = m.ability_id AND s.generation = m.generation AND " STATES_LOCKED("st")
+		    " WHERE s.ability_id = m.ability_id AND s.generation = m.generation"
+		    "  AND s.state IN ('failed', 'pending', 'pending_delete') AND " STATES_LOCKED("st")
 		    " RETURNING 1)"
 		    " SELECT count(*) FROM r",
 		    1, &param, done, arg);

@@ -390,9 +390,8 @@ test_a_lease_given_back_before_a_writes_answer_is_never_one_it_pushes_under() {
     [ "$(pg "select count(*) from pg_locks where locktype = 'advisory'")" = 0 ] && break
     sleep 0.05
   done
-  sleep 0.3 # the release's answer is in
+  wait_held 1 # the give-back's answer is in, and the ability was claimed again and pushed (held)
   proxy_mode pg pass
-  wait_held 1
   wait "$wpid"
   serve SYNC_INTERVAL_MS=300
   post "$(ability_json out-of-order "$SVC" 8 1 v3)"
@@ -443,6 +442,39 @@ test_a_restore_page_never_takes_a_lease_a_push_here_holds() {
   SVC_URL=$a wait_job "$job" 20
   sleep 1 # a late push would show now
   assert_vector in-page "$h2"
+  teardown_all
+}
+
+# A write whose answer is slow (the fault proxy holds it) after it committed,
+# and a delete of the same ability by the same replica: the delete kept the
+# write's lease token, was answered first, pushed the delete and recorded it
+# (the lease let go); then the write's answer came, nothing said the ability
+# was busy, and it pushed v1: the deleted ability's vector came back. A
+# replica's writes and deletes of one ability now go out one statement at a
+# time, so their answers come in the order they were sent.
+test_a_delete_answered_before_an_earlier_writes_answer_stays_deleted() {
+  local a wpid dpid
+  setup_stores
+  serve_via_pg_proxy PG_POOL_SIZE=4
+  a=$SVC_URL
+  proxy_mode pg hold-answer abilitysync_write
+  curl -s -o /dev/null -H 'Content-Type: application/json' \
+    --data-binary "$(ability_json late-write "$SVC" 8 1 v1)" "$a/v1/abilities" &
+  wpid=$!
+  for _ in $(seq 1 100); do
+    [ "$(pg "select count(*) from abilitysync.sync_state where ability_id = 'late-write'")" = 1 ] && break
+    sleep 0.05
+  done
+  assert_eq "$(pg "select count(*) from abilitysync.sync_state where ability_id = 'late-write'")" 1 \
+    "v1 is committed, its answer held"
+  curl -s -o /dev/null -X DELETE "$a/v1/abilities/late-write" &
+  dpid=$!
+  sleep 1 # the delete is answered now, unless it waits for the write's answer
+  proxy_mode pg pass
+  wait "$wpid" "$dpid"
+  wait_state late-write deleted 10
+  sleep 1 # a late push would show now
+  assert_eq "$(emu_hashes late-write)" "" "the deleted ability's vectors"
   teardown_all
 }
 

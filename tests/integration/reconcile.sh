@@ -384,7 +384,8 @@ test_a_vector_id_collision_is_reported_and_never_repaired() {
 # same vector_id (collide-12320, no sync state yet). The run's ledger part
 # (part 0, first) took that vector for the deleted ability's orphan and
 # deleted it: the live row was missing from the vector DB until a later run.
-# A vector that names another ability is that ability's row's business.
+# A vector that names another ability is reported as a collision, never
+# deleted; the live row there is claimed and pushed by the rows part.
 test_a_vector_that_names_another_ability_is_never_taken_for_an_orphan() {
   setup
   api POST /v1/abilities "$(ability_json collide-8533 same.svc)"
@@ -397,12 +398,14 @@ test_a_vector_that_names_another_ability_is_never_taken_for_an_orphan() {
     '{"vectors": [[1, 0, 0, 0, 0, 0, 0, 0]], "ids": [91458538], "attributes": [{"ability_id": "collide-12320"}]}'
   assert_eq "$CODE" 200 "the original app's vector: $BODY"
   rec --json
-  assert_rc 0 "$ERR"
+  assert_rc 3 "$ERR"
+  assert_eq "$(jq -c '[.drift.orphans.count, .drift.collisions.count, .drift.collisions.sample]' <<<"$OUT")" \
+    '[0,1,["collide-12320"]]' "orphans, collisions"
   emu GET "/tenants/$TENANT/blobs/$(blob_of same.svc)/vectors/91458538"
   assert_eq "$CODE $(jq -r '.attributes.ability_id // .vector.attributes.ability_id // empty' <<<"$BODY")" \
     "200 collide-12320" "the live row's vector after the run"
-  rec --dry-run --json
-  assert_rc 0 "$ERR"
+  rec --json
+  assert_rc 0 "the live row was claimed and pushed by the first run: $OUT"
   stop_emulator
 }
 

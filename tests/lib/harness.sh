@@ -193,9 +193,15 @@ start_proxy() {
 # proxy_mode NAME MODE [VALUE]: pass, blackhole, stall, reset, delay MS, drip BYTES, hold-answer TEXT
 # (applies within 50 ms).
 proxy_mode() {
+  local want
   echo "$2 ${3:-}" >"$SUITE_TMP/proxy.$1.mode.new"
   mv "$SUITE_TMP/proxy.$1.mode.new" "$SUITE_TMP/proxy.$1.mode"
-  sleep 0.1
+  want=$(echo "$2 ${3:-}" | xargs)
+  for _ in $(seq 1 100); do
+    [ "$(cat "$SUITE_TMP/proxy.$1.mode.applied" 2>/dev/null)" = "$want" ] && return
+    sleep 0.02
+  done
+  fail "the fault proxy did not apply \"$want\""
 }
 
 # ---- the service -----------------------------------------------------------

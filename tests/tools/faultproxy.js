@@ -20,7 +20,8 @@
 //                 from then on (a Postgres statement's name, in its Bind), until
 //                 the mode changes: that answer comes after later ones on
 //                 other connections
-// It prints nothing but errors; it exits on SIGTERM.
+// Each mode applied is written to FILE.applied. It prints nothing but errors;
+// it exits on SIGTERM.
 'use strict';
 const net = require('net');
 const fs = require('fs');
@@ -49,6 +50,7 @@ const modeFile = arg('mode-file');
 
 let mode = { name: 'pass', value: 0, text: '' };
 let holding = null; // hold-answer: the connection whose answers wait
+let applied = null; // the mode text last written to FILE.applied
 const pairs = new Set();
 
 function readMode() {
@@ -59,6 +61,10 @@ function readMode() {
     text = 'pass';
   }
   const [name, value] = text.split(/\s+/);
+  if (text !== applied) {
+    fs.writeFileSync(modeFile + '.applied', text); // proxy_mode waits for it
+    applied = text;
+  }
   if (name === mode.name && (value || '') === mode.text) return;
   mode = { name, value: Number(value || 0), text: value || '' };
   holding = null;
