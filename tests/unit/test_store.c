@@ -594,7 +594,8 @@ Test(store, a_delete_waits_for_a_claim_without_a_deadlock)
 }
 
 /*
- * A delete of an ability while a write of it is under way. The write holds
+ * A delete of an ability by one replica while another replica's write of it
+ * is under way (within one replica they go out one after the other). The write holds
  * the sync state and then upserts the mirror row; the delete used to delete
  * the mirror row first and then wait for the sync state: a deadlock, which
  * Postgres broke after deadlock_timeout by failing the delete (its client got
@@ -606,7 +607,7 @@ Test(store, a_delete_waits_for_a_claim_without_a_deadlock)
 Test(store, a_delete_waits_for_a_write_of_its_ability_without_a_deadlock)
 {
 	struct pgtest t;
-	struct store *s;
+	struct store *s, *b;
 	struct ability a1, a2;
 	struct writes w;
 	struct deletes d = {0};
@@ -616,6 +617,7 @@ Test(store, a_delete_waits_for_a_write_of_its_ability_without_a_deadlock)
 
 	locktest_open(&t, "store_delete_write_order");
 	s = new_store(&t, "replica-a", 30000);
+	b = new_store(&t, "replica-b", 30000);
 	pgtest_ability(&a1, "get-user", "api.github.com", 1.0);
 	pgtest_ability(&a2, "get-user", "api.github.com", 2.0);
 	write_one(&t, s, &a1, &w);
@@ -623,7 +625,7 @@ Test(store, a_delete_waits_for_a_write_of_its_ability_without_a_deadlock)
 	held = locktest_hold(&t, "SELECT 1 FROM abilitysync.vector_ledger WHERE ability_id = 'get-user' FOR UPDATE");
 	write_in_flight(s, &a2, &w);
 	pgtest_wait_value(&t, LOCKTEST_WAITING, "1");
-	store_delete(s, "get-user", on_deleted_row, &d);
+	store_delete(b, "get-user", on_deleted_row, &d);
 	pgtest_wait_value(&t, LOCKTEST_WAITING, "2");
 	locktest_commit(held);
 	t0 = clock_mono_ms();
@@ -641,6 +643,7 @@ Test(store, a_delete_waits_for_a_write_of_its_ability_without_a_deadlock)
 	free(v);
 	ability_free(&a1);
 	ability_free(&a2);
+	store_free(b);
 	store_free(s);
 	pgtest_close(&t);
 }
