@@ -1,6 +1,7 @@
 /*
- * store_locks.h - the order in which the store's statements lock rows, as SQL
- * fragments for store.c and store_job.c. Every statement locks an ability's
+ * store_locks.h - SQL fragments store.c and store_job.c share: the order in
+ * which the store's statements lock rows, and what a change queued again
+ * becomes (REQUEUED_STATE). Every statement locks an ability's
  * sync state before its ledger entries and its mirror row, and each table's
  * rows in key order; two statements that took them the other way round
  * deadlocked (Postgres broke it after deadlock_timeout by failing one).

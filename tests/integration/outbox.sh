@@ -469,7 +469,11 @@ test_a_delete_answered_before_an_earlier_writes_answer_stays_deleted() {
     "v1 is committed, its answer held"
   curl -s -o /dev/null -X DELETE "$a/v1/abilities/late-write" &
   dpid=$!
-  sleep 1 # the delete is answered now, unless it waits for the write's answer
+  for _ in $(seq 1 40); do # the delete commits now, unless it waits for the write's answer (2 s)
+    [ "$(pg "select state in ('pending_delete', 'deleted') from abilitysync.sync_state
+      where ability_id = 'late-write'")" = t ] && break
+    sleep 0.05
+  done
   proxy_mode pg pass
   wait "$wpid" "$dpid"
   wait_state late-write deleted 10
